@@ -1,0 +1,182 @@
+//! The catalog: the sources and materialized views of a server.
+//!
+//! Each object is persisted as the statement that created it (in the store's
+//! `meta` column family, in creation order), and restored at start by
+//! running those statements again: the definitions are the SQL, so a newer
+//! Sluice re-plans them with its own planner.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataflow::plan::{SourcePlan, StreamPlan};
+use crate::error::{Error, Result};
+use crate::frontend::parser::ObjectKind;
+use crate::state::Store;
+
+const PREFIX: &str = "catalog/";
+
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Source(SourceEntry),
+    View(ViewEntry),
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceEntry {
+    pub plan: Arc<SourcePlan>,
+    pub sql: String,
+    seq: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ViewEntry {
+    pub plan: Arc<StreamPlan>,
+    pub sql: String,
+    seq: u64,
+}
+
+impl Entry {
+    pub fn kind(&self) -> ObjectKind {
+        match self {
+            Entry::Source(_) => ObjectKind::Source,
+            Entry::View(_) => ObjectKind::MaterializedView,
+        }
+    }
+
+    fn seq(&self) -> u64 {
+        match self {
+            Entry::Source(s) => s.seq,
+            Entry::View(v) => v.seq,
+        }
+    }
+}
+
+/// A persisted catalog object.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Record {
+    pub kind: RecordKind,
+    pub name: String,
+    pub sql: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    Source,
+    MaterializedView,
+}
+
+#[derive(Default)]
+pub struct Catalog {
+    entries: BTreeMap<String, Entry>,
+    next_seq: u64,
+}
+
+fn key(seq: u64) -> String {
+    format!("{PREFIX}{seq:020}")
+}
+
+impl Catalog {
+    /// The persisted records, in creation order.
+    pub fn load(store: &Store) -> Result<Vec<Record>> {
+        store
+            .scan_meta(PREFIX)?
+            .into_iter()
+            .map(|(k, v)| {
+                serde_json::from_slice(&v)
+                    .map_err(|e| Error::external(format!("the catalog entry {k} is unreadable: {e}")))
+            })
+            .collect()
+    }
+
+    /// Makes sequence numbers continue after the persisted ones.
+    pub fn resume_after(&mut self, store: &Store) -> Result<()> {
+        if let Some((k, _)) = store.scan_meta(PREFIX)?.last() {
+            let seq: u64 = k[PREFIX.len()..]
+                .parse()
+                .map_err(|_| Error::external(format!("bad catalog key {k}")))?;
+            self.next_seq = self.next_seq.max(seq + 1);
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.entries.get(name)
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = (&String, &Entry)> {
+        self.entries.iter()
+    }
+
+    pub fn check_free(&self, name: &str) -> Result<()> {
+        match self.entries.get(name) {
+            None => Ok(()),
+            Some(e) => Err(Error::duplicate(e.kind().name(), name)),
+        }
+    }
+
+    fn persist(&mut self, store: Option<&Store>, kind: RecordKind, name: &str, sql: &str) -> Result<u64> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(store) = store {
+            let record = Record {
+                kind,
+                name: name.to_string(),
+                sql: sql.to_string(),
+            };
+            let value = serde_json::to_vec(&record).map_err(|e| Error::internal(e.to_string()))?;
+            store.put_meta(&key(seq), &value)?;
+        }
+        Ok(seq)
+    }
+
+    /// Adds a source; `store` is None when restoring (already persisted).
+    pub fn add_source(&mut self, plan: Arc<SourcePlan>, sql: &str, store: Option<&Store>) -> Result<()> {
+        self.check_free(&plan.name)?;
+        let seq = self.persist(store, RecordKind::Source, &plan.name, sql)?;
+        self.entries.insert(
+            plan.name.clone(),
+            Entry::Source(SourceEntry {
+                plan,
+                sql: sql.to_string(),
+                seq,
+            }),
+        );
+        Ok(())
+    }
+
+    pub fn add_view(&mut self, plan: Arc<StreamPlan>, sql: &str, store: Option<&Store>) -> Result<()> {
+        self.check_free(&plan.view)?;
+        let seq = self.persist(store, RecordKind::MaterializedView, &plan.view, sql)?;
+        self.entries.insert(
+            plan.view.clone(),
+            Entry::View(ViewEntry {
+                plan,
+                sql: sql.to_string(),
+                seq,
+            }),
+        );
+        Ok(())
+    }
+
+    /// The views that read `source`.
+    pub fn dependents(&self, source: &str) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter_map(|(name, e)| match e {
+                Entry::View(v) if v.plan.source.name == source => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn remove(&mut self, name: &str, store: &Store) -> Result<Option<Entry>> {
+        let Some(entry) = self.entries.get(name) else {
+            return Ok(None);
+        };
+        store.delete_meta(&key(entry.seq()))?;
+        Ok(self.entries.remove(name))
+    }
+}

@@ -1,0 +1,409 @@
+//! The `datagen` connector: generated rows, so that Sluice can be tried with
+//! no Kafka and no data at hand.
+//!
+//! Columns are filled by name and type with a realistic telecom call-record
+//! stream: `cell_id` over 500 cells with skewed (Zipf) load, `msisdn` over
+//! 100 000 subscribers, `status` (`ok`, `dropped`, `failed`, `busy`),
+//! `duration_ms` (log-normal, about 90 s; 0 for failed and busy calls) and
+//! the event time (any TIMESTAMP column, or a BIGINT column whose name says
+//! time: epoch milliseconds). Event times follow the wall clock at
+//! `rows-per-second`, out of order by up to 3 s, and about 0.2% of events
+//! are 10 to 60 s late. Other columns get random values of their type.
+//!
+//! Options: `rows-per-second` (default 10000, over all instances) and
+//! `number-of-rows` (unbounded if absent).
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
+    Int16Builder, Int32Builder, Int64Builder, Int8Builder, StringBuilder,
+};
+use arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::connector::{EventSender, ReaderContext, SourceEvent, SourceReader};
+use crate::error::{Error, Result};
+use crate::options::Options;
+
+const CELLS: usize = 500;
+const SUBSCRIBERS: usize = 100_000;
+/// The Zipf exponent of the load over cells.
+const CELL_SKEW: f64 = 1.1;
+/// Events arrive up to this much out of order.
+const MAX_DISORDER_MS: i64 = 3_000;
+/// The share of events that arrive very late.
+const LATE_FRACTION: f64 = 0.002;
+
+#[derive(Debug, Clone)]
+pub struct DatagenSpec {
+    pub rows_per_second: u64,
+    pub number_of_rows: Option<u64>,
+}
+
+impl DatagenSpec {
+    pub fn from_options(opts: &mut Options, _schema: &SchemaRef) -> Result<Self> {
+        let rows_per_second = opts.take_u64("rows-per-second")?.unwrap_or(10_000);
+        if rows_per_second == 0 {
+            return Err(Error::invalid_parameter(
+                "option 'rows-per-second' of connector \"datagen\" must be at least 1",
+            ));
+        }
+        let number_of_rows = opts.take_u64("number-of-rows")?;
+        Ok(DatagenSpec {
+            rows_per_second,
+            number_of_rows,
+        })
+    }
+}
+
+/// The columns of a datagen table declared without a column list.
+pub const DEFAULT_COLUMNS: &str = "event_time BIGINT, cell_id STRING, msisdn STRING, \
+     status STRING, duration_ms INT, ts AS TO_TIMESTAMP_LTZ(event_time, 3), \
+     WATERMARK FOR ts AS ts - INTERVAL '5' SECOND";
+
+/// How one column is generated.
+#[derive(Debug, Clone, Copy)]
+enum ColumnGen {
+    EventTime,
+    CellId,
+    Msisdn,
+    Status,
+    Duration,
+    Random,
+}
+
+fn column_gen(field: &Field) -> ColumnGen {
+    let name = field.name().to_ascii_lowercase();
+    let t = field.data_type();
+    match t {
+        DataType::Timestamp(..) => ColumnGen::EventTime,
+        DataType::Int64 if name.contains("time") || name == "ts" || name.ends_with("_ts") => {
+            ColumnGen::EventTime
+        }
+        DataType::Utf8 if name.contains("cell") => ColumnGen::CellId,
+        DataType::Utf8 if name.contains("msisdn") || name.contains("subscriber") || name.contains("caller") => {
+            ColumnGen::Msisdn
+        }
+        DataType::Utf8 if name.contains("status") => ColumnGen::Status,
+        _ if name.contains("duration") && (t.is_integer() || t.is_floating()) => ColumnGen::Duration,
+        _ => ColumnGen::Random,
+    }
+}
+
+struct Names {
+    cells: Vec<String>,
+    subscribers: Vec<String>,
+    /// Cumulative Zipf weights over cells, normalized to 1.
+    cell_cdf: Vec<f64>,
+}
+
+fn names() -> &'static Names {
+    static NAMES: OnceLock<Names> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        let cells = (1..=CELLS).map(|i| format!("cell-{i:04}")).collect();
+        let subscribers = (0..SUBSCRIBERS)
+            .map(|i| format!("3467{:08}", (i as u64 * 7_919_993) % 100_000_000))
+            .collect();
+        let weights: Vec<f64> = (1..=CELLS).map(|k| 1.0 / (k as f64).powf(CELL_SKEW)).collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        let cell_cdf = weights
+            .iter()
+            .map(|w| {
+                acc += w / total;
+                acc
+            })
+            .collect();
+        Names {
+            cells,
+            subscribers,
+            cell_cdf,
+        }
+    })
+}
+
+/// The values of one generated row that other columns depend on.
+struct RowDraw {
+    event_time_ms: i64,
+    status: usize,
+    duration_ms: i64,
+}
+
+const STATUSES: [&str; 4] = ["ok", "dropped", "failed", "busy"];
+
+pub struct DatagenReader {
+    spec: DatagenSpec,
+    ctx: ReaderContext,
+    gens: Vec<ColumnGen>,
+    rng: StdRng,
+}
+
+impl DatagenReader {
+    pub fn new(spec: DatagenSpec, ctx: ReaderContext) -> Self {
+        let gens = ctx.schema.fields().iter().map(|f| column_gen(f)).collect();
+        let rng = StdRng::seed_from_u64(0x5EED_0000 + ctx.instance as u64);
+        DatagenReader {
+            spec,
+            ctx,
+            gens,
+            rng,
+        }
+    }
+
+    fn draw(&mut self, nominal_ms: i64) -> RowDraw {
+        let late = self.rng.random::<f64>() < LATE_FRACTION;
+        let event_time_ms = if late {
+            nominal_ms - self.rng.random_range(10_000..60_000)
+        } else {
+            nominal_ms - self.rng.random_range(0..=MAX_DISORDER_MS)
+        };
+        let p: f64 = self.rng.random();
+        let status = if p < 0.92 {
+            0
+        } else if p < 0.95 {
+            1
+        } else if p < 0.98 {
+            2
+        } else {
+            3
+        };
+        let duration_ms = if status >= 2 {
+            0
+        } else {
+            // Log-normal around 90 s (Box-Muller for the normal draw).
+            let u1: f64 = self.rng.random::<f64>().max(1e-12);
+            let u2: f64 = self.rng.random();
+            let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+            (90_000.0 * (0.8 * z).exp()).min(3_600_000.0) as i64
+        };
+        RowDraw {
+            event_time_ms,
+            status,
+            duration_ms,
+        }
+    }
+
+    /// Generates rows with global indices `first, first + step, ...` (`n` of them).
+    fn batch(&mut self, start_ms: i64, first: u64, step: u64, n: usize) -> Result<RecordBatch> {
+        let names = names();
+        let rps = self.spec.rows_per_second as f64;
+        let draws: Vec<RowDraw> = (0..n as u64)
+            .map(|k| {
+                let index = first + k * step;
+                let nominal = start_ms + (index as f64 * 1000.0 / rps) as i64;
+                self.draw(nominal)
+            })
+            .collect();
+        let schema = self.ctx.schema.clone();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for (field, gen) in schema.fields().iter().zip(self.gens.clone()) {
+            let array: ArrayRef = match gen {
+                ColumnGen::EventTime => event_time_array(field.data_type(), &draws)?,
+                ColumnGen::CellId => {
+                    let mut b = StringBuilder::with_capacity(n, n * 9);
+                    for _ in 0..n {
+                        let u: f64 = self.rng.random();
+                        let i = names.cell_cdf.partition_point(|c| *c < u).min(CELLS - 1);
+                        b.append_value(&names.cells[i]);
+                    }
+                    Arc::new(b.finish())
+                }
+                ColumnGen::Msisdn => {
+                    let mut b = StringBuilder::with_capacity(n, n * 12);
+                    for _ in 0..n {
+                        b.append_value(&names.subscribers[self.rng.random_range(0..SUBSCRIBERS)]);
+                    }
+                    Arc::new(b.finish())
+                }
+                ColumnGen::Status => {
+                    let mut b = StringBuilder::with_capacity(n, n * 4);
+                    for d in &draws {
+                        b.append_value(STATUSES[d.status]);
+                    }
+                    Arc::new(b.finish())
+                }
+                ColumnGen::Duration => numeric_array(field.data_type(), draws.iter().map(|d| d.duration_ms))?,
+                ColumnGen::Random => random_array(field.data_type(), n, &mut self.rng)?,
+            };
+            columns.push(array);
+        }
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
+fn event_time_array(t: &DataType, draws: &[RowDraw]) -> Result<ArrayRef> {
+    let ms = draws.iter().map(|d| d.event_time_ms);
+    Ok(match t {
+        DataType::Timestamp(unit, tz) => {
+            let tz = tz.clone();
+            match unit {
+                TimeUnit::Second => Arc::new(
+                    ms.map(|v| Some(v / 1000))
+                        .collect::<arrow::array::TimestampSecondArray>()
+                        .with_timezone_opt(tz),
+                ),
+                TimeUnit::Millisecond => Arc::new(
+                    ms.map(Some)
+                        .collect::<arrow::array::TimestampMillisecondArray>()
+                        .with_timezone_opt(tz),
+                ),
+                TimeUnit::Microsecond => Arc::new(
+                    ms.map(|v| Some(v * 1000))
+                        .collect::<arrow::array::TimestampMicrosecondArray>()
+                        .with_timezone_opt(tz),
+                ),
+                TimeUnit::Nanosecond => Arc::new(
+                    ms.map(|v| Some(v * 1_000_000))
+                        .collect::<arrow::array::TimestampNanosecondArray>()
+                        .with_timezone_opt(tz),
+                ),
+            }
+        }
+        other => numeric_array(other, ms)?,
+    })
+}
+
+fn numeric_array(t: &DataType, values: impl Iterator<Item = i64>) -> Result<ArrayRef> {
+    Ok(match t {
+        DataType::Int8 => Arc::new(values.map(|v| Some(v as i8)).collect::<arrow::array::Int8Array>()),
+        DataType::Int16 => Arc::new(values.map(|v| Some(v as i16)).collect::<arrow::array::Int16Array>()),
+        DataType::Int32 => Arc::new(values.map(|v| Some(v as i32)).collect::<arrow::array::Int32Array>()),
+        DataType::Int64 => Arc::new(values.map(Some).collect::<arrow::array::Int64Array>()),
+        DataType::Float32 => Arc::new(values.map(|v| Some(v as f32)).collect::<arrow::array::Float32Array>()),
+        DataType::Float64 => Arc::new(values.map(|v| Some(v as f64)).collect::<arrow::array::Float64Array>()),
+        other => {
+            return Err(Error::internal(format!(
+                "datagen cannot make numbers of type {other}"
+            )))
+        }
+    })
+}
+
+fn random_array(t: &DataType, n: usize, rng: &mut StdRng) -> Result<ArrayRef> {
+    Ok(match t {
+        DataType::Boolean => {
+            let mut b = BooleanBuilder::with_capacity(n);
+            (0..n).for_each(|_| b.append_value(rng.random()));
+            Arc::new(b.finish())
+        }
+        DataType::Int8 => {
+            let mut b = Int8Builder::with_capacity(n);
+            (0..n).for_each(|_| b.append_value(rng.random_range(0..100)));
+            Arc::new(b.finish())
+        }
+        DataType::Int16 => {
+            let mut b = Int16Builder::with_capacity(n);
+            (0..n).for_each(|_| b.append_value(rng.random_range(0..1000)));
+            Arc::new(b.finish())
+        }
+        DataType::Int32 => {
+            let mut b = Int32Builder::with_capacity(n);
+            (0..n).for_each(|_| b.append_value(rng.random_range(0..1000)));
+            Arc::new(b.finish())
+        }
+        DataType::Int64 => {
+            let mut b = Int64Builder::with_capacity(n);
+            (0..n).for_each(|_| b.append_value(rng.random_range(0..1_000_000)));
+            Arc::new(b.finish())
+        }
+        DataType::Float32 => {
+            let mut b = Float32Builder::with_capacity(n);
+            (0..n).for_each(|_| b.append_value(rng.random::<f32>() * 100.0));
+            Arc::new(b.finish())
+        }
+        DataType::Float64 => {
+            let mut b = Float64Builder::with_capacity(n);
+            (0..n).for_each(|_| b.append_value(rng.random::<f64>() * 100.0));
+            Arc::new(b.finish())
+        }
+        DataType::Decimal128(p, s) => {
+            let max = 10i128.pow((*p).min(18) as u32);
+            let mut b = Decimal128Builder::with_capacity(n).with_precision_and_scale(*p, *s)?;
+            (0..n).for_each(|_| b.append_value(rng.random_range(0..max)));
+            Arc::new(b.finish())
+        }
+        DataType::Utf8 => {
+            const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+            let mut b = StringBuilder::with_capacity(n, n * 8);
+            let mut word = [0u8; 8];
+            for _ in 0..n {
+                for c in word.iter_mut() {
+                    *c = ALPHABET[rng.random_range(0..ALPHABET.len())];
+                }
+                b.append_value(std::str::from_utf8(&word).expect("ascii"));
+            }
+            Arc::new(b.finish())
+        }
+        DataType::Date32 => {
+            let mut b = Date32Builder::with_capacity(n);
+            (0..n).for_each(|_| b.append_value(19_000 + rng.random_range(0..1000)));
+            Arc::new(b.finish())
+        }
+        other => {
+            return Err(Error::not_supported(format!(
+                "datagen cannot generate values of type {other}"
+            )))
+        }
+    })
+}
+
+impl SourceReader for DatagenReader {
+    fn run(mut self: Box<Self>, out: &EventSender) -> Result<()> {
+        if !out.send(SourceEvent::Assigned { splits: 1 }) {
+            return Ok(());
+        }
+        let p = self.ctx.parallelism as u64;
+        let i = self.ctx.instance as u64;
+        let total = self.spec.number_of_rows;
+        let mine = total.map(|n| if n > i { (n - i).div_ceil(p) } else { 0 });
+        let rate = (self.spec.rows_per_second as f64 / p as f64).max(1e-9);
+        let per_batch = ((rate * self.ctx.linger.as_secs_f64()) as usize).clamp(1, self.ctx.batch_size);
+        let start_ms = chrono::Utc::now().timestamp_millis();
+        let started = Instant::now();
+        let mut made: u64 = 0;
+        loop {
+            let n = match mine {
+                Some(m) if made >= m => break,
+                Some(m) => per_batch.min((m - made) as usize),
+                None => per_batch,
+            };
+            let due = started + Duration::from_secs_f64((made + n as u64) as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let batch = self.batch(start_ms, i + made * p, p, n)?;
+            made += n as u64;
+            let prepared = self.ctx.preparer.prepare(batch)?;
+            self.ctx
+                .metrics
+                .rows_in
+                .fetch_add(prepared.batch.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+            if !out.send(SourceEvent::Rows {
+                split: 0,
+                batch: prepared.batch,
+            }) {
+                return Ok(());
+            }
+        }
+        out.send(SourceEvent::SplitEnd { split: 0 });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cell_load_is_skewed() {
+        let n = names();
+        // The busiest cell carries far more than an even share.
+        assert!(n.cell_cdf[0] > 5.0 / CELLS as f64);
+        assert!((n.cell_cdf[CELLS - 1] - 1.0).abs() < 1e-9);
+    }
+}

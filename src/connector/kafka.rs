@@ -1,0 +1,408 @@
+//! The `kafka` connector: an unbounded source over every partition of a
+//! topic.
+//!
+//! Partitions are spread over the instances (partition p goes to instance
+//! p mod P) and read with `assign()`, not a consumer-group subscription: the
+//! positions belong to Sluice (Flink's Kafka source works the same way), and
+//! no group rebalance can stall a job. Each partition is a split with its own
+//! watermark; reaching the end of a partition marks it caught up, which lets
+//! it go idle after `scan.watermark.idle-timeout`.
+//!
+//! An unreachable broker or a missing topic is reported on the job's status
+//! and retried; nothing is lost when it comes back.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::connector::format::{decode_records, FormatSpec, RecordDecoder};
+use crate::connector::{EventSender, ReaderContext, SourceEvent, SourceReader};
+use crate::error::{Error, Result};
+use crate::metrics::JobMetrics;
+use crate::options::Options;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartupMode {
+    EarliestOffset,
+    LatestOffset,
+    GroupOffsets,
+}
+
+impl StartupMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartupMode::EarliestOffset => "earliest-offset",
+            StartupMode::LatestOffset => "latest-offset",
+            StartupMode::GroupOffsets => "group-offsets",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSpec {
+    pub topic: String,
+    pub bootstrap_servers: String,
+    pub group_id: Option<String>,
+    pub startup: StartupMode,
+    pub format: FormatSpec,
+    /// Other `properties.*` options, passed to librdkafka as they are.
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaSpec {
+    pub fn from_options(opts: &mut Options, _schema: &SchemaRef) -> Result<Self> {
+        let topic = opts.require("topic")?;
+        let mut properties = opts.take_prefixed("properties.");
+        let take_prop = |props: &mut Vec<(String, String)>, key: &str| {
+            props
+                .iter()
+                .position(|(k, _)| k == key)
+                .map(|i| props.remove(i).1)
+        };
+        let bootstrap_servers = take_prop(&mut properties, "bootstrap.servers").ok_or_else(|| {
+            Error::invalid_parameter(
+                "connector \"kafka\" requires option 'properties.bootstrap.servers'",
+            )
+        })?;
+        let group_id = take_prop(&mut properties, "group.id");
+        let startup = match opts
+            .take("scan.startup.mode")
+            .unwrap_or_else(|| "group-offsets".into())
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "earliest-offset" => StartupMode::EarliestOffset,
+            "latest-offset" => StartupMode::LatestOffset,
+            "group-offsets" => StartupMode::GroupOffsets,
+            other @ ("timestamp" | "specific-offsets") => {
+                return Err(Error::not_supported(format!(
+                    "scan.startup.mode '{other}' is not supported yet"
+                )))
+            }
+            other => {
+                return Err(Error::invalid_parameter(format!(
+                    "unknown scan.startup.mode '{other}'; use earliest-offset, latest-offset or group-offsets"
+                )))
+            }
+        };
+        let format = FormatSpec::from_options(opts)?;
+        Ok(KafkaSpec {
+            topic,
+            bootstrap_servers,
+            group_id,
+            startup,
+            format,
+            properties,
+        })
+    }
+}
+
+/// Receives librdkafka's statistics, which carry each partition's high
+/// watermark from fetch responses (ListOffsets is not needed for lag).
+struct StatsContext {
+    metrics: Arc<JobMetrics>,
+    topic: String,
+}
+
+impl ClientContext for StatsContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let mut parts = self.metrics.partitions.lock();
+        for p in parts.iter_mut().filter(|p| p.topic == self.topic) {
+            if let Some(s) = topic.partitions.get(&p.partition) {
+                if s.hi_offset >= 0 {
+                    p.high_watermark = s.hi_offset;
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for StatsContext {}
+
+/// Records of one partition waiting to be decoded together.
+struct Pending {
+    buf: Vec<u8>,
+    ranges: Vec<Range<usize>>,
+    offsets: Vec<i64>,
+    since: Option<Instant>,
+}
+
+impl Pending {
+    fn new() -> Self {
+        Pending {
+            buf: Vec::new(),
+            ranges: Vec::new(),
+            offsets: Vec::new(),
+            since: None,
+        }
+    }
+}
+
+pub struct KafkaReader {
+    spec: KafkaSpec,
+    ctx: ReaderContext,
+    decoder: RecordDecoder,
+}
+
+impl KafkaReader {
+    pub fn new(spec: KafkaSpec, ctx: ReaderContext) -> Result<Self> {
+        let decoder = RecordDecoder::new(spec.format.clone(), ctx.schema.clone());
+        Ok(KafkaReader { spec, ctx, decoder })
+    }
+
+    fn consumer(&self) -> Result<BaseConsumer<StatsContext>> {
+        let mut config = ClientConfig::new();
+        let group = self
+            .spec
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("sluice-{}", self.ctx.job));
+        config
+            .set("bootstrap.servers", &self.spec.bootstrap_servers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("statistics.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "100")
+            .set(
+                "auto.offset.reset",
+                match self.spec.startup {
+                    StartupMode::LatestOffset => "latest",
+                    _ => "earliest",
+                },
+            );
+        for (k, v) in &self.spec.properties {
+            config.set(k, v);
+        }
+        config
+            .create_with_context(StatsContext {
+                metrics: self.ctx.metrics.clone(),
+                topic: self.spec.topic.clone(),
+            })
+            .map_err(|e| Error::invalid_parameter(format!("invalid kafka properties: {e}")))
+    }
+
+    /// Finds the topic's partitions; `Err` with a user-facing problem text
+    /// when the broker cannot be reached or the topic does not exist.
+    fn partitions(&self, consumer: &BaseConsumer<StatsContext>) -> std::result::Result<Vec<i32>, String> {
+        let metadata = consumer
+            .fetch_metadata(Some(&self.spec.topic), Duration::from_secs(5))
+            .map_err(|e| {
+                format!(
+                    "could not reach kafka at {}: {}",
+                    self.spec.bootstrap_servers,
+                    crate::error::postgres_style(&e.to_string())
+                )
+            })?;
+        let topic = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.spec.topic)
+            .ok_or_else(|| format!("topic \"{}\" does not exist", self.spec.topic))?;
+        if topic.error().is_some() || topic.partitions().is_empty() {
+            return Err(format!(
+                "topic \"{}\" does not exist at {}",
+                self.spec.topic, self.spec.bootstrap_servers
+            ));
+        }
+        let mut ids: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Where each partition starts, by the startup mode.
+    fn start_offsets(&self, consumer: &BaseConsumer<StatsContext>, partitions: &[i32]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            let offset = match self.spec.startup {
+                StartupMode::EarliestOffset => Offset::Beginning,
+                StartupMode::LatestOffset => Offset::End,
+                StartupMode::GroupOffsets => Offset::Stored,
+            };
+            let _ = tpl.add_partition_offset(&self.spec.topic, p, offset);
+        }
+        if self.spec.startup == StartupMode::GroupOffsets {
+            if let Ok(committed) = consumer.committed_offsets(tpl.clone(), Duration::from_secs(5)) {
+                let mut resolved = TopicPartitionList::new();
+                for e in committed.elements() {
+                    let offset = match e.offset() {
+                        Offset::Offset(o) => Offset::Offset(o),
+                        _ => Offset::Beginning,
+                    };
+                    let _ = resolved.add_partition_offset(&self.spec.topic, e.partition(), offset);
+                }
+                return resolved;
+            }
+        }
+        tpl
+    }
+
+    /// Decodes a partition's pending records and sends them.
+    fn flush(&self, split: usize, partition: i32, pending: &mut Pending, out: &EventSender) -> Result<bool> {
+        if pending.ranges.is_empty() {
+            return Ok(true);
+        }
+        let topic = &self.spec.topic;
+        let offsets = &pending.offsets;
+        let position = |i: usize| format!("topic {topic} partition {partition} offset {}", offsets[i]);
+        let batch = decode_records(&self.ctx, &self.decoder, &pending.buf, &pending.ranges, &position)?;
+        let next = offsets.last().map(|o| o + 1).unwrap_or(-1);
+        self.ctx.metrics.update_partition(topic, partition, next, -1);
+        pending.buf.clear();
+        pending.ranges.clear();
+        pending.offsets.clear();
+        pending.since = None;
+        if let Some(batch) = batch {
+            return Ok(out.send(SourceEvent::Rows { split, batch }));
+        }
+        Ok(true)
+    }
+}
+
+impl SourceReader for KafkaReader {
+    fn run(self: Box<Self>, out: &EventSender) -> Result<()> {
+        let consumer = self.consumer()?;
+        // Find and assign our partitions, retrying until the broker and the
+        // topic are there.
+        let mut backoff = Duration::from_millis(200);
+        let partitions = loop {
+            match self.partitions(&consumer) {
+                Ok(all) => {
+                    self.ctx.metrics.set_problem(None);
+                    break all;
+                }
+                Err(problem) => {
+                    tracing::warn!(job = %self.ctx.job, %problem, "kafka source not ready; retrying");
+                    self.ctx.metrics.set_problem(Some(format!("{problem}; retrying")));
+                    let deadline = Instant::now() + backoff;
+                    while Instant::now() < deadline {
+                        if out.is_closed() {
+                            return Ok(());
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        let mine: Vec<i32> = partitions
+            .into_iter()
+            .filter(|p| (*p as usize) % self.ctx.parallelism == self.ctx.instance)
+            .collect();
+        for &p in &mine {
+            self.ctx.metrics.update_partition(&self.spec.topic, p, -1, -1);
+        }
+        if !out.send(SourceEvent::Assigned { splits: mine.len() }) {
+            return Ok(());
+        }
+        if mine.is_empty() {
+            // Nothing to read; stay until the job goes away.
+            while !out.is_closed() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            return Ok(());
+        }
+        let split_of: HashMap<i32, usize> = mine.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+        consumer
+            .assign(&self.start_offsets(&consumer, &mine))
+            .map_err(|e| Error::external(format!("could not assign kafka partitions: {e}")))?;
+        let mut pending: Vec<Pending> = mine.iter().map(|_| Pending::new()).collect();
+        let mut last_problem: Option<Instant> = None;
+        loop {
+            if out.is_closed() {
+                return Ok(());
+            }
+            // Wait no longer than the oldest pending batch may linger.
+            let now = Instant::now();
+            let wait = pending
+                .iter()
+                .filter_map(|p| p.since)
+                .map(|s| (s + self.ctx.linger).saturating_duration_since(now))
+                .min()
+                .unwrap_or(Duration::from_millis(100));
+            match consumer.poll(wait) {
+                Some(Ok(msg)) => {
+                    let Some(&split) = split_of.get(&msg.partition()) else {
+                        continue;
+                    };
+                    let p = &mut pending[split];
+                    match msg.payload() {
+                        Some(payload) => {
+                            let start = p.buf.len();
+                            p.buf.extend_from_slice(payload);
+                            let end = p.buf.len();
+                            p.buf.push(b'\n');
+                            p.ranges.push(start..end);
+                            p.offsets.push(msg.offset());
+                            p.since.get_or_insert_with(Instant::now);
+                        }
+                        None => self.ctx.dead_letter(
+                            format!(
+                                "topic {} partition {} offset {}",
+                                self.spec.topic,
+                                msg.partition(),
+                                msg.offset()
+                            ),
+                            b"",
+                            "the message has no value".into(),
+                        ),
+                    }
+                    if last_problem.take().is_some() {
+                        self.ctx.metrics.set_problem(None);
+                    }
+                    if p.ranges.len() >= self.ctx.batch_size {
+                        let partition = msg.partition();
+                        drop(msg);
+                        if !self.flush(split, partition, &mut pending[split], out)? {
+                            return Ok(());
+                        }
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    if let Some(&split) = split_of.get(&partition) {
+                        if !self.flush(split, partition, &mut pending[split], out)? {
+                            return Ok(());
+                        }
+                        if !out.send(SourceEvent::CaughtUp { split }) {
+                            return Ok(());
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    let now = Instant::now();
+                    if last_problem.map(|t| now - t > Duration::from_secs(5)).unwrap_or(true) {
+                        tracing::warn!(job = %self.ctx.job, error = %e, "kafka consumer error");
+                        self.ctx.metrics.set_problem(Some(format!(
+                            "kafka at {}: {}; retrying",
+                            self.spec.bootstrap_servers,
+                            crate::error::postgres_style(&e.to_string())
+                        )));
+                        last_problem = Some(now);
+                    }
+                }
+                None => {}
+            }
+            let now = Instant::now();
+            for (split, p) in pending.iter_mut().enumerate() {
+                if p.since.map(|s| now >= s + self.ctx.linger).unwrap_or(false)
+                    && !self.flush(split, mine[split], p, out)?
+                {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Sources: where rows come from, and how raw records become Arrow batches.
+//!
+//! A source table's `WITH (...)` options are parsed once into a
+//! [`SourceSpec`]. When a job starts, the source creates one [`SourceReader`]
+//! per parallel instance; each reader owns some of the source's splits (Kafka
+//! partitions, file byte ranges, a generator) and runs on its own thread,
+//! reading and decoding (see [`format`]) into batches of the source's physical
+//! columns, which it sends to its instance's pipeline as [`SourceEvent`]s.
+//!
+//! Readers never stop on a bad record: it is counted in the job's `bad_rows`,
+//! kept in the dead-letter queue with its position, and skipped. Readers of
+//! unbounded sources never stop on an unreachable broker either: they report
+//! the problem on the job's status and retry.
+//!
+//! Only `kafka.rs` names `rdkafka`.
+
+pub mod datagen;
+pub mod filesystem;
+pub mod format;
+pub mod kafka;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::metrics::{DeadLetterQueue, JobMetrics};
+use crate::options::Options;
+
+pub use format::FormatSpec;
+
+/// A source's connector and its options, validated.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub connector: ConnectorSpec,
+    /// `scan.watermark.idle-timeout`: a split that has caught up and sent
+    /// nothing for this long stops holding back the watermark. `None`
+    /// disables idleness detection.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// The default `scan.watermark.idle-timeout`: an idle Kafka partition stops
+/// holding back windows after this long (Flink's default is to wait forever,
+/// a top complaint of its users).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub enum ConnectorSpec {
+    Kafka(kafka::KafkaSpec),
+    Filesystem(filesystem::FileSpec),
+    Datagen(datagen::DatagenSpec),
+}
+
+impl ConnectorSpec {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ConnectorSpec::Kafka(_) => "kafka",
+            ConnectorSpec::Filesystem(_) => "filesystem",
+            ConnectorSpec::Datagen(_) => "datagen",
+        }
+    }
+
+    /// Whether the source ends (then its final watermark closes every window).
+    pub fn is_bounded(&self) -> bool {
+        match self {
+            ConnectorSpec::Kafka(_) => false,
+            ConnectorSpec::Filesystem(_) => true,
+            ConnectorSpec::Datagen(d) => d.number_of_rows.is_some(),
+        }
+    }
+
+    /// A one-line description for EXPLAIN.
+    pub fn describe(&self) -> String {
+        match self {
+            ConnectorSpec::Kafka(k) => format!(
+                "KafkaSource: topic={} servers={} startup={} format={}",
+                k.topic,
+                k.bootstrap_servers,
+                k.startup.as_str(),
+                k.format.name()
+            ),
+            ConnectorSpec::Filesystem(f) => {
+                format!("FileSource: path={} format={}", f.path.display(), f.format.name())
+            }
+            ConnectorSpec::Datagen(d) => format!(
+                "DatagenSource: rows-per-second={} number-of-rows={}",
+                d.rows_per_second,
+                d.number_of_rows
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "unbounded".into())
+            ),
+        }
+    }
+}
+
+impl SourceSpec {
+    /// Parses and validates a source's `WITH (...)` options against its
+    /// physical schema.
+    pub fn from_options(entries: &[(String, String)], schema: &SchemaRef) -> Result<Self> {
+        let mut all = Options::new("the source", entries);
+        let connector = all.require("connector").map_err(|_| {
+            Error::not_supported(
+                "tables without a connector are not supported yet; add WITH ('connector' = 'kafka' | 'filesystem' | 'datagen', ...)",
+            )
+        })?;
+        let mut opts = Options::new(format!("connector \"{connector}\""), entries);
+        opts.take("connector");
+        let idle_timeout = opts.take_duration("scan.watermark.idle-timeout")?;
+        let idle_timeout = match idle_timeout {
+            None => Some(DEFAULT_IDLE_TIMEOUT),
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+        };
+        let connector = match connector.to_ascii_lowercase().as_str() {
+            "kafka" => ConnectorSpec::Kafka(kafka::KafkaSpec::from_options(&mut opts, schema)?),
+            "filesystem" => {
+                ConnectorSpec::Filesystem(filesystem::FileSpec::from_options(&mut opts, schema)?)
+            }
+            "datagen" => ConnectorSpec::Datagen(datagen::DatagenSpec::from_options(&mut opts, schema)?),
+            "upsert-kafka" => {
+                return Err(Error::not_supported(
+                    "connector \"upsert-kafka\" is not supported yet",
+                ))
+            }
+            other => {
+                return Err(Error::invalid_parameter(format!(
+                    "unknown connector \"{other}\"; Sluice has kafka, filesystem and datagen"
+                )))
+            }
+        };
+        opts.finish()?;
+        Ok(SourceSpec {
+            connector,
+            idle_timeout,
+        })
+    }
+
+    /// Creates the reader of instance `ctx.instance` of `ctx.parallelism`.
+    pub fn create_reader(&self, ctx: ReaderContext) -> Result<Box<dyn SourceReader>> {
+        Ok(match &self.connector {
+            ConnectorSpec::Kafka(spec) => Box::new(kafka::KafkaReader::new(spec.clone(), ctx)?),
+            ConnectorSpec::Filesystem(spec) => {
+                Box::new(filesystem::FileReader::new(spec.clone(), ctx)?)
+            }
+            ConnectorSpec::Datagen(spec) => Box::new(datagen::DatagenReader::new(spec.clone(), ctx)),
+        })
+    }
+}
+
+/// Everything a reader needs from the job it feeds.
+#[derive(Clone)]
+pub struct ReaderContext {
+    /// The job (view) name, for dead letters and logs.
+    pub job: String,
+    pub instance: usize,
+    pub parallelism: usize,
+    /// The physical columns to decode into.
+    pub schema: SchemaRef,
+    /// Rows per batch at most (`batch.size`).
+    pub batch_size: usize,
+    /// How long a partial batch may wait for more rows (`batch.linger`).
+    pub linger: Duration,
+    pub metrics: Arc<JobMetrics>,
+    pub dead_letters: Arc<DeadLetterQueue>,
+    pub preparer: Arc<dyn RowPreparer>,
+}
+
+impl ReaderContext {
+    /// Counts and keeps a record that could not be used.
+    pub fn dead_letter(&self, position: String, raw: &[u8], error: String) {
+        self.metrics
+            .bad_rows
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(job = %self.job, %position, %error, "bad record");
+        self.dead_letters.push(&self.job, position, raw, error);
+    }
+}
+
+/// What a reader sends to its instance's pipeline.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// The reader owns this many splits, numbered 0..n (sent first, once).
+    Assigned { splits: usize },
+    /// Rows of one split, in the split's order, with every column of the
+    /// source (computed ones included) and an event time on every row.
+    Rows { split: usize, batch: RecordBatch },
+    /// The split has no more data for now (a Kafka partition's end).
+    CaughtUp { split: usize },
+    /// The split has ended (bounded sources).
+    SplitEnd { split: usize },
+}
+
+/// Turns decoded physical rows into the source's full rows: adds computed
+/// columns and rejects rows that cannot be used (no event time). Runs on the
+/// reader's thread, where the raw records are still at hand for dead letters.
+pub trait RowPreparer: Send + Sync {
+    fn prepare(&self, physical: RecordBatch) -> Result<Prepared>;
+}
+
+pub struct Prepared {
+    /// The good rows, with every column of the source.
+    pub batch: RecordBatch,
+    /// Rows of the input that were rejected, with the reason.
+    pub rejected: Vec<(usize, String)>,
+}
+
+/// The sending end of a reader: blocking, for reader threads.
+pub struct EventSender {
+    tx: mpsc::Sender<Result<SourceEvent>>,
+}
+
+impl EventSender {
+    pub fn new(tx: mpsc::Sender<Result<SourceEvent>>) -> Self {
+        EventSender { tx }
+    }
+
+    /// Sends an event, waiting while the pipeline is busy (backpressure).
+    /// Returns false when the job is gone and the reader should stop.
+    pub fn send(&self, event: SourceEvent) -> bool {
+        self.tx.blocking_send(Ok(event)).is_ok()
+    }
+
+    /// Reports that the reader failed for good (the job fails).
+    pub fn fail(&self, error: Error) {
+        let _ = self.tx.blocking_send(Err(error));
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// Reads some splits of a source. Runs on a thread of its own.
+pub trait SourceReader: Send {
+    /// Reads until every split has ended (bounded sources) or the pipeline
+    /// has gone away. Errors are for the unrecoverable; bad records and
+    /// unreachable brokers are handled inside.
+    fn run(self: Box<Self>, out: &EventSender) -> Result<()>;
+}

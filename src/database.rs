@@ -1,0 +1,352 @@
+//! The server's state, shared by every connection: the store, the catalog,
+//! the running jobs, the dead-letter queue, the dataflow runtime and the
+//! query engine.
+//!
+//! DDL is serialized (one statement at a time changes the catalog); queries
+//! run concurrently. At start the catalog's statements are run again, in
+//! creation order, so sources come back and views start running again.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+
+use arrow::datatypes::SchemaRef;
+use parking_lot::{Mutex, RwLock};
+use tokio::runtime::Runtime;
+
+use crate::catalog::{Catalog, Entry, RecordKind};
+use crate::dataflow::job::{Job, JobConfig};
+use crate::dataflow::plan::StreamPlan;
+use crate::error::{sqlstate, Error, Result};
+use crate::frontend::ddl::bind_source;
+use crate::frontend::parser::{self, CreateSource, CreateView, ObjectKind, Statement};
+use crate::frontend::planner::{self, plan_view};
+use crate::metrics::{DeadLetter, DeadLetterQueue, JobMetrics};
+use crate::query::{QueryEngine, Relation, Relations};
+use crate::state::Store;
+
+/// Server settings that shape the database.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub job: JobConfig,
+    /// How many dead letters are kept (over all jobs).
+    pub dead_letter_capacity: usize,
+}
+
+pub struct Database {
+    store: Store,
+    catalog: RwLock<Catalog>,
+    jobs: Mutex<HashMap<String, Job>>,
+    dead_letters: Arc<DeadLetterQueue>,
+    /// Where jobs run: separate from the connections' runtime, so a busy job
+    /// never delays a query.
+    runtime: Mutex<Option<Runtime>>,
+    runtime_handle: tokio::runtime::Handle,
+    job_config: JobConfig,
+    query: QueryEngine,
+    /// Serializes DDL.
+    ddl: tokio::sync::Mutex<()>,
+}
+
+/// One line of `DESCRIBE`.
+pub struct ColumnInfo {
+    pub name: String,
+    pub data_type: String,
+    pub nullable: bool,
+    /// How the column is made: a computed expression, the watermark.
+    pub extra: Option<String>,
+}
+
+impl Database {
+    pub async fn open(config: Config) -> Result<Arc<Database>> {
+        let store = Store::open(&config.data_dir)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.job.parallelism.max(1))
+            .thread_name("sluice-dataflow")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::external(format!("could not start the dataflow runtime: {e}")))?;
+        let runtime_handle = runtime.handle().clone();
+        let db = Arc::new_cyclic(|weak: &Weak<Database>| {
+            let relations: Weak<dyn Relations> = weak.clone();
+            Database {
+                store,
+                catalog: RwLock::new(Catalog::default()),
+                jobs: Mutex::new(HashMap::new()),
+                dead_letters: Arc::new(DeadLetterQueue::new(config.dead_letter_capacity)),
+                runtime: Mutex::new(Some(runtime)),
+                runtime_handle,
+                job_config: config.job.clone(),
+                query: QueryEngine::new(relations),
+                ddl: tokio::sync::Mutex::new(()),
+            }
+        });
+        db.restore().await?;
+        Ok(db)
+    }
+
+    pub fn query_engine(&self) -> &QueryEngine {
+        &self.query
+    }
+
+    pub fn job_config(&self) -> &JobConfig {
+        &self.job_config
+    }
+
+    /// Runs the persisted catalog statements again.
+    async fn restore(&self) -> Result<()> {
+        let records = Catalog::load(&self.store)?;
+        let mut views = 0;
+        for record in &records {
+            let parsed = parser::parse_one(&record.sql).map_err(|e| {
+                Error::external(format!("could not restore \"{}\": {e}", record.name))
+            })?;
+            let restored = match (&record.kind, &parsed.statement) {
+                (RecordKind::Source, Statement::CreateSource(c)) => {
+                    self.add_source(c, &record.sql, &record.sql, false)
+                }
+                (RecordKind::MaterializedView, Statement::CreateView(v)) => {
+                    views += 1;
+                    self.add_view(v, &record.sql, false).await
+                }
+                _ => Err(Error::internal("catalog record of the wrong kind")),
+            };
+            restored.map_err(|e| Error::external(format!("could not restore \"{}\": {e}", record.name)))?;
+        }
+        self.catalog.write().resume_after(&self.store)?;
+        if !records.is_empty() {
+            tracing::info!(objects = records.len(), views, "catalog restored");
+        }
+        Ok(())
+    }
+
+    /// `CREATE TABLE/SOURCE`; false if it existed and IF NOT EXISTS was given.
+    /// `sql` is the client's text (for error positions), `text` the
+    /// statement's own (persisted).
+    pub async fn create_source(&self, create: &CreateSource, sql: &str, text: &str) -> Result<bool> {
+        let _ddl = self.ddl.lock().await;
+        if create.if_not_exists && self.catalog.read().get(&create.name).is_some() {
+            return Ok(false);
+        }
+        self.add_source(create, sql, text, true)?;
+        Ok(true)
+    }
+
+    fn add_source(&self, create: &CreateSource, sql: &str, text: &str, persist: bool) -> Result<()> {
+        self.catalog.read().check_free(&create.name).map_err(|e| e.at(create.name_position))?;
+        let state = crate::functions::session_context().state();
+        let plan = Arc::new(bind_source(&state, create, sql)?);
+        let store = persist.then_some(&self.store);
+        self.catalog.write().add_source(plan, text, store)?;
+        tracing::info!(source = %create.name, "source created");
+        Ok(())
+    }
+
+    /// `CREATE MATERIALIZED VIEW`; false if it existed and IF NOT EXISTS was
+    /// given.
+    pub async fn create_view(&self, create: &CreateView, sql: &str) -> Result<bool> {
+        let _ddl = self.ddl.lock().await;
+        if create.if_not_exists && self.catalog.read().get(&create.name).is_some() {
+            return Ok(false);
+        }
+        self.add_view(create, sql, true).await?;
+        Ok(true)
+    }
+
+    async fn plan(&self, create: &CreateView, sql: &str) -> Result<StreamPlan> {
+        self.catalog.read().check_free(&create.name)?;
+        // A snapshot of the catalog, so that planning does not hold a lock.
+        let snapshot: HashMap<String, Entry> = self
+            .catalog
+            .read()
+            .entries()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let lookup = |name: &str| match snapshot.get(name) {
+            Some(Entry::Source(s)) => planner::Relation::Source(s.plan.clone()),
+            Some(Entry::View(_)) => planner::Relation::View,
+            None => planner::Relation::Unknown,
+        };
+        plan_view(create, sql, &lookup).await
+    }
+
+    async fn add_view(&self, create: &CreateView, sql: &str, persist: bool) -> Result<()> {
+        let plan = Arc::new(self.plan(create, sql).await?);
+        let state = crate::functions::session_context().state();
+        let job = Job::start(
+            plan.clone(),
+            &state,
+            &self.runtime_handle,
+            &self.job_config,
+            self.dead_letters.clone(),
+        )?;
+        let store = persist.then_some(&self.store);
+        self.catalog.write().add_view(plan, &create.sql, store)?;
+        self.jobs.lock().insert(create.name.clone(), job);
+        tracing::info!(view = %create.name, "materialized view created");
+        Ok(())
+    }
+
+    /// `EXPLAIN CREATE MATERIALIZED VIEW`: the operator graph.
+    pub async fn explain_view(&self, create: &CreateView, sql: &str) -> Result<String> {
+        let plan = self.plan(create, sql).await?;
+        Ok(plan.explain(self.job_config.parallelism))
+    }
+
+    /// `DROP ...`; false if it did not exist and IF EXISTS was given.
+    pub async fn drop_object(&self, kind: ObjectKind, name: &str, if_exists: bool) -> Result<bool> {
+        let _ddl = self.ddl.lock().await;
+        let mut catalog = self.catalog.write();
+        let Some(entry) = catalog.get(name) else {
+            if if_exists {
+                return Ok(false);
+            }
+            return Err(match kind {
+                ObjectKind::MaterializedView => Error::user(
+                    sqlstate::UNDEFINED_TABLE,
+                    format!("materialized view \"{name}\" does not exist"),
+                ),
+                _ => Error::undefined_table(name),
+            });
+        };
+        let actual = entry.kind();
+        let matches = match kind {
+            ObjectKind::MaterializedView => actual == ObjectKind::MaterializedView,
+            ObjectKind::Table | ObjectKind::Source => actual == ObjectKind::Source,
+        };
+        if !matches {
+            let hint = match actual {
+                ObjectKind::MaterializedView => "DROP MATERIALIZED VIEW",
+                _ => "DROP TABLE",
+            };
+            return Err(Error::user(
+                "42809",
+                format!("\"{name}\" is not a {}", kind.name()),
+            )
+            .with_hint(format!("use {hint} {name}")));
+        }
+        if actual == ObjectKind::Source {
+            let dependents = catalog.dependents(name);
+            if !dependents.is_empty() {
+                return Err(Error::user(
+                    sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                    format!(
+                        "cannot drop table \"{name}\" because materialized view \"{}\" depends on it",
+                        dependents[0]
+                    ),
+                )
+                .with_hint("drop the materialized views that read it first"));
+            }
+        }
+        catalog.remove(name, &self.store)?;
+        drop(catalog);
+        if let Some(job) = self.jobs.lock().remove(name) {
+            drop(job);
+            self.dead_letters.remove_job(name);
+        }
+        tracing::info!(object = %name, "dropped");
+        Ok(true)
+    }
+
+    /// Names of the objects of a kind (tables and sources are the same).
+    pub fn object_names(&self, kind: ObjectKind) -> Vec<String> {
+        let want = match kind {
+            ObjectKind::MaterializedView => ObjectKind::MaterializedView,
+            _ => ObjectKind::Source,
+        };
+        self.catalog
+            .read()
+            .entries()
+            .filter(|(_, e)| e.kind() == want)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// The columns of a source or view, for `DESCRIBE`.
+    pub fn describe(&self, name: &str) -> Result<Vec<ColumnInfo>> {
+        let catalog = self.catalog.read();
+        let entry = catalog.get(name).ok_or_else(|| Error::undefined_table(name))?;
+        let (schema, extras): (SchemaRef, Vec<Option<String>>) = match entry {
+            Entry::Source(s) => {
+                let extras = s
+                    .plan
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let computed = match c {
+                            crate::dataflow::plan::ColumnSource::Computed(e) => Some(format!("AS {e}")),
+                            crate::dataflow::plan::ColumnSource::Physical(_) => None,
+                        };
+                        let watermark = s
+                            .plan
+                            .rowtime
+                            .as_ref()
+                            .filter(|r| r.index == i)
+                            .map(|r| format!("WATERMARK AS {}", r.watermark_sql));
+                        match (computed, watermark) {
+                            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                            (a, b) => a.or(b),
+                        }
+                    })
+                    .collect();
+                (s.plan.schema.clone(), extras)
+            }
+            Entry::View(v) => (v.plan.output.clone(), vec![None; v.plan.output.fields().len()]),
+        };
+        Ok(schema
+            .fields()
+            .iter()
+            .zip(extras)
+            .map(|(f, extra)| ColumnInfo {
+                name: f.name().clone(),
+                data_type: crate::frontend::types::sql_name(f.data_type()),
+                nullable: f.is_nullable(),
+                extra,
+            })
+            .collect())
+    }
+
+    /// The statement that created an object.
+    pub fn definition(&self, name: &str) -> Option<String> {
+        match self.catalog.read().get(name)? {
+            Entry::Source(s) => Some(s.sql.clone()),
+            Entry::View(v) => Some(v.sql.clone()),
+        }
+    }
+
+    /// Stops every job and the dataflow runtime.
+    pub fn shutdown(&self) {
+        self.jobs.lock().clear();
+        if let Some(runtime) = self.runtime.lock().take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Relations for Database {
+    fn relation(&self, name: &str) -> Option<Relation> {
+        let catalog = self.catalog.read();
+        match catalog.get(name)? {
+            Entry::Source(s) => Some(Relation::Source(s.plan.schema.clone())),
+            Entry::View(_) => self.jobs.lock().get(name).map(|j| Relation::View(j.view.clone())),
+        }
+    }
+
+    fn relation_names(&self) -> Vec<String> {
+        self.catalog.read().entries().map(|(n, _)| n.clone()).collect()
+    }
+
+    fn jobs(&self) -> Vec<(Arc<JobMetrics>, String)> {
+        self.jobs
+            .lock()
+            .values()
+            .map(|j| (j.metrics.clone(), j.plan.source.name.clone()))
+            .collect()
+    }
+
+    fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.dead_letters.snapshot()
+    }
+}

@@ -1,0 +1,24 @@
+//! The streaming runtime: operators on Arrow batches, connected by bounded
+//! channels, one job per view (DESIGN §2).
+//!
+//! ```text
+//! reader (thread) ─ prepare ─► pipeline (task) ─ watermark ─ window assign ─ filter/project
+//!     ├─ without aggregation: materialize (append) ─► view
+//!     └─ partial aggregate ─► exchange by group hash ─► window aggregate (task) ─ materialize ─► view
+//! ```
+//!
+//! Every operator's doc states its input, output, state, watermarks and
+//! checkpoint. Window math and watermark bookkeeping are pure (`window.rs`,
+//! `watermark.rs`); operators are thin around them.
+
+pub mod job;
+pub mod materialize;
+pub mod message;
+pub mod partial_aggregate;
+pub mod physical;
+pub mod pipeline;
+pub mod plan;
+pub mod prepare;
+pub mod watermark;
+pub mod window;
+pub mod window_aggregate;

@@ -1,0 +1,123 @@
+//! PartialAggregate: the first phase of a two-phase aggregation, inside each
+//! instance's pipeline.
+//!
+//! Input: rows (with window columns when windowed).
+//! Output: partial states, one row per group seen since the last flush:
+//! `[group columns..., state columns...]`, routed by the hash of the group's
+//! routing columns to the instance of [`WindowAggregate`] that owns it.
+//! State: DataFusion's group hash table and `GroupsAccumulator`s for the rows
+//! since the last flush (bounded: flushed every flush interval and when it
+//! holds too many groups).
+//! Watermarks: none of its own; the pipeline flushes before it forwards one.
+//! Checkpoint: flushes (its state is transient).
+//!
+//! [`WindowAggregate`]: crate::dataflow::window_aggregate::WindowAggregate
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow::compute::take_record_batch;
+use datafusion::common::hash_utils::{create_hashes, RandomState};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
+
+use crate::dataflow::physical::{evaluate, evaluate_mask, PhysicalAggregate};
+use crate::error::Result;
+
+/// Flush early when this many groups are pending.
+pub const MAX_PENDING_GROUPS: usize = 64 * 1024;
+
+/// The hash that routes a group to its owner: fixed, so every instance (and
+/// later every server) agrees.
+const ROUTING_HASH: RandomState = RandomState::with_seed(0x51_u64 << 32 | 0xCE);
+
+pub struct PartialAggregate {
+    agg: Arc<PhysicalAggregate>,
+    groups: Box<dyn GroupValues>,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    group_ids: Vec<usize>,
+}
+
+impl PartialAggregate {
+    pub fn new(agg: Arc<PhysicalAggregate>) -> Result<Self> {
+        Ok(PartialAggregate {
+            groups: new_group_values(agg.group_schema.clone(), &GroupOrdering::None)?,
+            accumulators: agg.accumulators()?,
+            agg,
+            group_ids: Vec::new(),
+        })
+    }
+
+    pub fn pending_groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn update(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let keys = self
+            .agg
+            .group_exprs
+            .iter()
+            .map(|e| evaluate(e, batch))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        self.groups.intern(&keys, &mut self.group_ids)?;
+        let total = self.groups.len();
+        for (f, acc) in self.agg.functions.iter().zip(self.accumulators.iter_mut()) {
+            let args = f
+                .args
+                .iter()
+                .map(|e| evaluate(e, batch))
+                .collect::<Result<Vec<ArrayRef>>>()?;
+            let filter = match &f.filter {
+                Some(p) => Some(evaluate_mask(p, batch)?),
+                None => None,
+            };
+            acc.update_batch(&args, &self.group_ids, filter.as_ref(), total)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the partial states of every pending group.
+    pub fn flush(&mut self) -> Result<Option<RecordBatch>> {
+        if self.groups.is_empty() {
+            return Ok(None);
+        }
+        let mut columns = self.groups.emit(EmitTo::All)?;
+        // Emitting does not reset every kind of group table; this does (as
+        // DataFusion's own hash aggregation does after emitting all).
+        self.groups.clear_shrink(MAX_PENDING_GROUPS.min(columns[0].len()));
+        columns.extend(self.agg.take_states(&mut self.accumulators)?);
+        Ok(Some(RecordBatch::try_new(self.agg.partial_schema.clone(), columns)?))
+    }
+}
+
+/// Splits partial states by owner: entry i holds the rows owned by instance
+/// i (None when it has none).
+pub fn route(batch: &RecordBatch, routing: &[usize], owners: usize, hashes: &mut Vec<u64>) -> Result<Vec<Option<RecordBatch>>> {
+    if owners == 1 {
+        return Ok(vec![Some(batch.clone())]);
+    }
+    hashes.clear();
+    hashes.resize(batch.num_rows(), 0);
+    let columns: Vec<&ArrayRef> = routing.iter().map(|i| batch.column(*i)).collect();
+    create_hashes(columns, &ROUTING_HASH, hashes)?;
+    let mut picks: Vec<Vec<u32>> = vec![Vec::new(); owners];
+    for (row, h) in hashes.iter().enumerate() {
+        picks[(*h % owners as u64) as usize].push(row as u32);
+    }
+    picks
+        .into_iter()
+        .map(|rows| {
+            if rows.is_empty() {
+                Ok(None)
+            } else if rows.len() == batch.num_rows() {
+                Ok(Some(batch.clone()))
+            } else {
+                Ok(Some(take_record_batch(batch, &UInt32Array::from(rows))?))
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,294 @@
+//! Pipeline: the chained operators of one instance, from its reader to the
+//! exchange (or, for views without aggregation, to the view).
+//!
+//! Input: prepared rows of the instance's splits, in split order.
+//! Output: partial aggregate states and watermarks to every instance of the
+//! final aggregation; or rows appended to the view.
+//! State: each split's watermark (the largest its rows have made), and the
+//! partial aggregate of the rows since the last flush.
+//! Watermarks: the minimum over the instance's active splits (see
+//! `watermark.rs`), forwarded after every flush, so an owner never sees a
+//! watermark before the rows it covers.
+//! Checkpoint: split watermarks and positions (issue 3).
+//!
+//! Operators chained here, in order: Watermark (per-row watermark values),
+//! WindowAssign (window columns; with a windowed aggregation, rows late for
+//! a window are dropped and counted), the filters and projections before the
+//! aggregation, then PartialAggregate or Materialize.
+
+use std::borrow::Cow;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+use datafusion::physical_expr::PhysicalExpr;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::connector::SourceEvent;
+use crate::dataflow::materialize::Materialize;
+use crate::dataflow::message::{Envelope, Message};
+use crate::dataflow::partial_aggregate::{route, PartialAggregate, MAX_PENDING_GROUPS};
+use crate::dataflow::physical::{apply_all, evaluate, PhysicalAggregate, PhysicalOp};
+use crate::dataflow::plan::WindowPlan;
+use crate::dataflow::prepare::take_rows;
+use crate::dataflow::watermark::{InstanceTime, SplitClocks, WatermarkCombiner};
+use crate::dataflow::window::{assign_windows, Assignment};
+use crate::error::{Error, Result};
+use crate::metrics::JobMetrics;
+
+/// What a job's instances share: the physical form of its plan.
+pub struct JobPhysical {
+    /// The event-time column's index and the watermark expression.
+    pub rowtime: Option<(usize, Arc<dyn PhysicalExpr>)>,
+    pub window: Option<WindowPlan>,
+    pub drops_late: bool,
+    pub pre: Vec<PhysicalOp>,
+    pub aggregate: Option<Arc<PhysicalAggregate>>,
+    pub post: Arc<Vec<PhysicalOp>>,
+}
+
+/// Where an instance's rows go.
+pub enum Downstream {
+    /// To the owners of their groups.
+    Aggregate {
+        partial: PartialAggregate,
+        owners: Vec<mpsc::Sender<Envelope>>,
+    },
+    /// Straight into the view.
+    Append {
+        out: Materialize,
+        /// The job's watermark over all instances.
+        watermark: Arc<Mutex<WatermarkCombiner>>,
+    },
+}
+
+pub struct Pipeline {
+    instance: usize,
+    job: Arc<JobPhysical>,
+    clocks: SplitClocks,
+    assignment: Assignment,
+    downstream: Downstream,
+    metrics: Arc<JobMetrics>,
+    flush_interval: Duration,
+    /// The last watermark sent downstream.
+    sent: i64,
+    idle_sent: bool,
+    hashes: Vec<u64>,
+}
+
+impl Pipeline {
+    pub fn new(
+        instance: usize,
+        job: Arc<JobPhysical>,
+        idle_timeout: Option<Duration>,
+        downstream: Downstream,
+        metrics: Arc<JobMetrics>,
+        flush_interval: Duration,
+    ) -> Self {
+        Pipeline {
+            instance,
+            job,
+            clocks: SplitClocks::new(idle_timeout),
+            assignment: Assignment::default(),
+            downstream,
+            metrics,
+            flush_interval,
+            sent: i64::MIN,
+            idle_sent: false,
+            hashes: Vec::new(),
+        }
+    }
+
+    /// Runs until the source ends (or the job is stopped).
+    pub async fn run(mut self, mut source: mpsc::Receiver<Result<SourceEvent>>) -> Result<()> {
+        let mut tick = tokio::time::interval(self.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = source.recv() => match event {
+                    Some(Ok(event)) => self.on_event(event).await?,
+                    Some(Err(e)) => return Err(e),
+                    None => break,
+                },
+                _ = tick.tick() => self.on_tick().await?,
+            }
+        }
+        // The source has ended: emit everything and close every window.
+        self.flush().await?;
+        self.send_all(Message::Watermark(i64::MAX)).await;
+        if let Downstream::Append { watermark, .. } = &self.downstream {
+            if let Some(w) = watermark.lock().on_watermark(self.instance, i64::MAX) {
+                self.metrics.advance_watermark(w);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_event(&mut self, event: SourceEvent) -> Result<()> {
+        match event {
+            SourceEvent::Assigned { splits } => self.clocks.assign(splits, Instant::now()),
+            SourceEvent::Rows { split, batch } => {
+                self.on_rows(split, batch)?;
+                if let Downstream::Aggregate { partial, .. } = &self.downstream {
+                    if partial.pending_groups() >= MAX_PENDING_GROUPS {
+                        self.flush().await?;
+                    }
+                }
+            }
+            SourceEvent::CaughtUp { split } => self.clocks.caught_up(split),
+            SourceEvent::SplitEnd { split } => self.clocks.ended(split),
+        }
+        Ok(())
+    }
+
+    fn on_rows(&mut self, split: usize, batch: RecordBatch) -> Result<()> {
+        let now = Instant::now();
+        let batch = match &self.job.rowtime {
+            None => batch,
+            Some((index, watermark)) => {
+                let marks = evaluate(watermark, &batch)?;
+                let ts = millis(batch.column(*index))?;
+                let marks = millis(&marks)?;
+                let running = self.clocks.running(split, now);
+                match &self.job.window {
+                    None => {
+                        if let Some(max) = marks.iter().max() {
+                            *running = (*running).max(*max);
+                        }
+                        batch
+                    }
+                    Some(window) => {
+                        assign_windows(&window.kind, &ts, &marks, running, self.job.drops_late, &mut self.assignment);
+                        self.count_late();
+                        with_windows(&batch, window, &self.assignment)?
+                    }
+                }
+            }
+        };
+        let batch = apply_all(&self.job.pre, batch)?;
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        match &mut self.downstream {
+            Downstream::Aggregate { partial, .. } => partial.update(&batch),
+            Downstream::Append { out, .. } => out.append(batch),
+        }
+    }
+
+    /// Counts the rows that missed at least one of their windows.
+    fn count_late(&self) {
+        let late = &self.assignment.late;
+        if late.is_empty() {
+            return;
+        }
+        let rows = 1 + late.windows(2).filter(|w| w[0].0 != w[1].0).count();
+        self.metrics.late_rows.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+
+    async fn on_tick(&mut self) -> Result<()> {
+        self.flush().await?;
+        let time = self.clocks.current(Instant::now());
+        if let Downstream::Append { watermark, .. } = &self.downstream {
+            let mut combined = watermark.lock();
+            let advanced = match time {
+                InstanceTime::Watermark(w) => combined.on_watermark(self.instance, w),
+                InstanceTime::Idle => combined.on_idle(self.instance),
+                InstanceTime::Unknown => None,
+            };
+            if let Some(w) = advanced {
+                self.metrics.advance_watermark(w);
+            }
+            return Ok(());
+        }
+        match time {
+            InstanceTime::Watermark(w) if w > self.sent => {
+                self.sent = w;
+                self.idle_sent = false;
+                self.send_all(Message::Watermark(w)).await;
+            }
+            InstanceTime::Idle if !self.idle_sent => {
+                self.idle_sent = true;
+                self.send_all(Message::Idle).await;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Sends the pending partial states to their owners.
+    async fn flush(&mut self) -> Result<()> {
+        let Downstream::Aggregate { partial, owners } = &mut self.downstream else {
+            return Ok(());
+        };
+        let Some(batch) = partial.flush()? else {
+            return Ok(());
+        };
+        let routing = &self.job.aggregate.as_ref().expect("aggregate downstream has a plan").routing;
+        let parts = route(&batch, routing, owners.len(), &mut self.hashes)?;
+        self.idle_sent = false;
+        for (owner, part) in parts.into_iter().enumerate() {
+            if let Some(part) = part {
+                let envelope = Envelope {
+                    from: self.instance,
+                    message: Message::Batch(part),
+                };
+                if owners[owner].send(envelope).await.is_err() {
+                    return Err(Error::internal("an aggregation instance stopped early"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_all(&mut self, message: Message) {
+        if let Downstream::Aggregate { owners, .. } = &self.downstream {
+            for owner in owners {
+                let _ = owner
+                    .send(Envelope {
+                        from: self.instance,
+                        message: message.clone(),
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+/// A timestamp column as milliseconds since the epoch.
+fn millis(array: &ArrayRef) -> Result<Cow<'_, [i64]>> {
+    match array.data_type() {
+        DataType::Timestamp(TimeUnit::Millisecond, _) => Ok(Cow::Borrowed(
+            array.as_primitive::<TimestampMillisecondType>().values().as_ref(),
+        )),
+        DataType::Timestamp(_, tz) => {
+            let cast = arrow::compute::cast(array, &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()))?;
+            Ok(Cow::Owned(cast.as_primitive::<TimestampMillisecondType>().values().to_vec()))
+        }
+        other => Err(Error::internal(format!("event time of type {other}"))),
+    }
+}
+
+/// The rows of `assignment` with the window columns added.
+fn with_windows(batch: &RecordBatch, window: &WindowPlan, assignment: &Assignment) -> Result<RecordBatch> {
+    let identity = assignment.rows.len() == batch.num_rows()
+        && assignment.rows.iter().enumerate().all(|(i, r)| *r as usize == i);
+    let rows = if identity {
+        batch.clone()
+    } else {
+        take_rows(batch, &assignment.rows)?
+    };
+    let time_tz = match window.output.field(window.output.fields().len() - 1).data_type() {
+        DataType::Timestamp(_, tz) => tz.clone(),
+        _ => None,
+    };
+    let mut columns = rows.columns().to_vec();
+    columns.push(Arc::new(TimestampMillisecondArray::from(assignment.starts.clone())));
+    columns.push(Arc::new(TimestampMillisecondArray::from(assignment.ends.clone())));
+    let times: TimestampMillisecondArray = assignment.ends.iter().map(|e| Some(e - 1)).collect();
+    columns.push(Arc::new(times.with_timezone_opt(time_tz)));
+    debug_assert!(columns.iter().all(|c| c.len() == assignment.rows.len()));
+    Ok(RecordBatch::try_new(window.output.clone(), columns)?)
+}

@@ -1,0 +1,228 @@
+//! The streaming plan of a view: what the frontend's planner produces and a
+//! job runs.
+//!
+//! A plan is a straight line: a source, an optional window assignment, the
+//! filters and projections before aggregation, an optional (windowed)
+//! aggregation, and the projections and filters after it (HAVING and the
+//! SELECT list). Expressions are DataFusion logical expressions, already
+//! type-checked, with the schema they are evaluated against; a job turns them
+//! into physical expressions and accumulators when it starts.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::common::DFSchemaRef;
+use datafusion::logical_expr::Expr;
+
+use crate::connector::SourceSpec;
+use crate::dataflow::window::WindowKind;
+
+/// When a windowed view shows a window's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmitMode {
+    /// In-progress windows are shown and updated continuously (default).
+    #[default]
+    OnUpdate,
+    /// Only final rows of closed windows are shown (`EMIT ON WINDOW CLOSE`).
+    OnWindowClose,
+}
+
+/// A source table as a job needs it.
+#[derive(Debug, Clone)]
+pub struct SourcePlan {
+    pub name: String,
+    pub spec: SourceSpec,
+    /// The physical (decoded) columns.
+    pub physical: SchemaRef,
+    pub physical_df: DFSchemaRef,
+    /// Every column, physical and computed, in declaration order.
+    pub schema: SchemaRef,
+    pub schema_df: DFSchemaRef,
+    /// For each column of `schema`: where its values come from.
+    pub columns: Vec<ColumnSource>,
+    pub rowtime: Option<Rowtime>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ColumnSource {
+    /// Column i of the physical schema.
+    Physical(usize),
+    /// A computed column: an expression over the physical schema.
+    Computed(Expr),
+}
+
+/// The event-time column of a source and its watermark.
+#[derive(Debug, Clone)]
+pub struct Rowtime {
+    pub column: String,
+    /// Index in the source's full schema.
+    pub index: usize,
+    /// The watermark expression, over the full schema.
+    pub watermark: Expr,
+    /// The watermark as written, for EXPLAIN and DESCRIBE.
+    pub watermark_sql: String,
+}
+
+/// A stateless operation on batches.
+#[derive(Debug, Clone)]
+pub enum StatelessOp {
+    Filter {
+        predicate: Expr,
+        input: DFSchemaRef,
+    },
+    Project {
+        exprs: Vec<Expr>,
+        input: DFSchemaRef,
+        output: DFSchemaRef,
+    },
+}
+
+impl StatelessOp {
+    pub fn describe(&self) -> String {
+        match self {
+            StatelessOp::Filter { predicate, .. } => format!("Filter: {predicate}"),
+            StatelessOp::Project { exprs, .. } => {
+                let list: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
+                format!("Project: {}", list.join(", "))
+            }
+        }
+    }
+}
+
+/// Window assignment: adds `window_start`, `window_end`, `window_time`.
+#[derive(Debug, Clone)]
+pub struct WindowPlan {
+    pub kind: WindowKind,
+    /// Index of the time column in the source schema.
+    pub time_index: usize,
+    /// The source schema plus the window columns.
+    pub output: SchemaRef,
+}
+
+/// Where an aggregation's window end is: the value of a group column plus
+/// an offset (0 for `window_end`, the size for `window_start`).
+#[derive(Debug, Clone, Copy)]
+pub struct FireTime {
+    pub group_index: usize,
+    pub add_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AggregatePlan {
+    /// The rows entering the aggregation.
+    pub input: DFSchemaRef,
+    pub group_exprs: Vec<Expr>,
+    pub aggr_exprs: Vec<Expr>,
+    /// `[group columns..., aggregate results...]`.
+    pub output: DFSchemaRef,
+    /// For windowed aggregations: how to find each group's window end.
+    pub fire_time: Option<FireTime>,
+    /// Which group columns route a group to its owner instance (the non-window
+    /// ones; all of them if there are none).
+    pub routing: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamPlan {
+    pub view: String,
+    pub source: SourcePlan,
+    pub window: Option<WindowPlan>,
+    pub pre: Vec<StatelessOp>,
+    pub aggregate: Option<AggregatePlan>,
+    pub post: Vec<StatelessOp>,
+    /// The view's columns.
+    pub output: SchemaRef,
+    pub emit: EmitMode,
+}
+
+impl StreamPlan {
+    /// Whether rows late for their window are dropped: only windowed
+    /// aggregations fire windows.
+    pub fn drops_late_rows(&self) -> bool {
+        self.aggregate
+            .as_ref()
+            .map(|a| a.fire_time.is_some())
+            .unwrap_or(false)
+    }
+
+    /// The operator graph, for `EXPLAIN CREATE MATERIALIZED VIEW`.
+    pub fn explain(&self, parallelism: usize) -> String {
+        let mut lines: Vec<String> = Vec::new();
+        let keyed = self.aggregate.is_some();
+        lines.push(format!(
+            "Materialize: view={} {} emit={}",
+            self.view,
+            if keyed { "keyed by group" } else { "append-only" },
+            match self.emit {
+                EmitMode::OnUpdate => "on-update",
+                EmitMode::OnWindowClose => "on-window-close",
+            }
+        ));
+        for op in self.post.iter().rev() {
+            lines.push(op.describe());
+        }
+        if let Some(agg) = &self.aggregate {
+            let aggs: Vec<String> = agg.aggr_exprs.iter().map(|e| e.to_string()).collect();
+            let groups: Vec<String> = agg.group_exprs.iter().map(|e| e.to_string()).collect();
+            let kind = if agg.fire_time.is_some() {
+                "WindowAggregate"
+            } else {
+                "Aggregate"
+            };
+            lines.push(format!(
+                "{kind}(final): parallelism={parallelism} aggregates=[{}]",
+                aggs.join(", ")
+            ));
+            let routing: Vec<String> = agg.routing.iter().map(|i| groups[*i].clone()).collect();
+            lines.push(format!("Exchange: hash({})", routing.join(", ")));
+            lines.push(format!(
+                "{kind}(partial): parallelism={parallelism} group=[{}]",
+                groups.join(", ")
+            ));
+        }
+        for op in self.pre.iter().rev() {
+            lines.push(op.describe());
+        }
+        if let Some(w) = &self.window {
+            let late = if self.drops_late_rows() {
+                " late=drop-and-count"
+            } else {
+                ""
+            };
+            lines.push(format!(
+                "WindowAssign: {} on {}{late}",
+                w.kind.describe(),
+                self.source.schema.field(w.time_index).name()
+            ));
+        }
+        if let Some(rt) = &self.source.rowtime {
+            lines.push(format!("Watermark: {} ({})", rt.column, rt.watermark_sql));
+        }
+        let computed: Vec<String> = self
+            .source
+            .schema
+            .fields()
+            .iter()
+            .zip(&self.source.columns)
+            .filter_map(|(f, c)| match c {
+                ColumnSource::Computed(e) => Some(format!("{} = {e}", f.name())),
+                ColumnSource::Physical(_) => None,
+            })
+            .collect();
+        if !computed.is_empty() {
+            lines.push(format!("Compute: {}", computed.join(", ")));
+        }
+        lines.push(format!(
+            "{} parallelism={parallelism}",
+            self.source.spec.connector.describe()
+        ));
+        let mut out = String::new();
+        for (depth, line) in lines.iter().enumerate() {
+            let _ = writeln!(out, "{}{}", "  ".repeat(depth), line);
+        }
+        out
+    }
+}
+
+pub type StreamPlanRef = Arc<StreamPlan>;

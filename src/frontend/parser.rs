@@ -1,0 +1,770 @@
+//! Sluice's statement parser: sqlparser's `Parser` plus the statements and
+//! clauses of Flink SQL (and a few of RisingWave) that sqlparser lacks.
+//!
+//! Statements are parsed once into [`Statement`] and then dispatched by the
+//! session. Our own grammar covers `CREATE TABLE/SOURCE` with computed columns
+//! and `WATERMARK FOR`, `CREATE MATERIALIZED VIEW ... [EMIT ON WINDOW CLOSE]`,
+//! `DROP`, `SHOW`, `DESCRIBE`, `SET`; everything else is handed to sqlparser
+//! and later planned by DataFusion.
+//!
+//! Flink's window TVF `TABLE(TUMBLE(TABLE t, ...))` does not parse in
+//! sqlparser because of the inner `TABLE t` argument. We fix that on the token
+//! stream (never on the text): the inner `TABLE` keyword token is dropped and
+//! every other token keeps its original location, so error positions stay
+//! right.
+
+use sqlparser::ast;
+use sqlparser::dialect::{Dialect, GenericDialect};
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
+
+pub use crate::dataflow::plan::EmitMode;
+use crate::error::{Error, Result};
+
+/// The dialect Sluice parses with: generic, so that both Flink's backquoted
+/// identifiers and Postgres's `::` casts and `OPERATOR(...)` work.
+pub fn dialect() -> &'static dyn Dialect {
+    static DIALECT: GenericDialect = GenericDialect {};
+    &DIALECT
+}
+
+/// A parsed statement.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// `CREATE TABLE ... WITH ('connector' = ...)` or `CREATE SOURCE ...`.
+    CreateSource(CreateSource),
+    /// `CREATE MATERIALIZED VIEW name AS query`.
+    CreateView(CreateView),
+    /// `EXPLAIN CREATE MATERIALIZED VIEW ...`.
+    ExplainView(CreateView),
+    Drop {
+        kind: ObjectKind,
+        name: String,
+        if_exists: bool,
+    },
+    /// `SHOW TABLES`, `SHOW SOURCES`, `SHOW MATERIALIZED VIEWS`.
+    ShowObjects(ObjectKind),
+    /// `DESCRIBE name`.
+    Describe(String),
+    /// `SET name = value`.
+    SetVariable { name: String, value: String },
+    /// `SHOW name`, `SHOW ALL`.
+    ShowVariable(String),
+    /// `BEGIN`, `COMMIT`, `ROLLBACK`: accepted for client compatibility;
+    /// Sluice statements are not transactional.
+    Transaction(TransactionOp),
+    /// Anything DataFusion runs: SELECT, VALUES, EXPLAIN SELECT, ...
+    Query(Box<ast::Statement>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionOp {
+    Begin,
+    Commit,
+    Rollback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// A source or table (Flink calls a Kafka-backed stream a table).
+    Table,
+    Source,
+    MaterializedView,
+}
+
+impl ObjectKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Table => "table",
+            ObjectKind::Source => "source",
+            ObjectKind::MaterializedView => "materialized view",
+        }
+    }
+}
+
+/// `CREATE TABLE name (columns, computed columns, WATERMARK) WITH (options)`.
+#[derive(Debug, Clone)]
+pub struct CreateSource {
+    pub name: String,
+    pub if_not_exists: bool,
+    /// Columns in declaration order, physical and computed.
+    pub columns: Vec<ColumnDecl>,
+    pub watermark: Option<WatermarkDecl>,
+    pub primary_key: Vec<String>,
+    /// `WITH (...)` options, keys lowercased, in order.
+    pub options: Vec<(String, String)>,
+    /// Whether the column list was given at all (datagen may omit it).
+    pub has_column_list: bool,
+    /// 1-based position of the table name in the statement text.
+    pub name_position: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ColumnDecl {
+    pub name: String,
+    pub kind: ColumnKind,
+    /// 1-based position of the column name in the statement text.
+    pub position: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ColumnKind {
+    Physical { data_type: ast::DataType, not_null: bool },
+    /// `name AS expr`.
+    Computed(ast::Expr),
+}
+
+/// `WATERMARK FOR column AS expr`.
+#[derive(Debug, Clone)]
+pub struct WatermarkDecl {
+    pub column: String,
+    pub expr: ast::Expr,
+    pub position: Option<usize>,
+}
+
+/// `CREATE MATERIALIZED VIEW name [WITH (options)] AS query [EMIT ...]`.
+#[derive(Debug, Clone)]
+pub struct CreateView {
+    pub name: String,
+    pub if_not_exists: bool,
+    pub options: Vec<(String, String)>,
+    pub query: Box<ast::Query>,
+    pub emit: EmitMode,
+    /// The statement text, as persisted in the catalog.
+    pub sql: String,
+}
+
+/// A parsed statement with its text.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub statement: Statement,
+    /// The text of this statement alone (for persistence and messages).
+    pub text: String,
+}
+
+/// Parses `sql`, which may hold several statements separated by `;`.
+pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
+    let tokens = Tokenizer::new(dialect(), sql)
+        .tokenize_with_location()
+        .map_err(|e| Error::from_parser(ParserError::TokenizerError(e.to_string()), sql))?;
+    let tokens = drop_inner_table_keyword(tokens);
+    let mut parser = Parser::new(dialect()).with_tokens_with_locations(tokens);
+    let mut out = Vec::new();
+    loop {
+        while parser.consume_token(&Token::SemiColon) {}
+        if parser.peek_token().token == Token::EOF {
+            break;
+        }
+        let start = parser.peek_token().span.start;
+        let statement =
+            parse_statement(&mut parser, sql).map_err(|e| into_error(e, sql))?;
+        let end = parser.peek_token().span.start;
+        let token = parser.peek_token().token;
+        if token != Token::SemiColon && token != Token::EOF {
+            let found = parser.peek_token();
+            return Err(Error::syntax(format!("syntax error at or near \"{}\"", found.token))
+                .at(location_to_pos(sql, found.span.start)));
+        }
+        let text = slice_between(sql, start, end, token == Token::EOF);
+        out.push(Parsed { statement, text });
+    }
+    Ok(out)
+}
+
+/// Parses a single statement; errors if `sql` holds none or several.
+pub fn parse_one(sql: &str) -> Result<Parsed> {
+    let mut all = parse(sql)?;
+    match all.len() {
+        1 => Ok(all.remove(0)),
+        0 => Err(Error::syntax("empty statement")),
+        _ => Err(Error::syntax("expected a single statement")),
+    }
+}
+
+fn into_error(err: ParseFailure, sql: &str) -> Error {
+    match err {
+        ParseFailure::Parser(e) => Error::from_parser(e, sql),
+        ParseFailure::Sluice(e) => e,
+    }
+}
+
+/// Our parse functions fail either with a sqlparser error (positions as
+/// line/column) or with a finished Sluice error.
+enum ParseFailure {
+    Parser(ParserError),
+    Sluice(Error),
+}
+
+impl From<ParserError> for ParseFailure {
+    fn from(e: ParserError) -> Self {
+        ParseFailure::Parser(e)
+    }
+}
+
+impl From<Error> for ParseFailure {
+    fn from(e: Error) -> Self {
+        ParseFailure::Sluice(e)
+    }
+}
+
+type PResult<T> = std::result::Result<T, ParseFailure>;
+
+fn location_to_pos(sql: &str, loc: sqlparser::tokenizer::Location) -> Option<usize> {
+    crate::error::char_position(sql, loc.line as usize, loc.column as usize)
+}
+
+fn byte_offset(sql: &str, loc: sqlparser::tokenizer::Location) -> usize {
+    let Some(pos) = location_to_pos(sql, loc) else {
+        return sql.len();
+    };
+    sql.char_indices()
+        .nth(pos - 1)
+        .map(|(i, _)| i)
+        .unwrap_or(sql.len())
+}
+
+fn slice_between(
+    sql: &str,
+    start: sqlparser::tokenizer::Location,
+    end: sqlparser::tokenizer::Location,
+    to_end: bool,
+) -> String {
+    let a = byte_offset(sql, start);
+    let b = if to_end { sql.len() } else { byte_offset(sql, end) };
+    sql.get(a..b.max(a)).unwrap_or("").trim().to_string()
+}
+
+/// Drops the `TABLE` keyword in `TUMBLE(TABLE t, ...)` (and HOP, CUMULATE,
+/// SESSION), Flink's way of passing a table to a window TVF.
+fn drop_inner_table_keyword(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let significant = |t: &TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    for tok in tokens {
+        if is_keyword(&tok.token, Keyword::TABLE) {
+            let mut prev = out.iter().rev().filter(|t| significant(t));
+            let paren = prev.next().map(|t| t.token == Token::LParen).unwrap_or(false);
+            let func = prev.next().map(|t| is_window_function_name(&t.token)).unwrap_or(false);
+            if paren && func {
+                continue;
+            }
+        }
+        out.push(tok);
+    }
+    out
+}
+
+fn is_window_function_name(token: &Token) -> bool {
+    match token {
+        Token::Word(w) if w.quote_style.is_none() => matches!(
+            w.value.to_ascii_uppercase().as_str(),
+            "TUMBLE" | "HOP" | "CUMULATE" | "SESSION"
+        ),
+        _ => false,
+    }
+}
+
+fn is_keyword(token: &Token, keyword: Keyword) -> bool {
+    matches!(token, Token::Word(Word { keyword: k, .. }) if *k == keyword)
+}
+
+fn is_word(token: &Token, word: &str) -> bool {
+    matches!(token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
+}
+
+fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
+    let first = parser.peek_token().token;
+    let second = parser.peek_nth_token(1).token;
+    if is_keyword(&first, Keyword::CREATE) {
+        parser.next_token();
+        let or_replace = parser.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
+        if or_replace {
+            return Err(Error::not_supported("create or replace is not supported").into());
+        }
+        if parser.parse_keyword(Keyword::TABLE) {
+            return parse_create_source(parser, sql).map(Statement::CreateSource);
+        }
+        if parser.parse_keyword(Keyword::SOURCE) {
+            return parse_create_source(parser, sql).map(Statement::CreateSource);
+        }
+        if parser.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW]) {
+            return parse_create_view(parser, sql).map(Statement::CreateView);
+        }
+        // Let sqlparser (and then the session) deal with other CREATE forms.
+        parser.prev_token();
+        return Ok(Statement::Query(Box::new(parser.parse_statement()?)));
+    }
+    if is_keyword(&first, Keyword::EXPLAIN) && is_keyword(&second, Keyword::CREATE) {
+        parser.next_token();
+        parser.next_token();
+        parser.expect_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW])?;
+        return parse_create_view(parser, sql).map(Statement::ExplainView);
+    }
+    if is_keyword(&first, Keyword::DROP) {
+        parser.next_token();
+        let kind = if parser.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW]) {
+            ObjectKind::MaterializedView
+        } else if parser.parse_keyword(Keyword::TABLE) {
+            ObjectKind::Table
+        } else if parser.parse_keyword(Keyword::SOURCE) {
+            ObjectKind::Source
+        } else {
+            let t = parser.peek_token();
+            return Err(Error::syntax(format!(
+                "expected TABLE, SOURCE or MATERIALIZED VIEW after DROP, found \"{}\"",
+                t.token
+            ))
+            .at(location_to_pos(sql, t.span.start))
+            .into());
+        };
+        let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let name = object_name(parser)?;
+        // Postgres accepts CASCADE/RESTRICT; Sluice always restricts.
+        if parser.parse_keyword(Keyword::CASCADE) {
+            return Err(Error::not_supported("drop ... cascade is not supported; drop dependent views first").into());
+        }
+        let _ = parser.parse_keyword(Keyword::RESTRICT);
+        return Ok(Statement::Drop {
+            kind,
+            name,
+            if_exists,
+        });
+    }
+    if is_keyword(&first, Keyword::SHOW) {
+        parser.next_token();
+        if parser.parse_keyword(Keyword::TABLES) {
+            return Ok(Statement::ShowObjects(ObjectKind::Table));
+        }
+        if is_word(&parser.peek_token().token, "SOURCES") {
+            parser.next_token();
+            return Ok(Statement::ShowObjects(ObjectKind::Source));
+        }
+        if parser.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEWS]) {
+            return Ok(Statement::ShowObjects(ObjectKind::MaterializedView));
+        }
+        let mut name = Vec::new();
+        loop {
+            match parser.next_token().token {
+                Token::Word(w) => name.push(w.value.to_lowercase()),
+                Token::Period => name.push(".".into()),
+                Token::EOF | Token::SemiColon => {
+                    parser.prev_token();
+                    break;
+                }
+                other => {
+                    return Err(Error::syntax(format!("syntax error at or near \"{other}\"")).into())
+                }
+            }
+        }
+        if name.is_empty() {
+            return Err(Error::syntax("expected a name after SHOW").into());
+        }
+        return Ok(Statement::ShowVariable(name.concat()));
+    }
+    if is_keyword(&first, Keyword::DESCRIBE) || is_keyword(&first, Keyword::DESC) {
+        parser.next_token();
+        let _ = parser.parse_keyword(Keyword::TABLE);
+        return Ok(Statement::Describe(object_name(parser)?));
+    }
+    if is_keyword(&first, Keyword::SET) {
+        parser.next_token();
+        return parse_set(parser);
+    }
+    if is_keyword(&first, Keyword::BEGIN)
+        || (is_keyword(&first, Keyword::START) && is_keyword(&second, Keyword::TRANSACTION))
+    {
+        skip_to_statement_end(parser);
+        return Ok(Statement::Transaction(TransactionOp::Begin));
+    }
+    if is_keyword(&first, Keyword::COMMIT) || is_keyword(&first, Keyword::END) {
+        skip_to_statement_end(parser);
+        return Ok(Statement::Transaction(TransactionOp::Commit));
+    }
+    if is_keyword(&first, Keyword::ROLLBACK) || is_keyword(&first, Keyword::ABORT) {
+        skip_to_statement_end(parser);
+        return Ok(Statement::Transaction(TransactionOp::Rollback));
+    }
+    Ok(Statement::Query(Box::new(parser.parse_statement()?)))
+}
+
+fn skip_to_statement_end(parser: &mut Parser) {
+    loop {
+        match parser.next_token().token {
+            Token::EOF | Token::SemiColon => {
+                parser.prev_token();
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// An object name as Sluice stores it: unquoted parts lowercased, quoted
+/// parts kept, schema qualifiers `public.` dropped.
+fn object_name(parser: &mut Parser) -> PResult<String> {
+    let name = parser.parse_object_name(false)?;
+    Ok(normalize_object_name(&name))
+}
+
+pub fn normalize_object_name(name: &ast::ObjectName) -> String {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident().map(normalize_ident))
+        .collect();
+    match parts.as_slice() {
+        [schema, rest @ ..] if !rest.is_empty() && (schema == "public" || schema == "sluice") && rest.len() == 1 => {
+            if schema == "sluice" {
+                format!("sluice.{}", rest[0])
+            } else {
+                rest[0].clone()
+            }
+        }
+        _ => parts.join("."),
+    }
+}
+
+/// Unquoted identifiers are case-insensitive (folded to lowercase, as
+/// Postgres does); quoted ones keep their case.
+pub fn normalize_ident(ident: &ast::Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
+}
+
+fn parse_set(parser: &mut Parser) -> PResult<Statement> {
+    // SET [SESSION | LOCAL] name { = | TO } value
+    let _ = parser.parse_one_of_keywords(&[Keyword::SESSION, Keyword::LOCAL]);
+    if parser.parse_keywords(&[Keyword::TIME, Keyword::ZONE]) {
+        let value = set_value(parser)?;
+        return Ok(Statement::SetVariable {
+            name: "timezone".into(),
+            value,
+        });
+    }
+    let name = parser.parse_object_name(false)?;
+    let name = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident().map(|i| i.value.to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(".");
+    if !parser.consume_token(&Token::Eq) && !parser.parse_keyword(Keyword::TO) {
+        let t = parser.peek_token();
+        return Err(ParserError::ParserError(format!(
+            "Expected: = or TO, found: {} at {}",
+            t.token, t.span.start
+        ))
+        .into());
+    }
+    let value = set_value(parser)?;
+    Ok(Statement::SetVariable { name, value })
+}
+
+/// A SET value: a literal, a word, or a comma-separated list of them.
+fn set_value(parser: &mut Parser) -> PResult<String> {
+    let mut parts = Vec::new();
+    loop {
+        let tok = parser.next_token();
+        let text = match tok.token {
+            Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s,
+            Token::Number(n, _) => n,
+            Token::Minus => {
+                let next = parser.next_token();
+                format!("-{}", next.token)
+            }
+            Token::Word(w) => w.value,
+            other => {
+                return Err(Error::syntax(format!("syntax error at or near \"{other}\"")).into())
+            }
+        };
+        parts.push(text);
+        if !parser.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    Ok(parts.join(", "))
+}
+
+fn parse_create_source(parser: &mut Parser, sql: &str) -> PResult<CreateSource> {
+    let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name_position = location_to_pos(sql, parser.peek_token().span.start);
+    let name = object_name(parser)?;
+    let mut columns = Vec::new();
+    let mut watermark = None;
+    let mut primary_key = Vec::new();
+    let has_column_list = parser.consume_token(&Token::LParen);
+    if has_column_list {
+        loop {
+            if parser.consume_token(&Token::RParen) {
+                break;
+            }
+            let tok = parser.peek_token();
+            if is_word(&tok.token, "WATERMARK") {
+                parser.next_token();
+                parser.expect_keyword(Keyword::FOR)?;
+                let column_tok = parser.peek_token();
+                let column = normalize_ident(&parser.parse_identifier()?);
+                parser.expect_keyword(Keyword::AS)?;
+                let expr = parser.parse_expr()?;
+                if watermark.is_some() {
+                    return Err(Error::syntax("a table can have only one WATERMARK clause")
+                        .at(location_to_pos(sql, tok.span.start))
+                        .into());
+                }
+                watermark = Some(WatermarkDecl {
+                    column,
+                    expr,
+                    position: location_to_pos(sql, column_tok.span.start),
+                });
+            } else if is_keyword(&tok.token, Keyword::PRIMARY) {
+                parser.next_token();
+                parser.expect_keyword(Keyword::KEY)?;
+                parser.expect_token(&Token::LParen)?;
+                primary_key = parser
+                    .parse_comma_separated(|p| p.parse_identifier())?
+                    .iter()
+                    .map(normalize_ident)
+                    .collect();
+                parser.expect_token(&Token::RParen)?;
+                // Flink requires NOT ENFORCED; accept it either way.
+                let _ = parser.parse_keywords(&[Keyword::NOT, Keyword::ENFORCED]);
+            } else {
+                columns.push(parse_column(parser, sql)?);
+            }
+            if parser.consume_token(&Token::Comma) {
+                continue;
+            }
+            parser.expect_token(&Token::RParen)?;
+            break;
+        }
+    }
+    let options = if parser.parse_keyword(Keyword::WITH) {
+        parse_with_options(parser, sql)?
+    } else {
+        Vec::new()
+    };
+    Ok(CreateSource {
+        name,
+        if_not_exists,
+        columns,
+        watermark,
+        primary_key,
+        options,
+        has_column_list,
+        name_position,
+    })
+}
+
+fn parse_column(parser: &mut Parser, sql: &str) -> PResult<ColumnDecl> {
+    let position = location_to_pos(sql, parser.peek_token().span.start);
+    let name = normalize_ident(&parser.parse_identifier()?);
+    if parser.parse_keyword(Keyword::AS) {
+        let expr = parser.parse_expr()?;
+        return Ok(ColumnDecl {
+            name,
+            kind: ColumnKind::Computed(expr),
+            position,
+        });
+    }
+    let data_type = parser.parse_data_type()?;
+    let mut not_null = false;
+    loop {
+        if parser.parse_keywords(&[Keyword::NOT, Keyword::NULL]) {
+            not_null = true;
+        } else if parser.parse_keyword(Keyword::NULL) {
+            not_null = false;
+        } else if parser.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
+            let _ = parser.parse_keywords(&[Keyword::NOT, Keyword::ENFORCED]);
+        } else if parser.parse_keyword(Keyword::COMMENT) {
+            parser.parse_literal_string()?;
+        } else {
+            break;
+        }
+    }
+    Ok(ColumnDecl {
+        name,
+        kind: ColumnKind::Physical {
+            data_type,
+            not_null,
+        },
+        position,
+    })
+}
+
+/// `( 'key' = 'value', key = value, ... )`: keys are string literals or
+/// (dotted) identifiers; values are literals.
+fn parse_with_options(parser: &mut Parser, sql: &str) -> PResult<Vec<(String, String)>> {
+    parser.expect_token(&Token::LParen)?;
+    let mut options: Vec<(String, String)> = Vec::new();
+    if parser.consume_token(&Token::RParen) {
+        return Ok(options);
+    }
+    loop {
+        let key_tok = parser.peek_token();
+        let key = match parser.next_token().token {
+            Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s,
+            Token::Word(w) => {
+                let mut key = w.value;
+                while parser.consume_token(&Token::Period) {
+                    key.push('.');
+                    match parser.next_token().token {
+                        Token::Word(w) => key.push_str(&w.value),
+                        other => {
+                            return Err(Error::syntax(format!(
+                                "syntax error at or near \"{other}\""
+                            ))
+                            .into())
+                        }
+                    }
+                }
+                key
+            }
+            other => {
+                return Err(Error::syntax(format!(
+                    "expected an option name, found \"{other}\""
+                ))
+                .at(location_to_pos(sql, key_tok.span.start))
+                .into())
+            }
+        };
+        parser.expect_token(&Token::Eq)?;
+        let value_tok = parser.next_token();
+        let value = match value_tok.token {
+            Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s,
+            Token::Number(n, _) => n,
+            Token::Word(w) => w.value,
+            other => {
+                return Err(Error::syntax(format!(
+                    "expected a value for option '{key}', found \"{other}\""
+                ))
+                .at(location_to_pos(sql, value_tok.span.start))
+                .into())
+            }
+        };
+        let key = key.to_lowercase();
+        if options.iter().any(|(k, _)| *k == key) {
+            return Err(Error::syntax(format!("option '{key}' is given twice"))
+                .at(location_to_pos(sql, key_tok.span.start))
+                .into());
+        }
+        options.push((key, value));
+        if parser.consume_token(&Token::Comma) {
+            continue;
+        }
+        parser.expect_token(&Token::RParen)?;
+        break;
+    }
+    Ok(options)
+}
+
+fn parse_create_view(parser: &mut Parser, sql: &str) -> PResult<CreateView> {
+    let start = parser.peek_token().span.start;
+    let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = object_name(parser)?;
+    let options = if parser.parse_keyword(Keyword::WITH) {
+        parse_with_options(parser, sql)?
+    } else {
+        Vec::new()
+    };
+    parser.expect_keyword(Keyword::AS)?;
+    let query = parser.parse_query()?;
+    let emit = if is_word(&parser.peek_token().token, "EMIT") {
+        parser.next_token();
+        let tok = parser.peek_token();
+        if parser.parse_keywords(&[Keyword::ON, Keyword::WINDOW, Keyword::CLOSE]) {
+            EmitMode::OnWindowClose
+        } else if parser.parse_keywords(&[Keyword::ON, Keyword::UPDATE]) {
+            EmitMode::OnUpdate
+        } else {
+            return Err(Error::syntax("expected ON WINDOW CLOSE or ON UPDATE after EMIT")
+                .at(location_to_pos(sql, tok.span.start))
+                .into());
+        }
+    } else {
+        EmitMode::OnUpdate
+    };
+    let end = parser.peek_token();
+    let text = slice_between(sql, start, end.span.start, end.token == Token::EOF);
+    Ok(CreateView {
+        name,
+        if_not_exists,
+        options,
+        query,
+        emit,
+        sql: format!("CREATE MATERIALIZED VIEW {text}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CALLS: &str = "CREATE TABLE calls (
+      event_time BIGINT, cell_id STRING, msisdn STRING, status STRING, duration_ms INT,
+      ts AS TO_TIMESTAMP_LTZ(event_time, 3),
+      WATERMARK FOR ts AS ts - INTERVAL '5' SECOND
+    ) WITH ('connector' = 'kafka', 'topic' = 'calls',
+            'properties.bootstrap.servers' = '127.0.0.1:9092',
+            'scan.startup.mode' = 'earliest-offset', 'format' = 'json')";
+
+    #[test]
+    fn parses_flink_create_table_verbatim() {
+        let p = parse_one(CALLS).unwrap();
+        let Statement::CreateSource(s) = p.statement else {
+            panic!("not a source")
+        };
+        assert_eq!(s.name, "calls");
+        assert_eq!(s.columns.len(), 6);
+        assert!(matches!(s.columns[5].kind, ColumnKind::Computed(_)));
+        assert_eq!(s.watermark.as_ref().unwrap().column, "ts");
+        assert_eq!(s.options[0], ("connector".into(), "kafka".into()));
+        assert_eq!(s.options.len(), 5);
+    }
+
+    #[test]
+    fn parses_flink_window_tvf_with_inner_table() {
+        let sql = "CREATE MATERIALIZED VIEW kpi AS SELECT window_start, COUNT(*) FROM \
+                   TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) \
+                   GROUP BY window_start, window_end EMIT ON WINDOW CLOSE";
+        let p = parse_one(sql).unwrap();
+        let Statement::CreateView(v) = p.statement else {
+            panic!("not a view")
+        };
+        assert_eq!(v.emit, EmitMode::OnWindowClose);
+        assert!(v.query.to_string().contains("TUMBLE(calls, DESCRIPTOR(ts)"));
+    }
+
+    #[test]
+    fn several_statements_keep_their_text() {
+        let all = parse("SELECT 1; SHOW TABLES ;select 2").unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[1].text, "SHOW TABLES");
+        assert_eq!(all[2].text, "select 2");
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let sql = "CREATE TABLE t (a INT, WATERMARK FOR a) WITH ()";
+        let err = parse(sql).unwrap_err();
+        assert_eq!(err.sqlstate(), "42601");
+        assert_eq!(err.position(), Some(sql.find(')').unwrap() + 1));
+    }
+
+    #[test]
+    fn set_and_show_variables() {
+        let all = parse("SET extra_float_digits = 3; SET TIME ZONE 'UTC'; SHOW search_path").unwrap();
+        assert!(matches!(&all[0].statement, Statement::SetVariable { name, value } if name == "extra_float_digits" && value == "3"));
+        assert!(matches!(&all[1].statement, Statement::SetVariable { name, .. } if name == "timezone"));
+        assert!(matches!(&all[2].statement, Statement::ShowVariable(n) if n == "search_path"));
+    }
+
+    #[test]
+    fn drop_and_describe() {
+        let all = parse("DROP MATERIALIZED VIEW IF EXISTS Kpi; DESCRIBE calls").unwrap();
+        assert!(matches!(&all[0].statement, Statement::Drop { kind: ObjectKind::MaterializedView, name, if_exists: true } if name == "kpi"));
+        assert!(matches!(&all[1].statement, Statement::Describe(n) if n == "calls"));
+    }
+}

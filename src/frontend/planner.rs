@@ -1,0 +1,575 @@
+//! Plans `CREATE MATERIALIZED VIEW` into a streaming plan.
+//!
+//! DataFusion does the SQL work: name resolution, type checking and
+//! coercion, aggregate functions. We register the view's source in a private
+//! planning session (with the window columns added when the query uses a
+//! window function), let `SqlToRel` and the analyzer produce a typed logical
+//! plan, and then recognize the shapes a streaming job can run:
+//!
+//! ```text
+//! [Projection | Filter]*            post: SELECT list, HAVING
+//!   [Aggregate]                     windowed or updating aggregation
+//!     [Projection | Filter]*        pre: WHERE, expressions
+//!       TableScan(source)
+//! ```
+//!
+//! Anything else (joins, ORDER BY, LIMIT, window functions, views over views)
+//! is refused with a `0A000` error that names the construct.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchemaRef};
+use datafusion::datasource::empty::EmptyTable;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DFStatement;
+use sqlparser::ast;
+
+use crate::dataflow::plan::{
+    AggregatePlan, EmitMode, FireTime, SourcePlan, StatelessOp, StreamPlan, WindowPlan,
+};
+use crate::error::{sqlstate, Error, Result};
+use crate::frontend::parser::CreateView;
+use crate::frontend::window::{extract_windows, WindowCall};
+use crate::options::Options;
+
+/// What a name in a view's FROM clause refers to.
+pub enum Relation {
+    Source(Arc<SourcePlan>),
+    View,
+    Unknown,
+}
+
+pub const WINDOW_START: &str = "window_start";
+pub const WINDOW_END: &str = "window_end";
+pub const WINDOW_TIME: &str = "window_time";
+
+/// Plans a view. `lookup` resolves names in the catalog.
+pub async fn plan_view(
+    create: &CreateView,
+    sql: &str,
+    lookup: &(dyn Fn(&str) -> Relation + Sync),
+) -> Result<StreamPlan> {
+    Options::new(format!("materialized view \"{}\"", create.name), &create.options).finish()?;
+    let ctx = crate::functions::session_context();
+    let state = ctx.state();
+    let mut query = create.query.clone();
+    let (windows, tables) = extract_windows(&state, &mut query, sql)?;
+
+    // Exactly one source, read either through a window or plainly.
+    let mut names: Vec<(String, Option<usize>)> = windows
+        .iter()
+        .map(|w| (w.source.clone(), w.position))
+        .chain(tables.iter().map(|t| (t.name.clone(), t.position)))
+        .collect();
+    names.dedup_by(|a, b| a.0 == b.0);
+    if windows.len() > 1 || (windows.len() == 1 && tables.iter().any(|t| t.name == windows[0].source)) {
+        return Err(Error::not_supported(
+            "reading a source through several windows in one view is not supported yet",
+        ));
+    }
+    let mut source: Option<Arc<SourcePlan>> = None;
+    for (name, position) in &names {
+        match lookup(name) {
+            Relation::Source(s) => {
+                if source.as_ref().map(|p| p.name != s.name).unwrap_or(false) {
+                    return Err(Error::not_supported(
+                        "joins are not supported in materialized views yet",
+                    )
+                    .at(*position));
+                }
+                source = Some(s);
+            }
+            Relation::View => {
+                return Err(Error::not_supported(format!(
+                    "materialized views over materialized views are not supported yet (\"{name}\" is a materialized view)"
+                ))
+                .at(*position))
+            }
+            Relation::Unknown => {
+                if name.starts_with("sluice.") || name.starts_with("pg_catalog.") || name.starts_with("information_schema.") {
+                    return Err(Error::not_supported(format!(
+                        "materialized views over system tables are not supported (\"{name}\")"
+                    ))
+                    .at(*position));
+                }
+                return Err(Error::undefined_table(name).at(*position));
+            }
+        }
+    }
+    let source = source.ok_or_else(|| {
+        Error::not_supported("a materialized view must read from a source table")
+    })?;
+    let window = match windows.first() {
+        Some(call) => Some(window_plan(call, &source)?),
+        None => None,
+    };
+    let scan_schema = window
+        .as_ref()
+        .map(|w| w.output.clone())
+        .unwrap_or_else(|| source.schema.clone());
+    register(&ctx, &source.name, scan_schema)?;
+
+    let statement = DFStatement::Statement(Box::new(ast::Statement::Query(query)));
+    let plan = state
+        .statement_to_plan(statement)
+        .await
+        .map_err(|e| Error::from_datafusion(e, sql))?;
+    let plan = state
+        .analyzer()
+        .execute_and_check(plan, state.config_options(), |_, _| {})
+        .map_err(|e| Error::from_datafusion(e, sql))?;
+    let shape = walk(&plan)?;
+    let output = Arc::new(Schema::new(
+        plan.schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect::<Vec<Field>>(),
+    ));
+    check_output_names(&output)?;
+
+    let aggregate = match shape.aggregate {
+        None => None,
+        Some(agg) => Some(aggregate_plan(&agg, &shape.pre, window.as_ref(), &source)?),
+    };
+    if create.emit == EmitMode::OnWindowClose
+        && !aggregate.as_ref().map(|a| a.fire_time.is_some()).unwrap_or(false)
+    {
+        return Err(Error::not_supported(
+            "EMIT ON WINDOW CLOSE needs a windowed aggregation (GROUP BY window_start, window_end)",
+        ));
+    }
+    Ok(StreamPlan {
+        view: create.name.clone(),
+        source: (*source).clone(),
+        window,
+        pre: shape.pre,
+        aggregate,
+        post: shape.post,
+        output,
+        emit: create.emit,
+    })
+}
+
+/// Registers `name` in the planning session with the given columns.
+fn register(ctx: &SessionContext, name: &str, schema: SchemaRef) -> Result<()> {
+    ctx.register_table(name, Arc::new(EmptyTable::new(schema)))
+        .map_err(|e| Error::internal(format!("could not register \"{name}\" for planning: {e}")))?;
+    Ok(())
+}
+
+fn window_plan(call: &WindowCall, source: &SourcePlan) -> Result<WindowPlan> {
+    let time_index = source.schema.index_of(&call.time_column).map_err(|_| {
+        Error::undefined_column(&call.time_column)
+            .context(format!("in the window of \"{}\"", source.name))
+            .at(call.position)
+    })?;
+    match &source.rowtime {
+        Some(rt) if rt.index == time_index => {}
+        Some(rt) => {
+            return Err(Error::user(
+                sqlstate::DATATYPE_MISMATCH,
+                format!(
+                    "windows must be on the event time column \"{}\" of \"{}\", not \"{}\"",
+                    rt.column, source.name, call.time_column
+                ),
+            )
+            .at(call.position))
+        }
+        None => {
+            return Err(Error::user(
+                sqlstate::DATATYPE_MISMATCH,
+                format!(
+                    "\"{}\" has no event time: declare WATERMARK FOR {} AS ... in CREATE TABLE {}",
+                    source.name, call.time_column, source.name
+                ),
+            )
+            .at(call.position))
+        }
+    }
+    let time_type = match source.schema.field(time_index).data_type() {
+        DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Millisecond, tz.clone()),
+        other => {
+            return Err(Error::internal(format!(
+                "event time column of type {other} passed validation"
+            )))
+        }
+    };
+    let mut fields: Vec<Field> = source.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for name in [WINDOW_START, WINDOW_END, WINDOW_TIME] {
+        if fields.iter().any(|f| f.name() == name) {
+            return Err(Error::user(
+                sqlstate::AMBIGUOUS_COLUMN,
+                format!("source \"{}\" already has a column \"{name}\", which the window adds", source.name),
+            ));
+        }
+    }
+    fields.push(Field::new(WINDOW_START, DataType::Timestamp(TimeUnit::Millisecond, None), false));
+    fields.push(Field::new(WINDOW_END, DataType::Timestamp(TimeUnit::Millisecond, None), false));
+    fields.push(Field::new(WINDOW_TIME, time_type, false));
+    Ok(WindowPlan {
+        kind: call.kind,
+        time_index,
+        output: Arc::new(Schema::new(fields)),
+    })
+}
+
+struct AggregateNode {
+    input: DFSchemaRef,
+    group_exprs: Vec<Expr>,
+    aggr_exprs: Vec<Expr>,
+    output: DFSchemaRef,
+}
+
+struct Shape {
+    pre: Vec<StatelessOp>,
+    aggregate: Option<AggregateNode>,
+    post: Vec<StatelessOp>,
+}
+
+/// Recognizes the plan's shape, from the root down.
+fn walk(plan: &LogicalPlan) -> Result<Shape> {
+    let mut above: Vec<StatelessOp> = Vec::new();
+    let mut below: Vec<StatelessOp> = Vec::new();
+    let mut aggregate = None;
+    let mut node = plan;
+    loop {
+        let ops = if aggregate.is_some() { &mut below } else { &mut above };
+        match node {
+            LogicalPlan::Projection(p) => {
+                check_exprs(&p.expr)?;
+                ops.push(StatelessOp::Project {
+                    exprs: p.expr.clone(),
+                    input: p.input.schema().clone(),
+                    output: p.schema.clone(),
+                });
+                node = &p.input;
+            }
+            LogicalPlan::Filter(f) => {
+                check_exprs(std::slice::from_ref(&f.predicate))?;
+                ops.push(StatelessOp::Filter {
+                    predicate: f.predicate.clone(),
+                    input: f.input.schema().clone(),
+                });
+                node = &f.input;
+            }
+            LogicalPlan::SubqueryAlias(a) => node = &a.input,
+            LogicalPlan::Aggregate(a) => {
+                if aggregate.is_some() {
+                    return Err(Error::not_supported(
+                        "an aggregation over an aggregation is not supported in a materialized view yet",
+                    ));
+                }
+                for g in &a.group_expr {
+                    if matches!(g, Expr::GroupingSet(_)) {
+                        return Err(Error::not_supported(
+                            "GROUPING SETS, ROLLUP and CUBE are not supported in materialized views yet",
+                        ));
+                    }
+                }
+                check_exprs(&a.group_expr)?;
+                for e in &a.aggr_expr {
+                    check_aggregate(e)?;
+                }
+                aggregate = Some(AggregateNode {
+                    input: a.input.schema().clone(),
+                    group_exprs: a.group_expr.clone(),
+                    aggr_exprs: a.aggr_expr.clone(),
+                    output: a.schema.clone(),
+                });
+                node = &a.input;
+            }
+            LogicalPlan::TableScan(scan) => {
+                if !scan.filters.is_empty() || scan.fetch.is_some() {
+                    return Err(Error::internal("unoptimized plan has scan filters"));
+                }
+                break;
+            }
+            LogicalPlan::Sort(_) => {
+                return Err(Error::not_supported(
+                    "ORDER BY is not supported in a materialized view; order the rows when you query it",
+                ))
+            }
+            LogicalPlan::Limit(_) => {
+                return Err(Error::not_supported(
+                    "LIMIT is not supported in a materialized view; limit the rows when you query it",
+                ))
+            }
+            LogicalPlan::Join(_) => {
+                return Err(Error::not_supported("joins are not supported in materialized views yet"))
+            }
+            LogicalPlan::Union(_) => {
+                return Err(Error::not_supported("UNION is not supported in materialized views yet"))
+            }
+            LogicalPlan::Window(_) => {
+                return Err(Error::not_supported(
+                    "window functions (OVER) are not supported in materialized views yet; use TUMBLE or HOP windows",
+                ))
+            }
+            LogicalPlan::Distinct(_) => {
+                return Err(Error::not_supported(
+                    "SELECT DISTINCT is not supported in materialized views yet; use GROUP BY",
+                ))
+            }
+            LogicalPlan::Unnest(_) => {
+                return Err(Error::not_supported("UNNEST is not supported in materialized views yet"))
+            }
+            LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
+                return Err(Error::not_supported("a materialized view must read from a source table"))
+            }
+            other => {
+                return Err(Error::not_supported(format!(
+                    "{} is not supported in materialized views",
+                    other.display()
+                )))
+            }
+        }
+    }
+    above.reverse();
+    below.reverse();
+    Ok(match aggregate {
+        Some(agg) => Shape {
+            pre: below,
+            aggregate: Some(agg),
+            post: above,
+        },
+        None => Shape {
+            pre: above,
+            aggregate: None,
+            post: Vec::new(),
+        },
+    })
+}
+
+/// Refuses subqueries inside expressions.
+fn check_exprs(exprs: &[Expr]) -> Result<()> {
+    for e in exprs {
+        let mut found = None;
+        e.apply(|e| {
+            let what = match e {
+                Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_) => Some("subqueries"),
+                Expr::OuterReferenceColumn(..) => Some("correlated subqueries"),
+                Expr::WindowFunction(_) => Some("window functions (OVER)"),
+                _ => None,
+            };
+            if let Some(w) = what {
+                found = Some(w);
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .map_err(|e| Error::internal(e.to_string()))?;
+        if let Some(w) = found {
+            return Err(Error::not_supported(format!(
+                "{w} are not supported in materialized views yet"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_aggregate(e: &Expr) -> Result<()> {
+    let inner = match e {
+        Expr::Alias(a) => a.expr.as_ref(),
+        other => other,
+    };
+    match inner {
+        Expr::AggregateFunction(f) => {
+            if !f.params.order_by.is_empty() {
+                return Err(Error::not_supported(format!(
+                    "ordered aggregates ({}) are not supported in materialized views yet",
+                    f.func.name()
+                )));
+            }
+            check_exprs(&f.params.args)
+        }
+        other => Err(Error::internal(format!("aggregate expression {other} is not an aggregate function"))),
+    }
+}
+
+/// Follows a column of the aggregation's input back through the pre
+/// operations to the scan's column name.
+fn trace_to_scan(column: &Column, pre: &[StatelessOp]) -> Option<String> {
+    let mut name = column.clone();
+    for op in pre.iter().rev() {
+        if let StatelessOp::Project { exprs, output, .. } = op {
+            let idx = output.index_of_column(&name).ok()?;
+            let mut expr = &exprs[idx];
+            while let Expr::Alias(a) = expr {
+                expr = a.expr.as_ref();
+            }
+            match expr {
+                Expr::Column(c) => name = c.clone(),
+                _ => return None,
+            }
+        }
+    }
+    Some(name.name)
+}
+
+fn aggregate_plan(
+    agg: &AggregateNode,
+    pre: &[StatelessOp],
+    window: Option<&WindowPlan>,
+    source: &SourcePlan,
+) -> Result<AggregatePlan> {
+    let mut fire_time = None;
+    let mut window_groups = Vec::new();
+    if let Some(w) = window {
+        let mut start = None;
+        let mut end = None;
+        for (i, g) in agg.group_exprs.iter().enumerate() {
+            let Expr::Column(c) = g else { continue };
+            match trace_to_scan(c, pre).as_deref() {
+                Some(WINDOW_END) => {
+                    end = Some(i);
+                    window_groups.push(i);
+                }
+                Some(WINDOW_START) => {
+                    start = Some(i);
+                    window_groups.push(i);
+                }
+                Some(WINDOW_TIME) => window_groups.push(i),
+                _ => {}
+            }
+        }
+        fire_time = match (end, start) {
+            (Some(i), _) => Some(FireTime {
+                group_index: i,
+                add_ms: 0,
+            }),
+            (None, Some(i)) => Some(FireTime {
+                group_index: i,
+                add_ms: w.kind.size(),
+            }),
+            (None, None) => {
+                return Err(Error::user(
+                    sqlstate::GROUPING_ERROR,
+                    format!(
+                        "an aggregation over a window of \"{}\" must GROUP BY window_start, window_end",
+                        source.name
+                    ),
+                ))
+            }
+        };
+    }
+    let mut routing: Vec<usize> = (0..agg.group_exprs.len())
+        .filter(|i| !window_groups.contains(i))
+        .collect();
+    if routing.is_empty() {
+        routing = (0..agg.group_exprs.len()).collect();
+    }
+    Ok(AggregatePlan {
+        input: agg.input.clone(),
+        group_exprs: agg.group_exprs.clone(),
+        aggr_exprs: agg.aggr_exprs.clone(),
+        output: agg.output.clone(),
+        fire_time,
+        routing,
+    })
+}
+
+fn check_output_names(schema: &Schema) -> Result<()> {
+    for (i, f) in schema.fields().iter().enumerate() {
+        if schema.fields()[..i].iter().any(|o| o.name() == f.name()) {
+            return Err(Error::user(
+                sqlstate::AMBIGUOUS_COLUMN,
+                format!("column \"{}\" appears twice in the view; give one an alias", f.name()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frontend::ddl::bind_source;
+    use crate::frontend::parser::{parse_one, Statement};
+
+    fn source() -> Arc<SourcePlan> {
+        let sql = "CREATE TABLE calls (event_time BIGINT, cell_id STRING, status STRING, duration_ms INT, \
+                   ts AS TO_TIMESTAMP_LTZ(event_time, 3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+                   WITH ('connector' = 'datagen')";
+        let Statement::CreateSource(c) = parse_one(sql).unwrap().statement else {
+            panic!()
+        };
+        let ctx = crate::functions::session_context();
+        Arc::new(bind_source(&ctx.state(), &c, sql).unwrap())
+    }
+
+    async fn plan(sql: &str) -> Result<StreamPlan> {
+        let Statement::CreateView(v) = parse_one(sql)?.statement else {
+            panic!()
+        };
+        let s = source();
+        plan_view(&v, sql, &|name| {
+            if name == "calls" {
+                Relation::Source(s.clone())
+            } else if name == "kpi" {
+                Relation::View
+            } else {
+                Relation::Unknown
+            }
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn plans_a_windowed_kpi_view() {
+        let p = plan(
+            "CREATE MATERIALIZED VIEW kpi AS SELECT window_start, window_end, cell_id, COUNT(*) AS calls, \
+             COUNT(*) FILTER (WHERE status <> 'ok') AS failures, AVG(duration_ms) AS avg_ms \
+             FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) \
+             WHERE duration_ms >= 0 GROUP BY window_start, window_end, cell_id EMIT ON WINDOW CLOSE",
+        )
+        .await
+        .unwrap();
+        let agg = p.aggregate.as_ref().unwrap();
+        assert_eq!(agg.fire_time.unwrap().group_index, 1);
+        assert_eq!(agg.routing, vec![2]);
+        assert_eq!(p.pre.len(), 1);
+        assert!(p.drops_late_rows());
+        let names: Vec<&str> = p.output.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, vec!["window_start", "window_end", "cell_id", "calls", "failures", "avg_ms"]);
+        let text = p.explain(2);
+        assert!(text.contains("WindowAssign: TUMBLE(size=1 min) on ts"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn refuses_what_it_cannot_do_with_0a000() {
+        for (sql, needle) in [
+            ("CREATE MATERIALIZED VIEW v AS SELECT * FROM calls ORDER BY cell_id", "ORDER BY"),
+            ("CREATE MATERIALIZED VIEW v AS SELECT * FROM calls LIMIT 5", "LIMIT"),
+            ("CREATE MATERIALIZED VIEW v AS SELECT a.cell_id FROM calls a JOIN calls b ON a.cell_id = b.cell_id", "joins"),
+            ("CREATE MATERIALIZED VIEW v AS SELECT * FROM kpi", "over materialized views"),
+            ("CREATE MATERIALIZED VIEW v AS SELECT cell_id, ROW_NUMBER() OVER (ORDER BY ts) FROM calls", "OVER"),
+            ("CREATE MATERIALIZED VIEW v AS SELECT cell_id, COUNT(*) FROM calls GROUP BY cell_id EMIT ON WINDOW CLOSE", "EMIT ON WINDOW CLOSE"),
+        ] {
+            let err = plan(sql).await.unwrap_err();
+            assert_eq!(err.sqlstate(), "0A000", "{sql}: {err}");
+            assert!(err.to_string().contains(needle), "{sql}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn user_errors_carry_sqlstates_and_positions() {
+        let sql = "CREATE MATERIALIZED VIEW v AS SELECT nope FROM calls";
+        let err = plan(sql).await.unwrap_err();
+        assert_eq!(err.sqlstate(), "42703");
+        assert_eq!(err.position(), Some(sql.find("nope").unwrap() + 1));
+        let sql = "CREATE MATERIALIZED VIEW v AS SELECT * FROM missing";
+        let err = plan(sql).await.unwrap_err();
+        assert_eq!(err.sqlstate(), "42P01");
+        assert_eq!(err.position(), Some(sql.find("missing").unwrap() + 1));
+        let err = plan(
+            "CREATE MATERIALIZED VIEW v AS SELECT cell_id, COUNT(*) FROM TUMBLE(calls, ts, INTERVAL '1' MINUTE) GROUP BY cell_id",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.sqlstate(), "42803");
+    }
+}

@@ -1,0 +1,136 @@
+//! SQL functions Sluice adds to DataFusion's: Flink's time functions, used in
+//! computed columns of sources and in queries alike.
+//!
+//! Both the streaming planner and the ad-hoc query engine register
+//! [`register_all`] on their DataFusion sessions, so an expression means the
+//! same thing in a view and in a SELECT.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, Int64Type, TimeUnit};
+use datafusion::common::{exec_err, plan_err, Result as DfResult, ScalarValue};
+use datafusion::execution::FunctionRegistry;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+
+use crate::frontend::types::UTC;
+
+/// The catalog and default schema name of every Sluice session.
+pub const CATALOG: &str = "sluice";
+pub const DEFAULT_SCHEMA: &str = "public";
+
+/// A DataFusion session configured the Sluice way: our catalog name, string
+/// types as `Utf8` (not views), spans for error positions, and Sluice's
+/// functions. Used for planning views and for running queries, so that SQL
+/// means the same in both.
+pub fn session_context() -> SessionContext {
+    let mut config = SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA)
+        .with_information_schema(true);
+    let options = config.options_mut();
+    options.sql_parser.map_string_types_to_utf8view = false;
+    options.sql_parser.collect_spans = true;
+    options.execution.time_zone = Some(UTC.to_string());
+    let ctx = SessionContext::new_with_config(config);
+    let mut state = ctx.state();
+    register_all(&mut state).expect("registering built-in functions cannot fail");
+    SessionContext::new_with_state(state)
+}
+
+/// Registers every Sluice function on a DataFusion function registry.
+pub fn register_all(registry: &mut dyn FunctionRegistry) -> DfResult<()> {
+    registry.register_udf(Arc::new(ScalarUDF::from(ToTimestampLtz::new())))?;
+    Ok(())
+}
+
+/// `TO_TIMESTAMP_LTZ(epoch, precision)`: Flink's conversion of an epoch number
+/// to a `TIMESTAMP_LTZ(3)`; precision 0 means seconds, 3 milliseconds (the
+/// default).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ToTimestampLtz {
+    signature: Signature,
+}
+
+impl ToTimestampLtz {
+    pub fn new() -> Self {
+        ToTimestampLtz {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+impl Default for ToTimestampLtz {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ScalarUDFImpl for ToTimestampLtz {
+    fn name(&self) -> &str {
+        "to_timestamp_ltz"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
+        match arg_types.len() {
+            1 | 2 => {}
+            n => return plan_err!("to_timestamp_ltz takes 1 or 2 arguments, got {n}"),
+        }
+        for t in arg_types {
+            if !t.is_integer() && !t.is_null() {
+                return plan_err!("to_timestamp_ltz expects integer arguments, got {t}");
+            }
+        }
+        Ok(vec![DataType::Int64; arg_types.len()])
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Timestamp(TimeUnit::Millisecond, Some(UTC.into())))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let scale = match args.args.get(1) {
+            None => 1,
+            Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(0)))) => 1000,
+            Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(3)))) => 1,
+            Some(other) => {
+                return exec_err!(
+                    "to_timestamp_ltz precision must be the literal 0 or 3, got {other:?}"
+                )
+            }
+        };
+        let tz: Arc<str> = UTC.into();
+        match &args.args[0] {
+            ColumnarValue::Scalar(v) => {
+                let ms = match v {
+                    ScalarValue::Int64(v) => v.map(|v| v.saturating_mul(scale)),
+                    _ => None,
+                };
+                Ok(ColumnarValue::Scalar(ScalarValue::TimestampMillisecond(
+                    ms,
+                    Some(tz),
+                )))
+            }
+            ColumnarValue::Array(a) => {
+                let values = a.as_primitive::<Int64Type>();
+                let out: TimestampMillisecondArray = if scale == 1 {
+                    values.reinterpret_cast()
+                } else {
+                    values
+                        .unary::<_, arrow::datatypes::TimestampMillisecondType>(|v| {
+                            v.saturating_mul(scale)
+                        })
+                };
+                let out: ArrayRef = Arc::new(out.with_timezone(tz));
+                debug_assert_eq!(out.len(), a.len());
+                Ok(ColumnarValue::Array(out))
+            }
+        }
+    }
+}

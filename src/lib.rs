@@ -1,0 +1,38 @@
+//! Sluice: a streaming SQL server.
+//!
+//! Users connect with any Postgres client, declare sources (Kafka topics,
+//! files, generators) and continuous queries in Flink SQL, and query the
+//! always-fresh results as tables. One process, embedded state.
+//!
+//! The way a statement flows, top to bottom (a module uses only those below
+//! it):
+//!
+//! - [`server`]: the Postgres wire protocol (pgwire): listener, per-connection
+//!   handlers, Arrow to Postgres encoding.
+//! - [`session`]: a connection's state; runs parsed statements.
+//! - [`database`]: the server's shared state: catalog, jobs, store, runtime.
+//! - [`frontend`]: parse (sqlparser plus Flink's DDL and windows), bind, plan
+//!   (DataFusion does the typing); pure.
+//! - [`catalog`]: sources and views, persisted as their statements.
+//! - [`dataflow`]: one job per view, operators on Arrow batches: readers,
+//!   watermarks, windows, two-phase aggregation with DataFusion's
+//!   accumulators, materialization.
+//! - [`connector`]: Kafka, filesystem and datagen sources; JSON and CSV.
+//! - [`query`]: DataFusion over the views' live contents, system tables,
+//!   `pg_catalog`.
+//! - [`state`]: RocksDB (catalog, later checkpoints) and view contents.
+//! - [`error`], [`metrics`], [`options`], [`functions`]: shared vocabulary.
+
+pub mod catalog;
+pub mod connector;
+pub mod database;
+pub mod dataflow;
+pub mod error;
+pub mod frontend;
+pub mod functions;
+pub mod metrics;
+pub mod options;
+pub mod query;
+pub mod server;
+pub mod session;
+pub mod state;

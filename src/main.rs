@@ -1,0 +1,115 @@
+//! The `sluice` binary: flags, logging, start the server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use sluice::database::{Config, Database};
+use sluice::dataflow::job::JobConfig;
+use sluice::server::Server;
+
+/// Sluice: a streaming SQL server. Connect with psql, declare sources and
+/// materialized views in Flink SQL, query live results.
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version)]
+struct Args {
+    /// Address to serve the Postgres protocol on.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:5433")]
+    listen: String,
+
+    /// Directory for durable state (catalog, RocksDB).
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
+    data_dir: PathBuf,
+
+    /// Parallel instances per job (default: the number of cores).
+    #[arg(long)]
+    parallelism: Option<usize>,
+
+    /// Rows per batch at most (batch.size).
+    #[arg(long, default_value_t = 8192)]
+    batch_size: usize,
+
+    /// How long a partial batch may wait for more rows (batch.linger), e.g. 10ms.
+    #[arg(long, default_value = "10ms", value_parser = duration)]
+    batch_linger: Duration,
+
+    /// How often in-progress results are refreshed and watermarks forwarded, e.g. 100ms.
+    #[arg(long, default_value = "100ms", value_parser = duration)]
+    flush_interval: Duration,
+
+    /// How many dead letters (bad records) are kept for sluice.dead_letters.
+    #[arg(long, default_value_t = 10_000)]
+    dead_letters: usize,
+
+    /// Log filter (tracing env-filter syntax); RUST_LOG overrides it.
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    sluice::options::parse_duration(text)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sluice: could not start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut job = JobConfig::default();
+    if let Some(p) = args.parallelism {
+        job.parallelism = p.max(1);
+    }
+    job.batch_size = args.batch_size.max(1);
+    job.linger = args.batch_linger;
+    job.flush_interval = args.flush_interval.max(Duration::from_millis(1));
+    let config = Config {
+        data_dir: args.data_dir.clone(),
+        job,
+        dead_letter_capacity: args.dead_letters.max(1),
+    };
+    let result = runtime.block_on(async {
+        let db = Database::open(config).await?;
+        let server = Server::bind(&args.listen, db.clone()).await?;
+        let addr = server.local_addr()?;
+        tracing::info!(%addr, data_dir = %args.data_dir.display(), "sluice is listening");
+        server.serve(shutdown_signal()).await?;
+        db.shutdown();
+        Ok::<_, sluice::error::Error>(())
+    });
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(()) => {
+            tracing::info!("sluice stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sluice failed");
+            eprintln!("sluice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! What a running job reports about itself: counters, status, watermark, the
+//! bounded dead-letter queue and per-partition Kafka positions.
+//!
+//! Connectors and operators write these (lock-free counters on the hot path);
+//! the system tables `sluice.jobs`, `sluice.dead_letters` and
+//! `sluice.kafka_partitions` read them.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+/// The status of a job, as shown in `sluice.jobs.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Running,
+    /// Every bounded source was read to the end and every result emitted.
+    Finished,
+    /// The job stopped because of an error (shown in `sluice.jobs.error`).
+    Failed,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Running => "running",
+            JobStatus::Finished => "finished",
+            JobStatus::Failed => "failed",
+        }
+    }
+}
+
+/// Counters and state of one job (one materialized view).
+#[derive(Debug)]
+pub struct JobMetrics {
+    pub name: String,
+    /// Rows read from the source and decoded.
+    pub rows_in: AtomicU64,
+    /// Rows written to the view (inserts and updates).
+    pub rows_out: AtomicU64,
+    /// Rows dropped because their window had already fired.
+    pub late_rows: AtomicU64,
+    /// Records that could not be decoded or lacked an event time.
+    pub bad_rows: AtomicU64,
+    /// The job's event-time watermark in ms since the epoch (i64::MIN: none yet).
+    pub watermark: AtomicI64,
+    state: Mutex<StatusState>,
+    pub partitions: Mutex<Vec<PartitionStatus>>,
+}
+
+#[derive(Debug)]
+struct StatusState {
+    status: JobStatus,
+    /// A failure, or a problem being retried (an unreachable broker).
+    error: Option<String>,
+}
+
+/// Position of one Kafka partition of a job's source.
+#[derive(Debug, Clone)]
+pub struct PartitionStatus {
+    pub topic: String,
+    pub partition: i32,
+    /// The offset of the next record to read (-1 before the first fetch).
+    pub offset: i64,
+    /// The partition's high watermark as last reported by the broker (-1 unknown).
+    pub high_watermark: i64,
+}
+
+impl JobMetrics {
+    pub fn new(name: &str) -> Self {
+        JobMetrics {
+            name: name.to_string(),
+            rows_in: AtomicU64::new(0),
+            rows_out: AtomicU64::new(0),
+            late_rows: AtomicU64::new(0),
+            bad_rows: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+            state: Mutex::new(StatusState {
+                status: JobStatus::Running,
+                error: None,
+            }),
+            partitions: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn status(&self) -> (JobStatus, Option<String>) {
+        let s = self.state.lock();
+        (s.status, s.error.clone())
+    }
+
+    pub fn set_finished(&self) {
+        let mut s = self.state.lock();
+        if s.status == JobStatus::Running {
+            s.status = JobStatus::Finished;
+            s.error = None;
+        }
+    }
+
+    pub fn set_failed(&self, error: String) {
+        let mut s = self.state.lock();
+        s.status = JobStatus::Failed;
+        s.error = Some(error);
+    }
+
+    /// Reports a problem that is being retried (the job keeps running), or
+    /// clears it with `None`.
+    pub fn set_problem(&self, problem: Option<String>) {
+        let mut s = self.state.lock();
+        if s.status == JobStatus::Running {
+            s.error = problem;
+        }
+    }
+
+    pub fn advance_watermark(&self, wm: i64) {
+        self.watermark.fetch_max(wm, Ordering::Relaxed);
+    }
+
+    pub fn update_partition(&self, topic: &str, partition: i32, offset: i64, high_watermark: i64) {
+        let mut parts = self.partitions.lock();
+        match parts
+            .iter_mut()
+            .find(|p| p.partition == partition && p.topic == topic)
+        {
+            Some(p) => {
+                p.offset = offset;
+                if high_watermark >= 0 {
+                    p.high_watermark = high_watermark;
+                }
+            }
+            None => parts.push(PartitionStatus {
+                topic: topic.to_string(),
+                partition,
+                offset,
+                high_watermark,
+            }),
+        }
+    }
+}
+
+/// A record that could not be used, kept for inspection.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub job: String,
+    /// Where the record came from: `topic calls partition 2 offset 42`,
+    /// `file /data/calls.json line 17`.
+    pub position: String,
+    /// The record's text (truncated to [`DeadLetterQueue::MAX_RAW_BYTES`]).
+    pub raw: String,
+    pub error: String,
+    /// When it was seen, ms since the epoch.
+    pub seen_at_ms: i64,
+}
+
+/// A bounded queue of the most recent dead letters of all jobs; the oldest
+/// are dropped first (they stay counted in `bad_rows`).
+#[derive(Debug)]
+pub struct DeadLetterQueue {
+    capacity: usize,
+    entries: Mutex<VecDeque<DeadLetter>>,
+}
+
+impl DeadLetterQueue {
+    pub const MAX_RAW_BYTES: usize = 4096;
+
+    pub fn new(capacity: usize) -> Self {
+        DeadLetterQueue {
+            capacity,
+            entries: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn push(&self, job: &str, position: String, raw: &[u8], error: String) {
+        let cut = raw.len().min(Self::MAX_RAW_BYTES);
+        let letter = DeadLetter {
+            job: job.to_string(),
+            position,
+            raw: String::from_utf8_lossy(&raw[..cut]).into_owned(),
+            error,
+            seen_at_ms: chrono::Utc::now().timestamp_millis(),
+        };
+        let mut q = self.entries.lock();
+        if q.len() == self.capacity {
+            q.pop_front();
+        }
+        q.push_back(letter);
+    }
+
+    pub fn snapshot(&self) -> Vec<DeadLetter> {
+        self.entries.lock().iter().cloned().collect()
+    }
+
+    /// Forgets the dead letters of a dropped job.
+    pub fn remove_job(&self, job: &str) {
+        self.entries.lock().retain(|d| d.job != job);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_queue_is_bounded_and_keeps_the_newest() {
+        let q = DeadLetterQueue::new(2);
+        for i in 0..3 {
+            q.push("j", format!("offset {i}"), b"x", "bad".into());
+        }
+        let all = q.snapshot();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].position, "offset 1");
+    }
+
+    #[test]
+    fn finished_does_not_override_failed() {
+        let m = JobMetrics::new("j");
+        m.set_failed("boom".into());
+        m.set_finished();
+        assert_eq!(m.status().0, JobStatus::Failed);
+    }
+}

@@ -1,0 +1,225 @@
+//! Ad-hoc queries: DataFusion over the live contents of views.
+//!
+//! The session's catalog `sluice` has the schema `public`, which resolves
+//! names against the server's catalog at planning time (each view is a
+//! [`ViewTable`] that scans the view's current rows), the schema `sluice`
+//! with the system tables, and `pg_catalog` for Postgres clients. The full
+//! SELECT language of DataFusion works on them: joins between views, ORDER
+//! BY, LIMIT, window functions, aggregates.
+
+pub mod pg_catalog;
+pub mod system;
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
+use datafusion::common::DataFusionError;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::TableType;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DFStatement;
+use sqlparser::ast;
+
+use crate::error::{Error, Result};
+use crate::metrics::{DeadLetter, JobMetrics};
+use crate::state::view::ViewStore;
+
+/// What the query engine needs from the server: its relations and jobs.
+pub trait Relations: Send + Sync + 'static {
+    fn relation(&self, name: &str) -> Option<Relation>;
+    fn relation_names(&self) -> Vec<String>;
+    /// Every job, with the name of its source.
+    fn jobs(&self) -> Vec<(Arc<JobMetrics>, String)>;
+    fn dead_letters(&self) -> Vec<DeadLetter>;
+}
+
+#[derive(Clone)]
+pub enum Relation {
+    View(Arc<ViewStore>),
+    /// A streaming source: it has a schema but no stored rows.
+    Source(SchemaRef),
+}
+
+/// Runs queries.
+pub struct QueryEngine {
+    ctx: SessionContext,
+}
+
+impl QueryEngine {
+    pub fn new(relations: Weak<dyn Relations>) -> Self {
+        let ctx = crate::functions::session_context();
+        let catalog = Arc::new(SluiceCatalog {
+            public: Arc::new(PublicSchema {
+                relations: relations.clone(),
+            }),
+            system: Arc::new(system::SystemSchema::new(relations.clone())),
+            pg_catalog: Arc::new(pg_catalog::PgCatalogSchema::new(relations)),
+        });
+        ctx.register_catalog(crate::functions::CATALOG, catalog);
+        pg_catalog::register_functions(&ctx);
+        QueryEngine { ctx }
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Plans a query (its parameters, if any, stay placeholders).
+    pub async fn plan(&self, statement: &ast::Statement, sql: &str) -> Result<LogicalPlan> {
+        let state = self.ctx.state();
+        let statement = pg_catalog::rewrite(statement.clone());
+        state
+            .statement_to_plan(DFStatement::Statement(Box::new(statement)))
+            .await
+            .map_err(|e| Error::from_datafusion(e, sql))
+    }
+
+    /// Runs a planned query to completion.
+    pub async fn execute(&self, plan: LogicalPlan, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let df = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| Error::from_datafusion(e, sql))?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(|e| Error::from_datafusion(e, sql))?;
+        Ok((schema, batches))
+    }
+}
+
+#[derive(Debug)]
+struct SluiceCatalog {
+    public: Arc<PublicSchema>,
+    system: Arc<system::SystemSchema>,
+    pg_catalog: Arc<pg_catalog::PgCatalogSchema>,
+}
+
+impl CatalogProvider for SluiceCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        vec!["public".into(), "sluice".into(), "pg_catalog".into()]
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        match name {
+            "public" => Some(self.public.clone()),
+            "sluice" => Some(self.system.clone()),
+            "pg_catalog" => Some(self.pg_catalog.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// The user's relations, resolved against the server's catalog when a query
+/// is planned.
+struct PublicSchema {
+    relations: Weak<dyn Relations>,
+}
+
+impl fmt::Debug for PublicSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PublicSchema")
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for PublicSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.relations
+            .upgrade()
+            .map(|r| r.relation_names())
+            .unwrap_or_default()
+    }
+
+    async fn table(&self, name: &str) -> datafusion::common::Result<Option<Arc<dyn TableProvider>>> {
+        let Some(relations) = self.relations.upgrade() else {
+            return Ok(None);
+        };
+        Ok(relations.relation(name).map(|r| -> Arc<dyn TableProvider> {
+            match r {
+                Relation::View(store) => Arc::new(ViewTable { store }),
+                Relation::Source(schema) => Arc::new(SourceTable {
+                    name: name.to_string(),
+                    schema,
+                }),
+            }
+        }))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.relations
+            .upgrade()
+            .map(|r| r.relation(name).is_some())
+            .unwrap_or(false)
+    }
+}
+
+/// A view's current rows.
+#[derive(Debug)]
+pub struct ViewTable {
+    store: Arc<ViewStore>,
+}
+
+#[async_trait]
+impl TableProvider for ViewTable {
+    fn schema(&self) -> SchemaRef {
+        self.store.schema().clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        let partitions = self.store.snapshot().map_err(DataFusionError::from)?;
+        Ok(MemorySourceConfig::try_new_exec(&partitions, self.schema(), projection.cloned())?)
+    }
+}
+
+/// A source table: visible (DESCRIBE, information_schema), not readable.
+#[derive(Debug)]
+struct SourceTable {
+    name: String,
+    schema: SchemaRef,
+}
+
+#[async_trait]
+impl TableProvider for SourceTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        _projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        Err(DataFusionError::from(
+            Error::not_supported(format!(
+                "\"{}\" is a streaming source and keeps no rows to select",
+                self.name
+            ))
+            .with_hint(format!(
+                "create a materialized view over it, e.g. CREATE MATERIALIZED VIEW {0}_all AS SELECT * FROM {0}",
+                self.name
+            )),
+        ))
+    }
+}

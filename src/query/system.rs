@@ -1,0 +1,173 @@
+//! The system tables in schema `sluice`, built from live job metrics each
+//! time a query reads them:
+//!
+//! - `sluice.jobs`: one row per view: status, row counters, watermark, error;
+//! - `sluice.dead_letters`: the most recent records that could not be used;
+//! - `sluice.kafka_partitions`: per Kafka partition, the next offset to read,
+//!   the partition's high watermark and the lag.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::datasource::MemTable;
+
+use crate::frontend::types::UTC;
+use crate::query::Relations;
+
+pub const TABLES: [&str; 3] = ["jobs", "dead_letters", "kafka_partitions"];
+
+pub struct SystemSchema {
+    relations: Weak<dyn Relations>,
+}
+
+impl SystemSchema {
+    pub fn new(relations: Weak<dyn Relations>) -> Self {
+        SystemSchema { relations }
+    }
+}
+
+impl fmt::Debug for SystemSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SystemSchema")
+    }
+}
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some(UTC.into()))
+}
+
+/// The columns of a system table.
+pub fn schema_of(table: &str) -> Option<SchemaRef> {
+    let fields = match table {
+        "jobs" => vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("source", DataType::Utf8, false),
+            Field::new("status", DataType::Utf8, false),
+            Field::new("rows_in", DataType::Int64, false),
+            Field::new("rows_out", DataType::Int64, false),
+            Field::new("late_rows", DataType::Int64, false),
+            Field::new("bad_rows", DataType::Int64, false),
+            Field::new("watermark", ts_type(), true),
+            Field::new("error", DataType::Utf8, true),
+        ],
+        "dead_letters" => vec![
+            Field::new("job", DataType::Utf8, false),
+            Field::new("position", DataType::Utf8, false),
+            Field::new("raw", DataType::Utf8, false),
+            Field::new("error", DataType::Utf8, false),
+            Field::new("seen_at", ts_type(), false),
+        ],
+        "kafka_partitions" => vec![
+            Field::new("job", DataType::Utf8, false),
+            Field::new("topic", DataType::Utf8, false),
+            Field::new("partition", DataType::Int32, false),
+            Field::new("offset", DataType::Int64, true),
+            Field::new("high_watermark", DataType::Int64, true),
+            Field::new("lag", DataType::Int64, true),
+        ],
+        _ => return None,
+    };
+    Some(Arc::new(Schema::new(fields)))
+}
+
+fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(values.collect::<StringArray>())
+}
+
+fn rows(table: &str, relations: &dyn Relations) -> Vec<ArrayRef> {
+    match table {
+        "jobs" => {
+            let mut jobs = relations.jobs();
+            jobs.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+            let status: Vec<_> = jobs.iter().map(|(m, _)| m.status()).collect();
+            let wm = |m: &JobMetrics| {
+                let w = m.watermark.load(Ordering::Relaxed);
+                (w != i64::MIN).then_some(w)
+            };
+            vec![
+                strings(jobs.iter().map(|(m, _)| Some(m.name.as_str()))),
+                strings(jobs.iter().map(|(_, s)| Some(s.as_str()))),
+                strings(status.iter().map(|(s, _)| Some(s.as_str()))),
+                Arc::new(Int64Array::from_iter_values(jobs.iter().map(|(m, _)| m.rows_in.load(Ordering::Relaxed) as i64))),
+                Arc::new(Int64Array::from_iter_values(jobs.iter().map(|(m, _)| m.rows_out.load(Ordering::Relaxed) as i64))),
+                Arc::new(Int64Array::from_iter_values(jobs.iter().map(|(m, _)| m.late_rows.load(Ordering::Relaxed) as i64))),
+                Arc::new(Int64Array::from_iter_values(jobs.iter().map(|(m, _)| m.bad_rows.load(Ordering::Relaxed) as i64))),
+                Arc::new(
+                    jobs.iter()
+                        .map(|(m, _)| wm(m))
+                        .collect::<TimestampMillisecondArray>()
+                        .with_timezone(UTC),
+                ),
+                strings(status.iter().map(|(_, e)| e.as_deref())),
+            ]
+        }
+        "dead_letters" => {
+            let letters = relations.dead_letters();
+            vec![
+                strings(letters.iter().map(|d| Some(d.job.as_str()))),
+                strings(letters.iter().map(|d| Some(d.position.as_str()))),
+                strings(letters.iter().map(|d| Some(d.raw.as_str()))),
+                strings(letters.iter().map(|d| Some(d.error.as_str()))),
+                Arc::new(
+                    TimestampMillisecondArray::from_iter_values(letters.iter().map(|d| d.seen_at_ms))
+                        .with_timezone(UTC),
+                ),
+            ]
+        }
+        "kafka_partitions" => {
+            let mut parts = Vec::new();
+            for (m, _) in relations.jobs() {
+                for p in m.partitions.lock().iter() {
+                    parts.push((m.name.clone(), p.clone()));
+                }
+            }
+            parts.sort_by(|a, b| (&a.0, a.1.partition).cmp(&(&b.0, b.1.partition)));
+            let known = |v: i64| (v >= 0).then_some(v);
+            vec![
+                strings(parts.iter().map(|(j, _)| Some(j.as_str()))),
+                strings(parts.iter().map(|(_, p)| Some(p.topic.as_str()))),
+                Arc::new(Int32Array::from_iter_values(parts.iter().map(|(_, p)| p.partition))),
+                Arc::new(parts.iter().map(|(_, p)| known(p.offset)).collect::<Int64Array>()),
+                Arc::new(parts.iter().map(|(_, p)| known(p.high_watermark)).collect::<Int64Array>()),
+                Arc::new(
+                    parts
+                        .iter()
+                        .map(|(_, p)| match (known(p.offset), known(p.high_watermark)) {
+                            (Some(o), Some(h)) => Some((h - o).max(0)),
+                            (None, Some(h)) => Some(h),
+                            _ => None,
+                        })
+                        .collect::<Int64Array>(),
+                ),
+            ]
+        }
+        _ => Vec::new(),
+    }
+}
+
+use crate::metrics::JobMetrics;
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        TABLES.iter().map(|t| t.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> datafusion::common::Result<Option<Arc<dyn TableProvider>>> {
+        let (Some(schema), Some(relations)) = (schema_of(name), self.relations.upgrade()) else {
+            return Ok(None);
+        };
+        let columns = rows(name, relations.as_ref());
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        Ok(Some(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        TABLES.contains(&name)
+    }
+}

@@ -1,0 +1,272 @@
+//! The Postgres protocol handlers of one connection: startup, simple query,
+//! extended query (parse / bind / describe / execute).
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::{stream, Sink};
+use pgwire::api::auth::{
+    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata, ServerParameterProvider,
+    StartupHandler,
+};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use tokio::sync::Mutex;
+
+use crate::database::Database;
+use crate::error::Error;
+use crate::frontend::parser::{self, Parsed};
+use crate::server::encode::{decode_parameter, encode_rows, field_infos, pg_type};
+use crate::session::{Description, Outcome, Session};
+
+/// The Postgres error a Sluice error is sent as.
+pub fn error_info(e: &Error) -> ErrorInfo {
+    let mut info = ErrorInfo::new("ERROR".into(), e.sqlstate().into(), e.to_string());
+    info.position = e.position().map(|p| p.to_string());
+    info.hint = e.hint().map(|h| h.to_string());
+    info
+}
+
+fn user_error(e: Error) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(&e)))
+}
+
+/// Everything one connection needs.
+pub struct Connection {
+    session: Mutex<Session>,
+    parser: Arc<StatementParser>,
+}
+
+impl Connection {
+    pub fn new(db: Arc<Database>) -> Self {
+        Connection {
+            session: Mutex::new(Session::new(db.clone())),
+            parser: Arc::new(StatementParser { db }),
+        }
+    }
+}
+
+/// The handlers of one connection (pgwire asks the factory for them).
+pub struct Handlers {
+    pub connection: Arc<Connection>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.connection.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.connection.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::new(Startup)
+    }
+}
+
+/// Trust authentication: any user and database name, no password.
+struct Startup;
+
+struct Parameters;
+
+impl ServerParameterProvider for Parameters {
+    fn server_parameters<C>(&self, client: &C) -> Option<HashMap<String, String>>
+    where
+        C: ClientInfo,
+    {
+        let mut p = HashMap::new();
+        p.insert("server_version".into(), super::SERVER_VERSION.into());
+        p.insert("server_encoding".into(), "UTF8".into());
+        p.insert("client_encoding".into(), "UTF8".into());
+        p.insert("DateStyle".into(), "ISO, MDY".into());
+        p.insert("IntervalStyle".into(), "postgres".into());
+        p.insert("TimeZone".into(), "UTC".into());
+        p.insert("integer_datetimes".into(), "on".into());
+        p.insert("standard_conforming_strings".into(), "on".into());
+        p.insert("is_superuser".into(), "on".into());
+        p.insert("default_transaction_read_only".into(), "off".into());
+        p.insert("in_hot_standby".into(), "off".into());
+        if let Some(user) = client.metadata().get(pgwire::api::METADATA_USER) {
+            p.insert("session_authorization".into(), user.clone());
+        }
+        if let Some(app) = client.metadata().get(pgwire::api::METADATA_APPLICATION_NAME) {
+            p.insert("application_name".into(), app.clone());
+        }
+        Some(p)
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let PgWireFrontendMessage::Startup(ref startup) = message {
+            protocol_negotiation(client, startup).await?;
+            save_startup_parameters_to_metadata(client, startup);
+            finish_authentication(client, &Parameters).await?;
+        }
+        Ok(())
+    }
+}
+
+fn outcome_response(outcome: Outcome, format: &Format) -> PgWireResult<Response> {
+    Ok(match outcome {
+        Outcome::Rows { schema, batches } => {
+            let fields = Arc::new(field_infos(&schema, format));
+            let rows = encode_rows(&batches, &fields).map_err(user_error)?;
+            Response::Query(QueryResponse::new(fields, stream::iter(rows.into_iter().map(Ok))))
+        }
+        Outcome::Command { tag, rows } => {
+            let mut t = Tag::new(&tag);
+            if let Some(n) = rows {
+                t = t.with_rows(n);
+            }
+            match tag.as_str() {
+                "BEGIN" => Response::TransactionStart(t),
+                "COMMIT" | "ROLLBACK" => Response::TransactionEnd(t),
+                _ => Response::Execution(t),
+            }
+        }
+    })
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Connection {
+    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = parser::parse(query).map_err(user_error)?;
+        let mut session = self.session.lock().await;
+        let mut responses = Vec::with_capacity(statements.len());
+        for parsed in &statements {
+            // Like Postgres, a failing statement ends the query string.
+            match session.execute(parsed, query, Vec::new()).await {
+                Ok(outcome) => responses.push(outcome_response(outcome, &Format::UnifiedText)?),
+                Err(e) => {
+                    tracing::debug!(error = %e, "statement failed");
+                    responses.push(Response::Error(Box::new(error_info(&e))));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+/// A prepared statement: parsed once, described once.
+#[derive(Clone)]
+pub struct Prepared {
+    pub sql: String,
+    pub parsed: Arc<Parsed>,
+    pub parameters: Vec<Option<arrow::datatypes::DataType>>,
+    pub columns: Option<arrow::datatypes::SchemaRef>,
+}
+
+pub struct StatementParser {
+    db: Arc<Database>,
+}
+
+#[async_trait]
+impl QueryParser for StatementParser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut all = parser::parse(sql).map_err(user_error)?;
+        let parsed = match all.len() {
+            0 => return Ok(None),
+            1 => all.remove(0),
+            _ => {
+                return Err(user_error(Error::syntax(
+                    "cannot insert multiple commands into a prepared statement",
+                )))
+            }
+        };
+        let Description { parameters, columns } = Session::new(self.db.clone())
+            .describe(&parsed, sql)
+            .await
+            .map_err(user_error)?;
+        Ok(Some(Prepared {
+            sql: sql.to_string(),
+            parsed: Arc::new(parsed),
+            parameters,
+            columns,
+        }))
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        Ok(stmt
+            .parameters
+            .iter()
+            .map(|t| t.as_ref().map(pg_type).unwrap_or(Type::TEXT))
+            .collect())
+    }
+
+    fn get_result_schema(&self, stmt: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(match &stmt.columns {
+            Some(schema) => field_infos(schema, format.unwrap_or(&Format::UnifiedBinary)),
+            None => Vec::new(),
+        })
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Connection {
+    type Statement = Prepared;
+    type QueryParser = StatementParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(&self, _client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: pgwire::api::store::PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        let declared = &portal.statement.parameter_types;
+        let mut params = Vec::with_capacity(portal.parameter_len());
+        for i in 0..portal.parameter_len() {
+            let planned = prepared.parameters.get(i).cloned().flatten();
+            let pg = declared
+                .get(i)
+                .cloned()
+                .flatten()
+                .filter(|t| *t != Type::UNKNOWN)
+                .unwrap_or_else(|| planned.as_ref().map(pg_type).unwrap_or(Type::TEXT));
+            let value = decode_parameter(
+                portal.parameters[i].as_deref(),
+                portal.parameter_format.is_binary(i),
+                &pg,
+                planned.as_ref(),
+            )
+            .map_err(user_error)?;
+            params.push(value);
+        }
+        let mut session = self.session.lock().await;
+        match session.execute(&prepared.parsed, &prepared.sql, params).await {
+            Ok(outcome) => outcome_response(outcome, &portal.result_column_format),
+            Err(e) => Ok(Response::Error(Box::new(error_info(&e)))),
+        }
+    }
+}
