@@ -276,7 +276,7 @@ impl Database {
                     .enumerate()
                     .map(|(i, c)| {
                         let computed = match c {
-                            crate::dataflow::plan::ColumnSource::Computed(e) => Some(format!("AS {e}")),
+                            crate::dataflow::plan::ColumnSource::Computed { sql, .. } => Some(format!("AS {sql}")),
                             crate::dataflow::plan::ColumnSource::Physical(_) => None,
                         };
                         let watermark = s

@@ -214,9 +214,24 @@ impl Error {
             None if message.ends_with("found: EOF") => Some(sql.chars().count() + 1),
             None => None,
         };
-        Error::syntax(postgres_style(&message.replace("Expected: ", "expected ")))
-            .at(position)
+        Error::syntax(syntax_message(&message)).at(position)
     }
+}
+
+/// Postgres's wording for sqlparser's "Expected: X, found: Y":
+/// `syntax error at or near "Y": expected X` (or `at end of input`).
+fn syntax_message(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("Expected: ") {
+        if let Some((expected, found)) = rest.rsplit_once(", found: ") {
+            let place = if found == "EOF" {
+                "at end of input".to_string()
+            } else {
+                format!("at or near \"{found}\"")
+            };
+            return format!("syntax error {place}: expected {expected}");
+        }
+    }
+    format!("syntax error: {}", postgres_style(message))
 }
 
 /// The 1-based character position of (line, column) in `sql`.
@@ -403,7 +418,7 @@ mod tests {
         let err = Error::from_parser(err, sql);
         assert_eq!(err.sqlstate(), sqlstate::SYNTAX_ERROR);
         assert_eq!(err.position(), Some(sql.chars().count() + 1));
-        assert!(err.to_string().starts_with("expected"), "{err}");
+        assert_eq!(err.to_string(), "syntax error at end of input: expected an expression");
     }
 
     #[test]

@@ -231,11 +231,11 @@ fn decode_error(e: arrow::error::ArrowError) -> Error {
     let text = e.to_string();
     let text = text
         .strip_prefix("Json error: ")
-        .map(|t| format!("invalid JSON: {t}"))
-        .or_else(|| text.strip_prefix("Csv error: ").map(|t| format!("invalid CSV: {t}")))
+        .map(|t| format!("invalid JSON: {}", postgres_style(t)))
+        .or_else(|| text.strip_prefix("Csv error: ").map(|t| format!("invalid CSV: {}", postgres_style(t))))
         .or_else(|| {
             text.strip_prefix("Parser error: ")
-                .map(|t| format!("invalid value: {t}"))
+                .map(|t| format!("invalid value: {}", postgres_style(t)))
         })
         .unwrap_or(text);
     Error::user(crate::error::sqlstate::DATA_EXCEPTION, postgres_style(&text))

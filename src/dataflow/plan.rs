@@ -48,8 +48,9 @@ pub struct SourcePlan {
 pub enum ColumnSource {
     /// Column i of the physical schema.
     Physical(usize),
-    /// A computed column: an expression over the physical schema.
-    Computed(Expr),
+    /// A computed column: an expression over the physical schema, and the
+    /// expression as written.
+    Computed { expr: Expr, sql: String },
 }
 
 /// The event-time column of a source and its watermark.
@@ -206,7 +207,7 @@ impl StreamPlan {
             .iter()
             .zip(&self.source.columns)
             .filter_map(|(f, c)| match c {
-                ColumnSource::Computed(e) => Some(format!("{} = {e}", f.name())),
+                ColumnSource::Computed { sql, .. } => Some(format!("{} = {sql}", f.name())),
                 ColumnSource::Physical(_) => None,
             })
             .collect();

@@ -43,7 +43,9 @@ impl Preparer {
             .map(|c| {
                 Ok(match c {
                     ColumnSource::Physical(i) => Column::Physical(*i),
-                    ColumnSource::Computed(e) => Column::Computed(physical_expr(state, e, &source.physical_df)?),
+                    ColumnSource::Computed { expr, .. } => {
+                        Column::Computed(physical_expr(state, expr, &source.physical_df)?)
+                    }
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -59,7 +59,10 @@ pub fn bind_source(state: &SessionState, create: &CreateSource, sql: &str) -> Re
                     .map_err(|e| e.context(format!("in computed column \"{}\"", c.name)))?;
                 let t = expr_type(state, &expr, &physical_df, sql, pos)?;
                 fields.push(Field::new(&c.name, t, true));
-                columns.push(ColumnSource::Computed(expr));
+                columns.push(ColumnSource::Computed {
+                    expr,
+                    sql: ast_expr.to_string(),
+                });
             }
         }
     }

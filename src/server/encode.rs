@@ -116,8 +116,8 @@ fn unsupported(t: &DataType) -> Error {
 /// The value of `row` as microseconds since the Unix epoch.
 fn timestamp_micros(array: &ArrayRef, unit: &TimeUnit, row: usize) -> i64 {
     match unit {
-        TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(row) * 1_000_000,
-        TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().value(row) * 1_000,
+        TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(row).saturating_mul(1_000_000),
+        TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().value(row).saturating_mul(1_000),
         TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(row),
         TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().value(row).div_euclid(1_000),
     }
@@ -144,8 +144,8 @@ fn interval_parts(array: &ArrayRef, row: usize) -> (i32, i32, i64) {
         }
         DataType::Duration(unit) => {
             let micros = match unit {
-                TimeUnit::Second => array.as_primitive::<DurationSecondType>().value(row) * 1_000_000,
-                TimeUnit::Millisecond => array.as_primitive::<DurationMillisecondType>().value(row) * 1000,
+                TimeUnit::Second => array.as_primitive::<DurationSecondType>().value(row).saturating_mul(1_000_000),
+                TimeUnit::Millisecond => array.as_primitive::<DurationMillisecondType>().value(row).saturating_mul(1000),
                 TimeUnit::Microsecond => array.as_primitive::<DurationMicrosecondType>().value(row),
                 TimeUnit::Nanosecond => array.as_primitive::<DurationNanosecondType>().value(row) / 1000,
             };
@@ -175,7 +175,14 @@ fn write_binary(array: &ArrayRef, row: usize, buf: &mut BytesMut) -> Result<()> 
         DataType::BinaryView => buf.put_slice(array.as_binary_view().value(row)),
         DataType::FixedSizeBinary(_) => buf.put_slice(array.as_fixed_size_binary().value(row)),
         DataType::Date32 | DataType::Date64 => buf.put_i32(date_days(array, row) - PG_EPOCH_DAYS),
-        DataType::Timestamp(unit, _) => buf.put_i64(timestamp_micros(array, unit, row) - PG_EPOCH_MICROS),
+        DataType::Timestamp(unit, _) => {
+            // Postgres's infinities are the extreme values.
+            let micros = timestamp_micros(array, unit, row);
+            buf.put_i64(match micros {
+                i64::MAX | i64::MIN => micros,
+                m => m - PG_EPOCH_MICROS,
+            })
+        }
         DataType::Interval(_) | DataType::Duration(_) => {
             let (months, days, micros) = interval_parts(array, row);
             buf.put_i64(micros);
@@ -272,6 +279,14 @@ fn decimal_text(unscaled: i128, scale: i8, out: &mut String) {
 }
 
 fn timestamp_text(micros: i64, out: &mut String) {
+    if micros == i64::MAX {
+        out.push_str("infinity");
+        return;
+    }
+    if micros == i64::MIN {
+        out.push_str("-infinity");
+        return;
+    }
     match chrono::DateTime::from_timestamp_micros(micros) {
         Some(t) => {
             let _ = write!(out, "{}", t.format("%Y-%m-%d %H:%M:%S"));
@@ -353,7 +368,7 @@ pub fn write_text(array: &ArrayRef, row: usize, out: &mut String) -> Result<()> 
         }
         DataType::Date32 | DataType::Date64 => {
             let days = date_days(array, row);
-            match chrono::NaiveDate::from_num_days_from_ce_opt(days + 719_163) {
+            match days.checked_add(719_163).and_then(chrono::NaiveDate::from_num_days_from_ce_opt) {
                 Some(d) => {
                     let _ = write!(out, "{}", d.format("%Y-%m-%d"));
                 }
@@ -361,8 +376,9 @@ pub fn write_text(array: &ArrayRef, row: usize, out: &mut String) -> Result<()> 
             }
         }
         DataType::Timestamp(unit, tz) => {
-            timestamp_text(timestamp_micros(array, unit, row), out);
-            if tz.is_some() {
+            let micros = timestamp_micros(array, unit, row);
+            timestamp_text(micros, out);
+            if tz.is_some() && micros != i64::MAX && micros != i64::MIN {
                 out.push_str("+00");
             }
         }

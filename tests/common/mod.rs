@@ -1,0 +1,221 @@
+//! Test helpers: the real `sluice` binary on a free port with its own data
+//! directory, real Postgres clients, and (in `kafka`) a real Kafka-protocol
+//! broker.
+
+#![allow(dead_code)]
+
+pub mod kafka;
+pub mod slt;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+/// A running `sluice` server.
+pub struct TestServer {
+    child: Option<Child>,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    /// Keeps a temporary data directory alive.
+    _tmp: Option<tempfile::TempDir>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestServer {
+    /// Starts a server with a fresh data directory.
+    pub fn start() -> TestServer {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().join("data");
+        let mut s = TestServer::start_in(&dir, &[]);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server on `data_dir` with extra flags.
+    pub fn start_in(data_dir: &Path, flags: &[&str]) -> TestServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(flags)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting sluice");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("sluice is listening") {
+                    if let Some(addr) = line.split("addr=").nth(1).and_then(|s| s.split_whitespace().next()) {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(addr.to_string());
+                        }
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("sluice did not start:\n{}", log.lock().unwrap().join("\n"));
+            }
+        };
+        TestServer {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+            log,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    pub async fn client(&self) -> Client {
+        let (host, port) = self.addr.rsplit_once(':').unwrap();
+        let conn = format!("host={host} port={port} user=sluice dbname=sluice");
+        let (client, connection) = tokio_postgres::connect(&conn, NoTls).await.expect("connect");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Stops with SIGTERM and waits; returns whether it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        unsafe {
+            libc_kill(child.id() as i32, 15);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        false
+    }
+
+    /// Kills with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a simple query and returns its rows as text (NULL as "NULL").
+pub async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
+    match client.simple_query(sql).await {
+        Ok(messages) => messages
+            .into_iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect(),
+        Err(e) => panic!("query failed: {sql}\n{}", describe_error(&e)),
+    }
+}
+
+pub async fn execute(client: &Client, sql: &str) {
+    if let Err(e) = client.simple_query(sql).await {
+        panic!("statement failed: {sql}\n{}", describe_error(&e));
+    }
+}
+
+pub fn describe_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+/// Waits until `check` returns true, polling; panics after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The status of a job, from `sluice.jobs`.
+pub async fn job_status(client: &Client, view: &str) -> (String, Option<String>) {
+    let r = rows(client, &format!("SELECT status, error FROM sluice.jobs WHERE name = '{view}'")).await;
+    match r.first() {
+        Some(row) => (row[0].clone(), (row[1] != "NULL").then(|| row[1].clone())),
+        None => ("missing".into(), None),
+    }
+}
+
+/// Waits until a job over a bounded source has finished.
+pub async fn wait_finished(client: &Client, view: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, error) = job_status(client, view).await;
+        match status.as_str() {
+            "finished" => return,
+            "failed" => panic!("job {view} failed: {error:?}"),
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            panic!("job {view} did not finish (status {status}, error {error:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The directory of test data files.
+pub fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("data")
+}
