@@ -1,24 +1,438 @@
-//! `pg_catalog` for Postgres clients (psql's `\d`, `\dt`, `\dm`).
+//! `pg_catalog` for Postgres clients: enough for psql's `\d name`, `\dt`,
+//! `\dm` and `\dn`, and for tools that read the catalog the same way.
 //!
-//! Not built yet: the schema has no tables and queries pass unchanged.
+//! Tables are built from the server's catalog each time a query reads them.
+//! Sources are shown as tables (relkind `r`), materialized views as `m`, the
+//! system tables in schema `sluice`. Functions psql calls are provided, and
+//! Postgres-only syntax in catalog queries (`OPERATOR(pg_catalog.~)`,
+//! `COLLATE pg_catalog.default`, `::regclass`, qualified function names,
+//! `ARRAY(subquery)`) is rewritten before DataFusion plans the query.
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Weak};
 
+use arrow::array::{ArrayRef, BooleanArray, Int16Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::common::{Result as DfResult, ScalarValue};
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 use datafusion::prelude::SessionContext;
-use sqlparser::ast;
+use sqlparser::ast::{self, BinaryOperator, Expr, FunctionArguments, ObjectName, ObjectNamePart, VisitMut, VisitorMut};
 
-use crate::query::Relations;
+use crate::query::{Relation, Relations};
+
+/// Namespace oids, as in Postgres where they exist.
+const PG_CATALOG_OID: i64 = 11;
+const PUBLIC_OID: i64 = 2200;
+const SLUICE_OID: i64 = 16_383;
+/// User relations get oids in [FIRST_USER_OID, SYSTEM_TABLE_OID); the
+/// system tables above (so `pg_table_is_visible` can tell them apart).
+const FIRST_USER_OID: i64 = 16_384;
+const SYSTEM_TABLE_OID: i64 = 1 << 30;
+
+/// A stable oid for a relation name.
+pub fn relation_oid(name: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    FIRST_USER_OID + (h % (SYSTEM_TABLE_OID - FIRST_USER_OID) as u64) as i64
+}
+
+/// (oid, name, length) of the types Sluice sends.
+const TYPES: &[(i64, &str, i16)] = &[
+    (16, "bool", 1),
+    (17, "bytea", -1),
+    (20, "int8", 8),
+    (21, "int2", 2),
+    (23, "int4", 4),
+    (25, "text", -1),
+    (700, "float4", 4),
+    (701, "float8", 8),
+    (1043, "varchar", -1),
+    (1082, "date", 4),
+    (1083, "time", 8),
+    (1114, "timestamp", 8),
+    (1184, "timestamptz", 8),
+    (1186, "interval", 16),
+    (1700, "numeric", -1),
+];
+
+/// The type oid and type modifier a column is shown with.
+fn type_of(t: &DataType) -> (i64, i32) {
+    let pg = crate::server::encode::pg_type(t);
+    let typmod = match t {
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => ((*p as i32) << 16 | (*s as i32 & 0xffff)) + 4,
+        DataType::Timestamp(TimeUnit::Millisecond, _) => 3,
+        DataType::Timestamp(TimeUnit::Second, _) => 0,
+        _ => -1,
+    };
+    (pg.oid() as i64, typmod)
+}
+
+/// Postgres's `format_type(oid, typmod)`.
+fn format_type(oid: i64, typmod: i32) -> Option<String> {
+    let base = match oid {
+        16 => "boolean",
+        17 => "bytea",
+        20 => "bigint",
+        21 => "smallint",
+        23 => "integer",
+        25 => "text",
+        700 => "real",
+        701 => "double precision",
+        1043 => "character varying",
+        1082 => "date",
+        1083 => "time without time zone",
+        1114 => "timestamp without time zone",
+        1184 => "timestamp with time zone",
+        1186 => "interval",
+        1700 => "numeric",
+        _ => return None,
+    };
+    Some(match oid {
+        1700 if typmod >= 4 => {
+            let m = typmod - 4;
+            format!("numeric({},{})", m >> 16, m & 0xffff)
+        }
+        1114 if typmod >= 0 => format!("timestamp({typmod}) without time zone"),
+        1184 if typmod >= 0 => format!("timestamp({typmod}) with time zone"),
+        _ => base.to_string(),
+    })
+}
+
+/// One relation as the catalog tables show it.
+struct RelationRow {
+    oid: i64,
+    name: String,
+    namespace: i64,
+    kind: &'static str,
+    schema: SchemaRef,
+}
+
+fn relation_rows(relations: &dyn Relations) -> Vec<RelationRow> {
+    let mut out = Vec::new();
+    let mut names = relations.relation_names();
+    names.sort();
+    for name in names {
+        let (kind, schema) = match relations.relation(&name) {
+            Some(Relation::Source(s)) => ("r", s),
+            Some(Relation::View(v)) => ("m", v.schema().clone()),
+            None => continue,
+        };
+        out.push(RelationRow {
+            oid: relation_oid(&name),
+            name,
+            namespace: PUBLIC_OID,
+            kind,
+            schema,
+        });
+    }
+    for (i, table) in crate::query::system::TABLES.iter().enumerate() {
+        if let Some(schema) = crate::query::system::schema_of(table) {
+            out.push(RelationRow {
+                oid: SYSTEM_TABLE_OID + i as i64,
+                name: table.to_string(),
+                namespace: SLUICE_OID,
+                kind: "r",
+                schema,
+            });
+        }
+    }
+    out
+}
+
+fn s(values: Vec<String>) -> ArrayRef {
+    Arc::new(StringArray::from(values))
+}
+
+fn i64s(values: Vec<i64>) -> ArrayRef {
+    Arc::new(Int64Array::from(values))
+}
+
+fn bools(n: usize, v: bool) -> ArrayRef {
+    Arc::new(BooleanArray::from(vec![v; n]))
+}
+
+fn texts(n: usize, v: &str) -> ArrayRef {
+    Arc::new(StringArray::from(vec![v; n]))
+}
+
+fn field(name: &str, t: DataType) -> Field {
+    Field::new(name, t, true)
+}
+
+/// Catalog tables that are empty in Sluice, with Postgres's columns
+/// (`name:type`, type o = oid, b = bool, i = int4, h = int2, s = text,
+/// l = text[]).
+const EMPTY_CATALOGS: &[(&str, &str)] = &[
+    ("pg_attrdef", "oid:o adrelid:o adnum:h adbin:s"),
+    ("pg_collation", "oid:o collname:s collnamespace:o collprovider:s"),
+    ("pg_index", "indexrelid:o indrelid:o indnatts:h indnkeyatts:h indisunique:b indisprimary:b indisexclusion:b indimmediate:b indisclustered:b indisvalid:b indisreplident:b indkey:s indpred:s"),
+    ("pg_inherits", "inhrelid:o inhparent:o inhseqno:i inhdetachpending:b"),
+    ("pg_description", "objoid:o classoid:o objsubid:i description:s"),
+    ("pg_constraint", "oid:o conname:s connamespace:o contype:s condeferrable:b condeferred:b convalidated:b conrelid:o contypid:o conindid:o conparentid:o confrelid:o conislocal:b conkey:s confkey:s"),
+    ("pg_trigger", "oid:o tgrelid:o tgparentid:o tgname:s tgfoid:o tgtype:h tgenabled:s tgisinternal:b tgconstraint:o"),
+    ("pg_policy", "oid:o polname:s polrelid:o polcmd:s polpermissive:b polroles:s polqual:s polwithcheck:s"),
+    ("pg_rewrite", "oid:o rulename:s ev_class:o ev_type:s ev_enabled:s is_instead:b"),
+    ("pg_statistic_ext", "oid:o stxrelid:o stxname:s stxnamespace:o stxowner:o stxstattarget:i stxkeys:s stxkind:l stxexprs:s"),
+    ("pg_publication", "oid:o pubname:s pubowner:o puballtables:b pubinsert:b pubupdate:b pubdelete:b pubtruncate:b pubviaroot:b"),
+    ("pg_publication_rel", "oid:o prpubid:o prrelid:o prqual:s prattrs:s"),
+    ("pg_publication_namespace", "oid:o pnpubid:o pnnspid:o"),
+    ("pg_partitioned_table", "partrelid:o partstrat:s partnatts:h partdefid:o"),
+    ("pg_foreign_table", "ftrelid:o ftserver:o ftoptions:s"),
+    ("pg_sequence", "seqrelid:o seqtypid:o seqstart:o seqincrement:o"),
+    ("pg_proc", "oid:o proname:s pronamespace:o proowner:o prokind:s prorettype:o"),
+    ("pg_tablespace", "oid:o spcname:s spcowner:o"),
+];
+
+/// The catalog tables Sluice has; the others psql reads are empty.
+pub const TABLES: &[&str] = &[
+    "pg_namespace",
+    "pg_class",
+    "pg_attribute",
+    "pg_type",
+    "pg_am",
+    "pg_database",
+    "pg_roles",
+    "pg_user",
+    "pg_settings",
+    "pg_attrdef",
+    "pg_collation",
+    "pg_index",
+    "pg_inherits",
+    "pg_constraint",
+    "pg_trigger",
+    "pg_policy",
+    "pg_rewrite",
+    "pg_description",
+    "pg_statistic_ext",
+    "pg_publication",
+    "pg_publication_rel",
+    "pg_publication_namespace",
+    "pg_partitioned_table",
+    "pg_foreign_table",
+    "pg_sequence",
+    "pg_proc",
+    "pg_tablespace",
+];
+
+fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<ArrayRef>)> {
+    use DataType::*;
+    let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = match table {
+        "pg_namespace" => (
+            vec![field("oid", Int64), field("nspname", Utf8), field("nspowner", Int64), field("nspacl", Utf8)],
+            vec![
+                i64s(vec![PG_CATALOG_OID, PUBLIC_OID, SLUICE_OID, 13_000]),
+                s(vec!["pg_catalog".into(), "public".into(), "sluice".into(), "information_schema".into()]),
+                i64s(vec![10; 4]),
+                Arc::new(StringArray::from(vec![None::<&str>; 4])),
+            ],
+        ),
+        "pg_class" => {
+            let rows = relation_rows(relations);
+            let n = rows.len();
+            (
+                vec![
+                    field("oid", Int64),
+                    field("relname", Utf8),
+                    field("relnamespace", Int64),
+                    field("reltype", Int64),
+                    field("relowner", Int64),
+                    field("relam", Int64),
+                    field("relkind", Utf8),
+                    field("relnatts", Int16),
+                    field("relchecks", Int16),
+                    field("relhasindex", Boolean),
+                    field("relhasrules", Boolean),
+                    field("relhastriggers", Boolean),
+                    field("relrowsecurity", Boolean),
+                    field("relforcerowsecurity", Boolean),
+                    field("relispartition", Boolean),
+                    field("relhassubclass", Boolean),
+                    field("relpersistence", Utf8),
+                    field("relreplident", Utf8),
+                    field("reltablespace", Int64),
+                    field("reloftype", Int64),
+                    field("reltoastrelid", Int64),
+                    field("relpages", Int32),
+                    field("reltuples", Float32),
+                    field("reloptions", List(Arc::new(Field::new("item", Utf8, true)))),
+                    field("relacl", Utf8),
+                    field("relpartbound", Utf8),
+                ],
+                vec![
+                    i64s(rows.iter().map(|r| r.oid).collect()),
+                    s(rows.iter().map(|r| r.name.clone()).collect()),
+                    i64s(rows.iter().map(|r| r.namespace).collect()),
+                    i64s(vec![0; n]),
+                    i64s(vec![10; n]),
+                    i64s(vec![0; n]),
+                    s(rows.iter().map(|r| r.kind.to_string()).collect()),
+                    Arc::new(Int16Array::from(rows.iter().map(|r| r.schema.fields().len() as i16).collect::<Vec<_>>())),
+                    Arc::new(Int16Array::from(vec![0; n])),
+                    bools(n, false),
+                    bools(n, false),
+                    bools(n, false),
+                    bools(n, false),
+                    bools(n, false),
+                    bools(n, false),
+                    bools(n, false),
+                    texts(n, "p"),
+                    texts(n, "d"),
+                    i64s(vec![0; n]),
+                    i64s(vec![0; n]),
+                    i64s(vec![0; n]),
+                    Arc::new(Int32Array::from(vec![0; n])),
+                    Arc::new(arrow::array::Float32Array::from(vec![-1.0; n])),
+                    arrow::array::new_null_array(&List(Arc::new(Field::new("item", Utf8, true))), n),
+                    Arc::new(StringArray::from(vec![None::<&str>; n])),
+                    Arc::new(StringArray::from(vec![None::<&str>; n])),
+                ],
+            )
+        }
+        "pg_attribute" => {
+            let mut rel = Vec::new();
+            let mut name = Vec::new();
+            let mut typ = Vec::new();
+            let mut typmod = Vec::new();
+            let mut num = Vec::new();
+            let mut notnull = Vec::new();
+            for r in relation_rows(relations) {
+                for (i, f) in r.schema.fields().iter().enumerate() {
+                    let (oid, m) = type_of(f.data_type());
+                    rel.push(r.oid);
+                    name.push(f.name().clone());
+                    typ.push(oid);
+                    typmod.push(m);
+                    num.push(i as i16 + 1);
+                    notnull.push(!f.is_nullable());
+                }
+            }
+            let n = rel.len();
+            (
+                vec![
+                    field("attrelid", Int64),
+                    field("attname", Utf8),
+                    field("atttypid", Int64),
+                    field("atttypmod", Int32),
+                    field("attnum", Int16),
+                    field("attnotnull", Boolean),
+                    field("attisdropped", Boolean),
+                    field("atthasdef", Boolean),
+                    field("attidentity", Utf8),
+                    field("attgenerated", Utf8),
+                    field("attcollation", Int64),
+                    field("attlen", Int16),
+                    field("attstorage", Utf8),
+                    field("attcompression", Utf8),
+                    field("attstattarget", Int32),
+                    field("attoptions", Utf8),
+                    field("attfdwoptions", Utf8),
+                ],
+                vec![
+                    i64s(rel),
+                    s(name),
+                    i64s(typ),
+                    Arc::new(Int32Array::from(typmod)),
+                    Arc::new(Int16Array::from(num)),
+                    Arc::new(BooleanArray::from(notnull)),
+                    bools(n, false),
+                    bools(n, false),
+                    texts(n, ""),
+                    texts(n, ""),
+                    i64s(vec![0; n]),
+                    Arc::new(Int16Array::from(vec![-1; n])),
+                    texts(n, "p"),
+                    texts(n, ""),
+                    Arc::new(Int32Array::from(vec![-1; n])),
+                    Arc::new(StringArray::from(vec![None::<&str>; n])),
+                    Arc::new(StringArray::from(vec![None::<&str>; n])),
+                ],
+            )
+        }
+        "pg_type" => (
+            vec![
+                field("oid", Int64),
+                field("typname", Utf8),
+                field("typnamespace", Int64),
+                field("typlen", Int16),
+                field("typtype", Utf8),
+                field("typcollation", Int64),
+                field("typelem", Int64),
+                field("typbasetype", Int64),
+            ],
+            vec![
+                i64s(TYPES.iter().map(|t| t.0).collect()),
+                s(TYPES.iter().map(|t| t.1.to_string()).collect()),
+                i64s(vec![PG_CATALOG_OID; TYPES.len()]),
+                Arc::new(Int16Array::from(TYPES.iter().map(|t| t.2).collect::<Vec<_>>())),
+                texts(TYPES.len(), "b"),
+                i64s(vec![0; TYPES.len()]),
+                i64s(vec![0; TYPES.len()]),
+                i64s(vec![0; TYPES.len()]),
+            ],
+        ),
+        "pg_am" => (
+            vec![field("oid", Int64), field("amname", Utf8), field("amtype", Utf8)],
+            vec![i64s(vec![2]), s(vec!["heap".into()]), s(vec!["t".into()])],
+        ),
+        "pg_database" => (
+            vec![field("oid", Int64), field("datname", Utf8), field("datdba", Int64), field("encoding", Int32), field("datcollate", Utf8), field("datctype", Utf8), field("datacl", Utf8)],
+            vec![
+                i64s(vec![16_381]),
+                s(vec!["sluice".into()]),
+                i64s(vec![10]),
+                Arc::new(Int32Array::from(vec![6])),
+                s(vec!["C".into()]),
+                s(vec!["C".into()]),
+                Arc::new(StringArray::from(vec![None::<&str>])),
+            ],
+        ),
+        "pg_roles" | "pg_user" => (
+            vec![field("oid", Int64), field(if table == "pg_user" { "usename" } else { "rolname" }, Utf8), field("rolsuper", Boolean)],
+            vec![i64s(vec![10]), s(vec!["sluice".into()]), bools(1, true)],
+        ),
+        "pg_settings" => (
+            vec![field("name", Utf8), field("setting", Utf8)],
+            vec![s(vec!["server_version".into()]), s(vec![crate::server::SERVER_VERSION.into()])],
+        ),
+        other => {
+            // Catalogs psql reads that are empty in Sluice.
+            let (_, columns) = EMPTY_CATALOGS.iter().find(|(t, _)| *t == other)?;
+            let fields: Vec<Field> = columns
+                .split_whitespace()
+                .map(|c| {
+                    let (name, kind) = c.split_once(':').expect("name:type");
+                    let t = match kind {
+                        "o" => Int64,
+                        "b" => Boolean,
+                        "i" => Int32,
+                        "h" => Int16,
+                        "l" => List(Arc::new(Field::new("item", Utf8, true))),
+                        _ => Utf8,
+                    };
+                    field(name, t)
+                })
+                .collect();
+            let columns = fields.iter().map(|f| arrow::array::new_empty_array(f.data_type())).collect();
+            (fields, columns)
+        }
+    };
+    Some((Arc::new(Schema::new(fields)), columns))
+}
 
 pub struct PgCatalogSchema {
-    _relations: Weak<dyn Relations>,
+    relations: Weak<dyn Relations>,
 }
 
 impl PgCatalogSchema {
     pub fn new(relations: Weak<dyn Relations>) -> Self {
-        PgCatalogSchema { _relations: relations }
+        PgCatalogSchema { relations }
     }
 }
 
@@ -31,20 +445,493 @@ impl fmt::Debug for PgCatalogSchema {
 #[async_trait]
 impl SchemaProvider for PgCatalogSchema {
     fn table_names(&self) -> Vec<String> {
-        Vec::new()
+        TABLES.iter().map(|t| t.to_string()).collect()
     }
 
-    async fn table(&self, _name: &str) -> datafusion::common::Result<Option<Arc<dyn TableProvider>>> {
-        Ok(None)
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let Some(relations) = self.relations.upgrade() else {
+            return Ok(None);
+        };
+        let Some((schema, columns)) = build(name, relations.as_ref()) else {
+            return Ok(None);
+        };
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        Ok(Some(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?)))
     }
 
-    fn table_exist(&self, _name: &str) -> bool {
-        false
+    fn table_exist(&self, name: &str) -> bool {
+        TABLES.contains(&name)
     }
 }
 
-pub fn register_functions(_ctx: &SessionContext) {}
+/// A catalog function with a fixed result type; functions are identified
+/// by name.
+#[derive(Debug)]
+struct PgFunction {
+    name: &'static str,
+    signature: Signature,
+    returns: DataType,
+    body: fn(&[ColumnarValue], usize) -> DfResult<ColumnarValue>,
+}
 
-pub fn rewrite(statement: ast::Statement) -> ast::Statement {
+impl PartialEq for PgFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for PgFunction {}
+
+impl std::hash::Hash for PgFunction {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for PgFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(self.returns.clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        (self.body)(&args.args, args.number_rows)
+    }
+}
+
+/// Applies `f` to the first argument, value by value.
+fn map_first(args: &[ColumnarValue], rows: usize, f: impl Fn(&ScalarValue) -> ScalarValue) -> DfResult<ColumnarValue> {
+    match &args[0] {
+        ColumnarValue::Scalar(v) => Ok(ColumnarValue::Scalar(f(v))),
+        ColumnarValue::Array(a) => {
+            let values = (0..rows.min(a.len()))
+                .map(|i| ScalarValue::try_from_array(a, i).map(|v| f(&v)))
+                .collect::<DfResult<Vec<_>>>()?;
+            Ok(ColumnarValue::Array(ScalarValue::iter_to_array(values)?))
+        }
+    }
+}
+
+fn as_i64(v: &ScalarValue) -> Option<i64> {
+    match v.cast_to(&DataType::Int64).ok()? {
+        ScalarValue::Int64(x) => x,
+        _ => None,
+    }
+}
+
+fn text(v: Option<&str>) -> ColumnarValue {
+    ColumnarValue::Scalar(ScalarValue::Utf8(v.map(|s| s.to_string())))
+}
+
+/// Registers the functions psql calls.
+pub fn register_functions(ctx: &SessionContext) {
+    let any = || Signature::variadic_any(Volatility::Stable);
+    let functions = vec![
+        PgFunction {
+            name: "pg_get_userbyid",
+            signature: any(),
+            returns: DataType::Utf8,
+            body: |_, _| Ok(text(Some("sluice"))),
+        },
+        PgFunction {
+            name: "pg_table_is_visible",
+            signature: any(),
+            returns: DataType::Boolean,
+            body: |args, rows| {
+                map_first(args, rows, |v| {
+                    ScalarValue::Boolean(as_i64(v).map(|o| (FIRST_USER_OID..SYSTEM_TABLE_OID).contains(&o)))
+                })
+            },
+        },
+        PgFunction {
+            name: "format_type",
+            signature: any(),
+            returns: DataType::Utf8,
+            body: |args, rows| {
+                let typmod = match args.get(1) {
+                    Some(ColumnarValue::Array(a)) => Some(a.clone()),
+                    _ => None,
+                };
+                let scalar_mod = match args.get(1) {
+                    Some(ColumnarValue::Scalar(v)) => as_i64(v).unwrap_or(-1) as i32,
+                    _ => -1,
+                };
+                match &args[0] {
+                    ColumnarValue::Scalar(v) => Ok(text(as_i64(v).and_then(|o| format_type(o, scalar_mod)).as_deref())),
+                    ColumnarValue::Array(a) => {
+                        let out: StringArray = (0..rows.min(a.len()))
+                            .map(|i| {
+                                let oid = ScalarValue::try_from_array(a, i).ok().and_then(|v| as_i64(&v))?;
+                                let m = match &typmod {
+                                    Some(t) => ScalarValue::try_from_array(t, i).ok().and_then(|v| as_i64(&v)).unwrap_or(-1) as i32,
+                                    None => scalar_mod,
+                                };
+                                format_type(oid, m)
+                            })
+                            .collect();
+                        Ok(ColumnarValue::Array(Arc::new(out)))
+                    }
+                }
+            },
+        },
+        PgFunction {
+            name: "pg_get_expr",
+            signature: any(),
+            returns: DataType::Utf8,
+            body: |_, _| Ok(text(None)),
+        },
+        PgFunction {
+            name: "obj_description",
+            signature: any(),
+            returns: DataType::Utf8,
+            body: |_, _| Ok(text(None)),
+        },
+        PgFunction {
+            name: "col_description",
+            signature: any(),
+            returns: DataType::Utf8,
+            body: |_, _| Ok(text(None)),
+        },
+        PgFunction {
+            name: "shobj_description",
+            signature: any(),
+            returns: DataType::Utf8,
+            body: |_, _| Ok(text(None)),
+        },
+        PgFunction {
+            name: "pg_get_viewdef",
+            signature: any(),
+            returns: DataType::Utf8,
+            body: |_, _| Ok(text(None)),
+        },
+        PgFunction {
+            name: "pg_encoding_to_char",
+            signature: any(),
+            returns: DataType::Utf8,
+            body: |_, _| Ok(text(Some("UTF8"))),
+        },
+        PgFunction {
+            name: "quote_ident",
+            signature: any(),
+            returns: DataType::Utf8,
+            body: |args, rows| {
+                map_first(args, rows, |v| match v {
+                    ScalarValue::Utf8(Some(s)) => ScalarValue::Utf8(Some(
+                        if s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+                            s.clone()
+                        } else {
+                            format!("\"{}\"", s.replace('"', "\"\""))
+                        },
+                    )),
+                    _ => ScalarValue::Utf8(None),
+                })
+            },
+        },
+        PgFunction {
+            name: "current_schema",
+            signature: any(),
+            returns: DataType::Utf8,
+            body: |_, _| Ok(text(Some("public"))),
+        },
+        PgFunction {
+            name: "current_database",
+            signature: any(),
+            returns: DataType::Utf8,
+            body: |_, _| Ok(text(Some("sluice"))),
+        },
+        PgFunction {
+            name: "has_table_privilege",
+            signature: any(),
+            returns: DataType::Boolean,
+            body: |_, _| Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true)))),
+        },
+        PgFunction {
+            name: "pg_relation_is_publishable",
+            signature: any(),
+            returns: DataType::Boolean,
+            body: |_, _| Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(false)))),
+        },
+        PgFunction {
+            name: "has_schema_privilege",
+            signature: any(),
+            returns: DataType::Boolean,
+            body: |_, _| Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true)))),
+        },
+        PgFunction {
+            name: "version",
+            signature: any(),
+            returns: DataType::Utf8,
+            body: |_, _| Ok(text(Some(concat!("PostgreSQL 15.0 (Sluice ", env!("CARGO_PKG_VERSION"), ")")))),
+        },
+    ];
+    for f in functions {
+        ctx.register_udf(ScalarUDF::from(f));
+    }
+    // Definitions of objects Sluice does not have (constraints, indexes,
+    // triggers, statistics, partitions): always NULL.
+    for name in [
+        "pg_get_constraintdef",
+        "pg_get_indexdef",
+        "pg_get_triggerdef",
+        "pg_get_ruledef",
+        "pg_get_partkeydef",
+        "pg_get_partition_constraintdef",
+        "pg_get_statisticsobjdef",
+        "pg_get_statisticsobjdef_columns",
+        "pg_get_statisticsobjdef_expressions",
+    ] {
+        ctx.register_udf(ScalarUDF::from(PgFunction {
+            name,
+            signature: Signature::variadic_any(Volatility::Stable),
+            returns: DataType::Utf8,
+            body: |_, _| Ok(text(None)),
+        }));
+    }
+}
+
+/// Rewrites Postgres-only syntax of catalog queries for DataFusion.
+pub fn rewrite(mut statement: ast::Statement) -> ast::Statement {
+    let _ = statement.visit(&mut Rewriter);
     statement
+}
+
+struct Rewriter;
+
+fn is_pg_catalog_table(name: &str) -> bool {
+    TABLES.contains(&name)
+}
+
+/// Whether a SELECT's first FROM item is a catalog table that is always
+/// empty: then (psql joins no further tables in a way that could add rows)
+/// it returns no rows.
+fn starts_with_empty_catalog(select: &ast::Select) -> bool {
+    match select.from.first().map(|f| &f.relation) {
+        Some(ast::TableFactor::Table { name, .. }) => name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(|i| EMPTY_CATALOGS.iter().any(|(t, _)| *t == i.value.to_lowercase()))
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
+/// Replaces selects over empty catalog tables by `SELECT NULL AS c1, ...
+/// WHERE false`, with as many columns: their contents never matter, and
+/// they often use Postgres features DataFusion lacks.
+fn empty_selects(body: &mut ast::SetExpr) {
+    match body {
+        ast::SetExpr::Select(select) if starts_with_empty_catalog(select) => {
+            // Keep the column names: ORDER BY may use them.
+            let mut names: Vec<String> = Vec::new();
+            for (i, item) in select.projection.iter().enumerate() {
+                let name = match item {
+                    ast::SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
+                    ast::SelectItem::UnnamedExpr(Expr::Identifier(id)) => id.value.clone(),
+                    ast::SelectItem::UnnamedExpr(Expr::CompoundIdentifier(ids)) => {
+                        ids.last().map(|i| i.value.clone()).unwrap_or_default()
+                    }
+                    _ => format!("c{}", i + 1),
+                };
+                let name = if names.contains(&name) { format!("{name}_{}", i + 1) } else { name };
+                names.push(name);
+            }
+            let sql = format!(
+                "SELECT {} WHERE false",
+                names.iter().map(|n| format!("NULL AS \"{n}\"")).collect::<Vec<_>>().join(", ")
+            );
+            if let Ok(mut parsed) = sqlparser::parser::Parser::new(crate::frontend::parser::dialect())
+                .try_with_sql(&sql)
+                .and_then(|mut p| p.parse_query())
+            {
+                if let ast::SetExpr::Select(replacement) = parsed.body.as_mut() {
+                    std::mem::swap(select, replacement);
+                }
+            }
+        }
+        ast::SetExpr::SetOperation { left, right, .. } => {
+            empty_selects(left);
+            empty_selects(right);
+        }
+        ast::SetExpr::Query(q) => empty_selects(&mut q.body),
+        _ => {}
+    }
+}
+
+impl VisitorMut for Rewriter {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
+        empty_selects(&mut query.body);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
+        // pg_catalog is on every search path in Postgres.
+        if let [ObjectNamePart::Identifier(id)] = relation.0.as_slice() {
+            if id.quote_style.is_none() && is_pg_catalog_table(&id.value.to_lowercase()) {
+                relation.0.insert(0, ObjectNamePart::Identifier(ast::Ident::new("pg_catalog")));
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        // ARRAY(subquery) only decorates psql's output (table options, policy
+        // roles) and DataFusion lacks it: a call that uses one becomes NULL
+        // (before its arguments are visited).
+        if let Expr::Function(f) = expr {
+            let is_array_subquery = f.name.to_string().eq_ignore_ascii_case("array") && matches!(f.args, FunctionArguments::Subquery(_));
+            let uses_one = matches!(&f.args, FunctionArguments::List(l) if l.args.iter().any(|a| a.to_string().to_lowercase().contains("array(select")));
+            if is_array_subquery || uses_one {
+                *expr = Expr::Value(ast::Value::Null.into());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let replacement = match expr {
+            Expr::BinaryOp { op: BinaryOperator::PGCustomBinaryOperator(parts), left, right } => {
+                let op = match parts.last().map(|s| s.as_str()) {
+                    Some("~") => BinaryOperator::PGRegexMatch,
+                    Some("~*") => BinaryOperator::PGRegexIMatch,
+                    Some("!~") => BinaryOperator::PGRegexNotMatch,
+                    Some("!~*") => BinaryOperator::PGRegexNotIMatch,
+                    Some("=") => BinaryOperator::Eq,
+                    Some("<>") => BinaryOperator::NotEq,
+                    Some("<") => BinaryOperator::Lt,
+                    Some(">") => BinaryOperator::Gt,
+                    _ => return ControlFlow::Continue(()),
+                };
+                Some(Expr::BinaryOp {
+                    left: left.clone(),
+                    op,
+                    right: right.clone(),
+                })
+            }
+            Expr::Collate { expr: inner, .. } => Some((**inner).clone()),
+            Expr::Subquery(query) => {
+                if reads_an_empty_catalog(query) {
+                    Some(Expr::Value(ast::Value::Null.into()))
+                } else {
+                    aggregate_single_row_subquery(query);
+                    None
+                }
+            }
+            Expr::Cast { data_type, .. } => {
+                let name = data_type.to_string().to_lowercase();
+                let name = name.trim_start_matches("pg_catalog.").trim_matches('"').to_string();
+                let mapped = match name.as_str() {
+                    "regclass" | "regtype" | "regproc" | "regprocedure" | "regnamespace" | "regrole" | "text" | "name" | "char" => {
+                        Some(ast::DataType::Text)
+                    }
+                    "oid" => Some(ast::DataType::BigInt(None)),
+                    _ => None,
+                };
+                if let (Some(t), Expr::Cast { data_type, .. }) = (mapped, &mut *expr) {
+                    *data_type = t;
+                }
+                None
+            }
+            Expr::Function(f) => {
+                if let [ObjectNamePart::Identifier(schema), _] = f.name.0.as_slice() {
+                    if schema.value.eq_ignore_ascii_case("pg_catalog") {
+                        f.name.0.remove(0);
+                    }
+                }
+                None
+            }
+            _ => None,
+        };
+        if let Some(r) = replacement {
+            *expr = r;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Whether a scalar subquery reads, as a FROM item, a catalog table that is
+/// always empty: then it is NULL, whatever its correlation.
+fn reads_an_empty_catalog(query: &ast::Query) -> bool {
+    let ast::SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    select.from.iter().any(|item| match &item.relation {
+        ast::TableFactor::Table { name, .. } => name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(|i| EMPTY_CATALOGS.iter().any(|(t, _)| *t == i.value.to_lowercase()))
+            .unwrap_or(false),
+        _ => false,
+    })
+}
+
+/// A scalar subquery over the catalog returns at most one row in Postgres;
+/// DataFusion wants that stated as an aggregate when it is correlated, so
+/// `(SELECT e FROM ...)` becomes `(SELECT max(e) FROM ...)`.
+fn aggregate_single_row_subquery(query: &mut ast::Query) {
+    if !query.to_string().contains("pg_catalog.") {
+        return;
+    }
+    let ast::SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    if select.projection.len() != 1 || !matches!(select.group_by, ast::GroupByExpr::Expressions(ref e, _) if e.is_empty()) {
+        return;
+    }
+    let wrap = |e: &mut Expr| {
+        let inner = e.clone();
+        if matches!(&inner, Expr::Function(f) if ["max", "min", "count", "sum", "avg"].contains(&f.name.to_string().to_lowercase().as_str())) {
+            return;
+        }
+        let sql = format!("max({inner})");
+        if let Ok(parsed) = sqlparser::parser::Parser::new(crate::frontend::parser::dialect())
+            .try_with_sql(&sql)
+            .and_then(|mut p| p.parse_expr())
+        {
+            *e = parsed;
+        }
+    };
+    match &mut select.projection[0] {
+        ast::SelectItem::UnnamedExpr(e) => wrap(e),
+        ast::SelectItem::ExprWithAlias { expr, .. } => wrap(expr),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_psql_syntax() {
+        let sql = "SELECT c.oid FROM pg_class c WHERE c.relname OPERATOR(pg_catalog.~) '^(kpi)$' COLLATE pg_catalog.default \
+                   AND pg_catalog.pg_table_is_visible(c.oid) AND c.oid::pg_catalog.regclass::pg_catalog.text <> ''";
+        let stmt = crate::frontend::parser::parse_one(sql).unwrap();
+        let crate::frontend::parser::Statement::Query(q) = stmt.statement else {
+            panic!()
+        };
+        let out = rewrite(*q).to_string();
+        assert!(out.contains("FROM pg_catalog.pg_class"), "{out}");
+        assert!(out.contains("c.relname ~ '^(kpi)$'"), "{out}");
+        assert!(out.contains(" pg_table_is_visible(c.oid)"), "{out}");
+        assert!(!out.contains("COLLATE"), "{out}");
+        assert!(out.contains("::TEXT"), "{out}");
+    }
+
+    #[test]
+    fn format_type_matches_postgres() {
+        assert_eq!(format_type(20, -1).as_deref(), Some("bigint"));
+        assert_eq!(format_type(1700, (10 << 16 | 2) + 4).as_deref(), Some("numeric(10,2)"));
+        assert_eq!(format_type(1184, 3).as_deref(), Some("timestamp(3) with time zone"));
+    }
 }

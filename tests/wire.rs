@@ -1,0 +1,211 @@
+//! The Postgres wire protocol as clients use it: tokio-postgres prepared
+//! statements (extended protocol, binary results), types, errors with
+//! positions, restart persistence, clean shutdown, and psql itself.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{execute, rows, wait_finished, TestServer};
+use tokio_postgres::types::Type;
+
+const CALLS: &str = "CREATE TABLE calls (
+  event_time BIGINT, cell_id STRING, status STRING, duration_ms INT,
+  ts AS TO_TIMESTAMP_LTZ(event_time, 3),
+  WATERMARK FOR ts AS ts - INTERVAL '5' SECOND
+) WITH ('connector' = 'filesystem', 'path' = '${DATA}/calls_small.json', 'format' = 'json')";
+
+fn calls_sql() -> String {
+    CALLS.replace("${DATA}", &common::data_dir().display().to_string())
+}
+
+const KPI: &str = "CREATE MATERIALIZED VIEW kpi AS
+SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms,
+       AVG(duration_ms) AS avg_ms, CAST(SUM(duration_ms) AS DECIMAL(12, 2)) / 7 AS sevenths,
+       MAX(status = 'ok') AS any_ok
+FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+GROUP BY window_start, window_end, cell_id";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_with_parameters_and_binary_types() {
+    let server = TestServer::start();
+    let client = server.client().await;
+    execute(&client, &calls_sql()).await;
+    execute(&client, KPI).await;
+    wait_finished(&client, "kpi").await;
+
+    let stmt = client
+        .prepare("SELECT window_start, window_end, cell_id, calls, total_ms, avg_ms, sevenths, any_ok, \
+                  CAST(window_start AS TIMESTAMPTZ) AS start_tz \
+                  FROM kpi WHERE cell_id = $1 AND calls >= $2 ORDER BY window_start")
+        .await
+        .expect("prepare");
+    assert_eq!(stmt.params(), &[Type::TEXT, Type::INT8]);
+    let types: Vec<Type> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
+    assert_eq!(
+        types,
+        vec![
+            Type::TIMESTAMP,
+            Type::TIMESTAMP,
+            Type::TEXT,
+            Type::INT8,
+            Type::INT8,
+            Type::FLOAT8,
+            Type::NUMERIC,
+            Type::BOOL,
+            Type::TIMESTAMPTZ
+        ]
+    );
+    let result = client.query(&stmt, &[&"a", &2i64]).await.expect("query");
+    assert_eq!(result.len(), 2);
+    let first = &result[0];
+    let start: chrono::NaiveDateTime = first.get(0);
+    assert_eq!(start.to_string(), "2024-01-01 00:00:00");
+    let end: chrono::NaiveDateTime = first.get(1);
+    assert_eq!(end.to_string(), "2024-01-01 00:00:10");
+    assert_eq!(first.get::<_, &str>(2), "a");
+    assert_eq!(first.get::<_, i64>(3), 2);
+    assert_eq!(first.get::<_, i64>(4), 300);
+    assert_eq!(first.get::<_, f64>(5), 150.0);
+    assert!(first.get::<_, bool>(7));
+    let start_tz: chrono::DateTime<chrono::Utc> = first.get(8);
+    assert_eq!(start_tz.timestamp_millis(), 1_704_067_200_000);
+    // NUMERIC arrives in binary; compare through its text form.
+    let text = rows(&client, "SELECT sevenths FROM kpi WHERE cell_id = 'a' ORDER BY window_start LIMIT 1").await;
+    assert!(text[0][0].starts_with("42.857"), "{:?}", text);
+
+    // The same prepared statement again, with other parameters.
+    let result = client.query(&stmt, &[&"c", &1i64]).await.expect("query");
+    assert_eq!(result.len(), 1);
+    assert_eq!(result[0].get::<_, i64>(4), 160);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_sqlstate_and_position() {
+    let server = TestServer::start();
+    let client = server.client().await;
+    execute(&client, &calls_sql()).await;
+
+    let sql = "SELECT nope FROM calls";
+    let err = client.simple_query(sql).await.unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "42703");
+    assert_eq!(db.message(), "column \"nope\" does not exist");
+    assert_eq!(
+        db.position(),
+        Some(&tokio_postgres::error::ErrorPosition::Original(8))
+    );
+
+    let sql = "CREATE MATERIALIZED VIEW v AS SELECT cell_id FROM calls WHERE";
+    let err = client.simple_query(sql).await.unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "42601");
+    assert_eq!(
+        db.position(),
+        Some(&tokio_postgres::error::ErrorPosition::Original(sql.len() as u32 + 1))
+    );
+
+    // The extended protocol reports errors at parse time, with position.
+    let err = client.prepare("SELECT * FROM missing_view").await.unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "42P01");
+    assert_eq!(
+        db.position(),
+        Some(&tokio_postgres::error::ErrorPosition::Original(15))
+    );
+
+    // A failed statement leaves the connection usable.
+    assert_eq!(rows(&client, "SELECT 1 + 1").await, vec![vec!["2".to_string()]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definitions_survive_a_restart_and_views_run_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let expected;
+    {
+        let mut server = TestServer::start_in(&dir, &[]);
+        let client = server.client().await;
+        execute(&client, &calls_sql()).await;
+        execute(&client, KPI).await;
+        wait_finished(&client, "kpi").await;
+        expected = rows(&client, "SELECT * FROM kpi ORDER BY window_start, cell_id").await;
+        assert_eq!(expected.len(), 6);
+        assert!(server.stop(), "SIGTERM must stop the server cleanly:\n{}", server.log());
+    }
+    let server = TestServer::start_in(&dir, &[]);
+    let client = server.client().await;
+    assert_eq!(rows(&client, "SHOW TABLES").await, vec![vec!["calls".to_string()]]);
+    assert_eq!(rows(&client, "SHOW MATERIALIZED VIEWS").await, vec![vec!["kpi".to_string()]]);
+    wait_finished(&client, "kpi").await;
+    assert_eq!(rows(&client, "SELECT * FROM kpi ORDER BY window_start, cell_id").await, expected);
+    // A dropped view stays dropped.
+    execute(&client, "DROP MATERIALIZED VIEW kpi").await;
+    drop(client);
+    drop(server);
+    let server = TestServer::start_in(&dir, &[]);
+    let client = server.client().await;
+    assert!(rows(&client, "SHOW MATERIALIZED VIEWS").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_of_an_unknown_format_is_refused_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("db"), b"not a directory").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("could not open the data directory"), "{stderr}");
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--listen", "--data-dir", "--parallelism", "--batch-size", "--batch-linger", "--flush-interval", "--dead-letters", "--log"] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+}
+
+/// psql, the client users start with: queries, meta-commands, errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_works() {
+    if Command::new("psql").arg("--version").output().is_err() {
+        panic!("psql is not installed (apt-get install postgresql-client)");
+    }
+    let server = TestServer::start();
+    let client = server.client().await;
+    execute(&client, &calls_sql()).await;
+    execute(&client, KPI).await;
+    wait_finished(&client, "kpi").await;
+    let psql = |args: &[&str]| {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &server.port().to_string(), "-U", "sluice", "-d", "sluice", "-X", "-A", "-t"])
+            .args(args)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (out, err) = psql(&["-c", "SELECT cell_id, calls FROM kpi WHERE window_start = '2024-01-01 00:00:00' ORDER BY 1"]);
+    assert_eq!(out, "a|2\nb|2\n", "{err}");
+    let (_, err) = psql(&["-c", "SELECT * FROM nope"]);
+    assert!(err.contains("relation \"nope\" does not exist"), "{err}");
+    let (out, err) = psql(&["-c", "\\dt"]);
+    assert!(out.contains("calls"), "\\dt: {out}{err}");
+    let (out, err) = psql(&["-c", "\\dm"]);
+    assert!(out.contains("kpi"), "\\dm: {out}{err}");
+    let (out, err) = psql(&["-c", "\\d kpi"]);
+    assert!(out.contains("window_start") && out.contains("timestamp"), "\\d kpi: {out}{err}");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
