@@ -112,7 +112,9 @@ impl Database {
                 }
                 _ => Err(Error::internal("catalog record of the wrong kind")),
             };
-            restored.map_err(|e| Error::external(format!("could not restore \"{}\": {e}", record.name)))?;
+            restored.map_err(|e| {
+                Error::external(format!("could not restore \"{}\": {e}", record.name))
+            })?;
         }
         self.catalog.write().resume_after(&self.store)?;
         if !records.is_empty() {
@@ -124,7 +126,12 @@ impl Database {
     /// `CREATE TABLE/SOURCE`; false if it existed and IF NOT EXISTS was given.
     /// `sql` is the client's text (for error positions), `text` the
     /// statement's own (persisted).
-    pub async fn create_source(&self, create: &CreateSource, sql: &str, text: &str) -> Result<bool> {
+    pub async fn create_source(
+        &self,
+        create: &CreateSource,
+        sql: &str,
+        text: &str,
+    ) -> Result<bool> {
         let _ddl = self.ddl.lock().await;
         if create.if_not_exists && self.catalog.read().get(&create.name).is_some() {
             return Ok(false);
@@ -133,8 +140,17 @@ impl Database {
         Ok(true)
     }
 
-    fn add_source(&self, create: &CreateSource, sql: &str, text: &str, persist: bool) -> Result<()> {
-        self.catalog.read().check_free(&create.name).map_err(|e| e.at(create.name_position))?;
+    fn add_source(
+        &self,
+        create: &CreateSource,
+        sql: &str,
+        text: &str,
+        persist: bool,
+    ) -> Result<()> {
+        self.catalog
+            .read()
+            .check_free(&create.name)
+            .map_err(|e| e.at(create.name_position))?;
         let state = crate::functions::session_context().state();
         let plan = Arc::new(bind_source(&state, create, sql)?);
         let store = persist.then_some(&self.store);
@@ -220,11 +236,10 @@ impl Database {
                 ObjectKind::MaterializedView => "DROP MATERIALIZED VIEW",
                 _ => "DROP TABLE",
             };
-            return Err(Error::user(
-                "42809",
-                format!("\"{name}\" is not a {}", kind.name()),
-            )
-            .with_hint(format!("use {hint} {name}")));
+            return Err(
+                Error::user("42809", format!("\"{name}\" is not a {}", kind.name()))
+                    .with_hint(format!("use {hint} {name}")),
+            );
         }
         if actual == ObjectKind::Source {
             let dependents = catalog.dependents(name);
@@ -266,7 +281,9 @@ impl Database {
     /// The columns of a source or view, for `DESCRIBE`.
     pub fn describe(&self, name: &str) -> Result<Vec<ColumnInfo>> {
         let catalog = self.catalog.read();
-        let entry = catalog.get(name).ok_or_else(|| Error::undefined_table(name))?;
+        let entry = catalog
+            .get(name)
+            .ok_or_else(|| Error::undefined_table(name))?;
         let (schema, extras): (SchemaRef, Vec<Option<String>>) = match entry {
             Entry::Source(s) => {
                 let extras = s
@@ -276,7 +293,9 @@ impl Database {
                     .enumerate()
                     .map(|(i, c)| {
                         let computed = match c {
-                            crate::dataflow::plan::ColumnSource::Computed { sql, .. } => Some(format!("AS {sql}")),
+                            crate::dataflow::plan::ColumnSource::Computed { sql, .. } => {
+                                Some(format!("AS {sql}"))
+                            }
                             crate::dataflow::plan::ColumnSource::Physical(_) => None,
                         };
                         let watermark = s
@@ -293,7 +312,10 @@ impl Database {
                     .collect();
                 (s.plan.schema.clone(), extras)
             }
-            Entry::View(v) => (v.plan.output.clone(), vec![None; v.plan.output.fields().len()]),
+            Entry::View(v) => (
+                v.plan.output.clone(),
+                vec![None; v.plan.output.fields().len()],
+            ),
         };
         Ok(schema
             .fields()
@@ -330,12 +352,20 @@ impl Relations for Database {
         let catalog = self.catalog.read();
         match catalog.get(name)? {
             Entry::Source(s) => Some(Relation::Source(s.plan.schema.clone())),
-            Entry::View(_) => self.jobs.lock().get(name).map(|j| Relation::View(j.view.clone())),
+            Entry::View(_) => self
+                .jobs
+                .lock()
+                .get(name)
+                .map(|j| Relation::View(j.view.clone())),
         }
     }
 
     fn relation_names(&self) -> Vec<String> {
-        self.catalog.read().entries().map(|(n, _)| n.clone()).collect()
+        self.catalog
+            .read()
+            .entries()
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     fn jobs(&self) -> Vec<(Arc<JobMetrics>, String)> {

@@ -284,7 +284,9 @@ impl From<DataFusionError> for Error {
             DataFusionError::NotImplemented(m) => Error::not_supported(postgres_style(&m)),
             DataFusionError::Context(ctx, inner) => Error::from(*inner).context(ctx),
             DataFusionError::Diagnostic(_, inner) => Error::from(*inner),
-            DataFusionError::Collection(mut errs) if !errs.is_empty() => Error::from(errs.remove(0)),
+            DataFusionError::Collection(mut errs) if !errs.is_empty() => {
+                Error::from(errs.remove(0))
+            }
             DataFusionError::ArrowError(e, _) => arrow_error(&e.to_string()),
             DataFusionError::Execution(m) => arrow_error(&m),
             DataFusionError::ResourcesExhausted(m) => {
@@ -418,7 +420,10 @@ mod tests {
         let err = Error::from_parser(err, sql);
         assert_eq!(err.sqlstate(), sqlstate::SYNTAX_ERROR);
         assert_eq!(err.position(), Some(sql.chars().count() + 1));
-        assert_eq!(err.to_string(), "syntax error at end of input: expected an expression");
+        assert_eq!(
+            err.to_string(),
+            "syntax error at end of input: expected an expression"
+        );
     }
 
     #[test]

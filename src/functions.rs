@@ -11,10 +11,10 @@ use arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Int64Type, TimeUnit};
 use datafusion::common::{exec_err, plan_err, Result as DfResult, ScalarValue};
 use datafusion::execution::FunctionRegistry;
-use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
+use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::frontend::types::UTC;
 
@@ -122,10 +122,9 @@ impl ScalarUDFImpl for ToTimestampLtz {
                 let out: TimestampMillisecondArray = if scale == 1 {
                     values.reinterpret_cast()
                 } else {
-                    values
-                        .unary::<_, arrow::datatypes::TimestampMillisecondType>(|v| {
-                            v.saturating_mul(scale)
-                        })
+                    values.unary::<_, arrow::datatypes::TimestampMillisecondType>(|v| {
+                        v.saturating_mul(scale)
+                    })
                 };
                 let out: ArrayRef = Arc::new(out.with_timezone(tz));
                 debug_assert_eq!(out.len(), a.len());

@@ -114,7 +114,9 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
         "d" | "day" | "days" => 86_400_000.0,
         other => return Err(format!("unknown time unit '{other}' in '{text}'")),
     };
-    Ok(Duration::from_micros((value * ms_per_unit * 1000.0).round() as u64))
+    Ok(Duration::from_micros(
+        (value * ms_per_unit * 1000.0).round() as u64,
+    ))
 }
 
 #[cfg(test)]
@@ -125,9 +127,15 @@ mod tests {
     fn durations_in_flink_notation() {
         assert_eq!(parse_duration("5 s").unwrap(), Duration::from_secs(5));
         assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
-        assert_eq!(parse_duration("500 ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            parse_duration("500 ms").unwrap(),
+            Duration::from_millis(500)
+        );
         assert_eq!(parse_duration("10 min").unwrap(), Duration::from_secs(600));
-        assert_eq!(parse_duration("2 days").unwrap(), Duration::from_secs(172_800));
+        assert_eq!(
+            parse_duration("2 days").unwrap(),
+            Duration::from_secs(172_800)
+        );
         assert_eq!(parse_duration("250").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 fortnights").is_err());
@@ -135,9 +143,15 @@ mod tests {
 
     #[test]
     fn unknown_options_are_rejected() {
-        let mut o = Options::new("connector \"kafka\"", &[("topic".into(), "t".into()), ("tpoic".into(), "x".into())]);
+        let mut o = Options::new(
+            "connector \"kafka\"",
+            &[("topic".into(), "t".into()), ("tpoic".into(), "x".into())],
+        );
         assert_eq!(o.take("topic").as_deref(), Some("t"));
         let err = o.finish().unwrap_err();
-        assert_eq!(err.to_string(), "unknown option 'tpoic' for connector \"kafka\"");
+        assert_eq!(
+            err.to_string(),
+            "unknown option 'tpoic' for connector \"kafka\""
+        );
     }
 }

@@ -125,7 +125,9 @@ impl Session {
             Statement::ExplainView(_) => none(Some(text_schema(&["QUERY PLAN"]))),
             Statement::ShowObjects(_) => none(Some(text_schema(&["name"]))),
             Statement::Describe(_) => none(Some(describe_schema())),
-            Statement::ShowVariable(name) if name == "all" => none(Some(text_schema(&["name", "setting"]))),
+            Statement::ShowVariable(name) if name == "all" => {
+                none(Some(text_schema(&["name", "setting"])))
+            }
             Statement::ShowVariable(name) => none(Some(text_schema(&[name.as_str()]))),
             _ => none(None),
         })
@@ -133,7 +135,12 @@ impl Session {
 
     /// Runs one statement. `sql` is the client's whole text (for error
     /// positions).
-    pub async fn execute(&mut self, parsed: &Parsed, sql: &str, params: Vec<ScalarValue>) -> Result<Outcome> {
+    pub async fn execute(
+        &mut self,
+        parsed: &Parsed,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<Outcome> {
         let command = |tag: &str| {
             Ok(Outcome::Command {
                 tag: tag.to_string(),
@@ -175,10 +182,21 @@ impl Session {
                 let batch = RecordBatch::try_new(
                     describe_schema(),
                     vec![
-                        Arc::new(StringArray::from_iter_values(columns.iter().map(|c| c.name.as_str()))),
-                        Arc::new(StringArray::from_iter_values(columns.iter().map(|c| c.data_type.as_str()))),
-                        Arc::new(BooleanArray::from(columns.iter().map(|c| c.nullable).collect::<Vec<_>>())),
-                        Arc::new(columns.iter().map(|c| c.extra.as_deref()).collect::<StringArray>()),
+                        Arc::new(StringArray::from_iter_values(
+                            columns.iter().map(|c| c.name.as_str()),
+                        )),
+                        Arc::new(StringArray::from_iter_values(
+                            columns.iter().map(|c| c.data_type.as_str()),
+                        )),
+                        Arc::new(BooleanArray::from(
+                            columns.iter().map(|c| c.nullable).collect::<Vec<_>>(),
+                        )),
+                        Arc::new(
+                            columns
+                                .iter()
+                                .map(|c| c.extra.as_deref())
+                                .collect::<StringArray>(),
+                        ),
                     ],
                 )?;
                 Ok(Outcome::Rows {
@@ -196,7 +214,8 @@ impl Session {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect();
                 all.extend(self.vars.clone());
-                let (names, values): (Vec<_>, Vec<_>) = all.into_iter().map(|(k, v)| (Some(k), Some(v))).unzip();
+                let (names, values): (Vec<_>, Vec<_>) =
+                    all.into_iter().map(|(k, v)| (Some(k), Some(v))).unzip();
                 text_rows(text_schema(&["name", "setting"]), vec![names, values])
             }
             Statement::ShowVariable(name) => {
@@ -247,10 +266,16 @@ impl Session {
 fn check_query(statement: &ast::Statement) -> Result<()> {
     match statement {
         ast::Statement::Query(_) => Ok(()),
-        ast::Statement::Explain { statement, .. } if matches!(**statement, ast::Statement::Query(_)) => Ok(()),
-        ast::Statement::Insert(_) | ast::Statement::Update { .. } | ast::Statement::Delete(_) => Err(
-            Error::not_supported("INSERT, UPDATE and DELETE are not supported yet: sources are read-only streams"),
-        ),
+        ast::Statement::Explain { statement, .. }
+            if matches!(**statement, ast::Statement::Query(_)) =>
+        {
+            Ok(())
+        }
+        ast::Statement::Insert(_) | ast::Statement::Update { .. } | ast::Statement::Delete(_) => {
+            Err(Error::not_supported(
+                "INSERT, UPDATE and DELETE are not supported yet: sources are read-only streams",
+            ))
+        }
         ast::Statement::CreateView { .. } => Err(Error::not_supported(
             "plain views are not supported; use CREATE MATERIALIZED VIEW",
         )),
@@ -270,7 +295,12 @@ fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
     let types = plan.get_parameter_types()?;
     let mut numbered: Vec<(usize, Option<DataType>)> = types
         .into_iter()
-        .filter_map(|(name, t)| name.trim_start_matches('$').parse::<usize>().ok().map(|i| (i, t)))
+        .filter_map(|(name, t)| {
+            name.trim_start_matches('$')
+                .parse::<usize>()
+                .ok()
+                .map(|i| (i, t))
+        })
         .collect();
     numbered.sort_by_key(|(i, _)| *i);
     let count = numbered.last().map(|(i, _)| *i).unwrap_or(0);

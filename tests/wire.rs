@@ -36,9 +36,11 @@ async fn prepared_statements_with_parameters_and_binary_types() {
     wait_finished(&client, "kpi").await;
 
     let stmt = client
-        .prepare("SELECT window_start, window_end, cell_id, calls, total_ms, avg_ms, sevenths, any_ok, \
+        .prepare(
+            "SELECT window_start, window_end, cell_id, calls, total_ms, avg_ms, sevenths, any_ok, \
                   CAST(window_start AS TIMESTAMPTZ) AS start_tz \
-                  FROM kpi WHERE cell_id = $1 AND calls >= $2 ORDER BY window_start")
+                  FROM kpi WHERE cell_id = $1 AND calls >= $2 ORDER BY window_start",
+        )
         .await
         .expect("prepare");
     assert_eq!(stmt.params(), &[Type::TEXT, Type::INT8]);
@@ -72,7 +74,11 @@ async fn prepared_statements_with_parameters_and_binary_types() {
     let start_tz: chrono::DateTime<chrono::Utc> = first.get(8);
     assert_eq!(start_tz.timestamp_millis(), 1_704_067_200_000);
     // NUMERIC arrives in binary; compare through its text form.
-    let text = rows(&client, "SELECT sevenths FROM kpi WHERE cell_id = 'a' ORDER BY window_start LIMIT 1").await;
+    let text = rows(
+        &client,
+        "SELECT sevenths FROM kpi WHERE cell_id = 'a' ORDER BY window_start LIMIT 1",
+    )
+    .await;
     assert!(text[0][0].starts_with("42.857"), "{:?}", text);
 
     // The same prepared statement again, with other parameters.
@@ -103,11 +109,16 @@ async fn errors_carry_sqlstate_and_position() {
     assert_eq!(db.code().code(), "42601");
     assert_eq!(
         db.position(),
-        Some(&tokio_postgres::error::ErrorPosition::Original(sql.len() as u32 + 1))
+        Some(&tokio_postgres::error::ErrorPosition::Original(
+            sql.len() as u32 + 1
+        ))
     );
 
     // The extended protocol reports errors at parse time, with position.
-    let err = client.prepare("SELECT * FROM missing_view").await.unwrap_err();
+    let err = client
+        .prepare("SELECT * FROM missing_view")
+        .await
+        .unwrap_err();
     let db = err.as_db_error().unwrap();
     assert_eq!(db.code().code(), "42P01");
     assert_eq!(
@@ -116,7 +127,10 @@ async fn errors_carry_sqlstate_and_position() {
     );
 
     // A failed statement leaves the connection usable.
-    assert_eq!(rows(&client, "SELECT 1 + 1").await, vec![vec!["2".to_string()]]);
+    assert_eq!(
+        rows(&client, "SELECT 1 + 1").await,
+        vec![vec!["2".to_string()]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,14 +146,27 @@ async fn definitions_survive_a_restart_and_views_run_again() {
         wait_finished(&client, "kpi").await;
         expected = rows(&client, "SELECT * FROM kpi ORDER BY window_start, cell_id").await;
         assert_eq!(expected.len(), 6);
-        assert!(server.stop(), "SIGTERM must stop the server cleanly:\n{}", server.log());
+        assert!(
+            server.stop(),
+            "SIGTERM must stop the server cleanly:\n{}",
+            server.log()
+        );
     }
     let server = TestServer::start_in(&dir, &[]);
     let client = server.client().await;
-    assert_eq!(rows(&client, "SHOW TABLES").await, vec![vec!["calls".to_string()]]);
-    assert_eq!(rows(&client, "SHOW MATERIALIZED VIEWS").await, vec![vec!["kpi".to_string()]]);
+    assert_eq!(
+        rows(&client, "SHOW TABLES").await,
+        vec![vec!["calls".to_string()]]
+    );
+    assert_eq!(
+        rows(&client, "SHOW MATERIALIZED VIEWS").await,
+        vec![vec!["kpi".to_string()]]
+    );
     wait_finished(&client, "kpi").await;
-    assert_eq!(rows(&client, "SELECT * FROM kpi ORDER BY window_start, cell_id").await, expected);
+    assert_eq!(
+        rows(&client, "SELECT * FROM kpi ORDER BY window_start, cell_id").await,
+        expected
+    );
     // A dropped view stays dropped.
     execute(&client, "DROP MATERIALIZED VIEW kpi").await;
     drop(client);
@@ -162,14 +189,29 @@ async fn a_data_dir_of_an_unknown_format_is_refused_at_start() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("could not open the data directory"), "{stderr}");
+    assert!(
+        stderr.contains("could not open the data directory"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn help_documents_every_flag() {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--listen", "--data-dir", "--parallelism", "--batch-size", "--batch-linger", "--flush-interval", "--dead-letters", "--log"] {
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--parallelism",
+        "--batch-size",
+        "--batch-linger",
+        "--flush-interval",
+        "--dead-letters",
+        "--log",
+    ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
 }
@@ -187,7 +229,19 @@ async fn psql_works() {
     wait_finished(&client, "kpi").await;
     let psql = |args: &[&str]| {
         let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &server.port().to_string(), "-U", "sluice", "-d", "sluice", "-X", "-A", "-t"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &server.port().to_string(),
+                "-U",
+                "sluice",
+                "-d",
+                "sluice",
+                "-X",
+                "-A",
+                "-t",
+            ])
             .args(args)
             .env("PGCONNECT_TIMEOUT", "10")
             .output()
@@ -197,7 +251,10 @@ async fn psql_works() {
             String::from_utf8_lossy(&out.stderr).to_string(),
         )
     };
-    let (out, err) = psql(&["-c", "SELECT cell_id, calls FROM kpi WHERE window_start = '2024-01-01 00:00:00' ORDER BY 1"]);
+    let (out, err) = psql(&[
+        "-c",
+        "SELECT cell_id, calls FROM kpi WHERE window_start = '2024-01-01 00:00:00' ORDER BY 1",
+    ]);
     assert_eq!(out, "a|2\nb|2\n", "{err}");
     let (_, err) = psql(&["-c", "SELECT * FROM nope"]);
     assert!(err.contains("relation \"nope\" does not exist"), "{err}");
@@ -206,6 +263,9 @@ async fn psql_works() {
     let (out, err) = psql(&["-c", "\\dm"]);
     assert!(out.contains("kpi"), "\\dm: {out}{err}");
     let (out, err) = psql(&["-c", "\\d kpi"]);
-    assert!(out.contains("window_start") && out.contains("timestamp"), "\\d kpi: {out}{err}");
+    assert!(
+        out.contains("window_start") && out.contains("timestamp"),
+        "\\d kpi: {out}{err}"
+    );
     tokio::time::sleep(Duration::from_millis(10)).await;
 }

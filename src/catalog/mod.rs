@@ -85,8 +85,9 @@ impl Catalog {
             .scan_meta(PREFIX)?
             .into_iter()
             .map(|(k, v)| {
-                serde_json::from_slice(&v)
-                    .map_err(|e| Error::external(format!("the catalog entry {k} is unreadable: {e}")))
+                serde_json::from_slice(&v).map_err(|e| {
+                    Error::external(format!("the catalog entry {k} is unreadable: {e}"))
+                })
             })
             .collect()
     }
@@ -117,7 +118,13 @@ impl Catalog {
         }
     }
 
-    fn persist(&mut self, store: Option<&Store>, kind: RecordKind, name: &str, sql: &str) -> Result<u64> {
+    fn persist(
+        &mut self,
+        store: Option<&Store>,
+        kind: RecordKind,
+        name: &str,
+        sql: &str,
+    ) -> Result<u64> {
         let seq = self.next_seq;
         self.next_seq += 1;
         if let Some(store) = store {
@@ -133,7 +140,12 @@ impl Catalog {
     }
 
     /// Adds a source; `store` is None when restoring (already persisted).
-    pub fn add_source(&mut self, plan: Arc<SourcePlan>, sql: &str, store: Option<&Store>) -> Result<()> {
+    pub fn add_source(
+        &mut self,
+        plan: Arc<SourcePlan>,
+        sql: &str,
+        store: Option<&Store>,
+    ) -> Result<()> {
         self.check_free(&plan.name)?;
         let seq = self.persist(store, RecordKind::Source, &plan.name, sql)?;
         self.entries.insert(
@@ -147,7 +159,12 @@ impl Catalog {
         Ok(())
     }
 
-    pub fn add_view(&mut self, plan: Arc<StreamPlan>, sql: &str, store: Option<&Store>) -> Result<()> {
+    pub fn add_view(
+        &mut self,
+        plan: Arc<StreamPlan>,
+        sql: &str,
+        store: Option<&Store>,
+    ) -> Result<()> {
         self.check_free(&plan.view)?;
         let seq = self.persist(store, RecordKind::MaterializedView, &plan.view, sql)?;
         self.entries.insert(

@@ -85,11 +85,17 @@ fn column_gen(field: &Field) -> ColumnGen {
             ColumnGen::EventTime
         }
         DataType::Utf8 if name.contains("cell") => ColumnGen::CellId,
-        DataType::Utf8 if name.contains("msisdn") || name.contains("subscriber") || name.contains("caller") => {
+        DataType::Utf8
+            if name.contains("msisdn")
+                || name.contains("subscriber")
+                || name.contains("caller") =>
+        {
             ColumnGen::Msisdn
         }
         DataType::Utf8 if name.contains("status") => ColumnGen::Status,
-        _ if name.contains("duration") && (t.is_integer() || t.is_floating()) => ColumnGen::Duration,
+        _ if name.contains("duration") && (t.is_integer() || t.is_floating()) => {
+            ColumnGen::Duration
+        }
         _ => ColumnGen::Random,
     }
 }
@@ -108,7 +114,9 @@ fn names() -> &'static Names {
         let subscribers = (0..SUBSCRIBERS)
             .map(|i| format!("3467{:08}", (i as u64 * 7_919_993) % 100_000_000))
             .collect();
-        let weights: Vec<f64> = (1..=CELLS).map(|k| 1.0 / (k as f64).powf(CELL_SKEW)).collect();
+        let weights: Vec<f64> = (1..=CELLS)
+            .map(|k| 1.0 / (k as f64).powf(CELL_SKEW))
+            .collect();
         let total: f64 = weights.iter().sum();
         let mut acc = 0.0;
         let cell_cdf = weights
@@ -226,7 +234,9 @@ impl DatagenReader {
                     }
                     Arc::new(b.finish())
                 }
-                ColumnGen::Duration => numeric_array(field.data_type(), draws.iter().map(|d| d.duration_ms))?,
+                ColumnGen::Duration => {
+                    numeric_array(field.data_type(), draws.iter().map(|d| d.duration_ms))?
+                }
                 ColumnGen::Random => random_array(field.data_type(), n, &mut self.rng)?,
             };
             columns.push(array);
@@ -269,12 +279,32 @@ fn event_time_array(t: &DataType, draws: &[RowDraw]) -> Result<ArrayRef> {
 
 fn numeric_array(t: &DataType, values: impl Iterator<Item = i64>) -> Result<ArrayRef> {
     Ok(match t {
-        DataType::Int8 => Arc::new(values.map(|v| Some(v as i8)).collect::<arrow::array::Int8Array>()),
-        DataType::Int16 => Arc::new(values.map(|v| Some(v as i16)).collect::<arrow::array::Int16Array>()),
-        DataType::Int32 => Arc::new(values.map(|v| Some(v as i32)).collect::<arrow::array::Int32Array>()),
+        DataType::Int8 => Arc::new(
+            values
+                .map(|v| Some(v as i8))
+                .collect::<arrow::array::Int8Array>(),
+        ),
+        DataType::Int16 => Arc::new(
+            values
+                .map(|v| Some(v as i16))
+                .collect::<arrow::array::Int16Array>(),
+        ),
+        DataType::Int32 => Arc::new(
+            values
+                .map(|v| Some(v as i32))
+                .collect::<arrow::array::Int32Array>(),
+        ),
         DataType::Int64 => Arc::new(values.map(Some).collect::<arrow::array::Int64Array>()),
-        DataType::Float32 => Arc::new(values.map(|v| Some(v as f32)).collect::<arrow::array::Float32Array>()),
-        DataType::Float64 => Arc::new(values.map(|v| Some(v as f64)).collect::<arrow::array::Float64Array>()),
+        DataType::Float32 => Arc::new(
+            values
+                .map(|v| Some(v as f32))
+                .collect::<arrow::array::Float32Array>(),
+        ),
+        DataType::Float64 => Arc::new(
+            values
+                .map(|v| Some(v as f64))
+                .collect::<arrow::array::Float64Array>(),
+        ),
         other => {
             return Err(Error::internal(format!(
                 "datagen cannot make numbers of type {other}"
@@ -361,7 +391,8 @@ impl SourceReader for DatagenReader {
         let total = self.spec.number_of_rows;
         let mine = total.map(|n| if n > i { (n - i).div_ceil(p) } else { 0 });
         let rate = (self.spec.rows_per_second as f64 / p as f64).max(1e-9);
-        let per_batch = ((rate * self.ctx.linger.as_secs_f64()) as usize).clamp(1, self.ctx.batch_size);
+        let per_batch =
+            ((rate * self.ctx.linger.as_secs_f64()) as usize).clamp(1, self.ctx.batch_size);
         let start_ms = chrono::Utc::now().timestamp_millis();
         let started = Instant::now();
         let mut made: u64 = 0;
@@ -379,10 +410,10 @@ impl SourceReader for DatagenReader {
             let batch = self.batch(start_ms, i + made * p, p, n)?;
             made += n as u64;
             let prepared = self.ctx.preparer.prepare(batch)?;
-            self.ctx
-                .metrics
-                .rows_in
-                .fetch_add(prepared.batch.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.ctx.metrics.rows_in.fetch_add(
+                prepared.batch.num_rows() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             if !out.send(SourceEvent::Rows {
                 split: 0,
                 batch: prepared.batch,

@@ -185,7 +185,11 @@ impl FileReader {
                 // Computed only for dead letters.
                 let position = |i: usize| match lines.borrow_mut().line_at(chunk[i].start, &buf) {
                     Ok(line) => format!("file {} line {}", split.path.display(), line),
-                    Err(_) => format!("file {} byte {}", split.path.display(), pos + chunk[i].start as u64),
+                    Err(_) => format!(
+                        "file {} byte {}",
+                        split.path.display(),
+                        pos + chunk[i].start as u64
+                    ),
                 };
                 let batch = decode_records(&self.ctx, &self.decoder, &buf, chunk, &position)?;
                 if let Some(batch) = batch {

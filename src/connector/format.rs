@@ -46,8 +46,16 @@ impl FormatSpec {
         match format.to_ascii_lowercase().as_str() {
             "json" => Ok(FormatSpec::Json),
             "csv" => {
-                let delimiter = single_byte(opts.take("csv.field-delimiter"), b',', "csv.field-delimiter")?;
-                let quote = single_byte(opts.take("csv.quote-character"), b'"', "csv.quote-character")?;
+                let delimiter = single_byte(
+                    opts.take("csv.field-delimiter"),
+                    b',',
+                    "csv.field-delimiter",
+                )?;
+                let quote = single_byte(
+                    opts.take("csv.quote-character"),
+                    b'"',
+                    "csv.quote-character",
+                )?;
                 let ignore_first_line = opts.take_bool("csv.ignore-first-line")?.unwrap_or(false);
                 Ok(FormatSpec::Csv(CsvSpec {
                     delimiter,
@@ -232,13 +240,19 @@ fn decode_error(e: arrow::error::ArrowError) -> Error {
     let text = text
         .strip_prefix("Json error: ")
         .map(|t| format!("invalid JSON: {}", postgres_style(t)))
-        .or_else(|| text.strip_prefix("Csv error: ").map(|t| format!("invalid CSV: {}", postgres_style(t))))
+        .or_else(|| {
+            text.strip_prefix("Csv error: ")
+                .map(|t| format!("invalid CSV: {}", postgres_style(t)))
+        })
         .or_else(|| {
             text.strip_prefix("Parser error: ")
                 .map(|t| format!("invalid value: {}", postgres_style(t)))
         })
         .unwrap_or(text);
-    Error::user(crate::error::sqlstate::DATA_EXCEPTION, postgres_style(&text))
+    Error::user(
+        crate::error::sqlstate::DATA_EXCEPTION,
+        postgres_style(&text),
+    )
 }
 
 /// The ranges of the non-blank lines of `buf` (without their `\n`); a last
@@ -284,7 +298,11 @@ pub fn decode_records(
             Some(map) => map[*row],
             None => *row,
         };
-        ctx.dead_letter(position(record), &buf[records[record].clone()], reason.clone());
+        ctx.dead_letter(
+            position(record),
+            &buf[records[record].clone()],
+            reason.clone(),
+        );
     }
     let rows = prepared.batch.num_rows();
     ctx.metrics
@@ -319,7 +337,9 @@ mod tests {
     #[test]
     fn json_fast_path() {
         let (buf, ranges) = lines("{\"a\": 1, \"b\": \"x\"}\n{\"a\": 2}\n");
-        let d = RecordDecoder::new(FormatSpec::Json, schema()).decode(&buf, &ranges).unwrap();
+        let d = RecordDecoder::new(FormatSpec::Json, schema())
+            .decode(&buf, &ranges)
+            .unwrap();
         assert_eq!(d.batch.num_rows(), 2);
         assert!(d.record_of_row.is_none());
         assert!(d.batch.column(1).is_null(1));
@@ -330,7 +350,9 @@ mod tests {
         let (buf, ranges) = lines(
             "{\"a\": 1}\nnot json\n{\"a\": \"abc\"}\n[1, 2]\n{\"a\": 5}\n{\"a\": 6}{\"a\": 7}\n",
         );
-        let d = RecordDecoder::new(FormatSpec::Json, schema()).decode(&buf, &ranges).unwrap();
+        let d = RecordDecoder::new(FormatSpec::Json, schema())
+            .decode(&buf, &ranges)
+            .unwrap();
         assert_eq!(d.batch.num_rows(), 2);
         assert_eq!(d.record_of_row, Some(vec![0, 4]));
         let bad: Vec<usize> = d.bad.iter().map(|(i, _)| *i).collect();
@@ -350,7 +372,9 @@ mod tests {
             ignore_first_line: false,
         });
         let (buf, ranges) = lines("1,x\nzz,y\n3,\"q,r\"\n");
-        let d = RecordDecoder::new(spec, schema()).decode(&buf, &ranges).unwrap();
+        let d = RecordDecoder::new(spec, schema())
+            .decode(&buf, &ranges)
+            .unwrap();
         assert_eq!(d.batch.num_rows(), 2);
         assert_eq!(d.bad.len(), 1);
         assert_eq!(d.bad[0].0, 1);

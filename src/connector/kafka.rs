@@ -68,11 +68,12 @@ impl KafkaSpec {
                 .position(|(k, _)| k == key)
                 .map(|i| props.remove(i).1)
         };
-        let bootstrap_servers = take_prop(&mut properties, "bootstrap.servers").ok_or_else(|| {
-            Error::invalid_parameter(
-                "connector \"kafka\" requires option 'properties.bootstrap.servers'",
-            )
-        })?;
+        let bootstrap_servers =
+            take_prop(&mut properties, "bootstrap.servers").ok_or_else(|| {
+                Error::invalid_parameter(
+                    "connector \"kafka\" requires option 'properties.bootstrap.servers'",
+                )
+            })?;
         let group_id = take_prop(&mut properties, "group.id");
         let startup = match opts
             .take("scan.startup.mode")
@@ -197,7 +198,10 @@ impl KafkaReader {
 
     /// Finds the topic's partitions; `Err` with a user-facing problem text
     /// when the broker cannot be reached or the topic does not exist.
-    fn partitions(&self, consumer: &BaseConsumer<StatsContext>) -> std::result::Result<Vec<i32>, String> {
+    fn partitions(
+        &self,
+        consumer: &BaseConsumer<StatsContext>,
+    ) -> std::result::Result<Vec<i32>, String> {
         let metadata = consumer
             .fetch_metadata(Some(&self.spec.topic), Duration::from_secs(5))
             .map_err(|e| {
@@ -224,7 +228,11 @@ impl KafkaReader {
     }
 
     /// Where each partition starts, by the startup mode.
-    fn start_offsets(&self, consumer: &BaseConsumer<StatsContext>, partitions: &[i32]) -> TopicPartitionList {
+    fn start_offsets(
+        &self,
+        consumer: &BaseConsumer<StatsContext>,
+        partitions: &[i32],
+    ) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
         for &p in partitions {
             let offset = match self.spec.startup {
@@ -251,16 +259,31 @@ impl KafkaReader {
     }
 
     /// Decodes a partition's pending records and sends them.
-    fn flush(&self, split: usize, partition: i32, pending: &mut Pending, out: &EventSender) -> Result<bool> {
+    fn flush(
+        &self,
+        split: usize,
+        partition: i32,
+        pending: &mut Pending,
+        out: &EventSender,
+    ) -> Result<bool> {
         if pending.ranges.is_empty() {
             return Ok(true);
         }
         let topic = &self.spec.topic;
         let offsets = &pending.offsets;
-        let position = |i: usize| format!("topic {topic} partition {partition} offset {}", offsets[i]);
-        let batch = decode_records(&self.ctx, &self.decoder, &pending.buf, &pending.ranges, &position)?;
+        let position =
+            |i: usize| format!("topic {topic} partition {partition} offset {}", offsets[i]);
+        let batch = decode_records(
+            &self.ctx,
+            &self.decoder,
+            &pending.buf,
+            &pending.ranges,
+            &position,
+        )?;
         let next = offsets.last().map(|o| o + 1).unwrap_or(-1);
-        self.ctx.metrics.update_partition(topic, partition, next, -1);
+        self.ctx
+            .metrics
+            .update_partition(topic, partition, next, -1);
         pending.buf.clear();
         pending.ranges.clear();
         pending.offsets.clear();
@@ -286,7 +309,9 @@ impl SourceReader for KafkaReader {
                 }
                 Err(problem) => {
                     tracing::warn!(job = %self.ctx.job, %problem, "kafka source not ready; retrying");
-                    self.ctx.metrics.set_problem(Some(format!("{problem}; retrying")));
+                    self.ctx
+                        .metrics
+                        .set_problem(Some(format!("{problem}; retrying")));
                     let deadline = Instant::now() + backoff;
                     while Instant::now() < deadline {
                         if out.is_closed() {
@@ -303,7 +328,9 @@ impl SourceReader for KafkaReader {
             .filter(|p| (*p as usize) % self.ctx.parallelism == self.ctx.instance)
             .collect();
         for &p in &mine {
-            self.ctx.metrics.update_partition(&self.spec.topic, p, -1, -1);
+            self.ctx
+                .metrics
+                .update_partition(&self.spec.topic, p, -1, -1);
         }
         if !out.send(SourceEvent::Assigned { splits: mine.len() }) {
             return Ok(());
@@ -383,7 +410,10 @@ impl SourceReader for KafkaReader {
                 }
                 Some(Err(e)) => {
                     let now = Instant::now();
-                    if last_problem.map(|t| now - t > Duration::from_secs(5)).unwrap_or(true) {
+                    if last_problem
+                        .map(|t| now - t > Duration::from_secs(5))
+                        .unwrap_or(true)
+                    {
                         tracing::warn!(job = %self.ctx.job, error = %e, "kafka consumer error");
                         self.ctx.metrics.set_problem(Some(format!(
                             "kafka at {}: {}; retrying",

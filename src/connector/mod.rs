@@ -83,7 +83,11 @@ impl ConnectorSpec {
                 k.format.name()
             ),
             ConnectorSpec::Filesystem(f) => {
-                format!("FileSource: path={} format={}", f.path.display(), f.format.name())
+                format!(
+                    "FileSource: path={} format={}",
+                    f.path.display(),
+                    f.format.name()
+                )
             }
             ConnectorSpec::Datagen(d) => format!(
                 "DatagenSource: rows-per-second={} number-of-rows={}",
@@ -119,7 +123,9 @@ impl SourceSpec {
             "filesystem" => {
                 ConnectorSpec::Filesystem(filesystem::FileSpec::from_options(&mut opts, schema)?)
             }
-            "datagen" => ConnectorSpec::Datagen(datagen::DatagenSpec::from_options(&mut opts, schema)?),
+            "datagen" => {
+                ConnectorSpec::Datagen(datagen::DatagenSpec::from_options(&mut opts, schema)?)
+            }
             "upsert-kafka" => {
                 return Err(Error::not_supported(
                     "connector \"upsert-kafka\" is not supported yet",
@@ -145,7 +151,9 @@ impl SourceSpec {
             ConnectorSpec::Filesystem(spec) => {
                 Box::new(filesystem::FileReader::new(spec.clone(), ctx)?)
             }
-            ConnectorSpec::Datagen(spec) => Box::new(datagen::DatagenReader::new(spec.clone(), ctx)),
+            ConnectorSpec::Datagen(spec) => {
+                Box::new(datagen::DatagenReader::new(spec.clone(), ctx))
+            }
         })
     }
 }

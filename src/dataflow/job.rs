@@ -53,7 +53,9 @@ pub struct JobConfig {
 impl Default for JobConfig {
     fn default() -> Self {
         JobConfig {
-            parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            parallelism: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             batch_size: 8192,
             linger: Duration::from_millis(10),
             flush_interval: Duration::from_millis(100),
@@ -88,7 +90,11 @@ impl Job {
         let physical = Arc::new(physical_plan(state, &plan)?);
         let preparer = Arc::new(Preparer::new(state, &plan.source)?);
         let metrics = Arc::new(JobMetrics::new(&plan.view));
-        let view = Arc::new(ViewStore::new(plan.output.clone(), p, plan.aggregate.is_some()));
+        let view = Arc::new(ViewStore::new(
+            plan.output.clone(),
+            p,
+            plan.aggregate.is_some(),
+        ));
         let mut tasks: JoinSet<Result<()>> = JoinSet::new();
 
         // Final aggregation instances, each fed by every pipeline.
@@ -120,7 +126,9 @@ impl Job {
                 .name(format!("sluice-read-{i}"))
                 .spawn(move || {
                     let out = EventSender::new(tx);
-                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.run(&out))) {
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        reader.run(&out)
+                    })) {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => out.fail(e),
                         Err(_) => out.fail(Error::internal("a source reader panicked")),
@@ -161,7 +169,10 @@ impl Job {
 /// Builds the physical form of a plan, shared by all instances.
 fn physical_plan(state: &SessionState, plan: &StreamPlan) -> Result<JobPhysical> {
     let rowtime = match &plan.source.rowtime {
-        Some(rt) => Some((rt.index, physical_expr(state, &rt.watermark, &plan.source.schema_df)?)),
+        Some(rt) => Some((
+            rt.index,
+            physical_expr(state, &rt.watermark, &plan.source.schema_df)?,
+        )),
         None => None,
     };
     let pre = plan
@@ -188,7 +199,11 @@ fn physical_plan(state: &SessionState, plan: &StreamPlan) -> Result<JobPhysical>
     })
 }
 
-async fn run_final(mut input: mpsc::Receiver<Envelope>, mut operator: WindowAggregate, inputs: usize) -> Result<()> {
+async fn run_final(
+    mut input: mpsc::Receiver<Envelope>,
+    mut operator: WindowAggregate,
+    inputs: usize,
+) -> Result<()> {
     let mut watermarks = WatermarkCombiner::new(inputs);
     while let Some(envelope) = input.recv().await {
         match envelope.message {

@@ -30,7 +30,12 @@ pub struct Materialize {
 }
 
 impl Materialize {
-    pub fn new(view: Arc<ViewStore>, shard: usize, post: Arc<Vec<PhysicalOp>>, metrics: Arc<JobMetrics>) -> Self {
+    pub fn new(
+        view: Arc<ViewStore>,
+        shard: usize,
+        post: Arc<Vec<PhysicalOp>>,
+        metrics: Arc<JobMetrics>,
+    ) -> Self {
         Materialize {
             view,
             shard,

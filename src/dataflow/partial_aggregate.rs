@@ -88,15 +88,24 @@ impl PartialAggregate {
         let mut columns = self.groups.emit(EmitTo::All)?;
         // Emitting does not reset every kind of group table; this does (as
         // DataFusion's own hash aggregation does after emitting all).
-        self.groups.clear_shrink(MAX_PENDING_GROUPS.min(columns[0].len()));
+        self.groups
+            .clear_shrink(MAX_PENDING_GROUPS.min(columns[0].len()));
         columns.extend(self.agg.take_states(&mut self.accumulators)?);
-        Ok(Some(RecordBatch::try_new(self.agg.partial_schema.clone(), columns)?))
+        Ok(Some(RecordBatch::try_new(
+            self.agg.partial_schema.clone(),
+            columns,
+        )?))
     }
 }
 
 /// Splits partial states by owner: entry i holds the rows owned by instance
 /// i (None when it has none).
-pub fn route(batch: &RecordBatch, routing: &[usize], owners: usize, hashes: &mut Vec<u64>) -> Result<Vec<Option<RecordBatch>>> {
+pub fn route(
+    batch: &RecordBatch,
+    routing: &[usize],
+    owners: usize,
+    hashes: &mut Vec<u64>,
+) -> Result<Vec<Option<RecordBatch>>> {
     if owners == 1 {
         return Ok(vec![Some(batch.clone())]);
     }

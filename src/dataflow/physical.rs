@@ -20,7 +20,11 @@ use crate::error::{Error, Result};
 
 /// Turns a planned expression into a physical one: simplified (so that
 /// functions like `now()` become constants) and coerced.
-pub fn physical_expr(state: &SessionState, expr: &Expr, schema: &DFSchemaRef) -> Result<Arc<dyn PhysicalExpr>> {
+pub fn physical_expr(
+    state: &SessionState,
+    expr: &Expr,
+    schema: &DFSchemaRef,
+) -> Result<Arc<dyn PhysicalExpr>> {
     let ctx = SimplifyContext::builder()
         .with_schema(schema.clone())
         .with_config_options(Arc::new(state.config_options().as_ref().clone()))
@@ -36,9 +40,9 @@ pub fn evaluate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<Arr
 /// A boolean predicate as a filter mask where NULL means false.
 pub fn evaluate_mask(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<BooleanArray> {
     let array = evaluate(expr, batch)?;
-    let mask = array
-        .as_boolean_opt()
-        .ok_or_else(|| Error::internal(format!("a predicate evaluated to {}", array.data_type())))?;
+    let mask = array.as_boolean_opt().ok_or_else(|| {
+        Error::internal(format!("a predicate evaluated to {}", array.data_type()))
+    })?;
     Ok(if mask.null_count() > 0 {
         prep_null_mask_filter(mask)
     } else {
@@ -134,7 +138,9 @@ impl AggregateFunction {
             Ok(self.expr.create_groups_accumulator()?)
         } else {
             let expr = self.expr.clone();
-            Ok(Box::new(GroupsAccumulatorAdapter::new(move || expr.create_accumulator())))
+            Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+                expr.create_accumulator()
+            })))
         }
     }
 }
@@ -167,7 +173,8 @@ impl PhysicalAggregate {
             .map(|f| f.as_ref().clone().with_nullable(true))
             .collect();
         let input_arrow = plan.input.as_arrow();
-        let planning = datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default();
+        let planning =
+            datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default();
         let mut functions = Vec::new();
         let mut partial_fields = group_fields.clone();
         for (i, e) in plan.aggr_exprs.iter().enumerate() {
@@ -180,7 +187,9 @@ impl PhysicalAggregate {
             )
             .build()?;
             if !lowered.order_bys.is_empty() {
-                return Err(Error::not_supported("ordered aggregates are not supported yet"));
+                return Err(Error::not_supported(
+                    "ordered aggregates are not supported yet",
+                ));
             }
             let state_fields = lowered.aggregate.state_fields()?;
             for (j, f) in state_fields.iter().enumerate() {
@@ -234,13 +243,20 @@ impl PhysicalAggregate {
         let base = self.group_count();
         for (i, acc) in accumulators.iter_mut().enumerate() {
             let cols = self.state_columns(i);
-            acc.merge_batch(&states[cols.start - base..cols.end - base], groups, total_groups)?;
+            acc.merge_batch(
+                &states[cols.start - base..cols.end - base],
+                groups,
+                total_groups,
+            )?;
         }
         Ok(())
     }
 
     /// Takes the states of all groups, resetting the accumulators.
-    pub fn take_states(&self, accumulators: &mut [Box<dyn GroupsAccumulator>]) -> Result<Vec<ArrayRef>> {
+    pub fn take_states(
+        &self,
+        accumulators: &mut [Box<dyn GroupsAccumulator>],
+    ) -> Result<Vec<ArrayRef>> {
         let mut out = Vec::new();
         for acc in accumulators.iter_mut() {
             out.extend(acc.state(EmitTo::All)?);
@@ -249,7 +265,10 @@ impl PhysicalAggregate {
     }
 
     /// Takes the results of all groups, resetting the accumulators.
-    pub fn take_results(&self, accumulators: &mut [Box<dyn GroupsAccumulator>]) -> Result<Vec<ArrayRef>> {
+    pub fn take_results(
+        &self,
+        accumulators: &mut [Box<dyn GroupsAccumulator>],
+    ) -> Result<Vec<ArrayRef>> {
         accumulators
             .iter_mut()
             .map(|acc| Ok(acc.evaluate(EmitTo::All)?))

@@ -161,7 +161,14 @@ impl Pipeline {
                         batch
                     }
                     Some(window) => {
-                        assign_windows(&window.kind, &ts, &marks, running, self.job.drops_late, &mut self.assignment);
+                        assign_windows(
+                            &window.kind,
+                            &ts,
+                            &marks,
+                            running,
+                            self.job.drops_late,
+                            &mut self.assignment,
+                        );
                         self.count_late();
                         with_windows(&batch, window, &self.assignment)?
                     }
@@ -185,7 +192,9 @@ impl Pipeline {
             return;
         }
         let rows = 1 + late.windows(2).filter(|w| w[0].0 != w[1].0).count();
-        self.metrics.late_rows.fetch_add(rows as u64, Ordering::Relaxed);
+        self.metrics
+            .late_rows
+            .fetch_add(rows as u64, Ordering::Relaxed);
     }
 
     async fn on_tick(&mut self) -> Result<()> {
@@ -226,7 +235,12 @@ impl Pipeline {
         let Some(batch) = partial.flush()? else {
             return Ok(());
         };
-        let routing = &self.job.aggregate.as_ref().expect("aggregate downstream has a plan").routing;
+        let routing = &self
+            .job
+            .aggregate
+            .as_ref()
+            .expect("aggregate downstream has a plan")
+            .routing;
         let parts = route(&batch, routing, owners.len(), &mut self.hashes)?;
         self.idle_sent = false;
         for (owner, part) in parts.into_iter().enumerate() {
@@ -261,32 +275,58 @@ impl Pipeline {
 fn millis(array: &ArrayRef) -> Result<Cow<'_, [i64]>> {
     match array.data_type() {
         DataType::Timestamp(TimeUnit::Millisecond, _) => Ok(Cow::Borrowed(
-            array.as_primitive::<TimestampMillisecondType>().values().as_ref(),
+            array
+                .as_primitive::<TimestampMillisecondType>()
+                .values()
+                .as_ref(),
         )),
         DataType::Timestamp(_, tz) => {
-            let cast = arrow::compute::cast(array, &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()))?;
-            Ok(Cow::Owned(cast.as_primitive::<TimestampMillisecondType>().values().to_vec()))
+            let cast = arrow::compute::cast(
+                array,
+                &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()),
+            )?;
+            Ok(Cow::Owned(
+                cast.as_primitive::<TimestampMillisecondType>()
+                    .values()
+                    .to_vec(),
+            ))
         }
         other => Err(Error::internal(format!("event time of type {other}"))),
     }
 }
 
 /// The rows of `assignment` with the window columns added.
-fn with_windows(batch: &RecordBatch, window: &WindowPlan, assignment: &Assignment) -> Result<RecordBatch> {
+fn with_windows(
+    batch: &RecordBatch,
+    window: &WindowPlan,
+    assignment: &Assignment,
+) -> Result<RecordBatch> {
     let identity = assignment.rows.len() == batch.num_rows()
-        && assignment.rows.iter().enumerate().all(|(i, r)| *r as usize == i);
+        && assignment
+            .rows
+            .iter()
+            .enumerate()
+            .all(|(i, r)| *r as usize == i);
     let rows = if identity {
         batch.clone()
     } else {
         take_rows(batch, &assignment.rows)?
     };
-    let time_tz = match window.output.field(window.output.fields().len() - 1).data_type() {
+    let time_tz = match window
+        .output
+        .field(window.output.fields().len() - 1)
+        .data_type()
+    {
         DataType::Timestamp(_, tz) => tz.clone(),
         _ => None,
     };
     let mut columns = rows.columns().to_vec();
-    columns.push(Arc::new(TimestampMillisecondArray::from(assignment.starts.clone())));
-    columns.push(Arc::new(TimestampMillisecondArray::from(assignment.ends.clone())));
+    columns.push(Arc::new(TimestampMillisecondArray::from(
+        assignment.starts.clone(),
+    )));
+    columns.push(Arc::new(TimestampMillisecondArray::from(
+        assignment.ends.clone(),
+    )));
     let times: TimestampMillisecondArray = assignment.ends.iter().map(|e| Some(e - 1)).collect();
     columns.push(Arc::new(times.with_timezone_opt(time_tz)));
     debug_assert!(columns.iter().all(|c| c.len() == assignment.rows.len()));

@@ -154,7 +154,11 @@ impl StreamPlan {
         lines.push(format!(
             "Materialize: view={} {} emit={}",
             self.view,
-            if keyed { "keyed by group" } else { "append-only" },
+            if keyed {
+                "keyed by group"
+            } else {
+                "append-only"
+            },
             match self.emit {
                 EmitMode::OnUpdate => "on-update",
                 EmitMode::OnWindowClose => "on-window-close",

@@ -101,7 +101,10 @@ impl RowPreparer for Preparer {
         let original = |row: usize| kept.as_ref().map(|k| k[row] as usize).unwrap_or(row);
         for row in 0..batch.num_rows() {
             if times.is_null(row) {
-                rejected.push((original(row), format!("the event time \"{name}\" is missing")));
+                rejected.push((
+                    original(row),
+                    format!("the event time \"{name}\" is missing"),
+                ));
             }
         }
         rejected.sort_by_key(|(i, _)| *i);

@@ -194,13 +194,23 @@ mod tests {
         assert_eq!(c.current(t0), InstanceTime::Unknown);
         c.assign(2, t0);
         *c.running(0, t0) = 100;
-        assert_eq!(c.current(t0), InstanceTime::Unknown, "split 1 has made no watermark");
+        assert_eq!(
+            c.current(t0),
+            InstanceTime::Unknown,
+            "split 1 has made no watermark"
+        );
         *c.running(1, t0) = 50;
         assert_eq!(c.current(t0), InstanceTime::Watermark(50));
         // Split 1 caught up and stays quiet: after the timeout it is idle.
         c.caught_up(1);
-        assert_eq!(c.current(t0 + Duration::from_secs(1)), InstanceTime::Watermark(50));
-        assert_eq!(c.current(t0 + Duration::from_secs(6)), InstanceTime::Watermark(100));
+        assert_eq!(
+            c.current(t0 + Duration::from_secs(1)),
+            InstanceTime::Watermark(50)
+        );
+        assert_eq!(
+            c.current(t0 + Duration::from_secs(6)),
+            InstanceTime::Watermark(100)
+        );
         // It sends again: active again.
         let t1 = t0 + Duration::from_secs(7);
         *c.running(1, t1) = 60;
@@ -217,7 +227,10 @@ mod tests {
         c.assign(2, t0);
         *c.running(0, t0) = 10;
         *c.running(1, t0) = 20;
-        assert_eq!(c.current(t0 + Duration::from_secs(60)), InstanceTime::Watermark(10));
+        assert_eq!(
+            c.current(t0 + Duration::from_secs(60)),
+            InstanceTime::Watermark(10)
+        );
     }
 
     #[test]
@@ -226,7 +239,11 @@ mod tests {
         assert_eq!(w.on_watermark(0, 10), None);
         assert_eq!(w.on_watermark(1, 5), Some(5));
         assert_eq!(w.on_idle(1), Some(10));
-        assert_eq!(w.on_watermark(1, 7), None, "the combined watermark never goes back");
+        assert_eq!(
+            w.on_watermark(1, 7),
+            None,
+            "the combined watermark never goes back"
+        );
         assert_eq!(w.current(), 10);
         assert_eq!(w.on_watermark(1, 30), None);
         assert_eq!(w.on_watermark(0, 40), Some(30));

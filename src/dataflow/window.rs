@@ -58,7 +58,9 @@ impl WindowKind {
     /// A description for EXPLAIN: `TUMBLE(size=60000 ms)`.
     pub fn describe(&self) -> String {
         match self {
-            WindowKind::Tumble { size, offset } if *offset == 0 => format!("TUMBLE(size={})", fmt_ms(*size)),
+            WindowKind::Tumble { size, offset } if *offset == 0 => {
+                format!("TUMBLE(size={})", fmt_ms(*size))
+            }
             WindowKind::Tumble { size, offset } => {
                 format!("TUMBLE(size={}, offset={})", fmt_ms(*size), fmt_ms(*offset))
             }
@@ -173,7 +175,10 @@ mod tests {
         assert_eq!(windows(k, 9), vec![(0, 10)]);
         assert_eq!(windows(k, 10), vec![(10, 20)]);
         assert_eq!(windows(k, -1), vec![(-10, 0)]);
-        let k = WindowKind::Tumble { size: 10, offset: 3 };
+        let k = WindowKind::Tumble {
+            size: 10,
+            offset: 3,
+        };
         assert_eq!(windows(k, 2), vec![(-7, 3)]);
         assert_eq!(windows(k, 3), vec![(3, 13)]);
     }
@@ -191,7 +196,10 @@ mod tests {
 
     #[test]
     fn lateness_uses_the_watermark_before_each_row() {
-        let k = WindowKind::Tumble { size: 10, offset: 0 };
+        let k = WindowKind::Tumble {
+            size: 10,
+            offset: 0,
+        };
         // Watermark = ts - 2. Row 2 (ts 25) makes wm 23, firing [10, 20);
         // row 3 (ts 15) is then late; row 1 (ts 19) was not.
         let ts = [5, 19, 25, 15, 20];
@@ -207,7 +215,11 @@ mod tests {
     fn brute_force(kind: WindowKind, ts: i64) -> Vec<(i64, i64)> {
         let (slide, size, offset) = match kind {
             WindowKind::Tumble { size, offset } => (size, size, offset),
-            WindowKind::Hop { slide, size, offset } => (slide, size, offset),
+            WindowKind::Hop {
+                slide,
+                size,
+                offset,
+            } => (slide, size, offset),
         };
         let mut v: Vec<(i64, i64)> = (ts - size - 2 * slide..=ts + slide)
             .filter(|s| floor_mod(s - offset, slide) == 0 && *s <= ts && ts < s + size)

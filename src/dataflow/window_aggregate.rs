@@ -54,7 +54,12 @@ pub struct WindowAggregate {
 }
 
 impl WindowAggregate {
-    pub fn new(agg: Arc<PhysicalAggregate>, emit: EmitMode, out: Materialize, metrics: Arc<JobMetrics>) -> Result<Self> {
+    pub fn new(
+        agg: Arc<PhysicalAggregate>,
+        emit: EmitMode,
+        out: Materialize,
+        metrics: Arc<JobMetrics>,
+    ) -> Result<Self> {
         let keys = RowConverter::new(
             agg.group_schema
                 .fields()
@@ -93,9 +98,15 @@ impl WindowAggregate {
         };
         let column = batch.column(fire.group_index);
         if !matches!(column.data_type(), DataType::Timestamp(..)) {
-            return Err(Error::internal(format!("window column of type {}", column.data_type())));
+            return Err(Error::internal(format!(
+                "window column of type {}",
+                column.data_type()
+            )));
         }
-        let ms = arrow::compute::cast(column, &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None))?;
+        let ms = arrow::compute::cast(
+            column,
+            &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+        )?;
         let ms = ms.as_primitive::<TimestampMillisecondType>();
         Ok(Some(ms.values().iter().map(|v| v + fire.add_ms).collect()))
     }
@@ -127,7 +138,8 @@ impl WindowAggregate {
 
         // Merge the incoming states, then the stored ones, group i = row i.
         let identity: Vec<usize> = self.identity(n).to_vec();
-        self.agg.merge(&mut self.accumulators, &incoming, &identity, n)?;
+        self.agg
+            .merge(&mut self.accumulators, &incoming, &identity, n)?;
         let parser = self.states.parser();
         let mut stored_rows = Vec::new();
         let mut stored_groups = Vec::new();
@@ -139,15 +151,18 @@ impl WindowAggregate {
         }
         if !stored_rows.is_empty() {
             let stored = self.states.convert_rows(stored_rows)?;
-            self.agg.merge(&mut self.accumulators, &stored, &stored_groups, n)?;
+            self.agg
+                .merge(&mut self.accumulators, &stored, &stored_groups, n)?;
         }
         let merged = self.agg.take_states(&mut self.accumulators)?;
         let encoded = self.states.convert_columns(&merged)?;
         for i in 0..n {
-            self.table.put(windows[i], keys.row(i).as_ref(), encoded.row(i).as_ref());
+            self.table
+                .put(windows[i], keys.row(i).as_ref(), encoded.row(i).as_ref());
         }
         if self.emit == EmitMode::OnUpdate {
-            self.agg.merge(&mut self.accumulators, &merged, &identity, n)?;
+            self.agg
+                .merge(&mut self.accumulators, &merged, &identity, n)?;
             let results = self.agg.take_results(&mut self.accumulators)?;
             self.emit_rows(&keys, group_cols, results)?;
         }
@@ -155,19 +170,38 @@ impl WindowAggregate {
     }
 
     /// Drops partial states of windows that have already fired.
-    fn drop_fired(&self, batch: RecordBatch, windows: Vec<WindowId>) -> Result<(RecordBatch, Vec<WindowId>)> {
-        let late = windows.iter().filter(|w| has_fired(**w, self.watermark)).count();
+    fn drop_fired(
+        &self,
+        batch: RecordBatch,
+        windows: Vec<WindowId>,
+    ) -> Result<(RecordBatch, Vec<WindowId>)> {
+        let late = windows
+            .iter()
+            .filter(|w| has_fired(**w, self.watermark))
+            .count();
         if late == 0 {
             return Ok((batch, windows));
         }
-        self.metrics.late_rows.fetch_add(late as u64, Ordering::Relaxed);
-        let keep: arrow::array::BooleanArray =
-            windows.iter().map(|w| Some(!has_fired(*w, self.watermark))).collect();
-        let kept = windows.into_iter().filter(|w| !has_fired(*w, self.watermark)).collect();
+        self.metrics
+            .late_rows
+            .fetch_add(late as u64, Ordering::Relaxed);
+        let keep: arrow::array::BooleanArray = windows
+            .iter()
+            .map(|w| Some(!has_fired(*w, self.watermark)))
+            .collect();
+        let kept = windows
+            .into_iter()
+            .filter(|w| !has_fired(*w, self.watermark))
+            .collect();
         Ok((arrow::compute::filter_record_batch(&batch, &keep)?, kept))
     }
 
-    fn emit_rows(&self, keys: &Rows, group_cols: Vec<ArrayRef>, results: Vec<ArrayRef>) -> Result<()> {
+    fn emit_rows(
+        &self,
+        keys: &Rows,
+        group_cols: Vec<ArrayRef>,
+        results: Vec<ArrayRef>,
+    ) -> Result<()> {
         let mut columns = group_cols;
         columns.extend(results);
         let batch = RecordBatch::try_new(self.agg.output_schema.clone(), columns)?;
@@ -209,7 +243,8 @@ impl WindowAggregate {
                 .states
                 .convert_rows(chunk.iter().map(|(_, v)| state_parser.parse(v)))?;
             let identity: Vec<usize> = self.identity(n).to_vec();
-            self.agg.merge(&mut self.accumulators, &states, &identity, n)?;
+            self.agg
+                .merge(&mut self.accumulators, &states, &identity, n)?;
             let results = self.agg.take_results(&mut self.accumulators)?;
             let keys = self.keys.convert_columns(&group_cols)?;
             self.emit_rows(&keys, group_cols, results)?;

@@ -41,8 +41,10 @@ pub fn bind_source(state: &SessionState, create: &CreateSource, sql: &str) -> Re
     }
     check_unique(&create)?;
     let physical: SchemaRef = Arc::new(Schema::new(physical_fields));
-    let physical_df: DFSchemaRef =
-        Arc::new(DFSchema::try_from_qualified_schema(create.name.as_str(), &physical)?);
+    let physical_df: DFSchemaRef = Arc::new(DFSchema::try_from_qualified_schema(
+        create.name.as_str(),
+        &physical,
+    )?);
     let mut fields = Vec::new();
     let mut columns = Vec::new();
     let mut physical_index = 0;
@@ -67,8 +69,10 @@ pub fn bind_source(state: &SessionState, create: &CreateSource, sql: &str) -> Re
         }
     }
     let schema: SchemaRef = Arc::new(Schema::new(fields));
-    let schema_df: DFSchemaRef =
-        Arc::new(DFSchema::try_from_qualified_schema(create.name.as_str(), &schema)?);
+    let schema_df: DFSchemaRef = Arc::new(DFSchema::try_from_qualified_schema(
+        create.name.as_str(),
+        &schema,
+    )?);
     let rowtime = match &create.watermark {
         None => None,
         Some(wm) => {
@@ -97,7 +101,10 @@ pub fn bind_source(state: &SessionState, create: &CreateSource, sql: &str) -> Re
             if !matches!(wt, DataType::Timestamp(..)) {
                 return Err(Error::user(
                     sqlstate::DATATYPE_MISMATCH,
-                    format!("the watermark expression must be a timestamp, not {}", sql_name(&wt)),
+                    format!(
+                        "the watermark expression must be a timestamp, not {}",
+                        sql_name(&wt)
+                    ),
                 )
                 .at(pos));
             }
@@ -139,9 +146,13 @@ fn with_default_columns(create: &CreateSource) -> Result<CreateSource> {
         ))
         .at(create.name_position));
     }
-    let template = parser::parse_one(&format!("CREATE TABLE t ({DEFAULT_COLUMNS}) WITH ('connector' = 'datagen')"))?;
+    let template = parser::parse_one(&format!(
+        "CREATE TABLE t ({DEFAULT_COLUMNS}) WITH ('connector' = 'datagen')"
+    ))?;
     let Statement::CreateSource(template) = template.statement else {
-        return Err(Error::internal("the default datagen columns do not parse as a table"));
+        return Err(Error::internal(
+            "the default datagen columns do not parse as a table",
+        ));
     };
     let mut out = create.clone();
     out.columns = template.columns;
@@ -230,7 +241,10 @@ mod tests {
         assert_eq!(s.schema.fields().len(), 3);
         assert_eq!(
             s.schema.field(2).data_type(),
-            &DataType::Timestamp(TimeUnit::Millisecond, Some(crate::frontend::types::UTC.into()))
+            &DataType::Timestamp(
+                TimeUnit::Millisecond,
+                Some(crate::frontend::types::UTC.into())
+            )
         );
         assert_eq!(s.rowtime.as_ref().unwrap().index, 2);
     }
@@ -238,8 +252,23 @@ mod tests {
     #[test]
     fn datagen_without_columns_gets_the_telecom_schema() {
         let s = bind("CREATE TABLE calls WITH ('connector' = 'datagen')").unwrap();
-        let names: Vec<&str> = s.schema.fields().iter().map(|f| f.name().as_str()).collect();
-        assert_eq!(names, vec!["event_time", "cell_id", "msisdn", "status", "duration_ms", "ts"]);
+        let names: Vec<&str> = s
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "event_time",
+                "cell_id",
+                "msisdn",
+                "status",
+                "duration_ms",
+                "ts"
+            ]
+        );
     }
 
     #[test]
@@ -247,18 +276,30 @@ mod tests {
         let sql = "CREATE TABLE t (a BIGINT, ts AS TO_TIMESTAMP_LTZ(b, 3)) WITH ('connector' = 'datagen')";
         let err = bind(sql).unwrap_err();
         assert_eq!(err.sqlstate(), "42703");
-        assert!(err.to_string().contains("column \"b\" does not exist"), "{err}");
+        assert!(
+            err.to_string().contains("column \"b\" does not exist"),
+            "{err}"
+        );
         assert_eq!(err.position(), Some(sql.find("b, 3").unwrap() + 1));
 
         let sql = "CREATE TABLE t (a BIGINT, WATERMARK FOR a AS a) WITH ('connector' = 'datagen')";
         let err = bind(sql).unwrap_err();
         assert_eq!(err.sqlstate(), "42804");
 
-        let err = bind("CREATE TABLE t (a BIGINT) WITH ('connector' = 'kafka', 'topic' = 'x')").unwrap_err();
+        let err = bind("CREATE TABLE t (a BIGINT) WITH ('connector' = 'kafka', 'topic' = 'x')")
+            .unwrap_err();
         assert_eq!(err.sqlstate(), "22023");
-        assert!(err.to_string().contains("properties.bootstrap.servers"), "{err}");
+        assert!(
+            err.to_string().contains("properties.bootstrap.servers"),
+            "{err}"
+        );
 
-        let err = bind("CREATE TABLE t (a BIGINT) WITH ('connector' = 'datagen', 'rows-per-sec' = '5')").unwrap_err();
-        assert!(err.to_string().contains("unknown option 'rows-per-sec'"), "{err}");
+        let err =
+            bind("CREATE TABLE t (a BIGINT) WITH ('connector' = 'datagen', 'rows-per-sec' = '5')")
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown option 'rows-per-sec'"),
+            "{err}"
+        );
     }
 }

@@ -110,7 +110,10 @@ pub struct ColumnDecl {
 
 #[derive(Debug, Clone)]
 pub enum ColumnKind {
-    Physical { data_type: ast::DataType, not_null: bool },
+    Physical {
+        data_type: ast::DataType,
+        not_null: bool,
+    },
     /// `name AS expr`.
     Computed(ast::Expr),
 }
@@ -157,14 +160,15 @@ pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
             break;
         }
         let start = parser.peek_token().span.start;
-        let statement =
-            parse_statement(&mut parser, sql).map_err(|e| into_error(e, sql))?;
+        let statement = parse_statement(&mut parser, sql).map_err(|e| into_error(e, sql))?;
         let end = parser.peek_token().span.start;
         let token = parser.peek_token().token;
         if token != Token::SemiColon && token != Token::EOF {
             let found = parser.peek_token();
-            return Err(Error::syntax(format!("syntax error at or near \"{}\"", found.token))
-                .at(location_to_pos(sql, found.span.start)));
+            return Err(
+                Error::syntax(format!("syntax error at or near \"{}\"", found.token))
+                    .at(location_to_pos(sql, found.span.start)),
+            );
         }
         let text = slice_between(sql, start, end, token == Token::EOF);
         out.push(Parsed { statement, text });
@@ -231,7 +235,11 @@ fn slice_between(
     to_end: bool,
 ) -> String {
     let a = byte_offset(sql, start);
-    let b = if to_end { sql.len() } else { byte_offset(sql, end) };
+    let b = if to_end {
+        sql.len()
+    } else {
+        byte_offset(sql, end)
+    };
     sql.get(a..b.max(a)).unwrap_or("").trim().to_string()
 }
 
@@ -243,8 +251,14 @@ fn drop_inner_table_keyword(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
     for tok in tokens {
         if is_keyword(&tok.token, Keyword::TABLE) {
             let mut prev = out.iter().rev().filter(|t| significant(t));
-            let paren = prev.next().map(|t| t.token == Token::LParen).unwrap_or(false);
-            let func = prev.next().map(|t| is_window_function_name(&t.token)).unwrap_or(false);
+            let paren = prev
+                .next()
+                .map(|t| t.token == Token::LParen)
+                .unwrap_or(false);
+            let func = prev
+                .next()
+                .map(|t| is_window_function_name(&t.token))
+                .unwrap_or(false);
             if paren && func {
                 continue;
             }
@@ -321,7 +335,10 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         let name = object_name(parser)?;
         // Postgres accepts CASCADE/RESTRICT; Sluice always restricts.
         if parser.parse_keyword(Keyword::CASCADE) {
-            return Err(Error::not_supported("drop ... cascade is not supported; drop dependent views first").into());
+            return Err(Error::not_supported(
+                "drop ... cascade is not supported; drop dependent views first",
+            )
+            .into());
         }
         let _ = parser.parse_keyword(Keyword::RESTRICT);
         return Ok(Statement::Drop {
@@ -352,7 +369,9 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
                     break;
                 }
                 other => {
-                    return Err(Error::syntax(format!("syntax error at or near \"{other}\"")).into())
+                    return Err(
+                        Error::syntax(format!("syntax error at or near \"{other}\"")).into(),
+                    )
                 }
             }
         }
@@ -413,7 +432,11 @@ pub fn normalize_object_name(name: &ast::ObjectName) -> String {
         .filter_map(|p| p.as_ident().map(normalize_ident))
         .collect();
     match parts.as_slice() {
-        [schema, rest @ ..] if !rest.is_empty() && (schema == "public" || schema == "sluice") && rest.len() == 1 => {
+        [schema, rest @ ..]
+            if !rest.is_empty()
+                && (schema == "public" || schema == "sluice")
+                && rest.len() == 1 =>
+        {
             if schema == "sluice" {
                 format!("sluice.{}", rest[0])
             } else {
@@ -623,11 +646,11 @@ fn parse_with_options(parser: &mut Parser, sql: &str) -> PResult<Vec<(String, St
                 key
             }
             other => {
-                return Err(Error::syntax(format!(
-                    "expected an option name, found \"{other}\""
-                ))
-                .at(location_to_pos(sql, key_tok.span.start))
-                .into())
+                return Err(
+                    Error::syntax(format!("expected an option name, found \"{other}\""))
+                        .at(location_to_pos(sql, key_tok.span.start))
+                        .into(),
+                )
             }
         };
         parser.expect_token(&Token::Eq)?;
@@ -679,9 +702,11 @@ fn parse_create_view(parser: &mut Parser, sql: &str) -> PResult<CreateView> {
         } else if parser.parse_keywords(&[Keyword::ON, Keyword::UPDATE]) {
             EmitMode::OnUpdate
         } else {
-            return Err(Error::syntax("expected ON WINDOW CLOSE or ON UPDATE after EMIT")
-                .at(location_to_pos(sql, tok.span.start))
-                .into());
+            return Err(
+                Error::syntax("expected ON WINDOW CLOSE or ON UPDATE after EMIT")
+                    .at(location_to_pos(sql, tok.span.start))
+                    .into(),
+            );
         }
     } else {
         EmitMode::OnUpdate
@@ -755,16 +780,23 @@ mod tests {
 
     #[test]
     fn set_and_show_variables() {
-        let all = parse("SET extra_float_digits = 3; SET TIME ZONE 'UTC'; SHOW search_path").unwrap();
-        assert!(matches!(&all[0].statement, Statement::SetVariable { name, value } if name == "extra_float_digits" && value == "3"));
-        assert!(matches!(&all[1].statement, Statement::SetVariable { name, .. } if name == "timezone"));
+        let all =
+            parse("SET extra_float_digits = 3; SET TIME ZONE 'UTC'; SHOW search_path").unwrap();
+        assert!(
+            matches!(&all[0].statement, Statement::SetVariable { name, value } if name == "extra_float_digits" && value == "3")
+        );
+        assert!(
+            matches!(&all[1].statement, Statement::SetVariable { name, .. } if name == "timezone")
+        );
         assert!(matches!(&all[2].statement, Statement::ShowVariable(n) if n == "search_path"));
     }
 
     #[test]
     fn drop_and_describe() {
         let all = parse("DROP MATERIALIZED VIEW IF EXISTS Kpi; DESCRIBE calls").unwrap();
-        assert!(matches!(&all[0].statement, Statement::Drop { kind: ObjectKind::MaterializedView, name, if_exists: true } if name == "kpi"));
+        assert!(
+            matches!(&all[0].statement, Statement::Drop { kind: ObjectKind::MaterializedView, name, if_exists: true } if name == "kpi")
+        );
         assert!(matches!(&all[1].statement, Statement::Describe(n) if n == "calls"));
     }
 }

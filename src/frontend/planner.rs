@@ -52,7 +52,11 @@ pub async fn plan_view(
     sql: &str,
     lookup: &(dyn Fn(&str) -> Relation + Sync),
 ) -> Result<StreamPlan> {
-    Options::new(format!("materialized view \"{}\"", create.name), &create.options).finish()?;
+    Options::new(
+        format!("materialized view \"{}\"", create.name),
+        &create.options,
+    )
+    .finish()?;
     let ctx = crate::functions::session_context();
     let state = ctx.state();
     let mut query = create.query.clone();
@@ -65,7 +69,9 @@ pub async fn plan_view(
         .chain(tables.iter().map(|t| (t.name.clone(), t.position)))
         .collect();
     names.dedup_by(|a, b| a.0 == b.0);
-    if windows.len() > 1 || (windows.len() == 1 && tables.iter().any(|t| t.name == windows[0].source)) {
+    if windows.len() > 1
+        || (windows.len() == 1 && tables.iter().any(|t| t.name == windows[0].source))
+    {
         return Err(Error::not_supported(
             "reading a source through several windows in one view is not supported yet",
         ));
@@ -99,9 +105,8 @@ pub async fn plan_view(
             }
         }
     }
-    let source = source.ok_or_else(|| {
-        Error::not_supported("a materialized view must read from a source table")
-    })?;
+    let source = source
+        .ok_or_else(|| Error::not_supported("a materialized view must read from a source table"))?;
     let window = match windows.first() {
         Some(call) => Some(window_plan(call, &source)?),
         None => None,
@@ -136,7 +141,10 @@ pub async fn plan_view(
         Some(agg) => Some(aggregate_plan(&agg, &shape.pre, window.as_ref(), &source)?),
     };
     if create.emit == EmitMode::OnWindowClose
-        && !aggregate.as_ref().map(|a| a.fire_time.is_some()).unwrap_or(false)
+        && !aggregate
+            .as_ref()
+            .map(|a| a.fire_time.is_some())
+            .unwrap_or(false)
     {
         return Err(Error::not_supported(
             "EMIT ON WINDOW CLOSE needs a windowed aggregation (GROUP BY window_start, window_end)",
@@ -198,17 +206,33 @@ fn window_plan(call: &WindowCall, source: &SourcePlan) -> Result<WindowPlan> {
             )))
         }
     };
-    let mut fields: Vec<Field> = source.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = source
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     for name in [WINDOW_START, WINDOW_END, WINDOW_TIME] {
         if fields.iter().any(|f| f.name() == name) {
             return Err(Error::user(
                 sqlstate::AMBIGUOUS_COLUMN,
-                format!("source \"{}\" already has a column \"{name}\", which the window adds", source.name),
+                format!(
+                    "source \"{}\" already has a column \"{name}\", which the window adds",
+                    source.name
+                ),
             ));
         }
     }
-    fields.push(Field::new(WINDOW_START, DataType::Timestamp(TimeUnit::Millisecond, None), false));
-    fields.push(Field::new(WINDOW_END, DataType::Timestamp(TimeUnit::Millisecond, None), false));
+    fields.push(Field::new(
+        WINDOW_START,
+        DataType::Timestamp(TimeUnit::Millisecond, None),
+        false,
+    ));
+    fields.push(Field::new(
+        WINDOW_END,
+        DataType::Timestamp(TimeUnit::Millisecond, None),
+        false,
+    ));
     fields.push(Field::new(WINDOW_TIME, time_type, false));
     Ok(WindowPlan {
         kind: call.kind,
@@ -237,7 +261,11 @@ fn walk(plan: &LogicalPlan) -> Result<Shape> {
     let mut aggregate = None;
     let mut node = plan;
     loop {
-        let ops = if aggregate.is_some() { &mut below } else { &mut above };
+        let ops = if aggregate.is_some() {
+            &mut below
+        } else {
+            &mut above
+        };
         match node {
             LogicalPlan::Projection(p) => {
                 check_exprs(&p.expr)?;
@@ -350,7 +378,9 @@ fn check_exprs(exprs: &[Expr]) -> Result<()> {
         let mut found = None;
         e.apply(|e| {
             let what = match e {
-                Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_) => Some("subqueries"),
+                Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_) => {
+                    Some("subqueries")
+                }
                 Expr::OuterReferenceColumn(..) => Some("correlated subqueries"),
                 Expr::WindowFunction(_) => Some("window functions (OVER)"),
                 _ => None,
@@ -386,7 +416,9 @@ fn check_aggregate(e: &Expr) -> Result<()> {
             }
             check_exprs(&f.params.args)
         }
-        other => Err(Error::internal(format!("aggregate expression {other} is not an aggregate function"))),
+        other => Err(Error::internal(format!(
+            "aggregate expression {other} is not an aggregate function"
+        ))),
     }
 }
 
@@ -445,15 +477,13 @@ fn aggregate_plan(
                 group_index: i,
                 add_ms: w.kind.size(),
             }),
-            (None, None) => {
-                return Err(Error::user(
-                    sqlstate::GROUPING_ERROR,
-                    format!(
-                        "an aggregation over a window of \"{}\" must GROUP BY window_start, window_end",
-                        source.name
-                    ),
-                ))
-            }
+            (None, None) => return Err(Error::user(
+                sqlstate::GROUPING_ERROR,
+                format!(
+                    "an aggregation over a window of \"{}\" must GROUP BY window_start, window_end",
+                    source.name
+                ),
+            )),
         };
     }
     let mut routing: Vec<usize> = (0..agg.group_exprs.len())
@@ -477,7 +507,10 @@ fn check_output_names(schema: &Schema) -> Result<()> {
         if schema.fields()[..i].iter().any(|o| o.name() == f.name()) {
             return Err(Error::user(
                 sqlstate::AMBIGUOUS_COLUMN,
-                format!("column \"{}\" appears twice in the view; give one an alias", f.name()),
+                format!(
+                    "column \"{}\" appears twice in the view; give one an alias",
+                    f.name()
+                ),
             ));
         }
     }
@@ -533,10 +566,28 @@ mod tests {
         assert_eq!(agg.routing, vec![2]);
         assert_eq!(p.pre.len(), 1);
         assert!(p.drops_late_rows());
-        let names: Vec<&str> = p.output.fields().iter().map(|f| f.name().as_str()).collect();
-        assert_eq!(names, vec!["window_start", "window_end", "cell_id", "calls", "failures", "avg_ms"]);
+        let names: Vec<&str> = p
+            .output
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "window_start",
+                "window_end",
+                "cell_id",
+                "calls",
+                "failures",
+                "avg_ms"
+            ]
+        );
         let text = p.explain(2);
-        assert!(text.contains("WindowAssign: TUMBLE(size=1 min) on ts"), "{text}");
+        assert!(
+            text.contains("WindowAssign: TUMBLE(size=1 min) on ts"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -137,7 +137,10 @@ mod tests {
     use crate::frontend::parser::{parse_one, ColumnKind, Statement};
 
     fn types_of(cols: &str) -> Vec<DataType> {
-        let p = parse_one(&format!("CREATE TABLE t ({cols}) WITH ('connector' = 'datagen')")).unwrap();
+        let p = parse_one(&format!(
+            "CREATE TABLE t ({cols}) WITH ('connector' = 'datagen')"
+        ))
+        .unwrap();
         let Statement::CreateSource(s) = p.statement else {
             panic!()
         };
@@ -175,7 +178,13 @@ mod tests {
 
     #[test]
     fn sql_names_round_trip_for_common_types() {
-        assert_eq!(sql_name(&DataType::Timestamp(TimeUnit::Millisecond, Some(UTC.into()))), "TIMESTAMP_LTZ(3)");
+        assert_eq!(
+            sql_name(&DataType::Timestamp(
+                TimeUnit::Millisecond,
+                Some(UTC.into())
+            )),
+            "TIMESTAMP_LTZ(3)"
+        );
         assert_eq!(sql_name(&DataType::Decimal128(10, 2)), "DECIMAL(10, 2)");
     }
 }

@@ -96,7 +96,9 @@ impl VisitorMut for Extractor<'_> {
             } if is_window_name(name) => {
                 Some((name.clone(), args.args.clone(), alias.clone(), name.span()))
             }
-            TableFactor::Table { name, args: None, .. } => {
+            TableFactor::Table {
+                name, args: None, ..
+            } => {
                 self.tables.push(TableRef {
                     name: normalize_object_name(name),
                     position: self.pos(name.span()),
@@ -127,7 +129,9 @@ fn is_window_name(name: &ObjectName) -> bool {
 /// `SELECT * FROM name [AS alias]`'s table factor.
 fn table_factor(name: &str, alias: Option<ast::TableAlias>) -> TableFactor {
     TableFactor::Table {
-        name: ObjectName(vec![ObjectNamePart::Identifier(ast::Ident::with_quote('"', name))]),
+        name: ObjectName(vec![ObjectNamePart::Identifier(ast::Ident::with_quote(
+            '"', name,
+        ))]),
         alias,
         args: None,
         with_hints: Vec::new(),
@@ -142,7 +146,11 @@ fn table_factor(name: &str, alias: Option<ast::TableAlias>) -> TableFactor {
 
 impl Extractor<'_> {
     fn pos(&self, span: sqlparser::tokenizer::Span) -> Option<usize> {
-        crate::error::char_position(self.sql, span.start.line as usize, span.start.column as usize)
+        crate::error::char_position(
+            self.sql,
+            span.start.line as usize,
+            span.start.column as usize,
+        )
     }
 
     fn window_call(
@@ -181,9 +189,15 @@ impl Extractor<'_> {
             .at(position));
         }
         let source = match exprs[0] {
-            SqlExpr::Identifier(i) => normalize_object_name(&ObjectName(vec![ObjectNamePart::Identifier(i.clone())])),
+            SqlExpr::Identifier(i) => {
+                normalize_object_name(&ObjectName(vec![ObjectNamePart::Identifier(i.clone())]))
+            }
             SqlExpr::CompoundIdentifier(parts) => normalize_object_name(&ObjectName(
-                parts.iter().cloned().map(ObjectNamePart::Identifier).collect(),
+                parts
+                    .iter()
+                    .cloned()
+                    .map(ObjectNamePart::Identifier)
+                    .collect(),
             )),
             other => {
                 return Err(Error::syntax(format!(
@@ -220,7 +234,8 @@ impl Extractor<'_> {
         };
         let interval = |i: usize, what: &str| -> Result<i64> {
             let e = exprs[i];
-            let ms = interval_ms(self.state, e, self.sql).map_err(|err| err.at(self.pos(e.span())))?;
+            let ms =
+                interval_ms(self.state, e, self.sql).map_err(|err| err.at(self.pos(e.span())))?;
             if ms <= 0 && what != "offset" {
                 return Err(Error::invalid_parameter(format!(
                     "the {what} of a {kind_name} window must be positive"
@@ -231,12 +246,20 @@ impl Extractor<'_> {
         };
         let kind = if kind_name == "TUMBLE" {
             let size = interval(2, "size")?;
-            let offset = if exprs.len() == 4 { interval(3, "offset")? } else { 0 };
+            let offset = if exprs.len() == 4 {
+                interval(3, "offset")?
+            } else {
+                0
+            };
             WindowKind::Tumble { size, offset }
         } else {
             let slide = interval(2, "slide")?;
             let size = interval(3, "size")?;
-            let offset = if exprs.len() == 5 { interval(4, "offset")? } else { 0 };
+            let offset = if exprs.len() == 5 {
+                interval(4, "offset")?
+            } else {
+                0
+            };
             if size % slide != 0 {
                 return Err(Error::invalid_parameter(format!(
                     "the size of a HOP window must be a multiple of its slide, got size {} and slide {}",
@@ -280,9 +303,14 @@ pub fn interval_ms(state: &SessionState, expr: &SqlExpr, sql: &str) -> Result<i6
         vec![],
         &RecordBatchOptions::new().with_row_count(Some(1)),
     )?;
-    let value = match physical.evaluate(&batch).map_err(|e| Error::from_datafusion(e, sql))? {
+    let value = match physical
+        .evaluate(&batch)
+        .map_err(|e| Error::from_datafusion(e, sql))?
+    {
         ColumnarValue::Scalar(s) => s,
-        ColumnarValue::Array(a) => ScalarValue::try_from_array(&a, 0).map_err(|e| Error::from_datafusion(e, sql))?,
+        ColumnarValue::Array(a) => {
+            ScalarValue::try_from_array(&a, 0).map_err(|e| Error::from_datafusion(e, sql))?
+        }
     };
     let not_interval = || {
         Error::user(
@@ -293,14 +321,18 @@ pub fn interval_ms(state: &SessionState, expr: &SqlExpr, sql: &str) -> Result<i6
     match value {
         ScalarValue::IntervalMonthDayNano(Some(v)) => {
             if v.months != 0 {
-                return Err(Error::not_supported("windows measured in months or years are not supported"));
+                return Err(Error::not_supported(
+                    "windows measured in months or years are not supported",
+                ));
             }
             Ok(v.days as i64 * 86_400_000 + v.nanoseconds.div_euclid(1_000_000))
         }
-        ScalarValue::IntervalDayTime(Some(v)) => Ok(v.days as i64 * 86_400_000 + v.milliseconds as i64),
-        ScalarValue::IntervalYearMonth(Some(_)) => {
-            Err(Error::not_supported("windows measured in months or years are not supported"))
+        ScalarValue::IntervalDayTime(Some(v)) => {
+            Ok(v.days as i64 * 86_400_000 + v.milliseconds as i64)
         }
+        ScalarValue::IntervalYearMonth(Some(_)) => Err(Error::not_supported(
+            "windows measured in months or years are not supported",
+        )),
         ScalarValue::DurationMillisecond(Some(v)) => Ok(v),
         ScalarValue::DurationSecond(Some(v)) => Ok(v * 1000),
         ScalarValue::DurationMicrosecond(Some(v)) => Ok(v / 1000),
@@ -331,8 +363,17 @@ mod tests {
             "CREATE MATERIALIZED VIEW v AS SELECT * FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND)) AS c",
         )
         .unwrap();
-        let rw = calls("CREATE MATERIALIZED VIEW v AS SELECT * FROM TUMBLE(calls, ts, INTERVAL '10 seconds')").unwrap();
-        assert_eq!(flink.0[0].kind, WindowKind::Tumble { size: 10_000, offset: 0 });
+        let rw = calls(
+            "CREATE MATERIALIZED VIEW v AS SELECT * FROM TUMBLE(calls, ts, INTERVAL '10 seconds')",
+        )
+        .unwrap();
+        assert_eq!(
+            flink.0[0].kind,
+            WindowKind::Tumble {
+                size: 10_000,
+                offset: 0
+            }
+        );
         assert_eq!(rw.0[0].kind, flink.0[0].kind);
         assert_eq!(flink.0[0].source, "calls");
         assert_eq!(rw.0[0].time_column, "ts");
@@ -341,7 +382,14 @@ mod tests {
             "CREATE MATERIALIZED VIEW v AS SELECT * FROM TABLE(HOP(TABLE calls, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '1' MINUTE))",
         )
         .unwrap();
-        assert_eq!(hop.0[0].kind, WindowKind::Hop { slide: 5_000, size: 60_000, offset: 0 });
+        assert_eq!(
+            hop.0[0].kind,
+            WindowKind::Hop {
+                slide: 5_000,
+                size: 60_000,
+                offset: 0
+            }
+        );
     }
 
     #[test]
@@ -353,7 +401,8 @@ mod tests {
         assert_eq!(err.position(), Some(sql.find("'1' MINUTE").unwrap() + 1));
         let err = calls("CREATE MATERIALIZED VIEW v AS SELECT * FROM TABLE(SESSION(TABLE calls, DESCRIPTOR(ts), INTERVAL '1' MINUTE))").unwrap_err();
         assert_eq!(err.sqlstate(), "0A000");
-        let err = calls("CREATE MATERIALIZED VIEW v AS SELECT * FROM TUMBLE(calls, ts)").unwrap_err();
+        let err =
+            calls("CREATE MATERIALIZED VIEW v AS SELECT * FROM TUMBLE(calls, ts)").unwrap_err();
         assert_eq!(err.sqlstate(), "42601");
     }
 }

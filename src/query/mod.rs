@@ -81,14 +81,21 @@ impl QueryEngine {
     }
 
     /// Runs a planned query to completion.
-    pub async fn execute(&self, plan: LogicalPlan, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    pub async fn execute(
+        &self,
+        plan: LogicalPlan,
+        sql: &str,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let df = self
             .ctx
             .execute_logical_plan(plan)
             .await
             .map_err(|e| Error::from_datafusion(e, sql))?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(|e| Error::from_datafusion(e, sql))?;
+        let batches = df
+            .collect()
+            .await
+            .map_err(|e| Error::from_datafusion(e, sql))?;
         Ok((schema, batches))
     }
 }
@@ -136,7 +143,10 @@ impl SchemaProvider for PublicSchema {
             .unwrap_or_default()
     }
 
-    async fn table(&self, name: &str) -> datafusion::common::Result<Option<Arc<dyn TableProvider>>> {
+    async fn table(
+        &self,
+        name: &str,
+    ) -> datafusion::common::Result<Option<Arc<dyn TableProvider>>> {
         let Some(relations) = self.relations.upgrade() else {
             return Ok(None);
         };
@@ -183,7 +193,11 @@ impl TableProvider for ViewTable {
         _limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
         let partitions = self.store.snapshot().map_err(DataFusionError::from)?;
-        Ok(MemorySourceConfig::try_new_exec(&partitions, self.schema(), projection.cloned())?)
+        Ok(MemorySourceConfig::try_new_exec(
+            &partitions,
+            self.schema(),
+            projection.cloned(),
+        )?)
     }
 }
 

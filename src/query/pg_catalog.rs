@@ -12,15 +12,21 @@ use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Weak};
 
-use arrow::array::{ArrayRef, BooleanArray, Int16Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{
+    ArrayRef, BooleanArray, Int16Array, Int32Array, Int64Array, RecordBatch, StringArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::{Result as DfResult, ScalarValue};
 use datafusion::datasource::MemTable;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 use datafusion::prelude::SessionContext;
-use sqlparser::ast::{self, BinaryOperator, Expr, FunctionArguments, ObjectName, ObjectNamePart, VisitMut, VisitorMut};
+use sqlparser::ast::{
+    self, BinaryOperator, Expr, FunctionArguments, ObjectName, ObjectNamePart, VisitMut, VisitorMut,
+};
 
 use crate::query::{Relation, Relations};
 
@@ -66,7 +72,9 @@ const TYPES: &[(i64, &str, i16)] = &[
 fn type_of(t: &DataType) -> (i64, i32) {
     let pg = crate::server::encode::pg_type(t);
     let typmod = match t {
-        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => ((*p as i32) << 16 | (*s as i32 & 0xffff)) + 4,
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => {
+            ((*p as i32) << 16 | (*s as i32 & 0xffff)) + 4
+        }
         DataType::Timestamp(TimeUnit::Millisecond, _) => 3,
         DataType::Timestamp(TimeUnit::Second, _) => 0,
         _ => -1,
@@ -225,10 +233,20 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
     use DataType::*;
     let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = match table {
         "pg_namespace" => (
-            vec![field("oid", Int64), field("nspname", Utf8), field("nspowner", Int64), field("nspacl", Utf8)],
+            vec![
+                field("oid", Int64),
+                field("nspname", Utf8),
+                field("nspowner", Int64),
+                field("nspacl", Utf8),
+            ],
             vec![
                 i64s(vec![PG_CATALOG_OID, PUBLIC_OID, SLUICE_OID, 13_000]),
-                s(vec!["pg_catalog".into(), "public".into(), "sluice".into(), "information_schema".into()]),
+                s(vec![
+                    "pg_catalog".into(),
+                    "public".into(),
+                    "sluice".into(),
+                    "information_schema".into(),
+                ]),
                 i64s(vec![10; 4]),
                 Arc::new(StringArray::from(vec![None::<&str>; 4])),
             ],
@@ -273,7 +291,11 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                     i64s(vec![10; n]),
                     i64s(vec![0; n]),
                     s(rows.iter().map(|r| r.kind.to_string()).collect()),
-                    Arc::new(Int16Array::from(rows.iter().map(|r| r.schema.fields().len() as i16).collect::<Vec<_>>())),
+                    Arc::new(Int16Array::from(
+                        rows.iter()
+                            .map(|r| r.schema.fields().len() as i16)
+                            .collect::<Vec<_>>(),
+                    )),
                     Arc::new(Int16Array::from(vec![0; n])),
                     bools(n, false),
                     bools(n, false),
@@ -289,7 +311,10 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                     i64s(vec![0; n]),
                     Arc::new(Int32Array::from(vec![0; n])),
                     Arc::new(arrow::array::Float32Array::from(vec![-1.0; n])),
-                    arrow::array::new_null_array(&List(Arc::new(Field::new("item", Utf8, true))), n),
+                    arrow::array::new_null_array(
+                        &List(Arc::new(Field::new("item", Utf8, true))),
+                        n,
+                    ),
                     Arc::new(StringArray::from(vec![None::<&str>; n])),
                     Arc::new(StringArray::from(vec![None::<&str>; n])),
                 ],
@@ -370,7 +395,9 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                 i64s(TYPES.iter().map(|t| t.0).collect()),
                 s(TYPES.iter().map(|t| t.1.to_string()).collect()),
                 i64s(vec![PG_CATALOG_OID; TYPES.len()]),
-                Arc::new(Int16Array::from(TYPES.iter().map(|t| t.2).collect::<Vec<_>>())),
+                Arc::new(Int16Array::from(
+                    TYPES.iter().map(|t| t.2).collect::<Vec<_>>(),
+                )),
                 texts(TYPES.len(), "b"),
                 i64s(vec![0; TYPES.len()]),
                 i64s(vec![0; TYPES.len()]),
@@ -378,11 +405,23 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
             ],
         ),
         "pg_am" => (
-            vec![field("oid", Int64), field("amname", Utf8), field("amtype", Utf8)],
+            vec![
+                field("oid", Int64),
+                field("amname", Utf8),
+                field("amtype", Utf8),
+            ],
             vec![i64s(vec![2]), s(vec!["heap".into()]), s(vec!["t".into()])],
         ),
         "pg_database" => (
-            vec![field("oid", Int64), field("datname", Utf8), field("datdba", Int64), field("encoding", Int32), field("datcollate", Utf8), field("datctype", Utf8), field("datacl", Utf8)],
+            vec![
+                field("oid", Int64),
+                field("datname", Utf8),
+                field("datdba", Int64),
+                field("encoding", Int32),
+                field("datcollate", Utf8),
+                field("datctype", Utf8),
+                field("datacl", Utf8),
+            ],
             vec![
                 i64s(vec![16_381]),
                 s(vec!["sluice".into()]),
@@ -394,12 +433,26 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
             ],
         ),
         "pg_roles" | "pg_user" => (
-            vec![field("oid", Int64), field(if table == "pg_user" { "usename" } else { "rolname" }, Utf8), field("rolsuper", Boolean)],
+            vec![
+                field("oid", Int64),
+                field(
+                    if table == "pg_user" {
+                        "usename"
+                    } else {
+                        "rolname"
+                    },
+                    Utf8,
+                ),
+                field("rolsuper", Boolean),
+            ],
             vec![i64s(vec![10]), s(vec!["sluice".into()]), bools(1, true)],
         ),
         "pg_settings" => (
             vec![field("name", Utf8), field("setting", Utf8)],
-            vec![s(vec!["server_version".into()]), s(vec![crate::server::SERVER_VERSION.into()])],
+            vec![
+                s(vec!["server_version".into()]),
+                s(vec![crate::server::SERVER_VERSION.into()]),
+            ],
         ),
         other => {
             // Catalogs psql reads that are empty in Sluice.
@@ -419,7 +472,10 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                     field(name, t)
                 })
                 .collect();
-            let columns = fields.iter().map(|f| arrow::array::new_empty_array(f.data_type())).collect();
+            let columns = fields
+                .iter()
+                .map(|f| arrow::array::new_empty_array(f.data_type()))
+                .collect();
             (fields, columns)
         }
     };
@@ -456,7 +512,10 @@ impl SchemaProvider for PgCatalogSchema {
             return Ok(None);
         };
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        Ok(Some(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?)))
+        Ok(Some(Arc::new(MemTable::try_new(
+            schema,
+            vec![vec![batch]],
+        )?)))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -507,7 +566,11 @@ impl ScalarUDFImpl for PgFunction {
 }
 
 /// Applies `f` to the first argument, value by value.
-fn map_first(args: &[ColumnarValue], rows: usize, f: impl Fn(&ScalarValue) -> ScalarValue) -> DfResult<ColumnarValue> {
+fn map_first(
+    args: &[ColumnarValue],
+    rows: usize,
+    f: impl Fn(&ScalarValue) -> ScalarValue,
+) -> DfResult<ColumnarValue> {
     match &args[0] {
         ColumnarValue::Scalar(v) => Ok(ColumnarValue::Scalar(f(v))),
         ColumnarValue::Array(a) => {
@@ -546,7 +609,9 @@ pub fn register_functions(ctx: &SessionContext) {
             returns: DataType::Boolean,
             body: |args, rows| {
                 map_first(args, rows, |v| {
-                    ScalarValue::Boolean(as_i64(v).map(|o| (FIRST_USER_OID..SYSTEM_TABLE_OID).contains(&o)))
+                    ScalarValue::Boolean(
+                        as_i64(v).map(|o| (FIRST_USER_OID..SYSTEM_TABLE_OID).contains(&o)),
+                    )
                 })
             },
         },
@@ -564,13 +629,23 @@ pub fn register_functions(ctx: &SessionContext) {
                     _ => -1,
                 };
                 match &args[0] {
-                    ColumnarValue::Scalar(v) => Ok(text(as_i64(v).and_then(|o| format_type(o, scalar_mod)).as_deref())),
+                    ColumnarValue::Scalar(v) => Ok(text(
+                        as_i64(v)
+                            .and_then(|o| format_type(o, scalar_mod))
+                            .as_deref(),
+                    )),
                     ColumnarValue::Array(a) => {
                         let out: StringArray = (0..rows.min(a.len()))
                             .map(|i| {
-                                let oid = ScalarValue::try_from_array(a, i).ok().and_then(|v| as_i64(&v))?;
+                                let oid = ScalarValue::try_from_array(a, i)
+                                    .ok()
+                                    .and_then(|v| as_i64(&v))?;
                                 let m = match &typmod {
-                                    Some(t) => ScalarValue::try_from_array(t, i).ok().and_then(|v| as_i64(&v)).unwrap_or(-1) as i32,
+                                    Some(t) => ScalarValue::try_from_array(t, i)
+                                        .ok()
+                                        .and_then(|v| as_i64(&v))
+                                        .unwrap_or(-1)
+                                        as i32,
                                     None => scalar_mod,
                                 };
                                 format_type(oid, m)
@@ -624,7 +699,9 @@ pub fn register_functions(ctx: &SessionContext) {
             body: |args, rows| {
                 map_first(args, rows, |v| match v {
                     ScalarValue::Utf8(Some(s)) => ScalarValue::Utf8(Some(
-                        if s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+                        if s.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                        {
                             s.clone()
                         } else {
                             format!("\"{}\"", s.replace('"', "\"\""))
@@ -668,7 +745,13 @@ pub fn register_functions(ctx: &SessionContext) {
             name: "version",
             signature: any(),
             returns: DataType::Utf8,
-            body: |_, _| Ok(text(Some(concat!("PostgreSQL 15.0 (Sluice ", env!("CARGO_PKG_VERSION"), ")")))),
+            body: |_, _| {
+                Ok(text(Some(concat!(
+                    "PostgreSQL 15.0 (Sluice ",
+                    env!("CARGO_PKG_VERSION"),
+                    ")"
+                ))))
+            },
         },
     ];
     for f in functions {
@@ -717,7 +800,11 @@ fn starts_with_empty_catalog(select: &ast::Select) -> bool {
             .0
             .last()
             .and_then(|p| p.as_ident())
-            .map(|i| EMPTY_CATALOGS.iter().any(|(t, _)| *t == i.value.to_lowercase()))
+            .map(|i| {
+                EMPTY_CATALOGS
+                    .iter()
+                    .any(|(t, _)| *t == i.value.to_lowercase())
+            })
             .unwrap_or(false),
         _ => false,
     }
@@ -740,16 +827,25 @@ fn empty_selects(body: &mut ast::SetExpr) {
                     }
                     _ => format!("c{}", i + 1),
                 };
-                let name = if names.contains(&name) { format!("{name}_{}", i + 1) } else { name };
+                let name = if names.contains(&name) {
+                    format!("{name}_{}", i + 1)
+                } else {
+                    name
+                };
                 names.push(name);
             }
             let sql = format!(
                 "SELECT {} WHERE false",
-                names.iter().map(|n| format!("NULL AS \"{n}\"")).collect::<Vec<_>>().join(", ")
+                names
+                    .iter()
+                    .map(|n| format!("NULL AS \"{n}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
-            if let Ok(mut parsed) = sqlparser::parser::Parser::new(crate::frontend::parser::dialect())
-                .try_with_sql(&sql)
-                .and_then(|mut p| p.parse_query())
+            if let Ok(mut parsed) =
+                sqlparser::parser::Parser::new(crate::frontend::parser::dialect())
+                    .try_with_sql(&sql)
+                    .and_then(|mut p| p.parse_query())
             {
                 if let ast::SetExpr::Select(replacement) = parsed.body.as_mut() {
                     std::mem::swap(select, replacement);
@@ -777,7 +873,9 @@ impl VisitorMut for Rewriter {
         // pg_catalog is on every search path in Postgres.
         if let [ObjectNamePart::Identifier(id)] = relation.0.as_slice() {
             if id.quote_style.is_none() && is_pg_catalog_table(&id.value.to_lowercase()) {
-                relation.0.insert(0, ObjectNamePart::Identifier(ast::Ident::new("pg_catalog")));
+                relation
+                    .0
+                    .insert(0, ObjectNamePart::Identifier(ast::Ident::new("pg_catalog")));
             }
         }
         ControlFlow::Continue(())
@@ -788,7 +886,8 @@ impl VisitorMut for Rewriter {
         // roles) and DataFusion lacks it: a call that uses one becomes NULL
         // (before its arguments are visited).
         if let Expr::Function(f) = expr {
-            let is_array_subquery = f.name.to_string().eq_ignore_ascii_case("array") && matches!(f.args, FunctionArguments::Subquery(_));
+            let is_array_subquery = f.name.to_string().eq_ignore_ascii_case("array")
+                && matches!(f.args, FunctionArguments::Subquery(_));
             let uses_one = matches!(&f.args, FunctionArguments::List(l) if l.args.iter().any(|a| a.to_string().to_lowercase().contains("array(select")));
             if is_array_subquery || uses_one {
                 *expr = Expr::Value(ast::Value::Null.into());
@@ -799,7 +898,11 @@ impl VisitorMut for Rewriter {
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         let replacement = match expr {
-            Expr::BinaryOp { op: BinaryOperator::PGCustomBinaryOperator(parts), left, right } => {
+            Expr::BinaryOp {
+                op: BinaryOperator::PGCustomBinaryOperator(parts),
+                left,
+                right,
+            } => {
                 let op = match parts.last().map(|s| s.as_str()) {
                     Some("~") => BinaryOperator::PGRegexMatch,
                     Some("~*") => BinaryOperator::PGRegexIMatch,
@@ -828,11 +931,13 @@ impl VisitorMut for Rewriter {
             }
             Expr::Cast { data_type, .. } => {
                 let name = data_type.to_string().to_lowercase();
-                let name = name.trim_start_matches("pg_catalog.").trim_matches('"').to_string();
+                let name = name
+                    .trim_start_matches("pg_catalog.")
+                    .trim_matches('"')
+                    .to_string();
                 let mapped = match name.as_str() {
-                    "regclass" | "regtype" | "regproc" | "regprocedure" | "regnamespace" | "regrole" | "text" | "name" | "char" => {
-                        Some(ast::DataType::Text)
-                    }
+                    "regclass" | "regtype" | "regproc" | "regprocedure" | "regnamespace"
+                    | "regrole" | "text" | "name" | "char" => Some(ast::DataType::Text),
                     "oid" => Some(ast::DataType::BigInt(None)),
                     _ => None,
                 };
@@ -869,7 +974,11 @@ fn reads_an_empty_catalog(query: &ast::Query) -> bool {
             .0
             .last()
             .and_then(|p| p.as_ident())
-            .map(|i| EMPTY_CATALOGS.iter().any(|(t, _)| *t == i.value.to_lowercase()))
+            .map(|i| {
+                EMPTY_CATALOGS
+                    .iter()
+                    .any(|(t, _)| *t == i.value.to_lowercase())
+            })
             .unwrap_or(false),
         _ => false,
     })
@@ -885,12 +994,15 @@ fn aggregate_single_row_subquery(query: &mut ast::Query) {
     let ast::SetExpr::Select(select) = query.body.as_mut() else {
         return;
     };
-    if select.projection.len() != 1 || !matches!(select.group_by, ast::GroupByExpr::Expressions(ref e, _) if e.is_empty()) {
+    if select.projection.len() != 1
+        || !matches!(select.group_by, ast::GroupByExpr::Expressions(ref e, _) if e.is_empty())
+    {
         return;
     }
     let wrap = |e: &mut Expr| {
         let inner = e.clone();
-        if matches!(&inner, Expr::Function(f) if ["max", "min", "count", "sum", "avg"].contains(&f.name.to_string().to_lowercase().as_str())) {
+        if matches!(&inner, Expr::Function(f) if ["max", "min", "count", "sum", "avg"].contains(&f.name.to_string().to_lowercase().as_str()))
+        {
             return;
         }
         let sql = format!("max({inner})");
@@ -931,7 +1043,13 @@ mod tests {
     #[test]
     fn format_type_matches_postgres() {
         assert_eq!(format_type(20, -1).as_deref(), Some("bigint"));
-        assert_eq!(format_type(1700, (10 << 16 | 2) + 4).as_deref(), Some("numeric(10,2)"));
-        assert_eq!(format_type(1184, 3).as_deref(), Some("timestamp(3) with time zone"));
+        assert_eq!(
+            format_type(1700, (10 << 16 | 2) + 4).as_deref(),
+            Some("numeric(10,2)")
+        );
+        assert_eq!(
+            format_type(1184, 3).as_deref(),
+            Some("timestamp(3) with time zone")
+        );
     }
 }

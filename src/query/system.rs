@@ -10,7 +10,9 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::array::{
+    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
@@ -93,10 +95,22 @@ fn rows(table: &str, relations: &dyn Relations) -> Vec<ArrayRef> {
                 strings(jobs.iter().map(|(m, _)| Some(m.name.as_str()))),
                 strings(jobs.iter().map(|(_, s)| Some(s.as_str()))),
                 strings(status.iter().map(|(s, _)| Some(s.as_str()))),
-                Arc::new(Int64Array::from_iter_values(jobs.iter().map(|(m, _)| m.rows_in.load(Ordering::Relaxed) as i64))),
-                Arc::new(Int64Array::from_iter_values(jobs.iter().map(|(m, _)| m.rows_out.load(Ordering::Relaxed) as i64))),
-                Arc::new(Int64Array::from_iter_values(jobs.iter().map(|(m, _)| m.late_rows.load(Ordering::Relaxed) as i64))),
-                Arc::new(Int64Array::from_iter_values(jobs.iter().map(|(m, _)| m.bad_rows.load(Ordering::Relaxed) as i64))),
+                Arc::new(Int64Array::from_iter_values(
+                    jobs.iter()
+                        .map(|(m, _)| m.rows_in.load(Ordering::Relaxed) as i64),
+                )),
+                Arc::new(Int64Array::from_iter_values(
+                    jobs.iter()
+                        .map(|(m, _)| m.rows_out.load(Ordering::Relaxed) as i64),
+                )),
+                Arc::new(Int64Array::from_iter_values(
+                    jobs.iter()
+                        .map(|(m, _)| m.late_rows.load(Ordering::Relaxed) as i64),
+                )),
+                Arc::new(Int64Array::from_iter_values(
+                    jobs.iter()
+                        .map(|(m, _)| m.bad_rows.load(Ordering::Relaxed) as i64),
+                )),
                 Arc::new(
                     jobs.iter()
                         .map(|(m, _)| wm(m))
@@ -114,8 +128,10 @@ fn rows(table: &str, relations: &dyn Relations) -> Vec<ArrayRef> {
                 strings(letters.iter().map(|d| Some(d.raw.as_str()))),
                 strings(letters.iter().map(|d| Some(d.error.as_str()))),
                 Arc::new(
-                    TimestampMillisecondArray::from_iter_values(letters.iter().map(|d| d.seen_at_ms))
-                        .with_timezone(UTC),
+                    TimestampMillisecondArray::from_iter_values(
+                        letters.iter().map(|d| d.seen_at_ms),
+                    )
+                    .with_timezone(UTC),
                 ),
             ]
         }
@@ -131,9 +147,21 @@ fn rows(table: &str, relations: &dyn Relations) -> Vec<ArrayRef> {
             vec![
                 strings(parts.iter().map(|(j, _)| Some(j.as_str()))),
                 strings(parts.iter().map(|(_, p)| Some(p.topic.as_str()))),
-                Arc::new(Int32Array::from_iter_values(parts.iter().map(|(_, p)| p.partition))),
-                Arc::new(parts.iter().map(|(_, p)| known(p.offset)).collect::<Int64Array>()),
-                Arc::new(parts.iter().map(|(_, p)| known(p.high_watermark)).collect::<Int64Array>()),
+                Arc::new(Int32Array::from_iter_values(
+                    parts.iter().map(|(_, p)| p.partition),
+                )),
+                Arc::new(
+                    parts
+                        .iter()
+                        .map(|(_, p)| known(p.offset))
+                        .collect::<Int64Array>(),
+                ),
+                Arc::new(
+                    parts
+                        .iter()
+                        .map(|(_, p)| known(p.high_watermark))
+                        .collect::<Int64Array>(),
+                ),
                 Arc::new(
                     parts
                         .iter()
@@ -158,13 +186,19 @@ impl SchemaProvider for SystemSchema {
         TABLES.iter().map(|t| t.to_string()).collect()
     }
 
-    async fn table(&self, name: &str) -> datafusion::common::Result<Option<Arc<dyn TableProvider>>> {
+    async fn table(
+        &self,
+        name: &str,
+    ) -> datafusion::common::Result<Option<Arc<dyn TableProvider>>> {
         let (Some(schema), Some(relations)) = (schema_of(name), self.relations.upgrade()) else {
             return Ok(None);
         };
         let columns = rows(name, relations.as_ref());
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        Ok(Some(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?)))
+        Ok(Some(Arc::new(MemTable::try_new(
+            schema,
+            vec![vec![batch]],
+        )?)))
     }
 
     fn table_exist(&self, name: &str) -> bool {

@@ -33,7 +33,10 @@ pub fn pg_type(t: &DataType) -> Type {
         DataType::Float16 | DataType::Float32 => Type::FLOAT4,
         DataType::Float64 => Type::FLOAT8,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Type::TEXT,
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => Type::BYTEA,
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => Type::BYTEA,
         DataType::Date32 | DataType::Date64 => Type::DATE,
         DataType::Timestamp(_, None) => Type::TIMESTAMP,
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
@@ -49,7 +52,15 @@ pub fn field_infos(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
         .fields()
         .iter()
         .enumerate()
-        .map(|(i, f)| FieldInfo::new(f.name().clone(), None, None, pg_type(f.data_type()), format.format_for(i)))
+        .map(|(i, f)| {
+            FieldInfo::new(
+                f.name().clone(),
+                None,
+                None,
+                pg_type(f.data_type()),
+                format.format_for(i),
+            )
+        })
         .collect()
 }
 
@@ -116,24 +127,40 @@ fn unsupported(t: &DataType) -> Error {
 /// The value of `row` as microseconds since the Unix epoch.
 fn timestamp_micros(array: &ArrayRef, unit: &TimeUnit, row: usize) -> i64 {
     match unit {
-        TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(row).saturating_mul(1_000_000),
-        TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().value(row).saturating_mul(1_000),
+        TimeUnit::Second => array
+            .as_primitive::<TimestampSecondType>()
+            .value(row)
+            .saturating_mul(1_000_000),
+        TimeUnit::Millisecond => array
+            .as_primitive::<TimestampMillisecondType>()
+            .value(row)
+            .saturating_mul(1_000),
         TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(row),
-        TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().value(row).div_euclid(1_000),
+        TimeUnit::Nanosecond => array
+            .as_primitive::<TimestampNanosecondType>()
+            .value(row)
+            .div_euclid(1_000),
     }
 }
 
 fn date_days(array: &ArrayRef, row: usize) -> i32 {
     match array.data_type() {
         DataType::Date32 => array.as_primitive::<Date32Type>().value(row),
-        _ => array.as_primitive::<Date64Type>().value(row).div_euclid(86_400_000) as i32,
+        _ => array
+            .as_primitive::<Date64Type>()
+            .value(row)
+            .div_euclid(86_400_000) as i32,
     }
 }
 
 /// (months, days, microseconds) of an interval or duration value.
 fn interval_parts(array: &ArrayRef, row: usize) -> (i32, i32, i64) {
     match array.data_type() {
-        DataType::Interval(IntervalUnit::YearMonth) => (array.as_primitive::<IntervalYearMonthType>().value(row), 0, 0),
+        DataType::Interval(IntervalUnit::YearMonth) => (
+            array.as_primitive::<IntervalYearMonthType>().value(row),
+            0,
+            0,
+        ),
         DataType::Interval(IntervalUnit::DayTime) => {
             let v = array.as_primitive::<IntervalDayTimeType>().value(row);
             (0, v.days, v.milliseconds as i64 * 1000)
@@ -144,10 +171,18 @@ fn interval_parts(array: &ArrayRef, row: usize) -> (i32, i32, i64) {
         }
         DataType::Duration(unit) => {
             let micros = match unit {
-                TimeUnit::Second => array.as_primitive::<DurationSecondType>().value(row).saturating_mul(1_000_000),
-                TimeUnit::Millisecond => array.as_primitive::<DurationMillisecondType>().value(row).saturating_mul(1000),
+                TimeUnit::Second => array
+                    .as_primitive::<DurationSecondType>()
+                    .value(row)
+                    .saturating_mul(1_000_000),
+                TimeUnit::Millisecond => array
+                    .as_primitive::<DurationMillisecondType>()
+                    .value(row)
+                    .saturating_mul(1000),
                 TimeUnit::Microsecond => array.as_primitive::<DurationMicrosecondType>().value(row),
-                TimeUnit::Nanosecond => array.as_primitive::<DurationNanosecondType>().value(row) / 1000,
+                TimeUnit::Nanosecond => {
+                    array.as_primitive::<DurationNanosecondType>().value(row) / 1000
+                }
             };
             (0, 0, micros)
         }
@@ -165,11 +200,17 @@ fn write_binary(array: &ArrayRef, row: usize, buf: &mut BytesMut) -> Result<()> 
         DataType::UInt16 => buf.put_i32(array.as_primitive::<UInt16Type>().value(row) as i32),
         DataType::Int64 => buf.put_i64(array.as_primitive::<Int64Type>().value(row)),
         DataType::UInt32 => buf.put_i64(array.as_primitive::<UInt32Type>().value(row) as i64),
-        DataType::UInt64 => numeric_binary(array.as_primitive::<UInt64Type>().value(row) as i128, 0, buf),
+        DataType::UInt64 => numeric_binary(
+            array.as_primitive::<UInt64Type>().value(row) as i128,
+            0,
+            buf,
+        ),
         DataType::Float16 => buf.put_f32(array.as_primitive::<Float16Type>().value(row).to_f32()),
         DataType::Float32 => buf.put_f32(array.as_primitive::<Float32Type>().value(row)),
         DataType::Float64 => buf.put_f64(array.as_primitive::<Float64Type>().value(row)),
-        DataType::Decimal128(_, s) => numeric_binary(array.as_primitive::<Decimal128Type>().value(row), *s, buf),
+        DataType::Decimal128(_, s) => {
+            numeric_binary(array.as_primitive::<Decimal128Type>().value(row), *s, buf)
+        }
         DataType::Binary => buf.put_slice(array.as_binary::<i32>().value(row)),
         DataType::LargeBinary => buf.put_slice(array.as_binary::<i64>().value(row)),
         DataType::BinaryView => buf.put_slice(array.as_binary_view().value(row)),
@@ -205,7 +246,11 @@ fn numeric_binary(unscaled: i128, scale: i8, buf: &mut BytesMut) {
         scale as usize
     };
     if digits_text.len() <= scale {
-        digits_text = format!("{}{}", "0".repeat(scale + 1 - digits_text.len()), digits_text);
+        digits_text = format!(
+            "{}{}",
+            "0".repeat(scale + 1 - digits_text.len()),
+            digits_text
+        );
     }
     let (int_part, frac_part) = digits_text.split_at(digits_text.len() - scale);
     let int_pad = (4 - int_part.len() % 4) % 4;
@@ -215,7 +260,12 @@ fn numeric_binary(unscaled: i128, scale: i8, buf: &mut BytesMut) {
     let group = |s: &str| -> Vec<i16> {
         s.as_bytes()
             .chunks(4)
-            .map(|c| std::str::from_utf8(c).expect("digits").parse::<i16>().expect("four digits"))
+            .map(|c| {
+                std::str::from_utf8(c)
+                    .expect("digits")
+                    .parse::<i16>()
+                    .expect("four digits")
+            })
             .collect()
     };
     let mut groups = group(&int_digits);
@@ -233,7 +283,11 @@ fn numeric_binary(unscaled: i128, scale: i8, buf: &mut BytesMut) {
     }
     buf.put_i16(groups.len() as i16);
     buf.put_i16(weight);
-    buf.put_u16(if negative && !groups.is_empty() { 0x4000 } else { 0 });
+    buf.put_u16(if negative && !groups.is_empty() {
+        0x4000
+    } else {
+        0
+    });
     buf.put_u16(scale as u16);
     for g in groups {
         buf.put_i16(g);
@@ -252,7 +306,12 @@ fn float_text(v: f64, out: &mut String) {
             let s = format!("{v:e}");
             let (mantissa, exp) = s.split_once('e').expect("exponent form");
             let exp: i32 = exp.parse().expect("exponent");
-            let _ = write!(out, "{mantissa}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+            let _ = write!(
+                out,
+                "{mantissa}e{}{:02}",
+                if exp < 0 { '-' } else { '+' },
+                exp.abs()
+            );
         } else {
             let _ = write!(out, "{v}");
         }
@@ -338,7 +397,11 @@ pub fn write_text(array: &ArrayRef, row: usize, out: &mut String) -> Result<()> 
     }
     match array.data_type() {
         DataType::Null => {}
-        DataType::Boolean => out.push(if array.as_boolean().value(row) { 't' } else { 'f' }),
+        DataType::Boolean => out.push(if array.as_boolean().value(row) {
+            't'
+        } else {
+            'f'
+        }),
         DataType::Int8 => num!(Int8Type),
         DataType::Int16 => num!(Int16Type),
         DataType::Int32 => num!(Int32Type),
@@ -347,14 +410,21 @@ pub fn write_text(array: &ArrayRef, row: usize, out: &mut String) -> Result<()> 
         DataType::UInt16 => num!(UInt16Type),
         DataType::UInt32 => num!(UInt32Type),
         DataType::UInt64 => num!(UInt64Type),
-        DataType::Float16 => float_text(array.as_primitive::<Float16Type>().value(row).to_f64(), out),
+        DataType::Float16 => {
+            float_text(array.as_primitive::<Float16Type>().value(row).to_f64(), out)
+        }
         DataType::Float32 => float_text(array.as_primitive::<Float32Type>().value(row) as f64, out),
         DataType::Float64 => float_text(array.as_primitive::<Float64Type>().value(row), out),
-        DataType::Decimal128(_, s) => decimal_text(array.as_primitive::<Decimal128Type>().value(row), *s, out),
+        DataType::Decimal128(_, s) => {
+            decimal_text(array.as_primitive::<Decimal128Type>().value(row), *s, out)
+        }
         DataType::Utf8 => out.push_str(array.as_string::<i32>().value(row)),
         DataType::LargeUtf8 => out.push_str(array.as_string::<i64>().value(row)),
         DataType::Utf8View => out.push_str(array.as_string_view().value(row)),
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => {
             let bytes: &[u8] = match array.data_type() {
                 DataType::Binary => array.as_binary::<i32>().value(row),
                 DataType::LargeBinary => array.as_binary::<i64>().value(row),
@@ -368,7 +438,10 @@ pub fn write_text(array: &ArrayRef, row: usize, out: &mut String) -> Result<()> 
         }
         DataType::Date32 | DataType::Date64 => {
             let days = date_days(array, row);
-            match days.checked_add(719_163).and_then(chrono::NaiveDate::from_num_days_from_ce_opt) {
+            match days
+                .checked_add(719_163)
+                .and_then(chrono::NaiveDate::from_num_days_from_ce_opt)
+            {
                 Some(d) => {
                     let _ = write!(out, "{}", d.format("%Y-%m-%d"));
                 }
@@ -416,7 +489,8 @@ pub fn write_text(array: &ArrayRef, row: usize, out: &mut String) -> Result<()> 
         }
         _ => {
             // Anything else (structs, maps) as Arrow's display form.
-            let formatter = arrow::util::display::ArrayFormatter::try_new(array.as_ref(), &Default::default())?;
+            let formatter =
+                arrow::util::display::ArrayFormatter::try_new(array.as_ref(), &Default::default())?;
             let _ = write!(out, "{}", formatter.value(row));
         }
     }
@@ -434,7 +508,10 @@ pub fn arrow_type_of(t: &Type) -> Option<DataType> {
         Type::FLOAT8 => DataType::Float64,
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => DataType::Utf8,
         Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
-        Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some(crate::frontend::types::UTC.into())),
+        Type::TIMESTAMPTZ => DataType::Timestamp(
+            TimeUnit::Microsecond,
+            Some(crate::frontend::types::UTC.into()),
+        ),
         Type::DATE => DataType::Date32,
         Type::NUMERIC => DataType::Decimal128(38, 10),
         _ => return None,
@@ -475,13 +552,26 @@ fn numeric_from_binary(b: &[u8]) -> Option<(i128, i8)> {
 }
 
 /// Decodes a bound parameter.
-pub fn decode_parameter(bytes: Option<&[u8]>, binary: bool, pg: &Type, target: Option<&DataType>) -> Result<datafusion::common::ScalarValue> {
+pub fn decode_parameter(
+    bytes: Option<&[u8]>,
+    binary: bool,
+    pg: &Type,
+    target: Option<&DataType>,
+) -> Result<datafusion::common::ScalarValue> {
     use datafusion::common::ScalarValue as S;
-    let target = target.cloned().or_else(|| arrow_type_of(pg)).unwrap_or(DataType::Utf8);
+    let target = target
+        .cloned()
+        .or_else(|| arrow_type_of(pg))
+        .unwrap_or(DataType::Utf8);
     let Some(b) = bytes else {
         return Ok(S::try_from(&target).unwrap_or(S::Null));
     };
-    let bad = || Error::user(crate::error::sqlstate::INVALID_PARAMETER_VALUE, format!("invalid value for a parameter of type {}", pg.name()));
+    let bad = || {
+        Error::user(
+            crate::error::sqlstate::INVALID_PARAMETER_VALUE,
+            format!("invalid value for a parameter of type {}", pg.name()),
+        )
+    };
     if !binary {
         let text = std::str::from_utf8(b).map_err(|_| bad())?.to_string();
         let value = S::Utf8(Some(text));
@@ -490,20 +580,41 @@ pub fn decode_parameter(bytes: Option<&[u8]>, binary: bool, pg: &Type, target: O
         }
         return value.cast_to(&target).map_err(|_| bad());
     }
-    let fixed = |n: usize| -> Result<&[u8]> { if b.len() == n { Ok(b) } else { Err(bad()) } };
+    let fixed = |n: usize| -> Result<&[u8]> {
+        if b.len() == n {
+            Ok(b)
+        } else {
+            Err(bad())
+        }
+    };
     let value = match *pg {
         Type::BOOL => S::Boolean(Some(fixed(1)?[0] != 0)),
-        Type::INT2 => S::Int16(Some(i16::from_be_bytes(fixed(2)?.try_into().expect("2 bytes")))),
-        Type::INT4 => S::Int32(Some(i32::from_be_bytes(fixed(4)?.try_into().expect("4 bytes")))),
-        Type::INT8 => S::Int64(Some(i64::from_be_bytes(fixed(8)?.try_into().expect("8 bytes")))),
-        Type::FLOAT4 => S::Float32(Some(f32::from_be_bytes(fixed(4)?.try_into().expect("4 bytes")))),
-        Type::FLOAT8 => S::Float64(Some(f64::from_be_bytes(fixed(8)?.try_into().expect("8 bytes")))),
-        Type::TIMESTAMP => S::TimestampMicrosecond(Some(i64::from_be_bytes(fixed(8)?.try_into().expect("8 bytes")) + PG_EPOCH_MICROS), None),
+        Type::INT2 => S::Int16(Some(i16::from_be_bytes(
+            fixed(2)?.try_into().expect("2 bytes"),
+        ))),
+        Type::INT4 => S::Int32(Some(i32::from_be_bytes(
+            fixed(4)?.try_into().expect("4 bytes"),
+        ))),
+        Type::INT8 => S::Int64(Some(i64::from_be_bytes(
+            fixed(8)?.try_into().expect("8 bytes"),
+        ))),
+        Type::FLOAT4 => S::Float32(Some(f32::from_be_bytes(
+            fixed(4)?.try_into().expect("4 bytes"),
+        ))),
+        Type::FLOAT8 => S::Float64(Some(f64::from_be_bytes(
+            fixed(8)?.try_into().expect("8 bytes"),
+        ))),
+        Type::TIMESTAMP => S::TimestampMicrosecond(
+            Some(i64::from_be_bytes(fixed(8)?.try_into().expect("8 bytes")) + PG_EPOCH_MICROS),
+            None,
+        ),
         Type::TIMESTAMPTZ => S::TimestampMicrosecond(
             Some(i64::from_be_bytes(fixed(8)?.try_into().expect("8 bytes")) + PG_EPOCH_MICROS),
             Some(Arc::from(crate::frontend::types::UTC)),
         ),
-        Type::DATE => S::Date32(Some(i32::from_be_bytes(fixed(4)?.try_into().expect("4 bytes")) + PG_EPOCH_DAYS)),
+        Type::DATE => S::Date32(Some(
+            i32::from_be_bytes(fixed(4)?.try_into().expect("4 bytes")) + PG_EPOCH_DAYS,
+        )),
         Type::NUMERIC => {
             let (v, s) = numeric_from_binary(b).ok_or_else(bad)?;
             S::Decimal128(Some(v), 38, s)
@@ -533,21 +644,32 @@ mod tests {
         let ts: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![1_700_000_000_123, 0]));
         assert_eq!(text(ts.clone(), 0), "2023-11-14 22:13:20.123");
         assert_eq!(text(ts, 1), "1970-01-01 00:00:00");
-        let tz: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![0]).with_timezone("+00:00"));
+        let tz: ArrayRef =
+            Arc::new(TimestampMillisecondArray::from(vec![0]).with_timezone("+00:00"));
         assert_eq!(text(tz, 0), "1970-01-01 00:00:00+00");
         let f: ArrayRef = Arc::new(Float64Array::from(vec![0.1, 1e21, f64::NAN, 2.5e-5]));
         assert_eq!(text(f.clone(), 0), "0.1");
         assert_eq!(text(f.clone(), 1), "1e+21");
         assert_eq!(text(f.clone(), 2), "NaN");
         assert_eq!(text(f, 3), "2.5e-05");
-        let d: ArrayRef = Arc::new(Decimal128Array::from(vec![-12345, 5]).with_precision_and_scale(10, 3).unwrap());
+        let d: ArrayRef = Arc::new(
+            Decimal128Array::from(vec![-12345, 5])
+                .with_precision_and_scale(10, 3)
+                .unwrap(),
+        );
         assert_eq!(text(d.clone(), 0), "-12.345");
         assert_eq!(text(d, 1), "0.005");
     }
 
     #[test]
     fn binary_numeric_round_trips() {
-        for (v, s) in [(123456789i128, 2i8), (-5, 3), (0, 2), (10_000_000, 0), (1, 0)] {
+        for (v, s) in [
+            (123456789i128, 2i8),
+            (-5, 3),
+            (0, 2),
+            (10_000_000, 0),
+            (1, 0),
+        ] {
             let mut buf = BytesMut::new();
             numeric_binary(v, s, &mut buf);
             assert_eq!(numeric_from_binary(&buf), Some((v, s)), "{v} scale {s}");

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::{stream, Sink};
 use pgwire::api::auth::{
-    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata, ServerParameterProvider,
-    StartupHandler,
+    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
+    ServerParameterProvider, StartupHandler,
 };
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -97,7 +97,10 @@ impl ServerParameterProvider for Parameters {
         if let Some(user) = client.metadata().get(pgwire::api::METADATA_USER) {
             p.insert("session_authorization".into(), user.clone());
         }
-        if let Some(app) = client.metadata().get(pgwire::api::METADATA_APPLICATION_NAME) {
+        if let Some(app) = client
+            .metadata()
+            .get(pgwire::api::METADATA_APPLICATION_NAME)
+        {
             p.insert("application_name".into(), app.clone());
         }
         Some(p)
@@ -106,7 +109,11 @@ impl ServerParameterProvider for Parameters {
 
 #[async_trait]
 impl StartupHandler for Startup {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
         C::Error: Debug,
@@ -126,7 +133,10 @@ fn outcome_response(outcome: Outcome, format: &Format) -> PgWireResult<Response>
         Outcome::Rows { schema, batches } => {
             let fields = Arc::new(field_infos(&schema, format));
             let rows = encode_rows(&batches, &fields).map_err(user_error)?;
-            Response::Query(QueryResponse::new(fields, stream::iter(rows.into_iter().map(Ok))))
+            Response::Query(QueryResponse::new(
+                fields,
+                stream::iter(rows.into_iter().map(Ok)),
+            ))
         }
         Outcome::Command { tag, rows } => {
             let mut t = Tag::new(&tag);
@@ -185,7 +195,12 @@ pub struct StatementParser {
 impl QueryParser for StatementParser {
     type Statement = Prepared;
 
-    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
@@ -199,7 +214,10 @@ impl QueryParser for StatementParser {
                 )))
             }
         };
-        let Description { parameters, columns } = Session::new(self.db.clone())
+        let Description {
+            parameters,
+            columns,
+        } = Session::new(self.db.clone())
             .describe(&parsed, sql)
             .await
             .map_err(user_error)?;
@@ -219,7 +237,11 @@ impl QueryParser for StatementParser {
             .collect())
     }
 
-    fn get_result_schema(&self, stmt: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
         Ok(match &stmt.columns {
             Some(schema) => field_infos(schema, format.unwrap_or(&Format::UnifiedBinary)),
             None => Vec::new(),
@@ -236,7 +258,12 @@ impl ExtendedQueryHandler for Connection {
         self.parser.clone()
     }
 
-    async fn do_query<C>(&self, _client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: pgwire::api::store::PortalStore<Statement = Self::Statement>,
@@ -264,7 +291,10 @@ impl ExtendedQueryHandler for Connection {
             params.push(value);
         }
         let mut session = self.session.lock().await;
-        match session.execute(&prepared.parsed, &prepared.sql, params).await {
+        match session
+            .execute(&prepared.parsed, &prepared.sql, params)
+            .await
+        {
             Ok(outcome) => outcome_response(outcome, &portal.result_column_format),
             Err(e) => Ok(Response::Error(Box::new(error_info(&e)))),
         }

@@ -106,7 +106,8 @@ impl Store {
     pub fn scan_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let mut out = Vec::new();
         for item in self.db.prefix_iterator_cf(self.meta(), prefix) {
-            let (k, v) = item.map_err(|e| Error::external(format!("could not scan the store: {e}")))?;
+            let (k, v) =
+                item.map_err(|e| Error::external(format!("could not scan the store: {e}")))?;
             if !k.starts_with(prefix.as_bytes()) {
                 break;
             }
@@ -131,7 +132,13 @@ mod tests {
         }
         let s = Store::open(dir.path()).unwrap();
         let all = s.scan_meta("catalog/").unwrap();
-        assert_eq!(all, vec![("catalog/1".into(), b"a".to_vec()), ("catalog/2".into(), b"b".to_vec())]);
+        assert_eq!(
+            all,
+            vec![
+                ("catalog/1".into(), b"a".to_vec()),
+                ("catalog/2".into(), b"b".to_vec())
+            ]
+        );
         s.delete_meta("catalog/1").unwrap();
         assert_eq!(s.scan_meta("catalog/").unwrap().len(), 1);
     }

@@ -88,7 +88,13 @@ impl ViewStore {
 
     /// Sets the rows of `keys` (row i of `batch` is the row of `keys[i]`) and
     /// removes the rows of `deleted`.
-    pub fn upsert(&self, shard: usize, keys: &[&[u8]], batch: RecordBatch, deleted: &[&[u8]]) -> Result<()> {
+    pub fn upsert(
+        &self,
+        shard: usize,
+        keys: &[&[u8]],
+        batch: RecordBatch,
+        deleted: &[&[u8]],
+    ) -> Result<()> {
         let mut guard = self.shards[shard].lock();
         let Shard::Keyed(s) = &mut *guard else {
             unreachable!("upsert into an append-only view is a planner bug")

@@ -31,7 +31,11 @@ fn tansu() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Broker {
@@ -40,15 +44,31 @@ impl Broker {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(&bin)
-            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("could not start the tansu broker ({}): {e}; run .ci/run or set TANSU", bin.display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "could not start the tansu broker ({}): {e}; run .ci/run or set TANSU",
+                    bin.display()
+                )
+            });
         let addr = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start listening on {addr}");
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not start listening on {addr}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Broker { child, addr, bin }
@@ -56,7 +76,15 @@ impl Broker {
 
     pub fn create_topic(&self, name: &str, partitions: u32) {
         let status = Command::new(&self.bin)
-            .args(["topic", "create", name, "--partitions", &partitions.to_string(), "--broker", &format!("tcp://{}", self.addr)])
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+                "--broker",
+                &format!("tcp://{}", self.addr),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -77,7 +105,11 @@ impl Broker {
         let producer = self.producer();
         for (partition, payload) in records {
             loop {
-                match producer.send(BaseRecord::<(), String>::to(topic).partition(*partition).payload(payload)) {
+                match producer.send(
+                    BaseRecord::<(), String>::to(topic)
+                        .partition(*partition)
+                        .payload(payload),
+                ) {
                     Ok(()) => break,
                     Err((_, _)) => {
                         producer.poll(Duration::from_millis(10));

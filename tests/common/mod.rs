@@ -54,7 +54,11 @@ impl TestServer {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("sluice is listening") {
-                    if let Some(addr) = line.split("addr=").nth(1).and_then(|s| s.split_whitespace().next()) {
+                    if let Some(addr) = line
+                        .split("addr=")
+                        .nth(1)
+                        .and_then(|s| s.split_whitespace().next())
+                    {
                         if let Some(tx) = tx.take() {
                             let _ = tx.send(addr.to_string());
                         }
@@ -86,7 +90,9 @@ impl TestServer {
     pub async fn client(&self) -> Client {
         let (host, port) = self.addr.rsplit_once(':').unwrap();
         let conn = format!("host={host} port={port} user=sluice dbname=sluice");
-        let (client, connection) = tokio_postgres::connect(&conn, NoTls).await.expect("connect");
+        let (client, connection) = tokio_postgres::connect(&conn, NoTls)
+            .await
+            .expect("connect");
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -191,7 +197,11 @@ where
 
 /// The status of a job, from `sluice.jobs`.
 pub async fn job_status(client: &Client, view: &str) -> (String, Option<String>) {
-    let r = rows(client, &format!("SELECT status, error FROM sluice.jobs WHERE name = '{view}'")).await;
+    let r = rows(
+        client,
+        &format!("SELECT status, error FROM sluice.jobs WHERE name = '{view}'"),
+    )
+    .await;
     match r.first() {
         Some(row) => (row[0].clone(), (row[1] != "NULL").then(|| row[1].clone())),
         None => ("missing".into(), None),
@@ -217,5 +227,7 @@ pub async fn wait_finished(client: &Client, view: &str) {
 
 /// The directory of test data files.
 pub fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("data")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("data")
 }

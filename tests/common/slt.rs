@@ -28,8 +28,16 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use super::{describe_error, wait_finished};
 
 enum Record {
-    Statement { sql: String, error: Option<String> },
-    Query { sql: String, sort: bool, expected: Vec<String>, expected_at: usize },
+    Statement {
+        sql: String,
+        error: Option<String>,
+    },
+    Query {
+        sql: String,
+        sort: bool,
+        expected: Vec<String>,
+        expected_at: usize,
+    },
     WaitFinished(String),
 }
 
@@ -82,16 +90,24 @@ fn parse(text: &str) -> Vec<Located> {
                     expected_at,
                 }
             }
-            "wait" if header.get(1) == Some(&"finished") => Record::WaitFinished(header[2].to_string()),
+            "wait" if header.get(1) == Some(&"finished") => {
+                Record::WaitFinished(header[2].to_string())
+            }
             other => panic!("line {start}: unknown record {other}"),
         };
-        out.push(Located { line: start, record });
+        out.push(Located {
+            line: start,
+            record,
+        });
     }
     out
 }
 
 async fn query_rows(client: &Client, sql: &str) -> Result<Vec<String>, String> {
-    let messages = client.simple_query(sql).await.map_err(|e| describe_error(&e))?;
+    let messages = client
+        .simple_query(sql)
+        .await
+        .map_err(|e| describe_error(&e))?;
     Ok(messages
         .into_iter()
         .filter_map(|m| match m {
@@ -124,8 +140,13 @@ pub async fn run_file(path: &Path, client: &Client) {
                 let result = client.simple_query(&sql).await;
                 match (result, error) {
                     (Ok(_), None) => {}
-                    (Err(e), None) => panic!("{name}:{line}: statement failed: {}\n{sql}", describe_error(&e)),
-                    (Ok(_), Some(want)) => panic!("{name}:{line}: statement succeeded, expected error {want}\n{sql}"),
+                    (Err(e), None) => panic!(
+                        "{name}:{line}: statement failed: {}\n{sql}",
+                        describe_error(&e)
+                    ),
+                    (Ok(_), Some(want)) => {
+                        panic!("{name}:{line}: statement succeeded, expected error {want}\n{sql}")
+                    }
                     (Err(e), Some(want)) => {
                         let got = describe_error(&e);
                         assert!(got.contains(&want), "{name}:{line}: expected error containing\n  {want}\ngot\n  {got}\n{sql}");

@@ -1,0 +1,542 @@
+//! End to end with a real Kafka-protocol broker (tansu): multi-partition
+//! topics, out-of-order and late events, bad messages, a missing topic.
+//! Every result is compared with an answer computed independently: a
+//! reference implementation of the lateness rule (DESIGN §3), or DataFusion's
+//! batch GROUP BY over the same rows.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::kafka::Broker;
+use common::{execute, rows, wait_until, TestServer};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const BASE_MS: i64 = 1_704_067_200_000; // 2024-01-01 00:00:00 UTC
+const DELAY_MS: i64 = 5_000;
+
+#[derive(Clone, Debug)]
+struct Event {
+    partition: i32,
+    ts: i64,
+    cell: String,
+    status: &'static str,
+    duration: i32,
+}
+
+impl Event {
+    fn json(&self) -> String {
+        format!(
+            r#"{{"event_time": {}, "cell_id": "{}", "status": "{}", "duration_ms": {}}}"#,
+            self.ts, self.cell, self.status, self.duration
+        )
+    }
+}
+
+/// Events per partition in send order: time moves forward with jitter up to
+/// `disorder_ms`; with `late`, some events are far behind.
+fn events(
+    seed: u64,
+    partitions: i32,
+    per_partition: usize,
+    disorder_ms: i64,
+    late: bool,
+) -> Vec<Event> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let statuses = ["ok", "ok", "ok", "dropped", "failed"];
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let mut t = BASE_MS + rng.random_range(0..3_000);
+        for _ in 0..per_partition {
+            t += rng.random_range(0..400);
+            let mut ts = t - rng.random_range(0..=disorder_ms);
+            if late && rng.random_range(0..100) < 4 {
+                ts = t - rng.random_range(15_000..40_000);
+            }
+            out.push(Event {
+                partition: p,
+                ts,
+                cell: format!("cell-{}", rng.random_range(0..7)),
+                status: statuses[rng.random_range(0..statuses.len())],
+                duration: rng.random_range(0..10_000),
+            });
+        }
+    }
+    out
+}
+
+/// One event per partition far in the future: moves every partition's
+/// watermark past the data, so every window of the data fires.
+fn flush_events(partitions: i32, after: i64) -> Vec<Event> {
+    (0..partitions)
+        .map(|p| Event {
+            partition: p,
+            ts: after + 3_600_000,
+            cell: "flush".into(),
+            status: "ok",
+            duration: 0,
+        })
+        .collect()
+}
+
+type Windows = BTreeMap<(i64, i64, String), (i64, i64)>;
+
+/// The reference: per partition, a row is late for a window when the
+/// watermark made by the rows before it (max ts - delay) has reached the
+/// window's end - 1 ms. Returns (start, end, cell) -> (count, sum) and the
+/// number of rows late for at least one window.
+fn reference(events: &[Event], slide: i64, size: i64) -> (Windows, usize) {
+    let mut out = Windows::new();
+    let mut late_rows = 0;
+    let mut running: BTreeMap<i32, i64> = BTreeMap::new();
+    for e in events {
+        let before = *running.get(&e.partition).unwrap_or(&i64::MIN);
+        let mut start = e.ts - e.ts.rem_euclid(slide);
+        let mut late = false;
+        while start > e.ts - size {
+            let end = start + size;
+            if before != i64::MIN && end - 1 <= before {
+                late = true;
+            } else {
+                let w = out.entry((start, end, e.cell.clone())).or_insert((0, 0));
+                w.0 += 1;
+                w.1 += e.duration as i64;
+            }
+            start -= slide;
+        }
+        late_rows += late as usize;
+        let r = running.entry(e.partition).or_insert(i64::MIN);
+        *r = (*r).max(e.ts - DELAY_MS);
+    }
+    (out, late_rows)
+}
+
+fn source_sql(topic: &str, broker: &Broker) -> String {
+    format!(
+        "CREATE TABLE calls (
+           event_time BIGINT, cell_id STRING, status STRING, duration_ms INT,
+           ts AS TO_TIMESTAMP_LTZ(event_time, 3),
+           WATERMARK FOR ts AS ts - INTERVAL '5' SECOND
+         ) WITH ('connector' = 'kafka', 'topic' = '{topic}',
+                 'properties.bootstrap.servers' = '{}',
+                 'scan.startup.mode' = 'earliest-offset', 'format' = 'json')",
+        broker.addr
+    )
+}
+
+fn ms(text: &str) -> i64 {
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .and_utc()
+        .timestamp_millis()
+}
+
+/// Waits until a job has read `rows_in` rows and its watermark passed `wm`.
+async fn wait_caught_up(client: &tokio_postgres::Client, view: &str, rows_in: usize, wm_ms: i64) {
+    let sql = format!(
+        "SELECT rows_in, CAST(watermark AS BIGINT), status, error FROM sluice.jobs WHERE name = '{view}'"
+    );
+    let mut last = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = rows(client, &sql).await;
+        if let Some(row) = r.first() {
+            let n: usize = row[0].parse().unwrap();
+            let wm: i64 = row[1].parse().unwrap_or(i64::MIN);
+            assert_ne!(row[2], "failed", "job {view} failed: {}", row[3]);
+            if n == rows_in && wm >= wm_ms {
+                // One more flush interval for the last partial states.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job {view} did not catch up: {r:?}, want rows_in {rows_in} and watermark >= {wm_ms}; last {last:?}"
+        );
+        last = r;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn view_windows(client: &tokio_postgres::Client, view: &str, cutoff: i64) -> Windows {
+    let r = rows(
+        client,
+        &format!("SELECT window_start, window_end, cell_id, calls, total_ms FROM {view} WHERE cell_id <> 'flush'"),
+    )
+    .await;
+    r.into_iter()
+        .map(|row| {
+            (
+                (ms(&row[0]), ms(&row[1]), row[2].clone()),
+                (row[3].parse().unwrap(), row[4].parse().unwrap()),
+            )
+        })
+        .filter(|((s, _, _), _)| *s < cutoff)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_over_partitions_with_late_events_match_the_reference() {
+    let broker = Broker::start();
+    broker.create_topic("calls", 4);
+    let data = events(7, 4, 600, 3_000, true);
+    let max_ts = data.iter().map(|e| e.ts).max().unwrap();
+    let mut all = data.clone();
+    all.extend(flush_events(4, max_ts));
+    broker.produce(
+        "calls",
+        &all.iter()
+            .map(|e| (e.partition, e.json()))
+            .collect::<Vec<_>>(),
+    );
+
+    let server = TestServer::start();
+    let client = server.client().await;
+    execute(&client, &source_sql("calls", &broker)).await;
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW tumble AS
+         SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms
+         FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+         GROUP BY window_start, window_end, cell_id",
+    )
+    .await;
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW hop AS
+         SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms
+         FROM TABLE(HOP(TABLE calls, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '20' SECOND))
+         GROUP BY window_start, window_end, cell_id EMIT ON WINDOW CLOSE",
+    )
+    .await;
+    let cutoff = max_ts + 1;
+    for view in ["tumble", "hop"] {
+        wait_caught_up(&client, view, all.len(), max_ts).await;
+    }
+    let (expected, late) = reference(&data, 10_000, 10_000);
+    assert!(late > 10, "the data must have late rows ({late})");
+    assert_eq!(view_windows(&client, "tumble", cutoff).await, expected);
+    let (expected_hop, late_hop) = reference(&data, 5_000, 20_000);
+    assert_eq!(view_windows(&client, "hop", cutoff).await, expected_hop);
+    let counted = rows(
+        &client,
+        "SELECT name, late_rows FROM sluice.jobs ORDER BY name",
+    )
+    .await;
+    assert_eq!(
+        counted,
+        vec![
+            vec!["hop".to_string(), late_hop.to_string()],
+            vec!["tumble".to_string(), late.to_string()]
+        ]
+    );
+
+    // Per-partition positions: every record read, nothing left.
+    let parts = rows(
+        &client,
+        "SELECT partition, \"offset\" FROM sluice.kafka_partitions WHERE job = 'tumble' ORDER BY 1",
+    )
+    .await;
+    let per_partition: Vec<Vec<String>> = (0..4)
+        .map(|p| {
+            vec![
+                p.to_string(),
+                all.iter().filter(|e| e.partition == p).count().to_string(),
+            ]
+        })
+        .collect();
+    assert_eq!(parts, per_partition);
+    wait_until(Duration::from_secs(10), "lag 0", || async {
+        rows(
+            &client,
+            "SELECT SUM(lag) FROM sluice.kafka_partitions WHERE job = 'tumble'",
+        )
+        .await
+            == vec![vec!["0".to_string()]]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_late_events_streaming_equals_datafusion_batch() {
+    let broker = Broker::start();
+    broker.create_topic("calls", 4);
+    // Disorder below the watermark delay: nothing is late.
+    let data = events(11, 4, 700, 4_000, false);
+    let max_ts = data.iter().map(|e| e.ts).max().unwrap();
+    let mut all = data.clone();
+    all.extend(flush_events(4, max_ts));
+    broker.produce(
+        "calls",
+        &all.iter()
+            .map(|e| (e.partition, e.json()))
+            .collect::<Vec<_>>(),
+    );
+
+    let server = TestServer::start();
+    let client = server.client().await;
+    execute(&client, &source_sql("calls", &broker)).await;
+    let aggregates = "COUNT(*) AS calls, SUM(duration_ms) AS total_ms, AVG(duration_ms) AS avg_ms, \
+                      MIN(duration_ms) AS min_ms, MAX(duration_ms) AS max_ms, \
+                      COUNT(*) FILTER (WHERE status <> 'ok') AS failures, COUNT(DISTINCT status) AS statuses, \
+                      MEDIAN(duration_ms) AS median_ms, STDDEV(duration_ms) AS stddev_ms";
+    execute(
+        &client,
+        &format!(
+            "CREATE MATERIALIZED VIEW tumble AS SELECT window_start, cell_id, {aggregates}
+             FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+             GROUP BY window_start, window_end, cell_id"
+        ),
+    )
+    .await;
+    execute(
+        &client,
+        &format!(
+            "CREATE MATERIALIZED VIEW hop AS SELECT window_start, cell_id, {aggregates}
+             FROM TABLE(HOP(TABLE calls, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '15' SECOND))
+             GROUP BY window_start, window_end, cell_id"
+        ),
+    )
+    .await;
+    for view in ["tumble", "hop"] {
+        wait_caught_up(&client, view, all.len(), max_ts).await;
+    }
+    assert_eq!(
+        rows(&client, "SELECT SUM(late_rows) FROM sluice.jobs").await,
+        vec![vec!["0".to_string()]]
+    );
+
+    // The same rows in DataFusion, windows by date_bin: the batch answer.
+    let ctx = datafusion::prelude::SessionContext::new();
+    let cells: Vec<&str> = data.iter().map(|e| e.cell.as_str()).collect();
+    let batch = arrow::record_batch::RecordBatch::try_from_iter(vec![
+        (
+            "ts",
+            std::sync::Arc::new(arrow::array::TimestampMillisecondArray::from(
+                data.iter().map(|e| e.ts).collect::<Vec<_>>(),
+            )) as arrow::array::ArrayRef,
+        ),
+        (
+            "cell_id",
+            std::sync::Arc::new(arrow::array::StringArray::from(cells)) as _,
+        ),
+        (
+            "status",
+            std::sync::Arc::new(arrow::array::StringArray::from(
+                data.iter().map(|e| e.status).collect::<Vec<_>>(),
+            )) as _,
+        ),
+        (
+            "duration_ms",
+            std::sync::Arc::new(arrow::array::Int32Array::from(
+                data.iter().map(|e| e.duration).collect::<Vec<_>>(),
+            )) as _,
+        ),
+    ])
+    .unwrap();
+    ctx.register_batch("events", batch).unwrap();
+    let batch_sql = |slide: &str, step: i64, windows: i64| {
+        format!(
+            "SELECT to_char(w.window_start, '%Y-%m-%d %H:%M:%S') AS window_start, w.cell_id, {aggregates}
+             FROM (SELECT to_timestamp_millis(CAST(date_bin(INTERVAL '{slide}', ts, TIMESTAMP '1970-01-01') AS BIGINT)
+                                               - k.k * {step}) AS window_start,
+                          cell_id, status, duration_ms
+                   FROM events CROSS JOIN (SELECT * FROM (VALUES {}) AS v(k)) k) w
+             GROUP BY w.window_start, w.cell_id ORDER BY 1, 2",
+            (0..windows).map(|k| format!("({k})")).collect::<Vec<_>>().join(", ")
+        )
+    };
+    for (view, sql) in [
+        ("tumble", batch_sql("10 seconds", 10_000, 1)),
+        ("hop", batch_sql("5 seconds", 5_000, 3)),
+    ] {
+        let expected = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+        let expected = arrow::util::pretty::pretty_format_batches(&expected)
+            .unwrap()
+            .to_string();
+        let expected: Vec<Vec<String>> = expected
+            .lines()
+            .filter(|l| l.starts_with("| "))
+            .skip(1)
+            .map(|l| {
+                l.trim_matches('|')
+                    .split('|')
+                    .map(|c| c.trim().to_string())
+                    .collect()
+            })
+            .collect();
+        let cutoff = chrono::DateTime::from_timestamp_millis(max_ts + 1)
+            .unwrap()
+            .format("%Y-%m-%d %H:%M:%S%.3f")
+            .to_string();
+        let actual = rows(
+            &client,
+            &format!("SELECT * FROM {view} WHERE cell_id <> 'flush' AND window_start < '{cutoff}' ORDER BY 1, 2"),
+        )
+        .await;
+        if actual.len() != expected.len() {
+            let keys = |r: &Vec<Vec<String>>| {
+                r.iter()
+                    .map(|x| (x[0].clone(), x[1].clone()))
+                    .collect::<std::collections::BTreeSet<_>>()
+            };
+            let (ka, ke) = (keys(&actual), keys(&expected));
+            panic!(
+                "{view}: {} rows, batch {}; only in the view: {:?}; only in batch: {:?}",
+                actual.len(),
+                expected.len(),
+                ka.difference(&ke).collect::<Vec<_>>(),
+                ke.difference(&ka).collect::<Vec<_>>()
+            );
+        }
+        assert!(
+            actual.len() > 100,
+            "{view}: enough windows to mean something"
+        );
+        for (a, e) in actual.iter().zip(&expected) {
+            assert_eq!(a.len(), e.len());
+            for (x, y) in a.iter().zip(e) {
+                assert!(same(x, y), "{view}: {a:?}\n  batch: {e:?}");
+            }
+        }
+    }
+}
+
+/// Equal as text, or as numbers up to rounding (the two sides print floats
+/// differently); NULL prints as "NULL" in Sluice and "" in Arrow.
+fn same(a: &str, b: &str) -> bool {
+    if a == b || (a == "NULL" && b.is_empty()) {
+        return true;
+    }
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_are_dead_letters_and_the_job_goes_on() {
+    let broker = Broker::start();
+    broker.create_topic("calls", 2);
+    let good = |p: i32, s: i64| {
+        Event {
+            partition: p,
+            ts: BASE_MS + s * 1000,
+            cell: "a".into(),
+            status: "ok",
+            duration: 1,
+        }
+        .json()
+    };
+    let records = vec![
+        (0, good(0, 1)),
+        (0, "{not json".to_string()),
+        (0, good(0, 2)),
+        (1, "[1, 2, 3]".to_string()),
+        (
+            1,
+            r#"{"event_time": "yesterday", "cell_id": "a"}"#.to_string(),
+        ),
+        (1, r#"{"cell_id": "a", "status": "ok"}"#.to_string()),
+        (1, good(1, 3)),
+        (0, good(0, 100)),
+        (1, good(1, 100)),
+    ];
+    broker.produce("calls", &records);
+    let server = TestServer::start();
+    let client = server.client().await;
+    execute(&client, &source_sql("calls", &broker)).await;
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW counts AS SELECT window_start, cell_id, COUNT(*) AS calls
+         FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end, cell_id",
+    )
+    .await;
+    wait_until(Duration::from_secs(60), "the first window", || async {
+        rows(
+            &client,
+            "SELECT calls FROM counts WHERE window_start = '2024-01-01 00:00:00'",
+        )
+        .await
+            == vec![vec!["3".to_string()]]
+    })
+    .await;
+    assert_eq!(
+        rows(&client, "SELECT status, rows_in, bad_rows FROM sluice.jobs").await,
+        vec![vec![
+            "running".to_string(),
+            "5".to_string(),
+            "4".to_string()
+        ]]
+    );
+    let letters = rows(
+        &client,
+        "SELECT position, raw, error FROM sluice.dead_letters ORDER BY position",
+    )
+    .await;
+    let positions: Vec<&str> = letters.iter().map(|l| l[0].as_str()).collect();
+    assert_eq!(
+        positions,
+        vec![
+            "topic calls partition 0 offset 1",
+            "topic calls partition 1 offset 0",
+            "topic calls partition 1 offset 1",
+            "topic calls partition 1 offset 2",
+        ]
+    );
+    assert_eq!(letters[0][1], "{not json");
+    assert!(
+        letters[3][2].contains("event time \"ts\" is missing"),
+        "{:?}",
+        letters[3]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_is_reported_and_retried() {
+    let broker = Broker::start();
+    let server = TestServer::start();
+    let client = server.client().await;
+    execute(&client, &source_sql("later", &broker)).await;
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW everything AS SELECT cell_id, duration_ms FROM calls",
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(30),
+        "the problem on the job",
+        || async {
+            let r = rows(&client, "SELECT status, error FROM sluice.jobs").await;
+            r[0][0] == "running" && r[0][1].contains("topic \"later\" does not exist")
+        },
+    )
+    .await;
+    broker.create_topic("later", 1);
+    broker.produce(
+        "later",
+        &[(
+            0,
+            Event {
+                partition: 0,
+                ts: BASE_MS,
+                cell: "x".into(),
+                status: "ok",
+                duration: 42,
+            }
+            .json(),
+        )],
+    );
+    wait_until(Duration::from_secs(60), "the row", || async {
+        rows(&client, "SELECT cell_id, duration_ms FROM everything").await
+            == vec![vec!["x".to_string(), "42".to_string()]]
+    })
+    .await;
+    assert_eq!(
+        rows(&client, "SELECT error FROM sluice.jobs").await,
+        vec![vec!["NULL".to_string()]]
+    );
+}
