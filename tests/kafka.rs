@@ -540,3 +540,102 @@ async fn a_missing_topic_is_reported_and_retried() {
         vec![vec!["NULL".to_string()]]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_partition_does_not_stall_windows() {
+    let broker = Broker::start();
+    // Partition 1 gets nothing at all; partition 0 gets all the data.
+    broker.create_topic("calls", 2);
+    let records: Vec<(i32, String)> = (0..30)
+        .map(|s| {
+            (
+                0,
+                Event {
+                    partition: 0,
+                    ts: BASE_MS + s * 1000,
+                    cell: "a".into(),
+                    status: "ok",
+                    duration: 1,
+                }
+                .json(),
+            )
+        })
+        .collect();
+    broker.produce("calls", &records);
+    let server = TestServer::start();
+    let client = server.client().await;
+    execute(
+        &client,
+        &format!(
+            "CREATE TABLE calls (event_time BIGINT, cell_id STRING, status STRING, duration_ms INT,
+               ts AS TO_TIMESTAMP_LTZ(event_time, 3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
+             WITH ('connector' = 'kafka', 'topic' = 'calls', 'properties.bootstrap.servers' = '{}',
+                   'scan.startup.mode' = 'earliest-offset', 'scan.watermark.idle-timeout' = '1 s')",
+            broker.addr
+        ),
+    )
+    .await;
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW closed AS SELECT window_start, COUNT(*) AS calls
+         FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+         GROUP BY window_start, window_end EMIT ON WINDOW CLOSE",
+    )
+    .await;
+    // Watermark 29 s - 5 s = 24 s closes [0, 10) and [10, 20), not [20, 30).
+    let want = vec![
+        vec!["2024-01-01 00:00:00".to_string(), "10".to_string()],
+        vec!["2024-01-01 00:00:10".to_string(), "10".to_string()],
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rows(&client, "SELECT window_start, calls FROM closed ORDER BY 1").await != want {
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "windows did not close: {:?}\n{:?}\n{:?}\n{}",
+                rows(&client, "SELECT * FROM closed").await,
+                rows(&client, "SELECT * FROM sluice.jobs").await,
+                rows(&client, "SELECT * FROM sluice.kafka_partitions").await,
+                server.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker_is_reported_and_never_crashes_the_server() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = TestServer::start();
+    let client = server.client().await;
+    execute(
+        &client,
+        &format!(
+            "CREATE TABLE calls (event_time BIGINT, cell_id STRING) WITH ('connector' = 'kafka', 'topic' = 'calls',
+               'properties.bootstrap.servers' = '127.0.0.1:{port}', 'format' = 'json')"
+        ),
+    )
+    .await;
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW v AS SELECT cell_id FROM calls",
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(60),
+        "the problem on the job",
+        || async {
+            let r = rows(&client, "SELECT status, error FROM sluice.jobs").await;
+            r[0][0] == "running"
+                && r[0][1].contains(&format!("could not reach kafka at 127.0.0.1:{port}"))
+        },
+    )
+    .await;
+    assert_eq!(
+        rows(&client, "SELECT COUNT(*) FROM v").await,
+        vec![vec!["0".to_string()]]
+    );
+}

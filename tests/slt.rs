@@ -9,7 +9,8 @@ macro_rules! slt {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
-            let server = TestServer::start();
+            let tmp = tempfile::tempdir().unwrap();
+            let server = TestServer::start_in(&tmp.path().join("data"), &["--parallelism", "2"]);
             let client = server.client().await;
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("tests/slt")

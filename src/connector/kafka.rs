@@ -115,6 +115,18 @@ struct StatsContext {
 }
 
 impl ClientContext for StatsContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // The end of a partition is news, not an error (librdkafka sometimes
+        // reports it globally).
+        if matches!(error, KafkaError::PartitionEOF(_))
+            || error.to_string().contains("PartitionEOF")
+        {
+            tracing::debug!(%reason, "kafka partition end");
+        } else {
+            tracing::warn!(error = %error, %reason, "kafka client error");
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;
@@ -347,10 +359,40 @@ impl SourceReader for KafkaReader {
             .assign(&self.start_offsets(&consumer, &mine))
             .map_err(|e| Error::external(format!("could not assign kafka partitions: {e}")))?;
         let mut pending: Vec<Pending> = mine.iter().map(|_| Pending::new()).collect();
+        // Whether each split was last reported caught up (reset by new rows).
+        let mut caught_up = vec![false; mine.len()];
         let mut last_problem: Option<Instant> = None;
+        let mut last_check = Instant::now();
         loop {
             if out.is_closed() {
                 return Ok(());
+            }
+            // A split is caught up when it has read up to the partition's
+            // high watermark (from the broker's fetch answers). End-of-partition
+            // events say the same but are not always delivered here.
+            if last_check.elapsed() >= Duration::from_millis(100) {
+                last_check = Instant::now();
+                let positions = self.ctx.metrics.partitions.lock().clone();
+                for (split, &partition) in mine.iter().enumerate() {
+                    if caught_up[split] || !pending[split].ranges.is_empty() {
+                        continue;
+                    }
+                    let at_end = positions
+                        .iter()
+                        .find(|p| p.partition == partition && p.topic == self.spec.topic)
+                        .map(|p| {
+                            p.high_watermark >= 0
+                                && (p.offset >= p.high_watermark
+                                    || (p.offset < 0 && p.high_watermark == 0))
+                        })
+                        .unwrap_or(false);
+                    if at_end {
+                        caught_up[split] = true;
+                        if !out.send(SourceEvent::CaughtUp { split }) {
+                            return Ok(());
+                        }
+                    }
+                }
             }
             // Wait no longer than the oldest pending batch may linger.
             let now = Instant::now();
@@ -365,6 +407,7 @@ impl SourceReader for KafkaReader {
                     let Some(&split) = split_of.get(&msg.partition()) else {
                         continue;
                     };
+                    caught_up[split] = false;
                     let p = &mut pending[split];
                     match msg.payload() {
                         Some(payload) => {
@@ -403,6 +446,7 @@ impl SourceReader for KafkaReader {
                         if !self.flush(split, partition, &mut pending[split], out)? {
                             return Ok(());
                         }
+                        caught_up[split] = true;
                         if !out.send(SourceEvent::CaughtUp { split }) {
                             return Ok(());
                         }

@@ -129,7 +129,10 @@ impl Pipeline {
 
     async fn on_event(&mut self, event: SourceEvent) -> Result<()> {
         match event {
-            SourceEvent::Assigned { splits } => self.clocks.assign(splits, Instant::now()),
+            SourceEvent::Assigned { splits } => {
+                tracing::debug!(instance = self.instance, splits, "splits assigned");
+                self.clocks.assign(splits, Instant::now())
+            }
             SourceEvent::Rows { split, batch } => {
                 self.on_rows(split, batch)?;
                 if let Downstream::Aggregate { partial, .. } = &self.downstream {
@@ -138,7 +141,10 @@ impl Pipeline {
                     }
                 }
             }
-            SourceEvent::CaughtUp { split } => self.clocks.caught_up(split),
+            SourceEvent::CaughtUp { split } => {
+                tracing::debug!(instance = self.instance, split, "split caught up");
+                self.clocks.caught_up(split)
+            }
             SourceEvent::SplitEnd { split } => self.clocks.ended(split),
         }
         Ok(())
@@ -204,9 +210,15 @@ impl Pipeline {
             let mut combined = watermark.lock();
             let advanced = match time {
                 InstanceTime::Watermark(w) => combined.on_watermark(self.instance, w),
-                InstanceTime::Idle => combined.on_idle(self.instance),
+                InstanceTime::Idle(last) => {
+                    if let Some(w) = last {
+                        combined.on_watermark(self.instance, w);
+                    }
+                    combined.on_idle(self.instance)
+                }
                 InstanceTime::Unknown => None,
-            };
+            }
+            .or(Some(combined.current()).filter(|w| *w != i64::MIN));
             if let Some(w) = advanced {
                 self.metrics.advance_watermark(w);
             }
@@ -214,11 +226,18 @@ impl Pipeline {
         }
         match time {
             InstanceTime::Watermark(w) if w > self.sent => {
+                tracing::trace!(instance = self.instance, watermark = w, "watermark");
                 self.sent = w;
                 self.idle_sent = false;
                 self.send_all(Message::Watermark(w)).await;
             }
-            InstanceTime::Idle if !self.idle_sent => {
+            InstanceTime::Idle(last) if !self.idle_sent => {
+                // First the watermark its idle splits made, then idleness.
+                if let Some(w) = last.filter(|w| *w > self.sent) {
+                    self.sent = w;
+                    self.send_all(Message::Watermark(w)).await;
+                }
+                tracing::debug!(instance = self.instance, "instance idle");
                 self.idle_sent = true;
                 self.send_all(Message::Idle).await;
             }

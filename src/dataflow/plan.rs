@@ -151,19 +151,18 @@ impl StreamPlan {
     pub fn explain(&self, parallelism: usize) -> String {
         let mut lines: Vec<String> = Vec::new();
         let keyed = self.aggregate.is_some();
-        lines.push(format!(
-            "Materialize: view={} {} emit={}",
-            self.view,
-            if keyed {
-                "keyed by group"
-            } else {
-                "append-only"
-            },
-            match self.emit {
-                EmitMode::OnUpdate => "on-update",
-                EmitMode::OnWindowClose => "on-window-close",
-            }
-        ));
+        lines.push(if keyed {
+            format!(
+                "Materialize: view={} keyed by group, emit={}",
+                self.view,
+                match self.emit {
+                    EmitMode::OnUpdate => "on-update",
+                    EmitMode::OnWindowClose => "on-window-close",
+                }
+            )
+        } else {
+            format!("Materialize: view={} append-only", self.view)
+        });
         for op in self.post.iter().rev() {
             lines.push(op.describe());
         }

@@ -6,7 +6,10 @@
 //! up (reached the end of its Kafka partition) and sent nothing for the idle
 //! timeout is not active until it sends again, so an idle partition cannot
 //! stall every window. An operator with several inputs takes the minimum
-//! over its inputs that are not idle.
+//! over its inputs that are not idle. When every input is idle, nothing is
+//! pending below any of their watermarks, so the maximum of them stands (as
+//! Flink's watermark valve does); without this, the last windows would wait
+//! forever for an input that has nothing more to say.
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +19,9 @@ pub enum InstanceTime {
     /// Splits not known yet, or no split has made a watermark yet.
     Unknown,
     Watermark(i64),
-    /// No split is active: the instance must not hold back others.
-    Idle,
+    /// No split is active: the instance must not hold back others. Carries
+    /// the largest watermark of its idle splits, if any made one.
+    Idle(Option<i64>),
 }
 
 #[derive(Debug, Clone)]
@@ -80,8 +84,10 @@ impl SplitClocks {
         }
     }
 
+    /// Every split has ended (an instance without splits is idle, not ended:
+    /// a Kafka instance may own no partition).
     pub fn all_ended(&self) -> bool {
-        self.assigned && self.splits.iter().all(|s| s.ended)
+        self.assigned && !self.splits.is_empty() && self.splits.iter().all(|s| s.ended)
     }
 
     fn is_idle(&self, clock: &SplitClock, now: Instant) -> bool {
@@ -100,14 +106,18 @@ impl SplitClocks {
             return InstanceTime::Watermark(i64::MAX);
         }
         let mut min: Option<i64> = None;
+        let mut idle_max: Option<i64> = None;
         for clock in self.splits.iter().filter(|c| !c.ended) {
             if self.is_idle(clock, now) {
+                if clock.running != i64::MIN {
+                    idle_max = Some(idle_max.map_or(clock.running, |m: i64| m.max(clock.running)));
+                }
                 continue;
             }
             min = Some(min.map_or(clock.running, |m: i64| m.min(clock.running)));
         }
         match min {
-            None => InstanceTime::Idle,
+            None => InstanceTime::Idle(idle_max),
             Some(i64::MIN) => InstanceTime::Unknown,
             Some(wm) => InstanceTime::Watermark(wm),
         }
@@ -168,15 +178,17 @@ impl WatermarkCombiner {
     }
 
     fn recompute(&mut self) -> Option<i64> {
-        let min = self
+        let active_min = self
             .inputs
             .iter()
             .filter(|c| !c.idle)
             .map(|c| c.watermark)
-            .min()?;
-        if min > self.current {
-            self.current = min;
-            Some(min)
+            .min();
+        // All idle: nothing is pending below any of their watermarks.
+        let candidate = active_min.or_else(|| self.inputs.iter().map(|c| c.watermark).max())?;
+        if candidate > self.current {
+            self.current = candidate;
+            Some(candidate)
         } else {
             None
         }
@@ -192,6 +204,9 @@ mod tests {
         let t0 = Instant::now();
         let mut c = SplitClocks::new(Some(Duration::from_secs(5)));
         assert_eq!(c.current(t0), InstanceTime::Unknown);
+        let mut empty = SplitClocks::new(Some(Duration::from_secs(5)));
+        empty.assign(0, t0);
+        assert_eq!(empty.current(t0), InstanceTime::Idle(None));
         c.assign(2, t0);
         *c.running(0, t0) = 100;
         assert_eq!(
@@ -231,6 +246,33 @@ mod tests {
             c.current(t0 + Duration::from_secs(60)),
             InstanceTime::Watermark(10)
         );
+    }
+
+    #[test]
+    fn all_idle_splits_give_their_largest_watermark() {
+        let t0 = Instant::now();
+        let mut c = SplitClocks::new(Some(Duration::from_secs(1)));
+        c.assign(2, t0);
+        *c.running(0, t0) = 100;
+        c.caught_up(0);
+        c.caught_up(1);
+        assert_eq!(
+            c.current(t0 + Duration::from_secs(2)),
+            InstanceTime::Idle(Some(100))
+        );
+    }
+
+    #[test]
+    fn when_every_input_is_idle_the_largest_watermark_stands() {
+        // Input 0 made 24 but input 1 (empty) held it back; then both idle.
+        let mut w = WatermarkCombiner::new(2);
+        assert_eq!(w.on_watermark(0, 24), None);
+        assert_eq!(
+            w.on_idle(0),
+            None,
+            "input 1 is active and has made no watermark"
+        );
+        assert_eq!(w.on_idle(1), Some(24));
     }
 
     #[test]

@@ -477,13 +477,15 @@ fn aggregate_plan(
                 group_index: i,
                 add_ms: w.kind.size(),
             }),
-            (None, None) => return Err(Error::user(
-                sqlstate::GROUPING_ERROR,
-                format!(
+            (None, None) => {
+                return Err(Error::user(
+                    sqlstate::GROUPING_ERROR,
+                    format!(
                     "an aggregation over a window of \"{}\" must GROUP BY window_start, window_end",
                     source.name
                 ),
-            )),
+                ))
+            }
         };
     }
     let mut routing: Vec<usize> = (0..agg.group_exprs.len())

@@ -1,0 +1,300 @@
+//! Throughput benchmark: a TUMBLE 10 s count/sum/avg per key over JSON call
+//! events, from a file and from Kafka, through the real server.
+//!
+//! Run: `scripts/install-broker.sh && cargo bench --bench throughput`
+//! (a release build). Settings by environment: `EVENTS` (default 5000000),
+//! `KEYS` (distinct cells, default 1000), `PARTITIONS` (Kafka, default 4),
+//! `PARALLELISM` (server, default: the number of cores), `SKIP_KAFKA=1`.
+//!
+//! Reports events/s (rows read from the source and aggregated, until the
+//! result is complete and queryable), the server's peak memory (VmHWM), and
+//! the delay from the final watermark to a queryable result.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::kafka::Broker;
+use common::{execute, rows, TestServer};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::producer::{BaseRecord, Producer};
+
+const BASE_MS: i64 = 1_704_067_200_000;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Event i: time advances 1 ms per event (1000 events per event-time
+/// second), disorder up to 2 s, no late events (delay 5 s).
+fn event(i: usize, keys: usize, rng: &mut StdRng, out: &mut Vec<u8>) {
+    let ts = BASE_MS + i as i64 - rng.random_range(0..2_000);
+    let cell = rng.random_range(0..keys);
+    let status = if rng.random_range(0..100) < 93 {
+        "ok"
+    } else {
+        "failed"
+    };
+    let duration = rng.random_range(0..300_000);
+    let _ = write!(
+        out,
+        r#"{{"event_time": {ts}, "cell_id": "cell-{cell:05}", "msisdn": "3467{:08}", "status": "{status}", "duration_ms": {duration}}}"#,
+        rng.random_range(0..100_000_000u32)
+    );
+}
+
+fn data_file(events: usize, keys: usize) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("bench-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("calls-{events}-{keys}.json"));
+    if !path.exists() {
+        let started = Instant::now();
+        let tmp = path.with_extension("tmp");
+        let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).unwrap());
+        let mut rng = StdRng::seed_from_u64(42);
+        let mut line = Vec::with_capacity(256);
+        for i in 0..events {
+            line.clear();
+            event(i, keys, &mut rng, &mut line);
+            line.push(b'\n');
+            w.write_all(&line).unwrap();
+        }
+        w.flush().unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        eprintln!("generated {} in {:.1?}", path.display(), started.elapsed());
+    }
+    path
+}
+
+fn peak_memory_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+const VIEW: &str = "CREATE MATERIALIZED VIEW kpi AS
+  SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms,
+         AVG(duration_ms) AS avg_ms
+  FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+  GROUP BY window_start, window_end, cell_id
+  EMIT ON WINDOW CLOSE";
+
+fn columns() -> &'static str {
+    "event_time BIGINT, cell_id STRING, msisdn STRING, status STRING, duration_ms INT,
+     ts AS TO_TIMESTAMP_LTZ(event_time, 3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND"
+}
+
+struct Result {
+    name: String,
+    events: usize,
+    seconds: f64,
+    peak_mib: f64,
+    final_delay_ms: Option<f64>,
+}
+
+fn server_flags() -> Vec<String> {
+    match std::env::var("PARALLELISM") {
+        Ok(p) => vec!["--parallelism".into(), p],
+        Err(_) => Vec::new(),
+    }
+}
+
+async fn total_calls(client: &tokio_postgres::Client) -> i64 {
+    rows(client, "SELECT COALESCE(SUM(calls), 0) FROM kpi").await[0][0]
+        .parse()
+        .unwrap()
+}
+
+async fn file_benchmark(events: usize, keys: usize) -> Result {
+    let path = data_file(events, keys);
+    let tmp = tempfile::tempdir().unwrap();
+    let flags = server_flags();
+    let flags: Vec<&str> = flags.iter().map(|s| s.as_str()).collect();
+    let server = TestServer::start_in(&tmp.path().join("data"), &flags);
+    let client = server.client().await;
+    execute(
+        &client,
+        &format!(
+            "CREATE TABLE calls ({}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
+            columns(),
+            path.display()
+        ),
+    )
+    .await;
+    let started = Instant::now();
+    execute(&client, VIEW).await;
+    common::wait_finished(&client, "kpi").await;
+    let seconds = started.elapsed().as_secs_f64();
+    let total = total_calls(&client).await;
+    assert_eq!(total as usize, events, "every event counted exactly once");
+    Result {
+        name: "file (JSON)".into(),
+        events,
+        seconds,
+        peak_mib: peak_memory_mib(server.pid()),
+        final_delay_ms: None,
+    }
+}
+
+async fn kafka_benchmark(events: usize, keys: usize) -> Result {
+    let partitions = env("PARTITIONS", 4) as i32;
+    let broker = Broker::start();
+    broker.create_topic("calls", partitions as u32);
+    // Produce the events (not timed as Sluice's throughput).
+    let started = Instant::now();
+    {
+        let producer: rdkafka::producer::BaseProducer = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", &broker.addr)
+            .set("linger.ms", "20")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .unwrap();
+        let mut rng = StdRng::seed_from_u64(42);
+        let mut line = Vec::with_capacity(256);
+        for i in 0..events {
+            line.clear();
+            event(i, keys, &mut rng, &mut line);
+            let partition = (i % partitions as usize) as i32;
+            let mut record = BaseRecord::<(), [u8]>::to("calls")
+                .partition(partition)
+                .payload(&line[..]);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        record = r;
+                        producer.poll(Duration::from_millis(5));
+                    }
+                }
+            }
+            if i % 1000 == 0 {
+                producer.poll(Duration::ZERO);
+            }
+        }
+        producer.flush(Duration::from_secs(300)).unwrap();
+    }
+    eprintln!(
+        "produced {events} events to {partitions} partitions in {:.1?}",
+        started.elapsed()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let flags = server_flags();
+    let flags: Vec<&str> = flags.iter().map(|s| s.as_str()).collect();
+    let server = TestServer::start_in(&tmp.path().join("data"), &flags);
+    let client = server.client().await;
+    execute(
+        &client,
+        &format!(
+            "CREATE TABLE calls ({}) WITH ('connector' = 'kafka', 'topic' = 'calls',
+               'properties.bootstrap.servers' = '{}', 'scan.startup.mode' = 'earliest-offset', 'format' = 'json')",
+            columns(),
+            broker.addr
+        ),
+    )
+    .await;
+    let started = Instant::now();
+    execute(&client, VIEW).await;
+    loop {
+        let r = rows(
+            &client,
+            "SELECT rows_in FROM sluice.jobs WHERE name = 'kpi'",
+        )
+        .await;
+        if r[0][0].parse::<usize>().unwrap() >= events {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+
+    // The final watermark: one event per partition far ahead closes every
+    // window of the data; measure until the last one is queryable.
+    let last_window = (BASE_MS + events as i64 - 1).div_euclid(10_000) * 10_000;
+    let last_window = chrono::DateTime::from_timestamp_millis(last_window)
+        .unwrap()
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let flush: Vec<(i32, String)> = (0..partitions)
+        .map(|p| {
+            (
+                p,
+                format!(
+                    r#"{{"event_time": {}, "cell_id": "flush", "status": "ok", "duration_ms": 0}}"#,
+                    BASE_MS + events as i64 + 3_600_000
+                ),
+            )
+        })
+        .collect();
+    let sent = Instant::now();
+    broker.produce("calls", &flush);
+    let query = format!("SELECT COUNT(*) FROM kpi WHERE window_start = '{last_window}'");
+    loop {
+        if rows(&client, &query).await[0][0] != "0" {
+            break;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(60),
+            "the last window never appeared"
+        );
+    }
+    let final_delay_ms = sent.elapsed().as_secs_f64() * 1000.0;
+    let total = total_calls(&client).await;
+    assert_eq!(total as usize, events, "every event counted exactly once");
+    Result {
+        name: format!("Kafka ({partitions} partitions)"),
+        events,
+        seconds,
+        peak_mib: peak_memory_mib(server.pid()),
+        final_delay_ms: Some(final_delay_ms),
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("throughput: bench");
+        return;
+    }
+    let events = env("EVENTS", 5_000_000);
+    let keys = env("KEYS", 1000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut results = vec![runtime.block_on(file_benchmark(events, keys))];
+    if std::env::var("SKIP_KAFKA").is_err() {
+        results.push(runtime.block_on(kafka_benchmark(events, keys)));
+    }
+    println!(
+        "\n| source | events | seconds | events/s | peak memory | final watermark to result |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for r in results {
+        println!(
+            "| {} | {} | {:.2} | {:.0} | {:.0} MiB | {} |",
+            r.name,
+            r.events,
+            r.seconds,
+            r.events as f64 / r.seconds,
+            r.peak_mib,
+            r.final_delay_ms
+                .map(|d| format!("{d:.0} ms"))
+                .unwrap_or_else(|| "n/a (bounded)".into())
+        );
+    }
+}
