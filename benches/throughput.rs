@@ -11,7 +11,6 @@
 //! the delay from the final watermark to a queryable result.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::io::{BufWriter, Write};

@@ -8,7 +8,10 @@
 //! the event time (any TIMESTAMP column, or a BIGINT column whose name says
 //! time: epoch milliseconds). Event times follow the wall clock at
 //! `rows-per-second`, out of order by up to 3 s, and about 0.2% of events
-//! are 10 to 60 s late. Other columns get random values of their type.
+//! are 10 to 60 s late. For the Yahoo streaming benchmark's ad events,
+//! `event_type` is `view`, `click` or `purchase`, and `ad_id` and
+//! `campaign_id` come from 1000 ads in 100 campaigns. Other columns get
+//! random values of their type.
 //!
 //! Options: `rows-per-second` (default 10000, over all instances) and
 //! `number-of-rows` (unbounded if absent).
@@ -73,8 +76,16 @@ enum ColumnGen {
     Msisdn,
     Status,
     Duration,
+    /// Yahoo streaming benchmark: view / click / purchase.
+    EventType,
+    AdId,
+    CampaignId,
     Random,
 }
+
+const ADS: usize = 1000;
+const ADS_PER_CAMPAIGN: usize = 10;
+const EVENT_TYPES: [&str; 3] = ["view", "click", "purchase"];
 
 fn column_gen(field: &Field) -> ColumnGen {
     let name = field.name().to_ascii_lowercase();
@@ -93,6 +104,9 @@ fn column_gen(field: &Field) -> ColumnGen {
             ColumnGen::Msisdn
         }
         DataType::Utf8 if name.contains("status") => ColumnGen::Status,
+        DataType::Utf8 if name == "event_type" => ColumnGen::EventType,
+        DataType::Utf8 if name == "ad_id" => ColumnGen::AdId,
+        DataType::Utf8 if name == "campaign_id" => ColumnGen::CampaignId,
         _ if name.contains("duration") && (t.is_integer() || t.is_floating()) => {
             ColumnGen::Duration
         }
@@ -101,6 +115,8 @@ fn column_gen(field: &Field) -> ColumnGen {
 }
 
 struct Names {
+    ads: Vec<String>,
+    campaigns: Vec<String>,
     cells: Vec<String>,
     subscribers: Vec<String>,
     /// Cumulative Zipf weights over cells, normalized to 1.
@@ -127,6 +143,10 @@ fn names() -> &'static Names {
             })
             .collect();
         Names {
+            ads: (0..ADS).map(|i| format!("ad-{i:04}")).collect(),
+            campaigns: (0..ADS / ADS_PER_CAMPAIGN)
+                .map(|i| format!("camp-{i:03}"))
+                .collect(),
             cells,
             subscribers,
             cell_cdf,
@@ -139,6 +159,8 @@ struct RowDraw {
     event_time_ms: i64,
     status: usize,
     duration_ms: i64,
+    /// The ad of an ad event (its campaign is ad / ADS_PER_CAMPAIGN).
+    ad: usize,
 }
 
 const STATUSES: [&str; 4] = ["ok", "dropped", "failed", "busy"];
@@ -192,6 +214,7 @@ impl DatagenReader {
             event_time_ms,
             status,
             duration_ms,
+            ad: self.rng.random_range(0..ADS),
         }
     }
 
@@ -236,6 +259,27 @@ impl DatagenReader {
                 }
                 ColumnGen::Duration => {
                     numeric_array(field.data_type(), draws.iter().map(|d| d.duration_ms))?
+                }
+                ColumnGen::EventType => {
+                    let mut b = StringBuilder::with_capacity(n, n * 5);
+                    for _ in 0..n {
+                        b.append_value(EVENT_TYPES[self.rng.random_range(0..EVENT_TYPES.len())]);
+                    }
+                    Arc::new(b.finish())
+                }
+                ColumnGen::AdId => {
+                    let mut b = StringBuilder::with_capacity(n, n * 7);
+                    for d in &draws {
+                        b.append_value(&names.ads[d.ad]);
+                    }
+                    Arc::new(b.finish())
+                }
+                ColumnGen::CampaignId => {
+                    let mut b = StringBuilder::with_capacity(n, n * 8);
+                    for d in &draws {
+                        b.append_value(&names.campaigns[d.ad / ADS_PER_CAMPAIGN]);
+                    }
+                    Arc::new(b.finish())
                 }
                 ColumnGen::Random => random_array(field.data_type(), n, &mut self.rng)?,
             };

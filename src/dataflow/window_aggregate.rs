@@ -32,7 +32,7 @@ use crate::dataflow::plan::EmitMode;
 use crate::dataflow::window::has_fired;
 use crate::error::{Error, Result};
 use crate::metrics::JobMetrics;
-use crate::state::table::{MemStateTable, WindowId};
+use crate::state::table::{MemStateTable, WindowId, WindowRows};
 
 /// Rows per result batch when a large window fires.
 const FIRE_BATCH_ROWS: usize = 8192;
@@ -143,8 +143,8 @@ impl WindowAggregate {
         let parser = self.states.parser();
         let mut stored_rows = Vec::new();
         let mut stored_groups = Vec::new();
-        for i in 0..n {
-            if let Some(bytes) = self.table.get(windows[i], keys.row(i).as_ref()) {
+        for (i, window) in windows.iter().enumerate() {
+            if let Some(bytes) = self.table.get(*window, keys.row(i).as_ref()) {
                 stored_rows.push(parser.parse(bytes));
                 stored_groups.push(i);
             }
@@ -156,9 +156,9 @@ impl WindowAggregate {
         }
         let merged = self.agg.take_states(&mut self.accumulators)?;
         let encoded = self.states.convert_columns(&merged)?;
-        for i in 0..n {
+        for (i, window) in windows.iter().enumerate() {
             self.table
-                .put(windows[i], keys.row(i).as_ref(), encoded.row(i).as_ref());
+                .put(*window, keys.row(i).as_ref(), encoded.row(i).as_ref());
         }
         if self.emit == EmitMode::OnUpdate {
             self.agg
@@ -230,8 +230,8 @@ impl WindowAggregate {
     }
 
     /// Emits the final rows of a fired window.
-    fn fire(&mut self, rows: std::collections::HashMap<Box<[u8]>, Box<[u8]>>) -> Result<()> {
-        let entries: Vec<(Box<[u8]>, Box<[u8]>)> = rows.into_iter().collect();
+    fn fire(&mut self, rows: WindowRows) -> Result<()> {
+        let entries: Vec<_> = rows.into_iter().collect();
         for chunk in entries.chunks(FIRE_BATCH_ROWS) {
             let n = chunk.len();
             let key_parser = self.keys.parser();

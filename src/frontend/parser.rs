@@ -33,11 +33,11 @@ pub fn dialect() -> &'static dyn Dialect {
 #[derive(Debug, Clone)]
 pub enum Statement {
     /// `CREATE TABLE ... WITH ('connector' = ...)` or `CREATE SOURCE ...`.
-    CreateSource(CreateSource),
+    CreateSource(Box<CreateSource>),
     /// `CREATE MATERIALIZED VIEW name AS query`.
-    CreateView(CreateView),
+    CreateView(Box<CreateView>),
     /// `EXPLAIN CREATE MATERIALIZED VIEW ...`.
-    ExplainView(CreateView),
+    ExplainView(Box<CreateView>),
     Drop {
         kind: ObjectKind,
         name: String,
@@ -115,7 +115,7 @@ pub enum ColumnKind {
         not_null: bool,
     },
     /// `name AS expr`.
-    Computed(ast::Expr),
+    Computed(Box<ast::Expr>),
 }
 
 /// `WATERMARK FOR column AS expr`.
@@ -296,13 +296,13 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
             return Err(Error::not_supported("create or replace is not supported").into());
         }
         if parser.parse_keyword(Keyword::TABLE) {
-            return parse_create_source(parser, sql).map(Statement::CreateSource);
+            return parse_create_source(parser, sql).map(|c| Statement::CreateSource(Box::new(c)));
         }
         if parser.parse_keyword(Keyword::SOURCE) {
-            return parse_create_source(parser, sql).map(Statement::CreateSource);
+            return parse_create_source(parser, sql).map(|c| Statement::CreateSource(Box::new(c)));
         }
         if parser.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW]) {
-            return parse_create_view(parser, sql).map(Statement::CreateView);
+            return parse_create_view(parser, sql).map(|v| Statement::CreateView(Box::new(v)));
         }
         // Let sqlparser (and then the session) deal with other CREATE forms.
         parser.prev_token();
@@ -312,7 +312,7 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         parser.next_token();
         parser.next_token();
         parser.expect_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW])?;
-        return parse_create_view(parser, sql).map(Statement::ExplainView);
+        return parse_create_view(parser, sql).map(|v| Statement::ExplainView(Box::new(v)));
     }
     if is_keyword(&first, Keyword::DROP) {
         parser.next_token();
@@ -588,7 +588,7 @@ fn parse_column(parser: &mut Parser, sql: &str) -> PResult<ColumnDecl> {
         let expr = parser.parse_expr()?;
         return Ok(ColumnDecl {
             name,
-            kind: ColumnKind::Computed(expr),
+            kind: ColumnKind::Computed(Box::new(expr)),
             position,
         });
     }

@@ -11,9 +11,12 @@ use std::collections::{BTreeMap, HashMap};
 /// never expires.
 pub type WindowId = i64;
 
+/// The rows of one window: encoded key -> encoded value.
+pub type WindowRows = HashMap<Box<[u8]>, Box<[u8]>>;
+
 #[derive(Default)]
 pub struct MemStateTable {
-    windows: BTreeMap<WindowId, HashMap<Box<[u8]>, Box<[u8]>>>,
+    windows: BTreeMap<WindowId, WindowRows>,
     rows: usize,
 }
 
@@ -52,7 +55,7 @@ impl MemStateTable {
     }
 
     /// Removes and returns a window's rows.
-    pub fn take_window(&mut self, window: WindowId) -> HashMap<Box<[u8]>, Box<[u8]>> {
+    pub fn take_window(&mut self, window: WindowId) -> WindowRows {
         let rows = self.windows.remove(&window).unwrap_or_default();
         self.rows -= rows.len();
         rows

@@ -162,12 +162,12 @@ impl KeyedShard {
             self.dead = 0;
             return Ok(());
         }
-        let mut entries: Vec<(&Box<[u8]>, &mut (u32, u32))> = self.index.iter_mut().collect();
         // Keep the rows in a stable order: by where they were written.
-        entries.sort_by_key(|(_, slot)| **slot);
+        let mut entries: Vec<&mut (u32, u32)> = self.index.values_mut().collect();
+        entries.sort_by_key(|slot| **slot);
         let picks: Vec<(usize, usize)> = entries
             .iter()
-            .map(|(_, slot)| (slot.0 as usize, slot.1 as usize))
+            .map(|slot| (slot.0 as usize, slot.1 as usize))
             .collect();
         let refs: Vec<&RecordBatch> = self.segments.iter().collect();
         let batch = if refs.is_empty() {
@@ -175,7 +175,7 @@ impl KeyedShard {
         } else {
             interleave_record_batch(&refs, &picks)?
         };
-        for (row, (_, slot)) in entries.into_iter().enumerate() {
+        for (row, slot) in entries.into_iter().enumerate() {
             *slot = (0, row as u32);
         }
         self.segments = vec![batch];
