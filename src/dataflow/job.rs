@@ -103,7 +103,13 @@ impl Job {
             for i in 0..p {
                 let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
                 owners.push(tx);
-                let out = Materialize::new(view.clone(), i, physical.post.clone(), metrics.clone());
+                let out = Materialize::new(
+                    view.clone(),
+                    i,
+                    physical.post.clone(),
+                    metrics.clone(),
+                    dead_letters.clone(),
+                );
                 let operator = WindowAggregate::new(agg.clone(), plan.emit, out, metrics.clone())?;
                 tasks.spawn_on(run_final(rx, operator, p), runtime);
             }
@@ -141,7 +147,13 @@ impl Job {
                     owners: owners.clone(),
                 },
                 None => Downstream::Append {
-                    out: Materialize::new(view.clone(), i, physical.post.clone(), metrics.clone()),
+                    out: Materialize::new(
+                        view.clone(),
+                        i,
+                        physical.post.clone(),
+                        metrics.clone(),
+                        dead_letters.clone(),
+                    ),
                     watermark: append_watermark.clone(),
                 },
             };
@@ -151,6 +163,7 @@ impl Job {
                 plan.source.spec.idle_timeout,
                 downstream,
                 metrics.clone(),
+                dead_letters.clone(),
                 config.flush_interval,
             );
             tasks.spawn_on(pipeline.run(rx), runtime);

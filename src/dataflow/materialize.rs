@@ -17,9 +17,11 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::compute::filter_record_batch;
 
-use crate::dataflow::physical::{evaluate_mask, PhysicalOp};
-use crate::error::Result;
-use crate::metrics::JobMetrics;
+use crate::dataflow::physical::{
+    apply_all, evaluate_mask, per_row_on_error, row_as_json, PhysicalOp,
+};
+use crate::error::{Error, Result};
+use crate::metrics::{DeadLetterQueue, JobMetrics};
 use crate::state::view::ViewStore;
 
 pub struct Materialize {
@@ -27,6 +29,7 @@ pub struct Materialize {
     shard: usize,
     post: Arc<Vec<PhysicalOp>>,
     metrics: Arc<JobMetrics>,
+    dead_letters: Arc<DeadLetterQueue>,
 }
 
 impl Materialize {
@@ -35,28 +38,60 @@ impl Materialize {
         shard: usize,
         post: Arc<Vec<PhysicalOp>>,
         metrics: Arc<JobMetrics>,
+        dead_letters: Arc<DeadLetterQueue>,
     ) -> Self {
         Materialize {
             view,
             shard,
             post,
             metrics,
+            dead_letters,
         }
+    }
+
+    /// Counts and keeps a result row that could not be finished.
+    fn dead_letter(&self, row: &RecordBatch, error: Error) {
+        self.metrics.bad_rows.fetch_add(1, Ordering::Relaxed);
+        self.dead_letters.push(
+            &self.metrics.name,
+            format!("a result row of view {}", self.metrics.name),
+            &row_as_json(row),
+            format!("could not evaluate the view's expressions: {error}"),
+        );
     }
 
     /// Appends rows to an append-only view.
     pub fn append(&self, batch: RecordBatch) -> Result<()> {
-        let batch = crate::dataflow::physical::apply_all(&self.post, batch)?;
-        self.metrics
-            .rows_out
-            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        self.view.append(self.shard, batch);
+        let (parts, bad) = per_row_on_error(&batch, |b| apply_all(&self.post, b.clone()))?;
+        for (row, error) in bad {
+            self.dead_letter(&row, error);
+        }
+        for part in parts {
+            self.metrics
+                .rows_out
+                .fetch_add(part.num_rows() as u64, Ordering::Relaxed);
+            self.view.append(self.shard, part);
+        }
         Ok(())
     }
 
     /// Sets the rows of the groups `keys` (row i of `results` belongs to
-    /// `keys[i]`).
+    /// `keys[i]`). A group whose row cannot be finished (its expressions
+    /// fail) keeps its previous row and becomes a dead letter.
     pub fn upsert(&self, keys: &[&[u8]], results: RecordBatch) -> Result<()> {
+        if self.try_upsert(keys, results.clone()).is_ok() {
+            return Ok(());
+        }
+        for (i, key) in keys.iter().enumerate() {
+            let row = results.slice(i, 1);
+            if let Err(e) = self.try_upsert(&[key], row.clone()) {
+                self.dead_letter(&row, e);
+            }
+        }
+        Ok(())
+    }
+
+    fn try_upsert(&self, keys: &[&[u8]], results: RecordBatch) -> Result<()> {
         let mut batch = results;
         let mut live: Vec<&[u8]> = keys.to_vec();
         let mut deleted: Vec<&[u8]> = Vec::new();

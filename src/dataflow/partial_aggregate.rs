@@ -32,6 +32,14 @@ pub const MAX_PENDING_GROUPS: usize = 64 * 1024;
 /// later every server) agrees.
 const ROUTING_HASH: RandomState = RandomState::with_seed(0x51_u64 << 32 | 0xCE);
 
+/// The evaluated inputs of an update: group keys, and per function its
+/// arguments and FILTER mask.
+pub struct UpdateInputs {
+    keys: Vec<ArrayRef>,
+    args: Vec<Vec<ArrayRef>>,
+    filters: Vec<Option<arrow::array::BooleanArray>>,
+}
+
 pub struct PartialAggregate {
     agg: Arc<PhysicalAggregate>,
     groups: Box<dyn GroupValues>,
@@ -53,29 +61,50 @@ impl PartialAggregate {
         self.groups.len()
     }
 
-    pub fn update(&mut self, batch: &RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
+    /// Evaluates everything the update needs (group keys, arguments,
+    /// filters) without touching the state, so a failure leaves it intact.
+    pub fn inputs(&self, batch: &RecordBatch) -> Result<UpdateInputs> {
         let keys = self
             .agg
             .group_exprs
             .iter()
             .map(|e| evaluate(e, batch))
             .collect::<Result<Vec<ArrayRef>>>()?;
-        self.groups.intern(&keys, &mut self.group_ids)?;
-        let total = self.groups.len();
-        for (f, acc) in self.agg.functions.iter().zip(self.accumulators.iter_mut()) {
-            let args = f
-                .args
-                .iter()
-                .map(|e| evaluate(e, batch))
-                .collect::<Result<Vec<ArrayRef>>>()?;
-            let filter = match &f.filter {
+        let mut args = Vec::with_capacity(self.agg.functions.len());
+        let mut filters = Vec::with_capacity(self.agg.functions.len());
+        for f in &self.agg.functions {
+            args.push(
+                f.args
+                    .iter()
+                    .map(|e| evaluate(e, batch))
+                    .collect::<Result<Vec<ArrayRef>>>()?,
+            );
+            filters.push(match &f.filter {
                 Some(p) => Some(evaluate_mask(p, batch)?),
                 None => None,
-            };
-            acc.update_batch(&args, &self.group_ids, filter.as_ref(), total)?;
+            });
+        }
+        Ok(UpdateInputs {
+            keys,
+            args,
+            filters,
+        })
+    }
+
+    /// Adds rows to the pending groups.
+    pub fn update(&mut self, inputs: UpdateInputs) -> Result<()> {
+        if inputs.keys.first().map(|k| k.is_empty()).unwrap_or(true) {
+            return Ok(());
+        }
+        self.groups.intern(&inputs.keys, &mut self.group_ids)?;
+        let total = self.groups.len();
+        for ((acc, args), filter) in self
+            .accumulators
+            .iter_mut()
+            .zip(&inputs.args)
+            .zip(&inputs.filters)
+        {
+            acc.update_batch(args, &self.group_ids, filter.as_ref(), total)?;
         }
         Ok(())
     }

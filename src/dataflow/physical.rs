@@ -107,6 +107,44 @@ pub fn apply_all(ops: &[PhysicalOp], mut batch: RecordBatch) -> Result<RecordBat
     Ok(batch)
 }
 
+/// Runs `f` on a batch; when it fails, runs it row by row, so that one bad
+/// row costs a slow batch instead of the job. Returns the results of the
+/// good rows (in order) and the rows that failed, with their errors.
+pub fn per_row_on_error<T>(
+    batch: &RecordBatch,
+    f: impl Fn(&RecordBatch) -> Result<T>,
+) -> Result<(Vec<T>, Vec<(RecordBatch, crate::error::Error)>)> {
+    match f(batch) {
+        Ok(v) => Ok((vec![v], Vec::new())),
+        Err(_) => {
+            let mut good = Vec::new();
+            let mut bad = Vec::new();
+            for i in 0..batch.num_rows() {
+                let row = batch.slice(i, 1);
+                match f(&row) {
+                    Ok(v) => good.push(v),
+                    Err(e) => bad.push((row, e)),
+                }
+            }
+            Ok((good, bad))
+        }
+    }
+}
+
+/// A row as one line of JSON (for dead letters).
+pub fn row_as_json(row: &RecordBatch) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut writer = arrow::json::LineDelimitedWriter::new(&mut out);
+    if writer.write(row).is_err() || writer.finish().is_err() {
+        return b"(row not printable)".to_vec();
+    }
+    drop(writer);
+    while out.last() == Some(&b'\n') {
+        out.pop();
+    }
+    out
+}
+
 /// The same fields, all nullable: results of expressions over streams may
 /// be NULL where the planner could not tell.
 pub fn nullable_schema(schema: &Schema) -> SchemaRef {

@@ -31,13 +31,15 @@ use crate::connector::SourceEvent;
 use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::{Envelope, Message};
 use crate::dataflow::partial_aggregate::{route, PartialAggregate, MAX_PENDING_GROUPS};
-use crate::dataflow::physical::{apply_all, evaluate, PhysicalAggregate, PhysicalOp};
+use crate::dataflow::physical::{
+    apply_all, evaluate, per_row_on_error, row_as_json, PhysicalAggregate, PhysicalOp,
+};
 use crate::dataflow::plan::WindowPlan;
 use crate::dataflow::prepare::take_rows;
 use crate::dataflow::watermark::{InstanceTime, SplitClocks, WatermarkCombiner};
 use crate::dataflow::window::{assign_windows, Assignment};
 use crate::error::{Error, Result};
-use crate::metrics::JobMetrics;
+use crate::metrics::{DeadLetterQueue, JobMetrics};
 
 /// What a job's instances share: the physical form of its plan.
 pub struct JobPhysical {
@@ -72,6 +74,7 @@ pub struct Pipeline {
     assignment: Assignment,
     downstream: Downstream,
     metrics: Arc<JobMetrics>,
+    dead_letters: Arc<DeadLetterQueue>,
     flush_interval: Duration,
     /// The last watermark sent downstream.
     sent: i64,
@@ -86,6 +89,7 @@ impl Pipeline {
         idle_timeout: Option<Duration>,
         downstream: Downstream,
         metrics: Arc<JobMetrics>,
+        dead_letters: Arc<DeadLetterQueue>,
         flush_interval: Duration,
     ) -> Self {
         Pipeline {
@@ -95,6 +99,7 @@ impl Pipeline {
             assignment: Assignment::default(),
             downstream,
             metrics,
+            dead_letters,
             flush_interval,
             sent: i64::MIN,
             idle_sent: false,
@@ -181,13 +186,40 @@ impl Pipeline {
                 }
             }
         };
-        let batch = apply_all(&self.job.pre, batch)?;
+        // A row whose expressions cannot be evaluated becomes a dead letter;
+        // the others go on.
+        let (parts, bad) = per_row_on_error(&batch, |b| apply_all(&self.job.pre, b.clone()))?;
+        self.dead_letter_rows(split, bad);
+        let batch = match parts.len() {
+            0 => return Ok(()),
+            1 => parts.into_iter().next().expect("one part"),
+            _ => arrow::compute::concat_batches(&parts[0].schema(), &parts)?,
+        };
         if batch.num_rows() == 0 {
             return Ok(());
         }
         match &mut self.downstream {
-            Downstream::Aggregate { partial, .. } => partial.update(&batch),
+            Downstream::Aggregate { partial, .. } => {
+                let (inputs, bad) = per_row_on_error(&batch, |b| partial.inputs(b))?;
+                for input in inputs {
+                    partial.update(input)?;
+                }
+                self.dead_letter_rows(split, bad);
+                Ok(())
+            }
             Downstream::Append { out, .. } => out.append(batch),
+        }
+    }
+
+    fn dead_letter_rows(&self, split: usize, bad: Vec<(RecordBatch, Error)>) {
+        for (row, error) in bad {
+            self.metrics.bad_rows.fetch_add(1, Ordering::Relaxed);
+            self.dead_letters.push(
+                &self.metrics.name,
+                format!("a row of split {split} of instance {}", self.instance),
+                &row_as_json(&row),
+                format!("could not evaluate the view's expressions: {error}"),
+            );
         }
     }
 
