@@ -107,13 +107,16 @@ pub fn apply_all(ops: &[PhysicalOp], mut batch: RecordBatch) -> Result<RecordBat
     Ok(batch)
 }
 
+/// Rows that failed, each with its error.
+pub type BadRows = Vec<(RecordBatch, crate::error::Error)>;
+
 /// Runs `f` on a batch; when it fails, runs it row by row, so that one bad
 /// row costs a slow batch instead of the job. Returns the results of the
 /// good rows (in order) and the rows that failed, with their errors.
 pub fn per_row_on_error<T>(
     batch: &RecordBatch,
     f: impl Fn(&RecordBatch) -> Result<T>,
-) -> Result<(Vec<T>, Vec<(RecordBatch, crate::error::Error)>)> {
+) -> Result<(Vec<T>, BadRows)> {
     match f(batch) {
         Ok(v) => Ok((vec![v], Vec::new())),
         Err(_) => {

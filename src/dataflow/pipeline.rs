@@ -32,7 +32,7 @@ use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::{Envelope, Message};
 use crate::dataflow::partial_aggregate::{route, PartialAggregate, MAX_PENDING_GROUPS};
 use crate::dataflow::physical::{
-    apply_all, evaluate, per_row_on_error, row_as_json, PhysicalAggregate, PhysicalOp,
+    apply_all, evaluate, per_row_on_error, row_as_json, BadRows, PhysicalAggregate, PhysicalOp,
 };
 use crate::dataflow::plan::WindowPlan;
 use crate::dataflow::prepare::take_rows;
@@ -211,7 +211,7 @@ impl Pipeline {
         }
     }
 
-    fn dead_letter_rows(&self, split: usize, bad: Vec<(RecordBatch, Error)>) {
+    fn dead_letter_rows(&self, split: usize, bad: BadRows) {
         for (row, error) in bad {
             self.metrics.bad_rows.fetch_add(1, Ordering::Relaxed);
             self.dead_letters.push(
