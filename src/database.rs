@@ -153,6 +153,9 @@ impl Database {
             .map_err(|e| e.at(create.name_position))?;
         let state = crate::functions::session_context().state();
         let plan = Arc::new(bind_source(&state, create, sql)?);
+        if persist {
+            plan.spec.check()?;
+        }
         let store = persist.then_some(&self.store);
         self.catalog.write().add_source(plan, text, store)?;
         tracing::info!(source = %create.name, "source created");

@@ -269,3 +269,32 @@ async fn psql_works() {
     );
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_gone_since_a_restart_fails_its_view_not_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let file = tmp.path().join("calls.json");
+    std::fs::copy(common::data_dir().join("calls_small.json"), &file).unwrap();
+    {
+        let mut server = TestServer::start_in(&dir, &[]);
+        let client = server.client().await;
+        execute(
+            &client,
+            &calls_sql().replace(&common::data_dir().join("calls_small.json").display().to_string(), &file.display().to_string()),
+        )
+        .await;
+        execute(&client, KPI).await;
+        wait_finished(&client, "kpi").await;
+        assert!(server.stop());
+    }
+    std::fs::remove_file(&file).unwrap();
+    let server = TestServer::start_in(&dir, &[]);
+    let client = server.client().await;
+    common::wait_until(Duration::from_secs(30), "the failed job", || async {
+        let (status, error) = common::job_status(&client, "kpi").await;
+        status == "failed" && error.map(|e| e.contains("calls.json")).unwrap_or(false)
+    })
+    .await;
+    assert_eq!(rows(&client, "SELECT 40 + 2").await, vec![vec!["42".to_string()]]);
+}

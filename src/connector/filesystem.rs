@@ -39,9 +39,7 @@ impl FileSpec {
     pub fn from_options(opts: &mut Options, _schema: &SchemaRef) -> Result<Self> {
         let path = PathBuf::from(opts.require("path")?);
         let format = FormatSpec::from_options(opts)?;
-        let spec = FileSpec { path, format };
-        spec.files()?;
-        Ok(spec)
+        Ok(FileSpec { path, format })
     }
 
     /// The files to read, in name order.
