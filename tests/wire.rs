@@ -281,7 +281,13 @@ async fn a_file_gone_since_a_restart_fails_its_view_not_the_server() {
         let client = server.client().await;
         execute(
             &client,
-            &calls_sql().replace(&common::data_dir().join("calls_small.json").display().to_string(), &file.display().to_string()),
+            &calls_sql().replace(
+                &common::data_dir()
+                    .join("calls_small.json")
+                    .display()
+                    .to_string(),
+                &file.display().to_string(),
+            ),
         )
         .await;
         execute(&client, KPI).await;
@@ -296,5 +302,8 @@ async fn a_file_gone_since_a_restart_fails_its_view_not_the_server() {
         status == "failed" && error.map(|e| e.contains("calls.json")).unwrap_or(false)
     })
     .await;
-    assert_eq!(rows(&client, "SELECT 40 + 2").await, vec![vec!["42".to_string()]]);
+    assert_eq!(
+        rows(&client, "SELECT 40 + 2").await,
+        vec![vec!["42".to_string()]]
+    );
 }
