@@ -267,7 +267,28 @@ async fn psql_works() {
         out.contains("window_start") && out.contains("timestamp"),
         "\\d kpi: {out}{err}"
     );
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    let (out, err) = psql(&["-c", "\\d calls"]);
+    assert!(
+        out.contains("timestamp(3) with time zone"),
+        "\\d calls: {out}{err}"
+    );
+    // Every common meta-command answers without an error.
+    for command in [
+        "\\l",
+        "\\dn",
+        "\\du",
+        "\\di",
+        "\\dv",
+        "\\d",
+        "\\d+ kpi",
+        "\\dT",
+        "\\dx",
+        "\\dp",
+        "\\d sluice.jobs",
+    ] {
+        let (_, err) = psql(&["-c", command]);
+        assert!(!err.contains("ERROR"), "{command}: {err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -196,6 +196,9 @@ const EMPTY_CATALOGS: &[(&str, &str)] = &[
     ("pg_sequence", "seqrelid:o seqtypid:o seqstart:o seqincrement:o"),
     ("pg_proc", "oid:o proname:s pronamespace:o proowner:o prokind:s prorettype:o"),
     ("pg_tablespace", "oid:o spcname:s spcowner:o"),
+    ("pg_auth_members", "oid:o roleid:o member:o grantor:o admin_option:b"),
+    ("pg_extension", "oid:o extname:s extowner:o extnamespace:o extversion:s"),
+    ("pg_default_acl", "oid:o defaclrole:o defaclnamespace:o defaclobjtype:s defaclacl:l"),
 ];
 
 /// The catalog tables Sluice has; the others psql reads are empty.
@@ -227,6 +230,9 @@ pub const TABLES: &[&str] = &[
     "pg_sequence",
     "pg_proc",
     "pg_tablespace",
+    "pg_auth_members",
+    "pg_extension",
+    "pg_default_acl",
 ];
 
 fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<ArrayRef>)> {
@@ -280,7 +286,7 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                     field("relpages", Int32),
                     field("reltuples", Float32),
                     field("reloptions", List(Arc::new(Field::new("item", Utf8, true)))),
-                    field("relacl", Utf8),
+                    field("relacl", List(Arc::new(Field::new("item", Utf8, true)))),
                     field("relpartbound", Utf8),
                 ],
                 vec![
@@ -315,7 +321,10 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                         &List(Arc::new(Field::new("item", Utf8, true))),
                         n,
                     ),
-                    Arc::new(StringArray::from(vec![None::<&str>; n])),
+                    arrow::array::new_null_array(
+                        &List(Arc::new(Field::new("item", Utf8, true))),
+                        n,
+                    ),
                     Arc::new(StringArray::from(vec![None::<&str>; n])),
                 ],
             )
@@ -390,6 +399,9 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                 field("typcollation", Int64),
                 field("typelem", Int64),
                 field("typbasetype", Int64),
+                field("typrelid", Int64),
+                field("typarray", Int64),
+                field("typowner", Int64),
             ],
             vec![
                 i64s(TYPES.iter().map(|t| t.0).collect()),
@@ -402,6 +414,9 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                 i64s(vec![0; TYPES.len()]),
                 i64s(vec![0; TYPES.len()]),
                 i64s(vec![0; TYPES.len()]),
+                i64s(vec![0; TYPES.len()]),
+                i64s(vec![0; TYPES.len()]),
+                i64s(vec![10; TYPES.len()]),
             ],
         ),
         "pg_am" => (
@@ -418,35 +433,61 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                 field("datname", Utf8),
                 field("datdba", Int64),
                 field("encoding", Int32),
+                field("datlocprovider", Utf8),
                 field("datcollate", Utf8),
                 field("datctype", Utf8),
-                field("datacl", Utf8),
+                field("daticulocale", Utf8),
+                field("datallowconn", Boolean),
+                field("datacl", List(Arc::new(Field::new("item", Utf8, true)))),
             ],
             vec![
                 i64s(vec![16_381]),
                 s(vec!["sluice".into()]),
                 i64s(vec![10]),
                 Arc::new(Int32Array::from(vec![6])),
+                s(vec!["c".into()]),
                 s(vec!["C".into()]),
                 s(vec!["C".into()]),
                 Arc::new(StringArray::from(vec![None::<&str>])),
+                bools(1, true),
+                arrow::array::new_null_array(&List(Arc::new(Field::new("item", Utf8, true))), 1),
             ],
         ),
-        "pg_roles" | "pg_user" => (
-            vec![
-                field("oid", Int64),
-                field(
-                    if table == "pg_user" {
-                        "usename"
-                    } else {
-                        "rolname"
-                    },
-                    Utf8,
-                ),
-                field("rolsuper", Boolean),
-            ],
-            vec![i64s(vec![10]), s(vec!["sluice".into()]), bools(1, true)],
-        ),
+        "pg_roles" | "pg_user" => {
+            let name = if table == "pg_user" {
+                "usename"
+            } else {
+                "rolname"
+            };
+            (
+                vec![
+                    field("oid", Int64),
+                    field(name, Utf8),
+                    field("rolsuper", Boolean),
+                    field("rolinherit", Boolean),
+                    field("rolcreaterole", Boolean),
+                    field("rolcreatedb", Boolean),
+                    field("rolcanlogin", Boolean),
+                    field("rolreplication", Boolean),
+                    field("rolbypassrls", Boolean),
+                    field("rolconnlimit", Int32),
+                    field("rolvaliduntil", Utf8),
+                ],
+                vec![
+                    i64s(vec![10]),
+                    s(vec!["sluice".into()]),
+                    bools(1, true),
+                    bools(1, true),
+                    bools(1, true),
+                    bools(1, true),
+                    bools(1, true),
+                    bools(1, false),
+                    bools(1, true),
+                    Arc::new(Int32Array::from(vec![-1])),
+                    Arc::new(StringArray::from(vec![None::<&str>])),
+                ],
+            )
+        }
         "pg_settings" => (
             vec![field("name", Utf8), field("setting", Utf8)],
             vec![
@@ -565,14 +606,19 @@ impl ScalarUDFImpl for PgFunction {
     }
 }
 
-/// Applies `f` to the first argument, value by value.
+/// Applies `f` to the first argument, value by value; the results are of
+/// type `returns`.
 fn map_first(
     args: &[ColumnarValue],
     rows: usize,
+    returns: DataType,
     f: impl Fn(&ScalarValue) -> ScalarValue,
 ) -> DfResult<ColumnarValue> {
     match &args[0] {
         ColumnarValue::Scalar(v) => Ok(ColumnarValue::Scalar(f(v))),
+        ColumnarValue::Array(a) if a.is_empty() => Ok(ColumnarValue::Array(
+            arrow::array::new_empty_array(&returns),
+        )),
         ColumnarValue::Array(a) => {
             let values = (0..rows.min(a.len()))
                 .map(|i| ScalarValue::try_from_array(a, i).map(|v| f(&v)))
@@ -608,7 +654,7 @@ pub fn register_functions(ctx: &SessionContext) {
             signature: any(),
             returns: DataType::Boolean,
             body: |args, rows| {
-                map_first(args, rows, |v| {
+                map_first(args, rows, DataType::Boolean, |v| {
                     ScalarValue::Boolean(
                         as_i64(v).map(|o| (FIRST_USER_OID..SYSTEM_TABLE_OID).contains(&o)),
                     )
@@ -697,7 +743,7 @@ pub fn register_functions(ctx: &SessionContext) {
             signature: any(),
             returns: DataType::Utf8,
             body: |args, rows| {
-                map_first(args, rows, |v| match v {
+                map_first(args, rows, DataType::Utf8, |v| match v {
                     ScalarValue::Utf8(Some(s)) => ScalarValue::Utf8(Some(
                         if s.chars()
                             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
@@ -725,6 +771,12 @@ pub fn register_functions(ctx: &SessionContext) {
         },
         PgFunction {
             name: "has_table_privilege",
+            signature: any(),
+            returns: DataType::Boolean,
+            body: |_, _| Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true)))),
+        },
+        PgFunction {
+            name: "pg_type_is_visible",
             signature: any(),
             returns: DataType::Boolean,
             body: |_, _| Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true)))),
