@@ -13,7 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::common::ScalarValue;
 use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
@@ -23,7 +25,7 @@ use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::{Envelope, Message};
 use crate::dataflow::partial_aggregate::PartialAggregate;
 use crate::dataflow::physical::{physical_expr, PhysicalAggregate, PhysicalOp};
-use crate::dataflow::pipeline::{Downstream, JobPhysical, Pipeline};
+use crate::dataflow::pipeline::{Downstream, JobPhysical, Pipeline, WatermarkFn};
 use crate::dataflow::plan::StreamPlan;
 use crate::dataflow::prepare::Preparer;
 use crate::dataflow::watermark::WatermarkCombiner;
@@ -179,13 +181,51 @@ impl Job {
     }
 }
 
+/// The delay of the usual watermark `ts - INTERVAL '5' SECOND` (or `ts`), so
+/// that it is computed as a subtraction of milliseconds rather than with
+/// calendar intervals. Only for whole milliseconds, where both agree.
+fn fixed_delay(expr: &Expr, rowtime: &str) -> Option<i64> {
+    match expr {
+        Expr::Column(c) if c.name == rowtime => Some(0),
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Minus,
+            right,
+        }) => {
+            let Expr::Column(c) = left.as_ref() else {
+                return None;
+            };
+            if c.name != rowtime {
+                return None;
+            }
+            match right.as_ref() {
+                Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _)
+                    if v.months == 0 && v.nanoseconds % 1_000_000 == 0 =>
+                {
+                    Some(v.days as i64 * 86_400_000 + v.nanoseconds / 1_000_000)
+                }
+                Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
+                    Some(v.days as i64 * 86_400_000 + v.milliseconds as i64)
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 /// Builds the physical form of a plan, shared by all instances.
 fn physical_plan(state: &SessionState, plan: &StreamPlan) -> Result<JobPhysical> {
     let rowtime = match &plan.source.rowtime {
-        Some(rt) => Some((
-            rt.index,
-            physical_expr(state, &rt.watermark, &plan.source.schema_df)?,
-        )),
+        Some(rt) => {
+            let watermark = match fixed_delay(&rt.watermark, &rt.column) {
+                Some(ms) => WatermarkFn::Delay(ms),
+                None => {
+                    WatermarkFn::Expr(physical_expr(state, &rt.watermark, &plan.source.schema_df)?)
+                }
+            };
+            Some((rt.index, watermark))
+        }
         None => None,
     };
     let pre = plan

@@ -44,12 +44,20 @@ use crate::metrics::{DeadLetterQueue, JobMetrics};
 /// What a job's instances share: the physical form of its plan.
 pub struct JobPhysical {
     /// The event-time column's index and the watermark expression.
-    pub rowtime: Option<(usize, Arc<dyn PhysicalExpr>)>,
+    pub rowtime: Option<(usize, WatermarkFn)>,
     pub window: Option<WindowPlan>,
     pub drops_late: bool,
     pub pre: Vec<PhysicalOp>,
     pub aggregate: Option<Arc<PhysicalAggregate>>,
     pub post: Arc<Vec<PhysicalOp>>,
+}
+
+/// How a row's watermark is made from it.
+pub enum WatermarkFn {
+    /// The event time minus a fixed delay in ms (the usual case).
+    Delay(i64),
+    /// Any other watermark expression.
+    Expr(Arc<dyn PhysicalExpr>),
 }
 
 /// Where an instance's rows go.
@@ -160,9 +168,13 @@ impl Pipeline {
         let batch = match &self.job.rowtime {
             None => batch,
             Some((index, watermark)) => {
-                let marks = evaluate(watermark, &batch)?;
                 let ts = millis(batch.column(*index))?;
-                let marks = millis(&marks)?;
+                let marks: Cow<'_, [i64]> = match watermark {
+                    WatermarkFn::Delay(ms) => {
+                        Cow::Owned(ts.iter().map(|t| t.saturating_sub(*ms)).collect())
+                    }
+                    WatermarkFn::Expr(e) => Cow::Owned(millis(&evaluate(e, &batch)?)?.into_owned()),
+                };
                 let running = self.clocks.running(split, now);
                 match &self.job.window {
                     None => {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 pub type WindowId = i64;
 
 /// The rows of one window: encoded key -> encoded value.
-pub type WindowRows = HashMap<Box<[u8]>, Box<[u8]>>;
+pub type WindowRows = HashMap<Box<[u8]>, Box<[u8]>, foldhash::fast::RandomState>;
 
 #[derive(Default)]
 pub struct MemStateTable {

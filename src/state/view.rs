@@ -40,7 +40,7 @@ struct AppendShard {
 struct KeyedShard {
     segments: Vec<RecordBatch>,
     /// key -> (segment, row) of its live row.
-    index: HashMap<Box<[u8]>, (u32, u32)>,
+    index: HashMap<Box<[u8]>, (u32, u32), foldhash::fast::RandomState>,
     dead: usize,
 }
 
