@@ -195,10 +195,12 @@ impl KafkaReader {
             // librdkafka stops prefetching once a partition has
             // queued.min.messages waiting and then rests for
             // fetch.queue.backoff.ms (1 s by default): a consumer that
-            // drains fast stalls for most of each second (measured: 300 k vs
-            // 900 k events/s). Prefetch deeper and look again soon; memory
-            // stays bounded by queued.max.messages.kbytes per partition.
-            .set("queued.min.messages", "1000000")
+            // drains fast stalls for most of each second (measured on 4
+            // partitions: 300 k events/s with the defaults, 1.3 M with a 5 ms
+            // backoff). A shallower queue than the default costs no
+            // throughput and bounds memory (measured: 286 MB peak vs 490 MB
+            // with 1 M messages queued).
+            .set("queued.min.messages", "50000")
             .set("queued.max.messages.kbytes", "32768")
             .set("fetch.queue.backoff.ms", "5")
             .set(
