@@ -108,11 +108,17 @@ struct Result {
     freshness_ms: Option<f64>,
 }
 
-fn server_flags() -> Vec<String> {
-    match std::env::var("PARALLELISM") {
-        Ok(p) => vec!["--parallelism".into(), p],
-        Err(_) => Vec::new(),
-    }
+/// A release server on a fresh data directory (`PARALLELISM` sets its
+/// parallelism).
+fn start_server() -> (tempfile::TempDir, TestServer) {
+    let tmp = tempfile::tempdir().unwrap();
+    let parallelism = std::env::var("PARALLELISM").ok();
+    let flags: Vec<&str> = match &parallelism {
+        Some(p) => vec!["--parallelism", p.as_str()],
+        None => Vec::new(),
+    };
+    let server = TestServer::start_in(&tmp.path().join("data"), &flags);
+    (tmp, server)
 }
 
 async fn total_calls(client: &tokio_postgres::Client) -> i64 {
@@ -123,10 +129,7 @@ async fn total_calls(client: &tokio_postgres::Client) -> i64 {
 
 async fn file_benchmark(events: usize, keys: usize) -> Result {
     let path = data_file(events, keys);
-    let tmp = tempfile::tempdir().unwrap();
-    let flags = server_flags();
-    let flags: Vec<&str> = flags.iter().map(|s| s.as_str()).collect();
-    let server = TestServer::start_in(&tmp.path().join("data"), &flags);
+    let (_tmp, server) = start_server();
     let client = server.client().await;
     execute(
         &client,
@@ -195,10 +198,7 @@ async fn kafka_benchmark(events: usize, keys: usize) -> Result {
         "produced {events} events to {partitions} partitions in {:.1?}",
         started.elapsed()
     );
-    let tmp = tempfile::tempdir().unwrap();
-    let flags = server_flags();
-    let flags: Vec<&str> = flags.iter().map(|s| s.as_str()).collect();
-    let server = TestServer::start_in(&tmp.path().join("data"), &flags);
+    let (_tmp, server) = start_server();
     let client = server.client().await;
     execute(
         &client,

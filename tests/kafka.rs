@@ -178,11 +178,21 @@ async fn view_windows(client: &tokio_postgres::Client, view: &str, cutoff: i64) 
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn windows_over_partitions_with_late_events_match_the_reference() {
+/// A broker with a 4-partition topic holding `data` plus one far-future
+/// event per partition, and a server with the `calls` source over it.
+struct Setup {
+    broker: Broker,
+    data: Vec<Event>,
+    /// Every record produced (the data and the flush events).
+    produced: usize,
+    max_ts: i64,
+    server: TestServer,
+    client: tokio_postgres::Client,
+}
+
+async fn setup(data: Vec<Event>) -> Setup {
     let broker = Broker::start();
     broker.create_topic("calls", 4);
-    let data = events(7, 4, 600, 3_000, true);
     let max_ts = data.iter().map(|e| e.ts).max().unwrap();
     let mut all = data.clone();
     all.extend(flush_events(4, max_ts));
@@ -192,10 +202,29 @@ async fn windows_over_partitions_with_late_events_match_the_reference() {
             .map(|e| (e.partition, e.json()))
             .collect::<Vec<_>>(),
     );
-
     let server = TestServer::start();
     let client = server.client().await;
     execute(&client, &source_sql("calls", &broker)).await;
+    Setup {
+        broker,
+        data,
+        produced: all.len(),
+        max_ts,
+        server,
+        client,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_over_partitions_with_late_events_match_the_reference() {
+    let Setup {
+        broker: _broker,
+        data,
+        produced,
+        max_ts,
+        server: _server,
+        client,
+    } = setup(events(7, 4, 600, 3_000, true)).await;
     execute(
         &client,
         "CREATE MATERIALIZED VIEW tumble AS
@@ -214,7 +243,7 @@ async fn windows_over_partitions_with_late_events_match_the_reference() {
     .await;
     let cutoff = max_ts + 1;
     for view in ["tumble", "hop"] {
-        wait_caught_up(&client, view, all.len(), max_ts).await;
+        wait_caught_up(&client, view, produced, max_ts).await;
     }
     let (expected, late) = reference(&data, 10_000, 10_000);
     assert!(late > 10, "the data must have late rows ({late})");
@@ -244,7 +273,8 @@ async fn windows_over_partitions_with_late_events_match_the_reference() {
         .map(|p| {
             vec![
                 p.to_string(),
-                all.iter().filter(|e| e.partition == p).count().to_string(),
+                // The data, and one flush event.
+                (data.iter().filter(|e| e.partition == p).count() + 1).to_string(),
             ]
         })
         .collect();
@@ -262,23 +292,15 @@ async fn windows_over_partitions_with_late_events_match_the_reference() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_late_events_streaming_equals_datafusion_batch() {
-    let broker = Broker::start();
-    broker.create_topic("calls", 4);
     // Disorder below the watermark delay: nothing is late.
-    let data = events(11, 4, 700, 4_000, false);
-    let max_ts = data.iter().map(|e| e.ts).max().unwrap();
-    let mut all = data.clone();
-    all.extend(flush_events(4, max_ts));
-    broker.produce(
-        "calls",
-        &all.iter()
-            .map(|e| (e.partition, e.json()))
-            .collect::<Vec<_>>(),
-    );
-
-    let server = TestServer::start();
-    let client = server.client().await;
-    execute(&client, &source_sql("calls", &broker)).await;
+    let Setup {
+        broker: _broker,
+        data,
+        produced,
+        max_ts,
+        server: _server,
+        client,
+    } = setup(events(11, 4, 700, 4_000, false)).await;
     let aggregates = "COUNT(*) AS calls, SUM(duration_ms) AS total_ms, AVG(duration_ms) AS avg_ms, \
                       MIN(duration_ms) AS min_ms, MAX(duration_ms) AS max_ms, \
                       COUNT(*) FILTER (WHERE status <> 'ok') AS failures, COUNT(DISTINCT status) AS statuses, \
@@ -302,7 +324,7 @@ async fn without_late_events_streaming_equals_datafusion_batch() {
     )
     .await;
     for view in ["tumble", "hop"] {
-        wait_caught_up(&client, view, all.len(), max_ts).await;
+        wait_caught_up(&client, view, produced, max_ts).await;
     }
     assert_eq!(
         rows(&client, "SELECT SUM(late_rows) FROM sluice.jobs").await,

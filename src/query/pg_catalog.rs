@@ -847,19 +847,11 @@ fn is_pg_catalog_table(name: &str) -> bool {
 /// empty: then (psql joins no further tables in a way that could add rows)
 /// it returns no rows.
 fn starts_with_empty_catalog(select: &ast::Select) -> bool {
-    match select.from.first().map(|f| &f.relation) {
-        Some(ast::TableFactor::Table { name, .. }) => name
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .map(|i| {
-                EMPTY_CATALOGS
-                    .iter()
-                    .any(|(t, _)| *t == i.value.to_lowercase())
-            })
-            .unwrap_or(false),
-        _ => false,
-    }
+    select
+        .from
+        .first()
+        .map(|f| is_empty_catalog(&f.relation))
+        .unwrap_or(false)
 }
 
 /// Replaces selects over empty catalog tables by `SELECT NULL AS c1, ...
@@ -1015,13 +1007,9 @@ impl VisitorMut for Rewriter {
     }
 }
 
-/// Whether a scalar subquery reads, as a FROM item, a catalog table that is
-/// always empty: then it is NULL, whatever its correlation.
-fn reads_an_empty_catalog(query: &ast::Query) -> bool {
-    let ast::SetExpr::Select(select) = query.body.as_ref() else {
-        return false;
-    };
-    select.from.iter().any(|item| match &item.relation {
+/// Whether a FROM item is a catalog table that is always empty in Sluice.
+fn is_empty_catalog(factor: &ast::TableFactor) -> bool {
+    match factor {
         ast::TableFactor::Table { name, .. } => name
             .0
             .last()
@@ -1033,7 +1021,19 @@ fn reads_an_empty_catalog(query: &ast::Query) -> bool {
             })
             .unwrap_or(false),
         _ => false,
-    })
+    }
+}
+
+/// Whether a scalar subquery reads, as a FROM item, a catalog table that is
+/// always empty: then it is NULL, whatever its correlation.
+fn reads_an_empty_catalog(query: &ast::Query) -> bool {
+    let ast::SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    select
+        .from
+        .iter()
+        .any(|item| is_empty_catalog(&item.relation))
 }
 
 /// A scalar subquery over the catalog returns at most one row in Postgres;
