@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::kafka::Broker;
-use common::{execute, rows, wait_until, TestServer};
+use common::{execute, rows, wait_for_rows, wait_until, TestServer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -279,14 +279,12 @@ async fn windows_over_partitions_with_late_events_match_the_reference() {
         })
         .collect();
     assert_eq!(parts, per_partition);
-    wait_until(Duration::from_secs(10), "lag 0", || async {
-        rows(
-            &client,
-            "SELECT SUM(lag) FROM sluice.kafka_partitions WHERE job = 'tumble'",
-        )
-        .await
-            == vec![vec!["0".to_string()]]
-    })
+    wait_for_rows(
+        &client,
+        "SELECT SUM(lag) FROM sluice.kafka_partitions WHERE job = 'tumble'",
+        &[&["0"]],
+        Duration::from_secs(10),
+    )
     .await;
 }
 
@@ -477,14 +475,12 @@ async fn bad_messages_are_dead_letters_and_the_job_goes_on() {
          FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end, cell_id",
     )
     .await;
-    wait_until(Duration::from_secs(60), "the first window", || async {
-        rows(
-            &client,
-            "SELECT calls FROM counts WHERE window_start = '2024-01-01 00:00:00'",
-        )
-        .await
-            == vec![vec!["3".to_string()]]
-    })
+    wait_for_rows(
+        &client,
+        "SELECT calls FROM counts WHERE window_start = '2024-01-01 00:00:00'",
+        &[&["3"]],
+        Duration::from_secs(60),
+    )
     .await;
     assert_eq!(
         rows(&client, "SELECT status, rows_in, bad_rows FROM sluice.jobs").await,
@@ -552,10 +548,12 @@ async fn a_missing_topic_is_reported_and_retried() {
             .json(),
         )],
     );
-    wait_until(Duration::from_secs(60), "the row", || async {
-        rows(&client, "SELECT cell_id, duration_ms FROM everything").await
-            == vec![vec!["x".to_string(), "42".to_string()]]
-    })
+    wait_for_rows(
+        &client,
+        "SELECT cell_id, duration_ms FROM everything",
+        &[&["x", "42"]],
+        Duration::from_secs(60),
+    )
     .await;
     assert_eq!(
         rows(&client, "SELECT error FROM sluice.jobs").await,

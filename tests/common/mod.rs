@@ -198,6 +198,25 @@ where
     }
 }
 
+/// Waits until `sql` returns exactly `expected` (rows of text values).
+pub async fn wait_for_rows(client: &Client, sql: &str, expected: &[&[&str]], timeout: Duration) {
+    let expected: Vec<Vec<String>> = expected
+        .iter()
+        .map(|r| r.iter().map(|v| v.to_string()).collect())
+        .collect();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let actual = rows(client, sql).await;
+        if actual == expected {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {sql}\n  want {expected:?}\n  got  {actual:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The status of a job, from `sluice.jobs`.
 pub async fn job_status(client: &Client, view: &str) -> (String, Option<String>) {
     let r = rows(
