@@ -227,7 +227,7 @@ impl PhysicalAggregate {
                 &planning,
             )
             .build()?;
-            if !lowered.order_bys.is_empty() {
+            if !lowered.order_bys.is_empty() && !lowered.aggregate.fun().supports_within_group_clause() {
                 return Err(Error::not_supported(
                     "ordered aggregates are not supported yet",
                 ));

@@ -408,7 +408,9 @@ fn check_aggregate(e: &Expr) -> Result<()> {
     };
     match inner {
         Expr::AggregateFunction(f) => {
-            if !f.params.order_by.is_empty() {
+            // WITHIN GROUP (ORDER BY x) of ordered-set aggregates such as
+            // approx_percentile_cont names their input: they need no order.
+            if !f.params.order_by.is_empty() && !f.func.supports_within_group_clause() {
                 return Err(Error::not_supported(format!(
                     "ordered aggregates ({}) are not supported in materialized views yet",
                     f.func.name()
