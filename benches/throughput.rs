@@ -1,7 +1,7 @@
 //! Throughput benchmark: a TUMBLE 10 s count/sum/avg per key over JSON call
 //! events, from a file and from Kafka, through the real server.
 //!
-//! Run: `scripts/install-broker.sh && cargo bench --bench throughput`
+//! Run: `scripts/install-test-tools.sh && cargo bench --bench throughput`
 //! (a release build). Settings by environment: `EVENTS` (default 5000000),
 //! `KEYS` (distinct cells, default 1000), `PARTITIONS` (Kafka, default 4),
 //! `PARALLELISM` (server, default: the number of cores), `SKIP_KAFKA=1`.

@@ -227,7 +227,9 @@ impl PhysicalAggregate {
                 &planning,
             )
             .build()?;
-            if !lowered.order_bys.is_empty() && !lowered.aggregate.fun().supports_within_group_clause() {
+            if !lowered.order_bys.is_empty()
+                && !lowered.aggregate.fun().supports_within_group_clause()
+            {
                 return Err(Error::not_supported(
                     "ordered aggregates are not supported yet",
                 ));
