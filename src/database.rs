@@ -9,13 +9,15 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use parking_lot::{Mutex, RwLock};
 use tokio::runtime::Runtime;
 
-use crate::catalog::{Catalog, Entry, RecordKind};
-use crate::dataflow::job::{Job, JobConfig};
+use crate::catalog::{Catalog, Entry, Origin, RecordKind};
+use crate::dataflow::checkpoint::CheckpointSettings;
+use crate::dataflow::job::{Durability, Job, JobConfig};
 use crate::dataflow::plan::StreamPlan;
 use crate::error::{sqlstate, Error, Result};
 use crate::frontend::ddl::bind_source;
@@ -23,7 +25,11 @@ use crate::frontend::parser::{self, CreateSource, CreateView, ObjectKind, Statem
 use crate::frontend::planner::{self, plan_view};
 use crate::metrics::{DeadLetter, DeadLetterQueue, JobMetrics};
 use crate::query::{QueryEngine, Relation, Relations};
-use crate::state::Store;
+use crate::state::checkpoint::{jobs_with_state, JobKeys};
+use crate::state::{Store, Writes};
+
+/// How long a shutdown waits for the jobs' last checkpoint.
+const SHUTDOWN_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Server settings that shape the database.
 #[derive(Debug, Clone)]
@@ -32,10 +38,13 @@ pub struct Config {
     pub job: JobConfig,
     /// How many dead letters are kept (over all jobs).
     pub dead_letter_capacity: usize,
+    /// How often jobs checkpoint (`checkpoint_interval`); zero for never.
+    pub checkpoint_interval: Duration,
 }
 
 pub struct Database {
-    store: Store,
+    store: Arc<Store>,
+    checkpoints: Arc<CheckpointSettings>,
     catalog: RwLock<Catalog>,
     jobs: Mutex<HashMap<String, Job>>,
     dead_letters: Arc<DeadLetterQueue>,
@@ -60,7 +69,7 @@ pub struct ColumnInfo {
 
 impl Database {
     pub async fn open(config: Config) -> Result<Arc<Database>> {
-        let store = Store::open(&config.data_dir)?;
+        let store = Arc::new(Store::open(&config.data_dir)?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.job.parallelism.max(1))
             .thread_name("sluice-dataflow")
@@ -72,6 +81,7 @@ impl Database {
             let relations: Weak<dyn Relations> = weak.clone();
             Database {
                 store,
+                checkpoints: Arc::new(CheckpointSettings::new(config.checkpoint_interval)),
                 catalog: RwLock::new(Catalog::default()),
                 jobs: Mutex::new(HashMap::new()),
                 dead_letters: Arc::new(DeadLetterQueue::new(config.dead_letter_capacity)),
@@ -94,21 +104,27 @@ impl Database {
         &self.job_config
     }
 
+    /// The checkpoint settings every job follows.
+    pub fn checkpoint_settings(&self) -> &CheckpointSettings {
+        &self.checkpoints
+    }
+
     /// Runs the persisted catalog statements again.
     async fn restore(&self) -> Result<()> {
-        let records = Catalog::load(&self.store)?;
+        let records = self.catalog.write().load(&self.store)?;
         let mut views = 0;
-        for record in &records {
+        for (seq, record) in &records {
+            let origin = Origin::Restored(*seq);
             let parsed = parser::parse_one(&record.sql).map_err(|e| {
                 Error::external(format!("could not restore \"{}\": {e}", record.name))
             })?;
             let restored = match (&record.kind, &parsed.statement) {
                 (RecordKind::Source, Statement::CreateSource(c)) => {
-                    self.add_source(c, &record.sql, &record.sql, false)
+                    self.add_source(c, &record.sql, &record.sql, origin)
                 }
                 (RecordKind::MaterializedView, Statement::CreateView(v)) => {
                     views += 1;
-                    self.add_view(v, &record.sql, false).await
+                    self.add_view(v, &record.sql, origin).await
                 }
                 _ => Err(Error::internal("catalog record of the wrong kind")),
             };
@@ -116,9 +132,20 @@ impl Database {
                 Error::external(format!("could not restore \"{}\": {e}", record.name))
             })?;
         }
-        self.catalog.write().resume_after(&self.store)?;
         if !records.is_empty() {
             tracing::info!(objects = records.len(), views, "catalog restored");
+        }
+        // State of views that no longer exist (dropped while a checkpoint
+        // was being committed) is garbage.
+        let live: Vec<u64> = records.iter().map(|(seq, _)| *seq).collect();
+        let mut writes = Writes::default();
+        for id in jobs_with_state(&self.store)? {
+            if !live.contains(&id) {
+                JobKeys::new(id).delete_all(&mut writes);
+            }
+        }
+        if !writes.is_empty() {
+            self.store.commit(&writes)?;
         }
         Ok(())
     }
@@ -136,7 +163,7 @@ impl Database {
         if create.if_not_exists && self.catalog.read().get(&create.name).is_some() {
             return Ok(false);
         }
-        self.add_source(create, sql, text, true)?;
+        self.add_source(create, sql, text, Origin::New(&self.store))?;
         Ok(true)
     }
 
@@ -145,7 +172,7 @@ impl Database {
         create: &CreateSource,
         sql: &str,
         text: &str,
-        persist: bool,
+        origin: Origin<'_>,
     ) -> Result<()> {
         self.catalog
             .read()
@@ -153,11 +180,10 @@ impl Database {
             .map_err(|e| e.at(create.name_position))?;
         let state = crate::functions::session_context().state();
         let plan = Arc::new(bind_source(&state, create, sql)?);
-        if persist {
+        if let Origin::New(_) = origin {
             plan.spec.check()?;
         }
-        let store = persist.then_some(&self.store);
-        self.catalog.write().add_source(plan, text, store)?;
+        self.catalog.write().add_source(plan, text, origin)?;
         tracing::info!(source = %create.name, "source created");
         Ok(())
     }
@@ -169,7 +195,7 @@ impl Database {
         if create.if_not_exists && self.catalog.read().get(&create.name).is_some() {
             return Ok(false);
         }
-        self.add_view(create, sql, true).await?;
+        self.add_view(create, sql, Origin::New(&self.store)).await?;
         Ok(true)
     }
 
@@ -190,18 +216,34 @@ impl Database {
         plan_view(create, sql, &lookup).await
     }
 
-    async fn add_view(&self, create: &CreateView, sql: &str, persist: bool) -> Result<()> {
+    async fn add_view(&self, create: &CreateView, sql: &str, origin: Origin<'_>) -> Result<()> {
         let plan = Arc::new(self.plan(create, sql).await?);
         let state = crate::functions::session_context().state();
+        let id = match origin {
+            Origin::Restored(seq) => seq,
+            Origin::New(_) => {
+                // DDL is serialized: the view will get this number.
+                let id = self.catalog.read().next_seq();
+                let mut writes = Writes::default();
+                JobKeys::new(id).delete_all(&mut writes);
+                self.store.commit(&writes)?;
+                id
+            }
+        };
+        let durability = Durability {
+            store: self.store.clone(),
+            keys: JobKeys::new(id),
+            settings: self.checkpoints.clone(),
+        };
         let job = Job::start(
             plan.clone(),
             &state,
             &self.runtime_handle,
             &self.job_config,
             self.dead_letters.clone(),
+            &durability,
         )?;
-        let store = persist.then_some(&self.store);
-        self.catalog.write().add_view(plan, &create.sql, store)?;
+        self.catalog.write().add_view(plan, &create.sql, origin)?;
         self.jobs.lock().insert(create.name.clone(), job);
         tracing::info!(view = %create.name, "materialized view created");
         Ok(())
@@ -257,11 +299,17 @@ impl Database {
                 .with_hint("drop the materialized views that read it first"));
             }
         }
-        catalog.remove(name, &self.store)?;
+        let removed = catalog.remove(name, &self.store)?;
         drop(catalog);
         if let Some(job) = self.jobs.lock().remove(name) {
             drop(job);
             self.dead_letters.remove_job(name);
+        }
+        if let Some(Entry::View(_)) = &removed {
+            let seq = removed.as_ref().map(|e| e.seq()).expect("removed");
+            let mut writes = Writes::default();
+            JobKeys::new(seq).delete_all(&mut writes);
+            self.store.commit(&writes)?;
         }
         tracing::info!(object = %name, "dropped");
         Ok(true)
@@ -341,9 +389,24 @@ impl Database {
         }
     }
 
-    /// Stops every job and the dataflow runtime.
-    pub fn shutdown(&self) {
-        self.jobs.lock().clear();
+    /// Takes a last checkpoint of every job (so a restart goes on from
+    /// here), then stops every job and the dataflow runtime.
+    pub async fn shutdown(&self) {
+        let jobs: Vec<Job> = self.jobs.lock().drain().map(|(_, j)| j).collect();
+        if self.checkpoints.interval().is_some() {
+            let waits = jobs
+                .iter()
+                .map(|j| j.checkpoint_now(SHUTDOWN_CHECKPOINT_TIMEOUT));
+            let done = futures::future::join_all(waits).await;
+            let missed = done.iter().filter(|ok| !**ok).count();
+            if missed > 0 {
+                tracing::warn!(
+                    views = missed,
+                    "no final checkpoint in time; those views go on from their previous one"
+                );
+            }
+        }
+        drop(jobs);
         if let Some(runtime) = self.runtime.lock().take() {
             runtime.shutdown_background();
         }

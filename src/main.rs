@@ -39,6 +39,11 @@ struct Args {
     #[arg(long, default_value = "100ms", value_parser = duration)]
     flush_interval: Duration,
 
+    /// How often views checkpoint their state, views and source positions
+    /// (exactly-once recovery), e.g. 1s; 0 turns checkpoints off.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    checkpoint_interval: Duration,
+
     /// How many dead letters (bad records) are kept for sluice.dead_letters.
     #[arg(long, default_value_t = 10_000)]
     dead_letters: usize,
@@ -98,6 +103,7 @@ fn main() -> ExitCode {
         data_dir: args.data_dir.clone(),
         job,
         dead_letter_capacity: args.dead_letters.max(1),
+        checkpoint_interval: args.checkpoint_interval,
     };
     let result = runtime.block_on(async {
         let db = Database::open(config).await?;
@@ -105,7 +111,7 @@ fn main() -> ExitCode {
         let addr = server.local_addr()?;
         tracing::info!(%addr, data_dir = %args.data_dir.display(), "sluice is listening");
         server.serve(shutdown_signal()).await?;
-        db.shutdown();
+        db.shutdown().await;
         Ok::<_, sluice::error::Error>(())
     });
     runtime.shutdown_timeout(Duration::from_secs(2));

@@ -44,6 +44,11 @@ pub struct JobMetrics {
     pub bad_rows: AtomicU64,
     /// The job's event-time watermark in ms since the epoch (i64::MIN: none yet).
     pub watermark: AtomicI64,
+    /// The last committed checkpoint: its epoch, how long it took from
+    /// the barrier to the commit, and the bytes it wrote.
+    pub checkpoint_epoch: AtomicU64,
+    pub checkpoint_ms: AtomicU64,
+    pub checkpoint_bytes: AtomicU64,
     state: Mutex<StatusState>,
     pub partitions: Mutex<Vec<PartitionStatus>>,
 }
@@ -75,6 +80,9 @@ impl JobMetrics {
             late_rows: AtomicU64::new(0),
             bad_rows: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
+            checkpoint_epoch: AtomicU64::new(0),
+            checkpoint_ms: AtomicU64::new(0),
+            checkpoint_bytes: AtomicU64::new(0),
             state: Mutex::new(StatusState {
                 status: JobStatus::Running,
                 error: None,
@@ -109,6 +117,21 @@ impl JobMetrics {
         if s.status == JobStatus::Running {
             s.error = problem;
         }
+    }
+
+    pub fn record_checkpoint(&self, epoch: u64, took: std::time::Duration, bytes: u64) {
+        self.checkpoint_epoch.store(epoch, Ordering::Relaxed);
+        self.checkpoint_ms
+            .store(took.as_millis() as u64, Ordering::Relaxed);
+        self.checkpoint_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Sets the counters to those saved with a checkpoint.
+    pub fn restore(&self, rows_in: u64, rows_out: u64, late_rows: u64, bad_rows: u64) {
+        self.rows_in.store(rows_in, Ordering::Relaxed);
+        self.rows_out.store(rows_out, Ordering::Relaxed);
+        self.late_rows.store(late_rows, Ordering::Relaxed);
+        self.bad_rows.store(bad_rows, Ordering::Relaxed);
     }
 
     pub fn advance_watermark(&self, wm: i64) {

@@ -72,6 +72,14 @@ fn text_rows(schema: SchemaRef, columns: Vec<Vec<Option<String>>>) -> Result<Out
     })
 }
 
+/// The names of the checkpoint interval (ours, and Flink's). It is a
+/// server setting: SET changes it for every job.
+const CHECKPOINT_INTERVAL_NAMES: &[&str] = &[
+    "checkpoint_interval",
+    "checkpoint.interval",
+    "execution.checkpointing.interval",
+];
+
 /// Server settings a client may read with SHOW (and that SET may change).
 const DEFAULT_VARS: &[(&str, &str)] = &[
     ("application_name", ""),
@@ -99,6 +107,12 @@ impl Session {
 
     fn var(&self, name: &str) -> Option<String> {
         let name = name.to_ascii_lowercase();
+        if CHECKPOINT_INTERVAL_NAMES.contains(&name.as_str()) {
+            return Some(match self.db.checkpoint_settings().interval() {
+                Some(d) => format!("{}ms", d.as_millis()),
+                None => "0".into(),
+            });
+        }
         self.vars.get(&name).cloned().or_else(|| {
             DEFAULT_VARS
                 .iter()
@@ -248,6 +262,17 @@ impl Session {
     }
 
     fn set(&mut self, name: &str, value: &str) -> Result<()> {
+        if CHECKPOINT_INTERVAL_NAMES.contains(&name) {
+            let interval = crate::options::parse_duration(value).map_err(|e| {
+                Error::invalid_parameter(format!("invalid value for \"{name}\": {e}"))
+            })?;
+            self.db.checkpoint_settings().set_interval(interval);
+            tracing::info!(
+                interval_ms = interval.as_millis() as u64,
+                "checkpoint interval set"
+            );
+            return Ok(());
+        }
         if name == "timezone" {
             let utc = ["utc", "etc/utc", "+00:00", "0", "z", "gmt"];
             if !utc.contains(&value.to_ascii_lowercase().as_str()) {

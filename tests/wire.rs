@@ -292,12 +292,13 @@ async fn psql_works() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_file_gone_since_a_restart_fails_its_view_not_the_server() {
+async fn a_finished_view_survives_its_file_and_a_new_view_of_it_fails_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let file = tmp.path().join("calls.json");
     std::fs::copy(common::data_dir().join("calls_small.json"), &file).unwrap();
-    {
+    let query = "SELECT * FROM kpi ORDER BY window_start, cell_id";
+    let before = {
         let mut server = TestServer::start_in(&dir, &[]);
         let client = server.client().await;
         execute(
@@ -313,13 +314,20 @@ async fn a_file_gone_since_a_restart_fails_its_view_not_the_server() {
         .await;
         execute(&client, KPI).await;
         wait_finished(&client, "kpi").await;
+        let before = rows(&client, query).await;
         assert!(server.stop());
-    }
+        before
+    };
     std::fs::remove_file(&file).unwrap();
     let server = TestServer::start_in(&dir, &[]);
     let client = server.client().await;
+    // The finished view comes back from its checkpoint: no file needed.
+    assert_eq!(common::job_status(&client, "kpi").await.0, "finished");
+    assert_eq!(rows(&client, query).await, before);
+    // A new view of the source fails, and only it.
+    execute(&client, &KPI.replace("kpi", "kpi_again")).await;
     common::wait_until(Duration::from_secs(30), "the failed job", || async {
-        let (status, error) = common::job_status(&client, "kpi").await;
+        let (status, error) = common::job_status(&client, "kpi_again").await;
         status == "failed" && error.map(|e| e.contains("calls.json")).unwrap_or(false)
     })
     .await;
@@ -327,4 +335,5 @@ async fn a_file_gone_since_a_restart_fails_its_view_not_the_server() {
         rows(&client, "SELECT 40 + 2").await,
         vec![vec!["42".to_string()]]
     );
+    assert_eq!(rows(&client, query).await, before);
 }

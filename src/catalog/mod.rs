@@ -45,7 +45,8 @@ impl Entry {
         }
     }
 
-    fn seq(&self) -> u64 {
+    /// The object's number: its creation order, and a view's job id.
+    pub fn seq(&self) -> u64 {
         match self {
             Entry::Source(s) => s.seq,
             Entry::View(v) => v.seq,
@@ -68,6 +69,15 @@ pub enum RecordKind {
     MaterializedView,
 }
 
+/// Where an object added to the catalog comes from.
+#[derive(Clone, Copy)]
+pub enum Origin<'a> {
+    /// Created now: persisted under the next number.
+    New(&'a Store),
+    /// Restored at start: already persisted under this number.
+    Restored(u64),
+}
+
 #[derive(Default)]
 pub struct Catalog {
     entries: BTreeMap<String, Entry>,
@@ -79,28 +89,31 @@ fn key(seq: u64) -> String {
 }
 
 impl Catalog {
-    /// The persisted records, in creation order.
-    pub fn load(store: &Store) -> Result<Vec<Record>> {
-        store
+    /// The persisted records with their numbers, in creation order. Makes
+    /// new numbers continue after them.
+    pub fn load(&mut self, store: &Store) -> Result<Vec<(u64, Record)>> {
+        let records = store
             .scan_meta(PREFIX)?
             .into_iter()
             .map(|(k, v)| {
-                serde_json::from_slice(&v).map_err(|e| {
+                let seq: u64 = k[PREFIX.len()..]
+                    .parse()
+                    .map_err(|_| Error::external(format!("bad catalog key {k}")))?;
+                let record = serde_json::from_slice(&v).map_err(|e| {
                     Error::external(format!("the catalog entry {k} is unreadable: {e}"))
-                })
+                })?;
+                Ok((seq, record))
             })
-            .collect()
-    }
-
-    /// Makes sequence numbers continue after the persisted ones.
-    pub fn resume_after(&mut self, store: &Store) -> Result<()> {
-        if let Some((k, _)) = store.scan_meta(PREFIX)?.last() {
-            let seq: u64 = k[PREFIX.len()..]
-                .parse()
-                .map_err(|_| Error::external(format!("bad catalog key {k}")))?;
+            .collect::<Result<Vec<_>>>()?;
+        if let Some((seq, _)) = records.last() {
             self.next_seq = self.next_seq.max(seq + 1);
         }
-        Ok(())
+        Ok(records)
+    }
+
+    /// The number the next object will get (a view's job id).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
     }
 
     pub fn get(&self, name: &str) -> Option<&Entry> {
@@ -120,34 +133,38 @@ impl Catalog {
 
     fn persist(
         &mut self,
-        store: Option<&Store>,
+        origin: Origin<'_>,
         kind: RecordKind,
         name: &str,
         sql: &str,
     ) -> Result<u64> {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        if let Some(store) = store {
-            let record = Record {
-                kind,
-                name: name.to_string(),
-                sql: sql.to_string(),
-            };
-            let value = serde_json::to_vec(&record).map_err(|e| Error::internal(e.to_string()))?;
-            store.put_meta(&key(seq), &value)?;
+        match origin {
+            Origin::Restored(seq) => Ok(seq),
+            Origin::New(store) => {
+                let seq = self.next_seq;
+                let record = Record {
+                    kind,
+                    name: name.to_string(),
+                    sql: sql.to_string(),
+                };
+                let value =
+                    serde_json::to_vec(&record).map_err(|e| Error::internal(e.to_string()))?;
+                store.put_meta(&key(seq), &value)?;
+                self.next_seq += 1;
+                Ok(seq)
+            }
         }
-        Ok(seq)
     }
 
-    /// Adds a source; `store` is None when restoring (already persisted).
+    /// Adds a source.
     pub fn add_source(
         &mut self,
         plan: Arc<SourcePlan>,
         sql: &str,
-        store: Option<&Store>,
+        origin: Origin<'_>,
     ) -> Result<()> {
         self.check_free(&plan.name)?;
-        let seq = self.persist(store, RecordKind::Source, &plan.name, sql)?;
+        let seq = self.persist(origin, RecordKind::Source, &plan.name, sql)?;
         self.entries.insert(
             plan.name.clone(),
             Entry::Source(SourceEntry {
@@ -159,14 +176,9 @@ impl Catalog {
         Ok(())
     }
 
-    pub fn add_view(
-        &mut self,
-        plan: Arc<StreamPlan>,
-        sql: &str,
-        store: Option<&Store>,
-    ) -> Result<()> {
+    pub fn add_view(&mut self, plan: Arc<StreamPlan>, sql: &str, origin: Origin<'_>) -> Result<()> {
         self.check_free(&plan.view)?;
-        let seq = self.persist(store, RecordKind::MaterializedView, &plan.view, sql)?;
+        let seq = self.persist(origin, RecordKind::MaterializedView, &plan.view, sql)?;
         self.entries.insert(
             plan.view.clone(),
             Entry::View(ViewEntry {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use arrow::datatypes::SchemaRef;
 
 use crate::connector::format::{decode_records, split_lines, FormatSpec, RecordDecoder};
-use crate::connector::{EventSender, ReaderContext, SourceEvent, SourceReader};
+use crate::connector::{EventSender, ReaderContext, SourceEvent, SourceReader, SPLIT_DONE};
 use crate::error::{Error, Result};
 use crate::options::Options;
 
@@ -121,8 +121,16 @@ impl FileReader {
         Ok(FileReader { spec, ctx, decoder })
     }
 
-    /// Reads one split; false if the pipeline has gone away.
-    fn read_split(&self, index: usize, split: &FileSplit, out: &EventSender) -> Result<bool> {
+    /// Reads one split from byte `from` (a line start, or the start of its
+    /// range); false if the pipeline has gone away.
+    fn read_split(
+        &self,
+        index: usize,
+        split: &FileSplit,
+        from: u64,
+        progress: &mut Progress,
+        out: &EventSender,
+    ) -> Result<bool> {
         let open_error = |e: std::io::Error| {
             Error::external(format!(
                 "could not read file \"{}\": {}",
@@ -131,7 +139,7 @@ impl FileReader {
             ))
         };
         let mut file = File::open(&split.path).map_err(open_error)?;
-        let mut pos = split.range.start;
+        let mut pos = from;
         // A range that does not start the file begins after the first line
         // break at or after its start - 1: the record cut by the boundary
         // belongs to the previous range.
@@ -150,8 +158,8 @@ impl FileReader {
             }
             pos = pos - 1 + skipped;
         }
-        let skip_header = split.range.start == 0
-            && matches!(&self.spec.format, FormatSpec::Csv(c) if c.ignore_first_line);
+        let skip_header =
+            from == 0 && matches!(&self.spec.format, FormatSpec::Csv(c) if c.ignore_first_line);
         let lines = std::cell::RefCell::new(LineCounter::new(&split.path, pos));
         let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES + 4096);
         let mut ranges = Vec::new();
@@ -197,6 +205,13 @@ impl FileReader {
                     }) {
                         return Ok(false);
                     }
+                }
+                // The next line starts after this chunk's last line break.
+                let last = chunk.last().expect("chunks are not empty").end;
+                let newline = if buf.get(last) == Some(&b'\r') { 2 } else { 1 };
+                progress.positions[index] = (pos + (last + newline) as u64) as i64;
+                if !progress.barrier(&self.ctx, out) {
+                    return Ok(false);
                 }
             }
             if past_end {
@@ -267,20 +282,61 @@ impl LineCounter {
     }
 }
 
+/// Where each split of a reader is, for barriers.
+struct Progress {
+    positions: Vec<i64>,
+    seen: u64,
+}
+
+impl Progress {
+    /// Sends a barrier if one was asked for; false if the pipeline is gone.
+    fn barrier(&mut self, ctx: &ReaderContext, out: &EventSender) -> bool {
+        match ctx.barriers.poll(&mut self.seen) {
+            Some(epoch) => out.send(SourceEvent::Barrier {
+                epoch,
+                positions: self.positions.clone(),
+            }),
+            None => true,
+        }
+    }
+}
+
+impl FileSplit {
+    /// The split's name in checkpoints.
+    fn name(&self) -> String {
+        format!("{}@{}", self.path.display(), self.range.start)
+    }
+}
+
 impl SourceReader for FileReader {
     fn run(self: Box<Self>, out: &EventSender) -> Result<()> {
         let files = self.spec.files()?;
         let splits = splits_of(&files, self.ctx.instance, self.ctx.parallelism);
-        if !out.send(SourceEvent::Assigned {
-            splits: splits.len(),
-        }) {
+        let names: Vec<String> = splits.iter().map(FileSplit::name).collect();
+        let mut progress = Progress {
+            positions: splits
+                .iter()
+                .zip(&names)
+                .map(|(s, name)| {
+                    self.ctx
+                        .resume_position(name)
+                        .unwrap_or(s.range.start as i64)
+                })
+                .collect(),
+            seen: self.ctx.barriers.current(),
+        };
+        if !out.send(SourceEvent::Assigned { names }) {
             return Ok(());
         }
         for (i, split) in splits.iter().enumerate() {
-            if !self.read_split(i, split, out)? {
+            let from = progress.positions[i];
+            if from != SPLIT_DONE
+                && !self.read_split(i, split, from.max(0) as u64, &mut progress, out)?
+            {
                 return Ok(());
             }
-            if !out.send(SourceEvent::SplitEnd { split: i }) {
+            progress.positions[i] = SPLIT_DONE;
+            if !out.send(SourceEvent::SplitEnd { split: i }) || !progress.barrier(&self.ctx, out) {
                 return Ok(());
             }
         }

@@ -203,21 +203,10 @@ impl RecordDecoder {
                 loop {
                     let read = decoder.decode(rest).map_err(decode_error)?;
                     rest = &rest[read..];
-                    if read == 0 || rest.is_empty() {
-                        if let Some(b) = decoder.flush().map_err(decode_error)? {
-                            batches.push(b);
-                        }
-                        if rest.is_empty() {
-                            break;
-                        }
-                        if read == 0 {
-                            // The decoder made no progress on a non-empty
-                            // input: nothing more can be read from it.
-                            let _ = decoder.decode(&[]);
-                            if let Some(b) = decoder.flush().map_err(decode_error)? {
-                                batches.push(b);
-                            }
-                            break;
+                    if read == 0 || decoder.capacity() == 0 {
+                        match decoder.flush().map_err(decode_error)? {
+                            Some(b) => batches.push(b),
+                            None => break,
                         }
                     }
                 }

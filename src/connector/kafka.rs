@@ -106,6 +106,11 @@ impl KafkaSpec {
     }
 }
 
+/// A partition's split name in checkpoints.
+fn partition_name(partition: i32) -> String {
+    format!("partition-{partition}")
+}
+
 /// Messages taken from the consumer's queue between two looks at the clock.
 const MESSAGES_PER_BURST: usize = 4096;
 
@@ -252,35 +257,60 @@ impl KafkaReader {
         Ok(ids)
     }
 
-    /// Where each partition starts, by the startup mode.
+    /// Where each partition starts: where the last checkpoint left it, or
+    /// else by the startup mode. Resolved to an offset when the broker can
+    /// tell, so that a checkpoint taken before the partition's first record
+    /// still knows where to go on (with `latest-offset`, "the end" moves).
     fn start_offsets(
         &self,
         consumer: &BaseConsumer<StatsContext>,
         partitions: &[i32],
-    ) -> TopicPartitionList {
-        let mut tpl = TopicPartitionList::new();
-        for &p in partitions {
-            let offset = match self.spec.startup {
-                StartupMode::EarliestOffset => Offset::Beginning,
-                StartupMode::LatestOffset => Offset::End,
-                StartupMode::GroupOffsets => Offset::Stored,
-            };
-            let _ = tpl.add_partition_offset(&self.spec.topic, p, offset);
-        }
-        if self.spec.startup == StartupMode::GroupOffsets {
-            if let Ok(committed) = consumer.committed_offsets(tpl.clone(), Duration::from_secs(5)) {
-                let mut resolved = TopicPartitionList::new();
-                for e in committed.elements() {
-                    let offset = match e.offset() {
-                        Offset::Offset(o) => Offset::Offset(o),
-                        _ => Offset::Beginning,
-                    };
-                    let _ = resolved.add_partition_offset(&self.spec.topic, e.partition(), offset);
+    ) -> Vec<Offset> {
+        let resumed: Vec<Option<i64>> = partitions
+            .iter()
+            .map(|p| {
+                self.ctx
+                    .resume_position(&partition_name(*p))
+                    .filter(|o| *o >= 0)
+            })
+            .collect();
+        let mut committed: Vec<(i32, i64)> = Vec::new();
+        if self.spec.startup == StartupMode::GroupOffsets && resumed.iter().any(|r| r.is_none()) {
+            let mut tpl = TopicPartitionList::new();
+            for &p in partitions {
+                let _ = tpl.add_partition_offset(&self.spec.topic, p, Offset::Stored);
+            }
+            if let Ok(found) = consumer.committed_offsets(tpl, Duration::from_secs(5)) {
+                for e in found.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        committed.push((e.partition(), o));
+                    }
                 }
-                return resolved;
             }
         }
-        tpl
+        partitions
+            .iter()
+            .zip(resumed)
+            .map(|(&p, resumed)| {
+                if let Some(o) = resumed {
+                    return Offset::Offset(o);
+                }
+                let wanted = match self.spec.startup {
+                    StartupMode::EarliestOffset => Offset::Beginning,
+                    StartupMode::LatestOffset => Offset::End,
+                    StartupMode::GroupOffsets => match committed.iter().find(|(q, _)| *q == p) {
+                        Some((_, o)) => return Offset::Offset(*o),
+                        None => Offset::Beginning,
+                    },
+                };
+                match consumer.fetch_watermarks(&self.spec.topic, p, Duration::from_secs(5)) {
+                    Ok((low, high)) => {
+                        Offset::Offset(if wanted == Offset::End { high } else { low })
+                    }
+                    Err(_) => wanted,
+                }
+            })
+            .collect()
     }
 
     /// Decodes a partition's pending records and sends them.
@@ -352,18 +382,36 @@ impl SourceReader for KafkaReader {
             .into_iter()
             .filter(|p| (*p as usize) % self.ctx.parallelism == self.ctx.instance)
             .collect();
-        for &p in &mine {
+        let starts = self.start_offsets(&consumer, &mine);
+        // The next offset of each split (-1: not known yet; the startup mode
+        // decides again after a restart).
+        let mut next: Vec<i64> = starts
+            .iter()
+            .map(|o| match o {
+                Offset::Offset(o) => *o,
+                _ => -1,
+            })
+            .collect();
+        for (&p, &offset) in mine.iter().zip(&next) {
             self.ctx
                 .metrics
-                .update_partition(&self.spec.topic, p, -1, -1);
+                .update_partition(&self.spec.topic, p, offset, -1);
         }
-        if !out.send(SourceEvent::Assigned { splits: mine.len() }) {
+        let names = mine.iter().map(|p| partition_name(*p)).collect();
+        if !out.send(SourceEvent::Assigned { names }) {
             return Ok(());
         }
+        let mut seen = self.ctx.barriers.current();
         if mine.is_empty() {
-            // Nothing to read; stay until the job goes away.
+            // Nothing to read; answer barriers until the job goes away.
             while !out.is_closed() {
-                std::thread::sleep(Duration::from_millis(100));
+                if let Some(epoch) = self.ctx.barriers.poll(&mut seen) {
+                    out.send(SourceEvent::Barrier {
+                        epoch,
+                        positions: Vec::new(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
             return Ok(());
         }
@@ -379,8 +427,12 @@ impl SourceReader for KafkaReader {
                 .copied()
                 .filter(|s| *s != usize::MAX)
         };
+        let mut assignment = TopicPartitionList::new();
+        for (&p, &start) in mine.iter().zip(&starts) {
+            let _ = assignment.add_partition_offset(&self.spec.topic, p, start);
+        }
         consumer
-            .assign(&self.start_offsets(&consumer, &mine))
+            .assign(&assignment)
             .map_err(|e| Error::external(format!("could not assign kafka partitions: {e}")))?;
         let mut pending: Vec<Pending> = mine.iter().map(|_| Pending::new()).collect();
         // Whether each split was last reported caught up (reset by new rows).
@@ -397,6 +449,18 @@ impl SourceReader for KafkaReader {
                 if p.since.map(|s| now >= s + self.ctx.linger).unwrap_or(false)
                     && !self.flush(split, mine[split], p, out)?
                 {
+                    return Ok(());
+                }
+            }
+            if let Some(epoch) = self.ctx.barriers.poll(&mut seen) {
+                // Every record polled goes before the barrier.
+                for (split, p) in pending.iter_mut().enumerate() {
+                    if !self.flush(split, mine[split], p, out)? {
+                        return Ok(());
+                    }
+                }
+                let positions = next.clone();
+                if !out.send(SourceEvent::Barrier { epoch, positions }) {
                     return Ok(());
                 }
             }
@@ -444,6 +508,7 @@ impl SourceReader for KafkaReader {
                             continue;
                         };
                         caught_up[split] = false;
+                        next[split] = msg.offset() + 1;
                         let p = &mut pending[split];
                         match msg.payload() {
                             Some(payload) => {

@@ -7,6 +7,12 @@
 //! reading and decoding (see [`format`]) into batches of the source's physical
 //! columns, which it sends to its instance's pipeline as [`SourceEvent`]s.
 //!
+//! Each split has a name (`partition-3`, a file and byte range,
+//! `generator`) and a position (an `i64` whose meaning is the connector's).
+//! When a checkpoint is asked for, a reader sends a barrier carrying the
+//! position of each of its splits, in line with its rows; after a restart,
+//! it resumes each split from the position saved for its name.
+//!
 //! Readers never stop on a bad record: it is counted in the job's `bad_rows`,
 //! kept in the dead-letter queue with its position, and skipped. Readers of
 //! unbounded sources never stop on an unreachable broker either: they report
@@ -26,9 +32,13 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use tokio::sync::mpsc;
 
+use crate::dataflow::checkpoint::BarrierTrigger;
 use crate::error::{Error, Result};
 use crate::metrics::{DeadLetterQueue, JobMetrics};
 use crate::options::Options;
+
+/// The position of a split that has been read to its end.
+pub const SPLIT_DONE: i64 = i64::MAX;
 
 pub use format::FormatSpec;
 
@@ -184,9 +194,18 @@ pub struct ReaderContext {
     pub metrics: Arc<JobMetrics>,
     pub dead_letters: Arc<DeadLetterQueue>,
     pub preparer: Arc<dyn RowPreparer>,
+    /// Asks for checkpoint barriers.
+    pub barriers: Arc<BarrierTrigger>,
+    /// Split name -> where to resume it (from the last checkpoint).
+    pub resume: std::collections::HashMap<String, i64>,
 }
 
 impl ReaderContext {
+    /// Where the split `name` resumes, if a checkpoint saved it.
+    pub fn resume_position(&self, name: &str) -> Option<i64> {
+        self.resume.get(name).copied()
+    }
+
     /// Counts and keeps a record that could not be used.
     pub fn dead_letter(&self, position: String, raw: &[u8], error: String) {
         self.metrics
@@ -200,8 +219,9 @@ impl ReaderContext {
 /// What a reader sends to its instance's pipeline.
 #[derive(Debug)]
 pub enum SourceEvent {
-    /// The reader owns this many splits, numbered 0..n (sent first, once).
-    Assigned { splits: usize },
+    /// The reader owns these splits (by name), numbered 0..n in this order
+    /// (sent first, once).
+    Assigned { names: Vec<String> },
     /// Rows of one split, in the split's order, with every column of the
     /// source (computed ones included) and an event time on every row.
     Rows { split: usize, batch: RecordBatch },
@@ -209,6 +229,10 @@ pub enum SourceEvent {
     CaughtUp { split: usize },
     /// The split has ended (bounded sources).
     SplitEnd { split: usize },
+    /// A checkpoint barrier: every row of this reader before it belongs to
+    /// `epoch`, and split i goes on from `positions[i]` (or is done:
+    /// [`SPLIT_DONE`]).
+    Barrier { epoch: u64, positions: Vec<i64> },
 }
 
 /// Turns decoded physical rows into the source's full rows: adds computed

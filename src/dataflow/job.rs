@@ -6,10 +6,15 @@
 //! that hash to it. Channels are bounded, so a slow operator slows its
 //! source and memory stays bounded.
 //!
+//! A checkpoint coordinator (see `checkpoint.rs`) commits the job's state
+//! every `checkpoint_interval`; a job started again resumes from its last
+//! committed epoch, and a job whose sources had ended is not run again.
+//!
 //! A supervisor watches the tasks: when one fails the job is marked failed
 //! with the error (and stops); when all end, the job is finished. Dropping
 //! the job stops everything.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,18 +26,23 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::connector::{EventSender, ReaderContext};
+use crate::dataflow::checkpoint::{Acks, CheckpointHandle, CheckpointSettings, Coordinator};
 use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::{Envelope, Message};
 use crate::dataflow::partial_aggregate::PartialAggregate;
 use crate::dataflow::physical::{physical_expr, PhysicalAggregate, PhysicalOp};
-use crate::dataflow::pipeline::{Downstream, JobPhysical, Pipeline, WatermarkFn};
+use crate::dataflow::pipeline::{
+    Downstream, JobPhysical, Pipeline, PipelineCheckpoint, WatermarkFn,
+};
 use crate::dataflow::plan::StreamPlan;
 use crate::dataflow::prepare::Preparer;
 use crate::dataflow::watermark::WatermarkCombiner;
 use crate::dataflow::window_aggregate::WindowAggregate;
 use crate::error::{Error, Result};
 use crate::metrics::{DeadLetterQueue, JobMetrics};
+use crate::state::checkpoint::{JobKeys, Restored};
 use crate::state::view::ViewStore;
+use crate::state::Store;
 
 /// Messages buffered between two operators.
 const CHANNEL_CAPACITY: usize = 16;
@@ -65,10 +75,20 @@ impl Default for JobConfig {
     }
 }
 
+/// Where a job keeps its state, and how often it checkpoints.
+#[derive(Clone)]
+pub struct Durability {
+    pub store: Arc<Store>,
+    pub keys: JobKeys,
+    pub settings: Arc<CheckpointSettings>,
+}
+
 pub struct Job {
     pub plan: Arc<StreamPlan>,
     pub metrics: Arc<JobMetrics>,
     pub view: Arc<ViewStore>,
+    /// None for a job restored as finished (nothing runs).
+    checkpoints: Option<CheckpointHandle>,
     supervisor: JoinHandle<()>,
 }
 
@@ -87,8 +107,17 @@ impl Job {
         runtime: &tokio::runtime::Handle,
         config: &JobConfig,
         dead_letters: Arc<DeadLetterQueue>,
+        durability: &Durability,
     ) -> Result<Job> {
-        let p = config.parallelism.max(1);
+        let store = &durability.store;
+        let keys = durability.keys;
+        let restored = Restored::load(store, keys)?.unwrap_or_default();
+        let last_epoch = restored.record.epoch;
+        // State is kept per instance: a restored job keeps its parallelism.
+        let p = match restored.record.parallelism {
+            0 => config.parallelism.max(1),
+            p => p,
+        };
         let physical = Arc::new(physical_plan(state, &plan)?);
         let preparer = Arc::new(Preparer::new(state, &plan.source)?);
         let metrics = Arc::new(JobMetrics::new(&plan.view));
@@ -96,8 +125,39 @@ impl Job {
             plan.output.clone(),
             p,
             plan.aggregate.is_some(),
-        ));
+        )?);
+        if last_epoch > 0 {
+            let r = &restored.record;
+            view.restore(store, &keys)?;
+            metrics.restore(r.rows_in, r.rows_out, r.late_rows, r.bad_rows);
+            tracing::info!(view = %plan.view, epoch = last_epoch, rows = view.row_count(), "restored from checkpoint");
+        }
+        if restored.record.finished {
+            metrics.advance_watermark(i64::MAX);
+            metrics.set_finished();
+            return Ok(Job {
+                plan,
+                metrics,
+                view,
+                checkpoints: None,
+                supervisor: runtime.spawn(async {}),
+            });
+        }
         let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+        let finals = if physical.aggregate.is_some() { p } else { 0 };
+        let (coordinator, acks, barriers, checkpoints) = Coordinator::new(
+            keys,
+            store.clone(),
+            p,
+            p + finals,
+            last_epoch,
+            durability.settings.clone(),
+            metrics.clone(),
+        );
+        let mut acks = acks.into_iter();
+        let mut pipeline_acks: Vec<Acks> = (0..p)
+            .map(|_| acks.next().expect("an ack per pipeline"))
+            .collect();
 
         // Final aggregation instances, each fed by every pipeline.
         let mut owners: Vec<mpsc::Sender<Envelope>> = Vec::new();
@@ -112,12 +172,28 @@ impl Job {
                     metrics.clone(),
                     dead_letters.clone(),
                 );
-                let operator = WindowAggregate::new(agg.clone(), plan.emit, out, metrics.clone())?;
-                tasks.spawn_on(run_final(rx, operator, p), runtime);
+                let mut operator =
+                    WindowAggregate::new(agg.clone(), plan.emit, out, metrics.clone())?;
+                if last_epoch > 0 {
+                    let watermark = restored
+                        .aggregate_watermarks
+                        .get(i)
+                        .copied()
+                        .unwrap_or(i64::MIN);
+                    operator.restore(store, &keys, i, watermark)?;
+                }
+                let checkpoint = FinalCheckpoint {
+                    keys,
+                    instance: i,
+                    acks: acks.next().expect("an ack per final instance"),
+                };
+                tasks.spawn_on(run_final(rx, operator, p, checkpoint), runtime);
             }
         }
+        tasks.spawn_on(coordinator.run(), runtime);
         let append_watermark = Arc::new(Mutex::new(WatermarkCombiner::new(p)));
         for i in 0..p {
+            let splits: HashMap<String, _> = restored.splits.get(i).cloned().unwrap_or_default();
             let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);
             let reader = plan.source.spec.create_reader(ReaderContext {
                 job: plan.view.clone(),
@@ -129,6 +205,11 @@ impl Job {
                 metrics: metrics.clone(),
                 dead_letters: dead_letters.clone(),
                 preparer: preparer.clone(),
+                barriers: barriers.clone(),
+                resume: splits
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.position))
+                    .collect(),
             })?;
             std::thread::Builder::new()
                 .name(format!("sluice-read-{i}"))
@@ -159,14 +240,19 @@ impl Job {
                     watermark: append_watermark.clone(),
                 },
             };
+            let watermarks = splits.into_iter().map(|(k, v)| (k, v.watermark)).collect();
             let pipeline = Pipeline::new(
                 i,
                 physical.clone(),
-                plan.source.spec.idle_timeout,
                 downstream,
                 metrics.clone(),
                 dead_letters.clone(),
                 config.flush_interval,
+                PipelineCheckpoint {
+                    keys,
+                    acks: pipeline_acks.remove(0),
+                    restored: watermarks,
+                },
             );
             tasks.spawn_on(pipeline.run(rx), runtime);
         }
@@ -176,8 +262,20 @@ impl Job {
             plan,
             metrics,
             view,
+            checkpoints: Some(checkpoints),
             supervisor,
         })
+    }
+
+    /// Takes a checkpoint now and waits (up to `timeout`) for its commit.
+    /// True if it was committed (or the job has nothing more to save).
+    pub async fn checkpoint_now(&self, timeout: Duration) -> bool {
+        match &self.checkpoints {
+            Some(c) if self.metrics.status().0 == crate::metrics::JobStatus::Running => {
+                c.checkpoint_now(timeout).await
+            }
+            _ => true,
+        }
     }
 }
 
@@ -249,33 +347,90 @@ fn physical_plan(state: &SessionState, plan: &StreamPlan) -> Result<JobPhysical>
         pre,
         aggregate,
         post: Arc::new(post),
+        idle_timeout: plan.source.spec.idle_timeout,
     })
 }
 
+/// What a final aggregation instance needs to take part in checkpoints.
+struct FinalCheckpoint {
+    keys: JobKeys,
+    instance: usize,
+    acks: Acks,
+}
+
+/// Runs a final aggregation instance: combines its inputs' watermarks and
+/// aligns their checkpoint barriers. Once an input's barrier has come, its
+/// messages wait (in arrival order) until every other input's barrier has
+/// come too or that input has ended; then the instance saves its state for
+/// the epoch and takes the waiting messages.
 async fn run_final(
     mut input: mpsc::Receiver<Envelope>,
     mut operator: WindowAggregate,
     inputs: usize,
+    checkpoint: FinalCheckpoint,
 ) -> Result<()> {
     let mut watermarks = WatermarkCombiner::new(inputs);
-    while let Some(envelope) = input.recv().await {
+    let mut ended = vec![false; inputs];
+    // The epoch being aligned, and which inputs' barriers have come.
+    let mut aligning: Option<u64> = None;
+    let mut barrier_from = vec![false; inputs];
+    let mut waiting: VecDeque<Envelope> = VecDeque::new();
+    loop {
+        let envelope = match waiting.pop_front() {
+            Some(e) if aligning.is_none() => e,
+            Some(e) => {
+                waiting.push_front(e);
+                match input.recv().await {
+                    Some(e) => e,
+                    None => break,
+                }
+            }
+            None => match input.recv().await {
+                Some(e) => e,
+                None => break,
+            },
+        };
+        let from = envelope.from;
+        if aligning.is_some() && barrier_from[from] {
+            waiting.push_back(envelope);
+            continue;
+        }
         match envelope.message {
             Message::Batch(batch) => {
-                watermarks.on_data(envelope.from);
+                watermarks.on_data(from);
                 operator.on_partial(batch)?;
             }
             Message::Watermark(w) => {
-                if let Some(combined) = watermarks.on_watermark(envelope.from, w) {
+                if w == i64::MAX {
+                    ended[from] = true;
+                }
+                if let Some(combined) = watermarks.on_watermark(from, w) {
                     operator.on_watermark(combined)?;
                 }
             }
             Message::Idle => {
-                if let Some(combined) = watermarks.on_idle(envelope.from) {
+                if let Some(combined) = watermarks.on_idle(from) {
                     operator.on_watermark(combined)?;
                 }
             }
+            Message::Barrier(epoch) => {
+                aligning = Some(epoch);
+                barrier_from[from] = true;
+            }
+        }
+        if let Some(epoch) = aligning {
+            if (0..inputs).all(|i| barrier_from[i] || ended[i]) {
+                let mut writes = crate::state::Writes::default();
+                operator.checkpoint(&checkpoint.keys, checkpoint.instance, &mut writes)?;
+                checkpoint.acks.epoch(epoch, writes);
+                aligning = None;
+                barrier_from.fill(false);
+            }
         }
     }
+    let mut writes = crate::state::Writes::default();
+    operator.checkpoint(&checkpoint.keys, checkpoint.instance, &mut writes)?;
+    checkpoint.acks.ended(writes);
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! Output: the view's contents (`state::view::ViewStore`).
 //! State: the view itself, one shard per instance.
 //! Watermarks: reports the job's watermark.
-//! Checkpoint: the view contents are saved with the checkpoint (issue 3).
+//! Checkpoint: what changed in its view shard since the last checkpoint.
 //!
 //! For aggregations it applies what comes after the aggregation (HAVING and
 //! the SELECT list) as an upsert: a group that no longer passes HAVING is
@@ -22,7 +22,9 @@ use crate::dataflow::physical::{
 };
 use crate::error::{Error, Result};
 use crate::metrics::{DeadLetterQueue, JobMetrics};
+use crate::state::checkpoint::JobKeys;
 use crate::state::view::ViewStore;
+use crate::state::Writes;
 
 pub struct Materialize {
     view: Arc<ViewStore>,
@@ -58,6 +60,11 @@ impl Materialize {
             &row_as_json(row),
             format!("could not evaluate the view's expressions: {error}"),
         );
+    }
+
+    /// Saves what changed in its shard since the last checkpoint.
+    pub fn checkpoint(&self, keys: &JobKeys, writes: &mut Writes) -> Result<()> {
+        self.view.checkpoint(self.shard, keys, writes)
     }
 
     /// Appends rows to an append-only view.

@@ -12,6 +12,9 @@ pub enum Message {
     /// The sender has no active input for now: it must not hold back the
     /// watermark of operators downstream until it sends again.
     Idle,
+    /// Everything before this belongs to checkpoint epoch N; everything
+    /// after, to the next (see `checkpoint.rs`).
+    Barrier(u64),
 }
 
 /// A message on an exchange, tagged with the instance that sent it.

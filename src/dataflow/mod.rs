@@ -7,10 +7,14 @@
 //!     └─ partial aggregate ─► exchange by group hash ─► window aggregate (task) ─ materialize ─► view
 //! ```
 //!
+//! Checkpoint barriers flow along the same channels as rows
+//! (`checkpoint.rs`), so every epoch is a consistent cut of the job.
+//!
 //! Every operator's doc states its input, output, state, watermarks and
 //! checkpoint. Window math and watermark bookkeeping are pure (`window.rs`,
 //! `watermark.rs`); operators are thin around them.
 
+pub mod checkpoint;
 pub mod job;
 pub mod materialize;
 pub mod message;

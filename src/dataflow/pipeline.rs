@@ -9,7 +9,10 @@
 //! Watermarks: the minimum over the instance's active splits (see
 //! `watermark.rs`), forwarded after every flush, so an owner never sees a
 //! watermark before the rows it covers.
-//! Checkpoint: split watermarks and positions (issue 3).
+//! Checkpoint: on a barrier from its reader, it flushes its partial
+//! aggregate (so it has no state of its own to save), saves each split's
+//! position and watermark (and, without aggregation, its view shard), and
+//! passes the barrier on.
 //!
 //! Operators chained here, in order: Watermark (per-row watermark values),
 //! WindowAssign (window columns; with a windowed aggregation, rows late for
@@ -17,6 +20,7 @@
 //! aggregation, then PartialAggregate or Materialize.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +31,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use crate::connector::SourceEvent;
+use crate::connector::{SourceEvent, SPLIT_DONE};
+use crate::dataflow::checkpoint::Acks;
 use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::{Envelope, Message};
 use crate::dataflow::partial_aggregate::{route, PartialAggregate, MAX_PENDING_GROUPS};
@@ -40,6 +45,8 @@ use crate::dataflow::watermark::{InstanceTime, SplitClocks, WatermarkCombiner};
 use crate::dataflow::window::{assign_windows, Assignment};
 use crate::error::{Error, Result};
 use crate::metrics::{DeadLetterQueue, JobMetrics};
+use crate::state::checkpoint::{JobKeys, SplitState};
+use crate::state::Writes;
 
 /// What a job's instances share: the physical form of its plan.
 pub struct JobPhysical {
@@ -50,6 +57,16 @@ pub struct JobPhysical {
     pub pre: Vec<PhysicalOp>,
     pub aggregate: Option<Arc<PhysicalAggregate>>,
     pub post: Arc<Vec<PhysicalOp>>,
+    /// The source's `scan.watermark.idle-timeout`.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// How a pipeline takes part in checkpoints.
+pub struct PipelineCheckpoint {
+    pub keys: JobKeys,
+    pub acks: Acks,
+    /// Split name -> its watermark when the last checkpoint was taken.
+    pub restored: HashMap<String, i64>,
 }
 
 /// How a row's watermark is made from it.
@@ -88,22 +105,33 @@ pub struct Pipeline {
     sent: i64,
     idle_sent: bool,
     hashes: Vec<u64>,
+    /// The reader's splits, by name (for checkpoints).
+    split_names: Vec<String>,
+    /// Split name -> its watermark when the last checkpoint was taken.
+    restored: HashMap<String, i64>,
+    keys: JobKeys,
+    acks: Acks,
 }
 
 impl Pipeline {
     pub fn new(
         instance: usize,
         job: Arc<JobPhysical>,
-        idle_timeout: Option<Duration>,
         downstream: Downstream,
         metrics: Arc<JobMetrics>,
         dead_letters: Arc<DeadLetterQueue>,
         flush_interval: Duration,
+        checkpoint: PipelineCheckpoint,
     ) -> Self {
+        let PipelineCheckpoint {
+            keys,
+            acks,
+            restored,
+        } = checkpoint;
         Pipeline {
             instance,
+            clocks: SplitClocks::new(job.idle_timeout),
             job,
-            clocks: SplitClocks::new(idle_timeout),
             assignment: Assignment::default(),
             downstream,
             metrics,
@@ -112,6 +140,10 @@ impl Pipeline {
             sent: i64::MIN,
             idle_sent: false,
             hashes: Vec::new(),
+            split_names: Vec::new(),
+            restored,
+            keys,
+            acks,
         }
     }
 
@@ -137,14 +169,55 @@ impl Pipeline {
                 self.metrics.advance_watermark(w);
             }
         }
+        let done = vec![SPLIT_DONE; self.split_names.len()];
+        let writes = self.checkpoint(&done)?;
+        self.acks.ended(writes);
         Ok(())
+    }
+
+    /// What this instance saves with a checkpoint: each split's position
+    /// and watermark and, without aggregation, its view shard.
+    fn checkpoint(&self, positions: &[i64]) -> Result<Writes> {
+        let mut writes = Writes::default();
+        for (split, (name, position)) in self.split_names.iter().zip(positions).enumerate() {
+            let state = SplitState {
+                position: *position,
+                watermark: self.clocks.watermark(split),
+            };
+            writes.put(
+                self.keys.split(self.instance, name),
+                JobKeys::split_value(state),
+            );
+        }
+        if let Downstream::Append { out, .. } = &self.downstream {
+            out.checkpoint(&self.keys, &mut writes)?;
+        }
+        Ok(writes)
     }
 
     async fn on_event(&mut self, event: SourceEvent) -> Result<()> {
         match event {
-            SourceEvent::Assigned { splits } => {
-                tracing::debug!(instance = self.instance, splits, "splits assigned");
-                self.clocks.assign(splits, Instant::now())
+            SourceEvent::Assigned { names } => {
+                tracing::debug!(
+                    instance = self.instance,
+                    splits = names.len(),
+                    "splits assigned"
+                );
+                let now = Instant::now();
+                self.clocks.assign(names.len(), now);
+                for (split, name) in names.iter().enumerate() {
+                    if let Some(w) = self.restored.get(name) {
+                        *self.clocks.running(split, now) = *w;
+                    }
+                }
+                self.split_names = names;
+            }
+            SourceEvent::Barrier { epoch, positions } => {
+                // Partial states go to their owners before the barrier.
+                self.flush().await?;
+                let writes = self.checkpoint(&positions)?;
+                self.acks.epoch(epoch, writes);
+                self.send_all(Message::Barrier(epoch)).await;
             }
             SourceEvent::Rows { split, batch } => {
                 self.on_rows(split, batch)?;

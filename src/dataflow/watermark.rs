@@ -72,6 +72,14 @@ impl SplitClocks {
         &mut clock.running
     }
 
+    /// The largest watermark the split's rows have made.
+    pub fn watermark(&self, split: usize) -> i64 {
+        self.splits
+            .get(split)
+            .map(|c| c.running)
+            .unwrap_or(i64::MIN)
+    }
+
     pub fn caught_up(&mut self, split: usize) {
         if let Some(c) = self.splits.get_mut(split) {
             c.caught_up = true;

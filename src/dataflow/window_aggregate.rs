@@ -11,7 +11,8 @@
 //! states by DataFusion's accumulators, and encoded again.
 //! Watermarks: the minimum over its inputs that are not idle; a window fires
 //! when the watermark reaches its end - 1 ms, and its state is removed.
-//! Checkpoint: the state table (issue 3).
+//! Checkpoint: the state table's changes since the last checkpoint, its
+//! watermark, and its view shard.
 //!
 //! A partial state for a window that has already fired can only come from a
 //! split that was idle and came back; it is counted as late and dropped.
@@ -32,7 +33,9 @@ use crate::dataflow::plan::EmitMode;
 use crate::dataflow::window::has_fired;
 use crate::error::{Error, Result};
 use crate::metrics::JobMetrics;
+use crate::state::checkpoint::JobKeys;
 use crate::state::table::{MemStateTable, WindowId, WindowRows};
+use crate::state::{Store, Writes};
 
 /// Rows per result batch when a large window fires.
 const FIRE_BATCH_ROWS: usize = 8192;
@@ -89,6 +92,38 @@ impl WindowAggregate {
             metrics,
             identity: Vec::new(),
         })
+    }
+
+    /// Loads the state and watermark saved by `checkpoint` of instance
+    /// `instance`.
+    pub fn restore(
+        &mut self,
+        store: &Store,
+        keys: &JobKeys,
+        instance: usize,
+        watermark: i64,
+    ) -> Result<()> {
+        self.table.restore(store, &keys.aggregate(instance))?;
+        self.watermark = watermark;
+        if watermark != i64::MIN {
+            self.metrics.advance_watermark(watermark);
+        }
+        Ok(())
+    }
+
+    /// Saves what changed since the last checkpoint.
+    pub fn checkpoint(
+        &mut self,
+        keys: &JobKeys,
+        instance: usize,
+        writes: &mut Writes,
+    ) -> Result<()> {
+        self.table.checkpoint(&keys.aggregate(instance), writes);
+        writes.put(
+            keys.aggregate_watermark(instance),
+            self.watermark.to_be_bytes().to_vec(),
+        );
+        self.out.checkpoint(keys, writes)
     }
 
     /// The window (end) of each row of partial states.

@@ -467,13 +467,20 @@ fn parse_set(parser: &mut Parser) -> PResult<Statement> {
             value,
         });
     }
-    let name = parser.parse_object_name(false)?;
-    let name = name
-        .0
-        .iter()
-        .filter_map(|p| p.as_ident().map(|i| i.value.to_lowercase()))
-        .collect::<Vec<_>>()
-        .join(".");
+    // Flink quotes its option names: SET 'execution.checkpointing.interval' = '10s'.
+    let name = match parser.peek_token().token {
+        Token::SingleQuotedString(quoted) => {
+            parser.next_token();
+            quoted.to_lowercase()
+        }
+        _ => parser
+            .parse_object_name(false)?
+            .0
+            .iter()
+            .filter_map(|p| p.as_ident().map(|i| i.value.to_lowercase()))
+            .collect::<Vec<_>>()
+            .join("."),
+    };
     if !parser.consume_token(&Token::Eq) && !parser.parse_keyword(Keyword::TO) {
         let t = parser.peek_token();
         return Err(ParserError::ParserError(format!(

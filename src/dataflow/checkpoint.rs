@@ -1,0 +1,333 @@
+//! Checkpoints of a job: barriers, acknowledgements and the atomic commit of
+//! each epoch (DESIGN §5).
+//!
+//! Every `checkpoint_interval` the [`Coordinator`] asks for a new epoch
+//! through the job's [`BarrierTrigger`]. Each reader, between two batches,
+//! sends a barrier carrying its splits' positions, in line with its rows.
+//! A pipeline that receives it flushes its partial aggregates, saves its
+//! splits' positions and watermarks (and, without aggregation, its view
+//! shard) and passes the barrier on to every final aggregation instance. An
+//! instance with the barrier from every input (aligned: rows of inputs whose
+//! barrier came first wait until the others' come) saves its state and its
+//! view shard. Each participant sends its [`Writes`] to the coordinator;
+//! when every participant has (or has ended), the coordinator commits them,
+//! with the epoch record, as one RocksDB write batch. A crash at any moment
+//! leaves the last committed epoch whole: state, view contents and source
+//! positions that agree with each other.
+//!
+//! One epoch is in flight at a time. A participant that ends (its bounded
+//! input is done) sends its final writes once; they count for every later
+//! epoch. When all have ended, a last epoch marks the job finished.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{Error, Result};
+use crate::metrics::JobMetrics;
+use crate::state::checkpoint::{EpochRecord, JobKeys};
+use crate::state::{Store, Writes};
+
+/// How readers learn that a checkpoint was asked for.
+#[derive(Debug)]
+pub struct BarrierTrigger {
+    requested: AtomicU64,
+}
+
+impl BarrierTrigger {
+    pub fn new(last_committed: u64) -> Self {
+        BarrierTrigger {
+            requested: AtomicU64::new(last_committed),
+        }
+    }
+
+    /// The epoch asked for, if newer than `seen` (which it then becomes).
+    /// Cheap: readers call it between batches.
+    pub fn poll(&self, seen: &mut u64) -> Option<u64> {
+        let requested = self.requested.load(Ordering::Acquire);
+        (requested > *seen).then(|| {
+            *seen = requested;
+            requested
+        })
+    }
+
+    /// The epoch readers start from (none newer is asked for yet).
+    pub fn current(&self) -> u64 {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    fn request(&self, epoch: u64) {
+        self.requested.store(epoch, Ordering::Release);
+    }
+}
+
+enum Ack {
+    Epoch {
+        participant: usize,
+        epoch: u64,
+        writes: Writes,
+    },
+    Ended {
+        participant: usize,
+        writes: Writes,
+    },
+}
+
+/// How a participant (a pipeline or final aggregation instance) hands its
+/// writes to the coordinator.
+#[derive(Clone)]
+pub struct Acks {
+    participant: usize,
+    tx: mpsc::UnboundedSender<Ack>,
+}
+
+impl Acks {
+    /// The participant's writes for `epoch`, taken at its barrier.
+    pub fn epoch(&self, epoch: u64, writes: Writes) {
+        let _ = self.tx.send(Ack::Epoch {
+            participant: self.participant,
+            epoch,
+            writes,
+        });
+    }
+
+    /// The participant has ended; these are its last writes.
+    pub fn ended(&self, writes: Writes) {
+        let _ = self.tx.send(Ack::Ended {
+            participant: self.participant,
+            writes,
+        });
+    }
+}
+
+/// Shared with the server: the checkpoint interval (`checkpoint_interval`,
+/// 0 for none), and a way to ask every job for a checkpoint now.
+#[derive(Debug)]
+pub struct CheckpointSettings {
+    interval_ms: AtomicU64,
+}
+
+impl CheckpointSettings {
+    pub fn new(interval: Duration) -> Self {
+        CheckpointSettings {
+            interval_ms: AtomicU64::new(interval.as_millis() as u64),
+        }
+    }
+
+    pub fn interval(&self) -> Option<Duration> {
+        match self.interval_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    pub fn set_interval(&self, interval: Duration) {
+        self.interval_ms
+            .store(interval.as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// How often a coordinator looks at the interval setting.
+const SETTINGS_POLL: Duration = Duration::from_millis(500);
+
+/// The epoch being taken.
+struct Open {
+    epoch: u64,
+    started: Instant,
+    acked: Vec<bool>,
+    writes: Writes,
+}
+
+pub struct Coordinator {
+    keys: JobKeys,
+    store: Arc<Store>,
+    parallelism: usize,
+    participants: usize,
+    trigger: Arc<BarrierTrigger>,
+    settings: Arc<CheckpointSettings>,
+    metrics: Arc<JobMetrics>,
+    rx: mpsc::UnboundedReceiver<Ack>,
+    /// Asks for a checkpoint now (graceful shutdown, savepoints).
+    now: watch::Receiver<u64>,
+    /// The last committed epoch, for those who wait on a checkpoint.
+    committed: watch::Sender<u64>,
+}
+
+/// What a job keeps of its coordinator: ask for a checkpoint now, and learn
+/// when one is committed.
+pub struct CheckpointHandle {
+    now: watch::Sender<u64>,
+    committed: watch::Receiver<u64>,
+    trigger: Arc<BarrierTrigger>,
+}
+
+impl CheckpointHandle {
+    /// Asks for a checkpoint and waits until one that started after the
+    /// call is committed, or `timeout` passes. True if it was.
+    pub async fn checkpoint_now(&self, timeout: Duration) -> bool {
+        let mut committed = self.committed.clone();
+        // An epoch in flight started before the call: wait for the next.
+        let target = self.trigger.current().max(*committed.borrow()) + 1;
+        self.now.send_modify(|n| *n += 1);
+        tokio::time::timeout(timeout, committed.wait_for(|e| *e >= target))
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(false)
+    }
+}
+
+impl Coordinator {
+    /// A coordinator for `participants` participants; returns it with the
+    /// acknowledgement channel each participant's [`Acks`] is made from.
+    pub fn new(
+        keys: JobKeys,
+        store: Arc<Store>,
+        parallelism: usize,
+        participants: usize,
+        last_committed: u64,
+        settings: Arc<CheckpointSettings>,
+        metrics: Arc<JobMetrics>,
+    ) -> (
+        Coordinator,
+        Vec<Acks>,
+        Arc<BarrierTrigger>,
+        CheckpointHandle,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let acks = (0..participants)
+            .map(|participant| Acks {
+                participant,
+                tx: tx.clone(),
+            })
+            .collect();
+        let trigger = Arc::new(BarrierTrigger::new(last_committed));
+        let (now_tx, now_rx) = watch::channel(0);
+        let (committed_tx, committed_rx) = watch::channel(last_committed);
+        let coordinator = Coordinator {
+            keys,
+            store,
+            parallelism,
+            participants,
+            trigger: trigger.clone(),
+            settings,
+            metrics,
+            rx,
+            now: now_rx,
+            committed: committed_tx,
+        };
+        let handle = CheckpointHandle {
+            now: now_tx,
+            committed: committed_rx,
+            trigger: trigger.clone(),
+        };
+        (coordinator, acks, trigger, handle)
+    }
+
+    pub async fn run(mut self) -> Result<()> {
+        let n = self.participants;
+        let mut last = self.trigger.current();
+        let mut open: Option<Open> = None;
+        let mut ended = vec![false; n];
+        // Final writes of participants that ended after acknowledging the
+        // open epoch: they belong to the next one.
+        let mut carry = Writes::default();
+        let mut last_start = Instant::now();
+        loop {
+            if ended.iter().all(|e| *e) && open.is_none() {
+                // With checkpoints off nothing is saved, not even the end.
+                if self.settings.interval().is_some() {
+                    self.commit(last + 1, carry, true, last_start)?;
+                }
+                return Ok(());
+            }
+            // The interval may change (SET): look again at least this often.
+            let due = self.settings.interval().map(|i| last_start + i);
+            let wake = due
+                .unwrap_or(Instant::now() + SETTINGS_POLL)
+                .min(Instant::now() + SETTINGS_POLL);
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake.into()), if open.is_none() => {
+                    if due.is_some_and(|d| Instant::now() >= d) {
+                        last_start = Instant::now();
+                        open = Some(self.open(last + 1, &mut carry));
+                    }
+                }
+                changed = self.now.changed(), if open.is_none() => {
+                    if changed.is_err() {
+                        // The job is gone.
+                        return Ok(());
+                    }
+                    last_start = Instant::now();
+                    open = Some(self.open(last + 1, &mut carry));
+                }
+                ack = self.rx.recv() => match ack {
+                    None => return Ok(()),
+                    Some(Ack::Epoch { participant, epoch, writes }) => {
+                        let o = open.as_mut().filter(|o| o.epoch == epoch).ok_or_else(|| {
+                            Error::internal(format!("an acknowledgement of epoch {epoch}, which is not open"))
+                        })?;
+                        o.acked[participant] = true;
+                        o.writes.append(writes);
+                    }
+                    Some(Ack::Ended { participant, writes }) => {
+                        ended[participant] = true;
+                        match open.as_mut() {
+                            Some(o) if !o.acked[participant] => o.writes.append(writes),
+                            _ => carry.append(writes),
+                        }
+                    }
+                },
+            }
+            let complete = open
+                .as_ref()
+                .map(|o| (0..n).all(|p| o.acked[p] || ended[p]))
+                .unwrap_or(false);
+            if complete {
+                let o = open.take().expect("complete implies open");
+                last = o.epoch;
+                self.commit(o.epoch, o.writes, false, o.started)?;
+            }
+        }
+    }
+
+    fn open(&self, epoch: u64, carry: &mut Writes) -> Open {
+        tracing::trace!(job = %self.metrics.name, epoch, "checkpoint started");
+        self.trigger.request(epoch);
+        Open {
+            epoch,
+            started: Instant::now(),
+            acked: vec![false; self.participants],
+            writes: std::mem::take(carry),
+        }
+    }
+
+    fn commit(
+        &self,
+        epoch: u64,
+        mut writes: Writes,
+        finished: bool,
+        started: Instant,
+    ) -> Result<()> {
+        let m = &self.metrics;
+        let record = EpochRecord {
+            epoch,
+            parallelism: self.parallelism,
+            finished,
+            rows_in: m.rows_in.load(Ordering::Relaxed),
+            rows_out: m.rows_out.load(Ordering::Relaxed),
+            late_rows: m.late_rows.load(Ordering::Relaxed),
+            bad_rows: m.bad_rows.load(Ordering::Relaxed),
+        };
+        let value = serde_json::to_vec(&record).map_err(|e| Error::internal(e.to_string()))?;
+        writes.put(self.keys.epoch(), value);
+        let bytes = writes.bytes();
+        self.store.commit(&writes)?;
+        let took = started.elapsed();
+        m.record_checkpoint(epoch, took, bytes as u64);
+        tracing::debug!(job = %m.name, epoch, bytes, ms = took.as_millis() as u64, finished, "checkpoint committed");
+        let _ = self.committed.send(epoch);
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! The layout of a job's checkpointed state in the `state` column family,
+//! and loading it back.
+//!
+//! Every key starts with the job's prefix (`j` and the job id, the view's
+//! catalog number, so a view dropped and created again never sees the old
+//! one's state), then a kind byte:
+//!
+//! | kind | key after the kind            | value                               |
+//! |------|-------------------------------|-------------------------------------|
+//! | `E`  | (none)                        | [`EpochRecord`] as JSON             |
+//! | `S`  | instance, split name          | position, split watermark (2 × i64) |
+//! | `W`  | instance                      | the final aggregation's watermark   |
+//! | `A`  | instance, window, group key   | the group's accumulator states      |
+//! | `V`  | shard, group key              | the view's row for the group        |
+//! | `P`  | shard, sequence number        | a batch of an append-only view (IPC)|
+//!
+//! Integers are big-endian (windows with the sign bit flipped) so that keys
+//! sort by them: a fired window's state is one range delete.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::state::{Store, Writes};
+
+/// What an epoch's commit says about the job as a whole.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: u64,
+    /// The job's parallelism: state is kept per instance, so a restored job
+    /// keeps it.
+    pub parallelism: usize,
+    /// The job's sources have ended and every result is in the view.
+    pub finished: bool,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub late_rows: u64,
+    pub bad_rows: u64,
+}
+
+/// The keys of one job's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobKeys {
+    id: u64,
+}
+
+/// A split's saved progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitState {
+    /// Where the split goes on reading (connector-specific: the next Kafka
+    /// offset, the byte offset of the next line, the next generated row).
+    pub position: i64,
+    /// The largest watermark its rows had made.
+    pub watermark: i64,
+}
+
+/// The window id as a key part that sorts like the number.
+pub fn window_bytes(window: i64) -> [u8; 8] {
+    ((window as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub fn window_from(bytes: &[u8]) -> Result<i64> {
+    let raw: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| Error::internal("a saved window id is not 8 bytes"))?;
+    Ok((u64::from_be_bytes(raw) ^ (1 << 63)) as i64)
+}
+
+fn i64_from(bytes: &[u8]) -> Result<i64> {
+    let raw: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| Error::internal("a saved number is not 8 bytes"))?;
+    Ok(i64::from_be_bytes(raw))
+}
+
+impl JobKeys {
+    pub fn new(id: u64) -> Self {
+        JobKeys { id }
+    }
+
+    /// Every key of the job starts with this.
+    pub fn prefix(&self) -> Vec<u8> {
+        let mut k = Vec::with_capacity(24);
+        k.push(b'j');
+        k.extend_from_slice(&self.id.to_be_bytes());
+        k
+    }
+
+    fn kind(&self, kind: u8) -> Vec<u8> {
+        let mut k = self.prefix();
+        k.push(kind);
+        k
+    }
+
+    fn instance(&self, kind: u8, instance: usize) -> Vec<u8> {
+        let mut k = self.kind(kind);
+        k.extend_from_slice(&(instance as u32).to_be_bytes());
+        k
+    }
+
+    pub fn epoch(&self) -> Vec<u8> {
+        self.kind(b'E')
+    }
+
+    pub fn split(&self, instance: usize, name: &str) -> Vec<u8> {
+        let mut k = self.instance(b'S', instance);
+        k.extend_from_slice(name.as_bytes());
+        k
+    }
+
+    pub fn split_value(state: SplitState) -> Vec<u8> {
+        let mut v = state.position.to_be_bytes().to_vec();
+        v.extend_from_slice(&state.watermark.to_be_bytes());
+        v
+    }
+
+    pub fn aggregate_watermark(&self, instance: usize) -> Vec<u8> {
+        self.instance(b'W', instance)
+    }
+
+    /// The prefix of the aggregation state of one instance.
+    pub fn aggregate(&self, instance: usize) -> Vec<u8> {
+        self.instance(b'A', instance)
+    }
+
+    /// The prefix of a keyed view shard.
+    pub fn view_rows(&self, shard: usize) -> Vec<u8> {
+        self.instance(b'V', shard)
+    }
+
+    pub fn view_row(&self, shard: usize, key: &[u8]) -> Vec<u8> {
+        let mut k = self.view_rows(shard);
+        k.extend_from_slice(key);
+        k
+    }
+
+    /// The prefix of an append-only view shard.
+    pub fn view_batches(&self, shard: usize) -> Vec<u8> {
+        self.instance(b'P', shard)
+    }
+
+    pub fn view_batch(&self, shard: usize, seq: u64) -> Vec<u8> {
+        let mut k = self.view_batches(shard);
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    }
+
+    /// Removes all of the job's state.
+    pub fn delete_all(&self, writes: &mut Writes) {
+        let mut end = self.prefix();
+        end.push(0xff);
+        writes.delete_range(self.prefix(), end);
+    }
+}
+
+/// What a job finds of its last committed checkpoint when it starts.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub record: EpochRecord,
+    /// Per instance: split name -> its state.
+    pub splits: Vec<HashMap<String, SplitState>>,
+    /// Per final-aggregation instance.
+    pub aggregate_watermarks: Vec<i64>,
+}
+
+impl Restored {
+    /// Loads the job's last committed checkpoint, if it has one. The
+    /// operators load their own tables (they are the large part).
+    pub fn load(store: &Store, keys: JobKeys) -> Result<Option<Restored>> {
+        let mut record: Option<EpochRecord> = None;
+        store.scan_state(&keys.epoch(), |_, v| {
+            record = Some(serde_json::from_slice(v).map_err(|e| {
+                Error::external(format!("the saved checkpoint of a view is unreadable: {e}"))
+            })?);
+            Ok(())
+        })?;
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let p = record.parallelism.max(1);
+        let mut splits = vec![HashMap::new(); p];
+        let mut aggregate_watermarks = vec![i64::MIN; p];
+        for (instance, split_map) in splits.iter_mut().enumerate() {
+            let prefix = keys.instance(b'S', instance);
+            store.scan_state(&prefix, |k, v| {
+                let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                if v.len() != 16 {
+                    return Err(Error::internal("a saved split state is not 16 bytes"));
+                }
+                let state = SplitState {
+                    position: i64_from(&v[..8])?,
+                    watermark: i64_from(&v[8..])?,
+                };
+                split_map.insert(name, state);
+                Ok(())
+            })?;
+            store.scan_state(&keys.aggregate_watermark(instance), |_, v| {
+                aggregate_watermarks[instance] = i64_from(v)?;
+                Ok(())
+            })?;
+        }
+        Ok(Some(Restored {
+            record,
+            splits,
+            aggregate_watermarks,
+        }))
+    }
+}
+
+/// The ids of the jobs that have state.
+pub fn jobs_with_state(store: &Store) -> Result<Vec<u64>> {
+    let mut ids = Vec::new();
+    let mut from = vec![b'j'];
+    while let Some(key) = store.next_state_key(&from)? {
+        if key.len() < 9 || key[0] != b'j' {
+            break;
+        }
+        let id = u64::from_be_bytes(key[1..9].try_into().expect("8 bytes"));
+        ids.push(id);
+        if id == u64::MAX {
+            break;
+        }
+        from = JobKeys::new(id + 1).prefix();
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_keys_sort_like_windows() {
+        let mut ws = vec![i64::MIN, -5, -1, 0, 1, 1_700_000_000_000, i64::MAX];
+        let mut keys: Vec<[u8; 8]> = ws.iter().map(|w| window_bytes(*w)).collect();
+        keys.sort();
+        ws.sort();
+        let back: Vec<i64> = keys.iter().map(|k| window_from(k).unwrap()).collect();
+        assert_eq!(back, ws);
+    }
+
+    #[test]
+    fn a_jobs_state_is_found_and_deleted_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b) = (JobKeys::new(3), JobKeys::new(4));
+        let mut w = Writes::default();
+        w.put(a.aggregate(0), b"s".to_vec());
+        w.put(a.epoch(), b"{}".to_vec());
+        w.put(b.view_row(1, b"k"), b"r".to_vec());
+        store.commit(&w).unwrap();
+        assert_eq!(jobs_with_state(&store).unwrap(), vec![3, 4]);
+        let mut w = Writes::default();
+        a.delete_all(&mut w);
+        store.commit(&w).unwrap();
+        assert_eq!(jobs_with_state(&store).unwrap(), vec![4]);
+    }
+}
