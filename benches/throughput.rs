@@ -4,7 +4,8 @@
 //! Run: `scripts/install-test-tools.sh && cargo bench --bench throughput`
 //! (a release build). Settings by environment: `EVENTS` (default 5000000),
 //! `KEYS` (distinct cells, default 1000), `PARTITIONS` (Kafka, default 4),
-//! `PARALLELISM` (server, default: the number of cores), `SKIP_KAFKA=1`.
+//! `PARALLELISM` (server, default: the number of cores), `SKIP_KAFKA=1`,
+//! `CHECKPOINT_INTERVAL` (server, default 1s; 0 for none).
 //!
 //! Reports events/s (rows read from the source and aggregated, until the
 //! result is complete and queryable), the server's peak memory (VmHWM), and
@@ -106,6 +107,26 @@ struct Result {
     final_delay_ms: Option<f64>,
     /// From producing an event to seeing it in a continuously updated view.
     freshness_ms: Option<f64>,
+    /// The job's checkpoints: how many, the last one's duration and size.
+    checkpoints: String,
+}
+
+/// The checkpoints of job `kpi` as the server reports them.
+async fn checkpoints(client: &tokio_postgres::Client) -> String {
+    let r = rows(
+        client,
+        "SELECT checkpoint_epoch, checkpoint_ms, checkpoint_bytes FROM sluice.jobs WHERE name = 'kpi'",
+    )
+    .await;
+    match r.first() {
+        Some(r) if r[0] != "0" => format!(
+            "{} (last: {} ms, {} KiB)",
+            r[0],
+            r[1],
+            r[2].parse::<u64>().unwrap_or(0) / 1024
+        ),
+        _ => "none".into(),
+    }
 }
 
 /// A release server on a fresh data directory (`PARALLELISM` sets its
@@ -113,10 +134,14 @@ struct Result {
 fn start_server() -> (tempfile::TempDir, TestServer) {
     let tmp = tempfile::tempdir().unwrap();
     let parallelism = std::env::var("PARALLELISM").ok();
-    let flags: Vec<&str> = match &parallelism {
-        Some(p) => vec!["--parallelism", p.as_str()],
-        None => Vec::new(),
-    };
+    let interval = std::env::var("CHECKPOINT_INTERVAL").ok();
+    let mut flags: Vec<&str> = Vec::new();
+    if let Some(p) = &parallelism {
+        flags.extend(["--parallelism", p.as_str()]);
+    }
+    if let Some(i) = &interval {
+        flags.extend(["--checkpoint-interval", i.as_str()]);
+    }
     let server = TestServer::start_in(&tmp.path().join("data"), &flags);
     (tmp, server)
 }
@@ -153,6 +178,7 @@ async fn file_benchmark(events: usize, keys: usize) -> Result {
         peak_mib: peak_memory_mib(server.pid()),
         final_delay_ms: None,
         freshness_ms: None,
+        checkpoints: checkpoints(&client).await,
     }
 }
 
@@ -258,6 +284,7 @@ async fn kafka_benchmark(events: usize, keys: usize) -> Result {
     let final_delay_ms = sent.elapsed().as_secs_f64() * 1000.0;
     let total = total_calls(&client).await;
     assert_eq!(total as usize, events, "every event counted exactly once");
+    let checkpoints = checkpoints(&client).await;
 
     // Freshness: an event's way from the producer to a query, through a
     // continuously updated aggregation (median of 20 probes).
@@ -301,6 +328,7 @@ async fn kafka_benchmark(events: usize, keys: usize) -> Result {
         peak_mib: peak_memory_mib(server.pid()),
         final_delay_ms: Some(final_delay_ms),
         freshness_ms: Some(delays[delays.len() / 2]),
+        checkpoints,
     }
 }
 
@@ -320,23 +348,24 @@ fn main() {
         results.push(runtime.block_on(kafka_benchmark(events, keys)));
     }
     println!(
-        "\n| source | events | seconds | events/s | peak memory | final watermark to result | event to query (median) |"
+        "\n| source | events | seconds | events/s | peak memory | final watermark to result | event to query (median) | checkpoints |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let ms = |v: Option<f64>| {
         v.map(|d| format!("{d:.0} ms"))
             .unwrap_or_else(|| "n/a".into())
     };
     for r in results {
         println!(
-            "| {} | {} | {:.2} | {:.0} | {:.0} MiB | {} | {} |",
+            "| {} | {} | {:.2} | {:.0} | {:.0} MiB | {} | {} | {} |",
             r.name,
             r.events,
             r.seconds,
             r.events as f64 / r.seconds,
             r.peak_mib,
             ms(r.final_delay_ms),
-            ms(r.freshness_ms)
+            ms(r.freshness_ms),
+            r.checkpoints
         );
     }
 }

@@ -21,15 +21,28 @@ use crate::dataflow::job::{Durability, Job, JobConfig};
 use crate::dataflow::plan::StreamPlan;
 use crate::error::{sqlstate, Error, Result};
 use crate::frontend::ddl::bind_source;
-use crate::frontend::parser::{self, CreateSource, CreateView, ObjectKind, Statement};
+use crate::frontend::parser::{self, CreateSource, CreateView, ObjectKind, Statement, ViewAction};
 use crate::frontend::planner::{self, plan_view};
-use crate::metrics::{DeadLetter, DeadLetterQueue, JobMetrics};
+use crate::metrics::{DeadLetter, DeadLetterQueue, JobMetrics, JobStatus};
 use crate::query::{QueryEngine, Relation, Relations};
-use crate::state::checkpoint::{jobs_with_state, JobKeys};
+use crate::state::checkpoint::{jobs_with_state, JobKeys, Restored, SavepointRecord};
 use crate::state::{Store, Writes};
 
 /// How long a shutdown waits for the jobs' last checkpoint.
 const SHUTDOWN_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long PAUSE and CREATE SAVEPOINT wait for a view's checkpoint.
+const VIEW_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(30);
+
+const SAVEPOINT_PREFIX: &str = "savepoint/";
+
+/// The meta key that says view `id` is paused.
+fn paused_key(id: u64) -> String {
+    format!("paused/{id:020}")
+}
+
+fn savepoint_key(name: &str) -> String {
+    format!("{SAVEPOINT_PREFIX}{name}")
+}
 
 /// Server settings that shape the database.
 #[derive(Debug, Clone)]
@@ -216,9 +229,220 @@ impl Database {
         plan_view(create, sql, &lookup).await
     }
 
+    /// Starts the job of view `id`, from its last checkpoint if it has one.
+    fn start_job(&self, plan: Arc<StreamPlan>, id: u64, paused: bool) -> Result<Job> {
+        let state = crate::functions::session_context().state();
+        let durability = Durability {
+            store: self.store.clone(),
+            keys: JobKeys::new(id),
+            settings: self.checkpoints.clone(),
+        };
+        Job::start(
+            plan,
+            &state,
+            &self.runtime_handle,
+            &self.job_config,
+            self.dead_letters.clone(),
+            &durability,
+            paused,
+        )
+    }
+
+    /// A view's plan, job id and definition; 42P01 if there is no such view.
+    fn view_entry(&self, name: &str) -> Result<(Arc<StreamPlan>, u64, String)> {
+        match self.catalog.read().get(name) {
+            Some(entry @ Entry::View(v)) => Ok((v.plan.clone(), entry.seq(), v.sql.clone())),
+            Some(_) => Err(Error::user(
+                "42809",
+                format!("\"{name}\" is not a materialized view"),
+            )),
+            None => Err(Error::user(
+                sqlstate::UNDEFINED_TABLE,
+                format!("materialized view \"{name}\" does not exist"),
+            )),
+        }
+    }
+
+    /// Takes a checkpoint of a running view and waits for its commit.
+    async fn checkpoint_view(&self, name: &str) -> Result<()> {
+        let running = self
+            .jobs
+            .lock()
+            .get(name)
+            .map(|j| j.is_running())
+            .unwrap_or(false);
+        if !running {
+            return Ok(());
+        }
+        // The job stays in the map while we wait: take what waiting needs.
+        let wait = {
+            let jobs = self.jobs.lock();
+            let job = jobs.get(name).expect("checked above");
+            job.checkpoint_waiter()
+        };
+        if let Some(wait) = wait {
+            if !wait.checkpoint_now(VIEW_CHECKPOINT_TIMEOUT).await {
+                return Err(Error::external(format!(
+                    "could not take a checkpoint of materialized view \"{name}\" in time"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops a view's job and waits until it writes nothing more.
+    async fn stop_job(&self, name: &str) {
+        let job = self.jobs.lock().remove(name);
+        if let Some(job) = job {
+            job.stop().await;
+        }
+    }
+
+    /// `ALTER MATERIALIZED VIEW name PAUSE | RESUME [FROM SAVEPOINT s]`.
+    pub async fn alter_view(&self, name: &str, action: &ViewAction) -> Result<()> {
+        let _ddl = self.ddl.lock().await;
+        let (plan, id, sql) = self.view_entry(name)?;
+        let status = self.jobs.lock().get(name).map(|j| j.metrics.status().0);
+        match action {
+            ViewAction::Pause => {
+                match status {
+                    Some(JobStatus::Paused) => return Ok(()),
+                    Some(JobStatus::Finished) => {
+                        return Err(Error::user(
+                            "55000",
+                            format!(
+                                "materialized view \"{name}\" is finished: its sources have ended"
+                            ),
+                        ))
+                    }
+                    _ => {}
+                }
+                self.checkpoint_view(name).await?;
+                self.stop_job(name).await;
+                self.store.put_meta(&paused_key(id), b"paused")?;
+                let job = self.start_job(plan, id, true)?;
+                self.jobs.lock().insert(name.to_string(), job);
+                tracing::info!(view = %name, "paused");
+            }
+            ViewAction::Resume { savepoint: None } => {
+                if matches!(status, Some(JobStatus::Running | JobStatus::Finished)) {
+                    return Ok(());
+                }
+                self.stop_job(name).await;
+                self.store.delete_meta(&paused_key(id))?;
+                let job = self.start_job(plan, id, false)?;
+                self.jobs.lock().insert(name.to_string(), job);
+                tracing::info!(view = %name, "resumed");
+            }
+            ViewAction::Resume {
+                savepoint: Some(savepoint),
+            } => {
+                let record = self.savepoint(savepoint)?;
+                if record.sql != sql {
+                    return Err(Error::user(
+                        "55000",
+                        format!(
+                            "savepoint \"{savepoint}\" was taken of another definition of materialized view \"{}\"",
+                            record.view
+                        ),
+                    )
+                    .with_hint("a savepoint can start a view defined by the same statement"));
+                }
+                self.stop_job(name).await;
+                JobKeys::copy(&self.store, JobKeys::savepoint(record.id), JobKeys::new(id))?;
+                self.store.delete_meta(&paused_key(id))?;
+                let job = self.start_job(plan, id, false)?;
+                self.jobs.lock().insert(name.to_string(), job);
+                tracing::info!(view = %name, %savepoint, epoch = record.epoch, "resumed from savepoint");
+            }
+        }
+        Ok(())
+    }
+
+    fn savepoint(&self, name: &str) -> Result<SavepointRecord> {
+        let Some(bytes) = self.store.get_meta(&savepoint_key(name))? else {
+            return Err(Error::user(
+                "42704",
+                format!("savepoint \"{name}\" does not exist"),
+            ));
+        };
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::external(format!("savepoint \"{name}\" is unreadable: {e}")))
+    }
+
+    /// Every savepoint, by name.
+    pub fn savepoints(&self) -> Result<Vec<SavepointRecord>> {
+        self.store
+            .scan_meta(SAVEPOINT_PREFIX)?
+            .into_iter()
+            .map(|(k, v)| {
+                serde_json::from_slice(&v)
+                    .map_err(|e| Error::external(format!("the savepoint {k} is unreadable: {e}")))
+            })
+            .collect()
+    }
+
+    /// `CREATE SAVEPOINT name FOR MATERIALIZED VIEW view`: a named copy of
+    /// the view's state as of a checkpoint taken now.
+    pub async fn create_savepoint(&self, name: &str, view: &str) -> Result<()> {
+        let _ddl = self.ddl.lock().await;
+        let (_, id, sql) = self.view_entry(view)?;
+        if self.store.get_meta(&savepoint_key(name))?.is_some() {
+            return Err(Error::user(
+                "42710",
+                format!("savepoint \"{name}\" already exists"),
+            ));
+        }
+        self.checkpoint_view(view).await?;
+        let savepoint_id = self
+            .savepoints()?
+            .iter()
+            .map(|s| s.id + 1)
+            .max()
+            .unwrap_or(1);
+        let keys = JobKeys::savepoint(savepoint_id);
+        JobKeys::copy(&self.store, JobKeys::new(id), keys)?;
+        let Some(saved) = Restored::load(&self.store, keys)? else {
+            let mut writes = Writes::default();
+            keys.delete_all(&mut writes);
+            self.store.commit(&writes)?;
+            return Err(Error::user(
+                "55000",
+                format!("materialized view \"{view}\" has no checkpoint yet (checkpoints are off)"),
+            )
+            .with_hint("SET checkpoint_interval = '1s'"));
+        };
+        let record = SavepointRecord {
+            name: name.to_string(),
+            view: view.to_string(),
+            sql,
+            id: savepoint_id,
+            epoch: saved.record.epoch,
+            created_at: chrono::Utc::now().timestamp_millis(),
+        };
+        let value = serde_json::to_vec(&record).map_err(|e| Error::internal(e.to_string()))?;
+        self.store.put_meta(&savepoint_key(name), &value)?;
+        tracing::info!(%view, savepoint = %name, epoch = record.epoch, "savepoint taken");
+        Ok(())
+    }
+
+    /// `DROP SAVEPOINT`; false if it did not exist and IF EXISTS was given.
+    pub async fn drop_savepoint(&self, name: &str, if_exists: bool) -> Result<bool> {
+        let _ddl = self.ddl.lock().await;
+        let record = match self.savepoint(name) {
+            Ok(r) => r,
+            Err(_) if if_exists => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mut writes = Writes::default();
+        JobKeys::savepoint(record.id).delete_all(&mut writes);
+        self.store.commit(&writes)?;
+        self.store.delete_meta(&savepoint_key(name))?;
+        Ok(true)
+    }
+
     async fn add_view(&self, create: &CreateView, sql: &str, origin: Origin<'_>) -> Result<()> {
         let plan = Arc::new(self.plan(create, sql).await?);
-        let state = crate::functions::session_context().state();
         let id = match origin {
             Origin::Restored(seq) => seq,
             Origin::New(_) => {
@@ -230,19 +454,9 @@ impl Database {
                 id
             }
         };
-        let durability = Durability {
-            store: self.store.clone(),
-            keys: JobKeys::new(id),
-            settings: self.checkpoints.clone(),
-        };
-        let job = Job::start(
-            plan.clone(),
-            &state,
-            &self.runtime_handle,
-            &self.job_config,
-            self.dead_letters.clone(),
-            &durability,
-        )?;
+        let paused = matches!(origin, Origin::Restored(_))
+            && self.store.get_meta(&paused_key(id))?.is_some();
+        let job = self.start_job(plan.clone(), id, paused)?;
         self.catalog.write().add_view(plan, &create.sql, origin)?;
         self.jobs.lock().insert(create.name.clone(), job);
         tracing::info!(view = %create.name, "materialized view created");
@@ -258,10 +472,34 @@ impl Database {
     /// `DROP ...`; false if it did not exist and IF EXISTS was given.
     pub async fn drop_object(&self, kind: ObjectKind, name: &str, if_exists: bool) -> Result<bool> {
         let _ddl = self.ddl.lock().await;
+        let Some(removed) = self.remove_from_catalog(kind, name, if_exists)? else {
+            return Ok(false);
+        };
+        self.stop_job(name).await;
+        self.dead_letters.remove_job(name);
+        if let Entry::View(_) = &removed {
+            let seq = removed.seq();
+            let mut writes = Writes::default();
+            JobKeys::new(seq).delete_all(&mut writes);
+            self.store.commit(&writes)?;
+            self.store.delete_meta(&paused_key(seq))?;
+        }
+        tracing::info!(object = %name, "dropped");
+        Ok(true)
+    }
+
+    /// Removes an object of `kind` from the catalog (checking what DROP
+    /// checks); None if it did not exist and `if_exists`.
+    fn remove_from_catalog(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        if_exists: bool,
+    ) -> Result<Option<Entry>> {
         let mut catalog = self.catalog.write();
         let Some(entry) = catalog.get(name) else {
             if if_exists {
-                return Ok(false);
+                return Ok(None);
             }
             return Err(match kind {
                 ObjectKind::MaterializedView => Error::user(
@@ -299,20 +537,7 @@ impl Database {
                 .with_hint("drop the materialized views that read it first"));
             }
         }
-        let removed = catalog.remove(name, &self.store)?;
-        drop(catalog);
-        if let Some(job) = self.jobs.lock().remove(name) {
-            drop(job);
-            self.dead_letters.remove_job(name);
-        }
-        if let Some(Entry::View(_)) = &removed {
-            let seq = removed.as_ref().map(|e| e.seq()).expect("removed");
-            let mut writes = Writes::default();
-            JobKeys::new(seq).delete_all(&mut writes);
-            self.store.commit(&writes)?;
-        }
-        tracing::info!(object = %name, "dropped");
-        Ok(true)
+        catalog.remove(name, &self.store)
     }
 
     /// Names of the objects of a kind (tables and sources are the same).
@@ -444,5 +669,9 @@ impl Relations for Database {
 
     fn dead_letters(&self) -> Vec<DeadLetter> {
         self.dead_letters.snapshot()
+    }
+
+    fn savepoints(&self) -> Vec<SavepointRecord> {
+        Database::savepoints(self).unwrap_or_default()
     }
 }

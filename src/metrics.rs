@@ -18,6 +18,8 @@ pub enum JobStatus {
     Finished,
     /// The job stopped because of an error (shown in `sluice.jobs.error`).
     Failed,
+    /// Stopped by `ALTER MATERIALIZED VIEW ... PAUSE`; its rows stay.
+    Paused,
 }
 
 impl JobStatus {
@@ -26,6 +28,7 @@ impl JobStatus {
             JobStatus::Running => "running",
             JobStatus::Finished => "finished",
             JobStatus::Failed => "failed",
+            JobStatus::Paused => "paused",
         }
     }
 }
@@ -102,6 +105,12 @@ impl JobMetrics {
             s.status = JobStatus::Finished;
             s.error = None;
         }
+    }
+
+    pub fn set_paused(&self) {
+        let mut s = self.state.lock();
+        s.status = JobStatus::Paused;
+        s.error = None;
     }
 
     pub fn set_failed(&self, error: String) {

@@ -72,6 +72,9 @@ fn text_rows(schema: SchemaRef, columns: Vec<Vec<Option<String>>>) -> Result<Out
     })
 }
 
+/// The columns of `SHOW SAVEPOINTS`.
+const SAVEPOINT_COLUMNS: &[&str] = &["name", "job", "epoch", "created_at"];
+
 /// The names of the checkpoint interval (ours, and Flink's). It is a
 /// server setting: SET changes it for every job.
 const CHECKPOINT_INTERVAL_NAMES: &[&str] = &[
@@ -138,6 +141,7 @@ impl Session {
             }
             Statement::ExplainView(_) => none(Some(text_schema(&["QUERY PLAN"]))),
             Statement::ShowObjects(_) => none(Some(text_schema(&["name"]))),
+            Statement::ShowSavepoints => none(Some(text_schema(SAVEPOINT_COLUMNS))),
             Statement::Describe(_) => none(Some(describe_schema())),
             Statement::ShowVariable(name) if name == "all" => {
                 none(Some(text_schema(&["name", "setting"])))
@@ -190,6 +194,38 @@ impl Session {
             Statement::ShowObjects(kind) => {
                 let names = self.db.object_names(*kind).into_iter().map(Some).collect();
                 text_rows(text_schema(&["name"]), vec![names])
+            }
+            Statement::AlterView { name, action } => {
+                self.db.alter_view(name, action).await?;
+                command("ALTER MATERIALIZED VIEW")
+            }
+            Statement::CreateSavepoint { name, view } => {
+                self.db.create_savepoint(name, view).await?;
+                command("CREATE SAVEPOINT")
+            }
+            Statement::DropSavepoint { name, if_exists } => {
+                self.db.drop_savepoint(name, *if_exists).await?;
+                command("DROP SAVEPOINT")
+            }
+            Statement::ShowSavepoints => {
+                let all = self.db.savepoints()?;
+                let column = |f: &dyn Fn(&crate::state::checkpoint::SavepointRecord) -> String| {
+                    all.iter().map(|s| Some(f(s))).collect::<Vec<_>>()
+                };
+                let created = |s: &crate::state::checkpoint::SavepointRecord| {
+                    chrono::DateTime::from_timestamp_millis(s.created_at)
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+                        .unwrap_or_default()
+                };
+                text_rows(
+                    text_schema(SAVEPOINT_COLUMNS),
+                    vec![
+                        column(&|s| s.name.clone()),
+                        column(&|s| s.view.clone()),
+                        column(&|s| s.epoch.to_string()),
+                        column(&created),
+                    ],
+                )
             }
             Statement::Describe(name) => {
                 let columns = self.db.describe(name)?;

@@ -337,3 +337,51 @@ async fn a_finished_view_survives_its_file_and_a_new_view_of_it_fails_alone() {
     );
     assert_eq!(rows(&client, query).await, before);
 }
+
+/// Runs the server on `dir` expecting it to refuse to start; returns its
+/// stderr.
+fn refused_start(dir: &std::path::Path) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success(), "a refused start exits with an error");
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return err;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sluice started on a data directory it should refuse");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_data_dir_is_refused_at_start_and_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    {
+        let mut server = TestServer::start_in(&dir, &[]);
+        let client = server.client().await;
+        execute(&client, &calls_sql()).await;
+        assert!(server.stop());
+    }
+    // Damage the store's manifest pointer.
+    let current = dir.join("db").join("CURRENT");
+    std::fs::write(&current, b"MANIFEST-999999\n").unwrap();
+    let err = refused_start(&dir);
+    assert!(
+        err.contains("could not open the data directory"),
+        "a clear error: {err}"
+    );
+    // Nothing was reset: the damaged file is as it was.
+    assert_eq!(std::fs::read(&current).unwrap(), b"MANIFEST-999999\n");
+}

@@ -157,6 +157,7 @@ pub struct Coordinator {
 
 /// What a job keeps of its coordinator: ask for a checkpoint now, and learn
 /// when one is committed.
+#[derive(Clone)]
 pub struct CheckpointHandle {
     now: watch::Sender<u64>,
     committed: watch::Receiver<u64>,

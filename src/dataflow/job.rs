@@ -87,9 +87,11 @@ pub struct Job {
     pub plan: Arc<StreamPlan>,
     pub metrics: Arc<JobMetrics>,
     pub view: Arc<ViewStore>,
-    /// None for a job restored as finished (nothing runs).
+    /// None for a job restored as finished or paused (nothing runs).
     checkpoints: Option<CheckpointHandle>,
     supervisor: JoinHandle<()>,
+    /// Tells the supervisor to stop every task and wait for them.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Drop for Job {
@@ -108,6 +110,7 @@ impl Job {
         config: &JobConfig,
         dead_letters: Arc<DeadLetterQueue>,
         durability: &Durability,
+        paused: bool,
     ) -> Result<Job> {
         let store = &durability.store;
         let keys = durability.keys;
@@ -132,15 +135,28 @@ impl Job {
             metrics.restore(r.rows_in, r.rows_out, r.late_rows, r.bad_rows);
             tracing::info!(view = %plan.view, epoch = last_epoch, rows = view.row_count(), "restored from checkpoint");
         }
-        if restored.record.finished {
-            metrics.advance_watermark(i64::MAX);
-            metrics.set_finished();
+        if restored.record.finished || paused {
+            if restored.record.finished {
+                metrics.advance_watermark(i64::MAX);
+                metrics.set_finished();
+            } else {
+                if let Some(w) = restored
+                    .aggregate_watermarks
+                    .iter()
+                    .min()
+                    .filter(|w| **w != i64::MIN)
+                {
+                    metrics.advance_watermark(*w);
+                }
+                metrics.set_paused();
+            }
             return Ok(Job {
                 plan,
                 metrics,
                 view,
                 checkpoints: None,
                 supervisor: runtime.spawn(async {}),
+                stop: None,
             });
         }
         let mut tasks: JoinSet<Result<()>> = JoinSet::new();
@@ -257,14 +273,36 @@ impl Job {
             tasks.spawn_on(pipeline.run(rx), runtime);
         }
         drop(owners);
-        let supervisor = runtime.spawn(supervise(tasks, metrics.clone()));
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let supervisor = runtime.spawn(supervise(tasks, metrics.clone(), stopped));
         Ok(Job {
             plan,
             metrics,
             view,
             checkpoints: Some(checkpoints),
             supervisor,
+            stop: Some(stop),
         })
+    }
+
+    /// Stops every task and waits until none runs: after this, the job
+    /// writes nothing more to the store.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.supervisor).await;
+    }
+
+    /// A handle to ask for a checkpoint and wait for it, without holding
+    /// the job; None when nothing runs.
+    pub fn checkpoint_waiter(&self) -> Option<CheckpointHandle> {
+        self.checkpoints.clone()
+    }
+
+    /// Whether the job runs (and so can take a checkpoint).
+    pub fn is_running(&self) -> bool {
+        self.checkpoints.is_some() && self.metrics.status().0 == crate::metrics::JobStatus::Running
     }
 
     /// Takes a checkpoint now and waits (up to `timeout`) for its commit.
@@ -434,8 +472,22 @@ async fn run_final(
     Ok(())
 }
 
-async fn supervise(mut tasks: JoinSet<Result<()>>, metrics: Arc<JobMetrics>) {
-    while let Some(result) = tasks.join_next().await {
+async fn supervise(
+    mut tasks: JoinSet<Result<()>>,
+    metrics: Arc<JobMetrics>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        let result = tokio::select! {
+            next = tasks.join_next() => match next {
+                Some(result) => result,
+                None => break,
+            },
+            _ = &mut stop => {
+                tasks.shutdown().await;
+                return;
+            }
+        };
         let failure = match result {
             Ok(Ok(())) => continue,
             Ok(Err(e)) => e.to_string(),
@@ -452,7 +504,8 @@ async fn supervise(mut tasks: JoinSet<Result<()>>, metrics: Arc<JobMetrics>) {
         };
         tracing::error!(job = %metrics.name, error = %failure, "job failed");
         metrics.set_failed(failure);
-        tasks.abort_all();
+        // Wait until every task has stopped: a failed job writes nothing more.
+        tasks.shutdown().await;
         return;
     }
     tracing::info!(job = %metrics.name, "job finished");

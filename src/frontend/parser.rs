@@ -45,6 +45,14 @@ pub enum Statement {
     },
     /// `SHOW TABLES`, `SHOW SOURCES`, `SHOW MATERIALIZED VIEWS`.
     ShowObjects(ObjectKind),
+    /// `ALTER MATERIALIZED VIEW name PAUSE | RESUME [FROM SAVEPOINT s]`.
+    AlterView { name: String, action: ViewAction },
+    /// `CREATE SAVEPOINT name FOR MATERIALIZED VIEW view`.
+    CreateSavepoint { name: String, view: String },
+    /// `DROP SAVEPOINT [IF EXISTS] name`.
+    DropSavepoint { name: String, if_exists: bool },
+    /// `SHOW SAVEPOINTS`.
+    ShowSavepoints,
     /// `DESCRIBE name`.
     Describe(String),
     /// `SET name = value`.
@@ -56,6 +64,15 @@ pub enum Statement {
     Transaction(TransactionOp),
     /// Anything DataFusion runs: SELECT, VALUES, EXPLAIN SELECT, ...
     Query(Box<ast::Statement>),
+}
+
+/// What `ALTER MATERIALIZED VIEW` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewAction {
+    /// Checkpoint, then stop reading; the rows stay queryable.
+    Pause,
+    /// Go on from the last checkpoint, or from a savepoint.
+    Resume { savepoint: Option<String> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,6 +321,13 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         if parser.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW]) {
             return parse_create_view(parser, sql).map(|v| Statement::CreateView(Box::new(v)));
         }
+        if parser.parse_keyword(Keyword::SAVEPOINT) {
+            let name = object_name(parser)?;
+            parser.expect_keyword(Keyword::FOR)?;
+            parser.expect_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW])?;
+            let view = object_name(parser)?;
+            return Ok(Statement::CreateSavepoint { name, view });
+        }
         // Let sqlparser (and then the session) deal with other CREATE forms.
         parser.prev_token();
         return Ok(Statement::Query(Box::new(parser.parse_statement()?)));
@@ -313,6 +337,39 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         parser.next_token();
         parser.expect_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW])?;
         return parse_create_view(parser, sql).map(|v| Statement::ExplainView(Box::new(v)));
+    }
+    if is_keyword(&first, Keyword::ALTER) && is_keyword(&second, Keyword::MATERIALIZED) {
+        parser.next_token();
+        parser.expect_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW])?;
+        let name = object_name(parser)?;
+        let action = if is_word(&parser.peek_token().token, "PAUSE") {
+            parser.next_token();
+            ViewAction::Pause
+        } else if is_word(&parser.peek_token().token, "RESUME") {
+            parser.next_token();
+            let savepoint = if parser.parse_keywords(&[Keyword::FROM, Keyword::SAVEPOINT]) {
+                Some(object_name(parser)?)
+            } else {
+                None
+            };
+            ViewAction::Resume { savepoint }
+        } else {
+            let t = parser.peek_token();
+            return Err(Error::syntax(format!(
+                "expected PAUSE or RESUME after ALTER MATERIALIZED VIEW {name}, found \"{}\"",
+                t.token
+            ))
+            .at(location_to_pos(sql, t.span.start))
+            .into());
+        };
+        return Ok(Statement::AlterView { name, action });
+    }
+    if is_keyword(&first, Keyword::DROP) && is_keyword(&second, Keyword::SAVEPOINT) {
+        parser.next_token();
+        parser.next_token();
+        let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let name = object_name(parser)?;
+        return Ok(Statement::DropSavepoint { name, if_exists });
     }
     if is_keyword(&first, Keyword::DROP) {
         parser.next_token();
@@ -358,6 +415,10 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         }
         if parser.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEWS]) {
             return Ok(Statement::ShowObjects(ObjectKind::MaterializedView));
+        }
+        if is_word(&parser.peek_token().token, "SAVEPOINTS") {
+            parser.next_token();
+            return Ok(Statement::ShowSavepoints);
         }
         let mut name = Vec::new();
         loop {

@@ -37,6 +37,7 @@ pub trait Relations: Send + Sync + 'static {
     /// Every job, with the name of its source.
     fn jobs(&self) -> Vec<(Arc<JobMetrics>, String)>;
     fn dead_letters(&self) -> Vec<DeadLetter>;
+    fn savepoints(&self) -> Vec<crate::state::checkpoint::SavepointRecord>;
 }
 
 #[derive(Clone)]

@@ -1,7 +1,9 @@
 //! The system tables in schema `sluice`, built from live job metrics each
 //! time a query reads them:
 //!
-//! - `sluice.jobs`: one row per view: status, row counters, watermark, error;
+//! - `sluice.savepoints`: one row per savepoint: its view, epoch and time;
+//! - `sluice.jobs`: one row per view: status, row counters, watermark, error,
+//!   the last committed checkpoint (epoch, duration, bytes);
 //! - `sluice.dead_letters`: the most recent records that could not be used;
 //! - `sluice.kafka_partitions`: per Kafka partition, the next offset to read,
 //!   the partition's high watermark and the lag.
@@ -21,7 +23,7 @@ use datafusion::datasource::MemTable;
 use crate::frontend::types::UTC;
 use crate::query::Relations;
 
-pub const TABLES: [&str; 3] = ["jobs", "dead_letters", "kafka_partitions"];
+pub const TABLES: [&str; 4] = ["jobs", "dead_letters", "kafka_partitions", "savepoints"];
 
 pub struct SystemSchema {
     relations: Weak<dyn Relations>,
@@ -56,6 +58,9 @@ pub fn schema_of(table: &str) -> Option<SchemaRef> {
             Field::new("bad_rows", DataType::Int64, false),
             Field::new("watermark", ts_type(), true),
             Field::new("error", DataType::Utf8, true),
+            Field::new("checkpoint_epoch", DataType::Int64, false),
+            Field::new("checkpoint_ms", DataType::Int64, false),
+            Field::new("checkpoint_bytes", DataType::Int64, false),
         ],
         "dead_letters" => vec![
             Field::new("job", DataType::Utf8, false),
@@ -72,6 +77,12 @@ pub fn schema_of(table: &str) -> Option<SchemaRef> {
             Field::new("high_watermark", DataType::Int64, true),
             Field::new("lag", DataType::Int64, true),
         ],
+        "savepoints" => vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("job", DataType::Utf8, false),
+            Field::new("epoch", DataType::Int64, false),
+            Field::new("created_at", ts_type(), false),
+        ],
         _ => return None,
     };
     Some(Arc::new(Schema::new(fields)))
@@ -79,6 +90,17 @@ pub fn schema_of(table: &str) -> Option<SchemaRef> {
 
 fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
     Arc::new(values.collect::<StringArray>())
+}
+
+/// One counter of every job, as a column.
+fn counter<T>(
+    jobs: &[(Arc<JobMetrics>, T)],
+    field: impl Fn(&JobMetrics) -> &std::sync::atomic::AtomicU64,
+) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(
+        jobs.iter()
+            .map(|(m, _)| field(m).load(Ordering::Relaxed) as i64),
+    ))
 }
 
 fn rows(table: &str, relations: &dyn Relations) -> Vec<ArrayRef> {
@@ -95,22 +117,10 @@ fn rows(table: &str, relations: &dyn Relations) -> Vec<ArrayRef> {
                 strings(jobs.iter().map(|(m, _)| Some(m.name.as_str()))),
                 strings(jobs.iter().map(|(_, s)| Some(s.as_str()))),
                 strings(status.iter().map(|(s, _)| Some(s.as_str()))),
-                Arc::new(Int64Array::from_iter_values(
-                    jobs.iter()
-                        .map(|(m, _)| m.rows_in.load(Ordering::Relaxed) as i64),
-                )),
-                Arc::new(Int64Array::from_iter_values(
-                    jobs.iter()
-                        .map(|(m, _)| m.rows_out.load(Ordering::Relaxed) as i64),
-                )),
-                Arc::new(Int64Array::from_iter_values(
-                    jobs.iter()
-                        .map(|(m, _)| m.late_rows.load(Ordering::Relaxed) as i64),
-                )),
-                Arc::new(Int64Array::from_iter_values(
-                    jobs.iter()
-                        .map(|(m, _)| m.bad_rows.load(Ordering::Relaxed) as i64),
-                )),
+                counter(&jobs, |m| &m.rows_in),
+                counter(&jobs, |m| &m.rows_out),
+                counter(&jobs, |m| &m.late_rows),
+                counter(&jobs, |m| &m.bad_rows),
                 Arc::new(
                     jobs.iter()
                         .map(|(m, _)| wm(m))
@@ -118,6 +128,23 @@ fn rows(table: &str, relations: &dyn Relations) -> Vec<ArrayRef> {
                         .with_timezone(UTC),
                 ),
                 strings(status.iter().map(|(_, e)| e.as_deref())),
+                counter(&jobs, |m| &m.checkpoint_epoch),
+                counter(&jobs, |m| &m.checkpoint_ms),
+                counter(&jobs, |m| &m.checkpoint_bytes),
+            ]
+        }
+        "savepoints" => {
+            let all = relations.savepoints();
+            vec![
+                strings(all.iter().map(|s| Some(s.name.as_str()))),
+                strings(all.iter().map(|s| Some(s.view.as_str()))),
+                Arc::new(Int64Array::from_iter_values(
+                    all.iter().map(|s| s.epoch as i64),
+                )),
+                Arc::new(
+                    TimestampMillisecondArray::from_iter_values(all.iter().map(|s| s.created_at))
+                        .with_timezone(UTC),
+                ),
             ]
         }
         "dead_letters" => {

@@ -39,9 +39,26 @@ pub struct EpochRecord {
     pub bad_rows: u64,
 }
 
-/// The keys of one job's state.
+/// A named savepoint: a copy of a view's state at one checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavepointRecord {
+    pub name: String,
+    pub view: String,
+    /// The view's definition: a savepoint starts only the same query.
+    pub sql: String,
+    /// Where its state is (`JobKeys::savepoint(id)`).
+    pub id: u64,
+    pub epoch: u64,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+/// The keys of one job's state (or of a savepoint: a copy of a job's state
+/// under a prefix of its own, same layout after it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobKeys {
+    /// `j` for a job, `s` for a savepoint.
+    tag: u8,
     id: u64,
 }
 
@@ -76,15 +93,36 @@ fn i64_from(bytes: &[u8]) -> Result<i64> {
 
 impl JobKeys {
     pub fn new(id: u64) -> Self {
-        JobKeys { id }
+        JobKeys { tag: b'j', id }
+    }
+
+    /// The keys of savepoint `id`.
+    pub fn savepoint(id: u64) -> Self {
+        JobKeys { tag: b's', id }
     }
 
     /// Every key of the job starts with this.
     pub fn prefix(&self) -> Vec<u8> {
         let mut k = Vec::with_capacity(24);
-        k.push(b'j');
+        k.push(self.tag);
         k.extend_from_slice(&self.id.to_be_bytes());
         k
+    }
+
+    /// Replaces everything under `to` with a copy of everything under
+    /// `from`, as of one consistent moment (a committed epoch of `from`),
+    /// atomically.
+    pub fn copy(store: &Store, from: JobKeys, to: JobKeys) -> Result<()> {
+        let mut writes = Writes::default();
+        to.delete_all(&mut writes);
+        let (src, dst) = (from.prefix(), to.prefix());
+        store.scan_state(&src, |k, v| {
+            let mut key = dst.clone();
+            key.extend_from_slice(&k[src.len()..]);
+            writes.put(key, v.to_vec());
+            Ok(())
+        })?;
+        store.commit(&writes)
     }
 
     fn kind(&self, kind: u8) -> Vec<u8> {

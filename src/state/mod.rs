@@ -130,14 +130,16 @@ impl Store {
     }
 
     /// Calls `f` on every state (key, value) whose key starts with `prefix`,
-    /// in key order.
+    /// in key order, as of one moment: commits made meanwhile are not seen,
+    /// so what is read belongs to one committed epoch.
     pub fn scan_state(
         &self,
         prefix: &[u8],
         mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
     ) -> Result<()> {
+        let snapshot = self.db.snapshot();
         let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
-        for item in self.db.iterator_cf(self.state(), mode) {
+        for item in snapshot.iterator_cf(self.state(), mode) {
             let (k, v) =
                 item.map_err(|e| Error::external(format!("could not read saved state: {e}")))?;
             if !k.starts_with(prefix) {
