@@ -825,6 +825,61 @@ async fn killed_again_and_again_the_views_still_match_the_reference() {
     assert!(kills >= 6);
 }
 
+/// The first `n` events of each partition, and the rest.
+fn halves(data: &[Event], partitions: i32, n: usize) -> (Vec<Event>, Vec<Event>) {
+    let part = |rest: bool| -> Vec<Event> {
+        let (skip, take) = if rest { (n, usize::MAX) } else { (0, n) };
+        (0..partitions)
+            .flat_map(|p| {
+                data.iter()
+                    .filter(move |e| e.partition == p)
+                    .skip(skip)
+                    .take(take)
+            })
+            .cloned()
+            .collect()
+    };
+    (part(false), part(true))
+}
+
+fn send(broker: &Broker, events: &[Event]) {
+    broker.produce(
+        "calls",
+        &events
+            .iter()
+            .map(|e| (e.partition, e.json()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Events per partition.
+fn sizes(events: &[Event], partitions: i32) -> Vec<usize> {
+    (0..partitions)
+        .map(|p| events.iter().filter(|e| e.partition == p).count())
+        .collect()
+}
+
+/// The `calls` source without idleness (so results follow the reference's
+/// rule, not timing), and a continuously updated TUMBLE view `tumble`.
+async fn source_and_tumble(client: &tokio_postgres::Client, broker: &Broker) {
+    execute(
+        client,
+        &source_sql("calls", broker).replace(
+            "'format' = 'json'",
+            "'format' = 'json', 'scan.watermark.idle-timeout' = '0'",
+        ),
+    )
+    .await;
+    execute(
+        client,
+        "CREATE MATERIALIZED VIEW tumble AS
+         SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms
+         FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+         GROUP BY window_start, window_end, cell_id",
+    )
+    .await;
+}
+
 /// Pause, resume and savepoints on a live topic: a paused view keeps its
 /// rows and reads nothing (also across a restart); resuming goes on where it
 /// paused; resuming from a savepoint goes back to it and reads again from
@@ -834,45 +889,14 @@ async fn pause_resume_and_savepoints_lose_nothing_and_count_nothing_twice() {
     let mut broker = Broker::start();
     broker.create_topic("calls", 2);
     let data = events(21, 2, 400, 3_000, true);
-    let first: Vec<Event> = (0..2)
-        .flat_map(|p| data.iter().filter(move |e| e.partition == p).take(200))
-        .cloned()
-        .collect();
-    let second: Vec<Event> = (0..2)
-        .flat_map(|p| data.iter().filter(move |e| e.partition == p).skip(200))
-        .cloned()
-        .collect();
-    let send = |events: &[Event]| {
-        broker.produce(
-            "calls",
-            &events
-                .iter()
-                .map(|e| (e.partition, e.json()))
-                .collect::<Vec<_>>(),
-        )
-    };
+    let (first, second) = halves(&data, 2, 200);
     let all_windows = |events: &[Event]| reference(events, 10_000, 10_000).0;
-    send(&first);
+    send(&broker, &first);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let mut server = TestServer::start_in(&dir, &[]);
     let client = server.client().await;
-    execute(
-        &client,
-        &source_sql("calls", &broker).replace(
-            "'format' = 'json'",
-            "'format' = 'json', 'scan.watermark.idle-timeout' = '0'",
-        ),
-    )
-    .await;
-    execute(
-        &client,
-        "CREATE MATERIALIZED VIEW tumble AS
-         SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms
-         FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND))
-         GROUP BY window_start, window_end, cell_id",
-    )
-    .await;
+    source_and_tumble(&client, &broker).await;
     wait_read_to(&client, "tumble", &[200, 200], i64::MIN).await;
     assert_eq!(
         view_windows(&client, "tumble", i64::MAX).await,
@@ -887,7 +911,7 @@ async fn pause_resume_and_savepoints_lose_nothing_and_count_nothing_twice() {
     assert_eq!(common::job_status(&client, "tumble").await.0, "paused");
 
     // Paused: the rows stay, new events wait; also after a restart.
-    send(&second);
+    send(&broker, &second);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         view_windows(&client, "tumble", i64::MAX).await,
@@ -937,4 +961,48 @@ async fn pause_resume_and_savepoints_lose_nothing_and_count_nothing_twice() {
         view_windows(&client, "tumble", i64::MAX).await,
         all_windows(&first)
     );
+}
+
+/// The broker unreachable for 20 s (every connection cut, as if it were
+/// stopped) and back: the view waits, reports the problem, and goes on;
+/// nothing is lost or counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_pauses_the_view_and_loses_nothing() {
+    let broker = Broker::start_behind_proxy();
+    broker.create_topic("calls", 2);
+    let data = events(31, 2, 400, 3_000, true);
+    let (first, second) = halves(&data, 2, 200);
+    send(&broker, &first);
+    let server = TestServer::start();
+    let client = server.client().await;
+    source_and_tumble(&client, &broker).await;
+    wait_read_to(&client, "tumble", &sizes(&first, 2), i64::MIN).await;
+
+    broker.cut(true);
+    let cut_at = std::time::Instant::now();
+    // The problem shows on the job's status.
+    wait_until(Duration::from_secs(20), "the outage on the job", || async {
+        let (status, error) = common::job_status(&client, "tumble").await;
+        status == "running" && error.is_some_and(|e| e.contains("kafka"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(cut_at.elapsed())).await;
+    // The server answers, the view keeps its rows and is still running.
+    assert_eq!(
+        view_windows(&client, "tumble", i64::MAX).await,
+        reference(&first, 10_000, 10_000).0
+    );
+    assert_eq!(common::job_status(&client, "tumble").await.0, "running");
+    broker.cut(false);
+
+    send(&broker, &second);
+    wait_read_to(&client, "tumble", &sizes(&data, 2), i64::MIN).await;
+    assert_eq!(
+        view_windows(&client, "tumble", i64::MAX).await,
+        reference(&data, 10_000, 10_000).0
+    );
+    wait_until(Duration::from_secs(10), "the problem cleared", || async {
+        common::job_status(&client, "tumble").await == ("running".to_string(), None)
+    })
+    .await;
 }

@@ -12,6 +12,7 @@
 //! and retried; nothing is lost when it comes back.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -119,6 +120,10 @@ const MESSAGES_PER_BURST: usize = 4096;
 struct StatsContext {
     metrics: Arc<JobMetrics>,
     topic: String,
+    servers: String,
+    /// A client error is on the job's status (cleared when a broker is up
+    /// again or records arrive).
+    problem: Arc<AtomicBool>,
 }
 
 impl ClientContext for StatsContext {
@@ -131,10 +136,35 @@ impl ClientContext for StatsContext {
             tracing::debug!(%reason, "kafka partition end");
         } else {
             tracing::warn!(error = %error, %reason, "kafka client error");
+            self.metrics.set_problem(Some(format!(
+                "kafka at {}: {}; retrying",
+                self.servers,
+                crate::error::postgres_style(reason)
+            )));
+            self.problem.store(true, Ordering::Relaxed);
         }
     }
 
     fn stats(&self, statistics: Statistics) {
+        // librdkafka reconnects by itself and tells of a lost broker only in
+        // its logs; its statistics say whether any known broker is up.
+        let known = statistics.brokers.values().filter(|b| b.nodeid >= 0);
+        let (mut any, mut up) = (false, false);
+        for b in known {
+            any = true;
+            up |= b.state == "UP";
+        }
+        if up {
+            if self.problem.swap(false, Ordering::Relaxed) {
+                self.metrics.set_problem(None);
+            }
+        } else if any {
+            self.metrics.set_problem(Some(format!(
+                "kafka at {}: no broker is reachable; retrying",
+                self.servers
+            )));
+            self.problem.store(true, Ordering::Relaxed);
+        }
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;
         };
@@ -174,12 +204,19 @@ pub struct KafkaReader {
     spec: KafkaSpec,
     ctx: ReaderContext,
     decoder: RecordDecoder,
+    /// Shared with the client's context: a client error is reported.
+    problem: Arc<AtomicBool>,
 }
 
 impl KafkaReader {
     pub fn new(spec: KafkaSpec, ctx: ReaderContext) -> Result<Self> {
         let decoder = RecordDecoder::new(spec.format.clone(), ctx.schema.clone());
-        Ok(KafkaReader { spec, ctx, decoder })
+        Ok(KafkaReader {
+            spec,
+            ctx,
+            decoder,
+            problem: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     fn consumer(&self) -> Result<BaseConsumer<StatsContext>> {
@@ -222,6 +259,8 @@ impl KafkaReader {
             .create_with_context(StatsContext {
                 metrics: self.ctx.metrics.clone(),
                 topic: self.spec.topic.clone(),
+                servers: self.spec.bootstrap_servers.clone(),
+                problem: self.problem.clone(),
             })
             .map_err(|e| Error::invalid_parameter(format!("invalid kafka properties: {e}")))
     }
@@ -531,7 +570,9 @@ impl SourceReader for KafkaReader {
                                 "the message has no value".into(),
                             ),
                         }
-                        if last_problem.take().is_some() {
+                        if last_problem.take().is_some()
+                            || self.problem.swap(false, Ordering::Relaxed)
+                        {
                             self.ctx.metrics.set_problem(None);
                         }
                         if p.ranges.len() >= self.ctx.batch_size {

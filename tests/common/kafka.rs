@@ -1,9 +1,11 @@
 //! A real Kafka-protocol broker for tests: tansu (see `../shared/KAFKA.md`),
 //! started in memory on a free port, one per test.
 
-use std::net::TcpListener;
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -11,8 +13,66 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 pub struct Broker {
     child: Child,
+    /// Where clients connect (the proxy, when there is one).
     pub addr: String,
     bin: PathBuf,
+    /// With [`Broker::start_behind_proxy`]: the broker's own address.
+    direct: Option<String>,
+    proxy: Option<Proxy>,
+}
+
+/// A TCP proxy in front of the broker that can cut every connection, as a
+/// network outage or a stopped broker would, without losing the broker's
+/// data (tansu keeps it in memory).
+struct Proxy {
+    cut: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(listen: TcpListener, target: String) -> Proxy {
+        let cut = Arc::new(AtomicBool::new(false));
+        let connections: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let (c, conns) = (cut.clone(), connections.clone());
+        std::thread::spawn(move || {
+            for client in listen.incoming() {
+                let Ok(client) = client else { continue };
+                if c.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let mut list = conns.lock().unwrap();
+                for s in [&client, &server] {
+                    if let Ok(clone) = s.try_clone() {
+                        list.push(clone);
+                    }
+                }
+                drop(list);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { cut, connections }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::SeqCst);
+        if cut {
+            for s in self.connections.lock().unwrap().drain(..) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
 }
 
 /// Where the tansu binary is: `$TANSU`, `~/.cache/sluice-tools/tansu`
@@ -40,9 +100,34 @@ fn free_port() -> u16 {
 
 impl Broker {
     pub fn start() -> Broker {
-        let bin = tansu();
         let port = free_port();
+        Broker::start_advertising(port, port)
+    }
+
+    /// A broker that clients reach through a proxy ([`Broker::cut`]).
+    pub fn start_behind_proxy() -> Broker {
+        let listen = TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy_port = listen.local_addr().unwrap().port();
+        let mut broker = Broker::start_advertising(free_port(), proxy_port);
+        let direct = broker.addr.clone();
+        broker.proxy = Some(Proxy::start(listen, direct.clone()));
+        broker.addr = format!("127.0.0.1:{proxy_port}");
+        broker.direct = Some(direct);
+        broker
+    }
+
+    /// Cuts (or restores) every client's connection to the broker.
+    pub fn cut(&self, cut: bool) {
+        self.proxy
+            .as_ref()
+            .expect("a broker behind a proxy")
+            .set_cut(cut);
+    }
+
+    fn start_advertising(port: u16, advertised: u16) -> Broker {
+        let bin = tansu();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{advertised}");
         let child = Command::new(&bin)
             .args([
                 "broker",
@@ -51,7 +136,7 @@ impl Broker {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -71,7 +156,13 @@ impl Broker {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Broker { child, addr, bin }
+        Broker {
+            child,
+            addr,
+            bin,
+            direct: None,
+            proxy: None,
+        }
     }
 
     pub fn create_topic(&self, name: &str, partitions: u32) {
@@ -83,7 +174,7 @@ impl Broker {
                 "--partitions",
                 &partitions.to_string(),
                 "--broker",
-                &format!("tcp://{}", self.addr),
+                &format!("tcp://{}", self.direct.as_ref().unwrap_or(&self.addr)),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
