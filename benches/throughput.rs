@@ -5,7 +5,8 @@
 //! (a release build). Settings by environment: `EVENTS` (default 5000000),
 //! `KEYS` (distinct cells, default 1000), `PARTITIONS` (Kafka, default 4),
 //! `PARALLELISM` (server, default: the number of cores), `SKIP_KAFKA=1`,
-//! `CHECKPOINT_INTERVAL` (server, default 1s; 0 for none).
+//! `CHECKPOINT_INTERVAL` (server, default 1s; 0 for none). `RECOVERY=1`
+//! runs the recovery benchmark instead (see `recovery_benchmark`).
 //!
 //! Reports events/s (rows read from the source and aggregated, until the
 //! result is complete and queryable), the server's peak memory (VmHWM), and
@@ -111,11 +112,11 @@ struct Result {
     checkpoints: String,
 }
 
-/// The checkpoints of job `kpi` as the server reports them.
-async fn checkpoints(client: &tokio_postgres::Client) -> String {
+/// A job's checkpoints as the server reports them.
+async fn checkpoints_of(client: &tokio_postgres::Client, job: &str) -> String {
     let r = rows(
         client,
-        "SELECT checkpoint_epoch, checkpoint_ms, checkpoint_bytes FROM sluice.jobs WHERE name = 'kpi'",
+        &format!("SELECT checkpoint_epoch, checkpoint_ms, checkpoint_bytes FROM sluice.jobs WHERE name = '{job}'"),
     )
     .await;
     match r.first() {
@@ -129,20 +130,31 @@ async fn checkpoints(client: &tokio_postgres::Client) -> String {
     }
 }
 
-/// A release server on a fresh data directory (`PARALLELISM` sets its
-/// parallelism).
+/// The server's flags from the environment (`PARALLELISM`,
+/// `CHECKPOINT_INTERVAL`).
+fn server_flags() -> Vec<String> {
+    let mut flags = Vec::new();
+    for (var, flag) in [
+        ("PARALLELISM", "--parallelism"),
+        ("CHECKPOINT_INTERVAL", "--checkpoint-interval"),
+    ] {
+        if let Ok(v) = std::env::var(var) {
+            flags.extend([flag.to_string(), v]);
+        }
+    }
+    flags
+}
+
+fn start_in(dir: &std::path::Path) -> TestServer {
+    let flags = server_flags();
+    let flags: Vec<&str> = flags.iter().map(|s| s.as_str()).collect();
+    TestServer::start_in(dir, &flags)
+}
+
+/// A release server on a fresh data directory.
 fn start_server() -> (tempfile::TempDir, TestServer) {
     let tmp = tempfile::tempdir().unwrap();
-    let parallelism = std::env::var("PARALLELISM").ok();
-    let interval = std::env::var("CHECKPOINT_INTERVAL").ok();
-    let mut flags: Vec<&str> = Vec::new();
-    if let Some(p) = &parallelism {
-        flags.extend(["--parallelism", p.as_str()]);
-    }
-    if let Some(i) = &interval {
-        flags.extend(["--checkpoint-interval", i.as_str()]);
-    }
-    let server = TestServer::start_in(&tmp.path().join("data"), &flags);
+    let server = start_in(&tmp.path().join("data"));
     (tmp, server)
 }
 
@@ -178,15 +190,13 @@ async fn file_benchmark(events: usize, keys: usize) -> Result {
         peak_mib: peak_memory_mib(server.pid()),
         final_delay_ms: None,
         freshness_ms: None,
-        checkpoints: checkpoints(&client).await,
+        checkpoints: checkpoints_of(&client, "kpi").await,
     }
 }
 
-async fn kafka_benchmark(events: usize, keys: usize) -> Result {
-    let partitions = env("PARTITIONS", 4) as i32;
-    let broker = Broker::start();
-    broker.create_topic("calls", partitions as u32);
-    // Produce the events (not timed as Sluice's throughput).
+/// Produces the benchmark's events to topic `calls` (not timed as Sluice's
+/// throughput).
+fn produce(broker: &Broker, events: usize, keys: usize, partitions: i32) {
     let started = Instant::now();
     {
         let producer: rdkafka::producer::BaseProducer = rdkafka::config::ClientConfig::new()
@@ -224,18 +234,111 @@ async fn kafka_benchmark(events: usize, keys: usize) -> Result {
         "produced {events} events to {partitions} partitions in {:.1?}",
         started.elapsed()
     );
-    let (_tmp, server) = start_server();
+}
+
+fn kafka_source(broker: &Broker) -> String {
+    format!(
+        "CREATE TABLE calls ({}) WITH ('connector' = 'kafka', 'topic' = 'calls',
+           'properties.bootstrap.servers' = '{}', 'scan.startup.mode' = 'earliest-offset', 'format' = 'json')",
+        columns(),
+        broker.addr
+    )
+}
+
+/// One number from a query.
+async fn number(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    rows(client, sql).await[0][0].parse().unwrap()
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Recovery: an updating aggregation per subscriber (millions of keys) over
+/// the Kafka events; once a checkpoint holds everything, the server is
+/// killed (SIGKILL) and started again. Reports the state's size on disk,
+/// the checkpoint that saved it, and the time from the restart until the
+/// view is live again with every row.
+async fn recovery_benchmark(events: usize, keys: usize) {
+    let partitions = env("PARTITIONS", 4) as i32;
+    let broker = Broker::start();
+    broker.create_topic("calls", partitions as u32);
+    produce(&broker, events, keys, partitions);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut server = start_in(&dir);
     let client = server.client().await;
+    execute(&client, &kafka_source(&broker)).await;
     execute(
         &client,
-        &format!(
-            "CREATE TABLE calls ({}) WITH ('connector' = 'kafka', 'topic' = 'calls',
-               'properties.bootstrap.servers' = '{}', 'scan.startup.mode' = 'earliest-offset', 'format' = 'json')",
-            columns(),
-            broker.addr
-        ),
+        "CREATE MATERIALIZED VIEW subscribers AS
+         SELECT msisdn, COUNT(*) AS calls, SUM(duration_ms) AS total_ms FROM calls GROUP BY msisdn",
     )
     .await;
+    let job = "FROM sluice.jobs WHERE name = 'subscribers'";
+    let started = Instant::now();
+    while number(&client, &format!("SELECT rows_in {job}")).await < events as i64 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let read = started.elapsed();
+    // Two more checkpoints: the last one holds every row.
+    let epoch = number(&client, &format!("SELECT checkpoint_epoch {job}")).await;
+    while number(&client, &format!("SELECT checkpoint_epoch {job}")).await < epoch + 2 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let keys_before = number(&client, "SELECT COUNT(*) FROM subscribers").await;
+    let checkpoint = checkpoints_of(&client, "subscribers").await;
+    let peak = peak_memory_mib(server.pid());
+    server.kill();
+    let state = dir_bytes(&dir);
+    let restarted = Instant::now();
+    let server = start_in(&dir);
+    let client = server.client().await;
+    loop {
+        let live = rows(&client, &format!("SELECT status {job}")).await;
+        if live.first().is_some_and(|r| r[0] == "running")
+            && number(&client, "SELECT COUNT(*) FROM subscribers").await == keys_before
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let to_live = restarted.elapsed();
+    let total = number(&client, "SELECT SUM(calls) FROM subscribers").await;
+    assert_eq!(
+        total as usize, events,
+        "every event counted exactly once after the crash"
+    );
+    println!(
+        "\n| keys | events read in | peak memory | state on disk | checkpoints | restart to live |\n|---|---|---|---|---|---|"
+    );
+    println!(
+        "| {keys_before} | {:.1} s | {peak:.0} MiB | {:.0} MiB | {checkpoint} | {:.1} s |",
+        read.as_secs_f64(),
+        state as f64 / (1024.0 * 1024.0),
+        to_live.as_secs_f64()
+    );
+}
+
+async fn kafka_benchmark(events: usize, keys: usize) -> Result {
+    let partitions = env("PARTITIONS", 4) as i32;
+    let broker = Broker::start();
+    broker.create_topic("calls", partitions as u32);
+    produce(&broker, events, keys, partitions);
+    let (_tmp, server) = start_server();
+    let client = server.client().await;
+    execute(&client, &kafka_source(&broker)).await;
     let started = Instant::now();
     execute(&client, VIEW).await;
     loop {
@@ -284,7 +387,7 @@ async fn kafka_benchmark(events: usize, keys: usize) -> Result {
     let final_delay_ms = sent.elapsed().as_secs_f64() * 1000.0;
     let total = total_calls(&client).await;
     assert_eq!(total as usize, events, "every event counted exactly once");
-    let checkpoints = checkpoints(&client).await;
+    let checkpoints = checkpoints_of(&client, "kpi").await;
 
     // Freshness: an event's way from the producer to a query, through a
     // continuously updated aggregation (median of 20 probes).
@@ -343,6 +446,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if std::env::var("RECOVERY").is_ok() {
+        runtime.block_on(recovery_benchmark(events, keys));
+        return;
+    }
     let mut results = vec![runtime.block_on(file_benchmark(events, keys))];
     if std::env::var("SKIP_KAFKA").is_err() {
         results.push(runtime.block_on(kafka_benchmark(events, keys)));
