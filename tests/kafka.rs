@@ -533,6 +533,16 @@ async fn a_missing_topic_is_reported_and_retried() {
         },
     )
     .await;
+    // Checkpoints go on while the source waits.
+    wait_until(
+        Duration::from_secs(30),
+        "checkpoints while waiting",
+        || async {
+            let r = rows(&client, "SELECT checkpoint_epoch FROM sluice.jobs").await;
+            r[0][0].parse::<u64>().unwrap() >= 2
+        },
+    )
+    .await;
     broker.create_topic("later", 1);
     broker.produce(
         "later",

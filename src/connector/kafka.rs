@@ -107,6 +107,18 @@ impl KafkaSpec {
     }
 }
 
+/// Answers a checkpoint barrier, if one is asked for, by a reader that has
+/// no split to read; false if the pipeline is gone.
+fn empty_barrier(ctx: &ReaderContext, seen: &mut u64, out: &EventSender) -> bool {
+    match ctx.barriers.poll(seen) {
+        Some(epoch) => out.send(SourceEvent::Barrier {
+            epoch,
+            positions: Vec::new(),
+        }),
+        None => true,
+    }
+}
+
 /// A partition's split name in checkpoints.
 fn partition_name(partition: i32) -> String {
     format!("partition-{partition}")
@@ -395,6 +407,7 @@ impl SourceReader for KafkaReader {
         // Find and assign our partitions, retrying until the broker and the
         // topic are there.
         let mut backoff = Duration::from_millis(200);
+        let mut seen = self.ctx.barriers.current();
         let partitions = loop {
             match self.partitions(&consumer) {
                 Ok(all) => {
@@ -408,7 +421,8 @@ impl SourceReader for KafkaReader {
                         .set_problem(Some(format!("{problem}; retrying")));
                     let deadline = Instant::now() + backoff;
                     while Instant::now() < deadline {
-                        if out.is_closed() {
+                        // Checkpoints go on meanwhile: nothing is read yet.
+                        if out.is_closed() || !empty_barrier(&self.ctx, &mut seen, out) {
                             return Ok(());
                         }
                         std::thread::sleep(Duration::from_millis(50));
@@ -440,16 +454,9 @@ impl SourceReader for KafkaReader {
         if !out.send(SourceEvent::Assigned { names }) {
             return Ok(());
         }
-        let mut seen = self.ctx.barriers.current();
         if mine.is_empty() {
             // Nothing to read; answer barriers until the job goes away.
-            while !out.is_closed() {
-                if let Some(epoch) = self.ctx.barriers.poll(&mut seen) {
-                    out.send(SourceEvent::Barrier {
-                        epoch,
-                        positions: Vec::new(),
-                    });
-                }
+            while !out.is_closed() && empty_barrier(&self.ctx, &mut seen, out) {
                 std::thread::sleep(Duration::from_millis(20));
             }
             return Ok(());
