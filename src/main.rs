@@ -44,6 +44,11 @@ struct Args {
     #[arg(long, default_value = "1s", value_parser = duration)]
     checkpoint_interval: Duration,
 
+    /// Memory each view may use for state and rows that checkpoints have
+    /// saved (the rest stays in RocksDB), e.g. 512MiB.
+    #[arg(long, default_value = "1GiB", value_parser = sluice::options::parse_bytes)]
+    state_cache: usize,
+
     /// How many dead letters (bad records) are kept for sluice.dead_letters.
     #[arg(long, default_value_t = 10_000)]
     dead_letters: usize,
@@ -99,6 +104,7 @@ fn main() -> ExitCode {
     job.batch_size = args.batch_size.max(1);
     job.linger = args.batch_linger;
     job.flush_interval = args.flush_interval.max(Duration::from_millis(1));
+    job.state_cache_bytes = args.state_cache.max(1);
     let config = Config {
         data_dir: args.data_dir.clone(),
         job,

@@ -732,14 +732,24 @@ async fn wait_read_to(client: &tokio_postgres::Client, view: &str, offsets: &[us
 /// the same rows late.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_again_and_again_the_views_still_match_the_reference() {
+    killed_again_and_again(&["--checkpoint-interval", "200ms"]).await;
+}
+
+/// The same with a state cache far smaller than the state: most window
+/// state and view rows live in RocksDB only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_state_larger_than_its_cache_killed_views_still_match_the_reference() {
+    killed_again_and_again(&["--checkpoint-interval", "200ms", "--state-cache", "24KiB"]).await;
+}
+
+async fn killed_again_and_again(flags: &[&str]) {
     let broker = std::sync::Arc::new(Broker::start());
     broker.create_topic("calls", 4);
     let data = events(11, 4, 1_500, 3_000, true);
     let max_ts = data.iter().map(|e| e.ts).max().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let flags = ["--checkpoint-interval", "200ms"];
-    let mut server = TestServer::start_in(&dir, &flags);
+    let mut server = TestServer::start_in(&dir, flags);
     {
         let client = server.client().await;
         // No idleness: a partition without new events for a while must not
@@ -808,7 +818,7 @@ async fn killed_again_and_again_the_views_still_match_the_reference() {
             server.kill();
         }
         kills += 1;
-        server = TestServer::start_in(&dir, &flags);
+        server = TestServer::start_in(&dir, flags);
     }
     producer.join().unwrap();
     let flush = flush_events(4, max_ts);

@@ -41,7 +41,8 @@ use crate::dataflow::window_aggregate::WindowAggregate;
 use crate::error::{Error, Result};
 use crate::metrics::{DeadLetterQueue, JobMetrics};
 use crate::state::checkpoint::{JobKeys, Restored};
-use crate::state::view::ViewStore;
+use crate::state::table::StateTable;
+use crate::state::view::{Durable, ViewStore};
 use crate::state::Store;
 
 /// Messages buffered between two operators.
@@ -60,6 +61,9 @@ pub struct JobConfig {
     /// How often partial aggregates are flushed and watermarks forwarded:
     /// the freshness of in-progress results.
     pub flush_interval: Duration,
+    /// `--state-cache`: the memory a job's state (aggregation state and
+    /// view rows) may use for rows the store already has.
+    pub state_cache_bytes: usize,
 }
 
 impl Default for JobConfig {
@@ -71,6 +75,7 @@ impl Default for JobConfig {
             batch_size: 8192,
             linger: Duration::from_millis(10),
             flush_interval: Duration::from_millis(100),
+            state_cache_bytes: 1 << 30,
         }
     }
 }
@@ -124,16 +129,22 @@ impl Job {
         let physical = Arc::new(physical_plan(state, &plan)?);
         let preparer = Arc::new(Preparer::new(state, &plan.source)?);
         let metrics = Arc::new(JobMetrics::new(&plan.view));
+        let durable = Durable {
+            store: store.clone(),
+            keys,
+            cache_bytes: config.state_cache_bytes / (2 * p),
+        };
         let view = Arc::new(ViewStore::new(
             plan.output.clone(),
             p,
             plan.aggregate.is_some(),
+            Some(durable),
         )?);
         if last_epoch > 0 {
             let r = &restored.record;
-            view.restore(store, &keys)?;
+            view.restore()?;
             metrics.restore(r.rows_in, r.rows_out, r.late_rows, r.bad_rows);
-            tracing::info!(view = %plan.view, epoch = last_epoch, rows = view.row_count(), "restored from checkpoint");
+            tracing::info!(view = %plan.view, epoch = last_epoch, "restored from checkpoint");
         }
         if restored.record.finished || paused {
             if restored.record.finished {
@@ -188,15 +199,21 @@ impl Job {
                     metrics.clone(),
                     dead_letters.clone(),
                 );
+                let cache = config.state_cache_bytes / (2 * p);
+                let table = if last_epoch > 0 {
+                    StateTable::open(store.clone(), keys.aggregate(i), cache)?
+                } else {
+                    StateTable::new(Some(store.clone()), keys.aggregate(i), cache)
+                };
                 let mut operator =
-                    WindowAggregate::new(agg.clone(), plan.emit, out, metrics.clone())?;
+                    WindowAggregate::new(agg.clone(), plan.emit, table, out, metrics.clone())?;
                 if last_epoch > 0 {
                     let watermark = restored
                         .aggregate_watermarks
                         .get(i)
                         .copied()
                         .unwrap_or(i64::MIN);
-                    operator.restore(store, &keys, i, watermark)?;
+                    operator.restore_watermark(watermark);
                 }
                 let checkpoint = FinalCheckpoint {
                     keys,

@@ -22,7 +22,6 @@ use crate::dataflow::physical::{
 };
 use crate::error::{Error, Result};
 use crate::metrics::{DeadLetterQueue, JobMetrics};
-use crate::state::checkpoint::JobKeys;
 use crate::state::view::ViewStore;
 use crate::state::Writes;
 
@@ -63,8 +62,8 @@ impl Materialize {
     }
 
     /// Saves what changed in its shard since the last checkpoint.
-    pub fn checkpoint(&self, keys: &JobKeys, writes: &mut Writes) -> Result<()> {
-        self.view.checkpoint(self.shard, keys, writes)
+    pub fn checkpoint(&self, writes: &mut Writes) -> Result<()> {
+        self.view.checkpoint(self.shard, writes)
     }
 
     /// Appends rows to an append-only view.

@@ -190,7 +190,7 @@ impl Pipeline {
             );
         }
         if let Downstream::Append { out, .. } = &self.downstream {
-            out.checkpoint(&self.keys, &mut writes)?;
+            out.checkpoint(&mut writes)?;
         }
         Ok(writes)
     }

@@ -34,8 +34,8 @@ use crate::dataflow::window::has_fired;
 use crate::error::{Error, Result};
 use crate::metrics::JobMetrics;
 use crate::state::checkpoint::JobKeys;
-use crate::state::table::{MemStateTable, WindowId, WindowRows};
-use crate::state::{Store, Writes};
+use crate::state::table::{StateTable, WindowId, WindowRows};
+use crate::state::Writes;
 
 /// Rows per result batch when a large window fires.
 const FIRE_BATCH_ROWS: usize = 8192;
@@ -46,7 +46,7 @@ const NO_WINDOW: WindowId = WindowId::MAX;
 pub struct WindowAggregate {
     agg: Arc<PhysicalAggregate>,
     emit: EmitMode,
-    table: MemStateTable,
+    table: StateTable,
     keys: RowConverter,
     states: RowConverter,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
@@ -60,6 +60,7 @@ impl WindowAggregate {
     pub fn new(
         agg: Arc<PhysicalAggregate>,
         emit: EmitMode,
+        table: StateTable,
         out: Materialize,
         metrics: Arc<JobMetrics>,
     ) -> Result<Self> {
@@ -84,7 +85,7 @@ impl WindowAggregate {
             accumulators: agg.accumulators()?,
             agg,
             emit,
-            table: MemStateTable::new(),
+            table,
             keys,
             states,
             watermark: i64::MIN,
@@ -94,21 +95,13 @@ impl WindowAggregate {
         })
     }
 
-    /// Loads the state and watermark saved by `checkpoint` of instance
-    /// `instance`.
-    pub fn restore(
-        &mut self,
-        store: &Store,
-        keys: &JobKeys,
-        instance: usize,
-        watermark: i64,
-    ) -> Result<()> {
-        self.table.restore(store, &keys.aggregate(instance))?;
+    /// Goes on from the watermark a checkpoint saved (its state table was
+    /// opened from the same checkpoint).
+    pub fn restore_watermark(&mut self, watermark: i64) {
         self.watermark = watermark;
         if watermark != i64::MIN {
             self.metrics.advance_watermark(watermark);
         }
-        Ok(())
     }
 
     /// Saves what changed since the last checkpoint.
@@ -118,12 +111,12 @@ impl WindowAggregate {
         instance: usize,
         writes: &mut Writes,
     ) -> Result<()> {
-        self.table.checkpoint(&keys.aggregate(instance), writes);
+        self.table.checkpoint(writes);
         writes.put(
             keys.aggregate_watermark(instance),
             self.watermark.to_be_bytes().to_vec(),
         );
-        self.out.checkpoint(keys, writes)
+        self.out.checkpoint(writes)
     }
 
     /// The window (end) of each row of partial states.
@@ -175,6 +168,12 @@ impl WindowAggregate {
         let identity: Vec<usize> = self.identity(n).to_vec();
         self.agg
             .merge(&mut self.accumulators, &incoming, &identity, n)?;
+        self.table.fetch(
+            windows
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (*w, keys.row(i).data())),
+        )?;
         let parser = self.states.parser();
         let mut stored_rows = Vec::new();
         let mut stored_groups = Vec::new();
@@ -256,7 +255,7 @@ impl WindowAggregate {
         }
         // Window [s, e) fires when wm >= e - 1, i.e. e <= wm + 1.
         for window in self.table.windows_up_to(watermark.saturating_add(1)) {
-            let rows = self.table.take_window(window);
+            let rows = self.table.take_window(window)?;
             if self.emit == EmitMode::OnWindowClose {
                 self.fire(rows)?;
             }

@@ -150,6 +150,19 @@ impl Store {
         Ok(())
     }
 
+    /// The values of these state keys (None where absent), in one call.
+    pub fn get_states<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let cf = self.state();
+        self.db
+            .multi_get_cf(keys.map(|k| (cf, k)))
+            .into_iter()
+            .map(|r| r.map_err(|e| Error::external(format!("could not read saved state: {e}"))))
+            .collect()
+    }
+
     /// The first state key at or after `from`, if any.
     pub fn next_state_key(&self, from: &[u8]) -> Result<Option<Vec<u8>>> {
         let mode = rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward);
