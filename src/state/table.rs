@@ -130,6 +130,9 @@ impl StateTable {
         let Some(store) = self.store.clone() else {
             return Ok(());
         };
+        if !self.windows.values().any(|w| w.spilled) {
+            return Ok(());
+        }
         let mut missing: Vec<(WindowId, Vec<u8>)> = Vec::new();
         for (window, key) in wanted {
             if let Some(w) = self.windows.get(&window) {
