@@ -16,11 +16,14 @@
 //! - [`catalog`]: sources and views, persisted as their statements.
 //! - [`dataflow`]: one job per view, operators on Arrow batches: readers,
 //!   watermarks, windows, two-phase aggregation with DataFusion's
-//!   accumulators, materialization.
+//!   accumulators, materialization; checkpoint barriers and the commit of
+//!   each epoch.
 //! - [`connector`]: Kafka, filesystem and datagen sources; JSON and CSV.
 //! - [`query`]: DataFusion over the views' live contents, system tables,
 //!   `pg_catalog`.
-//! - [`state`]: RocksDB (catalog, later checkpoints) and view contents.
+//! - [`state`]: RocksDB (catalog, checkpoints, savepoints), the layout of a
+//!   view's saved state, state tables and view contents with their bounded
+//!   in-memory caches.
 //! - [`error`], [`metrics`], [`options`], [`functions`]: shared vocabulary.
 
 pub mod catalog;
