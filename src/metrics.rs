@@ -33,10 +33,13 @@ impl JobStatus {
     }
 }
 
-/// Counters and state of one job (one materialized view).
-#[derive(Debug)]
-pub struct JobMetrics {
-    pub name: String,
+/// The counters of one part of a job. Each part (a reader, a pipeline, a
+/// final aggregation instance) counts on its own, so that what it has
+/// counted up to a checkpoint barrier is saved with that checkpoint and the
+/// counters stay exact across a crash (rows read again are not counted
+/// twice).
+#[derive(Debug, Default)]
+pub struct Counters {
     /// Rows read from the source and decoded.
     pub rows_in: AtomicU64,
     /// Rows written to the view (inserts and updates).
@@ -45,6 +48,43 @@ pub struct JobMetrics {
     pub late_rows: AtomicU64,
     /// Records that could not be decoded or lacked an event time.
     pub bad_rows: AtomicU64,
+}
+
+impl Counters {
+    /// rows_in, rows_out, late_rows, bad_rows.
+    pub fn snapshot(&self) -> [u64; 4] {
+        [
+            self.rows_in.load(Ordering::Relaxed),
+            self.rows_out.load(Ordering::Relaxed),
+            self.late_rows.load(Ordering::Relaxed),
+            self.bad_rows.load(Ordering::Relaxed),
+        ]
+    }
+
+    pub fn restore(&self, values: [u64; 4]) {
+        self.rows_in.store(values[0], Ordering::Relaxed);
+        self.rows_out.store(values[1], Ordering::Relaxed);
+        self.late_rows.store(values[2], Ordering::Relaxed);
+        self.bad_rows.store(values[3], Ordering::Relaxed);
+    }
+}
+
+/// A part of a job with counters of its own, by instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Reader(usize),
+    Pipeline(usize),
+    Final(usize),
+}
+
+/// Counters and state of one job (one materialized view).
+#[derive(Debug)]
+pub struct JobMetrics {
+    pub name: String,
+    /// The job's parallelism: the parts are numbered by it.
+    parallelism: usize,
+    /// Readers, then pipelines, then final aggregation instances.
+    parts: Vec<Counters>,
     /// The job's event-time watermark in ms since the epoch (i64::MIN: none yet).
     pub watermark: AtomicI64,
     /// The last committed checkpoint: its epoch, how long it took from
@@ -75,13 +115,12 @@ pub struct PartitionStatus {
 }
 
 impl JobMetrics {
-    pub fn new(name: &str) -> Self {
+    pub fn new(name: &str, parallelism: usize) -> Self {
+        let parallelism = parallelism.max(1);
         JobMetrics {
             name: name.to_string(),
-            rows_in: AtomicU64::new(0),
-            rows_out: AtomicU64::new(0),
-            late_rows: AtomicU64::new(0),
-            bad_rows: AtomicU64::new(0),
+            parallelism,
+            parts: (0..3 * parallelism).map(|_| Counters::default()).collect(),
             watermark: AtomicI64::new(i64::MIN),
             checkpoint_epoch: AtomicU64::new(0),
             checkpoint_ms: AtomicU64::new(0),
@@ -135,12 +174,33 @@ impl JobMetrics {
         self.checkpoint_bytes.store(bytes, Ordering::Relaxed);
     }
 
-    /// Sets the counters to those saved with a checkpoint.
-    pub fn restore(&self, rows_in: u64, rows_out: u64, late_rows: u64, bad_rows: u64) {
-        self.rows_in.store(rows_in, Ordering::Relaxed);
-        self.rows_out.store(rows_out, Ordering::Relaxed);
-        self.late_rows.store(late_rows, Ordering::Relaxed);
-        self.bad_rows.store(bad_rows, Ordering::Relaxed);
+    /// The number of a part (its counters' index).
+    pub fn slot(&self, part: Part) -> usize {
+        let p = self.parallelism;
+        match part {
+            Part::Reader(i) => i,
+            Part::Pipeline(i) => p + i,
+            Part::Final(i) => 2 * p + i,
+        }
+    }
+
+    pub fn part(&self, part: Part) -> &Counters {
+        &self.parts[self.slot(part)]
+    }
+
+    /// The counters by slot, for restoring them.
+    pub fn parts(&self) -> &[Counters] {
+        &self.parts
+    }
+
+    /// The job's totals: rows_in, rows_out, late_rows, bad_rows.
+    pub fn totals(&self) -> [u64; 4] {
+        self.parts.iter().fold([0; 4], |mut sum, c| {
+            for (s, v) in sum.iter_mut().zip(c.snapshot()) {
+                *s += v;
+            }
+            sum
+        })
     }
 
     pub fn advance_watermark(&self, wm: i64) {
@@ -244,7 +304,7 @@ mod tests {
 
     #[test]
     fn finished_does_not_override_failed() {
-        let m = JobMetrics::new("j");
+        let m = JobMetrics::new("j", 1);
         m.set_failed("boom".into());
         m.set_finished();
         assert_eq!(m.status().0, JobStatus::Failed);

@@ -470,8 +470,7 @@ impl SourceReader for DatagenReader {
             let due = started + Duration::from_secs_f64((made - resumed + n as u64) as f64 / rate);
             loop {
                 if let Some(epoch) = self.ctx.barriers.poll(&mut seen) {
-                    let positions = vec![position(made)];
-                    if !out.send(SourceEvent::Barrier { epoch, positions }) {
+                    if !out.send(self.ctx.barrier(epoch, vec![position(made)])) {
                         return Ok(());
                     }
                 }
@@ -484,7 +483,7 @@ impl SourceReader for DatagenReader {
             let batch = self.batch(start_ms, i + made * p, p, n)?;
             made += n as u64;
             let prepared = self.ctx.preparer.prepare(batch)?;
-            self.ctx.metrics.rows_in.fetch_add(
+            self.ctx.counters().rows_in.fetch_add(
                 prepared.batch.num_rows() as u64,
                 std::sync::atomic::Ordering::Relaxed,
             );

@@ -292,10 +292,7 @@ impl Progress {
     /// Sends a barrier if one was asked for; false if the pipeline is gone.
     fn barrier(&mut self, ctx: &ReaderContext, out: &EventSender) -> bool {
         match ctx.barriers.poll(&mut self.seen) {
-            Some(epoch) => out.send(SourceEvent::Barrier {
-                epoch,
-                positions: self.positions.clone(),
-            }),
+            Some(epoch) => out.send(ctx.barrier(epoch, self.positions.clone())),
             None => true,
         }
     }

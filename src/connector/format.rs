@@ -294,7 +294,7 @@ pub fn decode_records(
         );
     }
     let rows = prepared.batch.num_rows();
-    ctx.metrics
+    ctx.counters()
         .rows_in
         .fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
     Ok((rows > 0).then_some(prepared.batch))

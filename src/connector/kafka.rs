@@ -111,10 +111,7 @@ impl KafkaSpec {
 /// no split to read; false if the pipeline is gone.
 fn empty_barrier(ctx: &ReaderContext, seen: &mut u64, out: &EventSender) -> bool {
     match ctx.barriers.poll(seen) {
-        Some(epoch) => out.send(SourceEvent::Barrier {
-            epoch,
-            positions: Vec::new(),
-        }),
+        Some(epoch) => out.send(ctx.barrier(epoch, Vec::new())),
         None => true,
     }
 }
@@ -505,8 +502,7 @@ impl SourceReader for KafkaReader {
                         return Ok(());
                     }
                 }
-                let positions = next.clone();
-                if !out.send(SourceEvent::Barrier { epoch, positions }) {
+                if !out.send(self.ctx.barrier(epoch, next.clone())) {
                     return Ok(());
                 }
             }

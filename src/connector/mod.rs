@@ -201,6 +201,22 @@ pub struct ReaderContext {
 }
 
 impl ReaderContext {
+    /// This reader's counters.
+    pub fn counters(&self) -> &crate::metrics::Counters {
+        self.metrics
+            .part(crate::metrics::Part::Reader(self.instance))
+    }
+
+    /// A barrier for `epoch` with the splits' positions and what this
+    /// reader has counted so far.
+    pub fn barrier(&self, epoch: u64, positions: Vec<i64>) -> SourceEvent {
+        SourceEvent::Barrier {
+            epoch,
+            positions,
+            counted: self.counters().snapshot(),
+        }
+    }
+
     /// Where the split `name` resumes, if a checkpoint saved it.
     pub fn resume_position(&self, name: &str) -> Option<i64> {
         self.resume.get(name).copied()
@@ -208,7 +224,7 @@ impl ReaderContext {
 
     /// Counts and keeps a record that could not be used.
     pub fn dead_letter(&self, position: String, raw: &[u8], error: String) {
-        self.metrics
+        self.counters()
             .bad_rows
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(job = %self.job, %position, %error, "bad record");
@@ -231,8 +247,12 @@ pub enum SourceEvent {
     SplitEnd { split: usize },
     /// A checkpoint barrier: every row of this reader before it belongs to
     /// `epoch`, and split i goes on from `positions[i]` (or is done:
-    /// [`SPLIT_DONE`]).
-    Barrier { epoch: u64, positions: Vec<i64> },
+    /// [`SPLIT_DONE`]); `counted` is the reader's counters then.
+    Barrier {
+        epoch: u64,
+        positions: Vec<i64>,
+        counted: [u64; 4],
+    },
 }
 
 /// Turns decoded physical rows into the source's full rows: adds computed

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
-use crate::metrics::JobMetrics;
+use crate::metrics::{JobMetrics, Part};
 use crate::state::checkpoint::{EpochRecord, JobKeys};
 use crate::state::{Store, Writes};
 
@@ -127,6 +127,20 @@ impl CheckpointSettings {
         self.interval_ms
             .store(interval.as_millis() as u64, Ordering::Relaxed);
     }
+}
+
+/// Saves what a part of the job had counted at its barrier.
+pub fn save_counters(
+    metrics: &JobMetrics,
+    part: Part,
+    counted: [u64; 4],
+    keys: &JobKeys,
+    writes: &mut Writes,
+) {
+    writes.put(
+        keys.counters(metrics.slot(part)),
+        JobKeys::counters_value(counted),
+    );
 }
 
 /// How often a coordinator looks at the interval setting.
@@ -316,10 +330,6 @@ impl Coordinator {
             epoch,
             parallelism: self.parallelism,
             finished,
-            rows_in: m.rows_in.load(Ordering::Relaxed),
-            rows_out: m.rows_out.load(Ordering::Relaxed),
-            late_rows: m.late_rows.load(Ordering::Relaxed),
-            bad_rows: m.bad_rows.load(Ordering::Relaxed),
         };
         let value = serde_json::to_vec(&record).map_err(|e| Error::internal(e.to_string()))?;
         writes.put(self.keys.epoch(), value);

@@ -39,7 +39,7 @@ use crate::dataflow::prepare::Preparer;
 use crate::dataflow::watermark::WatermarkCombiner;
 use crate::dataflow::window_aggregate::WindowAggregate;
 use crate::error::{Error, Result};
-use crate::metrics::{DeadLetterQueue, JobMetrics};
+use crate::metrics::{DeadLetterQueue, JobMetrics, Part};
 use crate::state::checkpoint::{JobKeys, Restored};
 use crate::state::table::StateTable;
 use crate::state::view::{Durable, ViewStore};
@@ -128,7 +128,7 @@ impl Job {
         };
         let physical = Arc::new(physical_plan(state, &plan)?);
         let preparer = Arc::new(Preparer::new(state, &plan.source)?);
-        let metrics = Arc::new(JobMetrics::new(&plan.view));
+        let metrics = Arc::new(JobMetrics::new(&plan.view, p));
         let durable = Durable {
             store: store.clone(),
             keys,
@@ -141,9 +141,12 @@ impl Job {
             Some(durable),
         )?);
         if last_epoch > 0 {
-            let r = &restored.record;
             view.restore()?;
-            metrics.restore(r.rows_in, r.rows_out, r.late_rows, r.bad_rows);
+            for (slot, values) in &restored.counters {
+                if let Some(c) = metrics.parts().get(*slot) {
+                    c.restore(*values);
+                }
+            }
             tracing::info!(view = %plan.view, epoch = last_epoch, "restored from checkpoint");
         }
         if restored.record.finished || paused {
@@ -195,6 +198,7 @@ impl Job {
                 let out = Materialize::new(
                     view.clone(),
                     i,
+                    Part::Final(i),
                     physical.post.clone(),
                     metrics.clone(),
                     dead_letters.clone(),
@@ -266,6 +270,7 @@ impl Job {
                     out: Materialize::new(
                         view.clone(),
                         i,
+                        Part::Pipeline(i),
                         physical.post.clone(),
                         metrics.clone(),
                         dead_letters.clone(),

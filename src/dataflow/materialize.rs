@@ -21,13 +21,15 @@ use crate::dataflow::physical::{
     apply_all, evaluate_mask, per_row_on_error, row_as_json, PhysicalOp,
 };
 use crate::error::{Error, Result};
-use crate::metrics::{DeadLetterQueue, JobMetrics};
+use crate::metrics::{Counters, DeadLetterQueue, JobMetrics, Part};
 use crate::state::view::ViewStore;
 use crate::state::Writes;
 
 pub struct Materialize {
     view: Arc<ViewStore>,
     shard: usize,
+    /// The part of the job it runs in (whose counters it adds to).
+    part: Part,
     post: Arc<Vec<PhysicalOp>>,
     metrics: Arc<JobMetrics>,
     dead_letters: Arc<DeadLetterQueue>,
@@ -37,6 +39,7 @@ impl Materialize {
     pub fn new(
         view: Arc<ViewStore>,
         shard: usize,
+        part: Part,
         post: Arc<Vec<PhysicalOp>>,
         metrics: Arc<JobMetrics>,
         dead_letters: Arc<DeadLetterQueue>,
@@ -44,6 +47,7 @@ impl Materialize {
         Materialize {
             view,
             shard,
+            part,
             post,
             metrics,
             dead_letters,
@@ -52,13 +56,18 @@ impl Materialize {
 
     /// Counts and keeps a result row that could not be finished.
     fn dead_letter(&self, row: &RecordBatch, error: Error) {
-        self.metrics.bad_rows.fetch_add(1, Ordering::Relaxed);
+        self.counters().bad_rows.fetch_add(1, Ordering::Relaxed);
         self.dead_letters.push(
             &self.metrics.name,
             format!("a result row of view {}", self.metrics.name),
             &row_as_json(row),
             format!("could not evaluate the view's expressions: {error}"),
         );
+    }
+
+    /// The counters of the part it runs in.
+    pub fn counters(&self) -> &Counters {
+        self.metrics.part(self.part)
     }
 
     /// Saves what changed in its shard since the last checkpoint.
@@ -73,7 +82,7 @@ impl Materialize {
             self.dead_letter(&row, error);
         }
         for part in parts {
-            self.metrics
+            self.counters()
                 .rows_out
                 .fetch_add(part.num_rows() as u64, Ordering::Relaxed);
             self.view.append(self.shard, part);
@@ -122,7 +131,7 @@ impl Materialize {
                 project @ PhysicalOp::Project { .. } => batch = project.apply(&batch)?,
             }
         }
-        self.metrics
+        self.counters()
             .rows_out
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         self.view.upsert(self.shard, &live, batch, &deleted)

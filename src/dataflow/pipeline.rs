@@ -32,7 +32,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::connector::{SourceEvent, SPLIT_DONE};
-use crate::dataflow::checkpoint::Acks;
+use crate::dataflow::checkpoint::{save_counters, Acks};
 use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::{Envelope, Message};
 use crate::dataflow::partial_aggregate::{route, PartialAggregate, MAX_PENDING_GROUPS};
@@ -44,7 +44,7 @@ use crate::dataflow::prepare::take_rows;
 use crate::dataflow::watermark::{InstanceTime, SplitClocks, WatermarkCombiner};
 use crate::dataflow::window::{assign_windows, Assignment};
 use crate::error::{Error, Result};
-use crate::metrics::{DeadLetterQueue, JobMetrics};
+use crate::metrics::{DeadLetterQueue, JobMetrics, Part};
 use crate::state::checkpoint::{JobKeys, SplitState};
 use crate::state::Writes;
 
@@ -169,16 +169,35 @@ impl Pipeline {
                 self.metrics.advance_watermark(w);
             }
         }
+        // The reader has ended: its counters are final.
         let done = vec![SPLIT_DONE; self.split_names.len()];
-        let writes = self.checkpoint(&done)?;
+        let counted = self.metrics.part(Part::Reader(self.instance)).snapshot();
+        let writes = self.checkpoint(&done, counted)?;
         self.acks.ended(writes);
         Ok(())
     }
 
     /// What this instance saves with a checkpoint: each split's position
-    /// and watermark and, without aggregation, its view shard.
-    fn checkpoint(&self, positions: &[i64]) -> Result<Writes> {
+    /// and watermark, its reader's counters as of the barrier (`counted`)
+    /// and its own, and, without aggregation, its view shard.
+    fn checkpoint(&self, positions: &[i64], counted: [u64; 4]) -> Result<Writes> {
         let mut writes = Writes::default();
+        let i = self.instance;
+        save_counters(
+            &self.metrics,
+            Part::Reader(i),
+            counted,
+            &self.keys,
+            &mut writes,
+        );
+        let own = self.counters().snapshot();
+        save_counters(
+            &self.metrics,
+            Part::Pipeline(i),
+            own,
+            &self.keys,
+            &mut writes,
+        );
         for (split, (name, position)) in self.split_names.iter().zip(positions).enumerate() {
             let state = SplitState {
                 position: *position,
@@ -212,10 +231,14 @@ impl Pipeline {
                 }
                 self.split_names = names;
             }
-            SourceEvent::Barrier { epoch, positions } => {
+            SourceEvent::Barrier {
+                epoch,
+                positions,
+                counted,
+            } => {
                 // Partial states go to their owners before the barrier.
                 self.flush().await?;
-                let writes = self.checkpoint(&positions)?;
+                let writes = self.checkpoint(&positions, counted)?;
                 self.acks.epoch(epoch, writes);
                 self.send_all(Message::Barrier(epoch)).await;
             }
@@ -296,9 +319,14 @@ impl Pipeline {
         }
     }
 
+    /// This pipeline's counters.
+    fn counters(&self) -> &crate::metrics::Counters {
+        self.metrics.part(Part::Pipeline(self.instance))
+    }
+
     fn dead_letter_rows(&self, split: usize, bad: BadRows) {
         for (row, error) in bad {
-            self.metrics.bad_rows.fetch_add(1, Ordering::Relaxed);
+            self.counters().bad_rows.fetch_add(1, Ordering::Relaxed);
             self.dead_letters.push(
                 &self.metrics.name,
                 format!("a row of split {split} of instance {}", self.instance),
@@ -315,7 +343,7 @@ impl Pipeline {
             return;
         }
         let rows = 1 + late.windows(2).filter(|w| w[0].0 != w[1].0).count();
-        self.metrics
+        self.counters()
             .late_rows
             .fetch_add(rows as u64, Ordering::Relaxed);
     }

@@ -27,12 +27,13 @@ use arrow::datatypes::{DataType, TimestampMillisecondType};
 use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::logical_expr::GroupsAccumulator;
 
+use crate::dataflow::checkpoint::save_counters;
 use crate::dataflow::materialize::Materialize;
 use crate::dataflow::physical::PhysicalAggregate;
 use crate::dataflow::plan::EmitMode;
 use crate::dataflow::window::has_fired;
 use crate::error::{Error, Result};
-use crate::metrics::JobMetrics;
+use crate::metrics::{JobMetrics, Part};
 use crate::state::checkpoint::JobKeys;
 use crate::state::table::{StateTable, WindowId, WindowRows};
 use crate::state::Writes;
@@ -116,6 +117,8 @@ impl WindowAggregate {
             keys.aggregate_watermark(instance),
             self.watermark.to_be_bytes().to_vec(),
         );
+        let counted = self.out.counters().snapshot();
+        save_counters(&self.metrics, Part::Final(instance), counted, keys, writes);
         self.out.checkpoint(writes)
     }
 
@@ -216,7 +219,8 @@ impl WindowAggregate {
         if late == 0 {
             return Ok((batch, windows));
         }
-        self.metrics
+        self.out
+            .counters()
             .late_rows
             .fetch_add(late as u64, Ordering::Relaxed);
         let keep: arrow::array::BooleanArray = windows

@@ -103,6 +103,13 @@ fn counter<T>(
     ))
 }
 
+/// Column `i` of every job's totals (rows_in, rows_out, late_rows, bad_rows).
+fn total<T>(jobs: &[(Arc<JobMetrics>, T)], i: usize) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(
+        jobs.iter().map(|(m, _)| m.totals()[i] as i64),
+    ))
+}
+
 fn rows(table: &str, relations: &dyn Relations) -> Vec<ArrayRef> {
     match table {
         "jobs" => {
@@ -117,10 +124,10 @@ fn rows(table: &str, relations: &dyn Relations) -> Vec<ArrayRef> {
                 strings(jobs.iter().map(|(m, _)| Some(m.name.as_str()))),
                 strings(jobs.iter().map(|(_, s)| Some(s.as_str()))),
                 strings(status.iter().map(|(s, _)| Some(s.as_str()))),
-                counter(&jobs, |m| &m.rows_in),
-                counter(&jobs, |m| &m.rows_out),
-                counter(&jobs, |m| &m.late_rows),
-                counter(&jobs, |m| &m.bad_rows),
+                total(&jobs, 0),
+                total(&jobs, 1),
+                total(&jobs, 2),
+                total(&jobs, 3),
                 Arc::new(
                     jobs.iter()
                         .map(|(m, _)| wm(m))

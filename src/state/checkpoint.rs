@@ -10,6 +10,7 @@
 //! | `E`  | (none)                        | [`EpochRecord`] as JSON             |
 //! | `S`  | instance, split name          | position, split watermark (2 × i64) |
 //! | `W`  | instance                      | the final aggregation's watermark   |
+//! | `C`  | part (see `metrics::Part`)    | its counters (4 × u64)              |
 //! | `A`  | instance, window, group key   | the group's accumulator states      |
 //! | `V`  | shard, group key              | the view's row for the group        |
 //! | `P`  | shard, sequence number        | a batch of an append-only view (IPC)|
@@ -33,10 +34,6 @@ pub struct EpochRecord {
     pub parallelism: usize,
     /// The job's sources have ended and every result is in the view.
     pub finished: bool,
-    pub rows_in: u64,
-    pub rows_out: u64,
-    pub late_rows: u64,
-    pub bad_rows: u64,
 }
 
 /// A named savepoint: a copy of a view's state at one checkpoint.
@@ -153,6 +150,15 @@ impl JobKeys {
         v
     }
 
+    /// The counters of a part of the job (by its slot).
+    pub fn counters(&self, slot: usize) -> Vec<u8> {
+        self.instance(b'C', slot)
+    }
+
+    pub fn counters_value(values: [u64; 4]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_be_bytes()).collect()
+    }
+
     pub fn aggregate_watermark(&self, instance: usize) -> Vec<u8> {
         self.instance(b'W', instance)
     }
@@ -200,6 +206,8 @@ pub struct Restored {
     pub splits: Vec<HashMap<String, SplitState>>,
     /// Per final-aggregation instance.
     pub aggregate_watermarks: Vec<i64>,
+    /// (slot, counters) of the job's parts.
+    pub counters: Vec<(usize, [u64; 4])>,
 }
 
 impl Restored {
@@ -238,10 +246,29 @@ impl Restored {
                 Ok(())
             })?;
         }
+        let mut counters = Vec::new();
+        let prefix = keys.kind(b'C');
+        store.scan_state(&prefix, |k, v| {
+            let slot = k
+                .get(prefix.len()..prefix.len() + 4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| Error::internal("a saved counters key is corrupt"))?;
+            if v.len() != 32 {
+                return Err(Error::internal("saved counters are not 32 bytes"));
+            }
+            let mut values = [0u64; 4];
+            for (i, value) in values.iter_mut().enumerate() {
+                *value = i64_from(&v[i * 8..i * 8 + 8])? as u64;
+            }
+            counters.push((slot as usize, values));
+            Ok(())
+        })?;
         Ok(Some(Restored {
             record,
             splits,
             aggregate_watermarks,
+            counters,
         }))
     }
 }
