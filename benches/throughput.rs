@@ -5,7 +5,8 @@
 //! (a release build). Settings by environment: `EVENTS` (default 5000000),
 //! `KEYS` (distinct cells, default 1000), `PARTITIONS` (Kafka, default 4),
 //! `PARALLELISM` (server, default: the number of cores), `SKIP_KAFKA=1`,
-//! `CHECKPOINT_INTERVAL` (server, default 1s; 0 for none). `RECOVERY=1`
+//! `CHECKPOINT_INTERVAL` (server, default 1s; 0 for none), `STATE_CACHE`
+//! (server, default 1GiB). `RECOVERY=1`
 //! runs the recovery benchmark instead (see `recovery_benchmark`).
 //!
 //! Reports events/s (rows read from the source and aggregated, until the
@@ -131,12 +132,13 @@ async fn checkpoints_of(client: &tokio_postgres::Client, job: &str) -> String {
 }
 
 /// The server's flags from the environment (`PARALLELISM`,
-/// `CHECKPOINT_INTERVAL`).
+/// `CHECKPOINT_INTERVAL`, `STATE_CACHE`).
 fn server_flags() -> Vec<String> {
     let mut flags = Vec::new();
     for (var, flag) in [
         ("PARALLELISM", "--parallelism"),
         ("CHECKPOINT_INTERVAL", "--checkpoint-interval"),
+        ("STATE_CACHE", "--state-cache"),
     ] {
         if let Ok(v) = std::env::var(var) {
             flags.extend([flag.to_string(), v]);
