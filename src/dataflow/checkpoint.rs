@@ -81,9 +81,16 @@ enum Ack {
 pub struct Acks {
     participant: usize,
     tx: mpsc::UnboundedSender<Ack>,
+    settings: Arc<CheckpointSettings>,
 }
 
 impl Acks {
+    /// Whether checkpoints are on: with them off, a participant that ends
+    /// need not gather its final writes (they would not be committed).
+    pub fn saving(&self) -> bool {
+        self.settings.interval().is_some()
+    }
+
     /// The participant's writes for `epoch`, taken at its barrier.
     pub fn epoch(&self, epoch: u64, writes: Writes) {
         let _ = self.tx.send(Ack::Epoch {
@@ -215,6 +222,7 @@ impl Coordinator {
             .map(|participant| Acks {
                 participant,
                 tx: tx.clone(),
+                settings: settings.clone(),
             })
             .collect();
         let trigger = Arc::new(BarrierTrigger::new(last_committed));

@@ -489,7 +489,9 @@ async fn run_final(
         }
     }
     let mut writes = crate::state::Writes::default();
-    operator.checkpoint(&checkpoint.keys, checkpoint.instance, &mut writes)?;
+    if checkpoint.acks.saving() {
+        operator.checkpoint(&checkpoint.keys, checkpoint.instance, &mut writes)?;
+    }
     checkpoint.acks.ended(writes);
     Ok(())
 }

@@ -170,9 +170,13 @@ impl Pipeline {
             }
         }
         // The reader has ended: its counters are final.
-        let done = vec![SPLIT_DONE; self.split_names.len()];
-        let counted = self.metrics.part(Part::Reader(self.instance)).snapshot();
-        let writes = self.checkpoint(&done, counted)?;
+        let writes = if self.acks.saving() {
+            let done = vec![SPLIT_DONE; self.split_names.len()];
+            let counted = self.metrics.part(Part::Reader(self.instance)).snapshot();
+            self.checkpoint(&done, counted)?
+        } else {
+            Writes::default()
+        };
         self.acks.ended(writes);
         Ok(())
     }
