@@ -388,6 +388,12 @@ async fn kafka_benchmark(events: usize, keys: usize) -> Result {
     }
     let final_delay_ms = sent.elapsed().as_secs_f64() * 1000.0;
     let total = total_calls(&client).await;
+    if total as usize != events {
+        eprintln!(
+            "jobs: {:?}",
+            rows(&client, "SELECT name, rows_in, rows_out, late_rows, bad_rows, checkpoint_epoch FROM sluice.jobs").await
+        );
+    }
     assert_eq!(total as usize, events, "every event counted exactly once");
     let checkpoints = checkpoints_of(&client, "kpi").await;
 

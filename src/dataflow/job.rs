@@ -476,6 +476,10 @@ async fn run_final(
             Message::Barrier(epoch) => {
                 aligning = Some(epoch);
                 barrier_from[from] = true;
+                // Rows of this input may wait behind its barrier: until they
+                // are taken, it must hold the watermark back even if it was
+                // idle (it says idle again after the barrier if it still is).
+                watermarks.on_data(from);
             }
         }
         if let Some(epoch) = aligning {

@@ -245,6 +245,9 @@ impl Pipeline {
                 let writes = self.checkpoint(&positions, counted)?;
                 self.acks.epoch(epoch, writes);
                 self.send_all(Message::Barrier(epoch)).await;
+                // The owners count this instance active again after its
+                // barrier: say idle again if it still is.
+                self.idle_sent = false;
             }
             SourceEvent::Rows { split, batch } => {
                 self.on_rows(split, batch)?;
