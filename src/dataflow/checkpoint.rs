@@ -342,7 +342,10 @@ impl Coordinator {
         let value = serde_json::to_vec(&record).map_err(|e| Error::internal(e.to_string()))?;
         writes.put(self.keys.epoch(), value);
         let bytes = writes.bytes();
-        self.store.commit(&writes)?;
+        // The write (and its sync) blocks this thread, not the runtime: the
+        // other operators go on meanwhile. It stays inside the task, so a
+        // stopped job never commits afterwards.
+        tokio::task::block_in_place(|| self.store.commit(&writes))?;
         let took = started.elapsed();
         m.record_checkpoint(epoch, took, bytes as u64);
         tracing::debug!(job = %m.name, epoch, bytes, ms = took.as_millis() as u64, finished, "checkpoint committed");
