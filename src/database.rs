@@ -265,21 +265,12 @@ impl Database {
 
     /// Takes a checkpoint of a running view and waits for its commit.
     async fn checkpoint_view(&self, name: &str) -> Result<()> {
-        let running = self
+        // The job stays in the map while we wait: take what waiting needs.
+        let wait = self
             .jobs
             .lock()
             .get(name)
-            .map(|j| j.is_running())
-            .unwrap_or(false);
-        if !running {
-            return Ok(());
-        }
-        // The job stays in the map while we wait: take what waiting needs.
-        let wait = {
-            let jobs = self.jobs.lock();
-            let job = jobs.get(name).expect("checked above");
-            job.checkpoint_waiter()
-        };
+            .and_then(|j| j.checkpoint_waiter());
         if let Some(wait) = wait {
             if !wait.checkpoint_now(VIEW_CHECKPOINT_TIMEOUT).await {
                 return Err(Error::external(format!(
@@ -403,9 +394,7 @@ impl Database {
         let keys = JobKeys::savepoint(savepoint_id);
         JobKeys::copy(&self.store, JobKeys::new(id), keys)?;
         let Some(saved) = Restored::load(&self.store, keys)? else {
-            let mut writes = Writes::default();
-            keys.delete_all(&mut writes);
-            self.store.commit(&writes)?;
+            keys.delete_from(&self.store)?;
             return Err(Error::user(
                 "55000",
                 format!("materialized view \"{view}\" has no checkpoint yet (checkpoints are off)"),
@@ -434,9 +423,7 @@ impl Database {
             Err(_) if if_exists => return Ok(false),
             Err(e) => return Err(e),
         };
-        let mut writes = Writes::default();
-        JobKeys::savepoint(record.id).delete_all(&mut writes);
-        self.store.commit(&writes)?;
+        JobKeys::savepoint(record.id).delete_from(&self.store)?;
         self.store.delete_meta(&savepoint_key(name))?;
         Ok(true)
     }
@@ -448,9 +435,7 @@ impl Database {
             Origin::New(_) => {
                 // DDL is serialized: the view will get this number.
                 let id = self.catalog.read().next_seq();
-                let mut writes = Writes::default();
-                JobKeys::new(id).delete_all(&mut writes);
-                self.store.commit(&writes)?;
+                JobKeys::new(id).delete_from(&self.store)?;
                 id
             }
         };
@@ -479,9 +464,7 @@ impl Database {
         self.dead_letters.remove_job(name);
         if let Entry::View(_) = &removed {
             let seq = removed.seq();
-            let mut writes = Writes::default();
-            JobKeys::new(seq).delete_all(&mut writes);
-            self.store.commit(&writes)?;
+            JobKeys::new(seq).delete_from(&self.store)?;
             self.store.delete_meta(&paused_key(seq))?;
         }
         tracing::info!(object = %name, "dropped");

@@ -95,18 +95,23 @@ impl Options {
     }
 }
 
-/// Parses a duration the way Flink writes them: `5 s`, `5s`, `500 ms`,
-/// `10 min`, `1 h`, `2 days`, `30 seconds`; a bare number is milliseconds.
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+/// Splits `5 s` or `512MiB` into the number and its unit (trimmed,
+/// lowercase); `what` says what the text should have been.
+fn number_and_unit(text: &str, what: &str) -> std::result::Result<(f64, String), String> {
     let t = text.trim();
     let split = t
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration (try '5 s' or '10 min')"))?;
-    let ms_per_unit = match unit.trim().to_ascii_lowercase().as_str() {
+    let value: f64 = num.parse().map_err(|_| format!("'{text}' is not {what}"))?;
+    Ok((value, unit.trim().to_ascii_lowercase()))
+}
+
+/// Parses a duration the way Flink writes them: `5 s`, `5s`, `500 ms`,
+/// `10 min`, `1 h`, `2 days`, `30 seconds`; a bare number is milliseconds.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let (value, unit) = number_and_unit(text, "a duration (try '5 s' or '10 min')")?;
+    let ms_per_unit = match unit.as_str() {
         "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1.0,
         "s" | "sec" | "secs" | "second" | "seconds" => 1_000.0,
         "m" | "min" | "mins" | "minute" | "minutes" => 60_000.0,
@@ -121,15 +126,8 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
 
 /// Parses a size: `512MiB`, `2 GiB`, `64mb`, `1048576` (bytes).
 pub fn parse_bytes(text: &str) -> std::result::Result<usize, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size (try '256MiB' or '2GiB')"))?;
-    let unit_bytes: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let (value, unit) = number_and_unit(text, "a size (try '256MiB' or '2GiB')")?;
+    let unit_bytes: f64 = match unit.as_str() {
         "" | "b" => 1.0,
         "k" | "kb" | "kib" => 1024.0,
         "m" | "mb" | "mib" => 1024.0 * 1024.0,

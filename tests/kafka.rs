@@ -83,6 +83,17 @@ fn flush_events(partitions: i32, after: i64) -> Vec<Event> {
 
 type Windows = BTreeMap<(i64, i64, String), (i64, i64)>;
 
+/// A continuously updated TUMBLE view and a final-only HOP view, both of
+/// calls and duration per cell (compared with `reference`).
+const TUMBLE_VIEW: &str = "CREATE MATERIALIZED VIEW tumble AS
+     SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms
+     FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+     GROUP BY window_start, window_end, cell_id";
+const HOP_VIEW: &str = "CREATE MATERIALIZED VIEW hop AS
+     SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms
+     FROM TABLE(HOP(TABLE calls, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '20' SECOND))
+     GROUP BY window_start, window_end, cell_id EMIT ON WINDOW CLOSE";
+
 /// The reference: per partition, a row is late for a window when the
 /// watermark made by the rows before it (max ts - delay) has reached the
 /// window's end - 1 ms. Returns (start, end, cell) -> (count, sum) and the
@@ -225,22 +236,8 @@ async fn windows_over_partitions_with_late_events_match_the_reference() {
         server: _server,
         client,
     } = setup(events(7, 4, 600, 3_000, true)).await;
-    execute(
-        &client,
-        "CREATE MATERIALIZED VIEW tumble AS
-         SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms
-         FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND))
-         GROUP BY window_start, window_end, cell_id",
-    )
-    .await;
-    execute(
-        &client,
-        "CREATE MATERIALIZED VIEW hop AS
-         SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms
-         FROM TABLE(HOP(TABLE calls, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '20' SECOND))
-         GROUP BY window_start, window_end, cell_id EMIT ON WINDOW CLOSE",
-    )
-    .await;
+    execute(&client, TUMBLE_VIEW).await;
+    execute(&client, HOP_VIEW).await;
     let cutoff = max_ts + 1;
     for view in ["tumble", "hop"] {
         wait_caught_up(&client, view, produced, max_ts).await;
@@ -752,37 +749,15 @@ async fn killed_again_and_again(flags: &[&str]) {
     let mut server = TestServer::start_in(&dir, flags);
     {
         let client = server.client().await;
-        // No idleness: a partition without new events for a while must not
-        // let the others' watermark close windows it still has rows for
-        // (that would be timing, not the reference's rule). Latest-offset:
-        // a restart that did not resume from its checkpoint would lose
-        // every event sent before it.
+        // Latest-offset: a restart that did not resume from its checkpoint
+        // would lose every event sent before it.
         execute(
             &client,
-            &source_sql("calls", &broker)
-                .replace(
-                    "'format' = 'json'",
-                    "'format' = 'json', 'scan.watermark.idle-timeout' = '0'",
-                )
-                .replace("earliest-offset", "latest-offset"),
+            &source_without_idleness(&broker).replace("earliest-offset", "latest-offset"),
         )
         .await;
-        execute(
-            &client,
-            "CREATE MATERIALIZED VIEW tumble AS
-             SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms
-             FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND))
-             GROUP BY window_start, window_end, cell_id",
-        )
-        .await;
-        execute(
-            &client,
-            "CREATE MATERIALIZED VIEW hop AS
-             SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms
-             FROM TABLE(HOP(TABLE calls, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '20' SECOND))
-             GROUP BY window_start, window_end, cell_id EMIT ON WINDOW CLOSE",
-        )
-        .await;
+        execute(&client, TUMBLE_VIEW).await;
+        execute(&client, HOP_VIEW).await;
         // Both jobs know where the topic ends before events arrive.
         wait_for_rows(
             &client,
@@ -898,25 +873,20 @@ fn sizes(events: &[Event], partitions: i32) -> Vec<usize> {
         .collect()
 }
 
-/// The `calls` source without idleness (so results follow the reference's
-/// rule, not timing), and a continuously updated TUMBLE view `tumble`.
+/// The `calls` source without idleness, so that results follow the
+/// reference's rule, not timing: a partition without new events for a while
+/// must not let the others' watermark close windows it still has rows for.
+fn source_without_idleness(broker: &Broker) -> String {
+    source_sql("calls", broker).replace(
+        "'format' = 'json'",
+        "'format' = 'json', 'scan.watermark.idle-timeout' = '0'",
+    )
+}
+
+/// That source, and the continuously updated TUMBLE view `tumble`.
 async fn source_and_tumble(client: &tokio_postgres::Client, broker: &Broker) {
-    execute(
-        client,
-        &source_sql("calls", broker).replace(
-            "'format' = 'json'",
-            "'format' = 'json', 'scan.watermark.idle-timeout' = '0'",
-        ),
-    )
-    .await;
-    execute(
-        client,
-        "CREATE MATERIALIZED VIEW tumble AS
-         SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms
-         FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND))
-         GROUP BY window_start, window_end, cell_id",
-    )
-    .await;
+    execute(client, &source_without_idleness(broker)).await;
+    execute(client, TUMBLE_VIEW).await;
 }
 
 /// Pause, resume and savepoints on a live topic: a paused view keeps its

@@ -129,10 +129,12 @@ impl Job {
         let physical = Arc::new(physical_plan(state, &plan)?);
         let preparer = Arc::new(Preparer::new(state, &plan.source)?);
         let metrics = Arc::new(JobMetrics::new(&plan.view, p));
+        // A job's cache is shared by its view shards and state tables.
+        let cache = config.state_cache_bytes / (2 * p);
         let durable = Durable {
             store: store.clone(),
             keys,
-            cache_bytes: config.state_cache_bytes / (2 * p),
+            cache_bytes: cache,
         };
         let view = Arc::new(ViewStore::new(
             plan.output.clone(),
@@ -203,7 +205,6 @@ impl Job {
                     metrics.clone(),
                     dead_letters.clone(),
                 );
-                let cache = config.state_cache_bytes / (2 * p);
                 let table = if last_epoch > 0 {
                     StateTable::open(store.clone(), keys.aggregate(i), cache)?
                 } else {
@@ -317,24 +318,20 @@ impl Job {
     }
 
     /// A handle to ask for a checkpoint and wait for it, without holding
-    /// the job; None when nothing runs.
+    /// the job; None when it does not run (finished, paused, failed): then
+    /// it has nothing more to save.
     pub fn checkpoint_waiter(&self) -> Option<CheckpointHandle> {
-        self.checkpoints.clone()
-    }
-
-    /// Whether the job runs (and so can take a checkpoint).
-    pub fn is_running(&self) -> bool {
-        self.checkpoints.is_some() && self.metrics.status().0 == crate::metrics::JobStatus::Running
+        self.checkpoints
+            .clone()
+            .filter(|_| self.metrics.status().0 == crate::metrics::JobStatus::Running)
     }
 
     /// Takes a checkpoint now and waits (up to `timeout`) for its commit.
     /// True if it was committed (or the job has nothing more to save).
     pub async fn checkpoint_now(&self, timeout: Duration) -> bool {
-        match &self.checkpoints {
-            Some(c) if self.metrics.status().0 == crate::metrics::JobStatus::Running => {
-                c.checkpoint_now(timeout).await
-            }
-            _ => true,
+        match self.checkpoint_waiter() {
+            Some(c) => c.checkpoint_now(timeout).await,
+            None => true,
         }
     }
 }

@@ -196,6 +196,13 @@ impl JobKeys {
         end.push(0xff);
         writes.delete_range(self.prefix(), end);
     }
+
+    /// Removes all of the job's state from the store now.
+    pub fn delete_from(&self, store: &Store) -> Result<()> {
+        let mut writes = Writes::default();
+        self.delete_all(&mut writes);
+        store.commit(&writes)
+    }
 }
 
 /// What a job finds of its last committed checkpoint when it starts.
