@@ -137,15 +137,23 @@ impl Store {
         prefix: &[u8],
         mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
     ) -> Result<()> {
+        self.scan_state_while(prefix, |k, v| f(k, v).map(|()| true))
+    }
+
+    /// Like [`scan_state`](Self::scan_state), until `f` returns false.
+    pub fn scan_state_while(
+        &self,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
         let snapshot = self.db.snapshot();
         let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
         for item in snapshot.iterator_cf(self.state(), mode) {
             let (k, v) =
                 item.map_err(|e| Error::external(format!("could not read saved state: {e}")))?;
-            if !k.starts_with(prefix) {
+            if !k.starts_with(prefix) || !f(&k, &v)? {
                 break;
             }
-            f(&k, &v)?;
         }
         Ok(())
     }

@@ -340,15 +340,16 @@ impl ViewStore {
                     let mut entries: Vec<SavedRow> = Vec::new();
                     let mut bytes = 0;
                     let mut spilled = false;
-                    d.store.scan_state(&prefix, |k, v| {
+                    // Rows beyond the cache stay in the store, unread.
+                    d.store.scan_state_while(&prefix, |k, v| {
                         if bytes > d.cache_bytes {
                             spilled = true;
-                            return Ok(());
+                            return Ok(false);
                         }
                         let key = &k[prefix.len()..];
                         bytes += key.len() + v.len() + INDEX_OVERHEAD;
                         entries.push((Box::from(key), Box::from(v)));
-                        Ok(())
+                        Ok(true)
                     })?;
                     s.spilled = spilled;
                     if entries.is_empty() {
