@@ -62,19 +62,26 @@ fn duration(text: &str) -> Result<Duration, String> {
     sluice::options::parse_duration(text)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Installs the SIGTERM and Ctrl-C handlers now (a signal that comes before
+/// the server first waits for it is kept, not fatal) and returns what
+/// resolves on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+        async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn main() -> ExitCode {
@@ -112,11 +119,12 @@ fn main() -> ExitCode {
         checkpoint_interval: args.checkpoint_interval,
     };
     let result = runtime.block_on(async {
+        let shutdown = shutdown_signal();
         let db = Database::open(config).await?;
         let server = Server::bind(&args.listen, db.clone()).await?;
         let addr = server.local_addr()?;
         tracing::info!(%addr, data_dir = %args.data_dir.display(), "sluice is listening");
-        server.serve(shutdown_signal()).await?;
+        server.serve(shutdown).await?;
         db.shutdown().await;
         Ok::<_, sluice::error::Error>(())
     });
