@@ -8,6 +8,8 @@
 //! `CHECKPOINT_INTERVAL` (server, default 1s; 0 for none), `STATE_CACHE`
 //! (server, default 1GiB). `RECOVERY=1`
 //! runs the recovery benchmark instead (see `recovery_benchmark`).
+//! `MEMORY_LIMIT=512MiB` runs the server in a memory cgroup with that cap
+//! (Linux cgroup v1, as root): the kernel kills it if it goes over.
 //!
 //! Reports events/s (rows read from the source and aggregated, until the
 //! result is complete and queryable), the server's peak memory (VmHWM), and
@@ -150,7 +152,42 @@ fn server_flags() -> Vec<String> {
 fn start_in(dir: &std::path::Path) -> TestServer {
     let flags = server_flags();
     let flags: Vec<&str> = flags.iter().map(|s| s.as_str()).collect();
-    TestServer::start_in(dir, &flags)
+    let server = TestServer::start_in(dir, &flags);
+    if let Some(cgroup) = memory_cap() {
+        std::fs::write(cgroup.join("cgroup.procs"), server.pid().to_string())
+            .expect("moving the server into the memory cgroup");
+    }
+    server
+}
+
+/// With `MEMORY_LIMIT` (bytes, or a size like `512MiB`), a memory cgroup
+/// (v1, as root) that caps the server: past the cap the kernel kills it,
+/// and the benchmark fails.
+fn memory_cap() -> Option<std::path::PathBuf> {
+    let limit = std::env::var("MEMORY_LIMIT").ok()?;
+    let (number, unit) = limit.split_at(
+        limit
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(limit.len()),
+    );
+    let scale: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => panic!("MEMORY_LIMIT: unknown unit {other}"),
+    };
+    let bytes = number.parse::<u64>().expect("MEMORY_LIMIT: a number") * scale;
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/cgroup/memory/sluice-bench-{}",
+        std::process::id()
+    ));
+    if !dir.exists() {
+        std::fs::create_dir(&dir).expect("creating a memory cgroup (cgroup v1, as root)");
+        std::fs::write(dir.join("memory.limit_in_bytes"), bytes.to_string())
+            .expect("setting the memory limit");
+    }
+    Some(dir)
 }
 
 /// A release server on a fresh data directory.
@@ -322,11 +359,13 @@ async fn recovery_benchmark(events: usize, keys: usize) {
         total as usize, events,
         "every event counted exactly once after the crash"
     );
+    let peak_after = peak_memory_mib(server.pid());
+    let cap = std::env::var("MEMORY_LIMIT").unwrap_or_else(|_| "none".into());
     println!(
-        "\n| keys | events read in | peak memory | state on disk | checkpoints | restart to live |\n|---|---|---|---|---|---|"
+        "\n| keys | events read in | peak memory (reading; after the restart) | memory cap | state on disk | checkpoints | restart to live |\n|---|---|---|---|---|---|---|"
     );
     println!(
-        "| {keys_before} | {:.1} s | {peak:.0} MiB | {:.0} MiB | {checkpoint} | {:.1} s |",
+        "| {keys_before} | {:.1} s | {peak:.0} MiB; {peak_after:.0} MiB | {cap} | {:.0} MiB | {checkpoint} | {:.1} s |",
         read.as_secs_f64(),
         state as f64 / (1024.0 * 1024.0),
         to_live.as_secs_f64()

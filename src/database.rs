@@ -158,7 +158,7 @@ impl Database {
             }
         }
         if !writes.is_empty() {
-            self.store.commit(&writes)?;
+            self.store.commit(writes)?;
         }
         Ok(())
     }

@@ -19,38 +19,55 @@
 //! input is done) sends its final writes once; they count for every later
 //! epoch. When all have ended, a last epoch marks the job finished.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::error::{Error, Result};
 use crate::metrics::{JobMetrics, Part};
 use crate::state::checkpoint::{EpochRecord, JobKeys};
 use crate::state::{Store, Writes};
 
-/// How readers learn that a checkpoint was asked for.
+/// How readers learn that a checkpoint was asked for, and that they must
+/// wait before reading more.
 #[derive(Debug)]
 pub struct BarrierTrigger {
     requested: AtomicU64,
+    /// Participants holding more than their memory allows until a
+    /// checkpoint lets them evict (see [`MemoryPressure`]): while any does,
+    /// readers send barriers but read nothing.
+    holders: AtomicUsize,
 }
+
+/// How often a held reader looks for barriers.
+const HELD_POLL: Duration = Duration::from_millis(2);
 
 impl BarrierTrigger {
     pub fn new(last_committed: u64) -> Self {
         BarrierTrigger {
             requested: AtomicU64::new(last_committed),
+            holders: AtomicUsize::new(0),
         }
     }
 
     /// The epoch asked for, if newer than `seen` (which it then becomes).
-    /// Cheap: readers call it between batches.
+    /// Readers call it between batches: it returns at once, except while a
+    /// participant holds the sources, when it waits for a barrier to send
+    /// or for the hold to end.
     pub fn poll(&self, seen: &mut u64) -> Option<u64> {
-        let requested = self.requested.load(Ordering::Acquire);
-        (requested > *seen).then(|| {
-            *seen = requested;
-            requested
-        })
+        loop {
+            let requested = self.requested.load(Ordering::Acquire);
+            if requested > *seen {
+                *seen = requested;
+                return Some(requested);
+            }
+            if self.holders.load(Ordering::Acquire) == 0 {
+                return None;
+            }
+            std::thread::sleep(HELD_POLL);
+        }
     }
 
     /// The epoch readers start from (none newer is asked for yet).
@@ -77,11 +94,14 @@ enum Ack {
 
 /// How a participant (a pipeline or final aggregation instance) hands its
 /// writes to the coordinator.
-#[derive(Clone)]
 pub struct Acks {
     participant: usize,
     tx: mpsc::UnboundedSender<Ack>,
     settings: Arc<CheckpointSettings>,
+    cache_full: Arc<Notify>,
+    /// The last committed epoch.
+    committed: watch::Receiver<u64>,
+    trigger: Arc<BarrierTrigger>,
 }
 
 impl Acks {
@@ -89,6 +109,21 @@ impl Acks {
     /// need not gather its final writes (they would not be committed).
     pub fn saving(&self) -> bool {
         self.settings.interval().is_some()
+    }
+
+    /// How the participant keeps its memory bounded.
+    pub fn memory(&self) -> MemoryControl {
+        MemoryControl {
+            cache_full: self.cache_full.clone(),
+            asked: false,
+            commits: self.committed.clone(),
+            in_flight: None,
+            pressure: MemoryPressure {
+                trigger: self.trigger.clone(),
+                settings: self.settings.clone(),
+                held: false,
+            },
+        }
     }
 
     /// The participant's writes for `epoch`, taken at its barrier.
@@ -106,6 +141,89 @@ impl Acks {
             participant: self.participant,
             writes,
         });
+    }
+}
+
+/// How a participant keeps its memory bounded. Only rows a committed
+/// checkpoint has saved may leave memory, so:
+/// - when its rows take more than its cache, it asks for a checkpoint now
+///   rather than at the interval: the rate of checkpoints follows the rate
+///   of change;
+/// - when they take more than twice its cache, it holds the sources (see
+///   [`MemoryPressure`]) until a commit lets it evict;
+/// - it learns of each commit as it happens and evicts then, not at the
+///   next barrier.
+pub struct MemoryControl {
+    cache_full: Arc<Notify>,
+    /// Whether it asked for a checkpoint (once until it takes one).
+    asked: bool,
+    commits: watch::Receiver<u64>,
+    /// The epoch it wrote last, until it is committed.
+    in_flight: Option<u64>,
+    pressure: MemoryPressure,
+}
+
+impl MemoryControl {
+    /// Acts on the memory its rows take, as a share of its cache.
+    pub fn observe(&mut self, cache_use: f64) {
+        if cache_use > 1.0 && !self.asked {
+            self.cache_full.notify_one();
+            self.asked = true;
+        }
+        self.pressure.set(cache_use > 2.0);
+    }
+
+    /// It has written its state for `epoch`.
+    pub fn checkpointed(&mut self, epoch: u64) {
+        self.asked = false;
+        self.in_flight = Some(epoch);
+    }
+
+    /// Waits until the epoch it wrote last is committed (forever if there
+    /// is none): then what it wrote may leave memory.
+    pub async fn committed(&mut self) {
+        let Some(epoch) = self.in_flight else {
+            return std::future::pending().await;
+        };
+        if self.commits.wait_for(|c| *c >= epoch).await.is_err() {
+            // The coordinator is gone: the job is stopping.
+            return std::future::pending().await;
+        }
+        self.in_flight = None;
+    }
+}
+
+/// A participant's hold on its job's sources: while it holds more rows than
+/// a checkpoint can let go of soon (twice its cache), the readers stop
+/// reading, so memory stays bounded whatever the rate of change; barriers
+/// still flow, and the commit they lead to lets it evict and let go.
+pub struct MemoryPressure {
+    trigger: Arc<BarrierTrigger>,
+    settings: Arc<CheckpointSettings>,
+    held: bool,
+}
+
+impl MemoryPressure {
+    /// Holds the sources while `over` (and checkpoints are on: without them
+    /// nothing could ever be evicted, and holding would stop the job).
+    pub fn set(&mut self, over: bool) {
+        let hold = over && self.settings.interval().is_some();
+        if hold == self.held {
+            return;
+        }
+        self.held = hold;
+        if hold {
+            tracing::debug!("memory full: sources held until a checkpoint");
+            self.trigger.holders.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.trigger.holders.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for MemoryPressure {
+    fn drop(&mut self) {
+        self.set(false);
     }
 }
 
@@ -172,6 +290,8 @@ pub struct Coordinator {
     rx: mpsc::UnboundedReceiver<Ack>,
     /// Asks for a checkpoint now (graceful shutdown, savepoints).
     now: watch::Receiver<u64>,
+    /// Participants whose cache is full ask for one (see [`Acks::cache_full`]).
+    cache_full: Arc<Notify>,
     /// The last committed epoch, for those who wait on a checkpoint.
     committed: watch::Sender<u64>,
 }
@@ -218,16 +338,20 @@ impl Coordinator {
         CheckpointHandle,
     ) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let cache_full = Arc::new(Notify::new());
+        let trigger = Arc::new(BarrierTrigger::new(last_committed));
+        let (now_tx, now_rx) = watch::channel(0);
+        let (committed_tx, committed_rx) = watch::channel(last_committed);
         let acks = (0..participants)
             .map(|participant| Acks {
                 participant,
                 tx: tx.clone(),
                 settings: settings.clone(),
+                cache_full: cache_full.clone(),
+                committed: committed_rx.clone(),
+                trigger: trigger.clone(),
             })
             .collect();
-        let trigger = Arc::new(BarrierTrigger::new(last_committed));
-        let (now_tx, now_rx) = watch::channel(0);
-        let (committed_tx, committed_rx) = watch::channel(last_committed);
         let coordinator = Coordinator {
             keys,
             store,
@@ -238,6 +362,7 @@ impl Coordinator {
             metrics,
             rx,
             now: now_rx,
+            cache_full,
             committed: committed_tx,
         };
         let handle = CheckpointHandle {
@@ -273,6 +398,14 @@ impl Coordinator {
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()), if open.is_none() => {
                     if due.is_some_and(|d| Instant::now() >= d) {
+                        last_start = Instant::now();
+                        open = Some(self.open(last + 1, &mut carry));
+                    }
+                }
+                _ = self.cache_full.notified(), if open.is_none() => {
+                    // With checkpoints off nothing can be let go anyway.
+                    if self.settings.interval().is_some() {
+                        tracing::trace!(job = %self.metrics.name, "checkpoint early: a cache is full");
                         last_start = Instant::now();
                         open = Some(self.open(last + 1, &mut carry));
                     }
@@ -345,11 +478,59 @@ impl Coordinator {
         // The write (and its sync) blocks this thread, not the runtime: the
         // other operators go on meanwhile. It stays inside the task, so a
         // stopped job never commits afterwards.
-        tokio::task::block_in_place(|| self.store.commit(&writes))?;
+        tokio::task::block_in_place(|| self.store.commit(writes))?;
         let took = started.elapsed();
         m.record_checkpoint(epoch, took, bytes as u64);
         tracing::debug!(job = %m.name, epoch, bytes, ms = took.as_millis() as u64, finished, "checkpoint committed");
         let _ = self.committed.send(epoch);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pressure(trigger: &Arc<BarrierTrigger>, interval: Duration) -> MemoryPressure {
+        MemoryPressure {
+            trigger: trigger.clone(),
+            settings: Arc::new(CheckpointSettings::new(interval)),
+            held: false,
+        }
+    }
+
+    #[test]
+    fn a_held_source_waits_but_still_sends_barriers() {
+        let trigger = Arc::new(BarrierTrigger::new(0));
+        let mut seen = 0;
+        assert_eq!(trigger.poll(&mut seen), None, "not held: returns at once");
+        let mut full = pressure(&trigger, Duration::from_secs(1));
+        full.set(true);
+        // Held: poll returns only for a barrier...
+        let t = trigger.clone();
+        let asker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            t.request(1);
+        });
+        let started = Instant::now();
+        assert_eq!(trigger.poll(&mut seen), Some(1));
+        assert!(started.elapsed() >= Duration::from_millis(40));
+        asker.join().unwrap();
+        // ...or when the hold ends (here: the participant goes away).
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(full);
+        });
+        assert_eq!(trigger.poll(&mut seen), None);
+        releaser.join().unwrap();
+    }
+
+    #[test]
+    fn without_checkpoints_nothing_is_held() {
+        // Nothing could ever be evicted: holding would stop the job.
+        let trigger = Arc::new(BarrierTrigger::new(0));
+        let mut full = pressure(&trigger, Duration::ZERO);
+        full.set(true);
+        assert_eq!(trigger.poll(&mut 0), None);
     }
 }

@@ -432,20 +432,26 @@ async fn run_final(
     let mut aligning: Option<u64> = None;
     let mut barrier_from = vec![false; inputs];
     let mut waiting: VecDeque<Envelope> = VecDeque::new();
+    let mut memory = checkpoint.acks.memory();
     loop {
         let envelope = match waiting.pop_front() {
             Some(e) if aligning.is_none() => e,
-            Some(e) => {
-                waiting.push_front(e);
-                match input.recv().await {
-                    Some(e) => e,
-                    None => break,
+            front => {
+                if let Some(e) = front {
+                    waiting.push_front(e);
+                }
+                tokio::select! {
+                    next = input.recv() => match next {
+                        Some(e) => e,
+                        None => break,
+                    },
+                    () = memory.committed() => {
+                        operator.committed()?;
+                        memory.observe(operator.cache_use());
+                        continue;
+                    }
                 }
             }
-            None => match input.recv().await {
-                Some(e) => e,
-                None => break,
-            },
         };
         let from = envelope.from;
         if aligning.is_some() && barrier_from[from] {
@@ -456,6 +462,7 @@ async fn run_final(
             Message::Batch(batch) => {
                 watermarks.on_data(from);
                 operator.on_partial(batch)?;
+                memory.observe(operator.cache_use());
             }
             Message::Watermark(w) => {
                 if w == i64::MAX {
@@ -484,6 +491,7 @@ async fn run_final(
                 let mut writes = crate::state::Writes::default();
                 operator.checkpoint(&checkpoint.keys, checkpoint.instance, &mut writes)?;
                 checkpoint.acks.epoch(epoch, writes);
+                memory.checkpointed(epoch);
                 aligning = None;
                 barrier_from.fill(false);
             }

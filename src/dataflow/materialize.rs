@@ -75,6 +75,16 @@ impl Materialize {
         self.view.checkpoint(self.shard, writes)
     }
 
+    /// The memory its view shard takes, as a share of its cache.
+    pub fn cache_use(&self) -> f64 {
+        self.view.cache_use(self.shard)
+    }
+
+    /// Its shard's last checkpoint is committed.
+    pub fn committed(&self) -> Result<()> {
+        self.view.committed(self.shard)
+    }
+
     /// Appends rows to an append-only view.
     pub fn append(&self, batch: RecordBatch) -> Result<()> {
         let (parts, bad) = per_row_on_error(&batch, |b| apply_all(&self.post, b.clone()))?;

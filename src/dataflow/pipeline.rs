@@ -32,7 +32,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::connector::{SourceEvent, SPLIT_DONE};
-use crate::dataflow::checkpoint::{save_counters, Acks};
+use crate::dataflow::checkpoint::{save_counters, Acks, MemoryControl};
 use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::{Envelope, Message};
 use crate::dataflow::partial_aggregate::{route, PartialAggregate, MAX_PENDING_GROUPS};
@@ -111,6 +111,7 @@ pub struct Pipeline {
     restored: HashMap<String, i64>,
     keys: JobKeys,
     acks: Acks,
+    memory: MemoryControl,
 }
 
 impl Pipeline {
@@ -143,6 +144,7 @@ impl Pipeline {
             split_names: Vec::new(),
             restored,
             keys,
+            memory: acks.memory(),
             acks,
         }
     }
@@ -159,6 +161,12 @@ impl Pipeline {
                     None => break,
                 },
                 _ = tick.tick() => self.on_tick().await?,
+                () = self.memory.committed() => {
+                    if let Downstream::Append { out, .. } = &self.downstream {
+                        out.committed()?;
+                        self.memory.observe(out.cache_use());
+                    }
+                }
             }
         }
         // The source has ended: emit everything and close every window.
@@ -244,6 +252,7 @@ impl Pipeline {
                 self.flush().await?;
                 let writes = self.checkpoint(&positions, counted)?;
                 self.acks.epoch(epoch, writes);
+                self.memory.checkpointed(epoch);
                 self.send_all(Message::Barrier(epoch)).await;
                 // The owners count this instance active again after its
                 // barrier: say idle again if it still is.
@@ -322,7 +331,11 @@ impl Pipeline {
                 self.dead_letter_rows(split, bad);
                 Ok(())
             }
-            Downstream::Append { out, .. } => out.append(batch),
+            Downstream::Append { out, .. } => {
+                out.append(batch)?;
+                self.memory.observe(out.cache_use());
+                Ok(())
+            }
         }
     }
 

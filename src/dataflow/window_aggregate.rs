@@ -115,11 +115,23 @@ impl WindowAggregate {
         self.table.checkpoint(writes);
         writes.put(
             keys.aggregate_watermark(instance),
-            self.watermark.to_be_bytes().to_vec(),
+            self.watermark.to_be_bytes(),
         );
         let counted = self.out.counters().snapshot();
         save_counters(&self.metrics, Part::Final(instance), counted, keys, writes);
         self.out.checkpoint(writes)
+    }
+
+    /// The memory of its state or of its view shard, whichever is fuller,
+    /// as a share of its cache.
+    pub fn cache_use(&self) -> f64 {
+        self.table.cache_use().max(self.out.cache_use())
+    }
+
+    /// Its last checkpoint is committed: what it wrote may leave memory.
+    pub fn committed(&mut self) -> Result<()> {
+        self.table.committed();
+        self.out.committed()
     }
 
     /// The window (end) of each row of partial states.
@@ -269,8 +281,7 @@ impl WindowAggregate {
 
     /// Emits the final rows of a fired window.
     fn fire(&mut self, rows: WindowRows) -> Result<()> {
-        let entries: Vec<_> = rows.into_iter().collect();
-        for chunk in entries.chunks(FIRE_BATCH_ROWS) {
+        for chunk in rows.chunks(FIRE_BATCH_ROWS) {
             let n = chunk.len();
             let key_parser = self.keys.parser();
             let group_cols = self

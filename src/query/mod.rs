@@ -18,17 +18,20 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
 use datafusion::common::DataFusionError;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::TableType;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
+use futures::StreamExt;
 use sqlparser::ast;
 
 use crate::error::{Error, Result};
 use crate::metrics::{DeadLetter, JobMetrics};
-use crate::state::view::ViewStore;
+use crate::state::view::{ShardScan, ViewStore};
 
 /// What the query engine needs from the server: its relations and jobs.
 pub trait Relations: Send + Sync + 'static {
@@ -193,12 +196,75 @@ impl TableProvider for ViewTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let partitions = self.store.snapshot().map_err(DataFusionError::from)?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &partitions,
+        let partitions: Vec<Arc<dyn PartitionStream>> = self
+            .store
+            .scan()
+            .map_err(DataFusionError::from)?
+            .into_iter()
+            .map(|scan| -> Arc<dyn PartitionStream> {
+                Arc::new(ShardStream {
+                    schema: self.schema(),
+                    scan,
+                })
+            })
+            .collect();
+        Ok(Arc::new(StreamingTableExec::try_new(
             self.schema(),
-            projection.cloned(),
-        )?)
+            partitions,
+            projection,
+            Vec::new(),
+            false,
+            None,
+        )?))
+    }
+}
+
+/// One shard of a view as a stream: the rows in memory when the query
+/// began, then those only in the store, read batch by batch as the query
+/// pulls them (so a query over a view larger than memory stays bounded).
+struct ShardStream {
+    schema: SchemaRef,
+    scan: ShardScan,
+}
+
+impl fmt::Debug for ShardStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShardStream")
+            .field("batches", &self.scan.batches.len())
+            .field("stored", &self.scan.stored.is_some())
+            .finish()
+    }
+}
+
+impl PartitionStream for ShardStream {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let memory = futures::stream::iter(self.scan.batches.clone().into_iter().map(Ok));
+        let stored = futures::stream::unfold(
+            self.scan.stored.as_ref().map(|s| s.cursor()),
+            |cursor| async move {
+                let mut cursor = cursor?;
+                // Reading the store blocks: not on the runtime's threads.
+                let (cursor, next) = tokio::task::spawn_blocking(move || {
+                    let next = cursor.next_batch();
+                    (cursor, next)
+                })
+                .await
+                .ok()?;
+                match next {
+                    Ok(Some(batch)) => Some((Ok(batch), Some(cursor))),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(DataFusionError::from(e)), None)),
+                }
+            },
+        );
+        Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            memory.chain(stored),
+        ))
     }
 }
 

@@ -116,10 +116,10 @@ impl JobKeys {
         store.scan_state(&src, |k, v| {
             let mut key = dst.clone();
             key.extend_from_slice(&k[src.len()..]);
-            writes.put(key, v.to_vec());
+            writes.put(key, v);
             Ok(())
         })?;
-        store.commit(&writes)
+        store.commit(writes)
     }
 
     fn kind(&self, kind: u8) -> Vec<u8> {
@@ -201,7 +201,7 @@ impl JobKeys {
     pub fn delete_from(&self, store: &Store) -> Result<()> {
         let mut writes = Writes::default();
         self.delete_all(&mut writes);
-        store.commit(&writes)
+        store.commit(writes)
     }
 }
 
@@ -318,14 +318,14 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let (a, b) = (JobKeys::new(3), JobKeys::new(4));
         let mut w = Writes::default();
-        w.put(a.aggregate(0), b"s".to_vec());
-        w.put(a.epoch(), b"{}".to_vec());
-        w.put(b.view_row(1, b"k"), b"r".to_vec());
-        store.commit(&w).unwrap();
+        w.put(a.aggregate(0), b"s");
+        w.put(a.epoch(), b"{}");
+        w.put(b.view_row(1, b"k"), b"r");
+        store.commit(w).unwrap();
         assert_eq!(jobs_with_state(&store).unwrap(), vec![3, 4]);
         let mut w = Writes::default();
         a.delete_all(&mut w);
-        store.commit(&w).unwrap();
+        store.commit(w).unwrap();
         assert_eq!(jobs_with_state(&store).unwrap(), vec![4]);
     }
 }

@@ -10,6 +10,7 @@
 //! Only this module names `rocksdb`.
 
 pub mod checkpoint;
+pub mod index;
 pub mod table;
 pub mod view;
 
@@ -45,10 +46,22 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let cfs = [META_CF, STATE_CF]
-            .into_iter()
-            .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, rocksdb::Options::default()))
-            .collect::<Vec<_>>();
+        opts.set_db_write_buffer_size(96 << 20);
+        // State lookups mostly miss (a group seen for the first time, state
+        // beyond the cache): a bloom filter answers those without reading
+        // the files.
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        let mut state = rocksdb::Options::default();
+        state.set_block_based_table_factory(&table);
+        // Memtables hold a checkpoint's writes until they are flushed: cap
+        // them, so that memory is bounded by the state cache, not by them.
+        state.set_write_buffer_size(32 << 20);
+        state.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = vec![
+            rocksdb::ColumnFamilyDescriptor::new(META_CF, rocksdb::Options::default()),
+            rocksdb::ColumnFamilyDescriptor::new(STATE_CF, state),
+        ];
         let db = rocksdb::DB::open_cf_descriptors(&opts, &path, cfs).map_err(|e| {
             Error::external(format!(
                 "could not open the data directory \"{}\": {}",
@@ -111,15 +124,20 @@ impl Store {
     }
 
     /// Writes a set of changes to state atomically and durably: all of them
-    /// or, after a crash at any moment, none.
-    pub fn commit(&self, writes: &Writes) -> Result<()> {
+    /// or, after a crash at any moment, none. Each buffer of `writes` is let
+    /// go once copied, so the changes are not held twice.
+    pub fn commit(&self, writes: Writes) -> Result<()> {
         let cf = self.state();
-        let mut batch = rocksdb::WriteBatch::default();
-        for op in &writes.ops {
-            match op {
-                WriteOp::Put(k, v) => batch.put_cf(cf, k, v),
-                WriteOp::Delete(k) => batch.delete_cf(cf, k),
-                WriteOp::DeleteRange(from, to) => batch.delete_range_cf(cf, from, to),
+        // Each record adds a tag, a column family and two lengths.
+        let mut batch =
+            rocksdb::WriteBatch::with_capacity_bytes(writes.bytes() + 16 * writes.len() + 12);
+        for chunk in writes.chunks {
+            for (kind, key, value) in chunk.iter() {
+                match kind {
+                    OpKind::Put => batch.put_cf(cf, key, value),
+                    OpKind::Delete => batch.delete_cf(cf, key),
+                    OpKind::DeleteRange => batch.delete_range_cf(cf, key, value),
+                }
             }
         }
         let mut opts = rocksdb::WriteOptions::default();
@@ -144,10 +162,21 @@ impl Store {
     pub fn scan_state_while(
         &self,
         prefix: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        self.scan_state_from(prefix, prefix, f)
+    }
+
+    /// Like [`scan_state_while`](Self::scan_state_while), from the key
+    /// `from` on.
+    pub fn scan_state_from(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
         mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
         let snapshot = self.db.snapshot();
-        let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        let mode = rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward);
         for item in snapshot.iterator_cf(self.state(), mode) {
             let (k, v) =
                 item.map_err(|e| Error::external(format!("could not read saved state: {e}")))?;
@@ -200,49 +229,130 @@ impl Store {
 /// Changes to the `state` column family, committed together by
 /// [`Store::commit`]. Operators fill them at a checkpoint barrier; the
 /// checkpoint coordinator gathers those of a whole job into one.
+///
+/// Keys and values are copied into large buffers, so a change costs no
+/// allocation of its own, and gathering moves buffers rather than copying
+/// them. RocksDB inserts changes fastest in key order: operators write
+/// theirs sorted.
 #[derive(Debug, Default)]
 pub struct Writes {
-    ops: Vec<WriteOp>,
+    /// Filled one after the other; only the last one grows.
+    chunks: Vec<Chunk>,
     bytes: usize,
+    len: usize,
 }
 
-#[derive(Debug)]
-enum WriteOp {
-    Put(Vec<u8>, Vec<u8>),
-    Delete(Vec<u8>),
-    /// Every key in [from, to).
-    DeleteRange(Vec<u8>, Vec<u8>),
+/// Bytes of keys and values per chunk (a larger change gets a chunk of its
+/// own size).
+const CHUNK_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Default)]
+struct Chunk {
+    data: Vec<u8>,
+    ops: Vec<WriteOp>,
+}
+
+impl Chunk {
+    /// The changes in order: kind, key, value (the range's end for a range
+    /// delete).
+    fn iter(&self) -> impl Iterator<Item = (OpKind, &[u8], &[u8])> {
+        self.ops.iter().map(|op| {
+            let at = op.at as usize;
+            let key_end = at + op.key_len as usize;
+            (
+                op.kind,
+                &self.data[at..key_end],
+                &self.data[key_end..key_end + op.value_len as usize],
+            )
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum OpKind {
+    Put,
+    Delete,
+    /// Every key in [key, value).
+    DeleteRange,
+}
+
+/// A change: its kind, and where its key and value are in its chunk's data
+/// (the value follows the key).
+#[derive(Debug, Clone, Copy)]
+struct WriteOp {
+    kind: OpKind,
+    at: u32,
+    key_len: u32,
+    value_len: u32,
 }
 
 impl Writes {
-    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.bytes += key.len() + value.len();
-        self.ops.push(WriteOp::Put(key, value));
+    fn push(&mut self, kind: OpKind, key: &[&[u8]], value: &[u8]) {
+        let size = key.iter().map(|p| p.len()).sum::<usize>() + value.len();
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|c| c.data.len() + size <= c.data.capacity());
+        if !fits {
+            self.chunks.push(Chunk {
+                data: Vec::with_capacity(size.max(CHUNK_BYTES)),
+                ops: Vec::with_capacity(CHUNK_BYTES / 64),
+            });
+        }
+        let chunk = self.chunks.last_mut().expect("a chunk was just made");
+        let at = chunk.data.len();
+        for part in key {
+            chunk.data.extend_from_slice(part);
+        }
+        let key_len = chunk.data.len() - at;
+        chunk.data.extend_from_slice(value);
+        chunk.ops.push(WriteOp {
+            kind,
+            at: at as u32,
+            key_len: key_len as u32,
+            value_len: value.len() as u32,
+        });
+        self.bytes += size;
+        self.len += 1;
     }
 
-    pub fn delete(&mut self, key: Vec<u8>) {
-        self.bytes += key.len();
-        self.ops.push(WriteOp::Delete(key));
+    pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.push(OpKind::Put, &[key.as_ref()], value.as_ref());
+    }
+
+    /// Puts under the key made of `key_parts` one after the other.
+    pub fn put_parts(&mut self, key_parts: &[&[u8]], value: &[u8]) {
+        self.push(OpKind::Put, key_parts, value);
+    }
+
+    pub fn delete(&mut self, key: impl AsRef<[u8]>) {
+        self.push(OpKind::Delete, &[key.as_ref()], &[]);
+    }
+
+    /// Deletes the key made of `key_parts`.
+    pub fn delete_parts(&mut self, key_parts: &[&[u8]]) {
+        self.push(OpKind::Delete, key_parts, &[]);
     }
 
     /// Deletes every key in [from, to).
-    pub fn delete_range(&mut self, from: Vec<u8>, to: Vec<u8>) {
-        self.bytes += from.len() + to.len();
-        self.ops.push(WriteOp::DeleteRange(from, to));
+    pub fn delete_range(&mut self, from: impl AsRef<[u8]>, to: impl AsRef<[u8]>) {
+        self.push(OpKind::DeleteRange, &[from.as_ref()], to.as_ref());
     }
 
-    /// Adds `other`'s changes after these.
+    /// Adds `other`'s changes after these (moving its buffers, not copying
+    /// them).
     pub fn append(&mut self, other: Writes) {
         self.bytes += other.bytes;
-        self.ops.extend(other.ops);
+        self.len += other.len;
+        self.chunks.extend(other.chunks);
     }
 
     pub fn len(&self) -> usize {
-        self.ops.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.len == 0
     }
 
     /// The size of the keys and values written.
@@ -283,14 +393,14 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         let mut w = Writes::default();
         for k in [b"a1", b"a2", b"a3", b"b1"] {
-            w.put(k.to_vec(), b"v".to_vec());
+            w.put(k, b"v");
         }
-        s.commit(&w).unwrap();
+        s.commit(w).unwrap();
         let mut w = Writes::default();
-        w.delete_range(b"a2".to_vec(), b"a4".to_vec());
-        w.delete(b"b1".to_vec());
-        w.put(b"a9".to_vec(), b"w".to_vec());
-        s.commit(&w).unwrap();
+        w.delete_range(b"a2", b"a4");
+        w.delete(b"b1");
+        w.put(b"a9", b"w");
+        s.commit(w).unwrap();
         let mut seen = Vec::new();
         s.scan_state(b"a", |k, v| {
             seen.push((k.to_vec(), v.to_vec()));

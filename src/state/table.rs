@@ -16,28 +16,29 @@
 //! Without checkpoints nothing is ever committed, so nothing is evicted:
 //! state larger than memory needs checkpoints.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::error::Result;
 use crate::state::checkpoint::{window_bytes, window_from};
+use crate::state::index::{hash_key, KeyIndex, KeyLog, Saved};
 use crate::state::{Store, Writes};
 
 /// Rows are grouped by this: a window's end, or `i64::MAX` for state that
 /// never expires.
 pub type WindowId = i64;
 
-/// The rows of one window: encoded key -> encoded value.
-pub type WindowRows = HashMap<Box<[u8]>, Box<[u8]>, foldhash::fast::RandomState>;
+/// Rows taken out of a table: (encoded key, encoded value).
+pub type WindowRows = Vec<(Box<[u8]>, Box<[u8]>)>;
 
-type KeySet = HashSet<Box<[u8]>, foldhash::fast::RandomState>;
-
-/// What a row costs in memory besides its bytes (map entry, boxes).
-const ROW_OVERHEAD: usize = 64;
+/// What a row costs in memory besides its bytes: its index entry (48 bytes
+/// at the hash table's usual load), the rounding of its two allocations,
+/// and its share of the change log.
+const ROW_OVERHEAD: usize = 112;
 
 #[derive(Default)]
 struct Window {
-    rows: WindowRows,
+    rows: KeyIndex<Box<[u8]>>,
     /// Some rows of the window are in the store only.
     spilled: bool,
 }
@@ -47,12 +48,12 @@ pub struct StateTable {
     /// Rows in memory, and their size.
     rows: usize,
     bytes: usize,
-    /// Keys written since the last checkpoint, by window.
-    dirty: HashMap<WindowId, KeySet>,
-    /// Keys the last checkpoint wrote (committed when the next comes).
-    in_flight: HashMap<WindowId, KeySet>,
     /// Windows removed since the last checkpoint.
     removed: Vec<WindowId>,
+    /// Keys changed since the last checkpoint, and those the last one wrote
+    /// (committed when the next comes), by window.
+    changed: KeyLog,
+    in_flight: KeyLog,
     /// Where the committed rows are, and under which prefix.
     store: Option<Arc<Store>>,
     prefix: Vec<u8>,
@@ -73,9 +74,9 @@ impl StateTable {
             windows: BTreeMap::new(),
             rows: 0,
             bytes: 0,
-            dirty: HashMap::new(),
-            in_flight: HashMap::new(),
             removed: Vec::new(),
+            changed: KeyLog::default(),
+            in_flight: KeyLog::default(),
             store,
             prefix,
             cache_bytes,
@@ -95,24 +96,38 @@ impl StateTable {
             table.windows.insert(
                 window,
                 Window {
-                    rows: WindowRows::default(),
                     spilled: true,
+                    ..Window::default()
                 },
             );
             let Some(next) = window.checked_add(1) else {
                 break;
             };
-            from = table.key(next, &[]);
+            from = table.window_prefix(next);
         }
         Ok(table)
     }
 
-    fn key(&self, window: WindowId, key: &[u8]) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.prefix.len() + 8 + key.len());
+    fn window_prefix(&self, window: WindowId) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.prefix.len() + 8);
         k.extend_from_slice(&self.prefix);
         k.extend_from_slice(&window_bytes(window));
+        k
+    }
+
+    fn key(&self, window: WindowId, key: &[u8]) -> Vec<u8> {
+        let mut k = self.window_prefix(window);
         k.extend_from_slice(key);
         k
+    }
+
+    /// The memory its rows take, as a share of its cache (0 without a
+    /// store: then nothing can be evicted, and nothing is measured).
+    pub fn cache_use(&self) -> f64 {
+        match self.store {
+            Some(_) => self.bytes as f64 / self.cache_bytes.max(1) as f64,
+            None => 0.0,
+        }
     }
 
     /// Rows in memory.
@@ -136,7 +151,7 @@ impl StateTable {
         let mut missing: Vec<(WindowId, Vec<u8>)> = Vec::new();
         for (window, key) in wanted {
             if let Some(w) = self.windows.get(&window) {
-                if w.spilled && !w.rows.contains_key(key) {
+                if w.spilled && w.rows.get(hash_key(key), key).is_none() {
                     missing.push((window, self.key(window, key)));
                 }
             }
@@ -148,7 +163,7 @@ impl StateTable {
         for ((window, key), value) in missing.into_iter().zip(found) {
             if let Some(value) = value {
                 let row_key = &key[self.prefix.len() + 8..];
-                self.insert(window, row_key, &value);
+                self.insert(window, row_key, &value, Saved::Committed);
             }
         }
         Ok(())
@@ -156,31 +171,40 @@ impl StateTable {
 
     /// The row, if it is in memory (see [`fetch`](Self::fetch)).
     pub fn get(&self, window: WindowId, key: &[u8]) -> Option<&[u8]> {
-        self.windows.get(&window)?.rows.get(key).map(|v| v.as_ref())
+        self.windows
+            .get(&window)?
+            .rows
+            .get(hash_key(key), key)
+            .map(|e| e.value.as_ref())
     }
 
     pub fn put(&mut self, window: WindowId, key: &[u8], value: &[u8]) {
-        let dirty = self.dirty.entry(window).or_default();
-        if !dirty.contains(key) {
-            dirty.insert(Box::from(key));
-        }
-        self.insert(window, key, value);
+        self.insert(window, key, value, Saved::Dirty);
     }
 
-    /// Puts a row in memory without marking it changed.
-    fn insert(&mut self, window: WindowId, key: &[u8], value: &[u8]) {
-        let rows = &mut self.windows.entry(window).or_default().rows;
-        match rows.get_mut(key) {
-            Some(old) if old.len() == value.len() => old.copy_from_slice(value),
-            Some(old) => {
-                self.bytes = self.bytes + value.len() - old.len();
-                *old = Box::from(value);
+    /// Puts a row in memory; `Saved::Dirty` marks it changed.
+    fn insert(&mut self, window: WindowId, key: &[u8], value: &[u8], saved: Saved) {
+        let w = self.windows.entry(window).or_default();
+        let hash = hash_key(key);
+        let (e, new) = w.rows.entry(hash, key, saved, || Box::from(value));
+        if new {
+            self.rows += 1;
+            self.bytes += key.len() + value.len() + ROW_OVERHEAD;
+            if saved == Saved::Dirty {
+                self.changed.push(window, hash, key);
+                self.changed.bound(self.rows);
             }
-            None => {
-                rows.insert(Box::from(key), Box::from(value));
-                self.rows += 1;
-                self.bytes += key.len() + value.len() + ROW_OVERHEAD;
-            }
+            return;
+        }
+        if e.value.len() == value.len() {
+            e.value.copy_from_slice(value);
+        } else {
+            self.bytes = self.bytes + value.len() - e.value.len();
+            e.value = Box::from(value);
+        }
+        if saved == Saved::Dirty {
+            e.mark_dirty(&mut self.changed, window);
+            self.changed.bound(self.rows);
         }
     }
 
@@ -192,36 +216,60 @@ impl StateTable {
     /// Removes and returns a window's rows (reading those only in the
     /// store).
     pub fn take_window(&mut self, window: WindowId) -> Result<WindowRows> {
-        let Window { mut rows, spilled } = self.windows.remove(&window).unwrap_or_default();
+        let Window { rows, spilled } = self.windows.remove(&window).unwrap_or_default();
         self.rows -= rows.len();
         self.bytes -= rows
             .iter()
-            .map(|(k, v)| k.len() + v.len() + ROW_OVERHEAD)
+            .map(|e| e.key.len() + e.value.len() + ROW_OVERHEAD)
             .sum::<usize>();
+        let mut out: WindowRows = Vec::with_capacity(rows.len());
         if spilled {
             if let Some(store) = &self.store {
-                let prefix = self.key(window, &[]);
+                let prefix = self.window_prefix(window);
                 store.scan_state(&prefix, |k, v| {
                     let key = &k[prefix.len()..];
-                    if !rows.contains_key(key) {
-                        rows.insert(Box::from(key), Box::from(v));
+                    if rows.get(hash_key(key), key).is_none() {
+                        out.push((Box::from(key), Box::from(v)));
                     }
                     Ok(())
                 })?;
             }
         }
-        self.dirty.remove(&window);
-        self.in_flight.remove(&window);
+        out.extend(rows.into_entries().map(|e| (e.key, e.value)));
         self.removed.push(window);
-        Ok(rows)
+        Ok(out)
     }
 
-    /// Writes what changed since the last checkpoint.
+    /// The last checkpoint is committed: the rows it wrote may leave memory
+    /// (and some do, if memory holds more than the cache).
+    pub fn committed(&mut self) {
+        self.mark_committed();
+        self.evict();
+    }
+
+    fn mark_committed(&mut self) {
+        for (k, key) in self.in_flight.iter() {
+            if let Some(e) = self
+                .windows
+                .get_mut(&k.group)
+                .and_then(|w| w.rows.get_mut(k.hash, key))
+            {
+                if e.saved == Saved::InFlight {
+                    e.saved = Saved::Committed;
+                }
+            }
+        }
+        self.in_flight.clear();
+    }
+
+    /// Writes what changed since the last checkpoint, in key order. The
+    /// last checkpoint must be committed (one is in flight at a time).
     pub fn checkpoint(&mut self, writes: &mut Writes) {
+        self.mark_committed();
         for window in std::mem::take(&mut self.removed) {
-            let from = self.key(window, &[]);
+            let from = self.window_prefix(window);
             let to = match window.checked_add(1) {
-                Some(next) => self.key(next, &[]),
+                Some(next) => self.window_prefix(next),
                 None => {
                     let mut end = self.prefix.clone();
                     end.extend_from_slice(&[0xff; 9]);
@@ -230,19 +278,26 @@ impl StateTable {
             };
             writes.delete_range(from, to);
         }
-        // The previous checkpoint is committed now: its rows may go.
-        self.in_flight.clear();
-        for (window, keys) in std::mem::take(&mut self.dirty) {
-            let Some(w) = self.windows.get(&window) else {
+        self.changed
+            .rebuild(self.windows.iter().map(|(id, w)| (*id, &w.rows)));
+        // Rows of windows fired since are gone: their keys are skipped.
+        for k in self.changed.sorted() {
+            let key = self.changed.key(&k);
+            let Some(e) = self
+                .windows
+                .get_mut(&k.group)
+                .and_then(|w| w.rows.get_mut(k.hash, key))
+            else {
                 continue;
             };
-            for key in &keys {
-                if let Some(value) = w.rows.get(key) {
-                    writes.put(self.key(window, key), value.to_vec());
-                }
+            if e.saved != Saved::Dirty {
+                continue;
             }
-            self.in_flight.insert(window, keys);
+            e.saved = Saved::InFlight;
+            writes.put_parts(&[&self.prefix, &window_bytes(k.group), key], &e.value);
         }
+        std::mem::swap(&mut self.changed, &mut self.in_flight);
+        self.changed.clear();
         self.evict();
     }
 
@@ -253,20 +308,17 @@ impl StateTable {
             return;
         }
         let target = self.cache_bytes / 4 * 3;
-        let empty = KeySet::default();
         for (id, window) in self.windows.iter_mut() {
             if self.bytes <= target {
                 break;
             }
-            let dirty = self.dirty.get(id).unwrap_or(&empty);
-            let in_flight = self.in_flight.get(id).unwrap_or(&empty);
             let before = window.rows.len();
             let mut freed = 0;
-            window.rows.retain(|k, v| {
-                if self.bytes - freed <= target || dirty.contains(k) || in_flight.contains(k) {
+            window.rows.retain(|e| {
+                if self.bytes - freed <= target || e.saved != Saved::Committed {
                     return true;
                 }
-                freed += k.len() + v.len() + ROW_OVERHEAD;
+                freed += e.key.len() + e.value.len() + ROW_OVERHEAD;
                 false
             });
             if window.rows.len() < before {
@@ -305,8 +357,9 @@ mod tests {
     fn commit(t: &mut StateTable, store: &Store) -> usize {
         let mut w = Writes::default();
         t.checkpoint(&mut w);
-        store.commit(&w).unwrap();
-        w.len()
+        let n = w.len();
+        store.commit(w).unwrap();
+        n
     }
 
     #[test]
@@ -358,6 +411,7 @@ mod tests {
         }
         let all = t.take_window(1).unwrap();
         assert_eq!(all.len(), 100);
-        assert_eq!(all.get(&key(7)[..]).map(|v| &v[..]), Some(&b"v2"[..]));
+        let seven = all.iter().find(|(k, _)| k[..] == key(7)[..]);
+        assert_eq!(seven.map(|(_, v)| &v[..]), Some(&b"v2"[..]));
     }
 }
