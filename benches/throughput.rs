@@ -8,6 +8,7 @@
 //! `CHECKPOINT_INTERVAL` (server, default 1s; 0 for none), `STATE_CACHE`
 //! (server, default 1GiB). `RECOVERY=1`
 //! runs the recovery benchmark instead (see `recovery_benchmark`).
+//! `LIVE=1` runs the live benchmark instead (see `live_benchmark`).
 //! `MEMORY_LIMIT=512MiB` runs the server in a memory cgroup with that cap
 //! (Linux cgroup v1, as root): the kernel kills it if it goes over.
 //!
@@ -80,6 +81,24 @@ fn data_file(events: usize, keys: usize) -> PathBuf {
     path
 }
 
+/// The CPU time a process has used so far (user + system), in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) and its ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // utime and stime are fields 14 and 15 of stat: 11 and 12 after ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn peak_memory_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -108,6 +127,9 @@ struct Result {
     events: usize,
     seconds: f64,
     peak_mib: f64,
+    /// The server's CPU time (user + system) until the result was complete:
+    /// steadier than events/s on a shared machine.
+    cpu_seconds: f64,
     final_delay_ms: Option<f64>,
     /// From producing an event to seeing it in a continuously updated view.
     freshness_ms: Option<f64>,
@@ -220,6 +242,7 @@ async fn file_benchmark(events: usize, keys: usize) -> Result {
     execute(&client, VIEW).await;
     common::wait_finished(&client, "kpi").await;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(server.pid());
     let total = total_calls(&client).await;
     assert_eq!(total as usize, events, "every event counted exactly once");
     Result {
@@ -227,6 +250,7 @@ async fn file_benchmark(events: usize, keys: usize) -> Result {
         events,
         seconds,
         peak_mib: peak_memory_mib(server.pid()),
+        cpu_seconds: cpu,
         final_delay_ms: None,
         freshness_ms: None,
         checkpoints: checkpoints_of(&client, "kpi").await,
@@ -426,6 +450,7 @@ async fn kafka_benchmark(events: usize, keys: usize) -> Result {
         }
     }
     let final_delay_ms = sent.elapsed().as_secs_f64() * 1000.0;
+    let cpu = cpu_seconds(server.pid());
     let checkpoints = checkpoints_of(&client, "kpi").await;
 
     // Freshness: an event's way from the producer to a query, through a
@@ -468,9 +493,55 @@ async fn kafka_benchmark(events: usize, keys: usize) -> Result {
         events,
         seconds,
         peak_mib: peak_memory_mib(server.pid()),
+        cpu_seconds: cpu,
         final_delay_ms: Some(final_delay_ms),
         freshness_ms: Some(delays[delays.len() / 2]),
         checkpoints,
+    }
+}
+
+/// Live: a datagen source at `LIVE_RATE` events/s (default 200000) for
+/// `LIVE_SECONDS` (default 30), event time moving with the clock, into the
+/// KPI view updated continuously; once without checkpoints, once with one
+/// every second. Reports the server's CPU time per million events: what
+/// checkpoints cost when they save what a second of live data changes.
+async fn live_benchmark() {
+    let rate = env("LIVE_RATE", 200_000);
+    let seconds = env("LIVE_SECONDS", 30);
+    println!("\n| checkpoints | events | CPU s per M events | peak memory | checkpoint (last) |\n|---|---|---|---|---|");
+    for interval in ["0", "1s"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let server = TestServer::start_in(
+            &tmp.path().join("data"),
+            &["--checkpoint-interval", interval],
+        );
+        let client = server.client().await;
+        execute(
+            &client,
+            &format!(
+                "CREATE TABLE calls WITH ('connector' = 'datagen', 'rows-per-second' = '{rate}', 'number-of-rows' = '{}')",
+                rate * seconds
+            ),
+        )
+        .await;
+        execute(
+            &client,
+            "CREATE MATERIALIZED VIEW kpi AS
+             SELECT window_start, window_end, cell_id, COUNT(*) AS calls,
+                    COUNT(*) FILTER (WHERE status <> 'ok') AS failures, AVG(duration_ms) AS avg_ms
+             FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+             GROUP BY window_start, window_end, cell_id",
+        )
+        .await;
+        common::wait_finished(&client, "kpi").await;
+        let cpu = cpu_seconds(server.pid());
+        let events = rate * seconds;
+        println!(
+            "| {interval} | {events} | {:.2} | {:.0} MiB | {} |",
+            cpu / (events as f64 / 1e6),
+            peak_memory_mib(server.pid()),
+            checkpoints_of(&client, "kpi").await
+        );
     }
 }
 
@@ -489,25 +560,30 @@ fn main() {
         runtime.block_on(recovery_benchmark(events, keys));
         return;
     }
+    if std::env::var("LIVE").is_ok() {
+        runtime.block_on(live_benchmark());
+        return;
+    }
     let mut results = vec![runtime.block_on(file_benchmark(events, keys))];
     if std::env::var("SKIP_KAFKA").is_err() {
         results.push(runtime.block_on(kafka_benchmark(events, keys)));
     }
     println!(
-        "\n| source | events | seconds | events/s | peak memory | final watermark to result | event to query (median) | checkpoints |"
+        "\n| source | events | seconds | events/s | CPU s per M events | peak memory | final watermark to result | event to query (median) | checkpoints |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let ms = |v: Option<f64>| {
         v.map(|d| format!("{d:.0} ms"))
             .unwrap_or_else(|| "n/a".into())
     };
     for r in results {
         println!(
-            "| {} | {} | {:.2} | {:.0} | {:.0} MiB | {} | {} | {} |",
+            "| {} | {} | {:.2} | {:.0} | {:.2} | {:.0} MiB | {} | {} | {} |",
             r.name,
             r.events,
             r.seconds,
             r.events as f64 / r.seconds,
+            r.cpu_seconds / (r.events as f64 / 1e6),
             r.peak_mib,
             ms(r.final_delay_ms),
             ms(r.freshness_ms),

@@ -309,8 +309,10 @@ impl Database {
                     _ => {}
                 }
                 self.checkpoint_view(name).await?;
-                self.stop_job(name).await;
+                // Marked first: if the store cannot be written, the view
+                // goes on as it was.
                 self.store.put_meta(&paused_key(id), b"paused")?;
+                self.stop_job(name).await;
                 let job = self.start_job(plan, id, true)?;
                 self.jobs.lock().insert(name.to_string(), job);
                 tracing::info!(view = %name, "paused");
@@ -319,8 +321,8 @@ impl Database {
                 if matches!(status, Some(JobStatus::Running | JobStatus::Finished)) {
                     return Ok(());
                 }
-                self.stop_job(name).await;
                 self.store.delete_meta(&paused_key(id))?;
+                self.stop_job(name).await;
                 let job = self.start_job(plan, id, false)?;
                 self.jobs.lock().insert(name.to_string(), job);
                 tracing::info!(view = %name, "resumed");
@@ -340,8 +342,18 @@ impl Database {
                     .with_hint("a savepoint can start a view defined by the same statement"));
                 }
                 self.stop_job(name).await;
-                JobKeys::copy(&self.store, JobKeys::savepoint(record.id), JobKeys::new(id))?;
-                self.store.delete_meta(&paused_key(id))?;
+                let copied =
+                    JobKeys::copy(&self.store, JobKeys::savepoint(record.id), JobKeys::new(id))
+                        .and_then(|()| self.store.delete_meta(&paused_key(id)));
+                if let Err(e) = copied {
+                    // The copy is one atomic write: the view's state is
+                    // either the savepoint's or its own. It comes back
+                    // paused, as the failed statement leaves it.
+                    let _ = self.store.put_meta(&paused_key(id), b"paused");
+                    let job = self.start_job(plan, id, true)?;
+                    self.jobs.lock().insert(name.to_string(), job);
+                    return Err(e);
+                }
                 let job = self.start_job(plan, id, false)?;
                 self.jobs.lock().insert(name.to_string(), job);
                 tracing::info!(view = %name, %savepoint, epoch = record.epoch, "resumed from savepoint");

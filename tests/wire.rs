@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{execute, rows, wait_finished, TestServer};
+use common::{execute, job_status, rows, wait_finished, wait_until, TestServer};
 use tokio_postgres::types::Type;
 
 const CALLS: &str = "CREATE TABLE calls (
@@ -384,4 +384,170 @@ async fn a_corrupt_data_dir_is_refused_at_start_and_left_alone() {
     );
     // Nothing was reset: the damaged file is as it was.
     assert_eq!(std::fs::read(&current).unwrap(), b"MANIFEST-999999\n");
+}
+
+/// A small file system of its own (tmpfs), so that a test can fill it or
+/// make it read-only; unmounted when dropped. None where this process may
+/// not mount (then the tests that need one say so and skip).
+struct SmallDisk {
+    path: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: this test needs to mount a tmpfs (root, and mount allowed)");
+            return None;
+        }
+        Some(SmallDisk { path, _tmp: tmp })
+    }
+
+    fn remount(&self, mode: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount {mode}");
+    }
+
+    /// Fills the disk with one file; returns it.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![7u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_or_read_only_disk_is_refused_at_start_and_nothing_is_lost() {
+    let Some(disk) = SmallDisk::mount("32m") else {
+        return;
+    };
+    let dir = disk.path.join("data");
+    let query = "SELECT * FROM kpi ORDER BY window_start, cell_id";
+    let before = {
+        let mut server = TestServer::start_in(&dir, &[]);
+        let client = server.client().await;
+        execute(&client, &calls_sql()).await;
+        execute(&client, KPI).await;
+        wait_finished(&client, "kpi").await;
+        let before = rows(&client, query).await;
+        assert!(!before.is_empty());
+        assert!(server.stop());
+        before
+    };
+    // No space left: refused with the reason, and the data left alone.
+    let filler = disk.fill();
+    let err = refused_start(&dir);
+    assert!(
+        err.contains("could not open the data directory") && err.contains("no space left"),
+        "a clear error: {err}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    // Read-only (as when permissions are missing): refused likewise.
+    disk.remount("ro");
+    let err = refused_start(&dir);
+    assert!(
+        err.contains("could not") && err.contains("read-only file system"),
+        "a clear error: {err}"
+    );
+    disk.remount("rw");
+    // Once the disk is writable again, everything is there.
+    let server = TestServer::start_in(&dir, &[]);
+    let client = server.client().await;
+    assert_eq!(rows(&client, query).await, before);
+}
+
+/// The counted rows of a job and the calls its view adds up to.
+async fn counted_and_summed(client: &tokio_postgres::Client) -> (i64, i64) {
+    let jobs = rows(
+        client,
+        "SELECT rows_in - late_rows - bad_rows FROM sluice.jobs WHERE name = 'kpi'",
+    )
+    .await;
+    let sum = rows(client, "SELECT COALESCE(SUM(calls), 0) FROM kpi").await;
+    (jobs[0][0].parse().unwrap(), sum[0][0].parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_full_while_running_fails_the_view_clearly_and_a_restart_goes_on() {
+    let Some(disk) = SmallDisk::mount("32m") else {
+        return;
+    };
+    let dir = disk.path.join("data");
+    let flags = ["--checkpoint-interval", "100ms"];
+    let mut server = TestServer::start_in(&dir, &flags);
+    let client = server.client().await;
+    execute(
+        &client,
+        "CREATE TABLE calls WITH ('connector' = 'datagen', 'rows-per-second' = '20000')",
+    )
+    .await;
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW kpi AS SELECT window_start, cell_id, COUNT(*) AS calls
+         FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+         GROUP BY window_start, window_end, cell_id",
+    )
+    .await;
+    let epoch = "SELECT checkpoint_epoch FROM sluice.jobs WHERE name = 'kpi'";
+    wait_until(Duration::from_secs(30), "two checkpoints", || async {
+        rows(&client, epoch).await[0][0].parse::<u64>().unwrap() >= 2
+    })
+    .await;
+    let filler = disk.fill();
+    // The view fails with the reason, and keeps its rows.
+    wait_until(Duration::from_secs(30), "the view to fail", || async {
+        job_status(&client, "kpi").await.0 == "failed"
+    })
+    .await;
+    let error = job_status(&client, "kpi").await.1.unwrap_or_default();
+    assert!(
+        error.contains("could not commit a checkpoint") && error.contains("no space left"),
+        "{error}"
+    );
+    assert!(!rows(&client, "SELECT * FROM kpi LIMIT 1").await.is_empty());
+    // A statement that must write fails clearly and changes nothing.
+    let err = client
+        .simple_query("ALTER MATERIALIZED VIEW kpi RESUME")
+        .await
+        .expect_err("the store cannot be written");
+    let message = common::describe_error(&err);
+    assert!(message.contains("no space left"), "{message}");
+    assert_eq!(job_status(&client, "kpi").await.0, "failed");
+    // With space again, a restart goes on from the last checkpoint, and
+    // what the view adds up to is exactly what its job counted.
+    std::fs::remove_file(&filler).unwrap();
+    server.stop();
+    let server = TestServer::start_in(&dir, &flags);
+    let client = server.client().await;
+    let restored = rows(&client, epoch).await[0][0].parse::<u64>().unwrap();
+    wait_until(Duration::from_secs(30), "new checkpoints", || async {
+        rows(&client, epoch).await[0][0].parse::<u64>().unwrap() >= restored + 2
+    })
+    .await;
+    execute(&client, "ALTER MATERIALIZED VIEW kpi PAUSE").await;
+    let (counted, summed) = counted_and_summed(&client).await;
+    assert!(counted > 0);
+    assert_eq!(summed, counted, "every counted row is in the view, once");
 }

@@ -385,8 +385,9 @@ impl Coordinator {
         loop {
             if ended.iter().all(|e| *e) && open.is_none() {
                 // With checkpoints off nothing is saved, not even the end.
+                // (No barrier: the duration reported is the commit's.)
                 if self.settings.interval().is_some() {
-                    self.commit(last + 1, carry, true, last_start)?;
+                    self.commit(last + 1, carry, true, Instant::now())?;
                 }
                 return Ok(());
             }

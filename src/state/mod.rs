@@ -57,7 +57,11 @@ impl Store {
         // Memtables hold a checkpoint's writes until they are flushed: cap
         // them, so that memory is bounded by the state cache, not by them.
         state.set_write_buffer_size(32 << 20);
-        state.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // Fresh data (flushes, the first compactions) is written
+        // uncompressed: checkpoints cost less CPU; older levels, where most
+        // bytes end up, are compressed.
+        use rocksdb::DBCompressionType::{Lz4, None as Plain};
+        state.set_compression_per_level(&[Plain, Plain, Lz4, Lz4, Lz4, Lz4, Lz4]);
         let cfs = vec![
             rocksdb::ColumnFamilyDescriptor::new(META_CF, rocksdb::Options::default()),
             rocksdb::ColumnFamilyDescriptor::new(STATE_CF, state),
@@ -66,7 +70,7 @@ impl Store {
             Error::external(format!(
                 "could not open the data directory \"{}\": {}",
                 dir.display(),
-                crate::error::postgres_style(e.as_ref())
+                reason(&e)
             ))
         })?;
         let store = Store { db, path };
@@ -95,9 +99,12 @@ impl Store {
     }
 
     pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.db
-            .get_cf(self.meta(), key)
-            .map_err(|e| Error::external(format!("could not read \"{key}\" from the store: {e}")))
+        self.db.get_cf(self.meta(), key).map_err(|e| {
+            Error::external(format!(
+                "could not read \"{key}\" from the store: {}",
+                reason(&e)
+            ))
+        })
     }
 
     /// Writes a key durably (the write-ahead log is synced).
@@ -106,15 +113,23 @@ impl Store {
         opts.set_sync(true);
         self.db
             .put_cf_opt(self.meta(), key, value, &opts)
-            .map_err(|e| Error::external(format!("could not write \"{key}\" to the store: {e}")))
+            .map_err(|e| {
+                Error::external(format!(
+                    "could not write \"{key}\" to the store: {}",
+                    reason(&e)
+                ))
+            })
     }
 
     pub fn delete_meta(&self, key: &str) -> Result<()> {
         let mut opts = rocksdb::WriteOptions::default();
         opts.set_sync(true);
-        self.db
-            .delete_cf_opt(self.meta(), key, &opts)
-            .map_err(|e| Error::external(format!("could not delete \"{key}\" from the store: {e}")))
+        self.db.delete_cf_opt(self.meta(), key, &opts).map_err(|e| {
+            Error::external(format!(
+                "could not delete \"{key}\" from the store: {}",
+                reason(&e)
+            ))
+        })
     }
 
     fn state(&self) -> &rocksdb::ColumnFamily {
@@ -144,7 +159,7 @@ impl Store {
         opts.set_sync(true);
         self.db
             .write_opt(batch, &opts)
-            .map_err(|e| Error::external(format!("could not commit a checkpoint: {e}")))
+            .map_err(|e| Error::external(format!("could not commit a checkpoint: {}", reason(&e))))
     }
 
     /// Calls `f` on every state (key, value) whose key starts with `prefix`,
@@ -178,8 +193,9 @@ impl Store {
         let snapshot = self.db.snapshot();
         let mode = rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward);
         for item in snapshot.iterator_cf(self.state(), mode) {
-            let (k, v) =
-                item.map_err(|e| Error::external(format!("could not read saved state: {e}")))?;
+            let (k, v) = item.map_err(|e| {
+                Error::external(format!("could not read saved state: {}", reason(&e)))
+            })?;
             if !k.starts_with(prefix) || !f(&k, &v)? {
                 break;
             }
@@ -196,7 +212,11 @@ impl Store {
         self.db
             .multi_get_cf(keys.map(|k| (cf, k)))
             .into_iter()
-            .map(|r| r.map_err(|e| Error::external(format!("could not read saved state: {e}"))))
+            .map(|r| {
+                r.map_err(|e| {
+                    Error::external(format!("could not read saved state: {}", reason(&e)))
+                })
+            })
             .collect()
     }
 
@@ -205,9 +225,9 @@ impl Store {
         let mode = rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward);
         match self.db.iterator_cf(self.state(), mode).next() {
             None => Ok(None),
-            Some(item) => item
-                .map(|(k, _)| Some(k.into_vec()))
-                .map_err(|e| Error::external(format!("could not read saved state: {e}"))),
+            Some(item) => item.map(|(k, _)| Some(k.into_vec())).map_err(|e| {
+                Error::external(format!("could not read saved state: {}", reason(&e)))
+            }),
         }
     }
 
@@ -215,8 +235,9 @@ impl Store {
     pub fn scan_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let mut out = Vec::new();
         for item in self.db.prefix_iterator_cf(self.meta(), prefix) {
-            let (k, v) =
-                item.map_err(|e| Error::external(format!("could not scan the store: {e}")))?;
+            let (k, v) = item.map_err(|e| {
+                Error::external(format!("could not scan the store: {}", reason(&e)))
+            })?;
             if !k.starts_with(prefix.as_bytes()) {
                 break;
             }
@@ -224,6 +245,19 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// A RocksDB error in Postgres style: `io error: No space left on device:
+/// While appending to file: ...` becomes `no space left on device: while
+/// appending to file: ...` (the kind of error dropped where the reason says
+/// it, each part lowercase, paths as they are).
+fn reason(e: &rocksdb::Error) -> String {
+    let text = e.as_ref();
+    let text = text.strip_prefix("IO error: ").unwrap_or(text);
+    text.split(": ")
+        .map(crate::error::postgres_style)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// Changes to the `state` column family, committed together by
