@@ -108,18 +108,9 @@ impl JobKeys {
 
     /// Replaces everything under `to` with a copy of everything under
     /// `from`, as of one consistent moment (a committed epoch of `from`),
-    /// atomically.
+    /// atomically, however large the state (see [`Store::copy_prefix`]).
     pub fn copy(store: &Store, from: JobKeys, to: JobKeys) -> Result<()> {
-        let mut writes = Writes::default();
-        to.delete_all(&mut writes);
-        let (src, dst) = (from.prefix(), to.prefix());
-        store.scan_state(&src, |k, v| {
-            let mut key = dst.clone();
-            key.extend_from_slice(&k[src.len()..]);
-            writes.put(key, v);
-            Ok(())
-        })?;
-        store.commit(writes)
+        store.copy_prefix(&from.prefix(), &to.prefix())
     }
 
     fn kind(&self, kind: u8) -> Vec<u8> {
@@ -310,6 +301,39 @@ mod tests {
         ws.sort();
         let back: Vec<i64> = keys.iter().map(|k| window_from(k).unwrap()).collect();
         assert_eq!(back, ws);
+    }
+
+    #[test]
+    fn a_copy_replaces_the_target_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (job, savepoint) = (JobKeys::new(1), JobKeys::savepoint(1));
+        let mut w = Writes::default();
+        for i in 0..1000u32 {
+            w.put(job.view_row(0, &i.to_be_bytes()), i.to_le_bytes());
+        }
+        // The target has rows the copy must remove.
+        w.put(savepoint.view_row(0, b"stale"), b"x");
+        w.put(savepoint.aggregate(3), b"y");
+        store.commit(w).unwrap();
+        JobKeys::copy(&store, job, savepoint).unwrap();
+        let all = |keys: JobKeys| {
+            let mut v = Vec::new();
+            let prefix = keys.prefix();
+            store
+                .scan_state(&prefix, |k, val| {
+                    v.push((k[prefix.len()..].to_vec(), val.to_vec()));
+                    Ok(())
+                })
+                .unwrap();
+            v
+        };
+        assert_eq!(all(savepoint).len(), 1000);
+        assert_eq!(all(savepoint), all(job));
+        // Copying nothing leaves nothing.
+        JobKeys::copy(&store, JobKeys::new(9), savepoint).unwrap();
+        assert!(all(savepoint).is_empty());
+        assert_eq!(all(job).len(), 1000);
     }
 
     #[test]

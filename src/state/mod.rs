@@ -162,6 +162,51 @@ impl Store {
             .map_err(|e| Error::external(format!("could not commit a checkpoint: {}", reason(&e))))
     }
 
+    /// Replaces every state key under `to` with a copy of those under
+    /// `from` (read from one snapshot), atomically and without holding the
+    /// copy in memory: the copy is written to a table file, which RocksDB
+    /// takes in whole or not at all. The file's range delete of `to` does
+    /// not delete the file's own rows.
+    pub fn copy_prefix(&self, from: &[u8], to: &[u8]) -> Result<()> {
+        let failed = |what: &str, e: rocksdb::Error| {
+            Error::external(format!(
+                "could not copy saved state ({what}): {}",
+                reason(&e)
+            ))
+        };
+        let file = self.path.with_file_name("copy.sst");
+        let _ = std::fs::remove_file(&file);
+        let opts = rocksdb::Options::default();
+        let mut writer = rocksdb::SstFileWriter::create(&opts);
+        writer
+            .open(&file)
+            .map_err(|e| failed("creating a table file", e))?;
+        let mut end = to.to_vec();
+        end.push(0xff);
+        writer
+            .delete_range(to, &end)
+            .map_err(|e| failed("writing a table file", e))?;
+        let mut key = to.to_vec();
+        self.scan_state(from, |k, v| {
+            key.truncate(to.len());
+            key.extend_from_slice(&k[from.len()..]);
+            writer
+                .put(&key, v)
+                .map_err(|e| failed("writing a table file", e))
+        })?;
+        writer
+            .finish()
+            .map_err(|e| failed("writing a table file", e))?;
+        let mut ingest = rocksdb::IngestExternalFileOptions::default();
+        ingest.set_move_files(true);
+        let result = self
+            .db
+            .ingest_external_file_cf_opts(self.state(), &ingest, vec![&file])
+            .map_err(|e| failed("taking in the table file", e));
+        let _ = std::fs::remove_file(&file);
+        result
+    }
+
     /// Calls `f` on every state (key, value) whose key starts with `prefix`,
     /// in key order, as of one moment: commits made meanwhile are not seen,
     /// so what is read belongs to one committed epoch.
