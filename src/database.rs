@@ -30,6 +30,8 @@ use crate::state::{Store, Writes};
 
 /// How long a shutdown waits for the jobs' last checkpoint.
 const SHUTDOWN_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a shutdown waits for the views' tasks to end.
+const SHUTDOWN_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long PAUSE and CREATE SAVEPOINT wait for a view's checkpoint.
 const VIEW_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -626,10 +628,19 @@ impl Database {
                 );
             }
         }
-        drop(jobs);
+        // Wait until no task of any job runs (none is left writing); a job
+        // stuck past the timeout is left to the runtime's shutdown.
+        let stops = futures::future::join_all(jobs.into_iter().map(|j| j.stop()));
+        if tokio::time::timeout(SHUTDOWN_STOP_TIMEOUT, stops)
+            .await
+            .is_err()
+        {
+            tracing::warn!("some views did not stop in time");
+        }
         if let Some(runtime) = self.runtime.lock().take() {
             runtime.shutdown_background();
         }
+        self.store.shut_down();
     }
 }
 

@@ -10,6 +10,10 @@ pub enum WindowKind {
     /// `HOP(slide, size, offset)`: every start s ≡ offset (mod slide) with
     /// s <= ts < s + size.
     Hop { slide: i64, size: i64, offset: i64 },
+    /// `CUMULATE(step, size, offset)`: the tumbling window of `size`
+    /// containing ts, cut into `[start, start + k·step)`, k = 1..size/step;
+    /// a row belongs to each of them that contains it.
+    Cumulate { step: i64, size: i64, offset: i64 },
 }
 
 /// Floor modulo: the result has the sign of `b` (so negative times work).
@@ -20,8 +24,16 @@ pub fn floor_mod(a: i64, b: i64) -> i64 {
 impl WindowKind {
     pub fn size(&self) -> i64 {
         match self {
-            WindowKind::Tumble { size, .. } | WindowKind::Hop { size, .. } => *size,
+            WindowKind::Tumble { size, .. }
+            | WindowKind::Hop { size, .. }
+            | WindowKind::Cumulate { size, .. } => *size,
         }
+    }
+
+    /// Whether every window has the same size, so its end follows from its
+    /// start (not so for CUMULATE).
+    pub fn fixed_size(&self) -> bool {
+        !matches!(self, WindowKind::Cumulate { .. })
     }
 
     /// The most windows one row can belong to.
@@ -29,11 +41,12 @@ impl WindowKind {
         match self {
             WindowKind::Tumble { .. } => 1,
             WindowKind::Hop { slide, size, .. } => (size + slide - 1).div_euclid(*slide) as usize,
+            WindowKind::Cumulate { step, size, .. } => (size + step - 1).div_euclid(*step) as usize,
         }
     }
 
     /// Calls `f(start, end)` for every window containing `ts`, latest start
-    /// first.
+    /// first (for CUMULATE, whose windows share a start: latest end first).
     #[inline]
     pub fn for_each_window(&self, ts: i64, mut f: impl FnMut(i64, i64)) {
         match *self {
@@ -50,6 +63,16 @@ impl WindowKind {
                 while start > ts - size {
                     f(start, start + size);
                     start -= slide;
+                }
+            }
+            WindowKind::Cumulate { step, size, offset } => {
+                let start = ts - floor_mod(ts - offset, size);
+                // The first end after ts, then every step up to the size.
+                let first = start + (ts - start).div_euclid(step) * step + step;
+                let mut end = start + size;
+                while end >= first {
+                    f(start, end);
+                    end -= step;
                 }
             }
         }
@@ -76,6 +99,15 @@ impl WindowKind {
             } => format!(
                 "HOP(slide={}, size={}, offset={})",
                 fmt_ms(*slide),
+                fmt_ms(*size),
+                fmt_ms(*offset)
+            ),
+            WindowKind::Cumulate { step, size, offset } if *offset == 0 => {
+                format!("CUMULATE(step={}, size={})", fmt_ms(*step), fmt_ms(*size))
+            }
+            WindowKind::Cumulate { step, size, offset } => format!(
+                "CUMULATE(step={}, size={}, offset={})",
+                fmt_ms(*step),
                 fmt_ms(*size),
                 fmt_ms(*offset)
             ),
@@ -212,7 +244,38 @@ mod tests {
         assert_eq!(running, 23);
     }
 
+    #[test]
+    fn cumulate_windows_share_their_start() {
+        let k = WindowKind::Cumulate {
+            step: 10,
+            size: 30,
+            offset: 0,
+        };
+        assert_eq!(windows(k, 0), vec![(0, 30), (0, 20), (0, 10)]);
+        assert_eq!(windows(k, 12), vec![(0, 30), (0, 20)]);
+        assert_eq!(windows(k, 29), vec![(0, 30)]);
+        assert_eq!(windows(k, 30), vec![(30, 60), (30, 50), (30, 40)]);
+        assert_eq!(windows(k, -1), vec![(-30, 0)]);
+        assert_eq!(k.max_windows_per_row(), 3);
+    }
+
     fn brute_force(kind: WindowKind, ts: i64) -> Vec<(i64, i64)> {
+        if let WindowKind::Cumulate { step, size, offset } = kind {
+            // Every window [s, s + k·step) with s ≡ offset (mod size).
+            let mut v = Vec::new();
+            for s in ts - 2 * size..=ts {
+                if floor_mod(s - offset, size) != 0 {
+                    continue;
+                }
+                for k in 1..=size / step {
+                    if s <= ts && ts < s + k * step {
+                        v.push((s, s + k * step));
+                    }
+                }
+            }
+            v.sort_by(|a, b| b.cmp(a));
+            return v;
+        }
         let (slide, size, offset) = match kind {
             WindowKind::Tumble { size, offset } => (size, size, offset),
             WindowKind::Hop {
@@ -220,6 +283,7 @@ mod tests {
                 size,
                 offset,
             } => (slide, size, offset),
+            WindowKind::Cumulate { .. } => unreachable!(),
         };
         let mut v: Vec<(i64, i64)> = (ts - size - 2 * slide..=ts + slide)
             .filter(|s| floor_mod(s - offset, slide) == 0 && *s <= ts && ts < s + size)
@@ -242,6 +306,8 @@ mod tests {
             prop_assert_eq!(windows(hop, ts), brute_force(hop, ts));
             let tumble = WindowKind::Tumble { size: slide * mult, offset };
             prop_assert_eq!(windows(tumble, ts), brute_force(tumble, ts));
+            let cumulate = WindowKind::Cumulate { step: slide, size: slide * mult, offset };
+            prop_assert_eq!(windows(cumulate, ts), brute_force(cumulate, ts));
         }
 
         #[test]

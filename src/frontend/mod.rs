@@ -2,10 +2,12 @@
 //!
 //! `parser` turns text into [`parser::Statement`]s (sqlparser plus Flink's
 //! DDL and window syntax), `ddl` binds `CREATE TABLE` to a source definition,
+//! `group_window` rewrites Flink's group windows into window functions,
 //! `window` and `planner` turn `CREATE MATERIALIZED VIEW` into a streaming
 //! plan, with DataFusion doing the type checking.
 
 pub mod ddl;
+pub mod group_window;
 pub mod parser;
 pub mod planner;
 pub mod types;

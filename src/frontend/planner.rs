@@ -60,6 +60,7 @@ pub async fn plan_view(
     let ctx = crate::functions::session_context();
     let state = ctx.state();
     let mut query = create.query.clone();
+    crate::frontend::group_window::rewrite_group_windows(&mut query, sql)?;
     let (windows, tables) = extract_windows(&state, &mut query, sql)?;
 
     // Exactly one source, read either through a window or plainly.
@@ -475,10 +476,16 @@ fn aggregate_plan(
                 group_index: i,
                 add_ms: 0,
             }),
-            (None, Some(i)) => Some(FireTime {
+            (None, Some(i)) if w.kind.fixed_size() => Some(FireTime {
                 group_index: i,
                 add_ms: w.kind.size(),
             }),
+            (None, Some(_)) => {
+                return Err(Error::user(
+                    sqlstate::GROUPING_ERROR,
+                    "an aggregation over a CUMULATE window must GROUP BY window_end too: its windows share their start",
+                ))
+            }
             (None, None) => {
                 return Err(Error::user(
                     sqlstate::GROUPING_ERROR,

@@ -2,7 +2,8 @@
 //!
 //! All spellings mean the same window:
 //! - Flink TVF: `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), size [, offset]))`,
-//!   `TABLE(HOP(TABLE t, DESCRIPTOR(ts), slide, size [, offset]))` (the
+//!   `TABLE(HOP(TABLE t, DESCRIPTOR(ts), slide, size [, offset]))`,
+//!   `TABLE(CUMULATE(TABLE t, DESCRIPTOR(ts), step, size [, offset]))` (the
 //!   parser drops the inner `TABLE`);
 //! - RisingWave: `TUMBLE(t, ts, size)`, `HOP(t, ts, slide, size)`.
 //!
@@ -161,10 +162,10 @@ impl Extractor<'_> {
     ) -> Result<WindowCall> {
         let position = self.pos(span);
         let kind_name = name.to_string().to_ascii_uppercase();
-        if kind_name == "CUMULATE" || kind_name == "SESSION" {
-            return Err(Error::not_supported(format!(
-                "{kind_name} windows are not supported yet; use TUMBLE or HOP"
-            ))
+        if kind_name == "SESSION" {
+            return Err(Error::not_supported(
+                "SESSION windows are not supported yet; use TUMBLE, HOP or CUMULATE",
+            )
             .at(position));
         }
         let exprs: Vec<&SqlExpr> = args
@@ -179,7 +180,12 @@ impl Extractor<'_> {
             .collect::<Result<_>>()?;
         let (min, max, usage) = match kind_name.as_str() {
             "TUMBLE" => (3, 4, "TUMBLE(TABLE t, DESCRIPTOR(ts), size [, offset])"),
-            _ => (4, 5, "HOP(TABLE t, DESCRIPTOR(ts), slide, size [, offset])"),
+            "HOP" => (4, 5, "HOP(TABLE t, DESCRIPTOR(ts), slide, size [, offset])"),
+            _ => (
+                4,
+                5,
+                "CUMULATE(TABLE t, DESCRIPTOR(ts), step, size [, offset])",
+            ),
         };
         if exprs.len() < min || exprs.len() > max {
             return Err(Error::syntax(format!(
@@ -253,25 +259,32 @@ impl Extractor<'_> {
             };
             WindowKind::Tumble { size, offset }
         } else {
-            let slide = interval(2, "slide")?;
+            // HOP(slide, size) and CUMULATE(step, size): a step and a size
+            // that is a multiple of it.
+            let step_name = if kind_name == "HOP" { "slide" } else { "step" };
+            let step = interval(2, step_name)?;
             let size = interval(3, "size")?;
             let offset = if exprs.len() == 5 {
                 interval(4, "offset")?
             } else {
                 0
             };
-            if size % slide != 0 {
+            if size % step != 0 {
                 return Err(Error::invalid_parameter(format!(
-                    "the size of a HOP window must be a multiple of its slide, got size {} and slide {}",
+                    "the size of a {kind_name} window must be a multiple of its {step_name}, got size {} and {step_name} {}",
                     crate::dataflow::window::fmt_ms(size),
-                    crate::dataflow::window::fmt_ms(slide)
+                    crate::dataflow::window::fmt_ms(step)
                 ))
                 .at(self.pos(exprs[3].span())));
             }
-            WindowKind::Hop {
-                slide,
-                size,
-                offset,
+            if kind_name == "HOP" {
+                WindowKind::Hop {
+                    slide: step,
+                    size,
+                    offset,
+                }
+            } else {
+                WindowKind::Cumulate { step, size, offset }
             }
         };
         Ok(WindowCall {
@@ -399,6 +412,8 @@ mod tests {
         assert!(err.to_string().contains("multiple of its slide"), "{err}");
         // sqlparser's span of an interval starts at its literal.
         assert_eq!(err.position(), Some(sql.find("'1' MINUTE").unwrap() + 1));
+        let err = calls("CREATE MATERIALIZED VIEW v AS SELECT * FROM TABLE(CUMULATE(TABLE calls, DESCRIPTOR(ts), INTERVAL '7' SECOND, INTERVAL '1' MINUTE))").unwrap_err();
+        assert!(err.to_string().contains("multiple of its step"), "{err}");
         let err = calls("CREATE MATERIALIZED VIEW v AS SELECT * FROM TABLE(SESSION(TABLE calls, DESCRIPTOR(ts), INTERVAL '1' MINUTE))").unwrap_err();
         assert_eq!(err.sqlstate(), "0A000");
         let err =

@@ -88,6 +88,14 @@ impl Store {
         Ok(store)
     }
 
+    /// Stops RocksDB's background work (flushes, compactions) and waits for
+    /// it, before the process exits: its threads must not outlive the
+    /// library's static objects, which the exit destroys. Everything
+    /// committed is already durable (each commit is synced).
+    pub fn shut_down(&self) {
+        self.db.cancel_all_background_work(true);
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

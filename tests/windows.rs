@@ -1,0 +1,358 @@
+//! Every window kind and spelling against DataFusion's batch answer.
+//!
+//! Property: for any order of events whose disorder stays below the
+//! watermark delay (so no row is late), a streaming window view equals the
+//! batch GROUP BY over the same rows. Each case draws a random stream (row
+//! count, pace, disorder, delay, window sizes and offset) from a seed, writes
+//! it to a file read as one split, creates TUMBLE, HOP and CUMULATE views in
+//! both the TVF and Flink's group-window spelling, and compares each with
+//! DataFusion computing the windows its own way: `date_bin` and a cross join
+//! with the window numbers.
+
+mod common;
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int32Array, StringArray, TimestampMillisecondArray};
+use arrow::record_batch::RecordBatch;
+use arrow::util::display::array_value_to_string;
+use common::{execute, rows, wait_finished, TestServer};
+use datafusion::prelude::SessionContext;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const BASE_MS: i64 = 1_704_067_200_000; // 2024-01-01 00:00:00 UTC
+const CASES: u64 = 8;
+
+struct Event {
+    ts: i64,
+    cell: String,
+    status: &'static str,
+    duration: i32,
+}
+
+/// One drawn case: the stream and the windows over it.
+struct Case {
+    events: Vec<Event>,
+    /// Watermark delay; 0 means `WATERMARK FOR ts AS ts` over strictly
+    /// ascending times.
+    delay_s: i64,
+    tumble_s: i64,
+    tumble_offset_s: i64,
+    slide_s: i64,
+    hop_s: i64,
+    step_s: i64,
+    cumulate_s: i64,
+}
+
+fn draw(seed: u64) -> Case {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let delay_s = [0, 2, 5][rng.random_range(0..3)];
+    let disorder_ms = if delay_s == 0 {
+        0
+    } else {
+        rng.random_range(0..delay_s * 1000)
+    };
+    let n = rng.random_range(200..1500);
+    let pace_ms = rng.random_range(1..300);
+    let statuses = ["ok", "ok", "dropped", "failed"];
+    let mut t = BASE_MS + rng.random_range(0..10_000);
+    let mut events = Vec::with_capacity(n);
+    for _ in 0..n {
+        // Strictly ascending without delay; else anywhere in the disorder.
+        t += if delay_s == 0 {
+            rng.random_range(1..=pace_ms)
+        } else {
+            rng.random_range(0..=pace_ms)
+        };
+        events.push(Event {
+            ts: t - rng.random_range(0..=disorder_ms),
+            cell: format!("cell-{}", rng.random_range(0..5)),
+            status: statuses[rng.random_range(0..statuses.len())],
+            duration: rng.random_range(0..10_000),
+        });
+    }
+    let slide_s = [1, 2, 5][rng.random_range(0..3)];
+    let step_s = [1, 2, 5][rng.random_range(0..3)];
+    let tumble_s = [1, 2, 5, 10][rng.random_range(0..4)];
+    Case {
+        events,
+        delay_s,
+        tumble_s,
+        tumble_offset_s: rng.random_range(0..tumble_s),
+        slide_s,
+        hop_s: slide_s * rng.random_range(2..5),
+        step_s,
+        cumulate_s: step_s * rng.random_range(2..5),
+    }
+}
+
+const AGGREGATES: &str =
+    "COUNT(*) AS calls, SUM(duration_ms) AS total_ms, MIN(duration_ms) AS min_ms, \
+                          MAX(duration_ms) AS max_ms, COUNT(DISTINCT status) AS statuses";
+
+/// The views of a case: (name, SQL, the DataFusion query of its answer).
+fn views(case: &Case, source: &str) -> Vec<(String, String, String)> {
+    let Case {
+        tumble_s,
+        tumble_offset_s,
+        slide_s,
+        hop_s,
+        step_s,
+        cumulate_s,
+        ..
+    } = *case;
+    let iv = |s: i64| format!("INTERVAL '{s}' SECOND");
+    let tvf = |name: &str, call: String| {
+        (
+            format!("{source}_{name}"),
+            format!(
+                "CREATE MATERIALIZED VIEW {source}_{name} AS
+                 SELECT window_start, window_end, cell_id, {AGGREGATES}
+                 FROM TABLE({call}) GROUP BY window_start, window_end, cell_id"
+            ),
+        )
+    };
+    let legacy = |name: &str, kind: &str, args: String, emit: &str| {
+        (
+            format!("{source}_{name}"),
+            format!(
+                "CREATE MATERIALIZED VIEW {source}_{name} AS
+                 SELECT {kind}_START({args}) AS window_start, {kind}_END({args}) AS window_end,
+                        cell_id, {AGGREGATES}
+                 FROM {source} GROUP BY {kind}({args}), cell_id {emit}"
+            ),
+        )
+    };
+    // Batch: each row crossed with window numbers k; a window is kept when
+    // it contains the row.
+    let batch = |start: String, end: String, ks: std::ops::Range<i64>| {
+        let ks: Vec<String> = ks.map(|k| format!("({k})")).collect();
+        format!(
+            "SELECT ws, we, cell_id, {AGGREGATES} FROM (
+               SELECT {start} AS ws, {end} AS we, t, cell_id, status, duration_ms
+               FROM (SELECT CAST(ts AS BIGINT) AS t, ts, cell_id, status, duration_ms FROM events) e
+               CROSS JOIN (VALUES {}) AS v(k)) w
+             WHERE ws <= t AND t < we
+             GROUP BY ws, we, cell_id ORDER BY 1, 2, 3",
+            ks.join(", ")
+        )
+    };
+    let bin = |size_s: i64, origin_s: i64| {
+        format!(
+            "(to_unixtime(date_bin(INTERVAL '{size_s} seconds', ts, to_timestamp_seconds({origin_s}))) * 1000)"
+        )
+    };
+    let tumble_batch = |offset_s: i64| {
+        batch(
+            bin(tumble_s, offset_s),
+            format!("{} + {}", bin(tumble_s, offset_s), tumble_s * 1000),
+            0..1,
+        )
+    };
+    let hop_batch = batch(
+        format!("{} - k * {}", bin(slide_s, 0), slide_s * 1000),
+        format!(
+            "{} - k * {} + {}",
+            bin(slide_s, 0),
+            slide_s * 1000,
+            hop_s * 1000
+        ),
+        0..hop_s / slide_s,
+    );
+    let cumulate_batch = batch(
+        bin(cumulate_s, 0),
+        format!("{} + k * {}", bin(cumulate_s, 0), step_s * 1000),
+        1..cumulate_s / step_s + 1,
+    );
+    let with = |(name, sql): (String, String), batch: String| (name, sql, batch);
+    vec![
+        with(
+            tvf(
+                "tumble",
+                format!(
+                    "TUMBLE(TABLE {source}, DESCRIPTOR(ts), {}, {})",
+                    iv(tumble_s),
+                    iv(tumble_offset_s)
+                ),
+            ),
+            tumble_batch(tumble_offset_s),
+        ),
+        with(
+            legacy(
+                "tumble_legacy",
+                "TUMBLE",
+                format!("ts, {}", iv(tumble_s)),
+                "",
+            ),
+            tumble_batch(0),
+        ),
+        with(
+            tvf(
+                "hop",
+                format!(
+                    "HOP(TABLE {source}, DESCRIPTOR(ts), {}, {})",
+                    iv(slide_s),
+                    iv(hop_s)
+                ),
+            ),
+            hop_batch.clone(),
+        ),
+        with(
+            legacy(
+                "hop_legacy",
+                "HOP",
+                format!("ts, {}, {}", iv(slide_s), iv(hop_s)),
+                "EMIT ON WINDOW CLOSE",
+            ),
+            hop_batch,
+        ),
+        with(
+            tvf(
+                "cumulate",
+                format!(
+                    "CUMULATE(TABLE {source}, DESCRIPTOR(ts), {}, {})",
+                    iv(step_s),
+                    iv(cumulate_s)
+                ),
+            ),
+            cumulate_batch,
+        ),
+    ]
+}
+
+fn batch_of(events: &[Event]) -> RecordBatch {
+    RecordBatch::try_from_iter(vec![
+        (
+            "ts",
+            Arc::new(TimestampMillisecondArray::from(
+                events.iter().map(|e| e.ts).collect::<Vec<_>>(),
+            )) as ArrayRef,
+        ),
+        (
+            "cell_id",
+            Arc::new(StringArray::from(
+                events.iter().map(|e| e.cell.as_str()).collect::<Vec<_>>(),
+            )) as _,
+        ),
+        (
+            "status",
+            Arc::new(StringArray::from(
+                events.iter().map(|e| e.status).collect::<Vec<_>>(),
+            )) as _,
+        ),
+        (
+            "duration_ms",
+            Arc::new(Int32Array::from(
+                events.iter().map(|e| e.duration).collect::<Vec<_>>(),
+            )) as _,
+        ),
+    ])
+    .unwrap()
+}
+
+async fn batch_rows(ctx: &SessionContext, sql: &str) -> Vec<Vec<String>> {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let mut out = Vec::new();
+    for b in batches {
+        for row in 0..b.num_rows() {
+            out.push(
+                b.columns()
+                    .iter()
+                    .map(|c| array_value_to_string(c, row).unwrap())
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_disorder_below_the_delay_every_window_kind_equals_the_batch_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(&tmp.path().join("data"), &["--parallelism", "2"]);
+    let client = server.client().await;
+    for seed in 0..CASES {
+        let case = draw(seed);
+        let path = tmp.path().join(format!("case{seed}.json"));
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        for e in &case.events {
+            writeln!(
+                file,
+                r#"{{"event_time": {}, "cell_id": "{}", "status": "{}", "duration_ms": {}}}"#,
+                e.ts, e.cell, e.status, e.duration
+            )
+            .unwrap();
+        }
+        file.flush().unwrap();
+        drop(file);
+        let source = format!("c{seed}");
+        let watermark = match case.delay_s {
+            0 => "ts".to_string(),
+            d => format!("ts - INTERVAL '{d}' SECOND"),
+        };
+        execute(
+            &client,
+            &format!(
+                "CREATE TABLE {source} (event_time BIGINT, cell_id STRING, status STRING, duration_ms INT,
+                   ts AS TO_TIMESTAMP_LTZ(event_time, 3), WATERMARK FOR ts AS {watermark})
+                 WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
+                path.display()
+            ),
+        )
+        .await;
+        let ctx = SessionContext::new();
+        ctx.register_batch("events", batch_of(&case.events))
+            .unwrap();
+        let views = views(&case, &source);
+        for (_, sql, _) in &views {
+            execute(&client, sql).await;
+        }
+        for (name, _, batch_sql) in &views {
+            wait_finished(&client, name).await;
+            let late = rows(
+                &client,
+                &format!("SELECT late_rows, rows_in FROM sluice.jobs WHERE name = '{name}'"),
+            )
+            .await;
+            assert_eq!(
+                late,
+                vec![vec!["0".to_string(), case.events.len().to_string()]],
+                "case {seed} {name}: every row read, none late"
+            );
+            let actual = rows(
+                &client,
+                &format!(
+                    "SELECT CAST(window_start AS BIGINT), CAST(window_end AS BIGINT), cell_id, \
+                     calls, total_ms, min_ms, max_ms, statuses FROM {name} ORDER BY 1, 2, 3"
+                ),
+            )
+            .await;
+            let expected = batch_rows(&ctx, batch_sql).await;
+            assert!(
+                expected.len() >= 5 && expected[0][0].parse::<i64>().unwrap() > BASE_MS - 60_000,
+                "case {seed} {name}: the batch answer has windows in ms: {:?} (the view's: {:?})",
+                expected.first(),
+                actual.first()
+            );
+            if actual != expected {
+                let only = |a: &[Vec<String>], b: &[Vec<String>]| {
+                    a.iter()
+                        .filter(|r| !b.contains(r))
+                        .take(5)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                };
+                panic!(
+                    "case {seed} {name} (delay {} s): {} rows, batch {}\n  only in the view: {:?}\n  only in batch: {:?}",
+                    case.delay_s,
+                    actual.len(),
+                    expected.len(),
+                    only(&actual, &expected),
+                    only(&expected, &actual)
+                );
+            }
+        }
+    }
+}
