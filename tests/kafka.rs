@@ -318,7 +318,17 @@ async fn without_late_events_streaming_equals_datafusion_batch() {
         ),
     )
     .await;
-    for view in ["tumble", "hop"] {
+    // Sessions per cell: the rows of one cell come from every partition,
+    // so sessions merge across partitions (and batches).
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW sessions AS
+         SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms
+         FROM TABLE(SESSION(TABLE calls PARTITION BY cell_id, DESCRIPTOR(ts), INTERVAL '300' MILLISECOND))
+         GROUP BY window_start, window_end, cell_id",
+    )
+    .await;
+    for view in ["tumble", "hop", "sessions"] {
         wait_caught_up(&client, view, produced, max_ts).await;
     }
     assert_eq!(
@@ -420,6 +430,51 @@ async fn without_late_events_streaming_equals_datafusion_batch() {
             }
         }
     }
+
+    // Sessions by definition: per cell in time order, a row 300 ms or more
+    // after the previous one starts a new session.
+    let mut by_cell: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
+    for e in &data {
+        by_cell.entry(e.cell.as_str()).or_default().push(e);
+    }
+    let mut sessions: Vec<(i64, i64, String, i64, i64)> = Vec::new();
+    for (cell, mut events) in by_cell {
+        events.sort_by_key(|e| e.ts);
+        let mut last = i64::MIN;
+        for e in events {
+            match sessions.last_mut() {
+                Some(s) if s.2 == cell && e.ts - last < 300 => {
+                    s.1 = e.ts + 300;
+                    s.3 += 1;
+                    s.4 += e.duration as i64;
+                }
+                _ => sessions.push((e.ts, e.ts + 300, cell.to_string(), 1, e.duration as i64)),
+            }
+            last = e.ts;
+        }
+    }
+    sessions.sort();
+    let expected: Vec<Vec<String>> = sessions
+        .into_iter()
+        .map(|(s, e, c, n, sum)| {
+            vec![
+                s.to_string(),
+                e.to_string(),
+                c,
+                n.to_string(),
+                sum.to_string(),
+            ]
+        })
+        .collect();
+    let actual = rows(
+        &client,
+        "SELECT CAST(window_start AS BIGINT), CAST(window_end AS BIGINT), cell_id, calls, total_ms
+         FROM sessions WHERE cell_id <> 'flush' ORDER BY 1, 2, 3",
+    )
+    .await;
+    assert!(expected.len() > 100, "sessions: {} only", expected.len());
+    assert_eq!(actual.len(), expected.len(), "sessions");
+    assert_eq!(actual, expected, "sessions");
 }
 
 /// Equal as text, or as numbers up to rounding (the two sides print floats

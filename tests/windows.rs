@@ -4,10 +4,11 @@
 //! watermark delay (so no row is late), a streaming window view equals the
 //! batch GROUP BY over the same rows. Each case draws a random stream (row
 //! count, pace, disorder, delay, window sizes and offset) from a seed, writes
-//! it to a file read as one split, creates TUMBLE, HOP and CUMULATE views in
-//! both the TVF and Flink's group-window spelling, and compares each with
-//! DataFusion computing the windows its own way: `date_bin` and a cross join
-//! with the window numbers.
+//! it to a file read as one split, creates TUMBLE, HOP, CUMULATE and SESSION
+//! views in both the TVF and Flink's group-window spelling, and compares each
+//! with DataFusion computing the windows its own way: `date_bin` and a cross
+//! join with the window numbers; for sessions, `LAG` over each cell's rows in
+//! time order.
 
 mod common;
 
@@ -44,6 +45,7 @@ struct Case {
     hop_s: i64,
     step_s: i64,
     cumulate_s: i64,
+    gap_ms: i64,
 }
 
 fn draw(seed: u64) -> Case {
@@ -85,6 +87,9 @@ fn draw(seed: u64) -> Case {
         hop_s: slide_s * rng.random_range(2..5),
         step_s,
         cumulate_s: step_s * rng.random_range(2..5),
+        // About a cell's mean spacing (5 cells, pace / 2 per row): some
+        // sessions of one row, some long.
+        gap_ms: (pace_ms * rng.random_range(1..6)).max(20),
     }
 }
 
@@ -101,6 +106,7 @@ fn views(case: &Case, source: &str) -> Vec<(String, String, String)> {
         hop_s,
         step_s,
         cumulate_s,
+        gap_ms,
         ..
     } = *case;
     let iv = |s: i64| format!("INTERVAL '{s}' SECOND");
@@ -166,6 +172,19 @@ fn views(case: &Case, source: &str) -> Vec<(String, String, String)> {
         format!("{} + k * {}", bin(cumulate_s, 0), step_s * 1000),
         1..cumulate_s / step_s + 1,
     );
+    // Sessions by definition: per cell, in time order, a row more than the
+    // gap after the previous one starts a new session.
+    let session_batch = format!(
+        "SELECT MIN(t) AS ws, MAX(t) + {gap_ms} AS we, cell_id, {AGGREGATES} FROM (
+           SELECT t, cell_id, status, duration_ms,
+                  SUM(CASE WHEN prev IS NULL OR t - prev >= {gap_ms} THEN 1 ELSE 0 END)
+                    OVER (PARTITION BY cell_id ORDER BY t ROWS UNBOUNDED PRECEDING) AS sid
+           FROM (SELECT CAST(ts AS BIGINT) AS t, cell_id, status, duration_ms,
+                        LAG(CAST(ts AS BIGINT)) OVER (PARTITION BY cell_id ORDER BY ts) AS prev
+                 FROM events) e) s
+         GROUP BY cell_id, sid ORDER BY 1, 2, 3"
+    );
+    let gap = format!("INTERVAL '{gap_ms}' MILLISECOND");
     let with = |(name, sql): (String, String), batch: String| (name, sql, batch);
     vec![
         with(
@@ -218,6 +237,22 @@ fn views(case: &Case, source: &str) -> Vec<(String, String, String)> {
                 ),
             ),
             cumulate_batch,
+        ),
+        with(
+            tvf(
+                "session",
+                format!("SESSION(TABLE {source} PARTITION BY cell_id, DESCRIPTOR(ts), {gap})"),
+            ),
+            session_batch.clone(),
+        ),
+        with(
+            legacy(
+                "session_legacy",
+                "SESSION",
+                format!("ts, {gap}"),
+                "EMIT ON WINDOW CLOSE",
+            ),
+            session_batch,
         ),
     ]
 }

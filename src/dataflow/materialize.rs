@@ -116,6 +116,12 @@ impl Materialize {
         Ok(())
     }
 
+    /// Deletes the rows of the groups `keys`.
+    pub fn delete(&self, keys: &[&[u8]]) -> Result<()> {
+        let empty = RecordBatch::new_empty(self.view.schema().clone());
+        self.view.upsert(self.shard, &[], empty, keys)
+    }
+
     fn try_upsert(&self, keys: &[&[u8]], results: RecordBatch) -> Result<()> {
         let mut batch = results;
         let mut live: Vec<&[u8]> = keys.to_vec();

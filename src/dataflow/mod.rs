@@ -23,6 +23,7 @@ pub mod physical;
 pub mod pipeline;
 pub mod plan;
 pub mod prepare;
+pub mod session;
 pub mod watermark;
 pub mod window;
 pub mod window_aggregate;

@@ -15,7 +15,7 @@ use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
 use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
 
-use crate::dataflow::plan::{AggregatePlan, FireTime, StatelessOp};
+use crate::dataflow::plan::{AggregatePlan, FireTime, SessionGroups, StatelessOp};
 use crate::error::{Error, Result};
 
 /// Turns a planned expression into a physical one: simplified (so that
@@ -198,6 +198,7 @@ pub struct PhysicalAggregate {
     pub output_schema: SchemaRef,
     pub fire_time: Option<FireTime>,
     pub routing: Vec<usize>,
+    pub session: Option<SessionGroups>,
 }
 
 impl PhysicalAggregate {
@@ -253,6 +254,7 @@ impl PhysicalAggregate {
             output_schema: nullable_schema(output),
             fire_time: plan.fire_time,
             routing: plan.routing.clone(),
+            session: plan.session.clone(),
         })
     }
 

@@ -99,6 +99,18 @@ pub struct WindowPlan {
     pub time_index: usize,
     /// The source schema plus the window columns.
     pub output: SchemaRef,
+    /// SESSION's `PARTITION BY` columns.
+    pub partition: Vec<String>,
+}
+
+/// The group columns of an aggregation over SESSION windows: each partition
+/// (the other group columns) has its own sessions.
+#[derive(Debug, Clone)]
+pub struct SessionGroups {
+    pub start: usize,
+    pub end: usize,
+    pub time: Option<usize>,
+    pub partition: Vec<usize>,
 }
 
 /// Where an aggregation's window end is: the value of a group column plus
@@ -120,8 +132,10 @@ pub struct AggregatePlan {
     /// For windowed aggregations: how to find each group's window end.
     pub fire_time: Option<FireTime>,
     /// Which group columns route a group to its owner instance (the non-window
-    /// ones; all of them if there are none).
+    /// ones; all of them if there are none, but none for sessions).
     pub routing: Vec<usize>,
+    /// For aggregations over SESSION windows.
+    pub session: Option<SessionGroups>,
 }
 
 #[derive(Debug, Clone)]
@@ -179,7 +193,11 @@ impl StreamPlan {
                 aggs.join(", ")
             ));
             let routing: Vec<String> = agg.routing.iter().map(|i| groups[*i].clone()).collect();
-            lines.push(format!("Exchange: hash({})", routing.join(", ")));
+            lines.push(if routing.is_empty() {
+                "Exchange: single (every group to one instance)".to_string()
+            } else {
+                format!("Exchange: hash({})", routing.join(", "))
+            });
             lines.push(format!(
                 "{kind}(partial): parallelism={parallelism} group=[{}]",
                 groups.join(", ")
@@ -194,8 +212,13 @@ impl StreamPlan {
             } else {
                 ""
             };
+            let partition = if w.partition.is_empty() {
+                String::new()
+            } else {
+                format!(" partition by {}", w.partition.join(", "))
+            };
             lines.push(format!(
-                "WindowAssign: {} on {}{late}",
+                "WindowAssign: {}{partition} on {}{late}",
                 w.kind.describe(),
                 self.source.schema.field(w.time_index).name()
             ));

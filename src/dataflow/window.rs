@@ -14,6 +14,9 @@ pub enum WindowKind {
     /// containing ts, cut into `[start, start + k·step)`, k = 1..size/step;
     /// a row belongs to each of them that contains it.
     Cumulate { step: i64, size: i64, offset: i64 },
+    /// `SESSION(gap)`: a row opens `[ts, ts + gap)`; the aggregation merges
+    /// the overlapping windows of a key into sessions (see `session.rs`).
+    Session { gap: i64 },
 }
 
 /// Floor modulo: the result has the sign of `b` (so negative times work).
@@ -27,19 +30,33 @@ impl WindowKind {
             WindowKind::Tumble { size, .. }
             | WindowKind::Hop { size, .. }
             | WindowKind::Cumulate { size, .. } => *size,
+            WindowKind::Session { gap } => *gap,
+        }
+    }
+
+    /// The kind's SQL name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WindowKind::Tumble { .. } => "TUMBLE",
+            WindowKind::Hop { .. } => "HOP",
+            WindowKind::Cumulate { .. } => "CUMULATE",
+            WindowKind::Session { .. } => "SESSION",
         }
     }
 
     /// Whether every window has the same size, so its end follows from its
-    /// start (not so for CUMULATE).
+    /// start (not so for CUMULATE and SESSION).
     pub fn fixed_size(&self) -> bool {
-        !matches!(self, WindowKind::Cumulate { .. })
+        !matches!(
+            self,
+            WindowKind::Cumulate { .. } | WindowKind::Session { .. }
+        )
     }
 
     /// The most windows one row can belong to.
     pub fn max_windows_per_row(&self) -> usize {
         match self {
-            WindowKind::Tumble { .. } => 1,
+            WindowKind::Tumble { .. } | WindowKind::Session { .. } => 1,
             WindowKind::Hop { slide, size, .. } => (size + slide - 1).div_euclid(*slide) as usize,
             WindowKind::Cumulate { step, size, .. } => (size + step - 1).div_euclid(*step) as usize,
         }
@@ -54,6 +71,7 @@ impl WindowKind {
                 let start = ts - floor_mod(ts - offset, size);
                 f(start, start + size);
             }
+            WindowKind::Session { gap } => f(ts, ts.saturating_add(gap)),
             WindowKind::Hop {
                 slide,
                 size,
@@ -102,6 +120,7 @@ impl WindowKind {
                 fmt_ms(*size),
                 fmt_ms(*offset)
             ),
+            WindowKind::Session { gap } => format!("SESSION(gap={})", fmt_ms(*gap)),
             WindowKind::Cumulate { step, size, offset } if *offset == 0 => {
                 format!("CUMULATE(step={}, size={})", fmt_ms(*step), fmt_ms(*size))
             }
@@ -283,7 +302,7 @@ mod tests {
                 size,
                 offset,
             } => (slide, size, offset),
-            WindowKind::Cumulate { .. } => unreachable!(),
+            WindowKind::Cumulate { .. } | WindowKind::Session { .. } => unreachable!(),
         };
         let mut v: Vec<(i64, i64)> = (ts - size - 2 * slide..=ts + slide)
             .filter(|s| floor_mod(s - offset, slide) == 0 && *s <= ts && ts < s + size)

@@ -19,6 +19,7 @@
 //!
 //! [`Materialize`]: crate::dataflow::materialize::Materialize
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ use crate::dataflow::checkpoint::save_counters;
 use crate::dataflow::materialize::Materialize;
 use crate::dataflow::physical::PhysicalAggregate;
 use crate::dataflow::plan::EmitMode;
+use crate::dataflow::session::{self, Session};
 use crate::dataflow::window::has_fired;
 use crate::error::{Error, Result};
 use crate::metrics::{JobMetrics, Part};
@@ -44,6 +46,12 @@ const FIRE_BATCH_ROWS: usize = 8192;
 /// The window id of groups that never fire (aggregations without window).
 const NO_WINDOW: WindowId = WindowId::MAX;
 
+/// For SESSION windows: the window id of each partition's live sessions
+/// (one row per partition, see `session.rs`); the rows under a session's
+/// end are timers, naming the partitions that have a session ending there.
+const SESSIONS: WindowId = WindowId::MAX;
+const TIMER: &[u8] = &[1];
+
 pub struct WindowAggregate {
     agg: Arc<PhysicalAggregate>,
     emit: EmitMode,
@@ -55,6 +63,9 @@ pub struct WindowAggregate {
     out: Materialize,
     metrics: Arc<JobMetrics>,
     identity: Vec<usize>,
+    /// For SESSION windows: the partition columns' row format (None when
+    /// the sessions are not partitioned).
+    partitions: Option<RowConverter>,
 }
 
 impl WindowAggregate {
@@ -82,7 +93,18 @@ impl WindowAggregate {
         let states = RowConverter::new(state_fields).map_err(|e| {
             Error::not_supported(format!("an aggregate's state cannot be stored: {e}"))
         })?;
+        let partitions = match &agg.session {
+            Some(session) if !session.partition.is_empty() => Some(RowConverter::new(
+                session
+                    .partition
+                    .iter()
+                    .map(|i| SortField::new(agg.group_schema.field(*i).data_type().clone()))
+                    .collect(),
+            )?),
+            _ => None,
+        };
         Ok(WindowAggregate {
+            partitions,
             accumulators: agg.accumulators()?,
             agg,
             emit,
@@ -174,6 +196,9 @@ impl WindowAggregate {
         if n == 0 {
             return Ok(());
         }
+        if self.agg.session.is_some() {
+            return self.on_session_partial(batch, windows);
+        }
         let groups = self.agg.group_count();
         let group_cols: Vec<ArrayRef> = batch.columns()[..groups].to_vec();
         let incoming: Vec<ArrayRef> = batch.columns()[groups..].to_vec();
@@ -246,6 +271,281 @@ impl WindowAggregate {
         Ok((arrow::compute::filter_record_batch(&batch, &keep)?, kept))
     }
 
+    /// Merges partial states of session windows (one `[ts, ts + gap)` per
+    /// group) into the live sessions of their partitions.
+    fn on_session_partial(&mut self, batch: RecordBatch, ends: Vec<WindowId>) -> Result<()> {
+        let session = self.agg.session.clone().expect("a session aggregation");
+        let groups = self.agg.group_count();
+        let starts = timestamps_ms(batch.column(session.start))?;
+        let partition_rows = match &self.partitions {
+            Some(converter) => {
+                let columns: Vec<ArrayRef> = session
+                    .partition
+                    .iter()
+                    .map(|i| batch.column(*i).clone())
+                    .collect();
+                Some(converter.convert_columns(&columns)?)
+            }
+            None => None,
+        };
+        let partition = |i: usize| -> &[u8] {
+            match &partition_rows {
+                Some(rows) => rows.row(i).data(),
+                None => &[],
+            }
+        };
+        // The rows of each partition, in order of first appearance.
+        let mut order: Vec<&[u8]> = Vec::new();
+        let mut rows_of: HashMap<&[u8], Vec<usize>> = HashMap::new();
+        for i in 0..batch.num_rows() {
+            rows_of
+                .entry(partition(i))
+                .or_insert_with(|| {
+                    order.push(partition(i));
+                    Vec::new()
+                })
+                .push(i);
+        }
+        self.table.fetch(order.iter().map(|key| (SESSIONS, *key)))?;
+
+        // Merge windows per partition; every changed session is a group.
+        let mut row_group = vec![0usize; batch.num_rows()];
+        let mut stored: Vec<Box<[u8]>> = Vec::new();
+        let mut stored_group: Vec<usize> = Vec::new();
+        // Per group: its window and a row of its partition.
+        let mut changed: Vec<(i64, i64, usize)> = Vec::new();
+        // Sessions merged into another: (start, end, a row of the partition).
+        let mut replaced: Vec<(i64, i64, usize)> = Vec::new();
+        // Per partition: its sessions, a group's state left empty for now.
+        let mut lists: Vec<(Vec<Session>, Vec<Option<usize>>)> = Vec::with_capacity(order.len());
+        for key in &order {
+            let rows = &rows_of[key];
+            let existing = match self.table.get(SESSIONS, key) {
+                Some(bytes) => session::decode(bytes)?,
+                None => Vec::new(),
+            };
+            let windows: Vec<(i64, i64)> = existing.iter().map(|s| (s.start, s.end)).collect();
+            let incoming: Vec<(i64, i64)> = rows.iter().map(|i| (starts[*i], ends[*i])).collect();
+            let merged = session::merge(&windows, &incoming);
+            let mut touched = vec![false; merged.windows.len()];
+            for at in &merged.incoming {
+                touched[*at] = true;
+            }
+            let base = changed.len();
+            let mut group_of = vec![None; merged.windows.len()];
+            for (at, w) in merged.windows.iter().enumerate() {
+                if touched[at] {
+                    group_of[at] = Some(changed.len());
+                    changed.push((w.0, w.1, rows[0]));
+                }
+            }
+            for (r, at) in rows.iter().zip(&merged.incoming) {
+                row_group[*r] = group_of[*at].expect("a touched session");
+            }
+            let mut list = Vec::with_capacity(merged.windows.len());
+            let mut list_groups = Vec::with_capacity(merged.windows.len());
+            let mut kept = vec![None; merged.windows.len()];
+            for (s, at) in existing.into_iter().zip(&merged.existing) {
+                match group_of[*at] {
+                    Some(g) => {
+                        if (s.start, s.end) != (changed[g].0, changed[g].1) {
+                            replaced.push((s.start, s.end, rows[0]));
+                        }
+                        stored.push(s.state);
+                        stored_group.push(g);
+                    }
+                    None => kept[*at] = Some(s),
+                }
+            }
+            for (at, w) in merged.windows.iter().enumerate() {
+                match kept[at].take() {
+                    Some(s) => {
+                        list.push(s);
+                        list_groups.push(None);
+                    }
+                    None => {
+                        list.push(Session {
+                            start: w.0,
+                            end: w.1,
+                            state: Box::default(),
+                        });
+                        list_groups.push(group_of[at]);
+                    }
+                }
+            }
+            debug_assert!(list_groups.iter().flatten().all(|g| *g >= base));
+            lists.push((list, list_groups));
+        }
+
+        // One merge of the incoming and the stored states into the groups.
+        let total = changed.len();
+        let incoming: Vec<ArrayRef> = batch.columns()[groups..].to_vec();
+        self.agg
+            .merge(&mut self.accumulators, &incoming, &row_group, total)?;
+        if !stored.is_empty() {
+            let parser = self.states.parser();
+            let stored = self
+                .states
+                .convert_rows(stored.iter().map(|b| parser.parse(b)))?;
+            self.agg
+                .merge(&mut self.accumulators, &stored, &stored_group, total)?;
+        }
+        let merged = self.agg.take_states(&mut self.accumulators)?;
+        let encoded = self.states.convert_columns(&merged)?;
+        for (key, (mut list, list_groups)) in order.iter().zip(lists) {
+            for (s, g) in list.iter_mut().zip(&list_groups) {
+                if let Some(g) = g {
+                    s.state = Box::from(encoded.row(*g).as_ref());
+                    // A timer: the partition has a session ending here.
+                    self.table.put(s.end, key, TIMER);
+                }
+            }
+            self.table.put(SESSIONS, key, &session::encode(&list));
+        }
+        if self.emit == EmitMode::OnUpdate {
+            if !replaced.is_empty() {
+                let columns = self.session_group_columns(
+                    &batch,
+                    &replaced.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+                    &replaced.iter().map(|r| r.2 as u32).collect::<Vec<_>>(),
+                )?;
+                let keys = self.keys.convert_columns(&columns)?;
+                let key_refs: Vec<&[u8]> =
+                    (0..keys.num_rows()).map(|i| keys.row(i).data()).collect();
+                self.out.delete(&key_refs)?;
+            }
+            let identity: Vec<usize> = self.identity(total).to_vec();
+            self.agg
+                .merge(&mut self.accumulators, &merged, &identity, total)?;
+            let results = self.agg.take_results(&mut self.accumulators)?;
+            let columns = self.session_group_columns(
+                &batch,
+                &changed.iter().map(|c| (c.0, c.1)).collect::<Vec<_>>(),
+                &changed.iter().map(|c| c.2 as u32).collect::<Vec<_>>(),
+            )?;
+            let keys = self.keys.convert_columns(&columns)?;
+            self.emit_rows(&keys, columns, results)?;
+        }
+        Ok(())
+    }
+
+    /// The group columns of sessions: their windows, and the partition
+    /// columns of the given rows of `batch`.
+    fn session_group_columns(
+        &self,
+        batch: &RecordBatch,
+        windows: &[(i64, i64)],
+        rows: &[u32],
+    ) -> Result<Vec<ArrayRef>> {
+        let session = self.agg.session.as_ref().expect("a session aggregation");
+        let picked = arrow::array::UInt32Array::from(rows.to_vec());
+        let mut columns = Vec::with_capacity(self.agg.group_count());
+        for (i, field) in self.agg.group_schema.fields().iter().enumerate() {
+            let ms: Option<Vec<i64>> = if i == session.start {
+                Some(windows.iter().map(|w| w.0).collect())
+            } else if i == session.end {
+                Some(windows.iter().map(|w| w.1).collect())
+            } else if Some(i) == session.time {
+                Some(windows.iter().map(|w| w.1 - 1).collect())
+            } else {
+                None
+            };
+            columns.push(match ms {
+                Some(ms) => arrow::compute::cast(
+                    &arrow::array::TimestampMillisecondArray::from(ms),
+                    field.data_type(),
+                )?,
+                None => arrow::compute::take(batch.column(i), &picked, None)?,
+            });
+        }
+        Ok(columns)
+    }
+
+    /// Fires the sessions that end by the watermark: their timers name the
+    /// partitions to look at.
+    fn fire_sessions(&mut self, watermark: i64) -> Result<()> {
+        let mut partitions: Vec<Box<[u8]>> = Vec::new();
+        for end in self.table.windows_up_to(watermark.saturating_add(1)) {
+            if end == SESSIONS {
+                continue;
+            }
+            partitions.extend(self.table.take_window(end)?.into_iter().map(|(k, _)| k));
+        }
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        partitions.sort_unstable();
+        partitions.dedup();
+        self.table
+            .fetch(partitions.iter().map(|k| (SESSIONS, &k[..])))?;
+        let mut fired: Vec<(usize, Session)> = Vec::new();
+        for (p, key) in partitions.iter().enumerate() {
+            let Some(bytes) = self.table.get(SESSIONS, key) else {
+                continue;
+            };
+            let (done, live): (Vec<Session>, Vec<Session>) = session::decode(bytes)?
+                .into_iter()
+                .partition(|s| has_fired(s.end, watermark));
+            if done.is_empty() {
+                continue;
+            }
+            if live.is_empty() {
+                self.table.remove(SESSIONS, key);
+            } else {
+                self.table.put(SESSIONS, key, &session::encode(&live));
+            }
+            fired.extend(done.into_iter().map(|s| (p, s)));
+        }
+        if self.emit != EmitMode::OnWindowClose || fired.is_empty() {
+            return Ok(());
+        }
+        for chunk in fired.chunks(FIRE_BATCH_ROWS) {
+            let n = chunk.len();
+            let partition_columns: Vec<ArrayRef> = match &self.partitions {
+                Some(converter) => {
+                    let parser = converter.parser();
+                    converter
+                        .convert_rows(chunk.iter().map(|(p, _)| parser.parse(&partitions[*p])))?
+                }
+                None => Vec::new(),
+            };
+            let state_parser = self.states.parser();
+            let states = self
+                .states
+                .convert_rows(chunk.iter().map(|(_, s)| state_parser.parse(&s.state)))?;
+            let identity: Vec<usize> = self.identity(n).to_vec();
+            self.agg
+                .merge(&mut self.accumulators, &states, &identity, n)?;
+            let results = self.agg.take_results(&mut self.accumulators)?;
+            let session = self.agg.session.as_ref().expect("a session aggregation");
+            let mut partition_columns = partition_columns.into_iter();
+            let mut columns = Vec::with_capacity(self.agg.group_count());
+            for (i, field) in self.agg.group_schema.fields().iter().enumerate() {
+                let ms: Option<Vec<i64>> = if i == session.start {
+                    Some(chunk.iter().map(|(_, s)| s.start).collect())
+                } else if i == session.end {
+                    Some(chunk.iter().map(|(_, s)| s.end).collect())
+                } else if Some(i) == session.time {
+                    Some(chunk.iter().map(|(_, s)| s.end - 1).collect())
+                } else {
+                    None
+                };
+                columns.push(match ms {
+                    Some(ms) => arrow::compute::cast(
+                        &arrow::array::TimestampMillisecondArray::from(ms),
+                        field.data_type(),
+                    )?,
+                    None => partition_columns
+                        .next()
+                        .ok_or_else(|| Error::internal("a session partition column is missing"))?,
+                });
+            }
+            let keys = self.keys.convert_columns(&columns)?;
+            self.emit_rows(&keys, columns, results)?;
+        }
+        Ok(())
+    }
+
     fn emit_rows(
         &self,
         keys: &Rows,
@@ -268,6 +568,9 @@ impl WindowAggregate {
         self.metrics.advance_watermark(watermark);
         if self.agg.fire_time.is_none() {
             return Ok(());
+        }
+        if self.agg.session.is_some() {
+            return self.fire_sessions(watermark);
         }
         // Window [s, e) fires when wm >= e - 1, i.e. e <= wm + 1.
         for window in self.table.windows_up_to(watermark.saturating_add(1)) {
@@ -300,4 +603,16 @@ impl WindowAggregate {
         }
         Ok(())
     }
+}
+
+/// A timestamp column's values in milliseconds.
+fn timestamps_ms(column: &ArrayRef) -> Result<Vec<i64>> {
+    let ms = arrow::compute::cast(
+        column,
+        &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+    )?;
+    Ok(ms
+        .as_primitive::<TimestampMillisecondType>()
+        .values()
+        .to_vec())
 }

@@ -5,7 +5,8 @@
 //! size)`, the group window becomes `window_start, window_end`, and the
 //! auxiliary functions `<KIND>_START`, `<KIND>_END` and `<KIND>_ROWTIME`
 //! become `window_start`, `window_end` and `window_time`. Likewise
-//! `HOP(ts, slide, size)` and `SESSION(ts, gap)`. The rewritten query then
+//! `HOP(ts, slide, size)` and `SESSION(ts, gap)`, whose sessions are per the
+//! other group columns (its `PARTITION BY`). The rewritten query then
 //! goes through [`extract_windows`](crate::frontend::window::extract_windows)
 //! like any other, so both spellings share every check.
 
@@ -17,7 +18,7 @@ use sqlparser::ast::{
 };
 
 use crate::error::{Error, Result};
-use crate::frontend::parser::normalize_ident;
+use crate::frontend::parser::{normalize_ident, PARTITION_BY_ARG};
 use crate::frontend::planner::{WINDOW_END, WINDOW_START, WINDOW_TIME};
 
 const KINDS: [&str; 3] = ["TUMBLE", "HOP", "SESSION"];
@@ -139,6 +140,43 @@ fn take_group_window(select: &mut ast::Select, sql: &str) -> Result<Option<Group
         ),
     };
     call_args.insert(0, FunctionArg::Unnamed(FunctionArgExpr::Expr(table_expr)));
+    if kind == "SESSION" {
+        // Sessions are per group: the other group columns partition them.
+        let mut keys = Vec::new();
+        for (i, e) in exprs.iter().enumerate() {
+            if i == index {
+                continue;
+            }
+            match e {
+                SqlExpr::Identifier(_) | SqlExpr::CompoundIdentifier(_) => {
+                    keys.push(FunctionArg::Unnamed(FunctionArgExpr::Expr(e.clone())))
+                }
+                other => return Err(Error::not_supported(format!(
+                    "GROUP BY SESSION(...) with the expression {other}: group sessions by columns"
+                ))
+                .at(position(sql, other.span()))),
+            }
+        }
+        if !keys.is_empty() {
+            let partition = SqlExpr::Function(ast::Function {
+                name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(
+                    PARTITION_BY_ARG,
+                ))]),
+                uses_odbc_syntax: false,
+                parameters: FunctionArguments::None,
+                args: FunctionArguments::List(ast::FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: keys,
+                    clauses: Vec::new(),
+                }),
+                filter: None,
+                null_treatment: None,
+                over: None,
+                within_group: Vec::new(),
+            });
+            call_args.insert(1, FunctionArg::Unnamed(FunctionArgExpr::Expr(partition)));
+        }
+    }
     select.from[0].relation = TableFactor::Table {
         name,
         alias,

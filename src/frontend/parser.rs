@@ -168,7 +168,7 @@ pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
     let tokens = Tokenizer::new(dialect(), sql)
         .tokenize_with_location()
         .map_err(|e| Error::from_parser(ParserError::TokenizerError(e.to_string()), sql))?;
-    let tokens = drop_inner_table_keyword(tokens);
+    let tokens = session_partition_by(drop_inner_table_keyword(tokens));
     let mut parser = Parser::new(dialect()).with_tokens_with_locations(tokens);
     let mut out = Vec::new();
     loop {
@@ -281,6 +281,75 @@ fn drop_inner_table_keyword(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
             }
         }
         out.push(tok);
+    }
+    out
+}
+
+/// The name of the argument `SESSION(TABLE t PARTITION BY k, ...)` becomes.
+pub const PARTITION_BY_ARG: &str = "__partition_by";
+
+/// Rewrites `SESSION(t PARTITION BY k, ...)` (after the inner `TABLE` is
+/// dropped) into `SESSION(t, __partition_by(k), ...)`, which sqlparser
+/// reads as a call; `PARTITION BY (a, b)` likewise. The new tokens take the
+/// location of `PARTITION`.
+fn session_partition_by(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let significant = |t: &TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len() + 4);
+    let mut iter = tokens.into_iter().peekable();
+    while let Some(tok) = iter.next() {
+        if !is_keyword(&tok.token, Keyword::PARTITION) {
+            out.push(tok);
+            continue;
+        }
+        let mut prev = out.iter().rev().filter(|t| significant(t));
+        let after_table = matches!(prev.next().map(|t| &t.token), Some(Token::Word(_)))
+            && prev.next().map(|t| t.token == Token::LParen).unwrap_or(false)
+            && prev
+                .next()
+                .map(|t| matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("SESSION")))
+                .unwrap_or(false);
+        if !after_table {
+            out.push(tok);
+            continue;
+        }
+        // PARTITION [ws] BY [ws]
+        let mut skipped = Vec::new();
+        while iter.peek().map(|t| !significant(t)).unwrap_or(false) {
+            skipped.extend(iter.next());
+        }
+        if !iter
+            .peek()
+            .map(|t| is_keyword(&t.token, Keyword::BY))
+            .unwrap_or(false)
+        {
+            out.push(tok);
+            out.extend(skipped);
+            continue;
+        }
+        iter.next();
+        while iter.peek().map(|t| !significant(t)).unwrap_or(false) {
+            iter.next();
+        }
+        let at = |token: Token| TokenWithSpan {
+            token,
+            span: tok.span,
+        };
+        out.push(at(Token::Comma));
+        out.push(at(Token::make_word(PARTITION_BY_ARG, None)));
+        if iter
+            .peek()
+            .map(|t| t.token == Token::LParen)
+            .unwrap_or(false)
+        {
+            // PARTITION BY (a, b): the parenthesized list is the call's.
+            continue;
+        }
+        // PARTITION BY a or a.b: up to the next comma or parenthesis.
+        out.push(at(Token::LParen));
+        while let Some(t) = iter.next_if(|t| !matches!(t.token, Token::Comma | Token::RParen)) {
+            out.push(t);
+        }
+        out.push(at(Token::RParen));
     }
     out
 }

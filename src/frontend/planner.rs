@@ -28,8 +28,10 @@ use datafusion::sql::parser::Statement as DFStatement;
 use sqlparser::ast;
 
 use crate::dataflow::plan::{
-    AggregatePlan, EmitMode, FireTime, SourcePlan, StatelessOp, StreamPlan, WindowPlan,
+    AggregatePlan, EmitMode, FireTime, SessionGroups, SourcePlan, StatelessOp, StreamPlan,
+    WindowPlan,
 };
+use crate::dataflow::window::WindowKind;
 use crate::error::{sqlstate, Error, Result};
 use crate::frontend::parser::CreateView;
 use crate::frontend::window::{extract_windows, WindowCall};
@@ -239,6 +241,7 @@ fn window_plan(call: &WindowCall, source: &SourcePlan) -> Result<WindowPlan> {
         kind: call.kind,
         time_index,
         output: Arc::new(Schema::new(fields)),
+        partition: call.partition.clone(),
     })
 }
 
@@ -453,12 +456,18 @@ fn aggregate_plan(
 ) -> Result<AggregatePlan> {
     let mut fire_time = None;
     let mut window_groups = Vec::new();
+    let mut session = None;
     if let Some(w) = window {
         let mut start = None;
         let mut end = None;
+        let mut time = None;
+        let mut others = Vec::new();
         for (i, g) in agg.group_exprs.iter().enumerate() {
-            let Expr::Column(c) = g else { continue };
-            match trace_to_scan(c, pre).as_deref() {
+            let traced = match g {
+                Expr::Column(c) => trace_to_scan(c, pre),
+                _ => None,
+            };
+            match traced.as_deref() {
                 Some(WINDOW_END) => {
                     end = Some(i);
                     window_groups.push(i);
@@ -467,8 +476,11 @@ fn aggregate_plan(
                     start = Some(i);
                     window_groups.push(i);
                 }
-                Some(WINDOW_TIME) => window_groups.push(i),
-                _ => {}
+                Some(WINDOW_TIME) => {
+                    time = Some(i);
+                    window_groups.push(i);
+                }
+                _ => others.push((i, traced)),
             }
         }
         fire_time = match (end, start) {
@@ -483,7 +495,10 @@ fn aggregate_plan(
             (None, Some(_)) => {
                 return Err(Error::user(
                     sqlstate::GROUPING_ERROR,
-                    "an aggregation over a CUMULATE window must GROUP BY window_end too: its windows share their start",
+                    format!(
+                        "an aggregation over a {} window must GROUP BY window_end too: its windows share their start",
+                        w.kind.name()
+                    ),
                 ))
             }
             (None, None) => {
@@ -496,11 +511,20 @@ fn aggregate_plan(
                 ))
             }
         };
+        if let WindowKind::Session { .. } = w.kind {
+            let (Some(start), Some(end)) = (start, end) else {
+                return Err(Error::user(
+                    sqlstate::GROUPING_ERROR,
+                    "an aggregation over a SESSION window must GROUP BY window_start, window_end",
+                ));
+            };
+            session = Some(session_groups(start, end, time, &others, w)?);
+        }
     }
     let mut routing: Vec<usize> = (0..agg.group_exprs.len())
         .filter(|i| !window_groups.contains(i))
         .collect();
-    if routing.is_empty() {
+    if routing.is_empty() && session.is_none() {
         routing = (0..agg.group_exprs.len()).collect();
     }
     Ok(AggregatePlan {
@@ -510,6 +534,49 @@ fn aggregate_plan(
         output: agg.output.clone(),
         fire_time,
         routing,
+        session,
+    })
+}
+
+/// The groups of a SESSION aggregation: the non-window group columns must be
+/// the window's PARTITION BY columns (the sessions are theirs).
+fn session_groups(
+    start: usize,
+    end: usize,
+    time: Option<usize>,
+    others: &[(usize, Option<String>)],
+    window: &WindowPlan,
+) -> Result<SessionGroups> {
+    let mut grouped: Vec<&str> = Vec::new();
+    for (_, name) in others {
+        match name {
+            Some(n) => grouped.push(n),
+            None => {
+                return Err(Error::not_supported(
+                    "an aggregation over a SESSION window can GROUP BY columns only, besides the window",
+                ))
+            }
+        }
+    }
+    let mut a: Vec<&str> = grouped.clone();
+    let mut b: Vec<&str> = window.partition.iter().map(|s| s.as_str()).collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    if a != b {
+        return Err(Error::user(
+            sqlstate::GROUPING_ERROR,
+            format!(
+                "an aggregation over a SESSION window must GROUP BY its PARTITION BY columns ({}) besides window_start and window_end, got ({})",
+                window.partition.join(", "),
+                grouped.join(", ")
+            ),
+        ));
+    }
+    Ok(SessionGroups {
+        start,
+        end,
+        time,
+        partition: others.iter().map(|(i, _)| *i).collect(),
     })
 }
 

@@ -5,6 +5,7 @@
 //!   `TABLE(HOP(TABLE t, DESCRIPTOR(ts), slide, size [, offset]))`,
 //!   `TABLE(CUMULATE(TABLE t, DESCRIPTOR(ts), step, size [, offset]))` (the
 //!   parser drops the inner `TABLE`);
+//!   `TABLE(SESSION(TABLE t [PARTITION BY k | (k, ...)], DESCRIPTOR(ts), gap))`;
 //! - RisingWave: `TUMBLE(t, ts, size)`, `HOP(t, ts, slide, size)`.
 //!
 //! Each call is replaced in the AST by a reference to its source table (with
@@ -28,12 +29,14 @@ use sqlparser::ast::{
 
 use crate::dataflow::window::WindowKind;
 use crate::error::{Error, Result};
-use crate::frontend::parser::normalize_object_name;
+use crate::frontend::parser::{normalize_object_name, PARTITION_BY_ARG};
 
 /// A window call found in a query.
 #[derive(Debug, Clone)]
 pub struct WindowCall {
     pub source: String,
+    /// SESSION's `PARTITION BY` columns.
+    pub partition: Vec<String>,
     /// The time column, as named in the call.
     pub time_column: String,
     pub kind: WindowKind,
@@ -162,13 +165,7 @@ impl Extractor<'_> {
     ) -> Result<WindowCall> {
         let position = self.pos(span);
         let kind_name = name.to_string().to_ascii_uppercase();
-        if kind_name == "SESSION" {
-            return Err(Error::not_supported(
-                "SESSION windows are not supported yet; use TUMBLE, HOP or CUMULATE",
-            )
-            .at(position));
-        }
-        let exprs: Vec<&SqlExpr> = args
+        let mut exprs: Vec<&SqlExpr> = args
             .iter()
             .map(|a| match a {
                 FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
@@ -178,9 +175,50 @@ impl Extractor<'_> {
                 .at(position)),
             })
             .collect::<Result<_>>()?;
+        // SESSION(TABLE t PARTITION BY k, ...), as the parser rewrote it.
+        let mut partition = Vec::new();
+        if let Some(SqlExpr::Function(f)) = exprs.get(1) {
+            if f.name.to_string() == PARTITION_BY_ARG {
+                if kind_name != "SESSION" {
+                    return Err(Error::syntax(format!(
+                        "PARTITION BY is for SESSION windows, not {kind_name}"
+                    ))
+                    .at(self.pos(f.span())));
+                }
+                let FunctionArguments::List(l) = &f.args else {
+                    return Err(Error::syntax("PARTITION BY needs columns").at(position));
+                };
+                for a in &l.args {
+                    let column = match a {
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Identifier(i))) => {
+                            crate::frontend::parser::normalize_ident(i)
+                        }
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(
+                            SqlExpr::CompoundIdentifier(parts),
+                        )) => parts
+                            .last()
+                            .map(crate::frontend::parser::normalize_ident)
+                            .unwrap_or_default(),
+                        other => {
+                            return Err(Error::syntax(format!(
+                                "PARTITION BY takes column names, got {other}"
+                            ))
+                            .at(self.pos(other.span())))
+                        }
+                    };
+                    partition.push(column);
+                }
+                exprs.remove(1);
+            }
+        }
         let (min, max, usage) = match kind_name.as_str() {
             "TUMBLE" => (3, 4, "TUMBLE(TABLE t, DESCRIPTOR(ts), size [, offset])"),
             "HOP" => (4, 5, "HOP(TABLE t, DESCRIPTOR(ts), slide, size [, offset])"),
+            "SESSION" => (
+                3,
+                3,
+                "SESSION(TABLE t [PARTITION BY k], DESCRIPTOR(ts), gap)",
+            ),
             _ => (
                 4,
                 5,
@@ -188,8 +226,13 @@ impl Extractor<'_> {
             ),
         };
         if exprs.len() < min || exprs.len() > max {
+            let count = if min == max {
+                format!("{min}")
+            } else {
+                format!("{min} or {max}")
+            };
             return Err(Error::syntax(format!(
-                "{kind_name} takes {min} or {max} arguments, got {}: {usage}",
+                "{kind_name} takes {count} arguments, got {}: {usage}",
                 exprs.len()
             ))
             .at(position));
@@ -258,6 +301,10 @@ impl Extractor<'_> {
                 0
             };
             WindowKind::Tumble { size, offset }
+        } else if kind_name == "SESSION" {
+            WindowKind::Session {
+                gap: interval(2, "gap")?,
+            }
         } else {
             // HOP(slide, size) and CUMULATE(step, size): a step and a size
             // that is a multiple of it.
@@ -289,6 +336,7 @@ impl Extractor<'_> {
         };
         Ok(WindowCall {
             source,
+            partition,
             time_column,
             kind,
             position,
@@ -406,6 +454,27 @@ mod tests {
     }
 
     #[test]
+    fn sessions_take_their_partition_columns() {
+        for sql in [
+            "CREATE MATERIALIZED VIEW v AS SELECT * FROM TABLE(SESSION(TABLE calls PARTITION BY cell_id, DESCRIPTOR(ts), INTERVAL '30' SECOND))",
+            "CREATE MATERIALIZED VIEW v AS SELECT * FROM TABLE(SESSION(TABLE calls PARTITION BY (cell_id, Status), DESCRIPTOR(ts), INTERVAL '30' SECOND)) AS c",
+            "CREATE MATERIALIZED VIEW v AS SELECT * FROM TABLE(SESSION(TABLE calls, DESCRIPTOR(ts), INTERVAL '30' SECOND))",
+        ] {
+            let (w, query) = calls(sql).unwrap();
+            assert_eq!(w[0].kind, WindowKind::Session { gap: 30_000 }, "{sql}");
+            assert!(query.contains("FROM \"calls\""), "{query}");
+            let want: Vec<&str> = if sql.contains("Status") {
+                vec!["cell_id", "status"]
+            } else if sql.contains("PARTITION") {
+                vec!["cell_id"]
+            } else {
+                vec![]
+            };
+            assert_eq!(w[0].partition, want, "{sql}");
+        }
+    }
+
+    #[test]
     fn bad_window_calls_are_explained() {
         let sql = "CREATE MATERIALIZED VIEW v AS SELECT * FROM TABLE(HOP(TABLE calls, DESCRIPTOR(ts), INTERVAL '7' SECOND, INTERVAL '1' MINUTE))";
         let err = calls(sql).unwrap_err();
@@ -414,8 +483,11 @@ mod tests {
         assert_eq!(err.position(), Some(sql.find("'1' MINUTE").unwrap() + 1));
         let err = calls("CREATE MATERIALIZED VIEW v AS SELECT * FROM TABLE(CUMULATE(TABLE calls, DESCRIPTOR(ts), INTERVAL '7' SECOND, INTERVAL '1' MINUTE))").unwrap_err();
         assert!(err.to_string().contains("multiple of its step"), "{err}");
-        let err = calls("CREATE MATERIALIZED VIEW v AS SELECT * FROM TABLE(SESSION(TABLE calls, DESCRIPTOR(ts), INTERVAL '1' MINUTE))").unwrap_err();
-        assert_eq!(err.sqlstate(), "0A000");
+        let err = calls("CREATE MATERIALIZED VIEW v AS SELECT * FROM TABLE(SESSION(TABLE calls, DESCRIPTOR(ts)))").unwrap_err();
+        assert!(
+            err.to_string().contains("SESSION takes 3 arguments"),
+            "{err}"
+        );
         let err =
             calls("CREATE MATERIALIZED VIEW v AS SELECT * FROM TUMBLE(calls, ts)").unwrap_err();
         assert_eq!(err.sqlstate(), "42601");

@@ -15,6 +15,10 @@
 //!
 //! Without checkpoints nothing is ever committed, so nothing is evicted:
 //! state larger than memory needs checkpoints.
+//!
+//! Values are never empty: an empty value in memory is a removed row (a
+//! tombstone), which hides the stored row until a checkpoint deletes it and
+//! commits.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -176,10 +180,24 @@ impl StateTable {
             .rows
             .get(hash_key(key), key)
             .map(|e| e.value.as_ref())
+            .filter(|v| !v.is_empty())
     }
 
+    /// Sets a row; `value` must not be empty.
     pub fn put(&mut self, window: WindowId, key: &[u8], value: &[u8]) {
+        debug_assert!(!value.is_empty(), "state values are never empty");
         self.insert(window, key, value, Saved::Dirty);
+    }
+
+    /// Removes a row (it may be in the store only).
+    pub fn remove(&mut self, window: WindowId, key: &[u8]) {
+        let Some(w) = self.windows.get(&window) else {
+            return;
+        };
+        let in_memory = w.rows.get(hash_key(key), key).is_some();
+        if in_memory || w.spilled {
+            self.insert(window, key, &[], Saved::Dirty);
+        }
     }
 
     /// Puts a row in memory; `Saved::Dirty` marks it changed.
@@ -235,7 +253,11 @@ impl StateTable {
                 })?;
             }
         }
-        out.extend(rows.into_entries().map(|e| (e.key, e.value)));
+        out.extend(
+            rows.into_entries()
+                .filter(|e| !e.value.is_empty())
+                .map(|e| (e.key, e.value)),
+        );
         self.removed.push(window);
         Ok(out)
     }
@@ -257,6 +279,22 @@ impl StateTable {
                 if e.saved == Saved::InFlight {
                     e.saved = Saved::Committed;
                 }
+            }
+        }
+        // Removals the store has now: their tombstones go.
+        for (k, key) in self.in_flight.iter() {
+            let Some(w) = self.windows.get_mut(&k.group) else {
+                continue;
+            };
+            let gone = w
+                .rows
+                .get(k.hash, key)
+                .map(|e| e.saved == Saved::Committed && e.value.is_empty())
+                .unwrap_or(false);
+            if gone {
+                w.rows.remove(k.hash, key);
+                self.rows -= 1;
+                self.bytes -= key.len() + ROW_OVERHEAD;
             }
         }
         self.in_flight.clear();
@@ -294,7 +332,12 @@ impl StateTable {
                 continue;
             }
             e.saved = Saved::InFlight;
-            writes.put_parts(&[&self.prefix, &window_bytes(k.group), key], &e.value);
+            let parts: [&[u8]; 3] = [&self.prefix, &window_bytes(k.group), key];
+            if e.value.is_empty() {
+                writes.delete_parts(&parts);
+            } else {
+                writes.put_parts(&parts, &e.value);
+            }
         }
         std::mem::swap(&mut self.changed, &mut self.in_flight);
         self.changed.clear();
@@ -383,6 +426,37 @@ mod tests {
         assert_eq!(back.get(i64::MAX, b"c"), Some(&b"3"[..]));
         assert_eq!(back.get(20, b"x"), None);
         assert_eq!(back.take_window(20).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn removed_rows_hide_stored_ones_until_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let mut t = StateTable::new(Some(store.clone()), b"r/".to_vec(), usize::MAX);
+        t.put(i64::MAX, b"a", b"1");
+        t.put(i64::MAX, b"b", b"2");
+        t.put(5, b"c", b"3");
+        commit(&mut t, &store);
+        t.remove(i64::MAX, b"a");
+        t.remove(5, b"c");
+        assert_eq!(t.get(i64::MAX, b"a"), None);
+        assert!(t.take_window(5).unwrap().is_empty());
+        commit(&mut t, &store);
+        // Committed with the next checkpoint: the tombstone leaves memory.
+        commit(&mut t, &store);
+        assert_eq!(t.len(), 1);
+        let mut back = StateTable::open(store.clone(), b"r/".to_vec(), usize::MAX).unwrap();
+        back.fetch([(i64::MAX, &b"a"[..]), (i64::MAX, &b"b"[..])].into_iter())
+            .unwrap();
+        assert_eq!(back.get(i64::MAX, b"a"), None);
+        assert_eq!(back.get(i64::MAX, b"b"), Some(&b"2"[..]));
+        // Removed while only in the store (spilled): hidden, then deleted.
+        back.remove(i64::MAX, b"b");
+        back.fetch(std::iter::once((i64::MAX, &b"b"[..]))).unwrap();
+        assert_eq!(back.get(i64::MAX, b"b"), None);
+        commit(&mut back, &store);
+        let again = StateTable::open(store, b"r/".to_vec(), usize::MAX).unwrap();
+        assert!(again.windows_up_to(i64::MAX).is_empty(), "nothing left");
     }
 
     #[test]
