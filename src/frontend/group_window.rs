@@ -151,10 +151,12 @@ fn take_group_window(select: &mut ast::Select, sql: &str) -> Result<Option<Group
                 SqlExpr::Identifier(_) | SqlExpr::CompoundIdentifier(_) => {
                     keys.push(FunctionArg::Unnamed(FunctionArgExpr::Expr(e.clone())))
                 }
-                other => return Err(Error::not_supported(format!(
+                other => {
+                    return Err(Error::not_supported(format!(
                     "GROUP BY SESSION(...) with the expression {other}: group sessions by columns"
                 ))
-                .at(position(sql, other.span()))),
+                    .at(position(sql, other.span())))
+                }
             }
         }
         if !keys.is_empty() {
@@ -348,7 +350,18 @@ mod tests {
             q,
             "SELECT cell_id, window_start AS s, window_time AS t, COUNT(*) \
              FROM TUMBLE(calls, ts, INTERVAL '10' SECOND) AS c \
-             GROUP BY window_start, window_end, cell_id"
+             GROUP BY window_start, window_end, cell_id, window_time"
+        );
+        let q = rewrite(
+            "CREATE MATERIALIZED VIEW v AS SELECT SESSION_END(ts, INTERVAL '1' MINUTE), c.cell_id, COUNT(*) \
+             FROM calls c GROUP BY c.cell_id, SESSION(ts, INTERVAL '1' MINUTE)",
+        )
+        .unwrap();
+        assert_eq!(
+            q,
+            "SELECT window_end, c.cell_id, COUNT(*) \
+             FROM SESSION(calls, __partition_by(c.cell_id), ts, INTERVAL '1' MINUTE) c \
+             GROUP BY c.cell_id, window_start, window_end"
         );
         let q = rewrite(
             "CREATE MATERIALIZED VIEW v AS SELECT HOP_END(ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND), COUNT(*) \
