@@ -400,7 +400,7 @@ fn physical_plan(state: &SessionState, plan: &StreamPlan) -> Result<JobPhysical>
     Ok(JobPhysical {
         rowtime,
         window: plan.window.clone(),
-        drops_late: plan.drops_late_rows(),
+        late_after: plan.drops_late_rows().then(|| plan.allowed_lateness()),
         pre,
         aggregate,
         post: Arc::new(post),

@@ -199,6 +199,8 @@ pub struct PhysicalAggregate {
     pub fire_time: Option<FireTime>,
     pub routing: Vec<usize>,
     pub session: Option<SessionGroups>,
+    /// See [`AggregatePlan::allowed_lateness`].
+    pub allowed_lateness: i64,
 }
 
 impl PhysicalAggregate {
@@ -255,6 +257,7 @@ impl PhysicalAggregate {
             fire_time: plan.fire_time,
             routing: plan.routing.clone(),
             session: plan.session.clone(),
+            allowed_lateness: plan.allowed_lateness,
         })
     }
 

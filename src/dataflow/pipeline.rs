@@ -53,7 +53,9 @@ pub struct JobPhysical {
     /// The event-time column's index and the watermark expression.
     pub rowtime: Option<(usize, WatermarkFn)>,
     pub window: Option<WindowPlan>,
-    pub drops_late: bool,
+    /// Whether rows late for their window are dropped, and after how long
+    /// (the allowed lateness, ms).
+    pub late_after: Option<i64>,
     pub pre: Vec<PhysicalOp>,
     pub aggregate: Option<Arc<PhysicalAggregate>>,
     pub post: Arc<Vec<PhysicalOp>>,
@@ -301,7 +303,7 @@ impl Pipeline {
                             &ts,
                             &marks,
                             running,
-                            self.job.drops_late,
+                            self.job.late_after,
                             &mut self.assignment,
                         );
                         self.count_late();

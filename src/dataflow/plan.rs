@@ -136,6 +136,9 @@ pub struct AggregatePlan {
     pub routing: Vec<usize>,
     /// For aggregations over SESSION windows.
     pub session: Option<SessionGroups>,
+    /// How long after it fires a window still takes late rows (ms, the
+    /// view's `allowed-lateness`).
+    pub allowed_lateness: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +162,14 @@ impl StreamPlan {
             .as_ref()
             .map(|a| a.fire_time.is_some())
             .unwrap_or(false)
+    }
+
+    /// How long after it fires a window still takes late rows, in ms.
+    pub fn allowed_lateness(&self) -> i64 {
+        self.aggregate
+            .as_ref()
+            .map(|a| a.allowed_lateness)
+            .unwrap_or(0)
     }
 
     /// The operator graph, for `EXPLAIN CREATE MATERIALIZED VIEW`.
@@ -207,10 +218,13 @@ impl StreamPlan {
             lines.push(op.describe());
         }
         if let Some(w) = &self.window {
-            let late = if self.drops_late_rows() {
-                " late=drop-and-count"
-            } else {
-                ""
+            let late = match self.allowed_lateness() {
+                _ if !self.drops_late_rows() => String::new(),
+                0 => " late=drop-and-count".to_string(),
+                ms => format!(
+                    " late=update-for {} then drop-and-count",
+                    crate::dataflow::window::fmt_ms(ms)
+                ),
             };
             let partition = if w.partition.is_empty() {
                 String::new()

@@ -172,15 +172,16 @@ pub struct Assignment {
 /// Assigns the windows of rows with event times `ts`, in split order.
 /// `watermark_values[i]` is the watermark row i makes (its watermark
 /// expression); `running` is the split's watermark before the first row and
-/// is advanced past every row. With `judge_late`, a row's window is late when
-/// the watermark made by the rows before it already fired it (an exclusive
-/// running max), so the result never depends on how rows are batched.
+/// is advanced past every row. With `lateness` (the allowed lateness, ms), a
+/// row's window is late when the watermark made by the rows before it (an
+/// exclusive running max) fired it more than that long ago, so the result
+/// never depends on how rows are batched.
 pub fn assign_windows(
     kind: &WindowKind,
     ts: &[i64],
     watermark_values: &[i64],
     running: &mut i64,
-    judge_late: bool,
+    lateness: Option<i64>,
     out: &mut Assignment,
 ) {
     out.rows.clear();
@@ -188,9 +189,12 @@ pub fn assign_windows(
     out.ends.clear();
     out.late.clear();
     for (i, (&t, &w)) in ts.iter().zip(watermark_values).enumerate() {
-        let before = if judge_late { *running } else { i64::MIN };
+        let (before, allowed) = match lateness {
+            Some(ms) => (*running, ms),
+            None => (i64::MIN, 0),
+        };
         kind.for_each_window(t, |start, end| {
-            if has_fired(end, before) {
+            if has_fired(end.saturating_add(allowed), before) {
                 out.late.push((i as u32, start, end));
             } else {
                 out.rows.push(i as u32);
@@ -257,10 +261,18 @@ mod tests {
         let wm: Vec<i64> = ts.iter().map(|t| t - 2).collect();
         let mut running = i64::MIN;
         let mut out = Assignment::default();
-        assign_windows(&k, &ts, &wm, &mut running, true, &mut out);
+        assign_windows(&k, &ts, &wm, &mut running, Some(0), &mut out);
         assert_eq!(out.rows, vec![0, 1, 2, 4]);
         assert_eq!(out.late, vec![(3, 10, 20)]);
         assert_eq!(running, 23);
+        // Allowed 4 ms late, [10, 20) takes rows until wm 23: row 3 counts.
+        let mut running = i64::MIN;
+        assign_windows(&k, &ts, &wm, &mut running, Some(4), &mut out);
+        assert_eq!(out.rows, vec![0, 1, 2, 3, 4]);
+        assert!(out.late.is_empty());
+        let mut running = i64::MIN;
+        assign_windows(&k, &ts, &wm, &mut running, Some(3), &mut out);
+        assert_eq!(out.late, vec![(3, 10, 20)]);
     }
 
     #[test]
@@ -338,13 +350,13 @@ mod tests {
             let wm: Vec<i64> = ts.iter().map(|t| t - 30).collect();
             let mut whole = Assignment::default();
             let mut running = i64::MIN;
-            assign_windows(&k, &ts, &wm, &mut running, true, &mut whole);
+            assign_windows(&k, &ts, &wm, &mut running, Some(0), &mut whole);
             let cut = cut.min(ts.len());
             let mut running2 = i64::MIN;
             let mut a = Assignment::default();
             let mut b = Assignment::default();
-            assign_windows(&k, &ts[..cut], &wm[..cut], &mut running2, true, &mut a);
-            assign_windows(&k, &ts[cut..], &wm[cut..], &mut running2, true, &mut b);
+            assign_windows(&k, &ts[..cut], &wm[..cut], &mut running2, Some(0), &mut a);
+            assign_windows(&k, &ts[cut..], &wm[cut..], &mut running2, Some(0), &mut b);
             prop_assert_eq!(running, running2);
             prop_assert_eq!(whole.rows.len(), a.rows.len() + b.rows.len());
             prop_assert_eq!(whole.late.len(), a.late.len() + b.late.len());

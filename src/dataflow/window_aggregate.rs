@@ -234,11 +234,25 @@ impl WindowAggregate {
             self.table
                 .put(*window, keys.row(i).as_ref(), encoded.row(i).as_ref());
         }
-        if self.emit == EmitMode::OnUpdate {
+        // Shown: every change by default; with EMIT ON WINDOW CLOSE, the
+        // changes of windows already shown (late rows, allowed lateness).
+        let shown: Vec<usize> = match self.emit {
+            EmitMode::OnUpdate => identity.clone(),
+            EmitMode::OnWindowClose => (0..n)
+                .filter(|i| has_fired(windows[*i], self.watermark))
+                .collect(),
+        };
+        if !shown.is_empty() {
             self.agg
                 .merge(&mut self.accumulators, &merged, &identity, n)?;
             let results = self.agg.take_results(&mut self.accumulators)?;
-            self.emit_rows(&keys, group_cols, results)?;
+            if shown.len() == n {
+                self.emit_rows(&keys, group_cols, results)?;
+            } else {
+                let group_cols = take_all(&group_cols, &shown)?;
+                let keys = self.keys.convert_columns(&group_cols)?;
+                self.emit_rows(&keys, group_cols, take_all(&results, &shown)?)?;
+            }
         }
         Ok(())
     }
@@ -249,10 +263,9 @@ impl WindowAggregate {
         batch: RecordBatch,
         windows: Vec<WindowId>,
     ) -> Result<(RecordBatch, Vec<WindowId>)> {
-        let late = windows
-            .iter()
-            .filter(|w| has_fired(**w, self.watermark))
-            .count();
+        let expired =
+            |w: WindowId| has_fired(w.saturating_add(self.agg.allowed_lateness), self.watermark);
+        let late = windows.iter().filter(|w| expired(**w)).count();
         if late == 0 {
             return Ok((batch, windows));
         }
@@ -260,14 +273,8 @@ impl WindowAggregate {
             .counters()
             .late_rows
             .fetch_add(late as u64, Ordering::Relaxed);
-        let keep: arrow::array::BooleanArray = windows
-            .iter()
-            .map(|w| Some(!has_fired(*w, self.watermark)))
-            .collect();
-        let kept = windows
-            .into_iter()
-            .filter(|w| !has_fired(*w, self.watermark))
-            .collect();
+        let keep: arrow::array::BooleanArray = windows.iter().map(|w| Some(!expired(*w))).collect();
+        let kept = windows.into_iter().filter(|w| !expired(*w)).collect();
         Ok((arrow::compute::filter_record_batch(&batch, &keep)?, kept))
     }
 
@@ -402,26 +409,41 @@ impl WindowAggregate {
             }
             self.table.put(SESSIONS, key, &session::encode(&list));
         }
-        if self.emit == EmitMode::OnUpdate {
-            if !replaced.is_empty() {
-                let columns = self.session_group_columns(
-                    &batch,
-                    &replaced.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
-                    &replaced.iter().map(|r| r.2 as u32).collect::<Vec<_>>(),
-                )?;
-                let keys = self.keys.convert_columns(&columns)?;
-                let key_refs: Vec<&[u8]> =
-                    (0..keys.num_rows()).map(|i| keys.row(i).data()).collect();
-                self.out.delete(&key_refs)?;
-            }
+        // Shown: every session by default; with EMIT ON WINDOW CLOSE, only
+        // fired ones (a late row changed them, allowed lateness).
+        let wm = self.watermark;
+        let emit = self.emit;
+        let shown = |end: i64| match emit {
+            EmitMode::OnUpdate => true,
+            EmitMode::OnWindowClose => has_fired(end, wm),
+        };
+        let gone: Vec<&(i64, i64, usize)> = replaced.iter().filter(|r| shown(r.1)).collect();
+        if !gone.is_empty() {
+            let columns = self.session_group_columns(
+                &batch,
+                &gone.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+                &gone.iter().map(|r| r.2 as u32).collect::<Vec<_>>(),
+            )?;
+            let keys = self.keys.convert_columns(&columns)?;
+            let key_refs: Vec<&[u8]> = (0..keys.num_rows()).map(|i| keys.row(i).data()).collect();
+            self.out.delete(&key_refs)?;
+        }
+        let show: Vec<usize> = (0..total).filter(|g| shown(changed[*g].1)).collect();
+        if !show.is_empty() {
             let identity: Vec<usize> = self.identity(total).to_vec();
             self.agg
                 .merge(&mut self.accumulators, &merged, &identity, total)?;
-            let results = self.agg.take_results(&mut self.accumulators)?;
+            let results = take_all(&self.agg.take_results(&mut self.accumulators)?, &show)?;
             let columns = self.session_group_columns(
                 &batch,
-                &changed.iter().map(|c| (c.0, c.1)).collect::<Vec<_>>(),
-                &changed.iter().map(|c| c.2 as u32).collect::<Vec<_>>(),
+                &show
+                    .iter()
+                    .map(|g| (changed[*g].0, changed[*g].1))
+                    .collect::<Vec<_>>(),
+                &show
+                    .iter()
+                    .map(|g| changed[*g].2 as u32)
+                    .collect::<Vec<_>>(),
             )?;
             let keys = self.keys.convert_columns(&columns)?;
             self.emit_rows(&keys, columns, results)?;
@@ -463,13 +485,21 @@ impl WindowAggregate {
 
     /// Fires the sessions that end by the watermark: their timers name the
     /// partitions to look at.
-    fn fire_sessions(&mut self, watermark: i64) -> Result<()> {
+    fn fire_sessions(&mut self, previous: i64, watermark: i64) -> Result<()> {
+        // Timers of sessions that fire now (EMIT ON WINDOW CLOSE shows
+        // them) are read; those of sessions whose lateness has passed too
+        // are taken.
+        let lateness = self.agg.allowed_lateness;
         let mut partitions: Vec<Box<[u8]>> = Vec::new();
         for end in self.table.windows_up_to(watermark.saturating_add(1)) {
             if end == SESSIONS {
                 continue;
             }
-            partitions.extend(self.table.take_window(end)?.into_iter().map(|(k, _)| k));
+            if has_fired(end.saturating_add(lateness), watermark) {
+                partitions.extend(self.table.take_window(end)?.into_iter().map(|(k, _)| k));
+            } else if self.emit == EmitMode::OnWindowClose && !has_fired(end, previous) {
+                partitions.extend(self.table.read_window(end)?.into_iter().map(|(k, _)| k));
+            }
         }
         if partitions.is_empty() {
             return Ok(());
@@ -483,18 +513,22 @@ impl WindowAggregate {
             let Some(bytes) = self.table.get(SESSIONS, key) else {
                 continue;
             };
-            let (done, live): (Vec<Session>, Vec<Session>) = session::decode(bytes)?
-                .into_iter()
-                .partition(|s| has_fired(s.end, watermark));
-            if done.is_empty() {
-                continue;
+            let sessions = session::decode(bytes)?;
+            let count = sessions.len();
+            let mut kept = Vec::with_capacity(count);
+            for s in sessions {
+                if has_fired(s.end, watermark) && !has_fired(s.end, previous) {
+                    fired.push((p, s.clone()));
+                }
+                if !has_fired(s.end.saturating_add(lateness), watermark) {
+                    kept.push(s);
+                }
             }
-            if live.is_empty() {
+            if kept.is_empty() {
                 self.table.remove(SESSIONS, key);
-            } else {
-                self.table.put(SESSIONS, key, &session::encode(&live));
+            } else if kept.len() < count {
+                self.table.put(SESSIONS, key, &session::encode(&kept));
             }
-            fired.extend(done.into_iter().map(|s| (p, s)));
         }
         if self.emit != EmitMode::OnWindowClose || fired.is_empty() {
             return Ok(());
@@ -564,18 +598,27 @@ impl WindowAggregate {
         if watermark <= self.watermark {
             return Ok(());
         }
-        self.watermark = watermark;
+        let previous = std::mem::replace(&mut self.watermark, watermark);
         self.metrics.advance_watermark(watermark);
         if self.agg.fire_time.is_none() {
             return Ok(());
         }
         if self.agg.session.is_some() {
-            return self.fire_sessions(watermark);
+            return self.fire_sessions(previous, watermark);
         }
-        // Window [s, e) fires when wm >= e - 1, i.e. e <= wm + 1.
+        // Window [s, e) fires when wm >= e - 1, i.e. e <= wm + 1; its state
+        // goes once its allowed lateness has passed too.
+        let lateness = self.agg.allowed_lateness;
         for window in self.table.windows_up_to(watermark.saturating_add(1)) {
-            let rows = self.table.take_window(window)?;
-            if self.emit == EmitMode::OnWindowClose {
+            let expired = has_fired(window.saturating_add(lateness), watermark);
+            let shows = self.emit == EmitMode::OnWindowClose && !has_fired(window, previous);
+            if expired {
+                let rows = self.table.take_window(window)?;
+                if shows {
+                    self.fire(rows)?;
+                }
+            } else if shows {
+                let rows = self.table.read_window(window)?;
                 self.fire(rows)?;
             }
         }
@@ -615,4 +658,13 @@ fn timestamps_ms(column: &ArrayRef) -> Result<Vec<i64>> {
         .as_primitive::<TimestampMillisecondType>()
         .values()
         .to_vec())
+}
+
+/// Rows `rows` of each column.
+fn take_all(columns: &[ArrayRef], rows: &[usize]) -> Result<Vec<ArrayRef>> {
+    let picked = arrow::array::UInt32Array::from_iter_values(rows.iter().map(|r| *r as u32));
+    columns
+        .iter()
+        .map(|c| Ok(arrow::compute::take(c, &picked, None)?))
+        .collect()
 }

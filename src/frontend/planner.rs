@@ -54,11 +54,12 @@ pub async fn plan_view(
     sql: &str,
     lookup: &(dyn Fn(&str) -> Relation + Sync),
 ) -> Result<StreamPlan> {
-    Options::new(
+    let mut options = Options::new(
         format!("materialized view \"{}\"", create.name),
         &create.options,
-    )
-    .finish()?;
+    );
+    let allowed_lateness = options.take_duration("allowed-lateness")?;
+    options.finish()?;
     let ctx = crate::functions::session_context();
     let state = ctx.state();
     let mut query = create.query.clone();
@@ -139,10 +140,22 @@ pub async fn plan_view(
     ));
     check_output_names(&output)?;
 
-    let aggregate = match shape.aggregate {
+    let mut aggregate = match shape.aggregate {
         None => None,
         Some(agg) => Some(aggregate_plan(&agg, &shape.pre, window.as_ref(), &source)?),
     };
+    if let Some(lateness) = allowed_lateness {
+        match aggregate.as_mut() {
+            Some(agg) if agg.fire_time.is_some() => {
+                agg.allowed_lateness = i64::try_from(lateness.as_millis()).unwrap_or(i64::MAX)
+            }
+            _ => {
+                return Err(Error::not_supported(
+                    "'allowed-lateness' needs a windowed aggregation (GROUP BY window_start, window_end)",
+                ))
+            }
+        }
+    }
     if create.emit == EmitMode::OnWindowClose
         && !aggregate
             .as_ref()
@@ -535,6 +548,7 @@ fn aggregate_plan(
         fire_time,
         routing,
         session,
+        allowed_lateness: 0,
     })
 }
 

@@ -231,6 +231,33 @@ impl StateTable {
         self.windows.range(..=up_to).map(|(w, _)| *w).collect()
     }
 
+    /// A copy of a window's rows (reading those only in the store).
+    pub fn read_window(&self, window: WindowId) -> Result<WindowRows> {
+        let Some(w) = self.windows.get(&window) else {
+            return Ok(Vec::new());
+        };
+        let mut out: WindowRows = Vec::with_capacity(w.rows.len());
+        if w.spilled {
+            if let Some(store) = &self.store {
+                let prefix = self.window_prefix(window);
+                store.scan_state(&prefix, |k, v| {
+                    let key = &k[prefix.len()..];
+                    if w.rows.get(hash_key(key), key).is_none() {
+                        out.push((Box::from(key), Box::from(v)));
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        out.extend(
+            w.rows
+                .iter()
+                .filter(|e| !e.value.is_empty())
+                .map(|e| (e.key.clone(), e.value.clone())),
+        );
+        Ok(out)
+    }
+
     /// Removes and returns a window's rows (reading those only in the
     /// store).
     pub fn take_window(&mut self, window: WindowId) -> Result<WindowRows> {
