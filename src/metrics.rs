@@ -94,6 +94,22 @@ pub struct JobMetrics {
     pub checkpoint_bytes: AtomicU64,
     state: Mutex<StatusState>,
     pub partitions: Mutex<Vec<PartitionStatus>>,
+    /// The most recent late rows (at most [`JobMetrics::LATE_ROWS_KEPT`]).
+    late: Mutex<VecDeque<LateRow>>,
+}
+
+/// A row dropped because its window had fired (past the allowed lateness).
+#[derive(Debug, Clone)]
+pub struct LateRow {
+    /// Where it came from: `partition-2 offset 42`, `calls.json byte 1234`.
+    pub position: String,
+    pub event_time_ms: i64,
+    /// The window it missed.
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    /// The watermark it was judged by: its split's, made by the rows before.
+    pub watermark_ms: i64,
+    pub seen_at_ms: i64,
 }
 
 #[derive(Debug)]
@@ -130,7 +146,27 @@ impl JobMetrics {
                 error: None,
             }),
             partitions: Mutex::new(Vec::new()),
+            late: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Late rows kept per view for `sluice.late_rows`.
+    pub const LATE_ROWS_KEPT: usize = 1000;
+
+    /// Keeps late rows, forgetting the oldest beyond the bound (they stay
+    /// counted in `late_rows`).
+    pub fn keep_late(&self, rows: impl Iterator<Item = LateRow>) {
+        let mut q = self.late.lock();
+        for row in rows {
+            if q.len() == Self::LATE_ROWS_KEPT {
+                q.pop_front();
+            }
+            q.push_back(row);
+        }
+    }
+
+    pub fn late_rows(&self) -> Vec<LateRow> {
+        self.late.lock().iter().cloned().collect()
     }
 
     pub fn status(&self) -> (JobStatus, Option<String>) {

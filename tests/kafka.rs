@@ -270,6 +270,34 @@ async fn windows_over_partitions_with_late_events_match_the_reference() {
     let (expected, late) = reference(&data, 10_000, 10_000);
     assert!(late > 10, "the data must have late rows ({late})");
     assert_eq!(view_windows(&client, "tumble", cutoff).await, expected);
+    // The late rows themselves, by position (each misses one window).
+    let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut running: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut late_positions = Vec::new();
+    for e in &data {
+        let offset = offsets.entry(e.partition).or_insert(0);
+        let before = running.entry(e.partition).or_insert(i64::MIN);
+        let end = e.ts - e.ts.rem_euclid(10_000) + 10_000;
+        if *before != i64::MIN && end - 1 <= *before {
+            late_positions.push(format!(
+                "topic calls partition {} offset {offset}",
+                e.partition
+            ));
+        }
+        *before = (*before).max(e.ts - DELAY_MS);
+        *offset += 1;
+    }
+    late_positions.sort();
+    let mut shown: Vec<String> = rows(
+        &client,
+        "SELECT position FROM sluice.late_rows WHERE job = 'tumble'",
+    )
+    .await
+    .into_iter()
+    .map(|r| r[0].clone())
+    .collect();
+    shown.sort();
+    assert_eq!(shown, late_positions);
     let (expected_hop, late_hop) = reference(&data, 5_000, 20_000);
     assert_eq!(view_windows(&client, "hop", cutoff).await, expected_hop);
     let counted = rows(

@@ -481,8 +481,20 @@ impl SourceReader for DatagenReader {
                 std::thread::sleep((due - now).min(BARRIER_POLL));
             }
             let batch = self.batch(start_ms, i + made * p, p, n)?;
+            let first = made as i64;
             made += n as u64;
             let prepared = self.ctx.preparer.prepare(batch)?;
+            let mut rejected = prepared.rejected.iter().map(|(r, _)| *r).peekable();
+            let positions = (0..n)
+                .filter(|r| {
+                    let skip = rejected.peek() == Some(r);
+                    if skip {
+                        rejected.next();
+                    }
+                    !skip
+                })
+                .map(|r| first + r as i64)
+                .collect();
             self.ctx.counters().rows_in.fetch_add(
                 prepared.batch.num_rows() as u64,
                 std::sync::atomic::Ordering::Relaxed,
@@ -490,6 +502,7 @@ impl SourceReader for DatagenReader {
             if !out.send(SourceEvent::Rows {
                 split: 0,
                 batch: prepared.batch,
+                positions,
             }) {
                 return Ok(());
             }

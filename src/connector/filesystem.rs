@@ -198,10 +198,15 @@ impl FileReader {
                     ),
                 };
                 let batch = decode_records(&self.ctx, &self.decoder, &buf, chunk, &position)?;
-                if let Some(batch) = batch {
+                if let Some((batch, records)) = batch {
+                    let positions = records
+                        .iter()
+                        .map(|r| (pos + chunk[*r].start as u64) as i64)
+                        .collect();
                     if !out.send(SourceEvent::Rows {
                         split: index,
                         batch,
+                        positions,
                     }) {
                         return Ok(false);
                     }

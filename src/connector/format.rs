@@ -273,7 +273,7 @@ pub fn decode_records(
     buf: &[u8],
     records: &[Range<usize>],
     position: &dyn Fn(usize) -> String,
-) -> Result<Option<RecordBatch>> {
+) -> Result<Option<(RecordBatch, Vec<usize>)>> {
     let decoded = decoder.decode(buf, records)?;
     for (i, error) in &decoded.bad {
         ctx.dead_letter(position(*i), &buf[records[*i].clone()], error.clone());
@@ -281,6 +281,7 @@ pub fn decode_records(
     if decoded.batch.num_rows() == 0 {
         return Ok(None);
     }
+    let decoded_rows = decoded.batch.num_rows();
     let prepared = ctx.preparer.prepare(decoded.batch)?;
     for (row, reason) in &prepared.rejected {
         let record = match &decoded.record_of_row {
@@ -297,7 +298,24 @@ pub fn decode_records(
     ctx.counters()
         .rows_in
         .fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
-    Ok((rows > 0).then_some(prepared.batch))
+    if rows == 0 {
+        return Ok(None);
+    }
+    // The record of each row that is left.
+    let mut rejected = prepared.rejected.iter().map(|(r, _)| *r).peekable();
+    let mut records = Vec::with_capacity(rows);
+    for row in 0..decoded_rows {
+        if rejected.peek() == Some(&row) {
+            rejected.next();
+            continue;
+        }
+        records.push(match &decoded.record_of_row {
+            Some(map) => map[row],
+            None => row,
+        });
+    }
+    debug_assert_eq!(records.len(), rows);
+    Ok(Some((prepared.batch, records)))
 }
 
 #[cfg(test)]

@@ -389,11 +389,17 @@ impl KafkaReader {
             .update_partition(topic, partition, next, -1);
         pending.buf.clear();
         pending.ranges.clear();
-        pending.offsets.clear();
         pending.since = None;
-        if let Some(batch) = batch {
-            return Ok(out.send(SourceEvent::Rows { split, batch }));
+        if let Some((batch, records)) = batch {
+            let positions = records.iter().map(|r| offsets[*r]).collect();
+            pending.offsets.clear();
+            return Ok(out.send(SourceEvent::Rows {
+                split,
+                batch,
+                positions,
+            }));
         }
+        pending.offsets.clear();
         Ok(true)
     }
 }

@@ -83,6 +83,24 @@ impl ConnectorSpec {
     }
 
     /// A one-line description for EXPLAIN.
+    /// A row's position in its split, as dead letters show positions:
+    /// `topic calls partition 2 offset 42`, `file /data/calls.json byte
+    /// 1234` (where its record starts), `row 17` (a generated row).
+    pub fn describe_position(&self, split: &str, position: i64) -> String {
+        match self {
+            ConnectorSpec::Kafka(k) => format!(
+                "topic {} {} offset {position}",
+                k.topic,
+                split.replace('-', " ")
+            ),
+            ConnectorSpec::Filesystem(_) => {
+                let path = split.rsplit_once('@').map(|(p, _)| p).unwrap_or(split);
+                format!("file {path} byte {position}")
+            }
+            ConnectorSpec::Datagen(_) => format!("row {position}"),
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             ConnectorSpec::Kafka(k) => format!(
@@ -239,8 +257,14 @@ pub enum SourceEvent {
     /// (sent first, once).
     Assigned { names: Vec<String> },
     /// Rows of one split, in the split's order, with every column of the
-    /// source (computed ones included) and an event time on every row.
-    Rows { split: usize, batch: RecordBatch },
+    /// source (computed ones included) and an event time on every row; and
+    /// each row's position in its split (see
+    /// [`ConnectorSpec::describe_position`]).
+    Rows {
+        split: usize,
+        batch: RecordBatch,
+        positions: Vec<i64>,
+    },
     /// The split has no more data for now (a Kafka partition's end).
     CaughtUp { split: usize },
     /// The split has ended (bounded sources).

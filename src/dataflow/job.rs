@@ -405,6 +405,7 @@ fn physical_plan(state: &SessionState, plan: &StreamPlan) -> Result<JobPhysical>
         aggregate,
         post: Arc::new(post),
         idle_timeout: plan.source.spec.idle_timeout,
+        connector: plan.source.spec.connector.clone(),
     })
 }
 

@@ -61,6 +61,8 @@ pub struct JobPhysical {
     pub post: Arc<Vec<PhysicalOp>>,
     /// The source's `scan.watermark.idle-timeout`.
     pub idle_timeout: Option<Duration>,
+    /// The source's connector (to describe a row's position).
+    pub connector: crate::connector::ConnectorSpec,
 }
 
 /// How a pipeline takes part in checkpoints.
@@ -260,8 +262,12 @@ impl Pipeline {
                 // barrier: say idle again if it still is.
                 self.idle_sent = false;
             }
-            SourceEvent::Rows { split, batch } => {
-                self.on_rows(split, batch)?;
+            SourceEvent::Rows {
+                split,
+                batch,
+                positions,
+            } => {
+                self.on_rows(split, batch, &positions)?;
                 if let Downstream::Aggregate { partial, .. } = &self.downstream {
                     if partial.pending_groups() >= MAX_PENDING_GROUPS {
                         self.flush().await?;
@@ -277,7 +283,7 @@ impl Pipeline {
         Ok(())
     }
 
-    fn on_rows(&mut self, split: usize, batch: RecordBatch) -> Result<()> {
+    fn on_rows(&mut self, split: usize, batch: RecordBatch, positions: &[i64]) -> Result<()> {
         let now = Instant::now();
         let batch = match &self.job.rowtime {
             None => batch,
@@ -306,7 +312,7 @@ impl Pipeline {
                             self.job.late_after,
                             &mut self.assignment,
                         );
-                        self.count_late();
+                        self.count_late(split, &ts, positions);
                         with_windows(&batch, window, &self.assignment)?
                     }
                 }
@@ -358,8 +364,9 @@ impl Pipeline {
         }
     }
 
-    /// Counts the rows that missed at least one of their windows.
-    fn count_late(&self) {
+    /// Counts the rows that missed at least one of their windows, and keeps
+    /// them for `sluice.late_rows` (one entry per window missed).
+    fn count_late(&self, split: usize, ts: &[i64], positions: &[i64]) {
         let late = &self.assignment.late;
         if late.is_empty() {
             return;
@@ -368,6 +375,30 @@ impl Pipeline {
         self.counters()
             .late_rows
             .fetch_add(rows as u64, Ordering::Relaxed);
+        let split_name = self
+            .split_names
+            .get(split)
+            .map(String::as_str)
+            .unwrap_or("?");
+        let now = chrono::Utc::now().timestamp_millis();
+        let kept = late
+            .len()
+            .saturating_sub(crate::metrics::JobMetrics::LATE_ROWS_KEPT);
+        self.metrics
+            .keep_late(late[kept..].iter().map(|(row, start, end, watermark)| {
+                let row = *row as usize;
+                crate::metrics::LateRow {
+                    position: match positions.get(row) {
+                        Some(p) => self.job.connector.describe_position(split_name, *p),
+                        None => split_name.to_string(),
+                    },
+                    event_time_ms: ts[row],
+                    window_start_ms: *start,
+                    window_end_ms: *end,
+                    watermark_ms: *watermark,
+                    seen_at_ms: now,
+                }
+            }));
     }
 
     async fn on_tick(&mut self) -> Result<()> {

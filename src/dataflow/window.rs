@@ -165,8 +165,9 @@ pub struct Assignment {
     pub rows: Vec<u32>,
     pub starts: Vec<i64>,
     pub ends: Vec<i64>,
-    /// Rows (row, window) dropped because the window had fired.
-    pub late: Vec<(u32, i64, i64)>,
+    /// Rows dropped because their window had fired: (row, window start,
+    /// window end, the watermark it was judged by).
+    pub late: Vec<(u32, i64, i64, i64)>,
 }
 
 /// Assigns the windows of rows with event times `ts`, in split order.
@@ -195,7 +196,7 @@ pub fn assign_windows(
         };
         kind.for_each_window(t, |start, end| {
             if has_fired(end.saturating_add(allowed), before) {
-                out.late.push((i as u32, start, end));
+                out.late.push((i as u32, start, end, before));
             } else {
                 out.rows.push(i as u32);
                 out.starts.push(start);
@@ -263,16 +264,17 @@ mod tests {
         let mut out = Assignment::default();
         assign_windows(&k, &ts, &wm, &mut running, Some(0), &mut out);
         assert_eq!(out.rows, vec![0, 1, 2, 4]);
-        assert_eq!(out.late, vec![(3, 10, 20)]);
+        assert_eq!(out.late, vec![(3, 10, 20, 23)]);
         assert_eq!(running, 23);
-        // Allowed 4 ms late, [10, 20) takes rows until wm 23: row 3 counts.
+        // Allowed 5 ms late, [10, 20) takes rows until wm 24: row 3 counts;
+        // allowed 4 ms, until wm 23 (excluded): it does not.
         let mut running = i64::MIN;
-        assign_windows(&k, &ts, &wm, &mut running, Some(4), &mut out);
+        assign_windows(&k, &ts, &wm, &mut running, Some(5), &mut out);
         assert_eq!(out.rows, vec![0, 1, 2, 3, 4]);
         assert!(out.late.is_empty());
         let mut running = i64::MIN;
-        assign_windows(&k, &ts, &wm, &mut running, Some(3), &mut out);
-        assert_eq!(out.late, vec![(3, 10, 20)]);
+        assign_windows(&k, &ts, &wm, &mut running, Some(4), &mut out);
+        assert_eq!(out.late, vec![(3, 10, 20, 23)]);
     }
 
     #[test]

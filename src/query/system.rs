@@ -5,6 +5,9 @@
 //! - `sluice.jobs`: one row per view: status, row counters, watermark, error,
 //!   the last committed checkpoint (epoch, duration, bytes);
 //! - `sluice.dead_letters`: the most recent records that could not be used;
+//! - `sluice.late_rows`: per view, the most recent rows dropped as late:
+//!   where each came from, its event time, the window it missed and the
+//!   watermark it was judged by;
 //! - `sluice.kafka_partitions`: per Kafka partition, the next offset to read,
 //!   the partition's high watermark and the lag.
 
@@ -23,7 +26,13 @@ use datafusion::datasource::MemTable;
 use crate::frontend::types::UTC;
 use crate::query::Relations;
 
-pub const TABLES: [&str; 4] = ["jobs", "dead_letters", "kafka_partitions", "savepoints"];
+pub const TABLES: [&str; 5] = [
+    "jobs",
+    "dead_letters",
+    "late_rows",
+    "kafka_partitions",
+    "savepoints",
+];
 
 pub struct SystemSchema {
     relations: Weak<dyn Relations>,
@@ -67,6 +76,15 @@ pub fn schema_of(table: &str) -> Option<SchemaRef> {
             Field::new("position", DataType::Utf8, false),
             Field::new("raw", DataType::Utf8, false),
             Field::new("error", DataType::Utf8, false),
+            Field::new("seen_at", ts_type(), false),
+        ],
+        "late_rows" => vec![
+            Field::new("job", DataType::Utf8, false),
+            Field::new("position", DataType::Utf8, false),
+            Field::new("event_time", ts_type(), false),
+            Field::new("window_start", ts_type(), false),
+            Field::new("window_end", ts_type(), false),
+            Field::new("watermark", ts_type(), false),
             Field::new("seen_at", ts_type(), false),
         ],
         "kafka_partitions" => vec![
@@ -169,6 +187,29 @@ fn rows(table: &str, relations: &dyn Relations) -> Vec<ArrayRef> {
                 ),
             ]
         }
+        "late_rows" => {
+            let mut jobs = relations.jobs();
+            jobs.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+            let late: Vec<(String, LateRow)> = jobs
+                .iter()
+                .flat_map(|(m, _)| m.late_rows().into_iter().map(|r| (m.name.clone(), r)))
+                .collect();
+            let times = |f: fn(&LateRow) -> i64| -> ArrayRef {
+                Arc::new(
+                    TimestampMillisecondArray::from_iter_values(late.iter().map(|(_, r)| f(r)))
+                        .with_timezone(UTC),
+                )
+            };
+            vec![
+                strings(late.iter().map(|(j, _)| Some(j.as_str()))),
+                strings(late.iter().map(|(_, r)| Some(r.position.as_str()))),
+                times(|r| r.event_time_ms),
+                times(|r| r.window_start_ms),
+                times(|r| r.window_end_ms),
+                times(|r| r.watermark_ms),
+                times(|r| r.seen_at_ms),
+            ]
+        }
         "kafka_partitions" => {
             let mut parts = Vec::new();
             for (m, _) in relations.jobs() {
@@ -212,7 +253,7 @@ fn rows(table: &str, relations: &dyn Relations) -> Vec<ArrayRef> {
     }
 }
 
-use crate::metrics::JobMetrics;
+use crate::metrics::{JobMetrics, LateRow};
 
 #[async_trait]
 impl SchemaProvider for SystemSchema {
