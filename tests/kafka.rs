@@ -682,6 +682,83 @@ async fn a_missing_topic_is_reported_and_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_results_of_long_windows_show_every_second() {
+    // One-day windows that never close here: EMIT EVERY shows them in
+    // progress, refreshed; EMIT ON WINDOW CLOSE shows nothing yet.
+    let Setup {
+        broker: _broker,
+        data,
+        produced,
+        max_ts,
+        server: _server,
+        client,
+    } = setup(events(5, 4, 300, 2_000, false)).await;
+    for (name, emit) in [
+        ("early", "EMIT EVERY INTERVAL '1' SECOND"),
+        ("closed", "EMIT ON WINDOW CLOSE"),
+    ] {
+        execute(
+            &client,
+            &format!(
+                "CREATE MATERIALIZED VIEW {name} AS
+                 SELECT window_start, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms
+                 FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '1' DAY))
+                 GROUP BY window_start, window_end, cell_id {emit}"
+            ),
+        )
+        .await;
+    }
+    for view in ["early", "closed"] {
+        wait_caught_up(&client, view, produced, max_ts).await;
+    }
+    // Per cell and day (a few rows are from the day before).
+    let mut per_cell: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
+    for e in &data {
+        let day = e.ts - e.ts.rem_euclid(86_400_000);
+        let c = per_cell.entry((e.cell.clone(), day)).or_insert((0, 0));
+        c.0 += 1;
+        c.1 += e.duration as i64;
+    }
+    let expected: Vec<Vec<String>> = per_cell
+        .into_iter()
+        .map(|((cell, day), (n, sum))| {
+            let day = chrono::DateTime::from_timestamp_millis(day)
+                .unwrap()
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string();
+            vec![day, cell, n.to_string(), sum.to_string()]
+        })
+        .collect();
+    let expected: Vec<Vec<&str>> = expected
+        .iter()
+        .map(|r| r.iter().map(String::as_str).collect())
+        .collect();
+    let expected: Vec<&[&str]> = expected.iter().map(|r| r.as_slice()).collect();
+    wait_for_rows(
+        &client,
+        "SELECT * FROM early WHERE cell_id <> 'flush' ORDER BY cell_id, window_start",
+        &expected,
+        Duration::from_secs(10),
+    )
+    .await;
+    // Only the windows of the day before have closed.
+    let closed: Vec<Vec<&str>> = expected
+        .iter()
+        .filter(|r| r[0] < "2024-01-01")
+        .map(|r| r.to_vec())
+        .collect();
+    assert!(closed.len() < expected.len());
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT * FROM closed ORDER BY cell_id, window_start"
+        )
+        .await,
+        closed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_partition_does_not_stall_windows() {
     let broker = Broker::start();
     // Partition 1 gets nothing at all; partition 0 gets all the data.

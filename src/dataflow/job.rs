@@ -434,6 +434,12 @@ async fn run_final(
     let mut barrier_from = vec![false; inputs];
     let mut waiting: VecDeque<Envelope> = VecDeque::new();
     let mut memory = checkpoint.acks.memory();
+    // EMIT EVERY: in-progress windows show on this clock.
+    let mut early = operator.early_every().map(|every| {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     loop {
         let envelope = match waiting.pop_front() {
             Some(e) if aligning.is_none() => e,
@@ -449,6 +455,10 @@ async fn run_final(
                     () = memory.committed() => {
                         operator.committed()?;
                         memory.observe(operator.cache_use());
+                        continue;
+                    }
+                    _ = async { early.as_mut().expect("checked").tick().await }, if early.is_some() => {
+                        operator.emit_early()?;
                         continue;
                     }
                 }

@@ -26,6 +26,17 @@ pub enum EmitMode {
     OnUpdate,
     /// Only final rows of closed windows are shown (`EMIT ON WINDOW CLOSE`).
     OnWindowClose,
+    /// In-progress windows are shown as of at most `every_ms` ago, and
+    /// final rows when they close (`EMIT EVERY interval`): early results of
+    /// long windows at a bounded update rate.
+    Every { every_ms: i64 },
+}
+
+impl EmitMode {
+    /// Whether each change of a group shows at once.
+    pub fn on_update(&self) -> bool {
+        *self == EmitMode::OnUpdate
+    }
 }
 
 /// A source table as a job needs it.
@@ -181,8 +192,10 @@ impl StreamPlan {
                 "Materialize: view={} keyed by group, emit={}",
                 self.view,
                 match self.emit {
-                    EmitMode::OnUpdate => "on-update",
-                    EmitMode::OnWindowClose => "on-window-close",
+                    EmitMode::OnUpdate => "on-update".to_string(),
+                    EmitMode::OnWindowClose => "on-window-close".to_string(),
+                    EmitMode::Every { every_ms } =>
+                        format!("every {}", crate::dataflow::window::fmt_ms(every_ms)),
                 }
             )
         } else {

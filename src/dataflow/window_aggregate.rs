@@ -19,7 +19,7 @@
 //!
 //! [`Materialize`]: crate::dataflow::materialize::Materialize
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -66,6 +66,9 @@ pub struct WindowAggregate {
     /// For SESSION windows: the partition columns' row format (None when
     /// the sessions are not partitioned).
     partitions: Option<RowConverter>,
+    /// With `EMIT EVERY`: groups of in-progress windows changed since they
+    /// last showed.
+    early: HashSet<(WindowId, Box<[u8]>)>,
 }
 
 impl WindowAggregate {
@@ -105,6 +108,7 @@ impl WindowAggregate {
         };
         Ok(WindowAggregate {
             partitions,
+            early: HashSet::new(),
             accumulators: agg.accumulators()?,
             agg,
             emit,
@@ -238,10 +242,19 @@ impl WindowAggregate {
         // changes of windows already shown (late rows, allowed lateness).
         let shown: Vec<usize> = match self.emit {
             EmitMode::OnUpdate => identity.clone(),
-            EmitMode::OnWindowClose => (0..n)
+            EmitMode::OnWindowClose | EmitMode::Every { .. } => (0..n)
                 .filter(|i| has_fired(windows[*i], self.watermark))
                 .collect(),
         };
+        if let EmitMode::Every { .. } = self.emit {
+            // In-progress windows show at the next early emission.
+            for (i, window) in windows.iter().enumerate() {
+                if !has_fired(*window, self.watermark) {
+                    self.early
+                        .insert((*window, Box::from(keys.row(i).as_ref())));
+                }
+            }
+        }
         if !shown.is_empty() {
             self.agg
                 .merge(&mut self.accumulators, &merged, &identity, n)?;
@@ -413,10 +426,7 @@ impl WindowAggregate {
         // fired ones (a late row changed them, allowed lateness).
         let wm = self.watermark;
         let emit = self.emit;
-        let shown = |end: i64| match emit {
-            EmitMode::OnUpdate => true,
-            EmitMode::OnWindowClose => has_fired(end, wm),
-        };
+        let shown = |end: i64| emit.on_update() || has_fired(end, wm);
         let gone: Vec<&(i64, i64, usize)> = replaced.iter().filter(|r| shown(r.1)).collect();
         if !gone.is_empty() {
             let columns = self.session_group_columns(
@@ -497,7 +507,7 @@ impl WindowAggregate {
             }
             if has_fired(end.saturating_add(lateness), watermark) {
                 partitions.extend(self.table.take_window(end)?.into_iter().map(|(k, _)| k));
-            } else if self.emit == EmitMode::OnWindowClose && !has_fired(end, previous) {
+            } else if !self.emit.on_update() && !has_fired(end, previous) {
                 partitions.extend(self.table.read_window(end)?.into_iter().map(|(k, _)| k));
             }
         }
@@ -530,7 +540,7 @@ impl WindowAggregate {
                 self.table.put(SESSIONS, key, &session::encode(&kept));
             }
         }
-        if self.emit != EmitMode::OnWindowClose || fired.is_empty() {
+        if self.emit.on_update() || fired.is_empty() {
             return Ok(());
         }
         for chunk in fired.chunks(FIRE_BATCH_ROWS) {
@@ -609,9 +619,12 @@ impl WindowAggregate {
         // Window [s, e) fires when wm >= e - 1, i.e. e <= wm + 1; its state
         // goes once its allowed lateness has passed too.
         let lateness = self.agg.allowed_lateness;
+        if !self.early.is_empty() {
+            self.early.retain(|(w, _)| !has_fired(*w, watermark));
+        }
         for window in self.table.windows_up_to(watermark.saturating_add(1)) {
             let expired = has_fired(window.saturating_add(lateness), watermark);
-            let shows = self.emit == EmitMode::OnWindowClose && !has_fired(window, previous);
+            let shows = !self.emit.on_update() && !has_fired(window, previous);
             if expired {
                 let rows = self.table.take_window(window)?;
                 if shows {
@@ -623,6 +636,36 @@ impl WindowAggregate {
             }
         }
         Ok(())
+    }
+
+    /// With `EMIT EVERY`, how often in-progress windows show.
+    pub fn early_every(&self) -> Option<std::time::Duration> {
+        match self.emit {
+            EmitMode::Every { every_ms } => {
+                Some(std::time::Duration::from_millis(every_ms.max(1) as u64))
+            }
+            _ => None,
+        }
+    }
+
+    /// Shows the groups of in-progress windows changed since the last time
+    /// (`EMIT EVERY`).
+    pub fn emit_early(&mut self) -> Result<()> {
+        if self.early.is_empty() {
+            return Ok(());
+        }
+        let mut changed: Vec<(WindowId, Box<[u8]>)> = self.early.drain().collect();
+        changed.sort_unstable();
+        self.table
+            .fetch(changed.iter().map(|(w, k)| (*w, &k[..])))?;
+        let rows: WindowRows = changed
+            .into_iter()
+            .filter_map(|(w, k)| {
+                let value = Box::from(self.table.get(w, &k)?);
+                Some((k, value))
+            })
+            .collect();
+        self.fire(rows)
     }
 
     /// Emits the final rows of a fired window.

@@ -151,6 +151,8 @@ pub struct CreateView {
     pub options: Vec<(String, String)>,
     pub query: Box<ast::Query>,
     pub emit: EmitMode,
+    /// `EMIT EVERY interval`: the interval (the planner makes `emit` of it).
+    pub emit_every: Option<ast::Expr>,
     /// The statement text, as persisted in the catalog.
     pub sql: String,
 }
@@ -831,6 +833,7 @@ fn parse_create_view(parser: &mut Parser, sql: &str) -> PResult<CreateView> {
     };
     parser.expect_keyword(Keyword::AS)?;
     let query = parser.parse_query()?;
+    let mut emit_every = None;
     let emit = if is_word(&parser.peek_token().token, "EMIT") {
         parser.next_token();
         let tok = parser.peek_token();
@@ -838,12 +841,16 @@ fn parse_create_view(parser: &mut Parser, sql: &str) -> PResult<CreateView> {
             EmitMode::OnWindowClose
         } else if parser.parse_keywords(&[Keyword::ON, Keyword::UPDATE]) {
             EmitMode::OnUpdate
+        } else if is_word(&tok.token, "EVERY") {
+            parser.next_token();
+            emit_every = Some(parser.parse_expr()?);
+            EmitMode::OnUpdate
         } else {
-            return Err(
-                Error::syntax("expected ON WINDOW CLOSE or ON UPDATE after EMIT")
-                    .at(location_to_pos(sql, tok.span.start))
-                    .into(),
-            );
+            return Err(Error::syntax(
+                "expected ON WINDOW CLOSE, ON UPDATE or EVERY interval after EMIT",
+            )
+            .at(location_to_pos(sql, tok.span.start))
+            .into());
         }
     } else {
         EmitMode::OnUpdate
@@ -856,6 +863,7 @@ fn parse_create_view(parser: &mut Parser, sql: &str) -> PResult<CreateView> {
         options,
         query,
         emit,
+        emit_every,
         sql: format!("CREATE MATERIALIZED VIEW {text}"),
     })
 }

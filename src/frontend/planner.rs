@@ -156,15 +156,41 @@ pub async fn plan_view(
             }
         }
     }
-    if create.emit == EmitMode::OnWindowClose
-        && !aggregate
-            .as_ref()
-            .map(|a| a.fire_time.is_some())
-            .unwrap_or(false)
-    {
-        return Err(Error::not_supported(
-            "EMIT ON WINDOW CLOSE needs a windowed aggregation (GROUP BY window_start, window_end)",
-        ));
+    let mut emit = create.emit;
+    if let Some(every) = &create.emit_every {
+        let every_ms = crate::frontend::window::interval_ms(&state, every, sql)?;
+        if every_ms <= 0 {
+            return Err(Error::invalid_parameter(
+                "EMIT EVERY needs a positive interval",
+            ));
+        }
+        emit = EmitMode::Every { every_ms };
+    }
+    let windowed = aggregate
+        .as_ref()
+        .map(|a| a.fire_time.is_some())
+        .unwrap_or(false);
+    let sessions = aggregate
+        .as_ref()
+        .map(|a| a.session.is_some())
+        .unwrap_or(false);
+    match emit {
+        EmitMode::OnWindowClose if !windowed => {
+            return Err(Error::not_supported(
+                "EMIT ON WINDOW CLOSE needs a windowed aggregation (GROUP BY window_start, window_end)",
+            ))
+        }
+        EmitMode::Every { .. } if !windowed => {
+            return Err(Error::not_supported(
+                "EMIT EVERY needs a windowed aggregation (GROUP BY window_start, window_end)",
+            ))
+        }
+        EmitMode::Every { .. } if sessions => {
+            return Err(Error::not_supported(
+                "EMIT EVERY over SESSION windows is not supported yet; use EMIT ON UPDATE or ON WINDOW CLOSE",
+            ))
+        }
+        _ => {}
     }
     Ok(StreamPlan {
         view: create.name.clone(),
@@ -174,7 +200,7 @@ pub async fn plan_view(
         aggregate,
         post: shape.post,
         output,
-        emit: create.emit,
+        emit,
     })
 }
 
