@@ -23,6 +23,7 @@ pub mod sqlstate {
     pub const AMBIGUOUS_COLUMN: &str = "42702";
     pub const DUPLICATE_TABLE: &str = "42P07";
     pub const DATATYPE_MISMATCH: &str = "42804";
+    pub const INVALID_COLUMN_DEFINITION: &str = "42611";
     pub const GROUPING_ERROR: &str = "42803";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const DATA_EXCEPTION: &str = "22000";

@@ -43,7 +43,56 @@ pub fn session_context() -> SessionContext {
 /// Registers every Sluice function on a DataFusion function registry.
 pub fn register_all(registry: &mut dyn FunctionRegistry) -> DfResult<()> {
     registry.register_udf(Arc::new(ScalarUDF::from(ToTimestampLtz::new())))?;
+    registry.register_udf(Arc::new(ScalarUDF::from(Proctime::new())))?;
     Ok(())
+}
+
+/// `PROCTIME()`: Flink's processing-time attribute, the time now as a
+/// `TIMESTAMP_LTZ(3)`. As a computed column `pt AS PROCTIME()` of a source,
+/// windows over `pt` are processing-time windows: a view's pipeline stamps
+/// each row when it processes it, and its watermark follows the clock.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Proctime {
+    signature: Signature,
+}
+
+impl Proctime {
+    pub fn new() -> Self {
+        Proctime {
+            signature: Signature::exact(vec![], Volatility::Volatile),
+        }
+    }
+}
+
+impl Default for Proctime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The time now in ms since the epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl ScalarUDFImpl for Proctime {
+    fn name(&self) -> &str {
+        "proctime"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Timestamp(TimeUnit::Millisecond, Some(UTC.into())))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let now = now_ms();
+        let times = TimestampMillisecondArray::from_value(now, args.number_rows);
+        Ok(ColumnarValue::Array(Arc::new(times.with_timezone(UTC))))
+    }
 }
 
 /// `TO_TIMESTAMP_LTZ(epoch, precision)`: Flink's conversion of an epoch number

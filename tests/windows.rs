@@ -391,3 +391,67 @@ async fn with_disorder_below_the_delay_every_window_kind_equals_the_batch_answer
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processing_time_windows_close_on_the_clock() {
+    let server = TestServer::start();
+    let client = server.client().await;
+    execute(
+        &client,
+        "CREATE TABLE gen (cell_id STRING, duration_ms INT, pt AS PROCTIME())
+         WITH ('connector' = 'datagen', 'rows-per-second' = '2000', 'number-of-rows' = '12000')",
+    )
+    .await;
+    let before = chrono::Utc::now().timestamp_millis();
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW per_second AS
+         SELECT window_start, window_end, COUNT(*) AS calls
+         FROM TABLE(TUMBLE(TABLE gen, DESCRIPTOR(pt), INTERVAL '1' SECOND))
+         GROUP BY window_start, window_end EMIT ON WINDOW CLOSE",
+    )
+    .await;
+    // The source runs about 6 s: windows close on the clock meanwhile, not
+    // only when it ends.
+    common::wait_until(
+        std::time::Duration::from_secs(10),
+        "a closed window while the source runs",
+        || async {
+            let r = rows(
+                &client,
+                "SELECT (SELECT COUNT(*) FROM per_second), status FROM sluice.jobs WHERE name = 'per_second'",
+            )
+            .await;
+            assert_ne!(r[0][1], "finished", "no window closed before the end");
+            r[0][0] != "0"
+        },
+    )
+    .await;
+    wait_finished(&client, "per_second").await;
+    let after = chrono::Utc::now().timestamp_millis();
+    let windows = rows(
+        &client,
+        "SELECT CAST(window_start AS BIGINT), CAST(window_end AS BIGINT), calls FROM per_second ORDER BY 1",
+    )
+    .await;
+    let mut total = 0;
+    for w in &windows {
+        let (start, end, calls): (i64, i64, i64) = (
+            w[0].parse().unwrap(),
+            w[1].parse().unwrap(),
+            w[2].parse().unwrap(),
+        );
+        assert_eq!(start % 1000, 0, "{w:?}");
+        assert_eq!(end - start, 1000, "{w:?}");
+        assert!(
+            start >= before - 1000 && end <= after + 1000,
+            "{w:?} outside [{before}, {after}]"
+        );
+        total += calls;
+    }
+    assert_eq!(total, 12000, "every row in exactly one window: {windows:?}");
+    assert!(
+        windows.len() >= 3,
+        "the rows span several seconds: {windows:?}"
+    );
+}

@@ -63,6 +63,9 @@ pub struct JobPhysical {
     pub idle_timeout: Option<Duration>,
     /// The source's connector (to describe a row's position).
     pub connector: crate::connector::ConnectorSpec,
+    /// The processing-time column the view's windows are on: stamped here,
+    /// and the watermark follows the clock.
+    pub proctime: Option<usize>,
 }
 
 /// How a pipeline takes part in checkpoints.
@@ -285,6 +288,10 @@ impl Pipeline {
 
     fn on_rows(&mut self, split: usize, batch: RecordBatch, positions: &[i64]) -> Result<()> {
         let now = Instant::now();
+        let batch = match self.job.proctime {
+            Some(index) => stamp_time(batch, index)?,
+            None => batch,
+        };
         let batch = match &self.job.rowtime {
             None => batch,
             Some((index, watermark)) => {
@@ -403,6 +410,10 @@ impl Pipeline {
 
     async fn on_tick(&mut self) -> Result<()> {
         self.flush().await?;
+        if self.job.proctime.is_some() {
+            // Every row processed from now on is stamped later than this.
+            self.clocks.advance_all(crate::functions::now_ms() - 1);
+        }
         let time = self.clocks.current(Instant::now());
         if let Downstream::Append { watermark, .. } = &self.downstream {
             let mut combined = watermark.lock();
@@ -486,6 +497,19 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// The batch with column `index` set to the time now (processing time).
+fn stamp_time(batch: RecordBatch, index: usize) -> Result<RecordBatch> {
+    let tz = match batch.schema().field(index).data_type() {
+        DataType::Timestamp(_, tz) => tz.clone(),
+        other => return Err(Error::internal(format!("processing time of type {other}"))),
+    };
+    let now = TimestampMillisecondArray::from_value(crate::functions::now_ms(), batch.num_rows())
+        .with_timezone_opt(tz);
+    let mut columns = batch.columns().to_vec();
+    columns[index] = arrow::compute::cast(&now, batch.schema().field(index).data_type())?;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 /// A timestamp column as milliseconds since the epoch.

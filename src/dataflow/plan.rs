@@ -53,6 +53,8 @@ pub struct SourcePlan {
     /// For each column of `schema`: where its values come from.
     pub columns: Vec<ColumnSource>,
     pub rowtime: Option<Rowtime>,
+    /// The processing-time column (`pt AS PROCTIME()`), if any.
+    pub proctime: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +114,9 @@ pub struct WindowPlan {
     pub output: SchemaRef,
     /// SESSION's `PARTITION BY` columns.
     pub partition: Vec<String>,
+    /// Over the processing-time column: the pipeline stamps each row's time
+    /// and its watermark follows the clock.
+    pub processing_time: bool,
 }
 
 /// The group columns of an aggregation over SESSION windows: each partition

@@ -116,8 +116,28 @@ pub fn bind_source(state: &SessionState, create: &CreateSource, sql: &str) -> Re
             })
         }
     };
+    // `pt AS PROCTIME()`: the processing-time column.
+    let proctime = create.columns.iter().position(|c| match &c.kind {
+        ColumnKind::Computed(e) => matches!(
+            e.as_ref(),
+            ast::Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("proctime")
+        ),
+        _ => false,
+    });
+    if let (Some(p), Some(rt)) = (proctime, &rowtime) {
+        if p == rt.index {
+            return Err(Error::user(
+                sqlstate::INVALID_COLUMN_DEFINITION,
+                format!(
+                    "\"{}\" is a processing-time column (PROCTIME()): it cannot have a watermark",
+                    rt.column
+                ),
+            ));
+        }
+    }
     let spec = SourceSpec::from_options(&create.options, &physical)?;
     Ok(SourcePlan {
+        proctime,
         name: create.name.clone(),
         spec,
         physical,

@@ -217,13 +217,15 @@ fn window_plan(call: &WindowCall, source: &SourcePlan) -> Result<WindowPlan> {
             .context(format!("in the window of \"{}\"", source.name))
             .at(call.position)
     })?;
+    let processing_time = source.proctime == Some(time_index);
     match &source.rowtime {
+        _ if processing_time => {}
         Some(rt) if rt.index == time_index => {}
         Some(rt) => {
             return Err(Error::user(
                 sqlstate::DATATYPE_MISMATCH,
                 format!(
-                    "windows must be on the event time column \"{}\" of \"{}\", not \"{}\"",
+                    "windows must be on the event time column \"{}\" (or a PROCTIME() column) of \"{}\", not \"{}\"",
                     rt.column, source.name, call.time_column
                 ),
             )
@@ -233,7 +235,7 @@ fn window_plan(call: &WindowCall, source: &SourcePlan) -> Result<WindowPlan> {
             return Err(Error::user(
                 sqlstate::DATATYPE_MISMATCH,
                 format!(
-                    "\"{}\" has no event time: declare WATERMARK FOR {} AS ... in CREATE TABLE {}",
+                    "\"{}\" has no event time: declare WATERMARK FOR {} AS ... in CREATE TABLE {}, or window over a processing-time column pt AS PROCTIME()",
                     source.name, call.time_column, source.name
                 ),
             )
@@ -281,6 +283,7 @@ fn window_plan(call: &WindowCall, source: &SourcePlan) -> Result<WindowPlan> {
         time_index,
         output: Arc::new(Schema::new(fields)),
         partition: call.partition.clone(),
+        processing_time,
     })
 }
 
