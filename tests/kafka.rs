@@ -817,6 +817,37 @@ async fn an_idle_partition_does_not_stall_windows() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // Partition 1 comes back, at 25 s to 40 s: its rows are judged by its
+    // own watermark, not as late, and [20, 30) takes the five up to 29 s;
+    // its watermark (35 s) then closes that window.
+    let back: Vec<(i32, String)> = (25..=40)
+        .map(|s| {
+            (
+                1,
+                Event {
+                    partition: 1,
+                    ts: BASE_MS + s * 1000,
+                    cell: "a".into(),
+                    status: "ok",
+                    duration: 1,
+                }
+                .json(),
+            )
+        })
+        .collect();
+    broker.produce("calls", &back);
+    wait_for_rows(
+        &client,
+        "SELECT window_start, calls, (SELECT late_rows FROM sluice.jobs) FROM closed ORDER BY 1",
+        &[
+            &["2024-01-01 00:00:00", "10", "0"],
+            &["2024-01-01 00:00:10", "10", "0"],
+            &["2024-01-01 00:00:20", "15", "0"],
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
