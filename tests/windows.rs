@@ -2,7 +2,12 @@
 //!
 //! Property: for any order of events whose disorder stays below the
 //! watermark delay (so no row is late), a streaming window view equals the
-//! batch GROUP BY over the same rows. Each case draws a random stream (row
+//! batch GROUP BY over the same rows; and with late rows, it equals the batch
+//! GROUP BY over the rows that were not late, where DataFusion judges
+//! lateness itself: each row's watermark is the largest event time before it
+//! (a window function over the file's order) minus the delay, and a row
+//! misses a window whose end - 1 ms that watermark has reached (for
+//! sessions, its own window `[ts, ts + gap)`). Each case draws a random stream (row
 //! count, pace, disorder, delay, window sizes and offset) from a seed, writes
 //! it to a file read as one split, creates TUMBLE, HOP, CUMULATE and SESSION
 //! views in both the TVF and Flink's group-window spelling, and compares each
@@ -48,9 +53,14 @@ struct Case {
     gap_ms: i64,
 }
 
-fn draw(seed: u64) -> Case {
+/// A random case; with `late`, about 5% of the rows come far behind.
+fn draw(seed: u64, late: bool) -> Case {
     let mut rng = StdRng::seed_from_u64(seed);
-    let delay_s = [0, 2, 5][rng.random_range(0..3)];
+    let delay_s = if late {
+        [2, 5][rng.random_range(0..2)]
+    } else {
+        [0, 2, 5][rng.random_range(0..3)]
+    };
     let disorder_ms = if delay_s == 0 {
         0
     } else {
@@ -58,6 +68,9 @@ fn draw(seed: u64) -> Case {
     };
     let n = rng.random_range(200..1500);
     let pace_ms = rng.random_range(1..300);
+    // About a cell's mean spacing (5 cells, pace / 2 per row): some
+    // sessions of one row, some long.
+    let gap_ms = (pace_ms * rng.random_range(1..6)).max(20);
     let statuses = ["ok", "ok", "dropped", "failed"];
     let mut t = BASE_MS + rng.random_range(0..10_000);
     let mut events = Vec::with_capacity(n);
@@ -68,8 +81,20 @@ fn draw(seed: u64) -> Case {
         } else {
             rng.random_range(0..=pace_ms)
         };
+        let behind = if late && rng.random_range(0..100) < 5 {
+            // Far behind, or just behind the watermark: within a gap of
+            // it, a row may reach into a session that has just fired.
+            delay_s * 1000
+                + if rng.random_bool(0.5) {
+                    rng.random_range(0..20_000)
+                } else {
+                    rng.random_range(0..2 * gap_ms)
+                }
+        } else {
+            rng.random_range(0..=disorder_ms)
+        };
         events.push(Event {
-            ts: t - rng.random_range(0..=disorder_ms),
+            ts: t - behind,
             cell: format!("cell-{}", rng.random_range(0..5)),
             status: statuses[rng.random_range(0..statuses.len())],
             duration: rng.random_range(0..10_000),
@@ -87,9 +112,7 @@ fn draw(seed: u64) -> Case {
         hop_s: slide_s * rng.random_range(2..5),
         step_s,
         cumulate_s: step_s * rng.random_range(2..5),
-        // About a cell's mean spacing (5 cells, pace / 2 per row): some
-        // sessions of one row, some long.
-        gap_ms: (pace_ms * rng.random_range(1..6)).max(20),
+        gap_ms,
     }
 }
 
@@ -97,8 +120,9 @@ const AGGREGATES: &str =
     "COUNT(*) AS calls, SUM(duration_ms) AS total_ms, MIN(duration_ms) AS min_ms, \
                           MAX(duration_ms) AS max_ms, COUNT(DISTINCT status) AS statuses";
 
-/// The views of a case: (name, SQL, the DataFusion query of its answer).
-fn views(case: &Case, source: &str) -> Vec<(String, String, String)> {
+/// The views of a case: (name, SQL, the DataFusion queries of its answer
+/// and of its count of late rows).
+fn views(case: &Case, source: &str) -> Vec<(String, String, (String, String))> {
     let Case {
         tumble_s,
         tumble_offset_s,
@@ -131,18 +155,34 @@ fn views(case: &Case, source: &str) -> Vec<(String, String, String)> {
             ),
         )
     };
+    // Each row with the watermark before it: the largest event time of the
+    // rows before it in the file, minus the delay.
+    let delay_ms = case.delay_s * 1000;
+    let rows = format!(
+        "(SELECT t, ts, seq, cell_id, status, duration_ms,
+                 MAX(t - {delay_ms}) OVER (ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS wm
+          FROM (SELECT CAST(ts AS BIGINT) AS t, ts, seq, cell_id, status, duration_ms FROM events) e)"
+    );
     // Batch: each row crossed with window numbers k; a window is kept when
-    // it contains the row.
+    // it contains the row and had not fired before it. Returns the answer
+    // and the number of rows that missed a window.
     let batch = |start: String, end: String, ks: std::ops::Range<i64>| {
         let ks: Vec<String> = ks.map(|k| format!("({k})")).collect();
-        format!(
-            "SELECT ws, we, cell_id, {AGGREGATES} FROM (
-               SELECT {start} AS ws, {end} AS we, t, cell_id, status, duration_ms
-               FROM (SELECT CAST(ts AS BIGINT) AS t, ts, cell_id, status, duration_ms FROM events) e
-               CROSS JOIN (VALUES {}) AS v(k)) w
-             WHERE ws <= t AND t < we
-             GROUP BY ws, we, cell_id ORDER BY 1, 2, 3",
+        let windows = format!(
+            "(SELECT {start} AS ws, {end} AS we, t, wm, seq, cell_id, status, duration_ms
+              FROM {rows} r CROSS JOIN (VALUES {}) AS v(k)) w",
             ks.join(", ")
+        );
+        (
+            format!(
+                "SELECT ws, we, cell_id, {AGGREGATES} FROM {windows}
+                 WHERE ws <= t AND t < we AND (wm IS NULL OR we - 1 > wm)
+                 GROUP BY ws, we, cell_id ORDER BY 1, 2, 3"
+            ),
+            format!(
+                "SELECT COUNT(DISTINCT seq) FROM {windows}
+                 WHERE ws <= t AND t < we AND wm IS NOT NULL AND we - 1 <= wm"
+            ),
         )
     };
     let bin = |size_s: i64, origin_s: i64| {
@@ -174,18 +214,24 @@ fn views(case: &Case, source: &str) -> Vec<(String, String, String)> {
     );
     // Sessions by definition: per cell, in time order, a row more than the
     // gap after the previous one starts a new session.
-    let session_batch = format!(
-        "SELECT MIN(t) AS ws, MAX(t) + {gap_ms} AS we, cell_id, {AGGREGATES} FROM (
-           SELECT t, cell_id, status, duration_ms,
-                  SUM(CASE WHEN prev IS NULL OR t - prev >= {gap_ms} THEN 1 ELSE 0 END)
-                    OVER (PARTITION BY cell_id ORDER BY t ROWS UNBOUNDED PRECEDING) AS sid
-           FROM (SELECT CAST(ts AS BIGINT) AS t, cell_id, status, duration_ms,
-                        LAG(CAST(ts AS BIGINT)) OVER (PARTITION BY cell_id ORDER BY ts) AS prev
-                 FROM events) e) s
-         GROUP BY cell_id, sid ORDER BY 1, 2, 3"
+    // Of the rows that were not late (their own window [t, t + gap) had not
+    // fired).
+    let on_time = format!("wm IS NULL OR t + {gap_ms} - 1 > wm");
+    let session_batch = (
+        format!(
+            "SELECT MIN(t) AS ws, MAX(t) + {gap_ms} AS we, cell_id, {AGGREGATES} FROM (
+               SELECT t, cell_id, status, duration_ms,
+                      SUM(CASE WHEN prev IS NULL OR t - prev >= {gap_ms} THEN 1 ELSE 0 END)
+                        OVER (PARTITION BY cell_id ORDER BY t ROWS UNBOUNDED PRECEDING) AS sid
+               FROM (SELECT t, cell_id, status, duration_ms,
+                            LAG(t) OVER (PARTITION BY cell_id ORDER BY t) AS prev
+                     FROM {rows} r WHERE {on_time}) e) s
+             GROUP BY cell_id, sid ORDER BY 1, 2, 3"
+        ),
+        format!("SELECT COUNT(*) FROM {rows} r WHERE NOT ({on_time})"),
     );
     let gap = format!("INTERVAL '{gap_ms}' MILLISECOND");
-    let with = |(name, sql): (String, String), batch: String| (name, sql, batch);
+    let with = |(name, sql): (String, String), batch: (String, String)| (name, sql, batch);
     vec![
         with(
             tvf(
@@ -260,6 +306,12 @@ fn views(case: &Case, source: &str) -> Vec<(String, String, String)> {
 fn batch_of(events: &[Event]) -> RecordBatch {
     RecordBatch::try_from_iter(vec![
         (
+            "seq",
+            Arc::new(arrow::array::Int64Array::from_iter_values(
+                0..events.len() as i64,
+            )) as ArrayRef,
+        ),
+        (
             "ts",
             Arc::new(TimestampMillisecondArray::from(
                 events.iter().map(|e| e.ts).collect::<Vec<_>>(),
@@ -305,11 +357,34 @@ async fn batch_rows(ctx: &SessionContext, sql: &str) -> Vec<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_disorder_below_the_delay_every_window_kind_equals_the_batch_answer() {
+    every_window_kind_equals_the_batch_answer(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_late_rows_every_window_kind_equals_the_batch_answer_over_rows_on_time() {
+    every_window_kind_equals_the_batch_answer(true).await;
+}
+
+async fn every_window_kind_equals_the_batch_answer(late: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(&tmp.path().join("data"), &["--parallelism", "2"]);
+    // Small batches and frequent watermarks: the aggregation sees rows and
+    // watermarks interleaved in ever different ways, as a live stream would
+    // show them.
+    let server = TestServer::start_in(
+        &tmp.path().join("data"),
+        &[
+            "--parallelism",
+            "2",
+            "--batch-size",
+            "16",
+            "--flush-interval",
+            "1ms",
+        ],
+    );
     let client = server.client().await;
+    let mut late_seen = 0;
     for seed in 0..CASES {
-        let case = draw(seed);
+        let case = draw(seed + if late { 1000 } else { 0 }, late);
         let path = tmp.path().join(format!("case{seed}.json"));
         let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
         for e in &case.events {
@@ -344,17 +419,25 @@ async fn with_disorder_below_the_delay_every_window_kind_equals_the_batch_answer
         for (_, sql, _) in &views {
             execute(&client, sql).await;
         }
-        for (name, _, batch_sql) in &views {
+        for (name, _, (batch_sql, late_sql)) in &views {
             wait_finished(&client, name).await;
-            let late = rows(
+            let counted = rows(
                 &client,
                 &format!("SELECT late_rows, rows_in FROM sluice.jobs WHERE name = '{name}'"),
             )
             .await;
+            let late_rows = batch_rows(&ctx, late_sql).await[0][0].clone();
+            if !late {
+                assert_eq!(
+                    late_rows, "0",
+                    "case {seed} {name}: no late rows in the batch"
+                );
+            }
+            late_seen += late_rows.parse::<usize>().unwrap();
             assert_eq!(
-                late,
-                vec![vec!["0".to_string(), case.events.len().to_string()]],
-                "case {seed} {name}: every row read, none late"
+                counted,
+                vec![vec![late_rows, case.events.len().to_string()]],
+                "case {seed} {name}: every row read, the late ones counted"
             );
             let actual = rows(
                 &client,
@@ -389,6 +472,12 @@ async fn with_disorder_below_the_delay_every_window_kind_equals_the_batch_answer
                 );
             }
         }
+    }
+    if late {
+        assert!(
+            late_seen > 100,
+            "the late cases have late rows: {late_seen}"
+        );
     }
 }
 
@@ -449,6 +538,12 @@ async fn processing_time_windows_close_on_the_clock() {
         );
         total += calls;
     }
+    let jobs = rows(
+        &client,
+        "SELECT rows_in, late_rows, bad_rows FROM sluice.jobs WHERE name = 'per_second'",
+    )
+    .await;
+    assert_eq!(jobs, vec![vec!["12000", "0", "0"]], "no row is late");
     assert_eq!(total, 12000, "every row in exactly one window: {windows:?}");
     assert!(
         windows.len() >= 3,

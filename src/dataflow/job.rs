@@ -372,14 +372,15 @@ fn fixed_delay(expr: &Expr, rowtime: &str) -> Option<i64> {
 /// Builds the physical form of a plan, shared by all instances.
 fn physical_plan(state: &SessionState, plan: &StreamPlan) -> Result<JobPhysical> {
     // Processing-time windows: rows are stamped as they are processed, and
-    // each stamp is its own watermark (time only moves forward).
+    // each stamp - 1 ms is its watermark (time only moves forward, but the
+    // rows of a batch share their stamp).
     let proctime = plan
         .window
         .as_ref()
         .filter(|w| w.processing_time)
         .map(|w| w.time_index);
     let rowtime = match &plan.source.rowtime {
-        _ if proctime.is_some() => proctime.map(|index| (index, WatermarkFn::Delay(0))),
+        _ if proctime.is_some() => proctime.map(|index| (index, WatermarkFn::Delay(1))),
         Some(rt) => {
             let watermark = match fixed_delay(&rt.watermark, &rt.column) {
                 Some(ms) => WatermarkFn::Delay(ms),

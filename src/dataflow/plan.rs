@@ -123,6 +123,8 @@ pub struct WindowPlan {
 /// (the other group columns) has its own sessions.
 #[derive(Debug, Clone)]
 pub struct SessionGroups {
+    /// The session gap, ms.
+    pub gap: i64,
     pub start: usize,
     pub end: usize,
     pub time: Option<usize>,

@@ -4,8 +4,10 @@
 //! that overlap merge into one session `[first ts, last ts + gap)`, so two
 //! rows closer than `gap` share a session and a row can bridge two sessions
 //! into one. A session fires when the watermark reaches its end - 1 ms; a
-//! row whose own window has fired is late, and a fired session is gone (a
-//! later row starts a new one, as in Flink).
+//! row whose own window has fired is late. The sessions are those of all
+//! rows that are not late: a row that is not late but reaches into a fired
+//! session joins it and updates it (Flink would start a new session, which
+//! makes its answer depend on timing).
 //!
 //! The live sessions of a partition are one value in the state table: this
 //! module encodes them and merges new windows into them. Pure functions.

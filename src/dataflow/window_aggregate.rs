@@ -498,8 +498,13 @@ impl WindowAggregate {
     fn fire_sessions(&mut self, previous: i64, watermark: i64) -> Result<()> {
         // Timers of sessions that fire now (EMIT ON WINDOW CLOSE shows
         // them) are read; those of sessions whose lateness has passed too
-        // are taken.
-        let lateness = self.agg.allowed_lateness;
+        // are taken. A fired session stays one gap longer: a row that is
+        // not late (its own window has not fired) may still reach into it,
+        // if the rows of other splits fired it first; it then joins it, so
+        // the sessions are those of all rows that were not late, however
+        // the splits' watermarks interleave.
+        let session = self.agg.session.as_ref().expect("a session aggregation");
+        let lateness = self.agg.allowed_lateness.saturating_add(session.gap);
         let mut partitions: Vec<Box<[u8]>> = Vec::new();
         for end in self.table.windows_up_to(watermark.saturating_add(1)) {
             if end == SESSIONS {

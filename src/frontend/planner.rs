@@ -616,6 +616,7 @@ fn session_groups(
         ));
     }
     Ok(SessionGroups {
+        gap: window.kind.size(),
         start,
         end,
         time,
