@@ -9,6 +9,8 @@
 //! (server, default 1GiB). `RECOVERY=1`
 //! runs the recovery benchmark instead (see `recovery_benchmark`).
 //! `LIVE=1` runs the live benchmark instead (see `live_benchmark`).
+//! `WINDOW=HOP|CUMULATE|SESSION` runs the view over that window instead of
+//! TUMBLE (HOP 2 s/10 s, CUMULATE 2 s/10 s, SESSION 1 s per cell).
 //! `MEMORY_LIMIT=512MiB` runs the server in a memory cgroup with that cap
 //! (Linux cgroup v1, as root): the kernel kills it if it goes over.
 //!
@@ -110,12 +112,45 @@ fn peak_memory_mib(pid: u32) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-const VIEW: &str = "CREATE MATERIALIZED VIEW kpi AS
-  SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms,
-         AVG(duration_ms) AS avg_ms
-  FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND))
-  GROUP BY window_start, window_end, cell_id
-  EMIT ON WINDOW CLOSE";
+/// The window of the benchmark's view (`WINDOW`: TUMBLE, HOP, CUMULATE or
+/// SESSION), and the windows whose counts add up to every event once.
+fn window() -> (&'static str, &'static str) {
+    match std::env::var("WINDOW").as_deref().unwrap_or("TUMBLE") {
+        "TUMBLE" => (
+            "TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND)",
+            "TRUE",
+        ),
+        // Each event in 5 windows, counted once in those starting at a
+        // multiple of 10 s.
+        "HOP" => (
+            "HOP(TABLE calls, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '10' SECOND)",
+            "CAST(window_start AS BIGINT) % 10000 = 0",
+        ),
+        // Each event in the full 10 s window once.
+        "CUMULATE" => (
+            "CUMULATE(TABLE calls, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '10' SECOND)",
+            "window_end = window_start + INTERVAL '10' SECOND",
+        ),
+        // About one event per cell per second: sessions of a few events.
+        "SESSION" => (
+            "SESSION(TABLE calls PARTITION BY cell_id, DESCRIPTOR(ts), INTERVAL '1' SECOND)",
+            "TRUE",
+        ),
+        other => panic!("WINDOW: TUMBLE, HOP, CUMULATE or SESSION, not {other}"),
+    }
+}
+
+fn view_sql() -> String {
+    format!(
+        "CREATE MATERIALIZED VIEW kpi AS
+         SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms,
+                AVG(duration_ms) AS avg_ms
+         FROM TABLE({})
+         GROUP BY window_start, window_end, cell_id
+         EMIT ON WINDOW CLOSE",
+        window().0
+    )
+}
 
 fn columns() -> &'static str {
     "event_time BIGINT, cell_id STRING, msisdn STRING, status STRING, duration_ms INT,
@@ -220,7 +255,14 @@ fn start_server() -> (tempfile::TempDir, TestServer) {
 }
 
 async fn total_calls(client: &tokio_postgres::Client) -> i64 {
-    rows(client, "SELECT COALESCE(SUM(calls), 0) FROM kpi").await[0][0]
+    rows(
+        client,
+        &format!(
+            "SELECT COALESCE(SUM(calls), 0) FROM kpi WHERE {}",
+            window().1
+        ),
+    )
+    .await[0][0]
         .parse()
         .unwrap()
 }
@@ -239,7 +281,7 @@ async fn file_benchmark(events: usize, keys: usize) -> Result {
     )
     .await;
     let started = Instant::now();
-    execute(&client, VIEW).await;
+    execute(&client, &view_sql()).await;
     common::wait_finished(&client, "kpi").await;
     let seconds = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(server.pid());
@@ -405,7 +447,7 @@ async fn kafka_benchmark(events: usize, keys: usize) -> Result {
     let client = server.client().await;
     execute(&client, &kafka_source(&broker)).await;
     let started = Instant::now();
-    execute(&client, VIEW).await;
+    execute(&client, &view_sql()).await;
     loop {
         let r = rows(
             &client,
