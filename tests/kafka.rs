@@ -134,6 +134,52 @@ fn reference_with_lateness(
     (out, late_rows)
 }
 
+/// Sessions per cell with a 2 s gap, shown once closed.
+const SESSION_VIEW: &str = "CREATE MATERIALIZED VIEW sessions AS
+     SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms
+     FROM TABLE(SESSION(TABLE calls PARTITION BY cell_id, DESCRIPTOR(ts), INTERVAL '2' SECOND))
+     GROUP BY window_start, window_end, cell_id EMIT ON WINDOW CLOSE";
+
+/// The sessions reference: per partition, a row is late when the watermark
+/// made by the rows before it has reached its own window's end - 1 ms
+/// (`ts + gap - 1`); the sessions are those of the other rows, per cell.
+fn session_reference(events: &[Event], gap: i64) -> (Windows, usize) {
+    let mut running: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut on_time: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
+    let mut late = 0;
+    for e in events {
+        let before = running.entry(e.partition).or_insert(i64::MIN);
+        if *before != i64::MIN && e.ts + gap - 1 <= *before {
+            late += 1;
+        } else {
+            on_time.entry(e.cell.as_str()).or_default().push(e);
+        }
+        *before = (*before).max(e.ts - DELAY_MS);
+    }
+    let mut out = Windows::new();
+    for (cell, mut rows) in on_time {
+        rows.sort_by_key(|e| e.ts);
+        let mut current: Option<(i64, i64, i64, i64)> = None; // start, last, count, sum
+        for e in rows {
+            current = match current {
+                Some((s, last, n, sum)) if e.ts - last < gap => {
+                    Some((s, e.ts, n + 1, sum + e.duration as i64))
+                }
+                other => {
+                    if let Some((s, last, n, sum)) = other {
+                        out.insert((s, last + gap, cell.to_string()), (n, sum));
+                    }
+                    Some((e.ts, e.ts, 1, e.duration as i64))
+                }
+            };
+        }
+        if let Some((s, last, n, sum)) = current {
+            out.insert((s, last + gap, cell.to_string()), (n, sum));
+        }
+    }
+    (out, late)
+}
+
 fn source_sql(topic: &str, broker: &Broker) -> String {
     format!(
         "CREATE TABLE calls (
@@ -979,11 +1025,12 @@ async fn killed_again_and_again(flags: &[&str]) {
         .await;
         execute(&client, TUMBLE_VIEW).await;
         execute(&client, HOP_VIEW).await;
-        // Both jobs know where the topic ends before events arrive.
+        execute(&client, SESSION_VIEW).await;
+        // Every job knows where the topic ends before events arrive.
         wait_for_rows(
             &client,
             "SELECT COUNT(*) FROM sluice.kafka_partitions WHERE \"offset\" >= 0",
-            &[&["8"]],
+            &[&["12"]],
             Duration::from_secs(30),
         )
         .await;
@@ -1029,7 +1076,7 @@ async fn killed_again_and_again(flags: &[&str]) {
         .map(|p| data.iter().filter(|e| e.partition == p).count() + 1)
         .collect();
     let client = server.client().await;
-    for view in ["tumble", "hop"] {
+    for view in ["tumble", "hop", "sessions"] {
         wait_read_to(&client, view, &offsets, max_ts).await;
     }
     let cutoff = max_ts + 1;
@@ -1038,6 +1085,11 @@ async fn killed_again_and_again(flags: &[&str]) {
     assert_eq!(view_windows(&client, "tumble", cutoff).await, expected);
     let (expected_hop, late_hop) = reference(&data, 5_000, 20_000);
     assert_eq!(view_windows(&client, "hop", cutoff).await, expected_hop);
+    let (expected_sessions, late_sessions) = session_reference(&data, 2_000);
+    assert_eq!(
+        view_windows(&client, "sessions", cutoff).await,
+        expected_sessions
+    );
     assert!(kills >= 6);
     // The counters are exact too: each part saved what it had counted at
     // its barrier, so rows read again are not counted twice.
@@ -1053,6 +1105,12 @@ async fn killed_again_and_again(flags: &[&str]) {
                 "hop".to_string(),
                 read.clone(),
                 late_hop.to_string(),
+                "0".into()
+            ],
+            vec![
+                "sessions".to_string(),
+                read.clone(),
+                late_sessions.to_string(),
                 "0".into()
             ],
             vec!["tumble".to_string(), read, late.to_string(), "0".into()],
