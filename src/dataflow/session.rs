@@ -12,6 +12,10 @@
 //! The live sessions of a partition are one value in the state table: this
 //! module encodes them and merges new windows into them. Pure functions.
 
+use arrow::array::{ArrayRef, TimestampMillisecondArray};
+use arrow::datatypes::Schema;
+
+use crate::dataflow::plan::SessionGroups;
 use crate::error::{Error, Result};
 
 /// A live session: its window and its encoded aggregate state.
@@ -103,6 +107,36 @@ pub fn merge(existing: &[(i64, i64)], incoming: &[(i64, i64)]) -> Merged {
         }
     }
     out
+}
+
+/// The group columns of sessions of `windows`: their start, end and time
+/// columns from the windows, every other (partition) column `i` from
+/// `partition(i)`.
+pub fn group_columns(
+    schema: &Schema,
+    groups: &SessionGroups,
+    windows: &[(i64, i64)],
+    mut partition: impl FnMut(usize) -> Result<ArrayRef>,
+) -> Result<Vec<ArrayRef>> {
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (i, field) in schema.fields().iter().enumerate() {
+        let ms: Option<Vec<i64>> = if i == groups.start {
+            Some(windows.iter().map(|w| w.0).collect())
+        } else if i == groups.end {
+            Some(windows.iter().map(|w| w.1).collect())
+        } else if Some(i) == groups.time {
+            Some(windows.iter().map(|w| w.1 - 1).collect())
+        } else {
+            None
+        };
+        columns.push(match ms {
+            Some(ms) => {
+                arrow::compute::cast(&TimestampMillisecondArray::from(ms), field.data_type())?
+            }
+            None => partition(i)?,
+        });
+    }
+    Ok(columns)
 }
 
 #[cfg(test)]

@@ -51,6 +51,17 @@ const NO_WINDOW: WindowId = WindowId::MAX;
 /// end are timers, naming the partitions that have a session ending there.
 const SESSIONS: WindowId = WindowId::MAX;
 const TIMER: &[u8] = &[1];
+/// Timers are grouped by the second: a timer under id t asks to look at a
+/// partition when the watermark reaches `[t - TIMER_MS, t)`.
+const TIMER_MS: i64 = 1000;
+
+/// The timer id that asks to look at a partition at time `t`.
+fn timer_at(t: i64) -> WindowId {
+    t.div_euclid(TIMER_MS)
+        .saturating_add(1)
+        .saturating_mul(TIMER_MS)
+        .min(SESSIONS - 1)
+}
 
 pub struct WindowAggregate {
     agg: Arc<PhysicalAggregate>,
@@ -417,7 +428,7 @@ impl WindowAggregate {
                 if let Some(g) = g {
                     s.state = Box::from(encoded.row(*g).as_ref());
                     // A timer: the partition has a session ending here.
-                    self.table.put(s.end, key, TIMER);
+                    self.table.put(timer_at(s.end), key, TIMER);
                 }
             }
             self.table.put(SESSIONS, key, &session::encode(&list));
@@ -471,50 +482,31 @@ impl WindowAggregate {
     ) -> Result<Vec<ArrayRef>> {
         let session = self.agg.session.as_ref().expect("a session aggregation");
         let picked = arrow::array::UInt32Array::from(rows.to_vec());
-        let mut columns = Vec::with_capacity(self.agg.group_count());
-        for (i, field) in self.agg.group_schema.fields().iter().enumerate() {
-            let ms: Option<Vec<i64>> = if i == session.start {
-                Some(windows.iter().map(|w| w.0).collect())
-            } else if i == session.end {
-                Some(windows.iter().map(|w| w.1).collect())
-            } else if Some(i) == session.time {
-                Some(windows.iter().map(|w| w.1 - 1).collect())
-            } else {
-                None
-            };
-            columns.push(match ms {
-                Some(ms) => arrow::compute::cast(
-                    &arrow::array::TimestampMillisecondArray::from(ms),
-                    field.data_type(),
-                )?,
-                None => arrow::compute::take(batch.column(i), &picked, None)?,
-            });
-        }
-        Ok(columns)
+        session::group_columns(&self.agg.group_schema, session, windows, |i| {
+            Ok(arrow::compute::take(batch.column(i), &picked, None)?)
+        })
     }
 
     /// Fires the sessions that end by the watermark: their timers name the
     /// partitions to look at.
     fn fire_sessions(&mut self, previous: i64, watermark: i64) -> Result<()> {
-        // Timers of sessions that fire now (EMIT ON WINDOW CLOSE shows
-        // them) are read; those of sessions whose lateness has passed too
-        // are taken. A fired session stays one gap longer: a row that is
-        // not late (its own window has not fired) may still reach into it,
-        // if the rows of other splits fired it first; it then joins it, so
-        // the sessions are those of all rows that were not late, however
-        // the splits' watermarks interleave.
+        // The partitions whose timers are due: their sessions that fire now
+        // show (EMIT ON WINDOW CLOSE); those whose lateness has passed too
+        // go. A fired session stays one gap longer: a row that is not late
+        // (its own window has not fired) may still reach into it, if the
+        // rows of other splits fired it first; it then joins it, so the
+        // sessions are those of all rows that were not late, however the
+        // splits' watermarks interleave. Each partition looked at gets a
+        // timer for its next session to fire or go.
         let session = self.agg.session.as_ref().expect("a session aggregation");
         let lateness = self.agg.allowed_lateness.saturating_add(session.gap);
         let mut partitions: Vec<Box<[u8]>> = Vec::new();
-        for end in self.table.windows_up_to(watermark.saturating_add(1)) {
-            if end == SESSIONS {
+        let due = watermark.saturating_add(1).saturating_add(TIMER_MS);
+        for id in self.table.windows_up_to(due) {
+            if id == SESSIONS {
                 continue;
             }
-            if has_fired(end.saturating_add(lateness), watermark) {
-                partitions.extend(self.table.take_window(end)?.into_iter().map(|(k, _)| k));
-            } else if !self.emit.on_update() && !has_fired(end, previous) {
-                partitions.extend(self.table.read_window(end)?.into_iter().map(|(k, _)| k));
-            }
+            partitions.extend(self.table.take_window(id)?.into_iter().map(|(k, _)| k));
         }
         if partitions.is_empty() {
             return Ok(());
@@ -531,18 +523,25 @@ impl WindowAggregate {
             let sessions = session::decode(bytes)?;
             let count = sessions.len();
             let mut kept = Vec::with_capacity(count);
+            let mut next = i64::MAX;
             for s in sessions {
-                if has_fired(s.end, watermark) && !has_fired(s.end, previous) {
+                let shown = has_fired(s.end, watermark);
+                if shown && !has_fired(s.end, previous) {
                     fired.push((p, s.clone()));
                 }
-                if !has_fired(s.end.saturating_add(lateness), watermark) {
+                let gone = s.end.saturating_add(lateness);
+                if !has_fired(gone, watermark) {
+                    next = next.min(if shown { gone } else { s.end });
                     kept.push(s);
                 }
             }
             if kept.is_empty() {
                 self.table.remove(SESSIONS, key);
-            } else if kept.len() < count {
-                self.table.put(SESSIONS, key, &session::encode(&kept));
+            } else {
+                if kept.len() < count {
+                    self.table.put(SESSIONS, key, &session::encode(&kept));
+                }
+                self.table.put(timer_at(next), key, TIMER);
             }
         }
         if self.emit.on_update() || fired.is_empty() {
@@ -568,27 +567,13 @@ impl WindowAggregate {
             let results = self.agg.take_results(&mut self.accumulators)?;
             let session = self.agg.session.as_ref().expect("a session aggregation");
             let mut partition_columns = partition_columns.into_iter();
-            let mut columns = Vec::with_capacity(self.agg.group_count());
-            for (i, field) in self.agg.group_schema.fields().iter().enumerate() {
-                let ms: Option<Vec<i64>> = if i == session.start {
-                    Some(chunk.iter().map(|(_, s)| s.start).collect())
-                } else if i == session.end {
-                    Some(chunk.iter().map(|(_, s)| s.end).collect())
-                } else if Some(i) == session.time {
-                    Some(chunk.iter().map(|(_, s)| s.end - 1).collect())
-                } else {
-                    None
-                };
-                columns.push(match ms {
-                    Some(ms) => arrow::compute::cast(
-                        &arrow::array::TimestampMillisecondArray::from(ms),
-                        field.data_type(),
-                    )?,
-                    None => partition_columns
+            let windows: Vec<(i64, i64)> = chunk.iter().map(|(_, s)| (s.start, s.end)).collect();
+            let columns =
+                session::group_columns(&self.agg.group_schema, session, &windows, |_| {
+                    partition_columns
                         .next()
-                        .ok_or_else(|| Error::internal("a session partition column is missing"))?,
-                });
-            }
+                        .ok_or_else(|| Error::internal("a session partition column is missing"))
+                })?;
             let keys = self.keys.convert_columns(&columns)?;
             self.emit_rows(&keys, columns, results)?;
         }
@@ -697,7 +682,7 @@ impl WindowAggregate {
 }
 
 /// A timestamp column's values in milliseconds.
-fn timestamps_ms(column: &ArrayRef) -> Result<Vec<i64>> {
+pub fn timestamps_ms(column: &ArrayRef) -> Result<Vec<i64>> {
     let ms = arrow::compute::cast(
         column,
         &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
