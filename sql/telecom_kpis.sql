@@ -42,7 +42,24 @@ WHERE status IN ('dropped', 'failed')
 GROUP BY window_start, window_end, cell_id
 HAVING COUNT(*) >= 10;
 
+-- Subscriber sessions: calls less than 30 s apart; events up to a minute
+-- late still update their session.
+CREATE MATERIALIZED VIEW subscriber_sessions WITH ('allowed-lateness' = '1 min') AS
+SELECT window_start, window_end, msisdn, COUNT(*) AS calls,
+       SUM(duration_ms) AS talk_ms
+FROM TABLE(SESSION(TABLE calls PARTITION BY msisdn, DESCRIPTOR(ts), INTERVAL '30' SECOND))
+GROUP BY window_start, window_end, msisdn;
+
+-- Calls per cell since the start of the hour, every 10 minutes of it
+-- (Flink's CUMULATE), shown in progress every 10 s.
+CREATE MATERIALIZED VIEW cell_calls_hour_so_far AS
+SELECT window_start, window_end, cell_id, COUNT(*) AS calls
+FROM TABLE(CUMULATE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' MINUTE, INTERVAL '1' HOUR))
+GROUP BY window_start, window_end, cell_id
+EMIT EVERY INTERVAL '10' SECOND;
+
 -- Then, for example:
 --   SELECT * FROM cell_kpi_1m ORDER BY window_start DESC, calls DESC LIMIT 10;
 --   SELECT * FROM cell_alarms ORDER BY window_start DESC, failures DESC;
 --   SELECT name, status, rows_in, late_rows, watermark FROM sluice.jobs;
+--   SELECT * FROM sluice.late_rows ORDER BY seen_at DESC LIMIT 10;

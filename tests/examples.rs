@@ -32,7 +32,16 @@ async fn run_example(file: &str, views: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telecom_kpis() {
     // cell_failures_5m shows final five-minute windows only: too slow to wait for.
-    run_example("telecom_kpis.sql", &["cell_kpi_1m", "cell_alarms"]).await;
+    run_example(
+        "telecom_kpis.sql",
+        &[
+            "cell_kpi_1m",
+            "cell_alarms",
+            "subscriber_sessions",
+            "cell_calls_hour_so_far",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

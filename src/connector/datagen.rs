@@ -481,7 +481,9 @@ impl SourceReader for DatagenReader {
                 std::thread::sleep((due - now).min(BARRIER_POLL));
             }
             let batch = self.batch(start_ms, i + made * p, p, n)?;
-            let first = made as i64;
+            // Row numbers over all instances: instance i makes rows i, i + p, ...
+            let first = (i + made * p) as i64;
+            let stride = p as i64;
             made += n as u64;
             let prepared = self.ctx.preparer.prepare(batch)?;
             let mut rejected = prepared.rejected.iter().map(|(r, _)| *r).peekable();
@@ -493,7 +495,7 @@ impl SourceReader for DatagenReader {
                     }
                     !skip
                 })
-                .map(|r| first + r as i64)
+                .map(|r| first + r as i64 * stride)
                 .collect();
             self.ctx.counters().rows_in.fetch_add(
                 prepared.batch.num_rows() as u64,
