@@ -298,6 +298,17 @@ fn views(case: &Case, source: &str) -> Vec<(String, String, (String, String))> {
                 format!("ts, {gap}"),
                 "EMIT ON WINDOW CLOSE",
             ),
+            session_batch.clone(),
+        ),
+        // In-progress sessions shown every 5 ms: those merged into others
+        // since must not stay behind.
+        with(
+            legacy(
+                "session_every",
+                "SESSION",
+                format!("ts, {gap}"),
+                "EMIT EVERY INTERVAL '5' MILLISECOND",
+            ),
             session_batch,
         ),
     ]

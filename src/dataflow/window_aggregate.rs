@@ -80,6 +80,11 @@ pub struct WindowAggregate {
     /// With `EMIT EVERY`: groups of in-progress windows changed since they
     /// last showed.
     early: HashSet<(WindowId, Box<[u8]>)>,
+    /// With `EMIT EVERY` over sessions: partitions whose in-progress
+    /// sessions changed, and the rows of sessions merged into others since
+    /// (they may have shown).
+    early_partitions: HashSet<Box<[u8]>>,
+    early_deletes: Vec<Box<[u8]>>,
 }
 
 impl WindowAggregate {
@@ -120,6 +125,8 @@ impl WindowAggregate {
         Ok(WindowAggregate {
             partitions,
             early: HashSet::new(),
+            early_partitions: HashSet::new(),
+            early_deletes: Vec::new(),
             accumulators: agg.accumulators()?,
             agg,
             emit,
@@ -423,6 +430,8 @@ impl WindowAggregate {
         }
         let merged = self.agg.take_states(&mut self.accumulators)?;
         let encoded = self.states.convert_columns(&merged)?;
+        let mut lists_shown: Vec<(Vec<Session>, Vec<Option<usize>>)> = Vec::new();
+        let early = matches!(self.emit, EmitMode::Every { .. });
         for (key, (mut list, list_groups)) in order.iter().zip(lists) {
             for (s, g) in list.iter_mut().zip(&list_groups) {
                 if let Some(g) = g {
@@ -432,12 +441,40 @@ impl WindowAggregate {
                 }
             }
             self.table.put(SESSIONS, key, &session::encode(&list));
+            if early {
+                lists_shown.push((list, list_groups));
+            }
         }
         // Shown: every session by default; with EMIT ON WINDOW CLOSE, only
         // fired ones (a late row changed them, allowed lateness).
         let wm = self.watermark;
         let emit = self.emit;
         let shown = |end: i64| emit.on_update() || has_fired(end, wm);
+        if let EmitMode::Every { .. } = emit {
+            // In-progress sessions show at the next early emission, and the
+            // rows of those merged away go then.
+            for (key, (list, groups)) in order.iter().zip(&lists_shown) {
+                if list
+                    .iter()
+                    .zip(groups)
+                    .any(|(s, g)| g.is_some() && !shown(s.end))
+                {
+                    self.early_partitions.insert(Box::from(*key));
+                }
+            }
+            let merged_away: Vec<&(i64, i64, usize)> =
+                replaced.iter().filter(|r| !shown(r.1)).collect();
+            if !merged_away.is_empty() {
+                let columns = self.session_group_columns(
+                    &batch,
+                    &merged_away.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+                    &merged_away.iter().map(|r| r.2 as u32).collect::<Vec<_>>(),
+                )?;
+                let keys = self.keys.convert_columns(&columns)?;
+                self.early_deletes
+                    .extend((0..keys.num_rows()).map(|i| Box::from(keys.row(i).data())));
+            }
+        }
         let gone: Vec<&(i64, i64, usize)> = replaced.iter().filter(|r| shown(r.1)).collect();
         if !gone.is_empty() {
             let columns = self.session_group_columns(
@@ -547,7 +584,17 @@ impl WindowAggregate {
         if self.emit.on_update() || fired.is_empty() {
             return Ok(());
         }
-        for chunk in fired.chunks(FIRE_BATCH_ROWS) {
+        self.emit_sessions(&partitions, &fired)
+    }
+
+    /// Shows sessions: `(i, session)` is a session of partition
+    /// `partitions[i]`.
+    fn emit_sessions(
+        &mut self,
+        partitions: &[Box<[u8]>],
+        sessions: &[(usize, Session)],
+    ) -> Result<()> {
+        for chunk in sessions.chunks(FIRE_BATCH_ROWS) {
             let n = chunk.len();
             let partition_columns: Vec<ArrayRef> = match &self.partitions {
                 Some(converter) => {
@@ -604,6 +651,10 @@ impl WindowAggregate {
             return Ok(());
         }
         if self.agg.session.is_some() {
+            if watermark == i64::MAX {
+                // The input has ended: no early emission comes any more.
+                self.emit_early_sessions()?;
+            }
             return self.fire_sessions(previous, watermark);
         }
         // Window [s, e) fires when wm >= e - 1, i.e. e <= wm + 1; its state
@@ -641,6 +692,9 @@ impl WindowAggregate {
     /// Shows the groups of in-progress windows changed since the last time
     /// (`EMIT EVERY`).
     pub fn emit_early(&mut self) -> Result<()> {
+        if self.agg.session.is_some() {
+            return self.emit_early_sessions();
+        }
         if self.early.is_empty() {
             return Ok(());
         }
@@ -656,6 +710,34 @@ impl WindowAggregate {
             })
             .collect();
         self.fire(rows)
+    }
+
+    /// Shows the in-progress sessions of the partitions changed since the
+    /// last time, after removing the rows of sessions merged into others.
+    fn emit_early_sessions(&mut self) -> Result<()> {
+        if !self.early_deletes.is_empty() {
+            let deletes = std::mem::take(&mut self.early_deletes);
+            let refs: Vec<&[u8]> = deletes.iter().map(|k| &k[..]).collect();
+            self.out.delete(&refs)?;
+        }
+        if self.early_partitions.is_empty() {
+            return Ok(());
+        }
+        let mut partitions: Vec<Box<[u8]>> = self.early_partitions.drain().collect();
+        partitions.sort_unstable();
+        self.table
+            .fetch(partitions.iter().map(|k| (SESSIONS, &k[..])))?;
+        let mut open: Vec<(usize, Session)> = Vec::new();
+        for (p, key) in partitions.iter().enumerate() {
+            if let Some(bytes) = self.table.get(SESSIONS, key) {
+                for s in session::decode(bytes)? {
+                    if !has_fired(s.end, self.watermark) {
+                        open.push((p, s));
+                    }
+                }
+            }
+        }
+        self.emit_sessions(&partitions, &open)
     }
 
     /// Emits the final rows of a fired window.

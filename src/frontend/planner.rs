@@ -170,24 +170,13 @@ pub async fn plan_view(
         .as_ref()
         .map(|a| a.fire_time.is_some())
         .unwrap_or(false);
-    let sessions = aggregate
-        .as_ref()
-        .map(|a| a.session.is_some())
-        .unwrap_or(false);
     match emit {
-        EmitMode::OnWindowClose if !windowed => {
-            return Err(Error::not_supported(
-                "EMIT ON WINDOW CLOSE needs a windowed aggregation (GROUP BY window_start, window_end)",
-            ))
-        }
+        EmitMode::OnWindowClose if !windowed => return Err(Error::not_supported(
+            "EMIT ON WINDOW CLOSE needs a windowed aggregation (GROUP BY window_start, window_end)",
+        )),
         EmitMode::Every { .. } if !windowed => {
             return Err(Error::not_supported(
                 "EMIT EVERY needs a windowed aggregation (GROUP BY window_start, window_end)",
-            ))
-        }
-        EmitMode::Every { .. } if sessions => {
-            return Err(Error::not_supported(
-                "EMIT EVERY over SESSION windows is not supported yet; use EMIT ON UPDATE or ON WINDOW CLOSE",
             ))
         }
         _ => {}
