@@ -4,9 +4,7 @@
 //! Input: rows (with window columns when windowed).
 //! Output: partial states, one row per group seen since the last flush:
 //! `[group columns..., state columns...]`, routed by the hash of the group's
-//! routing columns to the instance of [`WindowAggregate`] that owns it. For
-//! SESSION windows the overlapping windows of a partition are merged first:
-//! one row per piece of a session.
+//! routing columns to the instance of [`WindowAggregate`] that owns it.
 //! State: DataFusion's group hash table and `GroupsAccumulator`s for the rows
 //! since the last flush (bounded: flushed every flush interval and when it
 //! holds too many groups).
@@ -24,11 +22,7 @@ use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
-use arrow::row::{RowConverter, SortField};
-
 use crate::dataflow::physical::{evaluate, evaluate_mask, PhysicalAggregate};
-use crate::dataflow::plan::SessionGroups;
-use crate::dataflow::window_aggregate::timestamps_ms;
 use crate::error::Result;
 
 /// Flush early when this many groups are pending.
@@ -51,25 +45,11 @@ pub struct PartialAggregate {
     groups: Box<dyn GroupValues>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
     group_ids: Vec<usize>,
-    /// For SESSION windows: the partition columns' row format (None when
-    /// the sessions are not partitioned).
-    partitions: Option<RowConverter>,
 }
 
 impl PartialAggregate {
     pub fn new(agg: Arc<PhysicalAggregate>) -> Result<Self> {
-        let partitions = match &agg.session {
-            Some(session) if !session.partition.is_empty() => Some(RowConverter::new(
-                session
-                    .partition
-                    .iter()
-                    .map(|i| SortField::new(agg.group_schema.field(*i).data_type().clone()))
-                    .collect(),
-            )?),
-            _ => None,
-        };
         Ok(PartialAggregate {
-            partitions,
             groups: new_group_values(agg.group_schema.clone(), &GroupOrdering::None)?,
             accumulators: agg.accumulators()?,
             agg,
@@ -140,79 +120,10 @@ impl PartialAggregate {
         self.groups
             .clear_shrink(MAX_PENDING_GROUPS.min(columns[0].len()));
         columns.extend(self.agg.take_states(&mut self.accumulators)?);
-        let batch = RecordBatch::try_new(self.agg.partial_schema.clone(), columns)?;
-        match self.agg.session.clone() {
-            Some(session) => Ok(Some(self.merge_sessions(batch, &session)?)),
-            None => Ok(Some(batch)),
-        }
-    }
-
-    /// Merges the overlapping session windows of each partition (one per
-    /// row time until now), so that the owner gets one partial state per
-    /// piece of a session rather than per row.
-    fn merge_sessions(
-        &mut self,
-        batch: RecordBatch,
-        session: &SessionGroups,
-    ) -> Result<RecordBatch> {
-        let n = batch.num_rows();
-        let starts = timestamps_ms(batch.column(session.start))?;
-        let ends = timestamps_ms(batch.column(session.end))?;
-        let keys = match &self.partitions {
-            Some(converter) => {
-                let columns: Vec<ArrayRef> = session
-                    .partition
-                    .iter()
-                    .map(|i| batch.column(*i).clone())
-                    .collect();
-                Some(converter.convert_columns(&columns)?)
-            }
-            None => None,
-        };
-        let key = |i: usize| -> &[u8] {
-            match &keys {
-                Some(rows) => rows.row(i).data(),
-                None => &[],
-            }
-        };
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_unstable_by(|a, b| key(*a).cmp(key(*b)).then(starts[*a].cmp(&starts[*b])));
-        // (start, end, a row of it) per merged window.
-        let mut windows: Vec<(i64, i64, usize)> = Vec::new();
-        let mut group_of = vec![0usize; n];
-        for i in order {
-            match windows.last_mut() {
-                Some(last) if key(last.2) == key(i) && starts[i] < last.1 => {
-                    last.1 = last.1.max(ends[i]);
-                }
-                _ => windows.push((starts[i], ends[i], i)),
-            }
-            group_of[i] = windows.len() - 1;
-        }
-        if windows.len() == n {
-            return Ok(batch);
-        }
-        let total = windows.len();
-        let groups = self.agg.group_count();
-        self.agg.merge(
-            &mut self.accumulators,
-            &batch.columns()[groups..],
-            &group_of,
-            total,
-        )?;
-        let picked = UInt32Array::from_iter_values(windows.iter().map(|w| w.2 as u32));
-        let spans: Vec<(i64, i64)> = windows.iter().map(|w| (w.0, w.1)).collect();
-        let mut columns = crate::dataflow::session::group_columns(
-            &self.agg.group_schema,
-            session,
-            &spans,
-            |i| Ok(arrow::compute::take(batch.column(i), &picked, None)?),
-        )?;
-        columns.extend(self.agg.take_states(&mut self.accumulators)?);
-        Ok(RecordBatch::try_new(
+        Ok(Some(RecordBatch::try_new(
             self.agg.partial_schema.clone(),
             columns,
-        )?)
+        )?))
     }
 }
 

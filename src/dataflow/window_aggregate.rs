@@ -764,7 +764,7 @@ impl WindowAggregate {
 }
 
 /// A timestamp column's values in milliseconds.
-pub fn timestamps_ms(column: &ArrayRef) -> Result<Vec<i64>> {
+fn timestamps_ms(column: &ArrayRef) -> Result<Vec<i64>> {
     let ms = arrow::compute::cast(
         column,
         &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
