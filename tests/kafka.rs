@@ -804,27 +804,28 @@ async fn early_results_of_long_windows_show_every_second() {
     );
 }
 
+/// Records of cell "a" for `partition`, one at each of these seconds.
+fn one_a_second(partition: i32, seconds: std::ops::RangeInclusive<i64>) -> Vec<(i32, String)> {
+    seconds
+        .map(|s| {
+            let e = Event {
+                partition,
+                ts: BASE_MS + s * 1000,
+                cell: "a".into(),
+                status: "ok",
+                duration: 1,
+            };
+            (partition, e.json())
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_partition_does_not_stall_windows() {
     let broker = Broker::start();
     // Partition 1 gets nothing at all; partition 0 gets all the data.
     broker.create_topic("calls", 2);
-    let records: Vec<(i32, String)> = (0..30)
-        .map(|s| {
-            (
-                0,
-                Event {
-                    partition: 0,
-                    ts: BASE_MS + s * 1000,
-                    cell: "a".into(),
-                    status: "ok",
-                    duration: 1,
-                }
-                .json(),
-            )
-        })
-        .collect();
-    broker.produce("calls", &records);
+    broker.produce("calls", &one_a_second(0, 0..=29));
     let server = TestServer::start();
     let client = server.client().await;
     execute(
@@ -867,22 +868,7 @@ async fn an_idle_partition_does_not_stall_windows() {
     // Partition 1 comes back, at 25 s to 40 s: its rows are judged by its
     // own watermark, not as late, and [20, 30) takes the five up to 29 s;
     // its watermark (35 s) then closes that window.
-    let back: Vec<(i32, String)> = (25..=40)
-        .map(|s| {
-            (
-                1,
-                Event {
-                    partition: 1,
-                    ts: BASE_MS + s * 1000,
-                    cell: "a".into(),
-                    status: "ok",
-                    duration: 1,
-                }
-                .json(),
-            )
-        })
-        .collect();
-    broker.produce("calls", &back);
+    broker.produce("calls", &one_a_second(1, 25..=40));
     wait_for_rows(
         &client,
         "SELECT window_start, calls, (SELECT late_rows FROM sluice.jobs) FROM closed ORDER BY 1",

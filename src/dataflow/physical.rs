@@ -1,12 +1,15 @@
 //! From the plan's logical expressions to DataFusion physical expressions and
 //! accumulators, built once when a job starts and shared by its instances.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::compute::kernels::filter::prep_null_mask_filter;
-use arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
+use arrow::datatypes::{
+    DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
+};
 use datafusion::common::DFSchemaRef;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::simplify::SimplifyContext;
@@ -321,5 +324,29 @@ impl PhysicalAggregate {
             .iter_mut()
             .map(|acc| Ok(acc.evaluate(EmitTo::All)?))
             .collect()
+    }
+}
+
+/// A timestamp column as milliseconds since the epoch.
+pub fn millis(array: &ArrayRef) -> Result<Cow<'_, [i64]>> {
+    match array.data_type() {
+        DataType::Timestamp(TimeUnit::Millisecond, _) => Ok(Cow::Borrowed(
+            array
+                .as_primitive::<TimestampMillisecondType>()
+                .values()
+                .as_ref(),
+        )),
+        DataType::Timestamp(_, tz) => {
+            let cast = arrow::compute::cast(
+                array,
+                &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()),
+            )?;
+            Ok(Cow::Owned(
+                cast.as_primitive::<TimestampMillisecondType>()
+                    .values()
+                    .to_vec(),
+            ))
+        }
+        other => Err(Error::internal(format!("a time column of type {other}"))),
     }
 }

@@ -25,8 +25,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray};
-use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+use arrow::array::{Array, RecordBatch, TimestampMillisecondArray};
+use arrow::datatypes::DataType;
 use datafusion::physical_expr::PhysicalExpr;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -37,7 +37,8 @@ use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::{Envelope, Message};
 use crate::dataflow::partial_aggregate::{route, PartialAggregate, MAX_PENDING_GROUPS};
 use crate::dataflow::physical::{
-    apply_all, evaluate, per_row_on_error, row_as_json, BadRows, PhysicalAggregate, PhysicalOp,
+    apply_all, evaluate, millis, per_row_on_error, row_as_json, BadRows, PhysicalAggregate,
+    PhysicalOp,
 };
 use crate::dataflow::plan::WindowPlan;
 use crate::dataflow::prepare::take_rows;
@@ -510,30 +511,6 @@ fn stamp_time(batch: RecordBatch, index: usize) -> Result<RecordBatch> {
     let mut columns = batch.columns().to_vec();
     columns[index] = arrow::compute::cast(&now, batch.schema().field(index).data_type())?;
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
-}
-
-/// A timestamp column as milliseconds since the epoch.
-fn millis(array: &ArrayRef) -> Result<Cow<'_, [i64]>> {
-    match array.data_type() {
-        DataType::Timestamp(TimeUnit::Millisecond, _) => Ok(Cow::Borrowed(
-            array
-                .as_primitive::<TimestampMillisecondType>()
-                .values()
-                .as_ref(),
-        )),
-        DataType::Timestamp(_, tz) => {
-            let cast = arrow::compute::cast(
-                array,
-                &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()),
-            )?;
-            Ok(Cow::Owned(
-                cast.as_primitive::<TimestampMillisecondType>()
-                    .values()
-                    .to_vec(),
-            ))
-        }
-        other => Err(Error::internal(format!("event time of type {other}"))),
-    }
 }
 
 /// The rows of `assignment` with the window columns added.

@@ -23,14 +23,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, TimestampMillisecondType};
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::logical_expr::GroupsAccumulator;
 
 use crate::dataflow::checkpoint::save_counters;
 use crate::dataflow::materialize::Materialize;
-use crate::dataflow::physical::PhysicalAggregate;
+use crate::dataflow::physical::{millis, PhysicalAggregate};
 use crate::dataflow::plan::EmitMode;
 use crate::dataflow::session::{self, Session};
 use crate::dataflow::window::has_fired;
@@ -51,6 +50,9 @@ const NO_WINDOW: WindowId = WindowId::MAX;
 /// end are timers, naming the partitions that have a session ending there.
 const SESSIONS: WindowId = WindowId::MAX;
 const TIMER: &[u8] = &[1];
+
+/// A session of a batch: its start, its end, and a row of its partition.
+type SessionAt = (i64, i64, usize);
 /// Timers are grouped by the second: a timer under id t asks to look at a
 /// partition when the watermark reaches `[t - TIMER_MS, t)`.
 const TIMER_MS: i64 = 1000;
@@ -183,19 +185,8 @@ impl WindowAggregate {
         let Some(fire) = self.agg.fire_time else {
             return Ok(None);
         };
-        let column = batch.column(fire.group_index);
-        if !matches!(column.data_type(), DataType::Timestamp(..)) {
-            return Err(Error::internal(format!(
-                "window column of type {}",
-                column.data_type()
-            )));
-        }
-        let ms = arrow::compute::cast(
-            column,
-            &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
-        )?;
-        let ms = ms.as_primitive::<TimestampMillisecondType>();
-        Ok(Some(ms.values().iter().map(|v| v + fire.add_ms).collect()))
+        let ms = millis(batch.column(fire.group_index))?;
+        Ok(Some(ms.iter().map(|v| v + fire.add_ms).collect()))
     }
 
     fn identity(&mut self, n: usize) -> &[usize] {
@@ -314,7 +305,7 @@ impl WindowAggregate {
     fn on_session_partial(&mut self, batch: RecordBatch, ends: Vec<WindowId>) -> Result<()> {
         let session = self.agg.session.clone().expect("a session aggregation");
         let groups = self.agg.group_count();
-        let starts = timestamps_ms(batch.column(session.start))?;
+        let starts = millis(batch.column(session.start))?;
         let partition_rows = match &self.partitions {
             Some(converter) => {
                 let columns: Vec<ArrayRef> = session
@@ -351,9 +342,9 @@ impl WindowAggregate {
         let mut stored: Vec<Box<[u8]>> = Vec::new();
         let mut stored_group: Vec<usize> = Vec::new();
         // Per group: its window and a row of its partition.
-        let mut changed: Vec<(i64, i64, usize)> = Vec::new();
+        let mut changed: Vec<SessionAt> = Vec::new();
         // Sessions merged into another: (start, end, a row of the partition).
-        let mut replaced: Vec<(i64, i64, usize)> = Vec::new();
+        let mut replaced: Vec<SessionAt> = Vec::new();
         // Per partition: its sessions, a group's state left empty for now.
         let mut lists: Vec<(Vec<Session>, Vec<Option<usize>>)> = Vec::with_capacity(order.len());
         for key in &order {
@@ -430,59 +421,38 @@ impl WindowAggregate {
         }
         let merged = self.agg.take_states(&mut self.accumulators)?;
         let encoded = self.states.convert_columns(&merged)?;
-        let mut lists_shown: Vec<(Vec<Session>, Vec<Option<usize>>)> = Vec::new();
-        let early = matches!(self.emit, EmitMode::Every { .. });
+        // Shown: every session by default; with EMIT ON WINDOW CLOSE, only
+        // fired ones (a late row changed them, allowed lateness); with EMIT
+        // EVERY, in-progress ones at the next early emission.
+        let wm = self.watermark;
+        let emit = self.emit;
+        let shown = |end: i64| emit.on_update() || has_fired(end, wm);
+        let early = matches!(emit, EmitMode::Every { .. });
         for (key, (mut list, list_groups)) in order.iter().zip(lists) {
+            let mut shows_early = false;
             for (s, g) in list.iter_mut().zip(&list_groups) {
                 if let Some(g) = g {
                     s.state = Box::from(encoded.row(*g).as_ref());
                     // A timer: the partition has a session ending here.
                     self.table.put(timer_at(s.end), key, TIMER);
+                    shows_early |= early && !shown(s.end);
                 }
             }
             self.table.put(SESSIONS, key, &session::encode(&list));
-            if early {
-                lists_shown.push((list, list_groups));
+            if shows_early {
+                self.early_partitions.insert(Box::from(*key));
             }
         }
-        // Shown: every session by default; with EMIT ON WINDOW CLOSE, only
-        // fired ones (a late row changed them, allowed lateness).
-        let wm = self.watermark;
-        let emit = self.emit;
-        let shown = |end: i64| emit.on_update() || has_fired(end, wm);
-        if let EmitMode::Every { .. } = emit {
-            // In-progress sessions show at the next early emission, and the
-            // rows of those merged away go then.
-            for (key, (list, groups)) in order.iter().zip(&lists_shown) {
-                if list
-                    .iter()
-                    .zip(groups)
-                    .any(|(s, g)| g.is_some() && !shown(s.end))
-                {
-                    self.early_partitions.insert(Box::from(*key));
-                }
-            }
-            let merged_away: Vec<&(i64, i64, usize)> =
-                replaced.iter().filter(|r| !shown(r.1)).collect();
-            if !merged_away.is_empty() {
-                let columns = self.session_group_columns(
-                    &batch,
-                    &merged_away.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
-                    &merged_away.iter().map(|r| r.2 as u32).collect::<Vec<_>>(),
-                )?;
-                let keys = self.keys.convert_columns(&columns)?;
-                self.early_deletes
-                    .extend((0..keys.num_rows()).map(|i| Box::from(keys.row(i).data())));
-            }
+        let (gone, merged_away): (Vec<&SessionAt>, Vec<&SessionAt>) =
+            replaced.iter().partition(|r| shown(r.1));
+        if early && !merged_away.is_empty() {
+            // Their rows may have shown early: they go at the next one.
+            let (_, keys) = self.session_rows(&batch, &merged_away)?;
+            self.early_deletes
+                .extend((0..keys.num_rows()).map(|i| Box::from(keys.row(i).data())));
         }
-        let gone: Vec<&(i64, i64, usize)> = replaced.iter().filter(|r| shown(r.1)).collect();
         if !gone.is_empty() {
-            let columns = self.session_group_columns(
-                &batch,
-                &gone.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
-                &gone.iter().map(|r| r.2 as u32).collect::<Vec<_>>(),
-            )?;
-            let keys = self.keys.convert_columns(&columns)?;
+            let (_, keys) = self.session_rows(&batch, &gone)?;
             let key_refs: Vec<&[u8]> = (0..keys.num_rows()).map(|i| keys.row(i).data()).collect();
             self.out.delete(&key_refs)?;
         }
@@ -492,36 +462,29 @@ impl WindowAggregate {
             self.agg
                 .merge(&mut self.accumulators, &merged, &identity, total)?;
             let results = take_all(&self.agg.take_results(&mut self.accumulators)?, &show)?;
-            let columns = self.session_group_columns(
-                &batch,
-                &show
-                    .iter()
-                    .map(|g| (changed[*g].0, changed[*g].1))
-                    .collect::<Vec<_>>(),
-                &show
-                    .iter()
-                    .map(|g| changed[*g].2 as u32)
-                    .collect::<Vec<_>>(),
-            )?;
-            let keys = self.keys.convert_columns(&columns)?;
+            let sessions: Vec<&SessionAt> = show.iter().map(|g| &changed[*g]).collect();
+            let (columns, keys) = self.session_rows(&batch, &sessions)?;
             self.emit_rows(&keys, columns, results)?;
         }
         Ok(())
     }
 
-    /// The group columns of sessions: their windows, and the partition
-    /// columns of the given rows of `batch`.
-    fn session_group_columns(
+    /// The group columns and view keys of sessions `(start, end, row)`:
+    /// their windows, and the partition columns of that row of `batch`.
+    fn session_rows(
         &self,
         batch: &RecordBatch,
-        windows: &[(i64, i64)],
-        rows: &[u32],
-    ) -> Result<Vec<ArrayRef>> {
+        sessions: &[&SessionAt],
+    ) -> Result<(Vec<ArrayRef>, Rows)> {
         let session = self.agg.session.as_ref().expect("a session aggregation");
-        let picked = arrow::array::UInt32Array::from(rows.to_vec());
-        session::group_columns(&self.agg.group_schema, session, windows, |i| {
+        let windows: Vec<(i64, i64)> = sessions.iter().map(|s| (s.0, s.1)).collect();
+        let picked =
+            arrow::array::UInt32Array::from_iter_values(sessions.iter().map(|s| s.2 as u32));
+        let columns = session::group_columns(&self.agg.group_schema, session, &windows, |i| {
             Ok(arrow::compute::take(batch.column(i), &picked, None)?)
-        })
+        })?;
+        let keys = self.keys.convert_columns(&columns)?;
+        Ok((columns, keys))
     }
 
     /// Fires the sessions that end by the watermark: their timers name the
@@ -761,18 +724,6 @@ impl WindowAggregate {
         }
         Ok(())
     }
-}
-
-/// A timestamp column's values in milliseconds.
-fn timestamps_ms(column: &ArrayRef) -> Result<Vec<i64>> {
-    let ms = arrow::compute::cast(
-        column,
-        &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
-    )?;
-    Ok(ms
-        .as_primitive::<TimestampMillisecondType>()
-        .values()
-        .to_vec())
 }
 
 /// Rows `rows` of each column.

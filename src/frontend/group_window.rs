@@ -20,6 +20,7 @@ use sqlparser::ast::{
 use crate::error::{Error, Result};
 use crate::frontend::parser::{normalize_ident, PARTITION_BY_ARG};
 use crate::frontend::planner::{WINDOW_END, WINDOW_START, WINDOW_TIME};
+use crate::frontend::window::table_function;
 
 const KINDS: [&str; 3] = ["TUMBLE", "HOP", "SESSION"];
 
@@ -179,21 +180,7 @@ fn take_group_window(select: &mut ast::Select, sql: &str) -> Result<Option<Group
             call_args.insert(1, FunctionArg::Unnamed(FunctionArgExpr::Expr(partition)));
         }
     }
-    select.from[0].relation = TableFactor::Table {
-        name,
-        alias,
-        args: Some(ast::TableFunctionArgs {
-            args: call_args,
-            settings: None,
-        }),
-        with_hints: Vec::new(),
-        version: None,
-        with_ordinality: false,
-        partitions: Vec::new(),
-        json_path: None,
-        sample: None,
-        index_hints: Vec::new(),
-    };
+    select.from[0].relation = table_function(name, Some(call_args), alias);
     exprs.splice(
         index..=index,
         [

@@ -132,12 +132,29 @@ fn is_window_name(name: &ObjectName) -> bool {
 
 /// `SELECT * FROM name [AS alias]`'s table factor.
 fn table_factor(name: &str, alias: Option<ast::TableAlias>) -> TableFactor {
-    TableFactor::Table {
-        name: ObjectName(vec![ObjectNamePart::Identifier(ast::Ident::with_quote(
+    table_function(
+        ObjectName(vec![ObjectNamePart::Identifier(ast::Ident::with_quote(
             '"', name,
         ))]),
+        None,
         alias,
-        args: None,
+    )
+}
+
+/// A table factor `name[(args)] [AS alias]`: a table, or with arguments a
+/// table function such as `TUMBLE(t, ts, size)`.
+pub fn table_function(
+    name: ObjectName,
+    args: Option<Vec<FunctionArg>>,
+    alias: Option<ast::TableAlias>,
+) -> TableFactor {
+    TableFactor::Table {
+        name,
+        alias,
+        args: args.map(|args| ast::TableFunctionArgs {
+            args,
+            settings: None,
+        }),
         with_hints: Vec::new(),
         version: None,
         with_ordinality: false,

@@ -231,6 +231,27 @@ impl StateTable {
         self.windows.range(..=up_to).map(|(w, _)| *w).collect()
     }
 
+    /// Adds to `out` the stored rows of a window that are not in memory
+    /// (`rows`, whose tombstones hide their stored rows).
+    fn read_stored(
+        &self,
+        window: WindowId,
+        rows: &KeyIndex<Box<[u8]>>,
+        out: &mut WindowRows,
+    ) -> Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let prefix = self.window_prefix(window);
+        store.scan_state(&prefix, |k, v| {
+            let key = &k[prefix.len()..];
+            if rows.get(hash_key(key), key).is_none() {
+                out.push((Box::from(key), Box::from(v)));
+            }
+            Ok(())
+        })
+    }
+
     /// A copy of a window's rows (reading those only in the store).
     pub fn read_window(&self, window: WindowId) -> Result<WindowRows> {
         let Some(w) = self.windows.get(&window) else {
@@ -238,16 +259,7 @@ impl StateTable {
         };
         let mut out: WindowRows = Vec::with_capacity(w.rows.len());
         if w.spilled {
-            if let Some(store) = &self.store {
-                let prefix = self.window_prefix(window);
-                store.scan_state(&prefix, |k, v| {
-                    let key = &k[prefix.len()..];
-                    if w.rows.get(hash_key(key), key).is_none() {
-                        out.push((Box::from(key), Box::from(v)));
-                    }
-                    Ok(())
-                })?;
-            }
+            self.read_stored(window, &w.rows, &mut out)?;
         }
         out.extend(
             w.rows
@@ -269,16 +281,7 @@ impl StateTable {
             .sum::<usize>();
         let mut out: WindowRows = Vec::with_capacity(rows.len());
         if spilled {
-            if let Some(store) = &self.store {
-                let prefix = self.window_prefix(window);
-                store.scan_state(&prefix, |k, v| {
-                    let key = &k[prefix.len()..];
-                    if rows.get(hash_key(key), key).is_none() {
-                        out.push((Box::from(key), Box::from(v)));
-                    }
-                    Ok(())
-                })?;
-            }
+            self.read_stored(window, &rows, &mut out)?;
         }
         out.extend(
             rows.into_entries()
