@@ -223,10 +223,29 @@ impl Database {
             .entries()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let lookup = |name: &str| match snapshot.get(name) {
+        let shards: HashMap<String, usize> = self
+            .jobs
+            .lock()
+            .iter()
+            .map(|(name, job)| (name.clone(), job.view.shard_count()))
+            .collect();
+        let lookup = |name: &str| {
+            match snapshot.get(name) {
             Some(Entry::Source(s)) => planner::Relation::Source(s.plan.clone()),
-            Some(Entry::View(_)) => planner::Relation::View,
+            Some(Entry::View(_)) if self.checkpoints.interval().is_none() => {
+                planner::Relation::View(format!(
+                    "a view over \"{name}\" reads what its checkpoints commit, and checkpoints are off (SET checkpoint_interval = '1s')"
+                ))
+            }
+            Some(entry @ Entry::View(v)) => {
+                let shards = shards.get(name).copied().unwrap_or(1);
+                match planner::view_source(&v.plan, entry.seq(), shards) {
+                    Ok(source) => planner::Relation::Source(Arc::new(source)),
+                    Err(e) => planner::Relation::View(e.to_string()),
+                }
+            }
             None => planner::Relation::Unknown,
+        }
         };
         plan_view(create, sql, &lookup).await
     }
@@ -332,6 +351,18 @@ impl Database {
             ViewAction::Resume {
                 savepoint: Some(savepoint),
             } => {
+                let dependents = self.catalog.read().dependents(name);
+                if let Some(over) = dependents.first() {
+                    // Going back would take back rows the views over it
+                    // have already read.
+                    return Err(Error::user(
+                        "55000",
+                        format!(
+                            "materialized view \"{name}\" cannot go back to a savepoint while materialized view \"{over}\" reads it"
+                        ),
+                    )
+                    .with_hint("drop the views over it first"));
+                }
                 let record = self.savepoint(savepoint)?;
                 if record.sql != sql {
                     return Err(Error::user(
@@ -521,18 +552,20 @@ impl Database {
                     .with_hint(format!("use {hint} {name}")),
             );
         }
-        if actual == ObjectKind::Source {
-            let dependents = catalog.dependents(name);
-            if !dependents.is_empty() {
-                return Err(Error::user(
-                    sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
-                    format!(
-                        "cannot drop table \"{name}\" because materialized view \"{}\" depends on it",
-                        dependents[0]
-                    ),
-                )
-                .with_hint("drop the materialized views that read it first"));
-            }
+        let dependents = catalog.dependents(name);
+        if !dependents.is_empty() {
+            let what = match actual {
+                ObjectKind::MaterializedView => "materialized view",
+                _ => "table",
+            };
+            return Err(Error::user(
+                sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!(
+                    "cannot drop {what} \"{name}\" because materialized view \"{}\" depends on it",
+                    dependents[0]
+                ),
+            )
+            .with_hint("drop the materialized views that read it first"));
         }
         catalog.remove(name, &self.store)
     }

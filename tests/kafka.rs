@@ -93,6 +93,31 @@ const HOP_VIEW: &str = "CREATE MATERIALIZED VIEW hop AS
      SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms
      FROM TABLE(HOP(TABLE calls, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '20' SECOND))
      GROUP BY window_start, window_end, cell_id EMIT ON WINDOW CLOSE";
+/// Cascading windows (a view over a view): the final 10 s rows, then 30 s
+/// windows over their window_time.
+const FINAL_VIEW: &str = "CREATE MATERIALIZED VIEW tumble_final AS
+     SELECT window_start AS ws, window_time AS rowtime, cell_id, COUNT(*) AS calls,
+            SUM(duration_ms) AS total_ms
+     FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+     GROUP BY window_start, window_end, cell_id EMIT ON WINDOW CLOSE";
+const CASCADE_VIEW: &str = "CREATE MATERIALIZED VIEW cascade AS
+     SELECT window_start, window_end, cell_id, SUM(calls) AS calls, SUM(total_ms) AS total_ms
+     FROM TABLE(TUMBLE(TABLE tumble_final, DESCRIPTOR(rowtime), INTERVAL '30' SECOND))
+     GROUP BY window_start, window_end, cell_id";
+
+/// The cascade's reference: the 10 s windows summed into 30 s ones.
+fn cascade_reference(tumble: &Windows) -> Windows {
+    let mut out = Windows::new();
+    for ((_, end, cell), (n, sum)) in tumble {
+        let start = (end - 1) - (end - 1).rem_euclid(30_000);
+        let w = out
+            .entry((start, start + 30_000, cell.clone()))
+            .or_insert((0, 0));
+        w.0 += n;
+        w.1 += sum;
+    }
+    out
+}
 
 /// The reference: per partition, a row is late for a window when the
 /// watermark made by the rows before it (max ts - delay) has reached the
@@ -979,7 +1004,8 @@ async fn wait_read_to(client: &tokio_postgres::Client, view: &str, offsets: &[us
 /// 4-partition topic (with disorder and late events), the server is killed
 /// with SIGKILL at random moments and started again, many times. The views
 /// must end up equal to the reference: nothing lost, nothing counted twice,
-/// the same rows late.
+/// the same rows late. A view over a view (cascading windows) reads the one
+/// below it throughout, and must match too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_again_and_again_the_views_still_match_the_reference() {
     killed_again_and_again(&["--checkpoint-interval", "200ms"]).await;
@@ -1012,11 +1038,13 @@ async fn killed_again_and_again(flags: &[&str]) {
         execute(&client, TUMBLE_VIEW).await;
         execute(&client, HOP_VIEW).await;
         execute(&client, SESSION_VIEW).await;
+        execute(&client, FINAL_VIEW).await;
+        execute(&client, CASCADE_VIEW).await;
         // Every job knows where the topic ends before events arrive.
         wait_for_rows(
             &client,
             "SELECT COUNT(*) FROM sluice.kafka_partitions WHERE \"offset\" >= 0",
-            &[&["12"]],
+            &[&["16"]],
             Duration::from_secs(30),
         )
         .await;
@@ -1062,13 +1090,35 @@ async fn killed_again_and_again(flags: &[&str]) {
         .map(|p| data.iter().filter(|e| e.partition == p).count() + 1)
         .collect();
     let client = server.client().await;
-    for view in ["tumble", "hop", "sessions"] {
+    for view in ["tumble", "hop", "sessions", "tumble_final"] {
         wait_read_to(&client, view, &offsets, max_ts).await;
     }
+    // The view over a view has read every final row below it, and its
+    // watermark (the one below's) has passed the data.
+    let finals = rows(&client, "SELECT COUNT(*) FROM tumble_final").await[0][0].clone();
+    wait_until(
+        Duration::from_secs(60),
+        "the cascade to catch up",
+        || async {
+            rows(
+                &client,
+                "SELECT rows_in, CAST(watermark AS BIGINT) FROM sluice.jobs WHERE name = 'cascade'",
+            )
+            .await
+            .first()
+            .is_some_and(|r| r[0] == finals && r[1].parse::<i64>().unwrap_or(i64::MIN) >= max_ts)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let cutoff = max_ts + 1;
     let (expected, late) = reference(&data, 10_000, 10_000);
     assert!(late > 10, "the data must have late rows ({late})");
     assert_eq!(view_windows(&client, "tumble", cutoff).await, expected);
+    assert_eq!(
+        view_windows(&client, "cascade", cutoff).await,
+        cascade_reference(&expected)
+    );
     let (expected_hop, late_hop) = reference(&data, 5_000, 20_000);
     assert_eq!(view_windows(&client, "hop", cutoff).await, expected_hop);
     let (expected_sessions, late_sessions) = session_reference(&data, 2_000);
@@ -1087,6 +1137,7 @@ async fn killed_again_and_again(flags: &[&str]) {
         )
         .await,
         vec![
+            vec!["cascade".to_string(), finals, "0".into(), "0".into()],
             vec![
                 "hop".to_string(),
                 read.clone(),
@@ -1099,7 +1150,18 @@ async fn killed_again_and_again(flags: &[&str]) {
                 late_sessions.to_string(),
                 "0".into()
             ],
-            vec!["tumble".to_string(), read, late.to_string(), "0".into()],
+            vec![
+                "tumble".to_string(),
+                read.clone(),
+                late.to_string(),
+                "0".into()
+            ],
+            vec![
+                "tumble_final".to_string(),
+                read,
+                late.to_string(),
+                "0".into()
+            ],
         ]
     );
 }

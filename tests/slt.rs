@@ -20,4 +20,4 @@ macro_rules! slt {
     )*};
 }
 
-slt!(windows, ddl);
+slt!(windows, ddl, views);

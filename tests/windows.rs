@@ -13,7 +13,10 @@
 //! views in both the TVF and Flink's group-window spelling, and compares each
 //! with DataFusion computing the windows its own way: `date_bin` and a cross
 //! join with the window numbers; for sessions, `LAG` over each cell's rows in
-//! time order.
+//! time order. Views over views are in each case too: HOP windows over a
+//! view that renames the event time, and 2× TUMBLE windows over the final
+//! rows of a TUMBLE view (Flink's cascading windows), whose batch answer is
+//! DataFusion's GROUP BY over its GROUP BY.
 
 mod common;
 
@@ -120,9 +123,19 @@ const AGGREGATES: &str =
     "COUNT(*) AS calls, SUM(duration_ms) AS total_ms, MIN(duration_ms) AS min_ms, \
                           MAX(duration_ms) AS max_ms, COUNT(DISTINCT status) AS statuses";
 
-/// The views of a case: (name, SQL, the DataFusion queries of its answer
-/// and of its count of late rows).
-fn views(case: &Case, source: &str) -> Vec<(String, String, (String, String))> {
+/// A view of a case and the DataFusion queries of its answer and of its
+/// count of late rows.
+struct CaseView {
+    name: String,
+    sql: String,
+    batch: String,
+    late: String,
+    /// The view it reads, for a view over a view.
+    reads: Option<String>,
+}
+
+/// The views of a case, upstream views before the views over them.
+fn views(case: &Case, source: &str, late: bool) -> Vec<CaseView> {
     let Case {
         tumble_s,
         tumble_offset_s,
@@ -231,8 +244,85 @@ fn views(case: &Case, source: &str) -> Vec<(String, String, (String, String))> {
         format!("SELECT COUNT(*) FROM {rows} r WHERE NOT ({on_time})"),
     );
     let gap = format!("INTERVAL '{gap_ms}' MILLISECOND");
-    let with = |(name, sql): (String, String), batch: (String, String)| (name, sql, batch);
-    vec![
+    let with = |(name, sql): (String, String), (batch, late): (String, String)| CaseView {
+        name,
+        sql,
+        batch,
+        late,
+        reads: None,
+    };
+    // Views over views, read from the committed log of the view below them
+    // while it runs. A view without aggregation passes late rows on, and
+    // whether they are late for the windows of the view over it depends on
+    // when the one below committed: only without late rows is that view's
+    // answer the batch one. Cascading windows are deterministic: final 10 s
+    // rows per cell, then twice as long windows over their window_time.
+    let mut over_views = Vec::new();
+    if !late {
+        over_views.push(CaseView {
+            name: format!("{source}_pass"),
+            sql: format!(
+                "CREATE MATERIALIZED VIEW {source}_pass AS
+                 SELECT cell_id, status, duration_ms, ts AS call_time FROM {source}"
+            ),
+            batch: String::new(),
+            late: String::new(),
+            reads: None,
+        });
+        let (batch, late) = hop_batch.clone();
+        over_views.push(CaseView {
+            name: format!("{source}_pass_hop"),
+            sql: format!(
+                "CREATE MATERIALIZED VIEW {source}_pass_hop AS
+                 SELECT window_start, window_end, cell_id, {AGGREGATES}
+                 FROM TABLE(HOP(TABLE {source}_pass, DESCRIPTOR(call_time), {}, {}))
+                 GROUP BY window_start, window_end, cell_id",
+                iv(slide_s),
+                iv(hop_s)
+            ),
+            batch,
+            late,
+            reads: Some(format!("{source}_pass")),
+        });
+    }
+    let (inner, _) = tumble_batch(0);
+    let outer_ms = 2 * tumble_s * 1000;
+    over_views.push(CaseView {
+        name: format!("{source}_final"),
+        sql: format!(
+            "CREATE MATERIALIZED VIEW {source}_final AS
+             SELECT window_start AS ws, window_time AS rowtime, cell_id, {AGGREGATES}
+             FROM TABLE(TUMBLE(TABLE {source}, DESCRIPTOR(ts), {}))
+             GROUP BY window_start, window_end, cell_id EMIT ON WINDOW CLOSE",
+            iv(tumble_s)
+        ),
+        batch: String::new(),
+        late: String::new(),
+        reads: None,
+    });
+    over_views.push(CaseView {
+        name: format!("{source}_cascade"),
+        sql: format!(
+            "CREATE MATERIALIZED VIEW {source}_cascade AS
+             SELECT window_start, window_end, cell_id, SUM(calls) AS calls,
+                    SUM(total_ms) AS total_ms, MIN(min_ms) AS min_ms, MAX(max_ms) AS max_ms,
+                    MAX(statuses) AS statuses
+             FROM TABLE(TUMBLE(TABLE {source}_final, DESCRIPTOR(rowtime), {}))
+             GROUP BY window_start, window_end, cell_id",
+            iv(2 * tumble_s)
+        ),
+        batch: format!(
+            "SELECT ows, owe, cell_id, SUM(calls), SUM(total_ms), MIN(min_ms),
+                    MAX(max_ms), MAX(statuses)
+             FROM (SELECT (we - 1) - ((we - 1) % {outer_ms}) AS ows,
+                          (we - 1) - ((we - 1) % {outer_ms}) + {outer_ms} AS owe, * FROM ({inner}) i) o
+             GROUP BY ows, owe, cell_id ORDER BY 1, 2, 3"
+        ),
+        // The rows late for the view below it; none for it.
+        late: "SELECT 0".to_string(),
+        reads: Some(format!("{source}_final")),
+    });
+    let mut all = vec![
         with(
             tvf(
                 "tumble",
@@ -311,7 +401,9 @@ fn views(case: &Case, source: &str) -> Vec<(String, String, (String, String))> {
             ),
             session_batch,
         ),
-    ]
+    ];
+    all.extend(over_views);
+    all
 }
 
 fn batch_of(events: &[Event]) -> RecordBatch {
@@ -390,6 +482,10 @@ async fn every_window_kind_equals_the_batch_answer(late: bool) {
             "16",
             "--flush-interval",
             "1ms",
+            // Views over views read what the views below them committed:
+            // frequent commits make them read while those still run.
+            "--checkpoint-interval",
+            "50ms",
         ],
     );
     let client = server.client().await;
@@ -426,12 +522,21 @@ async fn every_window_kind_equals_the_batch_answer(late: bool) {
         let ctx = SessionContext::new();
         ctx.register_batch("events", batch_of(&case.events))
             .unwrap();
-        let views = views(&case, &source);
-        for (_, sql, _) in &views {
-            execute(&client, sql).await;
+        let views = views(&case, &source, late);
+        for v in &views {
+            execute(&client, &v.sql).await;
         }
-        for (name, _, (batch_sql, late_sql)) in &views {
+        for v in views.iter().filter(|v| !v.batch.is_empty()) {
+            let (name, batch_sql, late_sql) = (&v.name, &v.batch, &v.late);
             wait_finished(&client, name).await;
+            // What it read: the source's rows, or every row of the view
+            // below it.
+            let read = match &v.reads {
+                None => case.events.len().to_string(),
+                Some(below) => {
+                    rows(&client, &format!("SELECT COUNT(*) FROM {below}")).await[0][0].clone()
+                }
+            };
             let counted = rows(
                 &client,
                 &format!("SELECT late_rows, rows_in FROM sluice.jobs WHERE name = '{name}'"),
@@ -447,7 +552,7 @@ async fn every_window_kind_equals_the_batch_answer(late: bool) {
             late_seen += late_rows.parse::<usize>().unwrap();
             assert_eq!(
                 counted,
-                vec![vec![late_rows, case.events.len().to_string()]],
+                vec![vec![late_rows, read]],
                 "case {seed} {name}: every row read, the late ones counted"
             );
             let actual = rows(

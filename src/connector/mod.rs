@@ -24,6 +24,7 @@ pub mod datagen;
 pub mod filesystem;
 pub mod format;
 pub mod kafka;
+pub mod view;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +63,8 @@ pub enum ConnectorSpec {
     Kafka(kafka::KafkaSpec),
     Filesystem(filesystem::FileSpec),
     Datagen(datagen::DatagenSpec),
+    /// Another view's log (a view over a view; never from WITH options).
+    View(view::ViewSpec),
 }
 
 impl ConnectorSpec {
@@ -70,6 +73,7 @@ impl ConnectorSpec {
             ConnectorSpec::Kafka(_) => "kafka",
             ConnectorSpec::Filesystem(_) => "filesystem",
             ConnectorSpec::Datagen(_) => "datagen",
+            ConnectorSpec::View(_) => "view",
         }
     }
 
@@ -79,6 +83,7 @@ impl ConnectorSpec {
             ConnectorSpec::Kafka(_) => false,
             ConnectorSpec::Filesystem(_) => true,
             ConnectorSpec::Datagen(d) => d.number_of_rows.is_some(),
+            ConnectorSpec::View(v) => v.bounded,
         }
     }
 
@@ -98,6 +103,11 @@ impl ConnectorSpec {
                 format!("file {path} byte {position}")
             }
             ConnectorSpec::Datagen(_) => format!("row {position}"),
+            ConnectorSpec::View(v) => format!(
+                "view {} {} batch {position}",
+                v.view,
+                split.replace('-', " ")
+            ),
         }
     }
 
@@ -124,6 +134,7 @@ impl ConnectorSpec {
                     .map(|n| n.to_string())
                     .unwrap_or_else(|| "unbounded".into())
             ),
+            ConnectorSpec::View(v) => format!("ViewSource: view={} shards={}", v.view, v.shards),
         }
     }
 }
@@ -192,6 +203,10 @@ impl SourceSpec {
             ConnectorSpec::Datagen(spec) => {
                 Box::new(datagen::DatagenReader::new(spec.clone(), ctx))
             }
+            ConnectorSpec::View(spec) => {
+                let store = ctx.store.clone();
+                Box::new(view::ViewReader::new(spec.clone(), ctx, store)?)
+            }
         })
     }
 }
@@ -216,6 +231,8 @@ pub struct ReaderContext {
     pub barriers: Arc<BarrierTrigger>,
     /// Split name -> where to resume it (from the last checkpoint).
     pub resume: std::collections::HashMap<String, i64>,
+    /// The server's store (where views over views read their upstream).
+    pub store: Arc<crate::state::Store>,
 }
 
 impl ReaderContext {
@@ -267,6 +284,10 @@ pub enum SourceEvent {
     },
     /// The split has no more data for now (a Kafka partition's end).
     CaughtUp { split: usize },
+    /// Every later row of the split is later than `watermark` (but for late
+    /// rows): for splits whose watermark is given, not made from their rows
+    /// (a view over a view goes by its upstream's).
+    Watermark { split: usize, watermark: i64 },
     /// The split has ended (bounded sources).
     SplitEnd { split: usize },
     /// A checkpoint barrier: every row of this reader before it belongs to

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::connector::{EventSender, ReaderContext};
+use crate::connector::{ConnectorSpec, EventSender, ReaderContext};
 use crate::dataflow::checkpoint::{Acks, CheckpointHandle, CheckpointSettings, Coordinator};
 use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::{Envelope, Message};
@@ -139,7 +139,7 @@ impl Job {
         let view = Arc::new(ViewStore::new(
             plan.output.clone(),
             p,
-            plan.aggregate.is_some(),
+            !plan.appends_only(),
             Some(durable),
         )?);
         if last_epoch > 0 {
@@ -248,6 +248,7 @@ impl Job {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.position))
                     .collect(),
+                store: store.clone(),
             })?;
             std::thread::Builder::new()
                 .name(format!("sluice-read-{i}"))
@@ -381,6 +382,9 @@ fn physical_plan(state: &SessionState, plan: &StreamPlan) -> Result<JobPhysical>
         .map(|w| w.time_index);
     let rowtime = match &plan.source.rowtime {
         _ if proctime.is_some() => proctime.map(|index| (index, WatermarkFn::Delay(1))),
+        Some(rt) if matches!(plan.source.spec.connector, ConnectorSpec::View(_)) => {
+            Some((rt.index, WatermarkFn::Given))
+        }
         Some(rt) => {
             let watermark = match fixed_delay(&rt.watermark, &rt.column) {
                 Some(ms) => WatermarkFn::Delay(ms),

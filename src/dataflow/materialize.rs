@@ -70,9 +70,11 @@ impl Materialize {
         self.metrics.part(self.part)
     }
 
-    /// Saves what changed in its shard since the last checkpoint.
-    pub fn checkpoint(&self, writes: &mut Writes) -> Result<()> {
-        self.view.checkpoint(self.shard, writes)
+    /// Saves what changed in its shard since the last checkpoint, with
+    /// the watermark its rows have reached (what views over this view go
+    /// by).
+    pub fn checkpoint(&self, watermark: i64, writes: &mut Writes) -> Result<()> {
+        self.view.checkpoint(self.shard, watermark, writes)
     }
 
     /// The memory its view shard takes, as a share of its cache.
@@ -102,8 +104,12 @@ impl Materialize {
 
     /// Sets the rows of the groups `keys` (row i of `results` belongs to
     /// `keys[i]`). A group whose row cannot be finished (its expressions
-    /// fail) keeps its previous row and becomes a dead letter.
+    /// fail) keeps its previous row and becomes a dead letter. A view of
+    /// final rows only (see `StreamPlan::appends_only`) appends them.
     pub fn upsert(&self, keys: &[&[u8]], results: RecordBatch) -> Result<()> {
+        if !self.view.is_keyed() {
+            return self.append(results);
+        }
         if self.try_upsert(keys, results.clone()).is_ok() {
             return Ok(());
         }
@@ -116,8 +122,12 @@ impl Materialize {
         Ok(())
     }
 
-    /// Deletes the rows of the groups `keys`.
+    /// Deletes the rows of the groups `keys` (none of a view of final
+    /// rows: a group that fails HAVING was never appended).
     pub fn delete(&self, keys: &[&[u8]]) -> Result<()> {
+        if !self.view.is_keyed() {
+            return Ok(());
+        }
         let empty = RecordBatch::new_empty(self.view.schema().clone());
         self.view.upsert(self.shard, &[], empty, keys)
     }

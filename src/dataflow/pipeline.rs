@@ -83,6 +83,9 @@ pub enum WatermarkFn {
     Delay(i64),
     /// Any other watermark expression.
     Expr(Arc<dyn PhysicalExpr>),
+    /// Not made from rows: the reader sends each split's watermark (a view
+    /// over a view goes by its upstream's).
+    Given,
 }
 
 /// Where an instance's rows go.
@@ -228,8 +231,16 @@ impl Pipeline {
                 JobKeys::split_value(state),
             );
         }
-        if let Downstream::Append { out, .. } = &self.downstream {
-            out.checkpoint(&mut writes)?;
+        if let Downstream::Append { out, watermark } = &self.downstream {
+            // The job's watermark: an idle instance must not hold back the
+            // views over this one. Once this instance has ended its shard
+            // gets no more rows.
+            let w = if positions.iter().all(|p| *p == SPLIT_DONE) {
+                i64::MAX
+            } else {
+                watermark.lock().current()
+            };
+            out.checkpoint(w, &mut writes)?;
         }
         Ok(writes)
     }
@@ -283,6 +294,10 @@ impl Pipeline {
                 self.clocks.caught_up(split)
             }
             SourceEvent::SplitEnd { split } => self.clocks.ended(split),
+            SourceEvent::Watermark { split, watermark } => {
+                let running = self.clocks.running(split, Instant::now());
+                *running = (*running).max(watermark);
+            }
         }
         Ok(())
     }
@@ -302,6 +317,7 @@ impl Pipeline {
                         Cow::Owned(ts.iter().map(|t| t.saturating_sub(*ms)).collect())
                     }
                     WatermarkFn::Expr(e) => Cow::Owned(millis(&evaluate(e, &batch)?)?.into_owned()),
+                    WatermarkFn::Given => Cow::Owned(vec![i64::MIN; ts.len()]),
                 };
                 let running = self.clocks.running(split, now);
                 match &self.job.window {

@@ -170,9 +170,31 @@ pub struct StreamPlan {
     /// The view's columns.
     pub output: SchemaRef,
     pub emit: EmitMode,
+    /// The output column that is a time attribute (Flink's rowtime): the
+    /// source's event time passed through, or `window_time` of a windowed
+    /// aggregation. A view over this view can window over it, and its
+    /// watermark is this view's.
+    pub time_attribute: Option<String>,
 }
 
 impl StreamPlan {
+    /// Whether each row of the view, once shown, never changes: views
+    /// without aggregation, and windowed aggregations that show only final
+    /// rows (`EMIT ON WINDOW CLOSE`, no allowed lateness; not sessions,
+    /// whose fired rows a bridging row can still merge). Such a view is
+    /// stored as an append-only log, which views over it read.
+    pub fn appends_only(&self) -> bool {
+        match &self.aggregate {
+            None => true,
+            Some(agg) => {
+                agg.fire_time.is_some()
+                    && agg.session.is_none()
+                    && agg.allowed_lateness == 0
+                    && self.emit == EmitMode::OnWindowClose
+            }
+        }
+    }
+
     /// Whether rows late for their window are dropped: only windowed
     /// aggregations fire windows.
     pub fn drops_late_rows(&self) -> bool {
@@ -196,8 +218,13 @@ impl StreamPlan {
         let keyed = self.aggregate.is_some();
         lines.push(if keyed {
             format!(
-                "Materialize: view={} keyed by group, emit={}",
+                "Materialize: view={} {}, emit={}",
                 self.view,
+                if self.appends_only() {
+                    "append-only (final rows)"
+                } else {
+                    "keyed by group"
+                },
                 match self.emit {
                     EmitMode::OnUpdate => "on-update".to_string(),
                     EmitMode::OnWindowClose => "on-window-close".to_string(),

@@ -165,7 +165,7 @@ impl WindowAggregate {
         );
         let counted = self.out.counters().snapshot();
         save_counters(&self.metrics, Part::Final(instance), counted, keys, writes);
-        self.out.checkpoint(writes)
+        self.out.checkpoint(self.watermark, writes)
     }
 
     /// The memory of its state or of its view shard, whichever is fuller,

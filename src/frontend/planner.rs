@@ -13,23 +13,26 @@
 //!       TableScan(source)
 //! ```
 //!
-//! Anything else (joins, ORDER BY, LIMIT, window functions, views over views)
-//! is refused with a `0A000` error that names the construct.
+//! The source may be a view whose rows never change, read from its log
+//! (see [`view_source`]). Anything else (joins, ORDER BY, LIMIT, window
+//! functions) is refused with a `0A000` error that names the construct.
 
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::{Column, DFSchemaRef};
+use datafusion::common::{Column, DFSchema, DFSchemaRef};
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use sqlparser::ast;
 
+use crate::connector::view::ViewSpec;
+use crate::connector::{ConnectorSpec, SourceSpec};
 use crate::dataflow::plan::{
-    AggregatePlan, EmitMode, FireTime, SessionGroups, SourcePlan, StatelessOp, StreamPlan,
-    WindowPlan,
+    AggregatePlan, ColumnSource, EmitMode, FireTime, Rowtime, SessionGroups, SourcePlan,
+    StatelessOp, StreamPlan, WindowPlan,
 };
 use crate::dataflow::window::WindowKind;
 use crate::error::{sqlstate, Error, Result};
@@ -39,8 +42,10 @@ use crate::options::Options;
 
 /// What a name in a view's FROM clause refers to.
 pub enum Relation {
+    /// A source table, or a view read as one (see [`view_source`]).
     Source(Arc<SourcePlan>),
-    View,
+    /// A view that other views cannot read, and why.
+    View(String),
     Unknown,
 }
 
@@ -92,14 +97,12 @@ pub async fn plan_view(
                 }
                 source = Some(s);
             }
-            Relation::View => {
-                return Err(Error::not_supported(format!(
-                    "materialized views over materialized views are not supported yet (\"{name}\" is a materialized view)"
-                ))
-                .at(*position))
-            }
+            Relation::View(why) => return Err(Error::not_supported(why).at(*position)),
             Relation::Unknown => {
-                if name.starts_with("sluice.") || name.starts_with("pg_catalog.") || name.starts_with("information_schema.") {
+                if name.starts_with("sluice.")
+                    || name.starts_with("pg_catalog.")
+                    || name.starts_with("information_schema.")
+                {
                     return Err(Error::not_supported(format!(
                         "materialized views over system tables are not supported (\"{name}\")"
                     ))
@@ -140,6 +143,7 @@ pub async fn plan_view(
     ));
     check_output_names(&output)?;
 
+    let time_attribute = time_attribute(&shape, &source, window.as_ref(), &output);
     let mut aggregate = match shape.aggregate {
         None => None,
         Some(agg) => Some(aggregate_plan(&agg, &shape.pre, window.as_ref(), &source)?),
@@ -190,6 +194,125 @@ pub async fn plan_view(
         post: shape.post,
         output,
         emit,
+        time_attribute,
+    })
+}
+
+/// The output column that is a time attribute: the source's event time (or
+/// a window's `window_time`) passed through unchanged, or, after a windowed
+/// aggregation, its `window_time` group column (Flink's rules).
+fn time_attribute(
+    shape: &Shape,
+    source: &SourcePlan,
+    window: Option<&WindowPlan>,
+    output: &Schema,
+) -> Option<String> {
+    let mut names: Vec<String> = Vec::new();
+    if let Some(rt) = &source.rowtime {
+        if !window.is_some_and(|w| w.processing_time) {
+            names.push(rt.column.clone());
+        }
+    }
+    if window.is_some() {
+        names.push(WINDOW_TIME.to_string());
+    }
+    // The names a column of `names` has after each projection.
+    let follow = |ops: &[StatelessOp], names: Vec<String>| -> Vec<String> {
+        ops.iter().fold(names, |names, op| match op {
+            StatelessOp::Filter { .. } => names,
+            StatelessOp::Project { exprs, output, .. } => exprs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| match e.clone().unalias() {
+                    Expr::Column(c) if names.contains(&c.name) => {
+                        Some(output.field(i).name().clone())
+                    }
+                    _ => None,
+                })
+                .collect(),
+        })
+    };
+    let names = follow(&shape.pre, names);
+    let names = match &shape.aggregate {
+        None => names,
+        Some(agg) => {
+            let grouped = agg
+                .group_exprs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| match e {
+                    Expr::Column(c) if c.name == WINDOW_TIME && names.contains(&c.name) => {
+                        Some(agg.output.field(i).name().clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            follow(&shape.post, grouped)
+        }
+    };
+    output
+        .fields()
+        .iter()
+        .map(|f| f.name())
+        .find(|n| names.contains(n))
+        .cloned()
+}
+
+/// A view as the source of a view over it, read from its log (see
+/// `connector/view.rs`): its columns, and its time attribute with the
+/// view's own watermark. `job` is the view's job and `shards` its
+/// parallelism. Only views whose rows never change can be read so.
+pub fn view_source(view: &StreamPlan, job: u64, shards: usize) -> Result<SourcePlan> {
+    let name = &view.view;
+    if !view.appends_only() {
+        let why = match &view.aggregate {
+            Some(agg) if agg.session.is_some() => {
+                "its SESSION windows can still merge after they are shown"
+            }
+            Some(agg) if agg.allowed_lateness > 0 => {
+                "late rows update its windows ('allowed-lateness')"
+            }
+            Some(agg) if agg.fire_time.is_some() => {
+                "it shows windows in progress (add EMIT ON WINDOW CLOSE to it)"
+            }
+            _ => "an aggregation without windows updates its rows",
+        };
+        return Err(Error::not_supported(format!(
+            "materialized views over \"{name}\" are not supported yet: {why}; a view can read a view without aggregation, or one of final window rows (EMIT ON WINDOW CLOSE)"
+        )));
+    }
+    let schema = view.output.clone();
+    let schema_df: DFSchemaRef =
+        Arc::new(DFSchema::try_from_qualified_schema(name.as_str(), &schema)?);
+    let rowtime = match &view.time_attribute {
+        None => None,
+        Some(column) => Some(Rowtime {
+            column: column.clone(),
+            index: schema.index_of(column)?,
+            watermark: Expr::Column(Column::new(Some(name.as_str()), column)),
+            watermark_sql: format!("the watermark of \"{name}\""),
+        }),
+    };
+    Ok(SourcePlan {
+        name: name.clone(),
+        spec: SourceSpec {
+            connector: ConnectorSpec::View(ViewSpec {
+                view: name.clone(),
+                job,
+                shards,
+                bounded: view.source.spec.connector.is_bounded(),
+            }),
+            idle_timeout: None,
+        },
+        physical: schema.clone(),
+        physical_df: schema_df.clone(),
+        columns: (0..schema.fields().len())
+            .map(ColumnSource::Physical)
+            .collect(),
+        schema,
+        schema_df,
+        rowtime,
+        proctime: None,
     })
 }
 
@@ -216,6 +339,16 @@ fn window_plan(call: &WindowCall, source: &SourcePlan) -> Result<WindowPlan> {
                 format!(
                     "windows must be on the event time column \"{}\" (or a PROCTIME() column) of \"{}\", not \"{}\"",
                     rt.column, source.name, call.time_column
+                ),
+            )
+            .at(call.position))
+        }
+        None if matches!(source.spec.connector, ConnectorSpec::View(_)) => {
+            return Err(Error::user(
+                sqlstate::DATATYPE_MISMATCH,
+                format!(
+                    "materialized view \"{}\" has no time attribute to window over: select its event time column, or window_time of its windows, in it",
+                    source.name
                 ),
             )
             .at(call.position))
@@ -654,7 +787,7 @@ mod tests {
             if name == "calls" {
                 Relation::Source(s.clone())
             } else if name == "kpi" {
-                Relation::View
+                Relation::View("\"kpi\" updates its rows".into())
             } else {
                 Relation::Unknown
             }
@@ -707,7 +840,7 @@ mod tests {
             ("CREATE MATERIALIZED VIEW v AS SELECT * FROM calls ORDER BY cell_id", "ORDER BY"),
             ("CREATE MATERIALIZED VIEW v AS SELECT * FROM calls LIMIT 5", "LIMIT"),
             ("CREATE MATERIALIZED VIEW v AS SELECT a.cell_id FROM calls a JOIN calls b ON a.cell_id = b.cell_id", "joins"),
-            ("CREATE MATERIALIZED VIEW v AS SELECT * FROM kpi", "over materialized views"),
+            ("CREATE MATERIALIZED VIEW v AS SELECT * FROM kpi", "updates its rows"),
             ("CREATE MATERIALIZED VIEW v AS SELECT cell_id, ROW_NUMBER() OVER (ORDER BY ts) FROM calls", "OVER"),
             ("CREATE MATERIALIZED VIEW v AS SELECT cell_id, COUNT(*) FROM calls GROUP BY cell_id EMIT ON WINDOW CLOSE", "EMIT ON WINDOW CLOSE"),
         ] {

@@ -170,6 +170,11 @@ impl JobKeys {
         k
     }
 
+    /// The watermark a view shard had at the checkpoint.
+    pub fn view_watermark(&self, shard: usize) -> Vec<u8> {
+        self.instance(b'M', shard)
+    }
+
     /// The prefix of an append-only view shard.
     pub fn view_batches(&self, shard: usize) -> Vec<u8> {
         self.instance(b'P', shard)

@@ -124,18 +124,7 @@ impl ViewStore {
         keyed: bool,
         durable: Option<Durable>,
     ) -> Result<Self> {
-        let codec = Arc::new(
-            RowConverter::new(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| SortField::new(f.data_type().clone()))
-                    .collect(),
-            )
-            .map_err(|e| {
-                Error::not_supported(format!("the view's columns cannot be checkpointed: {e}"))
-            })?,
-        );
+        let codec = Arc::new(row_codec(&schema)?);
         let shards = (0..shards.max(1))
             .map(|_| {
                 Mutex::new(if keyed {
@@ -283,13 +272,20 @@ impl ViewStore {
             .collect()
     }
 
-    /// Writes what changed in a shard since the last checkpoint, then lets
-    /// go of committed rows beyond the cache size.
-    pub fn checkpoint(&self, shard: usize, writes: &mut Writes) -> Result<()> {
+    /// Whether rows are kept by key (else the view is an append-only log).
+    pub fn is_keyed(&self) -> bool {
+        matches!(&*self.shards[0].lock(), Shard::Keyed(_))
+    }
+
+    /// Writes what changed in a shard since the last checkpoint, and the
+    /// shard's watermark (every row it will get from now on is later, but
+    /// for late rows), then lets go of committed rows beyond the cache size.
+    pub fn checkpoint(&self, shard: usize, watermark: i64, writes: &mut Writes) -> Result<()> {
         let Some(d) = &self.durable else {
             return Ok(());
         };
         let keys = &d.keys;
+        writes.put(keys.view_watermark(shard), watermark.to_be_bytes());
         let mut guard = self.shards[shard].lock();
         match &mut *guard {
             Shard::Append(s) => {
@@ -415,6 +411,66 @@ impl ViewStore {
     }
 }
 
+/// The committed log of an append-only view, as a view over it reads it:
+/// each shard's batches in order (by sequence number), and the watermark the
+/// shard had at the last committed checkpoint. What it reads was committed
+/// together, so a reader never sees rows a crash could take back.
+pub struct ViewLog {
+    store: Arc<Store>,
+    keys: JobKeys,
+    schema: SchemaRef,
+    codec: RowConverter,
+}
+
+impl ViewLog {
+    pub fn new(store: Arc<Store>, keys: JobKeys, schema: SchemaRef) -> Result<Self> {
+        Ok(ViewLog {
+            codec: row_codec(&schema)?,
+            store,
+            keys,
+            schema,
+        })
+    }
+
+    /// The shard's watermark as of the last committed checkpoint (None
+    /// before its first).
+    pub fn watermark(&self, shard: usize) -> Result<Option<i64>> {
+        let key = self.keys.view_watermark(shard);
+        let value = self.store.get_states(std::iter::once(key.as_slice()))?;
+        match value.into_iter().next().flatten() {
+            None => Ok(None),
+            Some(v) => {
+                let raw: [u8; 8] = v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::internal("a saved view watermark is corrupt"))?;
+                Ok(Some(i64::from_be_bytes(raw)))
+            }
+        }
+    }
+
+    /// Calls `f` on the shard's committed batches from sequence number
+    /// `from` on, in order, at most `max` of them; returns how many it read.
+    pub fn read(
+        &self,
+        shard: usize,
+        from: u64,
+        max: usize,
+        mut f: impl FnMut(u64, RecordBatch) -> Result<()>,
+    ) -> Result<usize> {
+        let prefix = self.keys.view_batches(shard);
+        let start = self.keys.view_batch(shard, from);
+        let mut read = 0;
+        self.store.scan_state_from(&prefix, &start, |k, v| {
+            let seq = seq_of(&k[prefix.len()..])?;
+            f(seq, decode_batch(&self.codec, &self.schema, v)?)?;
+            read += 1;
+            Ok(read < max)
+        })?;
+        Ok(read)
+    }
+}
+
 /// What a query reads of one shard.
 #[derive(Clone)]
 pub struct ShardScan {
@@ -526,6 +582,18 @@ fn seq_of(bytes: &[u8]) -> Result<u64> {
         .try_into()
         .map_err(|_| Error::internal("a saved view batch key is corrupt"))?;
     Ok(u64::from_be_bytes(raw))
+}
+
+/// The codec of a view's rows in checkpoints.
+fn row_codec(schema: &SchemaRef) -> Result<RowConverter> {
+    RowConverter::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect(),
+    )
+    .map_err(|e| Error::not_supported(format!("the view's columns cannot be checkpointed: {e}")))
 }
 
 /// A view row as saved: the group key and the encoded row.
@@ -835,11 +903,51 @@ mod tests {
     }
 
     fn save(view: &ViewStore, store: &Store) {
+        save_at(view, store, 0);
+    }
+
+    fn save_at(view: &ViewStore, store: &Store, watermark: i64) {
         let mut w = Writes::default();
         for shard in 0..view.shard_count() {
-            view.checkpoint(shard, &mut w).unwrap();
+            view.checkpoint(shard, watermark, &mut w).unwrap();
         }
         store.commit(w).unwrap();
+    }
+
+    #[test]
+    fn the_log_of_an_append_view_holds_what_was_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let schema = batch(&[]).schema();
+        let view = ViewStore::new(schema.clone(), 2, false, durable(&store, 4, 1 << 20)).unwrap();
+        let log = ViewLog::new(store.clone(), JobKeys::new(4), schema).unwrap();
+        let read = |shard: usize, from: u64, max: usize| {
+            let mut got = Vec::new();
+            log.read(shard, from, max, |seq, b| {
+                got.push((
+                    seq,
+                    b.column(0).as_primitive::<Int64Type>().values().to_vec(),
+                ));
+                Ok(())
+            })
+            .unwrap();
+            got
+        };
+        assert_eq!(log.watermark(0).unwrap(), None);
+        view.append(0, batch(&[1, 2]));
+        view.append(1, batch(&[3]));
+        save_at(&view, &store, 100);
+        // Appended, not committed: not in the log.
+        view.append(0, batch(&[4]));
+        assert_eq!(read(0, 0, 10), vec![(0, vec![1, 2])]);
+        assert_eq!(read(1, 0, 10), vec![(0, vec![3])]);
+        assert_eq!(log.watermark(0).unwrap(), Some(100));
+        save_at(&view, &store, 200);
+        assert_eq!(read(0, 0, 10), vec![(0, vec![1, 2]), (1, vec![4])]);
+        assert_eq!(read(0, 1, 10), vec![(1, vec![4])]);
+        assert_eq!(read(0, 0, 1), vec![(0, vec![1, 2])]);
+        assert_eq!(read(0, 2, 10), vec![]);
+        assert_eq!(log.watermark(1).unwrap(), Some(200));
     }
 
     #[test]
