@@ -18,7 +18,8 @@
 //!   watermarks, windows, two-phase aggregation with DataFusion's
 //!   accumulators, materialization; checkpoint barriers and the commit of
 //!   each epoch.
-//! - [`connector`]: Kafka, filesystem and datagen sources; JSON and CSV.
+//! - [`connector`]: Kafka, filesystem and datagen sources, and the committed
+//!   log of a view that another view reads; JSON and CSV.
 //! - [`query`]: DataFusion over the views' live contents, system tables,
 //!   `pg_catalog`.
 //! - [`state`]: RocksDB (catalog, checkpoints, savepoints), the layout of a

@@ -9,7 +9,10 @@
 //!
 //! For aggregations it applies what comes after the aggregation (HAVING and
 //! the SELECT list) as an upsert: a group that no longer passes HAVING is
-//! deleted from the view.
+//! deleted from the view. Final window rows (`EMIT ON WINDOW CLOSE`) never
+//! change, so those views append them (a log that views over them read).
+//! Checkpoints also save the watermark the instance had, which views over
+//! this one go by.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -3,11 +3,13 @@
 //! A view is split into shards, one per instance of the job's last operator,
 //! so writers never contend; readers take a snapshot of every shard.
 //!
-//! - Keyed views (aggregations) hold one row per key (the group key, encoded
+//! - Keyed views (aggregations whose rows change) hold one row per key (the group key, encoded
 //!   as an Arrow row). Upserts append the new rows as a segment and point the
 //!   key at them; the rows they replace become dead and are compacted away
 //!   once they outnumber the live ones, so an update costs O(changed rows).
-//! - Append-only views (filters, projections) keep the batches as written.
+//! - Append-only views (filters, projections, final window rows) keep the
+//!   batches as written, numbered: a log, which a view over the view reads
+//!   once committed ([`ViewLog`]).
 //!
 //! Each shard remembers what changed since the last checkpoint, and
 //! [`ViewStore::checkpoint`] writes just that into the epoch's write batch:
