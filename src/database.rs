@@ -20,12 +20,13 @@ use crate::dataflow::checkpoint::CheckpointSettings;
 use crate::dataflow::job::{Durability, Job, JobConfig};
 use crate::dataflow::plan::StreamPlan;
 use crate::error::{sqlstate, Error, Result};
-use crate::frontend::ddl::bind_source;
+use crate::frontend::ddl::{bind_source, bind_table, is_ordinary_table};
 use crate::frontend::parser::{self, CreateSource, CreateView, ObjectKind, Statement, ViewAction};
 use crate::frontend::planner::{self, plan_view};
 use crate::metrics::{DeadLetter, DeadLetterQueue, JobMetrics, JobStatus};
 use crate::query::{QueryEngine, Relation, Relations};
 use crate::state::checkpoint::{jobs_with_state, JobKeys, Restored, SavepointRecord};
+use crate::state::reference::ReferenceTable;
 use crate::state::{Store, Writes};
 
 /// How long a shutdown waits for the jobs' last checkpoint.
@@ -137,6 +138,9 @@ impl Database {
                 (RecordKind::Source, Statement::CreateSource(c)) => {
                     self.add_source(c, &record.sql, &record.sql, origin)
                 }
+                (RecordKind::Table, Statement::CreateSource(c)) => {
+                    self.add_table(c, &record.sql, origin)
+                }
                 (RecordKind::MaterializedView, Statement::CreateView(v)) => {
                     views += 1;
                     self.add_view(v, &record.sql, origin).await
@@ -178,8 +182,65 @@ impl Database {
         if create.if_not_exists && self.catalog.read().get(&create.name).is_some() {
             return Ok(false);
         }
-        self.add_source(create, sql, text, Origin::New(&self.store))?;
+        if is_ordinary_table(create) {
+            self.add_table(create, text, Origin::New(&self.store))?;
+        } else {
+            self.add_source(create, sql, text, Origin::New(&self.store))?;
+        }
         Ok(true)
+    }
+
+    /// An ordinary table: its rows come back from the store.
+    fn add_table(&self, create: &CreateSource, text: &str, origin: Origin<'_>) -> Result<()> {
+        self.catalog
+            .read()
+            .check_free(&create.name)
+            .map_err(|e| e.at(create.name_position))?;
+        let def = bind_table(create)?;
+        let id = match origin {
+            Origin::Restored(seq) => seq,
+            // DDL is serialized: the table will get this number.
+            Origin::New(_) => self.catalog.read().next_seq(),
+        };
+        let table = ReferenceTable::open(
+            &def.name,
+            def.schema,
+            def.key,
+            self.store.clone(),
+            id,
+            matches!(origin, Origin::New(_)),
+        )?;
+        self.catalog
+            .write()
+            .add_table(Arc::new(table), &create.name, text, origin)?;
+        tracing::info!(table = %create.name, "table created");
+        Ok(())
+    }
+
+    /// INSERT, UPDATE or DELETE on an ordinary table.
+    pub async fn execute_dml(
+        &self,
+        statement: &sqlparser::ast::Statement,
+    ) -> Result<crate::dml::Done> {
+        let name = crate::dml::target(statement)?;
+        // Serialized with DDL: an UPDATE's rows cannot change meanwhile.
+        let _ddl = self.ddl.lock().await;
+        let table = match self.catalog.read().get(&name) {
+            Some(Entry::Table(t)) => t.table.clone(),
+            Some(Entry::Source(_)) => {
+                return Err(Error::not_supported(format!(
+                    "\"{name}\" is a source: its rows come from its connector; only ordinary tables (CREATE TABLE without a connector) take INSERT, UPDATE and DELETE"
+                )))
+            }
+            Some(Entry::View(_)) => {
+                return Err(Error::user(
+                    "42809",
+                    format!("\"{name}\" is a materialized view: its rows come from its query"),
+                ))
+            }
+            None => return Err(Error::undefined_table(&name)),
+        };
+        crate::dml::execute(&self.query, &table, &name, statement).await
     }
 
     fn add_source(
@@ -232,18 +293,19 @@ impl Database {
         let lookup = |name: &str| {
             match snapshot.get(name) {
             Some(Entry::Source(s)) => planner::Relation::Source(s.plan.clone()),
+            Some(Entry::Table(t)) => planner::Relation::Table(t.table.clone()),
             Some(Entry::View(_)) if self.checkpoints.interval().is_none() => {
                 planner::Relation::View(format!(
                     "a view over \"{name}\" reads what its checkpoints commit, and checkpoints are off (SET checkpoint_interval = '1s')"
                 ))
             }
-            Some(entry @ Entry::View(v)) => {
-                let shards = shards.get(name).copied().unwrap_or(1);
-                match planner::view_source(&v.plan, entry.seq(), shards) {
+            Some(entry @ Entry::View(v)) => match shards.get(name) {
+                Some(shards) => match planner::view_source(&v.plan, entry.seq(), *shards) {
                     Ok(source) => planner::Relation::Source(Arc::new(source)),
                     Err(e) => planner::Relation::View(e.to_string()),
-                }
-            }
+                },
+                None => planner::Relation::View(format!("materialized view \"{name}\" has no job")),
+            },
             None => planner::Relation::Unknown,
         }
         };
@@ -507,10 +569,14 @@ impl Database {
         };
         self.stop_job(name).await;
         self.dead_letters.remove_job(name);
-        if let Entry::View(_) = &removed {
-            let seq = removed.seq();
-            JobKeys::new(seq).delete_from(&self.store)?;
-            self.store.delete_meta(&paused_key(seq))?;
+        match &removed {
+            Entry::View(_) => {
+                let seq = removed.seq();
+                JobKeys::new(seq).delete_from(&self.store)?;
+                self.store.delete_meta(&paused_key(seq))?;
+            }
+            Entry::Table(t) => t.table.delete_all()?,
+            Entry::Source(_) => {}
         }
         tracing::info!(object = %name, "dropped");
         Ok(true)
@@ -540,7 +606,7 @@ impl Database {
         let actual = entry.kind();
         let matches = match kind {
             ObjectKind::MaterializedView => actual == ObjectKind::MaterializedView,
-            ObjectKind::Table | ObjectKind::Source => actual == ObjectKind::Source,
+            ObjectKind::Table | ObjectKind::Source => actual != ObjectKind::MaterializedView,
         };
         if !matches {
             let hint = match actual {
@@ -579,7 +645,10 @@ impl Database {
         self.catalog
             .read()
             .entries()
-            .filter(|(_, e)| e.kind() == want)
+            .filter(|(_, e)| match e.kind() {
+                ObjectKind::Table => want == ObjectKind::Source,
+                k => k == want,
+            })
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -618,6 +687,18 @@ impl Database {
                     .collect();
                 (s.plan.schema.clone(), extras)
             }
+            Entry::Table(t) => {
+                let schema = t.table.schema().clone();
+                let extras = (0..schema.fields().len())
+                    .map(|i| {
+                        t.table
+                            .key()
+                            .contains(&i)
+                            .then(|| "PRIMARY KEY".to_string())
+                    })
+                    .collect();
+                (schema, extras)
+            }
             Entry::View(v) => (
                 v.plan.output.clone(),
                 vec![None; v.plan.output.fields().len()],
@@ -640,6 +721,7 @@ impl Database {
     pub fn definition(&self, name: &str) -> Option<String> {
         match self.catalog.read().get(name)? {
             Entry::Source(s) => Some(s.sql.clone()),
+            Entry::Table(t) => Some(t.sql.clone()),
             Entry::View(v) => Some(v.sql.clone()),
         }
     }
@@ -682,6 +764,7 @@ impl Relations for Database {
         let catalog = self.catalog.read();
         match catalog.get(name)? {
             Entry::Source(s) => Some(Relation::Source(s.plan.schema.clone())),
+            Entry::Table(t) => Some(Relation::Table(t.table.clone())),
             Entry::View(_) => self
                 .jobs
                 .lock()

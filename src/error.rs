@@ -124,6 +124,15 @@ impl Error {
         self
     }
 
+    /// Drops the position (for statements Sluice made up, whose positions
+    /// mean nothing to the user).
+    pub fn without_position(mut self) -> Self {
+        if let Error::User { position, .. } = &mut self {
+            *position = None;
+        }
+        self
+    }
+
     pub fn with_hint(mut self, text: impl Into<String>) -> Self {
         if let Error::User { hint, .. } = &mut self {
             *hint = Some(text.into());

@@ -31,6 +31,7 @@ pub mod catalog;
 pub mod connector;
 pub mod database;
 pub mod dataflow;
+pub mod dml;
 pub mod error;
 pub mod frontend;
 pub mod functions;

@@ -131,6 +131,7 @@ impl Session {
             columns,
         };
         Ok(match &parsed.statement {
+            Statement::Query(stmt) if is_dml(stmt) => none(None),
             Statement::Query(stmt) => {
                 check_query(stmt)?;
                 let plan = self.db.query_engine().plan(stmt, sql).await?;
@@ -282,6 +283,18 @@ impl Session {
                 TransactionOp::Commit => "COMMIT",
                 TransactionOp::Rollback => "ROLLBACK",
             }),
+            Statement::Query(stmt) if is_dml(stmt) => {
+                if !params.is_empty() {
+                    return Err(Error::not_supported(
+                        "parameters ($1) in INSERT, UPDATE and DELETE are not supported yet",
+                    ));
+                }
+                let done = self.db.execute_dml(stmt).await?;
+                Ok(Outcome::Command {
+                    tag: done.tag.to_string(),
+                    rows: Some(done.rows),
+                })
+            }
             Statement::Query(stmt) => {
                 check_query(stmt)?;
                 let engine = self.db.query_engine();
@@ -332,11 +345,6 @@ fn check_query(statement: &ast::Statement) -> Result<()> {
         {
             Ok(())
         }
-        ast::Statement::Insert(_) | ast::Statement::Update { .. } | ast::Statement::Delete(_) => {
-            Err(Error::not_supported(
-                "INSERT, UPDATE and DELETE are not supported yet: sources are read-only streams",
-            ))
-        }
         ast::Statement::CreateView { .. } => Err(Error::not_supported(
             "plain views are not supported; use CREATE MATERIALIZED VIEW",
         )),
@@ -349,6 +357,14 @@ fn check_query(statement: &ast::Statement) -> Result<()> {
             )))
         }
     }
+}
+
+/// INSERT, UPDATE and DELETE (on ordinary tables).
+fn is_dml(statement: &ast::Statement) -> bool {
+    matches!(
+        statement,
+        ast::Statement::Insert(_) | ast::Statement::Update { .. } | ast::Statement::Delete(_)
+    )
 }
 
 /// Parameter types `$1..$n` of a plan, in order.

@@ -551,3 +551,66 @@ async fn a_disk_full_while_running_fails_the_view_clearly_and_a_restart_goes_on(
     assert!(counted > 0);
     assert_eq!(summed, counted, "every counted row is in the view, once");
 }
+
+/// An ordinary table's rows survive a restart (graceful or SIGKILL: each
+/// statement is committed when it returns), and psql sees Postgres's
+/// command tags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_rows_survive_restarts_and_psql_sees_command_tags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    {
+        let mut server = TestServer::start_in(&dir, &[]);
+        let psql = |sql: &str| {
+            let out = Command::new("psql")
+                .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
+                .args(["-U", "sluice", "-d", "sluice", "-X", "-c", sql])
+                .env("PGCONNECT_TIMEOUT", "10")
+                .output()
+                .unwrap();
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        };
+        assert!(
+            psql("CREATE TABLE cells (cell_id STRING PRIMARY KEY, region STRING)")
+                .contains("CREATE TABLE")
+        );
+        let out = psql("INSERT INTO cells VALUES ('a', 'north'), ('b', 'south'), ('c', 'east')");
+        assert!(out.contains("INSERT 0 3"), "{out}");
+        let out = psql("UPDATE cells SET region = 'west' WHERE cell_id = 'c'");
+        assert!(out.contains("UPDATE 1"), "{out}");
+        let out = psql("DELETE FROM cells WHERE cell_id = 'b'");
+        assert!(out.contains("DELETE 1"), "{out}");
+        server.kill();
+    }
+    let mut server = TestServer::start_in(&dir, &[]);
+    {
+        let client = server.client().await;
+        assert_eq!(
+            rows(&client, "SELECT * FROM cells ORDER BY cell_id").await,
+            vec![vec!["a", "north"], vec!["c", "west"]]
+        );
+        execute(&client, "INSERT INTO cells VALUES ('d', 'south')").await;
+    }
+    assert!(server.stop());
+    let server = TestServer::start_in(&dir, &[]);
+    let client = server.client().await;
+    assert_eq!(
+        rows(&client, "SELECT cell_id FROM cells ORDER BY cell_id").await,
+        vec![vec!["a"], vec!["c"], vec!["d"]]
+    );
+    // A dropped table's rows are gone with it.
+    execute(&client, "DROP TABLE cells").await;
+    execute(
+        &client,
+        "CREATE TABLE cells (cell_id STRING PRIMARY KEY, region STRING)",
+    )
+    .await;
+    assert_eq!(
+        rows(&client, "SELECT COUNT(*) FROM cells").await,
+        vec![vec!["0"]]
+    );
+}

@@ -1,4 +1,5 @@
-//! The catalog: the sources and materialized views of a server.
+//! The catalog: the sources, ordinary tables and materialized views of a
+//! server.
 //!
 //! Each object is persisted as the statement that created it (in the store's
 //! `meta` column family, in creation order), and restored at start by
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataflow::plan::{SourcePlan, StreamPlan};
 use crate::error::{Error, Result};
 use crate::frontend::parser::ObjectKind;
+use crate::state::reference::ReferenceTable;
 use crate::state::Store;
 
 const PREFIX: &str = "catalog/";
@@ -20,7 +22,16 @@ const PREFIX: &str = "catalog/";
 #[derive(Debug, Clone)]
 pub enum Entry {
     Source(SourceEntry),
+    Table(TableEntry),
     View(ViewEntry),
+}
+
+/// An ordinary table, with its rows.
+#[derive(Debug, Clone)]
+pub struct TableEntry {
+    pub table: Arc<ReferenceTable>,
+    pub sql: String,
+    seq: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +52,7 @@ impl Entry {
     pub fn kind(&self) -> ObjectKind {
         match self {
             Entry::Source(_) => ObjectKind::Source,
+            Entry::Table(_) => ObjectKind::Table,
             Entry::View(_) => ObjectKind::MaterializedView,
         }
     }
@@ -49,6 +61,7 @@ impl Entry {
     pub fn seq(&self) -> u64 {
         match self {
             Entry::Source(s) => s.seq,
+            Entry::Table(t) => t.seq,
             Entry::View(v) => v.seq,
         }
     }
@@ -67,6 +80,7 @@ pub struct Record {
 pub enum RecordKind {
     Source,
     MaterializedView,
+    Table,
 }
 
 /// Where an object added to the catalog comes from.
@@ -156,6 +170,27 @@ impl Catalog {
         }
     }
 
+    /// Adds an ordinary table (opened as table `self.next_seq()` when new).
+    pub fn add_table(
+        &mut self,
+        table: Arc<ReferenceTable>,
+        name: &str,
+        sql: &str,
+        origin: Origin<'_>,
+    ) -> Result<()> {
+        self.check_free(name)?;
+        let seq = self.persist(origin, RecordKind::Table, name, sql)?;
+        self.entries.insert(
+            name.to_string(),
+            Entry::Table(TableEntry {
+                table,
+                sql: sql.to_string(),
+                seq,
+            }),
+        );
+        Ok(())
+    }
+
     /// Adds a source.
     pub fn add_source(
         &mut self,
@@ -190,12 +225,12 @@ impl Catalog {
         Ok(())
     }
 
-    /// The views that read `source`.
+    /// The views that read `source` (a source, table or view).
     pub fn dependents(&self, source: &str) -> Vec<String> {
         self.entries
             .iter()
             .filter_map(|(name, e)| match e {
-                Entry::View(v) if v.plan.source.name == source => Some(name.clone()),
+                Entry::View(v) if v.plan.reads(source) => Some(name.clone()),
                 _ => None,
             })
             .collect()

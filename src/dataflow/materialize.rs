@@ -157,7 +157,7 @@ impl Materialize {
                     live = kept;
                     batch = filter_record_batch(&batch, &mask)?;
                 }
-                project @ PhysicalOp::Project { .. } => batch = project.apply(&batch)?,
+                other => batch = other.apply(&batch)?,
             }
         }
         self.counters()

@@ -2,7 +2,7 @@
 //! channels, one job per view (DESIGN §2).
 //!
 //! ```text
-//! reader (thread) ─ prepare ─► pipeline (task) ─ watermark ─ window assign ─ filter/project
+//! reader (thread) ─ prepare ─► pipeline (task) ─ watermark ─ window assign ─ filter/project/lookup join
 //!     ├─ without aggregation: materialize (append) ─► view
 //!     └─ partial aggregate ─► exchange by group hash ─► window aggregate (task) ─ materialize ─► view
 //! ```
@@ -16,6 +16,7 @@
 
 pub mod checkpoint;
 pub mod job;
+pub mod lookup_join;
 pub mod materialize;
 pub mod message;
 pub mod partial_aggregate;

@@ -18,6 +18,7 @@ use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
 use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
 
+use crate::dataflow::lookup_join::LookupJoin;
 use crate::dataflow::plan::{AggregatePlan, FireTime, SessionGroups, StatelessOp};
 use crate::error::{Error, Result};
 
@@ -53,13 +54,14 @@ pub fn evaluate_mask(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Resul
     })
 }
 
-/// A filter or a projection, ready to run on batches.
+/// A filter, a projection or a lookup join, ready to run on batches.
 pub enum PhysicalOp {
     Filter(Arc<dyn PhysicalExpr>),
     Project {
         exprs: Vec<Arc<dyn PhysicalExpr>>,
         schema: SchemaRef,
     },
+    LookupJoin(Box<LookupJoin>),
 }
 
 impl PhysicalOp {
@@ -79,6 +81,20 @@ impl PhysicalOp {
                     .collect::<Result<_>>()?,
                 schema: nullable_schema(output.as_arrow()),
             },
+            StatelessOp::LookupJoin(j) => PhysicalOp::LookupJoin(Box::new(LookupJoin::new(
+                j.table.clone(),
+                j.kind,
+                j.stream_keys
+                    .iter()
+                    .map(|e| physical_expr(state, e, &j.stream))
+                    .collect::<Result<_>>()?,
+                j.table_keys
+                    .iter()
+                    .map(|e| physical_expr(state, e, &j.table_schema))
+                    .collect::<Result<_>>()?,
+                j.stream_left,
+                nullable_schema(j.output.as_arrow()),
+            ))),
         })
     }
 
@@ -95,6 +111,7 @@ impl PhysicalOp {
                     .collect::<Result<Vec<_>>>()?;
                 Ok(RecordBatch::try_new(schema.clone(), columns)?)
             }
+            PhysicalOp::LookupJoin(join) => join.apply(batch),
         }
     }
 }

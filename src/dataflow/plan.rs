@@ -16,7 +16,9 @@ use datafusion::common::DFSchemaRef;
 use datafusion::logical_expr::Expr;
 
 use crate::connector::SourceSpec;
+use crate::dataflow::lookup_join::JoinKind;
 use crate::dataflow::window::WindowKind;
+use crate::state::reference::ReferenceTable;
 
 /// When a windowed view shows a window's row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -90,6 +92,25 @@ pub enum StatelessOp {
         input: DFSchemaRef,
         output: DFSchemaRef,
     },
+    /// Each row joined with the matching row of an ordinary table.
+    LookupJoin(Box<LookupJoinPlan>),
+}
+
+/// A join of the stream with an ordinary table on equal keys.
+#[derive(Debug, Clone)]
+pub struct LookupJoinPlan {
+    pub table_name: String,
+    pub table: Arc<ReferenceTable>,
+    pub kind: JoinKind,
+    /// Key expressions over the stream side (`stream`) and over the table
+    /// side (`table_schema`), pairwise equal.
+    pub stream_keys: Vec<Expr>,
+    pub table_keys: Vec<Expr>,
+    pub stream: DFSchemaRef,
+    pub table_schema: DFSchemaRef,
+    /// Whether the stream is the join's left side.
+    pub stream_left: bool,
+    pub output: DFSchemaRef,
 }
 
 impl StatelessOp {
@@ -99,6 +120,23 @@ impl StatelessOp {
             StatelessOp::Project { exprs, .. } => {
                 let list: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
                 format!("Project: {}", list.join(", "))
+            }
+            StatelessOp::LookupJoin(j) => {
+                let on: Vec<String> = j
+                    .stream_keys
+                    .iter()
+                    .zip(&j.table_keys)
+                    .map(|(s, t)| format!("{s} = {t}"))
+                    .collect();
+                let kind = match j.kind {
+                    JoinKind::Inner => "inner",
+                    JoinKind::Left => "left",
+                };
+                format!(
+                    "LookupJoin: {kind} with table {} on {}",
+                    j.table_name,
+                    on.join(" AND ")
+                )
             }
         }
     }
@@ -193,6 +231,15 @@ impl StreamPlan {
                     && self.emit == EmitMode::OnWindowClose
             }
         }
+    }
+
+    /// Whether the view reads `name`: its source, or a table it joins.
+    pub fn reads(&self, name: &str) -> bool {
+        self.source.name == name
+            || self
+                .pre
+                .iter()
+                .any(|op| matches!(op, StatelessOp::LookupJoin(j) if j.table_name == name))
     }
 
     /// Whether rows late for their window are dropped: only windowed

@@ -149,6 +149,89 @@ pub fn bind_source(state: &SessionState, create: &CreateSource, sql: &str) -> Re
     })
 }
 
+/// An ordinary table as bound: its columns and primary key.
+#[derive(Debug, Clone)]
+pub struct TableDef {
+    pub name: String,
+    pub schema: SchemaRef,
+    /// The primary key's columns.
+    pub key: Vec<usize>,
+}
+
+/// Whether a `CREATE TABLE` declares an ordinary table (no connector).
+pub fn is_ordinary_table(create: &CreateSource) -> bool {
+    !create.options.iter().any(|(k, _)| k == "connector")
+}
+
+/// Binds `CREATE TABLE name (columns, PRIMARY KEY (...))` without a
+/// connector: reference data changed by INSERT, UPDATE and DELETE.
+pub fn bind_table(create: &CreateSource) -> Result<TableDef> {
+    if !create.options.is_empty() {
+        return Err(Error::invalid_parameter(format!(
+            "table \"{}\" has options but no 'connector': add WITH ('connector' = 'kafka' | 'filesystem' | 'datagen', ...) for a source, or no options for an ordinary table",
+            create.name
+        ))
+        .at(create.name_position));
+    }
+    if !create.has_column_list || create.columns.is_empty() {
+        return Err(Error::syntax(format!(
+            "table \"{}\" needs at least one column",
+            create.name
+        ))
+        .at(create.name_position));
+    }
+    check_unique(create)?;
+    if create.watermark.is_some() {
+        return Err(Error::not_supported(format!(
+            "table \"{}\" has no connector: an ordinary table holds reference data and has no watermark",
+            create.name
+        )));
+    }
+    let mut fields = Vec::new();
+    for c in &create.columns {
+        match &c.kind {
+            ColumnKind::Physical {
+                data_type,
+                not_null,
+            } => {
+                let t = arrow_type(data_type).map_err(|e| e.at(c.position))?;
+                let key = create.primary_key.contains(&c.name);
+                fields.push(Field::new(&c.name, t, !*not_null && !key));
+            }
+            ColumnKind::Computed(_) => {
+                return Err(Error::not_supported(format!(
+                    "computed column \"{}\": an ordinary table has stored columns only",
+                    c.name
+                ))
+                .at(c.position))
+            }
+        }
+    }
+    if create.primary_key.is_empty() {
+        return Err(Error::not_supported(format!(
+            "table \"{}\" needs a PRIMARY KEY: ordinary tables are keyed reference data",
+            create.name
+        ))
+        .at(create.name_position)
+        .with_hint("declare it on a column (cell_id STRING PRIMARY KEY) or after them (PRIMARY KEY (a, b))"));
+    }
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    let key = create
+        .primary_key
+        .iter()
+        .map(|k| {
+            schema
+                .index_of(k)
+                .map_err(|_| Error::undefined_column(k).context("in the primary key"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TableDef {
+        name: create.name.clone(),
+        schema,
+        key,
+    })
+}
+
 /// A datagen table may omit its column list: it then has the telecom
 /// call-record columns.
 fn with_default_columns(create: &CreateSource) -> Result<CreateSource> {

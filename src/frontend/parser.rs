@@ -170,7 +170,7 @@ pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
     let tokens = Tokenizer::new(dialect(), sql)
         .tokenize_with_location()
         .map_err(|e| Error::from_parser(ParserError::TokenizerError(e.to_string()), sql))?;
-    let tokens = session_partition_by(drop_inner_table_keyword(tokens));
+    let tokens = session_partition_by(drop_inner_table_keyword(drop_system_time(tokens)));
     let mut parser = Parser::new(dialect()).with_tokens_with_locations(tokens);
     let mut out = Vec::new();
     loop {
@@ -283,6 +283,55 @@ fn drop_inner_table_keyword(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
             }
         }
         out.push(tok);
+    }
+    out
+}
+
+/// Drops Flink's temporal-join clause `FOR SYSTEM_TIME AS OF e.ts` after a
+/// table name (sqlparser's generic dialect does not read it): a join with an
+/// ordinary table is a lookup of the table's current rows either way (see
+/// `dataflow/lookup_join.rs`).
+fn drop_system_time(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let significant = |t: &TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
+    let word = |t: &TokenWithSpan, w: &str| matches!(&t.token, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        if word(&tokens[i], "FOR") {
+            // The next significant tokens: SYSTEM_TIME AS OF name(.name)*.
+            let next: Vec<usize> = (i + 1..tokens.len())
+                .filter(|j| significant(&tokens[*j]))
+                .take(3)
+                .collect();
+            let clause = next.len() == 3
+                && word(&tokens[next[0]], "SYSTEM_TIME")
+                && word(&tokens[next[1]], "AS")
+                && word(&tokens[next[2]], "OF");
+            if clause {
+                let mut j = next[2] + 1;
+                while j < tokens.len() && !significant(&tokens[j]) {
+                    j += 1;
+                }
+                // The time attribute: a (qualified) column name.
+                let mut expect_name = true;
+                while j < tokens.len() {
+                    match (&tokens[j].token, expect_name) {
+                        (Token::Word(_), true) => expect_name = false,
+                        (Token::Period, false) => expect_name = true,
+                        _ => break,
+                    }
+                    j += 1;
+                }
+                out.push(TokenWithSpan {
+                    token: Token::Whitespace(sqlparser::tokenizer::Whitespace::Space),
+                    span: tokens[i].span,
+                });
+                i = j;
+                continue;
+            }
+        }
+        out.push(tokens[i].clone());
+        i += 1;
     }
     out
 }
@@ -694,7 +743,11 @@ fn parse_create_source(parser: &mut Parser, sql: &str) -> PResult<CreateSource> 
                 // Flink requires NOT ENFORCED; accept it either way.
                 let _ = parser.parse_keywords(&[Keyword::NOT, Keyword::ENFORCED]);
             } else {
-                columns.push(parse_column(parser, sql)?);
+                let (column, key) = parse_column(parser, sql)?;
+                if key {
+                    primary_key = vec![column.name.clone()];
+                }
+                columns.push(column);
             }
             if parser.consume_token(&Token::Comma) {
                 continue;
@@ -720,17 +773,20 @@ fn parse_create_source(parser: &mut Parser, sql: &str) -> PResult<CreateSource> 
     })
 }
 
-fn parse_column(parser: &mut Parser, sql: &str) -> PResult<ColumnDecl> {
+/// A column, and whether it declares itself the primary key.
+fn parse_column(parser: &mut Parser, sql: &str) -> PResult<(ColumnDecl, bool)> {
     let position = location_to_pos(sql, parser.peek_token().span.start);
     let name = normalize_ident(&parser.parse_identifier()?);
     if parser.parse_keyword(Keyword::AS) {
         let expr = parser.parse_expr()?;
-        return Ok(ColumnDecl {
+        let column = ColumnDecl {
             name,
             kind: ColumnKind::Computed(Box::new(expr)),
             position,
-        });
+        };
+        return Ok((column, false));
     }
+    let mut key = false;
     let data_type = parser.parse_data_type()?;
     let mut not_null = false;
     loop {
@@ -740,20 +796,22 @@ fn parse_column(parser: &mut Parser, sql: &str) -> PResult<ColumnDecl> {
             not_null = false;
         } else if parser.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
             let _ = parser.parse_keywords(&[Keyword::NOT, Keyword::ENFORCED]);
+            key = true;
         } else if parser.parse_keyword(Keyword::COMMENT) {
             parser.parse_literal_string()?;
         } else {
             break;
         }
     }
-    Ok(ColumnDecl {
+    let column = ColumnDecl {
         name,
         kind: ColumnKind::Physical {
             data_type,
             not_null,
         },
         position,
-    })
+    };
+    Ok((column, key))
 }
 
 /// `( 'key' = 'value', key = value, ... )`: keys are string literals or

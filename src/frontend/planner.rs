@@ -17,19 +17,22 @@
 //! (see [`view_source`]). Anything else (joins, ORDER BY, LIMIT, window
 //! functions) is refused with a `0A000` error that names the construct.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, DFSchemaRef};
 use datafusion::datasource::empty::EmptyTable;
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use sqlparser::ast;
 
 use crate::connector::view::ViewSpec;
 use crate::connector::{ConnectorSpec, SourceSpec};
+use crate::dataflow::lookup_join::JoinKind;
+use crate::dataflow::plan::LookupJoinPlan;
 use crate::dataflow::plan::{
     AggregatePlan, ColumnSource, EmitMode, FireTime, Rowtime, SessionGroups, SourcePlan,
     StatelessOp, StreamPlan, WindowPlan,
@@ -39,11 +42,14 @@ use crate::error::{sqlstate, Error, Result};
 use crate::frontend::parser::CreateView;
 use crate::frontend::window::{extract_windows, WindowCall};
 use crate::options::Options;
+use crate::state::reference::ReferenceTable;
 
 /// What a name in a view's FROM clause refers to.
 pub enum Relation {
     /// A source table, or a view read as one (see [`view_source`]).
     Source(Arc<SourcePlan>),
+    /// An ordinary table (joined with the stream).
+    Table(Arc<ReferenceTable>),
     /// A view that other views cannot read, and why.
     View(String),
     Unknown,
@@ -86,12 +92,16 @@ pub async fn plan_view(
         ));
     }
     let mut source: Option<Arc<SourcePlan>> = None;
+    let mut joined: HashMap<String, Arc<ReferenceTable>> = HashMap::new();
     for (name, position) in &names {
         match lookup(name) {
+            Relation::Table(table) => {
+                joined.insert(name.clone(), table);
+            }
             Relation::Source(s) => {
                 if source.as_ref().map(|p| p.name != s.name).unwrap_or(false) {
                     return Err(Error::not_supported(
-                        "joins are not supported in materialized views yet",
+                        "joins of two streams are not supported in materialized views yet; a stream can be joined with an ordinary table",
                     )
                     .at(*position));
                 }
@@ -123,6 +133,9 @@ pub async fn plan_view(
         .map(|w| w.output.clone())
         .unwrap_or_else(|| source.schema.clone());
     register(&ctx, &source.name, scan_schema)?;
+    for (name, table) in &joined {
+        register(&ctx, name, table.schema().clone())?;
+    }
 
     let statement = DFStatement::Statement(Box::new(ast::Statement::Query(query)));
     let plan = state
@@ -133,7 +146,7 @@ pub async fn plan_view(
         .analyzer()
         .execute_and_check(plan, state.config_options(), |_, _| {})
         .map_err(|e| Error::from_datafusion(e, sql))?;
-    let shape = walk(&plan)?;
+    let shape = walk(&plan, &joined)?;
     let output = Arc::new(Schema::new(
         plan.schema()
             .fields()
@@ -219,7 +232,7 @@ fn time_attribute(
     // The names a column of `names` has after each projection.
     let follow = |ops: &[StatelessOp], names: Vec<String>| -> Vec<String> {
         ops.iter().fold(names, |names, op| match op {
-            StatelessOp::Filter { .. } => names,
+            StatelessOp::Filter { .. } | StatelessOp::LookupJoin(_) => names,
             StatelessOp::Project { exprs, output, .. } => exprs
                 .iter()
                 .enumerate()
@@ -422,8 +435,9 @@ struct Shape {
     post: Vec<StatelessOp>,
 }
 
-/// Recognizes the plan's shape, from the root down.
-fn walk(plan: &LogicalPlan) -> Result<Shape> {
+/// Recognizes the plan's shape, from the root down. `tables` are the
+/// ordinary tables the view may join.
+fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Result<Shape> {
     let mut above: Vec<StatelessOp> = Vec::new();
     let mut below: Vec<StatelessOp> = Vec::new();
     let mut aggregate = None;
@@ -494,8 +508,75 @@ fn walk(plan: &LogicalPlan) -> Result<Shape> {
                     "LIMIT is not supported in a materialized view; limit the rows when you query it",
                 ))
             }
-            LogicalPlan::Join(_) => {
-                return Err(Error::not_supported("joins are not supported in materialized views yet"))
+            LogicalPlan::Join(join) => {
+                let below_aggregate = aggregate.is_some() || !has_aggregate(node);
+                if !below_aggregate {
+                    return Err(Error::not_supported(
+                        "a join after GROUP BY is not supported in a materialized view yet; join before aggregating",
+                    ));
+                }
+                let (stream, stream_left, (table_name, table, table_side)) =
+                    match (lookup_side(&join.left, tables), lookup_side(&join.right, tables)) {
+                        (None, Some(t)) => (&join.left, true, t),
+                        (Some(t), None) => (&join.right, false, t),
+                        (Some(_), Some(_)) => {
+                            return Err(Error::not_supported(
+                                "a join of two ordinary tables is not supported in a materialized view; join a stream with a table",
+                            ))
+                        }
+                        (None, None) => {
+                            return Err(Error::not_supported(
+                                "joins of two streams are not supported in materialized views yet; a stream can be joined with an ordinary table",
+                            ))
+                        }
+                    };
+                let kind = match (join.join_type, stream_left) {
+                    (JoinType::Inner, _) => JoinKind::Inner,
+                    (JoinType::Left, true) | (JoinType::Right, false) => JoinKind::Left,
+                    (other, _) => {
+                        return Err(Error::not_supported(format!(
+                            "{} JOIN with a table is not supported in a materialized view; use JOIN, or LEFT JOIN with the stream on the left",
+                            other.to_string().to_uppercase()
+                        )))
+                    }
+                };
+                // SqlToRel leaves ON's equalities in the filter: take
+                // those between a column of each side as keys.
+                let (on, filter) = equi_keys(join);
+                if on.is_empty() {
+                    return Err(Error::not_supported(
+                        "a join with a table needs equal keys (ON e.cell_id = c.cell_id)",
+                    ));
+                }
+                if let Some(filter) = &filter {
+                    if kind == JoinKind::Left {
+                        return Err(Error::not_supported(
+                            "a LEFT JOIN with a table takes only equalities in its ON clause",
+                        ));
+                    }
+                    check_exprs(std::slice::from_ref(filter))?;
+                    ops.push(StatelessOp::Filter {
+                        predicate: filter.clone(),
+                        input: join.schema.clone(),
+                    });
+                }
+                let (stream_keys, table_keys): (Vec<Expr>, Vec<Expr>) = on
+                    .iter()
+                    .map(|(l, r)| if stream_left { (l.clone(), r.clone()) } else { (r.clone(), l.clone()) })
+                    .unzip();
+                check_exprs(&stream_keys)?;
+                ops.push(StatelessOp::LookupJoin(Box::new(LookupJoinPlan {
+                    table_name,
+                    table,
+                    kind,
+                    stream_keys,
+                    table_keys,
+                    stream: stream.schema().clone(),
+                    table_schema: table_side.schema().clone(),
+                    stream_left,
+                    output: join.schema.clone(),
+                })));
+                node = stream;
             }
             LogicalPlan::Union(_) => {
                 return Err(Error::not_supported("UNION is not supported in materialized views yet"))
@@ -538,6 +619,63 @@ fn walk(plan: &LogicalPlan) -> Result<Shape> {
             post: Vec::new(),
         },
     })
+}
+
+/// A join's equal keys (left, right), from `on` and from the equalities
+/// between the two sides in its filter; and what is left of the filter.
+fn equi_keys(join: &datafusion::logical_expr::Join) -> (Vec<(Expr, Expr)>, Option<Expr>) {
+    let mut on = join.on.clone();
+    let mut rest = Vec::new();
+    let side = |e: &Expr, schema: &DFSchemaRef| {
+        let columns = e.column_refs();
+        !columns.is_empty() && columns.iter().all(|c| schema.has_column(c))
+    };
+    if let Some(filter) = &join.filter {
+        for conjunct in datafusion::logical_expr::utils::split_conjunction(filter) {
+            if let Expr::BinaryExpr(b) = conjunct {
+                if b.op == datafusion::logical_expr::Operator::Eq {
+                    let (l, r) = (b.left.as_ref(), b.right.as_ref());
+                    if side(l, join.left.schema()) && side(r, join.right.schema()) {
+                        on.push((l.clone(), r.clone()));
+                        continue;
+                    }
+                    if side(r, join.left.schema()) && side(l, join.right.schema()) {
+                        on.push((r.clone(), l.clone()));
+                        continue;
+                    }
+                }
+            }
+            rest.push(conjunct.clone());
+        }
+    }
+    (on, datafusion::logical_expr::utils::conjunction(rest))
+}
+
+/// Whether an aggregation is below this node.
+fn has_aggregate(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Aggregate(_) => true,
+        other => other.inputs().iter().any(|p| has_aggregate(p)),
+    }
+}
+
+/// If `plan` is a scan of an ordinary table (under an alias), the table's
+/// name, the table, and the plan.
+fn lookup_side<'a>(
+    plan: &'a Arc<LogicalPlan>,
+    tables: &HashMap<String, Arc<ReferenceTable>>,
+) -> Option<(String, Arc<ReferenceTable>, &'a Arc<LogicalPlan>)> {
+    let mut node = plan.as_ref();
+    loop {
+        match node {
+            LogicalPlan::SubqueryAlias(a) => node = &a.input,
+            LogicalPlan::TableScan(scan) => {
+                let name = scan.table_name.table().to_string();
+                return tables.get(&name).map(|t| (name, t.clone(), plan));
+            }
+            _ => return None,
+        }
+    }
 }
 
 /// Refuses subqueries inside expressions.

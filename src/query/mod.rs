@@ -46,6 +46,8 @@ pub trait Relations: Send + Sync + 'static {
 #[derive(Clone)]
 pub enum Relation {
     View(Arc<ViewStore>),
+    /// An ordinary table: its rows now.
+    Table(Arc<crate::state::reference::ReferenceTable>),
     /// A streaming source: it has a schema but no stored rows.
     Source(SchemaRef),
 }
@@ -154,14 +156,22 @@ impl SchemaProvider for PublicSchema {
         let Some(relations) = self.relations.upgrade() else {
             return Ok(None);
         };
-        Ok(relations.relation(name).map(|r| -> Arc<dyn TableProvider> {
-            match r {
-                Relation::View(store) => Arc::new(ViewTable { store }),
-                Relation::Source(schema) => Arc::new(SourceTable {
-                    name: name.to_string(),
-                    schema,
-                }),
+        let Some(relation) = relations.relation(name) else {
+            return Ok(None);
+        };
+        Ok(Some(match relation {
+            Relation::View(store) => Arc::new(ViewTable { store }),
+            Relation::Table(table) => {
+                let rows = table.snapshot();
+                Arc::new(datafusion::datasource::MemTable::try_new(
+                    table.schema().clone(),
+                    vec![vec![rows.batch.clone()]],
+                )?)
             }
+            Relation::Source(schema) => Arc::new(SourceTable {
+                name: name.to_string(),
+                schema,
+            }),
         }))
     }
 

@@ -129,6 +129,7 @@ fn relation_rows(relations: &dyn Relations) -> Vec<RelationRow> {
     for name in names {
         let (kind, schema) = match relations.relation(&name) {
             Some(Relation::Source(s)) => ("r", s),
+            Some(Relation::Table(t)) => ("r", t.schema().clone()),
             Some(Relation::View(v)) => ("m", v.schema().clone()),
             None => continue,
         };

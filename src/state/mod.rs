@@ -11,6 +11,7 @@
 
 pub mod checkpoint;
 pub mod index;
+pub mod reference;
 pub mod table;
 pub mod view;
 
