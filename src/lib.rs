@@ -11,20 +11,23 @@
 //!   handlers, Arrow to Postgres encoding.
 //! - [`session`]: a connection's state; runs parsed statements.
 //! - [`database`]: the server's shared state: catalog, jobs, store, runtime.
+//! - [`dml`]: INSERT, UPDATE and DELETE on ordinary tables (run by
+//!   DataFusion, applied to the table at once).
 //! - [`frontend`]: parse (sqlparser plus Flink's DDL and windows), bind, plan
 //!   (DataFusion does the typing); pure.
-//! - [`catalog`]: sources and views, persisted as their statements.
+//! - [`catalog`]: sources, ordinary tables and views, persisted as their
+//!   statements.
 //! - [`dataflow`]: one job per view, operators on Arrow batches: readers,
-//!   watermarks, windows, two-phase aggregation with DataFusion's
-//!   accumulators, materialization; checkpoint barriers and the commit of
-//!   each epoch.
+//!   watermarks, windows, lookup joins with tables, two-phase aggregation
+//!   with DataFusion's accumulators, materialization; checkpoint barriers
+//!   and the commit of each epoch.
 //! - [`connector`]: Kafka, filesystem and datagen sources, and the committed
 //!   log of a view that another view reads; JSON and CSV.
 //! - [`query`]: DataFusion over the views' live contents, system tables,
 //!   `pg_catalog`.
 //! - [`state`]: RocksDB (catalog, checkpoints, savepoints), the layout of a
 //!   view's saved state, state tables and view contents with their bounded
-//!   in-memory caches.
+//!   in-memory caches, and the rows of ordinary tables.
 //! - [`error`], [`metrics`], [`options`], [`functions`]: shared vocabulary.
 
 pub mod catalog;
