@@ -225,22 +225,32 @@ impl Database {
         let name = crate::dml::target(statement)?;
         // Serialized with DDL: an UPDATE's rows cannot change meanwhile.
         let _ddl = self.ddl.lock().await;
-        let table = match self.catalog.read().get(&name) {
-            Some(Entry::Table(t)) => t.table.clone(),
-            Some(Entry::Source(_)) => {
-                return Err(Error::not_supported(format!(
-                    "\"{name}\" is a source: its rows come from its connector; only ordinary tables (CREATE TABLE without a connector) take INSERT, UPDATE and DELETE"
-                )))
-            }
-            Some(Entry::View(_)) => {
-                return Err(Error::user(
-                    "42809",
-                    format!("\"{name}\" is a materialized view: its rows come from its query"),
-                ))
-            }
-            None => return Err(Error::undefined_table(&name)),
-        };
+        let table = self.ordinary_table(&name)?;
         crate::dml::execute(&self.query, &table, &name, statement).await
+    }
+
+    /// The data of a `COPY ... FROM STDIN`, inserted into its table as one
+    /// statement; returns the rows added.
+    pub async fn copy_in(&self, copy: &crate::dml::CopyIn, data: &[u8]) -> Result<usize> {
+        let _ddl = self.ddl.lock().await;
+        let table = self.ordinary_table(&copy.table)?;
+        let rows = copy.rows(data, table.schema())?;
+        table.insert(rows)
+    }
+
+    /// The ordinary table `name`, or why there is none.
+    pub fn ordinary_table(&self, name: &str) -> Result<Arc<ReferenceTable>> {
+        match self.catalog.read().get(name) {
+            Some(Entry::Table(t)) => Ok(t.table.clone()),
+            Some(Entry::Source(_)) => Err(Error::not_supported(format!(
+                "\"{name}\" is a source: its rows come from its connector; only ordinary tables (CREATE TABLE without a connector) take INSERT, UPDATE, DELETE and COPY"
+            ))),
+            Some(Entry::View(_)) => Err(Error::user(
+                "42809",
+                format!("\"{name}\" is a materialized view: its rows come from its query"),
+            )),
+            None => Err(Error::undefined_table(name)),
+        }
     }
 
     fn add_source(

@@ -262,3 +262,193 @@ fn conform(
     }
     Ok(RecordBatch::try_new(schema.clone(), arrays)?)
 }
+
+/// A `COPY table [(columns)] FROM STDIN [WITH (...)]` waiting for its data.
+#[derive(Debug, Clone)]
+pub struct CopyIn {
+    pub table: String,
+    pub columns: Vec<String>,
+    /// CSV (else Postgres's text format: tab-separated, `\N` for null).
+    pub csv: bool,
+    pub delimiter: u8,
+    pub header: bool,
+    /// The text of a null value.
+    pub null: String,
+}
+
+impl CopyIn {
+    /// Reads a COPY statement; only `FROM STDIN` into a table.
+    pub fn from_statement(statement: &ast::Statement) -> Result<CopyIn> {
+        let ast::Statement::Copy {
+            source,
+            to,
+            target,
+            options,
+            legacy_options,
+            ..
+        } = statement
+        else {
+            return Err(Error::internal("not a COPY statement"));
+        };
+        let ast::CopySource::Table {
+            table_name,
+            columns,
+        } = source
+        else {
+            return Err(Error::not_supported("COPY of a query is not supported"));
+        };
+        if *to {
+            return Err(Error::not_supported(
+                "COPY ... TO is not supported; SELECT the rows instead",
+            ));
+        }
+        if !matches!(target, ast::CopyTarget::Stdin) {
+            return Err(Error::not_supported(
+                "COPY ... FROM a file or program is not supported; use FROM STDIN (psql's \\copy reads a local file so)",
+            ));
+        }
+        let mut copy = CopyIn {
+            table: parser::normalize_object_name(table_name),
+            columns: columns.iter().map(parser::normalize_ident).collect(),
+            csv: false,
+            delimiter: b'\t',
+            header: false,
+            null: "\\N".into(),
+        };
+        let mut delimiter = None;
+        let mut null = None;
+        let single_byte = |c: char, what: &str| -> Result<u8> {
+            u8::try_from(c)
+                .ok()
+                .filter(|b| b.is_ascii())
+                .ok_or_else(|| {
+                    Error::invalid_parameter(format!("COPY {what} must be one ASCII character"))
+                })
+        };
+        for option in options {
+            match option {
+                ast::CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
+                    "csv" => copy.csv = true,
+                    "text" => copy.csv = false,
+                    other => {
+                        return Err(Error::not_supported(format!(
+                            "COPY format \"{other}\" is not supported; use text or csv"
+                        )))
+                    }
+                },
+                ast::CopyOption::Delimiter(c) => delimiter = Some(single_byte(*c, "DELIMITER")?),
+                ast::CopyOption::Header(h) => copy.header = *h,
+                ast::CopyOption::Null(n) => null = Some(n.clone()),
+                other => {
+                    return Err(Error::not_supported(format!(
+                        "COPY option {other} is not supported"
+                    )))
+                }
+            }
+        }
+        for option in legacy_options {
+            match option {
+                ast::CopyLegacyOption::Csv(csv) => {
+                    copy.csv = true;
+                    for o in csv {
+                        match o {
+                            ast::CopyLegacyCsvOption::Header => copy.header = true,
+                            other => {
+                                return Err(Error::not_supported(format!(
+                                    "COPY option {other} is not supported"
+                                )))
+                            }
+                        }
+                    }
+                }
+                ast::CopyLegacyOption::Header => copy.header = true,
+                ast::CopyLegacyOption::Delimiter(c) => {
+                    delimiter = Some(single_byte(*c, "DELIMITER")?)
+                }
+                ast::CopyLegacyOption::Null(n) => null = Some(n.clone()),
+                other => {
+                    return Err(Error::not_supported(format!(
+                        "COPY option {other} is not supported"
+                    )))
+                }
+            }
+        }
+        if copy.csv {
+            copy.delimiter = b',';
+            copy.null = String::new();
+        }
+        copy.delimiter = delimiter.unwrap_or(copy.delimiter);
+        copy.null = null.unwrap_or(copy.null);
+        Ok(copy)
+    }
+
+    /// The rows of the data a client sent, as the table's rows. Fields
+    /// are read as text and cast like INSERT's values; a bad line fails the
+    /// whole COPY, naming the line.
+    pub fn rows(&self, data: &[u8], schema: &SchemaRef) -> Result<RecordBatch> {
+        let text = std::str::from_utf8(data).map_err(|e| {
+            Error::user(
+                sqlstate::DATA_EXCEPTION,
+                format!("COPY data is not UTF-8: {e}"),
+            )
+        })?;
+        let width = if self.columns.is_empty() {
+            schema.fields().len()
+        } else {
+            self.columns.len()
+        };
+        let mut columns: Vec<arrow::array::StringBuilder> = (0..width)
+            .map(|_| arrow::array::StringBuilder::new())
+            .collect();
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(self.header)
+            .delimiter(self.delimiter)
+            .quoting(self.csv)
+            .flexible(true)
+            .from_reader(text.as_bytes());
+        for (n, record) in reader.records().enumerate() {
+            let line = n + 1 + self.header as usize;
+            let record = record.map_err(|e| {
+                Error::user(
+                    sqlstate::DATA_EXCEPTION,
+                    format!("COPY data, line {line}: {e}"),
+                )
+            })?;
+            if record.len() == 1 && record.get(0) == Some("\\.") {
+                break;
+            }
+            if record.len() != width {
+                return Err(Error::user(
+                    sqlstate::DATA_EXCEPTION,
+                    format!(
+                        "COPY data, line {line}: {} fields, \"{}\" takes {width}",
+                        record.len(),
+                        self.table
+                    ),
+                ));
+            }
+            for (field, column) in record.iter().zip(columns.iter_mut()) {
+                if field == self.null {
+                    column.append_null();
+                } else {
+                    column.append_value(field);
+                }
+            }
+        }
+        let arrays: Vec<ArrayRef> = columns
+            .into_iter()
+            .map(|mut c| Arc::new(c.finish()) as ArrayRef)
+            .collect();
+        let fields: Vec<arrow::datatypes::Field> = (0..width)
+            .map(|i| {
+                arrow::datatypes::Field::new(
+                    format!("c{i}"),
+                    arrow::datatypes::DataType::Utf8,
+                    true,
+                )
+            })
+            .collect();
+        let text = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), arrays)?;
+        conform(&text, &self.columns, schema, &self.table)
+    }
+}

@@ -25,6 +25,8 @@ pub enum Outcome {
     /// A command tag (`CREATE TABLE`, `SET`...) with a row count for those
     /// that have one.
     Command { tag: String, rows: Option<usize> },
+    /// `COPY ... FROM STDIN`: the client sends the data next.
+    CopyIn(crate::dml::CopyIn),
 }
 
 /// What a statement will take and give, before it runs (for `Describe` in
@@ -131,7 +133,11 @@ impl Session {
             columns,
         };
         Ok(match &parsed.statement {
-            Statement::Query(stmt) if is_dml(stmt) => none(None),
+            Statement::Query(stmt)
+                if is_dml(stmt) || matches!(**stmt, ast::Statement::Copy { .. }) =>
+            {
+                none(None)
+            }
             Statement::Query(stmt) => {
                 check_query(stmt)?;
                 let plan = self.db.query_engine().plan(stmt, sql).await?;
@@ -283,6 +289,11 @@ impl Session {
                 TransactionOp::Commit => "COMMIT",
                 TransactionOp::Rollback => "ROLLBACK",
             }),
+            Statement::Query(stmt) if matches!(**stmt, ast::Statement::Copy { .. }) => {
+                let copy = crate::dml::CopyIn::from_statement(stmt)?;
+                self.db.ordinary_table(&copy.table)?;
+                Ok(Outcome::CopyIn(copy))
+            }
             Statement::Query(stmt) if is_dml(stmt) => {
                 if !params.is_empty() {
                     return Err(Error::not_supported(

@@ -614,3 +614,110 @@ async fn table_rows_survive_restarts_and_psql_sees_command_tags() {
         vec![vec!["0"]]
     );
 }
+
+/// psql loads reference data with COPY: `\copy` of a CSV file, and text
+/// format on standard input; a bad line fails the whole COPY and adds
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_copies_rows_into_a_table() {
+    let server = TestServer::start();
+    let client = server.client().await;
+    execute(
+        &client,
+        "CREATE TABLE cells (cell_id STRING PRIMARY KEY, region STRING, capacity INT)",
+    )
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("cells.csv");
+    std::fs::write(
+        &csv,
+        "cell_id,region,capacity\na,\"north, coast\",100\nb,,80\nc,south,\n",
+    )
+    .unwrap();
+    let psql = |args: &[&str], stdin: &str| {
+        let mut child = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
+            .args(["-U", "sluice", "-d", "sluice", "-X"])
+            .args(args)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let out = psql(
+        &[
+            "-c",
+            &format!(
+                "\\copy cells FROM '{}' WITH (FORMAT csv, HEADER true)",
+                csv.display()
+            ),
+        ],
+        "",
+    );
+    assert!(out.contains("COPY 3"), "{out}");
+    let out = psql(&["-c", "COPY cells FROM STDIN"], "d\teast\t5\ne\t\\N\t6\n");
+    assert!(out.contains("COPY 2"), "{out}");
+    // A key that exists: the whole COPY fails, f is not added.
+    let out = psql(&["-c", "COPY cells FROM STDIN"], "f\twest\t1\na\twest\t2\n");
+    assert!(
+        out.contains("duplicate key value violates the primary key of \"cells\""),
+        "{out}"
+    );
+    let out = psql(&["-c", "COPY cells FROM STDIN"], "g\twest\tmany\n");
+    assert!(
+        out.contains("column \"capacity\" of \"cells\" is INT"),
+        "{out}"
+    );
+    let out = psql(&["-c", "COPY cells FROM STDIN"], "h\twest\n");
+    assert!(out.contains("line 1: 2 fields, \"cells\" takes 3"), "{out}");
+    assert_eq!(
+        rows(&client, "SELECT * FROM cells ORDER BY cell_id").await,
+        vec![
+            vec!["a", "north, coast", "100"],
+            vec!["b", "NULL", "80"],
+            vec!["c", "south", "NULL"],
+            vec!["d", "east", "5"],
+            vec!["e", "NULL", "6"],
+        ]
+    );
+    // Named columns, CSV; and the connection goes on after a failed COPY.
+    let out = psql(
+        &[
+            "-c",
+            "COPY cells (region, cell_id) FROM STDIN WITH (FORMAT csv)",
+            "-c",
+            "SELECT COUNT(*) AS n FROM cells",
+        ],
+        "west,i\n",
+    );
+    assert!(out.contains("COPY 1") && out.contains(" 6\n"), "{out}");
+    let out = psql(
+        &[
+            "-c",
+            "COPY cells FROM STDIN",
+            "-c",
+            "SELECT COUNT(*) AS n FROM cells",
+        ],
+        "j\twest\tmany\n",
+    );
+    assert!(out.contains("is INT") && out.contains(" 6\n"), "{out}");
+    assert_eq!(
+        rows(&client, "SELECT region FROM cells WHERE cell_id = 'i'").await,
+        vec![vec!["west"]]
+    );
+}

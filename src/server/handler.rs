@@ -6,21 +6,24 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::{stream, Sink};
+use futures::{stream, Sink, SinkExt};
 use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     ServerParameterProvider, StartupHandler,
 };
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::sync::Mutex;
 
 use crate::database::Database;
+use crate::dml::CopyIn;
 use crate::error::Error;
 use crate::frontend::parser::{self, Parsed};
 use crate::server::encode::{decode_parameter, encode_rows, field_infos, pg_type};
@@ -42,14 +45,80 @@ fn user_error(e: Error) -> PgWireError {
 pub struct Connection {
     session: Mutex<Session>,
     parser: Arc<StatementParser>,
+    db: Arc<Database>,
+    /// A `COPY ... FROM STDIN` receiving its data, and the data so far.
+    copying: parking_lot::Mutex<Option<(CopyIn, Vec<u8>)>>,
 }
 
 impl Connection {
     pub fn new(db: Arc<Database>) -> Self {
         Connection {
             session: Mutex::new(Session::new(db.clone())),
-            parser: Arc::new(StatementParser { db }),
+            parser: Arc::new(StatementParser { db: db.clone() }),
+            db,
+            copying: parking_lot::Mutex::new(None),
         }
+    }
+
+    fn outcome_response(&self, outcome: Outcome, format: &Format) -> PgWireResult<Response> {
+        if let Outcome::CopyIn(copy) = outcome {
+            let columns = copy.columns.len();
+            *self.copying.lock() = Some((copy, Vec::new()));
+            // Text format; the column count is informative.
+            return Ok(Response::CopyIn(CopyResponse::new(
+                0,
+                columns,
+                stream::empty(),
+            )));
+        }
+        outcome_response(outcome, format)
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Connection {
+    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some((_, data)) = self.copying.lock().as_mut() {
+            data.extend_from_slice(&copy_data.data);
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some((copy, data)) = self.copying.lock().take() else {
+            return Err(user_error(Error::internal(
+                "COPY data without a COPY statement",
+            )));
+        };
+        let rows = self.db.copy_in(&copy, &data).await.map_err(user_error)?;
+        let tag = Tag::new("COPY").with_rows(rows);
+        client
+            .send(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.copying.lock().take();
+        user_error(Error::user(
+            crate::error::sqlstate::QUERY_CANCELED,
+            format!("COPY was stopped by the client: {}", fail.message),
+        ))
     }
 }
 
@@ -69,6 +138,10 @@ impl PgWireServerHandlers for Handlers {
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         Arc::new(Startup)
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        self.connection.clone()
     }
 }
 
@@ -138,6 +211,11 @@ fn outcome_response(outcome: Outcome, format: &Format) -> PgWireResult<Response>
                 stream::iter(rows.into_iter().map(Ok)),
             ))
         }
+        Outcome::CopyIn(_) => {
+            return Err(user_error(Error::internal(
+                "COPY reached the plain response path",
+            )))
+        }
         Outcome::Command { tag, rows } => {
             let mut t = Tag::new(&tag);
             if let Some(n) = rows {
@@ -166,7 +244,14 @@ impl SimpleQueryHandler for Connection {
         for parsed in &statements {
             // Like Postgres, a failing statement ends the query string.
             match session.execute(parsed, query, Vec::new()).await {
-                Ok(outcome) => responses.push(outcome_response(outcome, &Format::UnifiedText)?),
+                Ok(outcome) => {
+                    let copy = matches!(outcome, Outcome::CopyIn(_));
+                    responses.push(self.outcome_response(outcome, &Format::UnifiedText)?);
+                    if copy {
+                        // The data comes next: nothing more runs now.
+                        break;
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "statement failed");
                     responses.push(Response::Error(Box::new(error_info(&e))));
@@ -295,7 +380,7 @@ impl ExtendedQueryHandler for Connection {
             .execute(&prepared.parsed, &prepared.sql, params)
             .await
         {
-            Ok(outcome) => outcome_response(outcome, &portal.result_column_format),
+            Ok(outcome) => self.outcome_response(outcome, &portal.result_column_format),
             Err(e) => Ok(Response::Error(Box::new(error_info(&e)))),
         }
     }
