@@ -16,17 +16,21 @@ use parking_lot::{Mutex, RwLock};
 use tokio::runtime::Runtime;
 
 use crate::catalog::{Catalog, Entry, Origin, RecordKind};
+use crate::connector::kafka_sink::{KafkaSinkSpec, SinkRun};
 use crate::dataflow::checkpoint::CheckpointSettings;
 use crate::dataflow::job::{Durability, Job, JobConfig};
 use crate::dataflow::plan::StreamPlan;
 use crate::error::{sqlstate, Error, Result};
 use crate::frontend::ddl::{bind_source, bind_table, is_ordinary_table};
-use crate::frontend::parser::{self, CreateSource, CreateView, ObjectKind, Statement, ViewAction};
+use crate::frontend::parser::{
+    self, CreateSink, CreateSource, CreateView, ObjectKind, Statement, ViewAction,
+};
 use crate::frontend::planner::{self, plan_view};
 use crate::metrics::{DeadLetter, DeadLetterQueue, JobMetrics, JobStatus};
 use crate::query::{QueryEngine, Relation, Relations};
 use crate::state::checkpoint::{jobs_with_state, JobKeys, Restored, SavepointRecord};
 use crate::state::reference::ReferenceTable;
+use crate::state::view::ViewLog;
 use crate::state::{Store, Writes};
 
 /// How long a shutdown waits for the jobs' last checkpoint.
@@ -63,6 +67,8 @@ pub struct Database {
     checkpoints: Arc<CheckpointSettings>,
     catalog: RwLock<Catalog>,
     jobs: Mutex<HashMap<String, Job>>,
+    /// The running sinks, by name.
+    sinks: Mutex<HashMap<String, SinkRun>>,
     dead_letters: Arc<DeadLetterQueue>,
     /// Where jobs run: separate from the connections' runtime, so a busy job
     /// never delays a query.
@@ -100,6 +106,7 @@ impl Database {
                 checkpoints: Arc::new(CheckpointSettings::new(config.checkpoint_interval)),
                 catalog: RwLock::new(Catalog::default()),
                 jobs: Mutex::new(HashMap::new()),
+                sinks: Mutex::new(HashMap::new()),
                 dead_letters: Arc::new(DeadLetterQueue::new(config.dead_letter_capacity)),
                 runtime: Mutex::new(Some(runtime)),
                 runtime_handle,
@@ -140,6 +147,9 @@ impl Database {
                 }
                 (RecordKind::Table, Statement::CreateSource(c)) => {
                     self.add_table(c, &record.sql, origin)
+                }
+                (RecordKind::Sink, Statement::CreateSink(c)) => {
+                    self.add_sink(c, &record.sql, origin)
                 }
                 (RecordKind::MaterializedView, Statement::CreateView(v)) => {
                     views += 1;
@@ -238,6 +248,76 @@ impl Database {
         table.insert(rows)
     }
 
+    /// `CREATE SINK name FROM view WITH (...)`; false if it existed and IF
+    /// NOT EXISTS was given.
+    pub async fn create_sink(&self, create: &CreateSink, text: &str) -> Result<bool> {
+        let _ddl = self.ddl.lock().await;
+        if create.if_not_exists && self.catalog.read().get(&create.name).is_some() {
+            return Ok(false);
+        }
+        self.add_sink(create, text, Origin::New(&self.store))?;
+        Ok(true)
+    }
+
+    /// Starts a sink writing its view's committed log.
+    fn add_sink(&self, create: &CreateSink, text: &str, origin: Origin<'_>) -> Result<()> {
+        self.catalog
+            .read()
+            .check_free(&create.name)
+            .map_err(|e| e.at(create.name_position))?;
+        let spec = KafkaSinkSpec::from_options(&create.options)?;
+        let (plan, view_id, _) = self
+            .view_entry(&create.from)
+            .map_err(|e| e.at(create.from_position))?;
+        if !plan.appends_only() {
+            return Err(Error::not_supported(format!(
+                "sinks of \"{}\" are not supported yet: its rows change (upserts come later); a sink can write a view without aggregation, or one of final window rows (EMIT ON WINDOW CLOSE)",
+                create.from
+            ))
+            .at(create.from_position));
+        }
+        if self.checkpoints.interval().is_none() {
+            return Err(Error::not_supported(format!(
+                "a sink of \"{}\" writes what its checkpoints commit, and checkpoints are off (SET checkpoint_interval = '1s')",
+                create.from
+            )));
+        }
+        let shards = self
+            .jobs
+            .lock()
+            .get(&create.from)
+            .map(|j| j.view.shard_count())
+            .ok_or_else(|| Error::internal(format!("view \"{}\" has no job", create.from)))?;
+        let id = match origin {
+            Origin::Restored(seq) => seq,
+            Origin::New(_) => {
+                // DDL is serialized: the sink will get this number.
+                let id = self.catalog.read().next_seq();
+                SinkRun::forget(&self.store, id)?;
+                id
+            }
+        };
+        let log = ViewLog::new(
+            self.store.clone(),
+            JobKeys::new(view_id),
+            plan.output.clone(),
+        )?;
+        let run = SinkRun::start(
+            &create.name,
+            id,
+            spec.clone(),
+            log,
+            shards,
+            self.store.clone(),
+        )?;
+        self.catalog
+            .write()
+            .add_sink(&create.name, &create.from, spec, text, origin)?;
+        self.sinks.lock().insert(create.name.clone(), run);
+        tracing::info!(sink = %create.name, view = %create.from, "sink created");
+        Ok(())
+    }
+
     /// The ordinary table `name`, or why there is none.
     pub fn ordinary_table(&self, name: &str) -> Result<Arc<ReferenceTable>> {
         match self.catalog.read().get(name) {
@@ -249,7 +329,7 @@ impl Database {
                 "42809",
                 format!("\"{name}\" is a materialized view: its rows come from its query"),
             )),
-            None => Err(Error::undefined_table(name)),
+            Some(Entry::Sink(_)) | None => Err(Error::undefined_table(name)),
         }
     }
 
@@ -304,6 +384,9 @@ impl Database {
             match snapshot.get(name) {
             Some(Entry::Source(s)) => planner::Relation::Source(s.plan.clone()),
             Some(Entry::Table(t)) => planner::Relation::Table(t.table.clone()),
+            Some(Entry::Sink(_)) => planner::Relation::View(format!(
+                "\"{name}\" is a sink: it writes rows out, and has none to read"
+            )),
             Some(Entry::View(_)) if self.checkpoints.interval().is_none() => {
                 planner::Relation::View(format!(
                     "a view over \"{name}\" reads what its checkpoints commit, and checkpoints are off (SET checkpoint_interval = '1s')"
@@ -586,6 +669,13 @@ impl Database {
                 self.store.delete_meta(&paused_key(seq))?;
             }
             Entry::Table(t) => t.table.delete_all()?,
+            Entry::Sink(_) => {
+                let run = self.sinks.lock().remove(name);
+                if let Some(run) = run {
+                    tokio::task::block_in_place(|| run.stop());
+                }
+                SinkRun::forget(&self.store, removed.seq())?;
+            }
             Entry::Source(_) => {}
         }
         tracing::info!(object = %name, "dropped");
@@ -606,21 +696,24 @@ impl Database {
                 return Ok(None);
             }
             return Err(match kind {
-                ObjectKind::MaterializedView => Error::user(
+                ObjectKind::MaterializedView | ObjectKind::Sink => Error::user(
                     sqlstate::UNDEFINED_TABLE,
-                    format!("materialized view \"{name}\" does not exist"),
+                    format!("{} \"{name}\" does not exist", kind.name()),
                 ),
                 _ => Error::undefined_table(name),
             });
         };
         let actual = entry.kind();
         let matches = match kind {
-            ObjectKind::MaterializedView => actual == ObjectKind::MaterializedView,
-            ObjectKind::Table | ObjectKind::Source => actual != ObjectKind::MaterializedView,
+            ObjectKind::MaterializedView | ObjectKind::Sink => actual == kind,
+            ObjectKind::Table | ObjectKind::Source => {
+                matches!(actual, ObjectKind::Table | ObjectKind::Source)
+            }
         };
         if !matches {
             let hint = match actual {
                 ObjectKind::MaterializedView => "DROP MATERIALIZED VIEW",
+                ObjectKind::Sink => "DROP SINK",
                 _ => "DROP TABLE",
             };
             return Err(
@@ -629,19 +722,20 @@ impl Database {
             );
         }
         let dependents = catalog.dependents(name);
-        if !dependents.is_empty() {
+        if let Some(dependent) = dependents.first() {
             let what = match actual {
                 ObjectKind::MaterializedView => "materialized view",
                 _ => "table",
             };
+            let by = catalog
+                .get(dependent)
+                .map(|e| e.kind().name())
+                .unwrap_or("materialized view");
             return Err(Error::user(
                 sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
-                format!(
-                    "cannot drop {what} \"{name}\" because materialized view \"{}\" depends on it",
-                    dependents[0]
-                ),
+                format!("cannot drop {what} \"{name}\" because {by} \"{dependent}\" depends on it"),
             )
-            .with_hint("drop the materialized views that read it first"));
+            .with_hint("drop the views and sinks that read it first"));
         }
         catalog.remove(name, &self.store)
     }
@@ -649,7 +743,7 @@ impl Database {
     /// Names of the objects of a kind (tables and sources are the same).
     pub fn object_names(&self, kind: ObjectKind) -> Vec<String> {
         let want = match kind {
-            ObjectKind::MaterializedView => ObjectKind::MaterializedView,
+            ObjectKind::MaterializedView | ObjectKind::Sink => kind,
             _ => ObjectKind::Source,
         };
         self.catalog
@@ -670,6 +764,15 @@ impl Database {
             .get(name)
             .ok_or_else(|| Error::undefined_table(name))?;
         let (schema, extras): (SchemaRef, Vec<Option<String>>) = match entry {
+            Entry::Sink(s) => {
+                return Err(Error::user(
+                    "42809",
+                    format!(
+                        "\"{name}\" is a sink (of \"{}\" to Kafka topic \"{}\"): it has no columns of its own",
+                        s.from, s.spec.topic
+                    ),
+                ))
+            }
             Entry::Source(s) => {
                 let extras = s
                     .plan
@@ -733,6 +836,7 @@ impl Database {
             Entry::Source(s) => Some(s.sql.clone()),
             Entry::Table(t) => Some(t.sql.clone()),
             Entry::View(v) => Some(v.sql.clone()),
+            Entry::Sink(s) => Some(s.sql.clone()),
         }
     }
 
@@ -753,6 +857,9 @@ impl Database {
                 );
             }
         }
+        // Sinks save what the broker has acknowledged.
+        let sinks: Vec<SinkRun> = self.sinks.lock().drain().map(|(_, s)| s).collect();
+        tokio::task::block_in_place(|| sinks.into_iter().for_each(SinkRun::stop));
         // Wait until no task of any job runs (none is left writing); a job
         // stuck past the timeout is left to the runtime's shutdown.
         let stops = futures::future::join_all(jobs.into_iter().map(|j| j.stop()));
@@ -775,6 +882,7 @@ impl Relations for Database {
         match catalog.get(name)? {
             Entry::Source(s) => Some(Relation::Source(s.plan.schema.clone())),
             Entry::Table(t) => Some(Relation::Table(t.table.clone())),
+            Entry::Sink(_) => None,
             Entry::View(_) => self
                 .jobs
                 .lock()
@@ -787,16 +895,26 @@ impl Relations for Database {
         self.catalog
             .read()
             .entries()
+            .filter(|(_, e)| !matches!(e, Entry::Sink(_)))
             .map(|(n, _)| n.clone())
             .collect()
     }
 
     fn jobs(&self) -> Vec<(Arc<JobMetrics>, String)> {
-        self.jobs
+        let mut jobs: Vec<(Arc<JobMetrics>, String)> = self
+            .jobs
             .lock()
             .values()
             .map(|j| (j.metrics.clone(), j.plan.source.name.clone()))
-            .collect()
+            .collect();
+        // A sink's source is the view it writes.
+        let catalog = self.catalog.read();
+        for (name, run) in self.sinks.lock().iter() {
+            if let Some(Entry::Sink(s)) = catalog.get(name) {
+                jobs.push((run.metrics.clone(), s.from.clone()));
+            }
+        }
+        jobs
     }
 
     fn dead_letters(&self) -> Vec<DeadLetter> {

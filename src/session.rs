@@ -181,6 +181,10 @@ impl Session {
                 self.db.create_view(create, sql).await?;
                 command("CREATE MATERIALIZED VIEW")
             }
+            Statement::CreateSink(create) => {
+                self.db.create_sink(create, &parsed.text).await?;
+                command("CREATE SINK")
+            }
             Statement::ExplainView(create) => {
                 let text = self.db.explain_view(create, sql).await?;
                 let lines = text.lines().map(|l| Some(l.to_string())).collect();
@@ -196,6 +200,7 @@ impl Session {
                     ObjectKind::Table => "DROP TABLE",
                     ObjectKind::Source => "DROP SOURCE",
                     ObjectKind::MaterializedView => "DROP MATERIALIZED VIEW",
+                    ObjectKind::Sink => "DROP SINK",
                 })
             }
             Statement::ShowObjects(kind) => {

@@ -1431,3 +1431,112 @@ async fn table_changes_apply_to_later_events() {
         vec![vec!["7".to_string(), "5".to_string()]]
     );
 }
+
+/// A Kafka sink of final window rows, consumed back from the broker: every
+/// row of the view is written exactly once — also across a restart of the
+/// server in the middle — and equals the reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_writes_every_final_row_once_across_a_restart() {
+    let broker = Broker::start();
+    broker.create_topic("calls", 4);
+    broker.create_topic("kpi_out", 2);
+    let data = events(21, 4, 600, 3_000, true);
+    let max_ts = data.iter().map(|e| e.ts).max().unwrap();
+    let (first, rest) = halves(&data, 4, 300);
+    send(&broker, &first);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let flags = ["--checkpoint-interval", "200ms"];
+    let sink = format!(
+        "CREATE SINK kpi_out FROM tumble_final WITH ('connector' = 'kafka', 'topic' = 'kpi_out',
+           'properties.bootstrap.servers' = '{}', 'format' = 'json')",
+        broker.addr
+    );
+    let before: usize = {
+        let mut server = TestServer::start_in(&dir, &flags);
+        let client = server.client().await;
+        execute(&client, &source_without_idleness(&broker)).await;
+        execute(&client, FINAL_VIEW).await;
+        execute(&client, &sink).await;
+        assert_eq!(
+            rows(&client, "SHOW SINKS").await,
+            vec![vec!["kpi_out".to_string()]]
+        );
+        wait_until(
+            Duration::from_secs(60),
+            "the sink to write rows",
+            || async {
+                rows(
+                    &client,
+                    "SELECT rows_out FROM sluice.jobs WHERE name = 'kpi_out'",
+                )
+                .await[0][0]
+                    != "0"
+            },
+        )
+        .await;
+        assert!(server.stop(), "a clean exit:\n{}", server.log());
+        broker.consume("kpi_out", 2, Duration::from_secs(2)).len()
+    };
+    assert!(before > 0);
+    send(&broker, &rest);
+    send(&broker, &flush_events(4, max_ts));
+    let server = TestServer::start_in(&dir, &flags);
+    let client = server.client().await;
+    let offsets: Vec<usize> = (0..4)
+        .map(|p| data.iter().filter(|e| e.partition == p).count() + 1)
+        .collect();
+    wait_read_to(&client, "tumble_final", &offsets, max_ts).await;
+    let view_rows: usize = rows(&client, "SELECT COUNT(*) FROM tumble_final").await[0][0]
+        .parse()
+        .unwrap();
+    // Its counters start again with the server: the rows written before.
+    wait_until(Duration::from_secs(60), "the sink to catch up", || async {
+        rows(
+            &client,
+            "SELECT rows_out FROM sluice.jobs WHERE name = 'kpi_out'",
+        )
+        .await[0][0]
+            .parse::<usize>()
+            .unwrap()
+            + before
+            >= view_rows
+    })
+    .await;
+    let messages = broker.consume("kpi_out", 2, Duration::from_secs(3));
+    // Each message is one row: (window end, cell) -> (calls, total).
+    let mut written = Windows::new();
+    for m in &messages {
+        let v: serde_json::Value = serde_json::from_str(m).unwrap_or_else(|e| panic!("{m}: {e}"));
+        let start = ms(v["ws"].as_str().unwrap().replace('T', " ").as_str());
+        let key = (
+            start,
+            start + 10_000,
+            v["cell_id"].as_str().unwrap().to_string(),
+        );
+        let value = (
+            v["calls"].as_i64().unwrap(),
+            v["total_ms"].as_i64().unwrap(),
+        );
+        assert!(
+            written.insert(key.clone(), value).is_none(),
+            "{key:?} written twice"
+        );
+    }
+    assert_eq!(messages.len(), view_rows, "one message per row of the view");
+    let (expected, _) = reference(&data, 10_000, 10_000);
+    written.retain(|(s, _, _), _| *s <= max_ts);
+    assert_eq!(written, expected);
+    // The sink reads the view: the view cannot be dropped first.
+    let err = client
+        .simple_query("DROP MATERIALIZED VIEW tumble_final")
+        .await
+        .unwrap_err();
+    assert!(
+        common::describe_error(&err).contains("because sink \"kpi_out\" depends on it"),
+        "{}",
+        common::describe_error(&err)
+    );
+    execute(&client, "DROP SINK kpi_out").await;
+    execute(&client, "DROP MATERIALIZED VIEW tumble_final").await;
+}

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::connector::kafka_sink::KafkaSinkSpec;
 use crate::dataflow::plan::{SourcePlan, StreamPlan};
 use crate::error::{Error, Result};
 use crate::frontend::parser::ObjectKind;
@@ -24,6 +25,16 @@ pub enum Entry {
     Source(SourceEntry),
     Table(TableEntry),
     View(ViewEntry),
+    Sink(SinkEntry),
+}
+
+/// A sink: the view it writes, and where.
+#[derive(Debug, Clone)]
+pub struct SinkEntry {
+    pub from: String,
+    pub spec: KafkaSinkSpec,
+    pub sql: String,
+    seq: u64,
 }
 
 /// An ordinary table, with its rows.
@@ -54,6 +65,7 @@ impl Entry {
             Entry::Source(_) => ObjectKind::Source,
             Entry::Table(_) => ObjectKind::Table,
             Entry::View(_) => ObjectKind::MaterializedView,
+            Entry::Sink(_) => ObjectKind::Sink,
         }
     }
 
@@ -63,6 +75,7 @@ impl Entry {
             Entry::Source(s) => s.seq,
             Entry::Table(t) => t.seq,
             Entry::View(v) => v.seq,
+            Entry::Sink(s) => s.seq,
         }
     }
 }
@@ -81,6 +94,7 @@ pub enum RecordKind {
     Source,
     MaterializedView,
     Table,
+    Sink,
 }
 
 /// Where an object added to the catalog comes from.
@@ -191,6 +205,29 @@ impl Catalog {
         Ok(())
     }
 
+    /// Adds a sink of view `from`.
+    pub fn add_sink(
+        &mut self,
+        name: &str,
+        from: &str,
+        spec: KafkaSinkSpec,
+        sql: &str,
+        origin: Origin<'_>,
+    ) -> Result<u64> {
+        self.check_free(name)?;
+        let seq = self.persist(origin, RecordKind::Sink, name, sql)?;
+        self.entries.insert(
+            name.to_string(),
+            Entry::Sink(SinkEntry {
+                from: from.to_string(),
+                spec,
+                sql: sql.to_string(),
+                seq,
+            }),
+        );
+        Ok(seq)
+    }
+
     /// Adds a source.
     pub fn add_source(
         &mut self,
@@ -231,6 +268,7 @@ impl Catalog {
             .iter()
             .filter_map(|(name, e)| match e {
                 Entry::View(v) if v.plan.reads(source) => Some(name.clone()),
+                Entry::Sink(s) if s.from == source => Some(name.clone()),
                 _ => None,
             })
             .collect()

@@ -24,6 +24,7 @@ pub mod datagen;
 pub mod filesystem;
 pub mod format;
 pub mod kafka;
+pub mod kafka_sink;
 pub mod view;
 
 use std::sync::Arc;

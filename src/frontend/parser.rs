@@ -36,6 +36,8 @@ pub enum Statement {
     CreateSource(Box<CreateSource>),
     /// `CREATE MATERIALIZED VIEW name AS query`.
     CreateView(Box<CreateView>),
+    /// `CREATE SINK name FROM view WITH (...)`.
+    CreateSink(Box<CreateSink>),
     /// `EXPLAIN CREATE MATERIALIZED VIEW ...`.
     ExplainView(Box<CreateView>),
     Drop {
@@ -88,6 +90,7 @@ pub enum ObjectKind {
     Table,
     Source,
     MaterializedView,
+    Sink,
 }
 
 impl ObjectKind {
@@ -96,6 +99,7 @@ impl ObjectKind {
             ObjectKind::Table => "table",
             ObjectKind::Source => "source",
             ObjectKind::MaterializedView => "materialized view",
+            ObjectKind::Sink => "sink",
         }
     }
 }
@@ -155,6 +159,19 @@ pub struct CreateView {
     pub emit_every: Option<ast::Expr>,
     /// The statement text, as persisted in the catalog.
     pub sql: String,
+}
+
+/// `CREATE SINK [IF NOT EXISTS] name FROM view WITH (options)`.
+#[derive(Debug, Clone)]
+pub struct CreateSink {
+    pub name: String,
+    pub if_not_exists: bool,
+    /// The view whose rows it writes.
+    pub from: String,
+    pub options: Vec<(String, String)>,
+    /// 1-based positions of the sink's and the view's names.
+    pub name_position: Option<usize>,
+    pub from_position: Option<usize>,
 }
 
 /// A parsed statement with its text.
@@ -441,6 +458,32 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         if parser.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW]) {
             return parse_create_view(parser, sql).map(|v| Statement::CreateView(Box::new(v)));
         }
+        if is_word(&parser.peek_token().token, "SINK") {
+            parser.next_token();
+            let if_not_exists =
+                parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+            let name_position = location_to_pos(sql, parser.peek_token().span.start);
+            let name = object_name(parser)?;
+            if parser.parse_keyword(Keyword::AS) {
+                return Err(Error::not_supported(
+                    "CREATE SINK ... AS SELECT is not supported yet; create a materialized view and CREATE SINK ... FROM it",
+                )
+                .into());
+            }
+            parser.expect_keyword(Keyword::FROM)?;
+            let from_position = location_to_pos(sql, parser.peek_token().span.start);
+            let from = object_name(parser)?;
+            parser.expect_keyword(Keyword::WITH)?;
+            let options = parse_with_options(parser, sql)?;
+            return Ok(Statement::CreateSink(Box::new(CreateSink {
+                name,
+                if_not_exists,
+                from,
+                options,
+                name_position,
+                from_position,
+            })));
+        }
         if parser.parse_keyword(Keyword::SAVEPOINT) {
             let name = object_name(parser)?;
             parser.expect_keyword(Keyword::FOR)?;
@@ -499,10 +542,13 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
             ObjectKind::Table
         } else if parser.parse_keyword(Keyword::SOURCE) {
             ObjectKind::Source
+        } else if is_word(&parser.peek_token().token, "SINK") {
+            parser.next_token();
+            ObjectKind::Sink
         } else {
             let t = parser.peek_token();
             return Err(Error::syntax(format!(
-                "expected TABLE, SOURCE or MATERIALIZED VIEW after DROP, found \"{}\"",
+                "expected TABLE, SOURCE, SINK or MATERIALIZED VIEW after DROP, found \"{}\"",
                 t.token
             ))
             .at(location_to_pos(sql, t.span.start))
@@ -539,6 +585,10 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         if is_word(&parser.peek_token().token, "SAVEPOINTS") {
             parser.next_token();
             return Ok(Statement::ShowSavepoints);
+        }
+        if is_word(&parser.peek_token().token, "SINKS") {
+            parser.next_token();
+            return Ok(Statement::ShowObjects(ObjectKind::Sink));
         }
         let mut name = Vec::new();
         loop {
