@@ -1,5 +1,6 @@
 //! The example pipelines in `sql/` run as documented: every statement
-//! succeeds and every view produces rows.
+//! succeeds and every view produces rows; the alarms pipeline's output
+//! topic is consumed and compared with a reference.
 
 mod common;
 
@@ -91,4 +92,102 @@ async fn yahoo_streaming_benchmark() {
     )
     .await;
     assert_eq!(unknown, vec![vec!["0"]]);
+}
+
+/// The alarms pipeline end to end: calls on Kafka, per-cell thresholds in a
+/// table, final sliding-window alarms consumed back from the `alarms` topic
+/// and compared with a reference computed here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_reach_their_topic() {
+    use std::collections::BTreeSet;
+    let broker = common::kafka::Broker::start();
+    broker.create_topic("calls", 1);
+    broker.create_topic("alarms", 1);
+    let server = TestServer::start();
+    let client = server.client().await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/alarms.sql");
+    let sql = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("127.0.0.1:9092", &broker.addr);
+    if let Err(e) = client.simple_query(&sql).await {
+        panic!("alarms.sql: {}", common::describe_error(&e));
+    }
+    // Three minutes of calls, in time order: cell i fails on every call
+    // whose second is a multiple of 4 + i; cell-0004 is not in the table.
+    const BASE_MS: i64 = 1_704_067_200_000;
+    let thresholds = [("cell-0001", 5), ("cell-0002", 5), ("cell-0003", 3)];
+    let mut calls = Vec::new();
+    for second in 0..180i64 {
+        for (i, cell) in ["cell-0001", "cell-0002", "cell-0003", "cell-0004"]
+            .iter()
+            .enumerate()
+        {
+            let failed = second % (4 + i as i64) == 0;
+            calls.push((BASE_MS + second * 1000, cell.to_string(), failed));
+        }
+    }
+    let records: Vec<(i32, String)> = calls
+        .iter()
+        .map(|(ts, cell, failed)| {
+            let status = if *failed { "failed" } else { "ok" };
+            (0, format!(r#"{{"event_time": {ts}, "cell_id": "{cell}", "msisdn": "1", "status": "{status}", "duration_ms": 10}}"#))
+        })
+        .chain(std::iter::once((
+            0,
+            format!(r#"{{"event_time": {}, "cell_id": "flush", "msisdn": "1", "status": "ok", "duration_ms": 0}}"#, BASE_MS + 3_600_000),
+        )))
+        .collect();
+    broker.produce("calls", &records);
+    // The reference: every 1 min window sliding by 10 s that holds a call.
+    let mut expected = BTreeSet::new();
+    for start in (-50_000..180_000).step_by(10_000) {
+        for (cell, threshold) in thresholds {
+            let failures = calls
+                .iter()
+                .filter(|(ts, c, failed)| {
+                    *failed && c == cell && (BASE_MS + start..BASE_MS + start + 60_000).contains(ts)
+                })
+                .count() as i64;
+            if failures >= threshold {
+                expected.insert((BASE_MS + start, cell.to_string(), failures));
+            }
+        }
+    }
+    assert!(
+        expected.len() > 20,
+        "the data raises alarms: {}",
+        expected.len()
+    );
+    let mut written = BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while written.len() < expected.len() && std::time::Instant::now() < deadline {
+        written = broker
+            .consume("alarms", 1, Duration::from_secs(1))
+            .iter()
+            .map(|m| {
+                let v: serde_json::Value = serde_json::from_str(m).unwrap();
+                let start = chrono::NaiveDateTime::parse_from_str(
+                    v["window_start"].as_str().unwrap(),
+                    "%Y-%m-%dT%H:%M:%S",
+                )
+                .unwrap()
+                .and_utc()
+                .timestamp_millis();
+                (
+                    start,
+                    v["cell_id"].as_str().unwrap().to_string(),
+                    v["failures"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+    }
+    assert_eq!(written, expected);
+    assert_eq!(
+        broker.consume("alarms", 1, Duration::from_secs(1)).len(),
+        expected.len(),
+        "each alarm written once"
+    );
+    // The same alarms are queryable in the view.
+    let in_view = rows(&client, "SELECT COUNT(*) FROM cell_alarms_1m").await;
+    assert_eq!(in_view, vec![vec![expected.len().to_string()]]);
 }
