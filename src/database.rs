@@ -17,11 +17,12 @@ use tokio::runtime::Runtime;
 
 use crate::catalog::{Catalog, Entry, Origin, RecordKind};
 use crate::connector::kafka_sink::{KafkaSinkSpec, SinkRun};
+use crate::connector::upsert_kafka::{UpsertKafkaSpec, UpsertLoader};
 use crate::dataflow::checkpoint::CheckpointSettings;
 use crate::dataflow::job::{Durability, Job, JobConfig};
 use crate::dataflow::plan::StreamPlan;
 use crate::error::{sqlstate, Error, Result};
-use crate::frontend::ddl::{bind_source, bind_table, is_ordinary_table};
+use crate::frontend::ddl::{bind_source, bind_table, is_keyed_table};
 use crate::frontend::parser::{
     self, CreateSink, CreateSource, CreateView, ObjectKind, Statement, ViewAction,
 };
@@ -69,6 +70,8 @@ pub struct Database {
     jobs: Mutex<HashMap<String, Job>>,
     /// The running sinks, by name.
     sinks: Mutex<HashMap<String, SinkRun>>,
+    /// The loaders of upsert-kafka tables, by table name.
+    loaders: Mutex<HashMap<String, UpsertLoader>>,
     dead_letters: Arc<DeadLetterQueue>,
     /// Where jobs run: separate from the connections' runtime, so a busy job
     /// never delays a query.
@@ -107,6 +110,7 @@ impl Database {
                 catalog: RwLock::new(Catalog::default()),
                 jobs: Mutex::new(HashMap::new()),
                 sinks: Mutex::new(HashMap::new()),
+                loaders: Mutex::new(HashMap::new()),
                 dead_letters: Arc::new(DeadLetterQueue::new(config.dead_letter_capacity)),
                 runtime: Mutex::new(Some(runtime)),
                 runtime_handle,
@@ -192,7 +196,7 @@ impl Database {
         if create.if_not_exists && self.catalog.read().get(&create.name).is_some() {
             return Ok(false);
         }
-        if is_ordinary_table(create) {
+        if is_keyed_table(create) {
             self.add_table(create, text, Origin::New(&self.store))?;
         } else {
             self.add_source(create, sql, text, Origin::New(&self.store))?;
@@ -207,22 +211,38 @@ impl Database {
             .check_free(&create.name)
             .map_err(|e| e.at(create.name_position))?;
         let def = bind_table(create)?;
+        let upsert = match create.options.is_empty() {
+            true => None,
+            false => Some(UpsertKafkaSpec::from_options(
+                &create.options,
+                &def.schema,
+                &def.key,
+            )?),
+        };
         let id = match origin {
             Origin::Restored(seq) => seq,
             // DDL is serialized: the table will get this number.
             Origin::New(_) => self.catalog.read().next_seq(),
         };
-        let table = ReferenceTable::open(
+        // An upsert-kafka table reads its topic again from the beginning.
+        let fresh = matches!(origin, Origin::New(_)) || upsert.is_some();
+        let table = Arc::new(ReferenceTable::open(
             &def.name,
             def.schema,
             def.key,
             self.store.clone(),
             id,
-            matches!(origin, Origin::New(_)),
-        )?;
+            fresh,
+        )?);
+        let topic = upsert.as_ref().map(|u| u.topic.clone());
+        if let Some(spec) = upsert {
+            let loader =
+                UpsertLoader::start(&create.name, spec, table.clone(), self.dead_letters.clone())?;
+            self.loaders.lock().insert(create.name.clone(), loader);
+        }
         self.catalog
             .write()
-            .add_table(Arc::new(table), &create.name, text, origin)?;
+            .add_table(table, topic, &create.name, text, origin)?;
         tracing::info!(table = %create.name, "table created");
         Ok(())
     }
@@ -321,7 +341,12 @@ impl Database {
     /// The ordinary table `name`, or why there is none.
     pub fn ordinary_table(&self, name: &str) -> Result<Arc<ReferenceTable>> {
         match self.catalog.read().get(name) {
-            Some(Entry::Table(t)) => Ok(t.table.clone()),
+            Some(Entry::Table(t)) => match &t.topic {
+                None => Ok(t.table.clone()),
+                Some(topic) => Err(Error::not_supported(format!(
+                    "\"{name}\" follows Kafka topic \"{topic}\" (upsert-kafka): change its rows there"
+                ))),
+            },
             Some(Entry::Source(_)) => Err(Error::not_supported(format!(
                 "\"{name}\" is a source: its rows come from its connector; only ordinary tables (CREATE TABLE without a connector) take INSERT, UPDATE, DELETE and COPY"
             ))),
@@ -668,7 +693,13 @@ impl Database {
                 JobKeys::new(seq).delete_from(&self.store)?;
                 self.store.delete_meta(&paused_key(seq))?;
             }
-            Entry::Table(t) => t.table.delete_all()?,
+            Entry::Table(t) => {
+                let loader = self.loaders.lock().remove(name);
+                if let Some(loader) = loader {
+                    tokio::task::block_in_place(|| loader.stop());
+                }
+                t.table.delete_all()?
+            }
             Entry::Sink(_) => {
                 let run = self.sinks.lock().remove(name);
                 if let Some(run) = run {
@@ -860,6 +891,8 @@ impl Database {
         // Sinks save what the broker has acknowledged.
         let sinks: Vec<SinkRun> = self.sinks.lock().drain().map(|(_, s)| s).collect();
         tokio::task::block_in_place(|| sinks.into_iter().for_each(SinkRun::stop));
+        let loaders: Vec<UpsertLoader> = self.loaders.lock().drain().map(|(_, l)| l).collect();
+        tokio::task::block_in_place(|| loaders.into_iter().for_each(UpsertLoader::stop));
         // Wait until no task of any job runs (none is left writing); a job
         // stuck past the timeout is left to the runtime's shutdown.
         let stops = futures::future::join_all(jobs.into_iter().map(|j| j.stop()));
@@ -907,8 +940,13 @@ impl Relations for Database {
             .values()
             .map(|j| (j.metrics.clone(), j.plan.source.name.clone()))
             .collect();
-        // A sink's source is the view it writes.
+        // A sink's source is the view it writes; a table loader's, its topic.
         let catalog = self.catalog.read();
+        for (name, loader) in self.loaders.lock().iter() {
+            if let Some(Entry::Table(t)) = catalog.get(name) {
+                jobs.push((loader.metrics.clone(), t.topic.clone().unwrap_or_default()));
+            }
+        }
         for (name, run) in self.sinks.lock().iter() {
             if let Some(Entry::Sink(s)) = catalog.get(name) {
                 jobs.push((run.metrics.clone(), s.from.clone()));

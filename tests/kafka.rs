@@ -1540,3 +1540,142 @@ async fn a_sink_writes_every_final_row_once_across_a_restart() {
     execute(&client, "DROP SINK kpi_out").await;
     execute(&client, "DROP MATERIALIZED VIEW tumble_final").await;
 }
+
+/// An upsert-kafka table: the latest value per key of a changelog topic,
+/// tombstones deleting, usable as reference data for a stream; the same
+/// rows after a restart (read again from the topic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upsert_kafka_table_follows_its_topic() {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let broker = Broker::start();
+    broker.create_topic("cells", 2);
+    broker.create_topic("calls", 1);
+    let changelog = |changes: &[(&str, Option<&str>)]| {
+        let producer = broker.producer();
+        for (key, region) in changes {
+            let k = format!(r#"{{"cell_id": "{key}"}}"#);
+            let v = region.map(|r| format!(r#"{{"cell_id": "{key}", "region": "{r}"}}"#));
+            let mut record = BaseRecord::<String, String>::to("cells")
+                .key(&k)
+                .partition(0);
+            if let Some(v) = &v {
+                record = record.payload(v);
+            }
+            producer.send(record).map_err(|(e, _)| e).unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    };
+    changelog(&[
+        ("a", Some("north")),
+        ("b", Some("east")),
+        ("c", Some("west")),
+        ("a", Some("south")),
+        ("b", None),
+    ]);
+    broker.produce("cells", &[(1, "not json".to_string())]);
+    let table = format!(
+        "CREATE TABLE cells (cell_id STRING PRIMARY KEY, region STRING)
+         WITH ('connector' = 'upsert-kafka', 'topic' = 'cells',
+               'properties.bootstrap.servers' = '{}', 'key.format' = 'json', 'value.format' = 'json')",
+        broker.addr
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let want = [&["a", "south"][..], &["c", "west"][..]];
+    {
+        let mut server = TestServer::start_in(&dir, &[]);
+        let client = server.client().await;
+        execute(&client, &table).await;
+        wait_for_rows(
+            &client,
+            "SELECT * FROM cells ORDER BY cell_id",
+            &want,
+            Duration::from_secs(60),
+        )
+        .await;
+        // Its rows come from the topic only; the bad message is a dead letter.
+        let err = client.simple_query("DELETE FROM cells").await.unwrap_err();
+        assert!(common::describe_error(&err).contains("follows Kafka topic \"cells\""));
+        assert_eq!(
+            rows(
+                &client,
+                "SELECT position FROM sluice.dead_letters WHERE job = 'cells'"
+            )
+            .await,
+            vec![vec!["topic cells partition 1 offset 0".to_string()]]
+        );
+        // A stream joined with it: calls enriched with the latest region.
+        execute(&client, &source_sql("calls", &broker)).await;
+        execute(
+            &client,
+            "CREATE MATERIALIZED VIEW enriched AS SELECT e.cell_id, c.region, e.duration_ms
+             FROM calls AS e JOIN cells AS c ON e.cell_id = c.cell_id",
+        )
+        .await;
+        let call = |cell: &str, d: i32| {
+            (
+                0,
+                format!(
+                    r#"{{"event_time": {BASE_MS}, "cell_id": "{cell}", "status": "ok", "duration_ms": {d}}}"#
+                ),
+            )
+        };
+        broker.produce("calls", &[call("a", 1), call("b", 2), call("c", 3)]);
+        wait_for_rows(
+            &client,
+            "SELECT * FROM enriched ORDER BY duration_ms",
+            &[&["a", "south", "1"], &["c", "west", "3"]],
+            Duration::from_secs(60),
+        )
+        .await;
+        // A change on the topic reaches the table (and later calls).
+        changelog(&[("c", None), ("d", Some("north"))]);
+        wait_for_rows(
+            &client,
+            "SELECT * FROM cells ORDER BY cell_id",
+            &[&["a", "south"], &["d", "north"]],
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(server.stop());
+    }
+    let server = TestServer::start_in(&dir, &[]);
+    let client = server.client().await;
+    wait_for_rows(
+        &client,
+        "SELECT * FROM cells ORDER BY cell_id",
+        &[&["a", "south"], &["d", "north"]],
+        Duration::from_secs(60),
+    )
+    .await;
+    // Raw keys: the message key is the key column's text.
+    broker.create_topic("cells_raw", 1);
+    let producer = broker.producer();
+    for (key, value) in [
+        ("x", Some(r#"{"cell_id": "x", "region": "r1"}"#)),
+        ("y", Some(r#"{"cell_id": "y", "region": "r2"}"#)),
+        ("x", None),
+    ] {
+        let mut record = BaseRecord::<str, str>::to("cells_raw").key(key);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    execute(
+        &client,
+        &table
+            .replace("TABLE cells", "TABLE cells_raw")
+            .replace("'topic' = 'cells'", "'topic' = 'cells_raw'")
+            .replace("'key.format' = 'json'", "'key.format' = 'raw'"),
+    )
+    .await;
+    wait_for_rows(
+        &client,
+        "SELECT * FROM cells_raw",
+        &[&["y", "r2"]],
+        Duration::from_secs(60),
+    )
+    .await;
+}

@@ -41,6 +41,9 @@ pub struct SinkEntry {
 #[derive(Debug, Clone)]
 pub struct TableEntry {
     pub table: Arc<ReferenceTable>,
+    /// The changelog topic an upsert-kafka table follows (None for an
+    /// ordinary table, which DML changes).
+    pub topic: Option<String>,
     pub sql: String,
     seq: u64,
 }
@@ -188,6 +191,7 @@ impl Catalog {
     pub fn add_table(
         &mut self,
         table: Arc<ReferenceTable>,
+        topic: Option<String>,
         name: &str,
         sql: &str,
         origin: Origin<'_>,
@@ -198,6 +202,7 @@ impl Catalog {
             name.to_string(),
             Entry::Table(TableEntry {
                 table,
+                topic,
                 sql: sql.to_string(),
                 seq,
             }),

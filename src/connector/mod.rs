@@ -25,6 +25,7 @@ pub mod filesystem;
 pub mod format;
 pub mod kafka;
 pub mod kafka_sink;
+pub mod upsert_kafka;
 pub mod view;
 
 use std::sync::Arc;

@@ -158,15 +158,22 @@ pub struct TableDef {
     pub key: Vec<usize>,
 }
 
-/// Whether a `CREATE TABLE` declares an ordinary table (no connector).
-pub fn is_ordinary_table(create: &CreateSource) -> bool {
-    !create.options.iter().any(|(k, _)| k == "connector")
+/// Whether a `CREATE TABLE` declares a table of rows by key: an ordinary
+/// table (no connector), or one kept up to date from a changelog topic
+/// (`'connector' = 'upsert-kafka'`).
+pub fn is_keyed_table(create: &CreateSource) -> bool {
+    match create.options.iter().find(|(k, _)| k == "connector") {
+        None => true,
+        Some((_, v)) => v.eq_ignore_ascii_case("upsert-kafka"),
+    }
 }
 
 /// Binds `CREATE TABLE name (columns, PRIMARY KEY (...))` without a
-/// connector: reference data changed by INSERT, UPDATE and DELETE.
+/// connector (reference data changed by INSERT, UPDATE and DELETE) or with
+/// the upsert-kafka connector (whose options its loader checks).
 pub fn bind_table(create: &CreateSource) -> Result<TableDef> {
-    if !create.options.is_empty() {
+    let upsert = create.options.iter().any(|(k, _)| k == "connector");
+    if !upsert && !create.options.is_empty() {
         return Err(Error::invalid_parameter(format!(
             "table \"{}\" has options but no 'connector': add WITH ('connector' = 'kafka' | 'filesystem' | 'datagen', ...) for a source, or no options for an ordinary table",
             create.name

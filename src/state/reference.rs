@@ -143,6 +143,42 @@ impl ReferenceTable {
         Ok(self.key_codec.convert_columns(&columns)?)
     }
 
+    /// Sets the rows of their keys, inserted or replaced; of rows with the
+    /// same key the last wins (a changelog's order).
+    pub fn upsert(&self, rows: RecordBatch) -> Result<()> {
+        self.change(|_| {
+            let keys = self.keys(&rows)?;
+            let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(rows.num_rows());
+            for (i, key) in keys.iter().enumerate() {
+                last.insert(key.data(), i);
+            }
+            let rows = if last.len() < rows.num_rows() {
+                let mut keep = vec![false; rows.num_rows()];
+                for i in last.values() {
+                    keep[*i] = true;
+                }
+                filter_record_batch(&rows, &BooleanArray::from(keep))?
+            } else {
+                rows.clone()
+            };
+            let replaced = self
+                .keys(&rows)?
+                .iter()
+                .map(|k| Box::from(k.data()))
+                .collect();
+            Ok((replaced, rows))
+        })
+    }
+
+    /// Deletes the rows of these keys (the key columns, in key order).
+    pub fn delete_keys(&self, key_columns: &[ArrayRef]) -> Result<()> {
+        self.change(|_| {
+            let keys = self.key_codec.convert_columns(key_columns)?;
+            let gone = keys.iter().map(|k| Box::from(k.data())).collect();
+            Ok((gone, RecordBatch::new_empty(self.schema.clone())))
+        })
+    }
+
     fn index_of(&self, batch: &RecordBatch) -> Result<HashMap<Box<[u8]>, u32>> {
         let keys = self.keys(batch)?;
         Ok(keys
