@@ -338,6 +338,33 @@ impl Database {
         Ok(())
     }
 
+    /// `SUBSCRIBE TO view`: its committed log, to stream.
+    pub fn subscribe(&self, view: &str) -> Result<crate::session::Subscription> {
+        let (plan, id, _) = self.view_entry(view)?;
+        if !plan.appends_only() {
+            return Err(Error::not_supported(format!(
+                "SUBSCRIBE to \"{view}\" is not supported yet: its rows change (updates come later); subscribe to a view without aggregation, or one of final window rows (EMIT ON WINDOW CLOSE)"
+            )));
+        }
+        if self.checkpoints.interval().is_none() {
+            return Err(Error::not_supported(format!(
+                "SUBSCRIBE streams what the checkpoints of \"{view}\" commit, and checkpoints are off (SET checkpoint_interval = '1s')"
+            )));
+        }
+        let shards = self
+            .jobs
+            .lock()
+            .get(view)
+            .map(|j| j.view.shard_count())
+            .ok_or_else(|| Error::internal(format!("view \"{view}\" has no job")))?;
+        Ok(crate::session::Subscription {
+            view: view.to_string(),
+            log: ViewLog::new(self.store.clone(), JobKeys::new(id), plan.output.clone())?,
+            shards,
+            schema: plan.output.clone(),
+        })
+    }
+
     /// The ordinary table `name`, or why there is none.
     pub fn ordinary_table(&self, name: &str) -> Result<Arc<ReferenceTable>> {
         match self.catalog.read().get(name) {

@@ -27,6 +27,16 @@ pub enum Outcome {
     Command { tag: String, rows: Option<usize> },
     /// `COPY ... FROM STDIN`: the client sends the data next.
     CopyIn(crate::dml::CopyIn),
+    /// `SUBSCRIBE`: the view's rows, streamed until the client goes away.
+    Subscribe(Subscription),
+}
+
+/// What `SUBSCRIBE` streams: a view's committed log, from its beginning.
+pub struct Subscription {
+    pub view: String,
+    pub log: crate::state::view::ViewLog,
+    pub shards: usize,
+    pub schema: SchemaRef,
 }
 
 /// What a statement will take and give, before it runs (for `Describe` in
@@ -150,6 +160,7 @@ impl Session {
             Statement::ShowObjects(_) => none(Some(text_schema(&["name"]))),
             Statement::ShowSavepoints => none(Some(text_schema(SAVEPOINT_COLUMNS))),
             Statement::Describe(_) => none(Some(describe_schema())),
+            Statement::Subscribe { .. } => none(None),
             Statement::ShowVariable(name) if name == "all" => {
                 none(Some(text_schema(&["name", "setting"])))
             }
@@ -185,6 +196,7 @@ impl Session {
                 self.db.create_sink(create, &parsed.text).await?;
                 command("CREATE SINK")
             }
+            Statement::Subscribe { view } => Ok(Outcome::Subscribe(self.db.subscribe(view)?)),
             Statement::ExplainView(create) => {
                 let text = self.db.explain_view(create, sql).await?;
                 let lines = text.lines().map(|l| Some(l.to_string())).collect();

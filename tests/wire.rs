@@ -721,3 +721,86 @@ async fn psql_copies_rows_into_a_table() {
         vec![vec!["west"]]
     );
 }
+
+/// SUBSCRIBE streams a view's rows as COPY text: first those it has, then
+/// each new one as it is committed, while the client reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_streams_the_rows_of_a_view() {
+    use futures::StreamExt;
+    let server = TestServer::start_in(
+        &tempfile::tempdir().unwrap().keep().join("data"),
+        &["--checkpoint-interval", "100ms"],
+    );
+    let client = server.client().await;
+    // A finished view: its rows, once, in any order.
+    execute(&client, &calls_sql()).await;
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW answered AS SELECT cell_id, status, duration_ms FROM calls WHERE status <> 'busy'",
+    )
+    .await;
+    wait_finished(&client, "answered").await;
+    let mut expected: Vec<String> = rows(&client, "SELECT * FROM answered")
+        .await
+        .into_iter()
+        .map(|r| format!("insert\t{}", r.join("\t")))
+        .collect();
+    expected.sort();
+    let read = |sql: &'static str, n: usize| {
+        let port = server.port();
+        async move {
+            let (c, conn) = tokio_postgres::connect(
+                &format!("host=127.0.0.1 port={port} user=sluice dbname=sluice"),
+                tokio_postgres::NoTls,
+            )
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            let stream = c.copy_out(sql).await.unwrap();
+            let mut stream = Box::pin(stream);
+            let mut lines = Vec::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let mut text = String::new();
+            while lines.len() < n && std::time::Instant::now() < deadline {
+                let chunk = tokio::time::timeout(Duration::from_secs(60), stream.next())
+                    .await
+                    .expect("rows in time")
+                    .expect("the stream goes on")
+                    .unwrap();
+                text.push_str(std::str::from_utf8(&chunk).unwrap());
+                while let Some(i) = text.find('\n') {
+                    lines.push(text[..i].to_string());
+                    text.drain(..=i);
+                }
+            }
+            lines
+        }
+    };
+    let mut got = read("SUBSCRIBE TO answered", expected.len()).await;
+    got.sort();
+    assert_eq!(got, expected);
+    // A live view: new rows keep coming after those it had.
+    execute(
+        &client,
+        "CREATE TABLE gen (cell_id STRING, duration_ms INT) WITH ('connector' = 'datagen', 'rows-per-second' = '200')",
+    )
+    .await;
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW live AS SELECT cell_id, duration_ms FROM gen",
+    )
+    .await;
+    let lines = read("SUBSCRIBE live", 600).await;
+    assert_eq!(lines.len(), 600);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("insert\tcell-") && l.split('\t').count() == 3),
+        "{:?}",
+        &lines[..3]
+    );
+    // A view whose rows change cannot be subscribed to yet.
+    execute(&client, "CREATE MATERIALIZED VIEW per_cell AS SELECT cell_id, COUNT(*) AS n FROM gen GROUP BY cell_id").await;
+    let err = client.simple_query("SUBSCRIBE per_cell").await.unwrap_err();
+    assert!(common::describe_error(&err).contains("SUBSCRIBE to \"per_cell\" is not supported yet"));
+}

@@ -38,6 +38,8 @@ pub enum Statement {
     CreateView(Box<CreateView>),
     /// `CREATE SINK name FROM view WITH (...)`.
     CreateSink(Box<CreateSink>),
+    /// `SUBSCRIBE [TO] view`: the view's rows as they are committed.
+    Subscribe { view: String },
     /// `EXPLAIN CREATE MATERIALIZED VIEW ...`.
     ExplainView(Box<CreateView>),
     Drop {
@@ -494,6 +496,12 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         // Let sqlparser (and then the session) deal with other CREATE forms.
         parser.prev_token();
         return Ok(Statement::Query(Box::new(parser.parse_statement()?)));
+    }
+    if is_word(&first, "SUBSCRIBE") {
+        parser.next_token();
+        let _ = parser.parse_keyword(Keyword::TO);
+        let view = object_name(parser)?;
+        return Ok(Statement::Subscribe { view });
     }
     if is_keyword(&first, Keyword::EXPLAIN) && is_keyword(&second, Keyword::CREATE) {
         parser.next_token();

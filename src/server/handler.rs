@@ -11,11 +11,13 @@ use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     ServerParameterProvider, StartupHandler,
 };
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
+use pgwire::api::ConnectionManager;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
@@ -37,7 +39,7 @@ pub fn error_info(e: &Error) -> ErrorInfo {
     info
 }
 
-fn user_error(e: Error) -> PgWireError {
+pub fn user_error(e: Error) -> PgWireError {
     PgWireError::UserError(Box::new(error_info(&e)))
 }
 
@@ -125,6 +127,9 @@ impl CopyHandler for Connection {
 /// The handlers of one connection (pgwire asks the factory for them).
 pub struct Handlers {
     pub connection: Arc<Connection>,
+    /// Every connection's cancel key, shared: a cancel request (psql's
+    /// Ctrl-C) comes on a connection of its own.
+    pub cancels: Arc<ConnectionManager>,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -137,7 +142,13 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(Startup)
+        Arc::new(Startup {
+            cancels: self.cancels.clone(),
+        })
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(self.cancels.clone()))
     }
 
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
@@ -145,8 +156,12 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-/// Trust authentication: any user and database name, no password.
-struct Startup;
+/// Trust authentication: any user and database name, no password. Each
+/// connection's cancel key is registered, so that a running statement (a
+/// SUBSCRIBE) can be cancelled.
+struct Startup {
+    cancels: Arc<ConnectionManager>,
+}
 
 struct Parameters;
 
@@ -195,6 +210,10 @@ impl StartupHandler for Startup {
         if let PgWireFrontendMessage::Startup(ref startup) = message {
             protocol_negotiation(client, startup).await?;
             save_startup_parameters_to_metadata(client, startup);
+            let (pid, secret) = client.pid_and_secret_key();
+            let (handle, guard) = self.cancels.register(pid, secret);
+            client.session_extensions().insert(handle);
+            client.session_extensions().insert(guard);
             finish_authentication(client, &Parameters).await?;
         }
         Ok(())
@@ -216,6 +235,11 @@ fn outcome_response(outcome: Outcome, format: &Format) -> PgWireResult<Response>
                 "COPY reached the plain response path",
             )))
         }
+        Outcome::Subscribe(_) => {
+            return Err(user_error(Error::internal(
+                "SUBSCRIBE reached the plain response path",
+            )))
+        }
         Outcome::Command { tag, rows } => {
             let mut t = Tag::new(&tag);
             if let Some(n) = rows {
@@ -232,7 +256,7 @@ fn outcome_response(outcome: Outcome, format: &Format) -> PgWireResult<Response>
 
 #[async_trait]
 impl SimpleQueryHandler for Connection {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -244,6 +268,16 @@ impl SimpleQueryHandler for Connection {
         for parsed in &statements {
             // Like Postgres, a failing statement ends the query string.
             match session.execute(parsed, query, Vec::new()).await {
+                Ok(Outcome::Subscribe(sub)) => {
+                    if statements.len() > 1 {
+                        return Err(user_error(Error::not_supported(
+                            "SUBSCRIBE must be the only statement of its query",
+                        )));
+                    }
+                    drop(session);
+                    super::subscribe::stream(client, sub).await?;
+                    return Ok(Vec::new());
+                }
                 Ok(outcome) => {
                     let copy = matches!(outcome, Outcome::CopyIn(_));
                     responses.push(self.outcome_response(outcome, &Format::UnifiedText)?);
@@ -345,7 +379,7 @@ impl ExtendedQueryHandler for Connection {
 
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<Prepared>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
@@ -380,6 +414,11 @@ impl ExtendedQueryHandler for Connection {
             .execute(&prepared.parsed, &prepared.sql, params)
             .await
         {
+            Ok(Outcome::Subscribe(sub)) => {
+                drop(session);
+                super::subscribe::stream(client, sub).await?;
+                Err(user_error(Error::internal("a subscription ended")))
+            }
             Ok(outcome) => self.outcome_response(outcome, &portal.result_column_format),
             Err(e) => Ok(Response::Error(Box::new(error_info(&e)))),
         }

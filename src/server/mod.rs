@@ -7,6 +7,7 @@
 
 pub mod encode;
 pub mod handler;
+pub mod subscribe;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -46,6 +47,7 @@ impl Server {
     /// Serves connections until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let cancels = Arc::new(pgwire::api::ConnectionManager::new());
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -65,6 +67,7 @@ impl Server {
             let _ = socket.set_nodelay(true);
             let handlers = Handlers {
                 connection: Arc::new(Connection::new(self.db.clone())),
+                cancels: cancels.clone(),
             };
             tokio::spawn(async move {
                 tracing::debug!(%peer, "connection opened");
