@@ -8,7 +8,7 @@
 //! it):
 //!
 //! - [`server`]: the Postgres wire protocol (pgwire): listener, per-connection
-//!   handlers, Arrow to Postgres encoding.
+//!   handlers, COPY in, SUBSCRIBE streams, Arrow to Postgres encoding.
 //! - [`session`]: a connection's state; runs parsed statements.
 //! - [`database`]: the server's shared state: catalog, jobs, store, runtime.
 //! - [`dml`]: INSERT, UPDATE and DELETE on ordinary tables (run by
@@ -21,8 +21,9 @@
 //!   watermarks, windows, lookup joins with tables, two-phase aggregation
 //!   with DataFusion's accumulators, materialization; checkpoint barriers
 //!   and the commit of each epoch.
-//! - [`connector`]: Kafka, filesystem and datagen sources, and the committed
-//!   log of a view that another view reads; JSON and CSV.
+//! - [`connector`]: Kafka, filesystem and datagen sources, upsert-kafka
+//!   tables, the Kafka sink, and the committed log of a view that another
+//!   view reads; JSON and CSV.
 //! - [`query`]: DataFusion over the views' live contents, system tables,
 //!   `pg_catalog`.
 //! - [`state`]: RocksDB (catalog, checkpoints, savepoints), the layout of a

@@ -2,8 +2,9 @@
 //! connection limit, and a shutdown signal.
 //!
 //! Only this module names `pgwire`. `handler` speaks the protocol and hands
-//! statements to the connection's session; `encode` turns Arrow batches into
-//! Postgres rows.
+//! statements to the connection's session (COPY FROM STDIN included);
+//! `encode` turns Arrow batches into Postgres rows; `subscribe` streams a
+//! SUBSCRIBE's rows as COPY data.
 
 pub mod encode;
 pub mod handler;
