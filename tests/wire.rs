@@ -799,6 +799,70 @@ async fn subscribe_streams_the_rows_of_a_view() {
         "{:?}",
         &lines[..3]
     );
+    // psql's Ctrl-C cancels it: psql says so and exits.
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+        let mut child = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
+            .args(["-U", "sluice", "-d", "sluice", "-X", "-c", "SUBSCRIBE live"])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let killed = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "psql did not stop");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let stderr = std::fs::read_to_string(&err_path).unwrap();
+        let stdout = std::fs::read_to_string(&out_path).unwrap();
+        assert!(
+            stderr.contains("canceling statement due to user request"),
+            "{stderr}"
+        );
+        assert!(
+            stdout.lines().count() > 10,
+            "rows before the cancel: {stdout}"
+        );
+    }
+    // Over the extended protocol too, and the connection goes on.
+    {
+        let (c, conn) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=sluice dbname=sluice",
+                server.port()
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let token = c.cancel_token();
+        let mut stream = Box::pin(c.copy_out("SUBSCRIBE live").await.unwrap());
+        stream.next().await.unwrap().unwrap();
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match stream.next().await {
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return common::describe_error(&e),
+                    None => return "ended without an error".to_string(),
+                }
+            }
+        })
+        .await
+        .expect("the subscription stops");
+        assert!(end.contains("57014"), "{end}");
+        assert_eq!(rows(&c, "SELECT 1").await, vec![vec!["1"]]);
+    }
     // A view whose rows change cannot be subscribed to yet.
     execute(&client, "CREATE MATERIALIZED VIEW per_cell AS SELECT cell_id, COUNT(*) AS n FROM gen GROUP BY cell_id").await;
     let err = client.simple_query("SUBSCRIBE per_cell").await.unwrap_err();

@@ -21,6 +21,7 @@ use pgwire::api::ConnectionManager;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::startup::SecretKey;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::sync::Mutex;
 
@@ -156,6 +157,9 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
+/// The next connection's number (its "process id" for cancel requests).
+static NEXT_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(1);
+
 /// Trust authentication: any user and database name, no password. Each
 /// connection's cancel key is registered, so that a running statement (a
 /// SUBSCRIBE) can be cancelled.
@@ -210,7 +214,11 @@ impl StartupHandler for Startup {
         if let PgWireFrontendMessage::Startup(ref startup) = message {
             protocol_negotiation(client, startup).await?;
             save_startup_parameters_to_metadata(client, startup);
-            let (pid, secret) = client.pid_and_secret_key();
+            // A key of its own (pgwire's default is the same for every
+            // connection): a cancel request names the connection it stops.
+            let pid = NEXT_PID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let secret = SecretKey::I32(rand::random());
+            client.set_pid_and_secret_key(pid, secret.clone());
             let (handle, guard) = self.cancels.register(pid, secret);
             client.session_extensions().insert(handle);
             client.session_extensions().insert(guard);
