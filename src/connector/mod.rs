@@ -168,13 +168,15 @@ impl SourceSpec {
                 ConnectorSpec::Datagen(datagen::DatagenSpec::from_options(&mut opts, schema)?)
             }
             "upsert-kafka" => {
-                return Err(Error::not_supported(
-                    "connector \"upsert-kafka\" is not supported yet",
-                ))
+                // Such a table is a keyed table (see `upsert_kafka.rs`),
+                // never a stream source.
+                return Err(Error::internal(
+                    "an upsert-kafka table was bound as a stream source",
+                ));
             }
             other => {
                 return Err(Error::invalid_parameter(format!(
-                    "unknown connector \"{other}\"; Sluice has kafka, filesystem and datagen"
+                    "unknown connector \"{other}\"; Sluice has kafka, upsert-kafka (tables with a PRIMARY KEY), filesystem and datagen"
                 )))
             }
         };
