@@ -16,8 +16,9 @@ use parking_lot::{Mutex, RwLock};
 use tokio::runtime::Runtime;
 
 use crate::catalog::{Catalog, Entry, Origin, RecordKind};
-use crate::connector::kafka_sink::{KafkaSinkSpec, SinkRun};
-use crate::connector::upsert_kafka::{UpsertKafkaSpec, UpsertLoader};
+use crate::connector::kafka_sink::{self, KafkaSinkSpec};
+use crate::connector::upsert_kafka::{self, UpsertKafkaSpec};
+use crate::connector::Worker;
 use crate::dataflow::checkpoint::CheckpointSettings;
 use crate::dataflow::job::{Durability, Job, JobConfig};
 use crate::dataflow::plan::StreamPlan;
@@ -29,6 +30,7 @@ use crate::frontend::parser::{
 use crate::frontend::planner::{self, plan_view};
 use crate::metrics::{DeadLetter, DeadLetterQueue, JobMetrics, JobStatus};
 use crate::query::{QueryEngine, Relation, Relations};
+use crate::session::Subscription;
 use crate::state::checkpoint::{jobs_with_state, JobKeys, Restored, SavepointRecord};
 use crate::state::reference::ReferenceTable;
 use crate::state::view::ViewLog;
@@ -69,9 +71,9 @@ pub struct Database {
     catalog: RwLock<Catalog>,
     jobs: Mutex<HashMap<String, Job>>,
     /// The running sinks, by name.
-    sinks: Mutex<HashMap<String, SinkRun>>,
+    sinks: Mutex<HashMap<String, Worker>>,
     /// The loaders of upsert-kafka tables, by table name.
-    loaders: Mutex<HashMap<String, UpsertLoader>>,
+    loaders: Mutex<HashMap<String, Worker>>,
     dead_letters: Arc<DeadLetterQueue>,
     /// Where jobs run: separate from the connections' runtime, so a busy job
     /// never delays a query.
@@ -81,6 +83,12 @@ pub struct Database {
     query: QueryEngine,
     /// Serializes DDL.
     ddl: tokio::sync::Mutex<()>,
+}
+
+/// Who reads a view's committed log (their refusals are worded for them).
+enum LogReader {
+    Sink,
+    Subscribe,
 }
 
 /// One line of `DESCRIBE`.
@@ -237,7 +245,7 @@ impl Database {
         let topic = upsert.as_ref().map(|u| u.topic.clone());
         if let Some(spec) = upsert {
             let loader =
-                UpsertLoader::start(&create.name, spec, table.clone(), self.dead_letters.clone())?;
+                upsert_kafka::start(&create.name, spec, table.clone(), self.dead_letters.clone())?;
             self.loaders.lock().insert(create.name.clone(), loader);
         }
         self.catalog
@@ -286,48 +294,24 @@ impl Database {
             .check_free(&create.name)
             .map_err(|e| e.at(create.name_position))?;
         let spec = KafkaSinkSpec::from_options(&create.options)?;
-        let (plan, view_id, _) = self
-            .view_entry(&create.from)
+        let log = self
+            .committed_log(&create.from, LogReader::Sink)
             .map_err(|e| e.at(create.from_position))?;
-        if !plan.appends_only() {
-            return Err(Error::not_supported(format!(
-                "sinks of \"{}\" are not supported yet: its rows change (upserts come later); a sink can write a view without aggregation, or one of final window rows (EMIT ON WINDOW CLOSE)",
-                create.from
-            ))
-            .at(create.from_position));
-        }
-        if self.checkpoints.interval().is_none() {
-            return Err(Error::not_supported(format!(
-                "a sink of \"{}\" writes what its checkpoints commit, and checkpoints are off (SET checkpoint_interval = '1s')",
-                create.from
-            )));
-        }
-        let shards = self
-            .jobs
-            .lock()
-            .get(&create.from)
-            .map(|j| j.view.shard_count())
-            .ok_or_else(|| Error::internal(format!("view \"{}\" has no job", create.from)))?;
         let id = match origin {
             Origin::Restored(seq) => seq,
             Origin::New(_) => {
                 // DDL is serialized: the sink will get this number.
                 let id = self.catalog.read().next_seq();
-                SinkRun::forget(&self.store, id)?;
+                kafka_sink::forget(&self.store, id)?;
                 id
             }
         };
-        let log = ViewLog::new(
-            self.store.clone(),
-            JobKeys::new(view_id),
-            plan.output.clone(),
-        )?;
-        let run = SinkRun::start(
+        let run = kafka_sink::start(
             &create.name,
             id,
             spec.clone(),
-            log,
-            shards,
+            log.log,
+            log.shards,
             self.store.clone(),
         )?;
         self.catalog
@@ -339,17 +323,33 @@ impl Database {
     }
 
     /// `SUBSCRIBE TO view`: its committed log, to stream.
-    pub fn subscribe(&self, view: &str) -> Result<crate::session::Subscription> {
+    pub fn subscribe(&self, view: &str) -> Result<Subscription> {
+        self.committed_log(view, LogReader::Subscribe)
+    }
+
+    /// The committed log of `view`, for a sink or a subscription: only
+    /// views whose rows never change have one, and only checkpoints write it.
+    fn committed_log(&self, view: &str, reader: LogReader) -> Result<Subscription> {
         let (plan, id, _) = self.view_entry(view)?;
         if !plan.appends_only() {
-            return Err(Error::not_supported(format!(
-                "SUBSCRIBE to \"{view}\" is not supported yet: its rows change (updates come later); subscribe to a view without aggregation, or one of final window rows (EMIT ON WINDOW CLOSE)"
-            )));
+            return Err(Error::not_supported(match reader {
+                LogReader::Sink => format!(
+                    "sinks of \"{view}\" are not supported yet: its rows change (upserts come later); a sink can write a view without aggregation, or one of final window rows (EMIT ON WINDOW CLOSE)"
+                ),
+                LogReader::Subscribe => format!(
+                    "SUBSCRIBE to \"{view}\" is not supported yet: its rows change (updates come later); subscribe to a view without aggregation, or one of final window rows (EMIT ON WINDOW CLOSE)"
+                ),
+            }));
         }
         if self.checkpoints.interval().is_none() {
-            return Err(Error::not_supported(format!(
-                "SUBSCRIBE streams what the checkpoints of \"{view}\" commit, and checkpoints are off (SET checkpoint_interval = '1s')"
-            )));
+            return Err(Error::not_supported(match reader {
+                LogReader::Sink => format!(
+                    "a sink of \"{view}\" writes what its checkpoints commit, and checkpoints are off (SET checkpoint_interval = '1s')"
+                ),
+                LogReader::Subscribe => format!(
+                    "SUBSCRIBE streams what the checkpoints of \"{view}\" commit, and checkpoints are off (SET checkpoint_interval = '1s')"
+                ),
+            }));
         }
         let shards = self
             .jobs
@@ -357,7 +357,7 @@ impl Database {
             .get(view)
             .map(|j| j.view.shard_count())
             .ok_or_else(|| Error::internal(format!("view \"{view}\" has no job")))?;
-        Ok(crate::session::Subscription {
+        Ok(Subscription {
             view: view.to_string(),
             log: ViewLog::new(self.store.clone(), JobKeys::new(id), plan.output.clone())?,
             shards,
@@ -732,7 +732,7 @@ impl Database {
                 if let Some(run) = run {
                     tokio::task::block_in_place(|| run.stop());
                 }
-                SinkRun::forget(&self.store, removed.seq())?;
+                kafka_sink::forget(&self.store, removed.seq())?;
             }
             Entry::Source(_) => {}
         }
@@ -916,10 +916,14 @@ impl Database {
             }
         }
         // Sinks save what the broker has acknowledged.
-        let sinks: Vec<SinkRun> = self.sinks.lock().drain().map(|(_, s)| s).collect();
-        tokio::task::block_in_place(|| sinks.into_iter().for_each(SinkRun::stop));
-        let loaders: Vec<UpsertLoader> = self.loaders.lock().drain().map(|(_, l)| l).collect();
-        tokio::task::block_in_place(|| loaders.into_iter().for_each(UpsertLoader::stop));
+        let workers: Vec<Worker> = self
+            .sinks
+            .lock()
+            .drain()
+            .chain(self.loaders.lock().drain())
+            .map(|(_, w)| w)
+            .collect();
+        tokio::task::block_in_place(|| workers.into_iter().for_each(Worker::stop));
         // Wait until no task of any job runs (none is left writing); a job
         // stuck past the timeout is left to the runtime's shutdown.
         let stops = futures::future::join_all(jobs.into_iter().map(|j| j.stop()));

@@ -20,6 +20,41 @@ fn calls_sql() -> String {
     CALLS.replace("${DATA}", &common::data_dir().display().to_string())
 }
 
+/// psql connected to the server as user sluice, without a psqlrc.
+fn psql(port: u16) -> Command {
+    let mut command = Command::new("psql");
+    command
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-U", "sluice", "-d", "sluice", "-X"])
+        .env("PGCONNECT_TIMEOUT", "10");
+    command
+}
+
+/// Runs psql with `args`, `stdin` on its input; what it printed, output
+/// then errors.
+fn psql_output(port: u16, args: &[&str], stdin: &str) -> String {
+    use std::io::Write as _;
+    let mut child = psql(port)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 const KPI: &str = "CREATE MATERIALIZED VIEW kpi AS
 SELECT window_start, window_end, cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms,
        AVG(duration_ms) AS avg_ms, CAST(SUM(duration_ms) AS DECIMAL(12, 2)) / 7 AS sevenths,
@@ -228,22 +263,9 @@ async fn psql_works() {
     execute(&client, KPI).await;
     wait_finished(&client, "kpi").await;
     let psql = |args: &[&str]| {
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &server.port().to_string(),
-                "-U",
-                "sluice",
-                "-d",
-                "sluice",
-                "-X",
-                "-A",
-                "-t",
-            ])
+        let out = psql(server.port())
+            .args(["-A", "-t"])
             .args(args)
-            .env("PGCONNECT_TIMEOUT", "10")
             .output()
             .unwrap();
         (
@@ -561,19 +583,7 @@ async fn table_rows_survive_restarts_and_psql_sees_command_tags() {
     let dir = tmp.path().join("data");
     {
         let mut server = TestServer::start_in(&dir, &[]);
-        let psql = |sql: &str| {
-            let out = Command::new("psql")
-                .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
-                .args(["-U", "sluice", "-d", "sluice", "-X", "-c", sql])
-                .env("PGCONNECT_TIMEOUT", "10")
-                .output()
-                .unwrap();
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        };
+        let psql = |sql: &str| psql_output(server.port(), &["-c", sql], "");
         assert!(
             psql("CREATE TABLE cells (cell_id STRING PRIMARY KEY, region STRING)")
                 .contains("CREATE TABLE")
@@ -634,31 +644,7 @@ async fn psql_copies_rows_into_a_table() {
         "cell_id,region,capacity\na,\"north, coast\",100\nb,,80\nc,south,\n",
     )
     .unwrap();
-    let psql = |args: &[&str], stdin: &str| {
-        let mut child = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
-            .args(["-U", "sluice", "-d", "sluice", "-X"])
-            .args(args)
-            .env("PGCONNECT_TIMEOUT", "10")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    };
+    let psql = |args: &[&str], stdin: &str| psql_output(server.port(), args, stdin);
     let out = psql(
         &[
             "-c",
@@ -803,10 +789,8 @@ async fn subscribe_streams_the_rows_of_a_view() {
     {
         let dir = tempfile::tempdir().unwrap();
         let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
-        let mut child = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
-            .args(["-U", "sluice", "-d", "sluice", "-X", "-c", "SUBSCRIBE live"])
-            .env("PGCONNECT_TIMEOUT", "10")
+        let mut child = psql(server.port())
+            .args(["-c", "SUBSCRIBE live"])
             .stdout(std::fs::File::create(&out_path).unwrap())
             .stderr(std::fs::File::create(&err_path).unwrap())
             .spawn()

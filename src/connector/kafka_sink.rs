@@ -21,6 +21,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 
+use crate::connector::Worker;
 use crate::error::{Error, Result};
 use crate::metrics::{JobMetrics, Part};
 use crate::options::Options;
@@ -31,8 +32,6 @@ use crate::state::Store;
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// How long a sink that has caught up waits before looking again.
 const POLL: Duration = Duration::from_millis(20);
-/// Batches read from one shard before the others get their turn.
-const BATCHES_PER_TURN: usize = 16;
 
 /// A Kafka sink's options, validated.
 #[derive(Debug, Clone)]
@@ -102,99 +101,61 @@ impl ProducerContext for Deliveries {
     }
 }
 
-/// A running sink: a thread writing the view's log to the topic.
-pub struct SinkRun {
-    pub metrics: Arc<JobMetrics>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
 /// Where a sink's positions are saved.
 fn positions_key(id: u64) -> String {
     format!("sink/{id:020}")
 }
 
-impl SinkRun {
-    /// Starts sink `id` (named `name`) writing `log`, which has `shards`
-    /// shards, from the positions it saved.
-    pub fn start(
-        name: &str,
-        id: u64,
-        spec: KafkaSinkSpec,
-        log: ViewLog,
-        shards: usize,
-        store: Arc<Store>,
-    ) -> Result<SinkRun> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &spec.bootstrap_servers)
-            .set("linger.ms", "5");
-        for (k, v) in &spec.properties {
-            config.set(k, v);
-        }
-        let producer: BaseProducer<Deliveries> = config
-            .create_with_context(Deliveries {
-                failed: AtomicBool::new(false),
-            })
-            .map_err(|e| Error::invalid_parameter(format!("invalid sink properties: {e}")))?;
-        let saved: Vec<u64> = match store.get_meta(&positions_key(id))? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                Error::external(format!(
-                    "the positions of sink \"{name}\" are unreadable: {e}"
-                ))
-            })?,
-            None => vec![0; shards],
-        };
-        let metrics = Arc::new(JobMetrics::new(name, 1));
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut writer = Writer {
-            topic: spec.topic,
-            producer,
-            log,
-            next: saved.clone(),
-            saved,
-            store,
-            key: positions_key(id),
-            metrics: metrics.clone(),
-        };
-        writer.next.resize(shards, 0);
-        writer.saved.resize(shards, 0);
-        let stopping = stop.clone();
-        let m = metrics.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("sluice-sink-{id}"))
-            .spawn(move || {
-                if let Err(e) = writer.run(&stopping) {
-                    tracing::error!(sink = %m.name, error = %e, "sink failed");
-                    m.set_failed(e.to_string());
-                }
-            })
-            .map_err(|e| Error::external(format!("could not start a sink thread: {e}")))?;
-        Ok(SinkRun {
-            metrics,
-            stop,
-            thread: Some(thread),
+/// Starts sink `id` (named `name`): a thread writing `log`, which has
+/// `shards` shards, from the positions it saved.
+pub fn start(
+    name: &str,
+    id: u64,
+    spec: KafkaSinkSpec,
+    log: ViewLog,
+    shards: usize,
+    store: Arc<Store>,
+) -> Result<Worker> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &spec.bootstrap_servers)
+        .set("linger.ms", "5");
+    for (k, v) in &spec.properties {
+        config.set(k, v);
+    }
+    let producer: BaseProducer<Deliveries> = config
+        .create_with_context(Deliveries {
+            failed: AtomicBool::new(false),
         })
-    }
-
-    /// Stops the sink after it has saved what the broker acknowledged.
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-
-    /// Forgets a dropped sink's positions.
-    pub fn forget(store: &Store, id: u64) -> Result<()> {
-        store.delete_meta(&positions_key(id))
-    }
+        .map_err(|e| Error::invalid_parameter(format!("invalid sink properties: {e}")))?;
+    let mut saved: Vec<u64> = match store.get_meta(&positions_key(id))? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            Error::external(format!(
+                "the positions of sink \"{name}\" are unreadable: {e}"
+            ))
+        })?,
+        None => Vec::new(),
+    };
+    saved.resize(shards, 0);
+    let metrics = Arc::new(JobMetrics::new(name, 1));
+    let mut writer = Writer {
+        topic: spec.topic,
+        producer,
+        log,
+        next: saved.clone(),
+        saved,
+        store,
+        key: positions_key(id),
+        metrics: metrics.clone(),
+    };
+    Worker::spawn(format!("sluice-sink-{id}"), "sink", metrics, move |stop| {
+        writer.run(stop)
+    })
 }
 
-impl Drop for SinkRun {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+/// Forgets a dropped sink's positions.
+pub fn forget(store: &Store, id: u64) -> Result<()> {
+    store.delete_meta(&positions_key(id))
 }
 
 struct Writer {
@@ -214,20 +175,10 @@ impl Writer {
     fn run(&mut self, stop: &AtomicBool) -> Result<()> {
         let mut last_save = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            let mut sent = false;
-            for shard in 0..self.next.len() {
-                let from = self.next[shard];
-                let mut batches: Vec<(u64, RecordBatch)> = Vec::new();
-                self.log.read(shard, from, BATCHES_PER_TURN, |seq, batch| {
-                    batches.push((seq, batch));
-                    Ok(())
-                })?;
-                for (seq, batch) in batches {
-                    self.send(&batch)?;
-                    self.next[shard] = seq + 1;
-                    sent = true;
-                }
-            }
+            let mut next = std::mem::take(&mut self.next);
+            let sent = self.log.read_turn(&mut next, |_, batch| self.send(&batch));
+            self.next = next;
+            let sent = sent?;
             self.producer.poll(Duration::ZERO);
             let pending = self.next != self.saved;
             if pending && (!sent || last_save.elapsed() >= SAVE_EVERY) {
@@ -245,7 +196,7 @@ impl Writer {
     }
 
     /// One message per row.
-    fn send(&mut self, batch: &RecordBatch) -> Result<()> {
+    fn send(&self, batch: &RecordBatch) -> Result<()> {
         let mut lines = Vec::new();
         {
             let mut writer = arrow::json::LineDelimitedWriter::new(&mut lines);

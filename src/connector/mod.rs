@@ -344,6 +344,58 @@ impl EventSender {
     }
 }
 
+/// A connector's thread of its own, outside any job (a sink, the loader of
+/// an upsert-kafka table): it runs until stopped, and its failure marks its
+/// metrics failed.
+pub struct Worker {
+    pub metrics: Arc<JobMetrics>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Runs `run` on a thread named `thread_name`; `run` returns once the
+    /// flag it is given is set. `what` names it in logs.
+    pub fn spawn(
+        thread_name: String,
+        what: &'static str,
+        metrics: Arc<JobMetrics>,
+        run: impl FnOnce(&std::sync::atomic::AtomicBool) -> Result<()> + Send + 'static,
+    ) -> Result<Worker> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let m = metrics.clone();
+        let thread = std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || {
+                if let Err(e) = run(&stopping) {
+                    tracing::error!(job = %m.name, error = %e, "{what} failed");
+                    m.set_failed(e.to_string());
+                }
+            })
+            .map_err(|e| Error::external(format!("could not start a {what} thread: {e}")))?;
+        Ok(Worker {
+            metrics,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks the thread to stop and waits until it has.
+    pub fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Reads some splits of a source. Runs on a thread of its own.
 pub trait SourceReader: Send {
     /// Reads until every split has ended (bounded sources) or the pipeline

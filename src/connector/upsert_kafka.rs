@@ -25,6 +25,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
 
+use crate::connector::Worker;
 use crate::error::{Error, Result};
 use crate::metrics::{DeadLetterQueue, JobMetrics, Part};
 use crate::options::Options;
@@ -105,74 +106,42 @@ impl UpsertKafkaSpec {
     }
 }
 
-/// A running loader: a thread applying the topic to the table.
-pub struct UpsertLoader {
-    pub metrics: Arc<JobMetrics>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl UpsertLoader {
-    pub fn start(
-        name: &str,
-        spec: UpsertKafkaSpec,
-        table: Arc<ReferenceTable>,
-        dead_letters: Arc<DeadLetterQueue>,
-    ) -> Result<UpsertLoader> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &spec.bootstrap_servers)
-            .set("group.id", format!("sluice-table-{name}"))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("fetch.wait.max.ms", "100");
-        for (k, v) in &spec.properties {
-            config.set(k, v);
-        }
-        let consumer: BaseConsumer = config
-            .create()
-            .map_err(|e| Error::invalid_parameter(format!("invalid table properties: {e}")))?;
-        let metrics = Arc::new(JobMetrics::new(name, 1));
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut loader = Loader {
-            name: name.to_string(),
-            spec,
-            table,
-            consumer,
-            metrics: metrics.clone(),
-            dead_letters,
-            assigned: false,
-        };
-        let stopping = stop.clone();
-        let m = metrics.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("sluice-table-{name}"))
-            .spawn(move || {
-                if let Err(e) = loader.run(&stopping) {
-                    tracing::error!(table = %m.name, error = %e, "table loader failed");
-                    m.set_failed(e.to_string());
-                }
-            })
-            .map_err(|e| Error::external(format!("could not start a table loader: {e}")))?;
-        Ok(UpsertLoader {
-            metrics,
-            stop,
-            thread: Some(thread),
-        })
+/// Starts the loader of table `name`: a thread applying the topic to it.
+pub fn start(
+    name: &str,
+    spec: UpsertKafkaSpec,
+    table: Arc<ReferenceTable>,
+    dead_letters: Arc<DeadLetterQueue>,
+) -> Result<Worker> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &spec.bootstrap_servers)
+        .set("group.id", format!("sluice-table-{name}"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("fetch.wait.max.ms", "100");
+    for (k, v) in &spec.properties {
+        config.set(k, v);
     }
-
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for UpsertLoader {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|e| Error::invalid_parameter(format!("invalid table properties: {e}")))?;
+    let metrics = Arc::new(JobMetrics::new(name, 1));
+    let mut loader = Loader {
+        name: name.to_string(),
+        spec,
+        table,
+        consumer,
+        metrics: metrics.clone(),
+        dead_letters,
+        assigned: false,
+    };
+    Worker::spawn(
+        format!("sluice-table-{name}"),
+        "table loader",
+        metrics,
+        move |stop| loader.run(stop),
+    )
 }
 
 /// One change read from the topic.

@@ -29,7 +29,7 @@ use crate::state::Store;
 const POLL: Duration = Duration::from_millis(10);
 /// Batches read from one shard before the reader looks at the others (and
 /// for barriers) again.
-const BATCHES_PER_TURN: usize = 16;
+const BATCHES_PER_TURN: usize = ViewLog::BATCHES_PER_TURN;
 
 /// The view a view reads.
 #[derive(Debug, Clone)]

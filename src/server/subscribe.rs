@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use std::fmt::Debug;
 
+use arrow::array::RecordBatch;
 use bytes::Bytes;
 use futures::{Sink, SinkExt};
 use pgwire::error::{PgWireError, PgWireResult};
@@ -24,16 +25,6 @@ use crate::session::Subscription;
 
 /// How often a subscription that has caught up looks for new rows.
 const POLL: Duration = Duration::from_millis(50);
-/// Batches read from a shard at a time.
-const BATCHES_PER_TURN: usize = 16;
-
-struct State {
-    sub: Subscription,
-    /// Per shard, the next batch to send.
-    next: Vec<u64>,
-    lines: VecDeque<Bytes>,
-}
-
 /// Streams the subscription to the client as COPY data, flushing each
 /// round's lines, until sending fails (the client has gone) or the
 /// statement is cancelled (pgwire then drops this future). Never returns
@@ -53,18 +44,17 @@ where
             vec![0; columns],
         )))
         .await?;
-    let mut state = State {
-        next: vec![0; sub.shards],
-        sub,
-        lines: VecDeque::new(),
-    };
+    let mut next = vec![0; sub.shards];
+    let mut lines: VecDeque<Bytes> = VecDeque::new();
     loop {
-        state.read().map_err(super::handler::user_error)?;
-        if state.lines.is_empty() {
+        sub.log
+            .read_turn(&mut next, |_, batch| push_lines(&batch, &mut lines))
+            .map_err(super::handler::user_error)?;
+        if lines.is_empty() {
             tokio::time::sleep(POLL).await;
             continue;
         }
-        while let Some(line) = state.lines.pop_front() {
+        while let Some(line) = lines.pop_front() {
             client
                 .feed(PgWireBackendMessage::CopyData(CopyData::new(line)))
                 .await?;
@@ -73,38 +63,24 @@ where
     }
 }
 
-impl State {
-    /// Reads what was committed since the last read into lines.
-    fn read(&mut self) -> crate::error::Result<()> {
-        for shard in 0..self.sub.shards {
-            let mut batches = Vec::new();
-            self.sub
-                .log
-                .read(shard, self.next[shard], BATCHES_PER_TURN, |seq, batch| {
-                    batches.push((seq, batch));
-                    Ok(())
-                })?;
-            for (seq, batch) in batches {
-                self.next[shard] = seq + 1;
-                for row in 0..batch.num_rows() {
-                    let mut line = String::from("insert");
-                    for column in batch.columns() {
-                        line.push('\t');
-                        if column.is_null(row) {
-                            line.push_str("\\N");
-                        } else {
-                            let mut text = String::new();
-                            write_text(column, row, &mut text)?;
-                            escape(&text, &mut line);
-                        }
-                    }
-                    line.push('\n');
-                    self.lines.push_back(Bytes::from(line));
-                }
+/// A line per row of `batch`: the operation, then its values.
+fn push_lines(batch: &RecordBatch, lines: &mut VecDeque<Bytes>) -> crate::error::Result<()> {
+    for row in 0..batch.num_rows() {
+        let mut line = String::from("insert");
+        for column in batch.columns() {
+            line.push('\t');
+            if column.is_null(row) {
+                line.push_str("\\N");
+            } else {
+                let mut text = String::new();
+                write_text(column, row, &mut text)?;
+                escape(&text, &mut line);
             }
         }
-        Ok(())
+        line.push('\n');
+        lines.push_back(Bytes::from(line));
     }
+    Ok(())
 }
 
 /// COPY text format: backslash, tab, newline and carriage return escaped.

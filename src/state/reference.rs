@@ -137,10 +137,14 @@ impl ReferenceTable {
         self.current.read().clone()
     }
 
+    /// The key columns of a batch of rows of this table.
+    fn key_columns(&self, batch: &RecordBatch) -> Vec<ArrayRef> {
+        self.key.iter().map(|i| batch.column(*i).clone()).collect()
+    }
+
     /// The encoded keys of a batch of rows of this table.
     fn keys(&self, batch: &RecordBatch) -> Result<Rows> {
-        let columns: Vec<ArrayRef> = self.key.iter().map(|i| batch.column(*i).clone()).collect();
-        Ok(self.key_codec.convert_columns(&columns)?)
+        Ok(self.key_codec.convert_columns(&self.key_columns(batch))?)
     }
 
     /// Sets the rows of their keys, inserted or replaced; of rows with the
@@ -170,13 +174,21 @@ impl ReferenceTable {
         })
     }
 
-    /// Deletes the rows of these keys (the key columns, in key order).
-    pub fn delete_keys(&self, key_columns: &[ArrayRef]) -> Result<()> {
-        self.change(|_| {
+    /// Deletes the rows of these keys (the key columns, in key order);
+    /// returns how many there were.
+    pub fn delete_keys(&self, key_columns: &[ArrayRef]) -> Result<usize> {
+        let mut deleted = 0;
+        self.change(|current| {
             let keys = self.key_codec.convert_columns(key_columns)?;
-            let gone = keys.iter().map(|k| Box::from(k.data())).collect();
+            let gone: Vec<Box<[u8]>> = keys
+                .iter()
+                .filter(|k| current.index.contains_key(k.data()))
+                .map(|k| Box::from(k.data()))
+                .collect();
+            deleted = gone.len();
             Ok((gone, RecordBatch::new_empty(self.schema.clone())))
-        })
+        })?;
+        Ok(deleted)
     }
 
     fn index_of(&self, batch: &RecordBatch) -> Result<HashMap<Box<[u8]>, u32>> {
@@ -207,29 +219,15 @@ impl ReferenceTable {
     /// Replaces the rows whose keys `rows` has (they must exist: an update
     /// keeps its keys). Returns the rows changed.
     pub fn update(&self, rows: RecordBatch) -> Result<usize> {
-        self.change(|_| {
-            let keys = self.keys(&rows)?;
-            let replaced = keys.iter().map(|k| Box::from(k.as_ref())).collect();
-            Ok((replaced, rows.clone()))
-        })?;
-        Ok(rows.num_rows())
+        let n = rows.num_rows();
+        self.upsert(rows)?;
+        Ok(n)
     }
 
     /// Deletes the rows with these keys (rows of the table's schema, of
     /// which only the key columns are read). Returns the rows deleted.
     pub fn delete(&self, rows: &RecordBatch) -> Result<usize> {
-        let mut deleted = 0;
-        self.change(|current| {
-            let keys = self.keys(rows)?;
-            let gone: Vec<Box<[u8]>> = keys
-                .iter()
-                .filter(|k| current.index.contains_key(k.as_ref()))
-                .map(|k| Box::from(k.as_ref()))
-                .collect();
-            deleted = gone.len();
-            Ok((gone, RecordBatch::new_empty(self.schema.clone())))
-        })?;
-        Ok(deleted)
+        self.delete_keys(&self.key_columns(rows))
     }
 
     /// Removes every saved row (the table is dropped).

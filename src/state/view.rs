@@ -425,6 +425,10 @@ pub struct ViewLog {
 }
 
 impl ViewLog {
+    /// Batches a reader takes from one shard at a time, so that no shard
+    /// waits behind another's backlog.
+    pub const BATCHES_PER_TURN: usize = 16;
+
     pub fn new(store: Arc<Store>, keys: JobKeys, schema: SchemaRef) -> Result<Self> {
         Ok(ViewLog {
             codec: row_codec(&schema)?,
@@ -449,6 +453,31 @@ impl ViewLog {
                 Ok(Some(i64::from_be_bytes(raw)))
             }
         }
+    }
+
+    /// One turn over every shard: calls `f(shard, batch)` on each shard's
+    /// next committed batches (up to [`Self::BATCHES_PER_TURN`]), from
+    /// `next[shard]` on, moving `next[shard]` past each batch `f` took.
+    /// Returns whether there were any.
+    pub fn read_turn(
+        &self,
+        next: &mut [u64],
+        mut f: impl FnMut(usize, RecordBatch) -> Result<()>,
+    ) -> Result<bool> {
+        let mut any = false;
+        for (shard, next) in next.iter_mut().enumerate() {
+            let mut batches = Vec::new();
+            self.read(shard, *next, Self::BATCHES_PER_TURN, |seq, batch| {
+                batches.push((seq, batch));
+                Ok(())
+            })?;
+            for (seq, batch) in batches {
+                f(shard, batch)?;
+                *next = seq + 1;
+                any = true;
+            }
+        }
+        Ok(any)
     }
 
     /// Calls `f` on the shard's committed batches from sequence number
