@@ -42,6 +42,8 @@ const INDEX_OVERHEAD: usize = 88;
 pub struct ViewStore {
     schema: SchemaRef,
     shards: Vec<Mutex<Shard>>,
+    /// Whether its shards are keyed (else append-only), as made.
+    keyed: bool,
     /// Encodes rows for checkpoints.
     codec: Arc<RowConverter>,
     durable: Option<Durable>,
@@ -139,6 +141,7 @@ impl ViewStore {
         Ok(ViewStore {
             schema,
             shards,
+            keyed,
             codec,
             durable,
         })
@@ -276,7 +279,7 @@ impl ViewStore {
 
     /// Whether rows are kept by key (else the view is an append-only log).
     pub fn is_keyed(&self) -> bool {
-        matches!(&*self.shards[0].lock(), Shard::Keyed(_))
+        self.keyed
     }
 
     /// Writes what changed in a shard since the last checkpoint, and the
