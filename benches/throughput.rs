@@ -14,6 +14,9 @@
 //! `CHAIN=1` (file only) puts a view between the source and the windowed
 //! view: `calls_in`, a projection, which the windowed view reads from its
 //! committed log (a view over a view).
+//! `JOIN=1` (file only) runs an interval join instead: the file read as two
+//! sources, each call joined with the calls of its cell within 500 ms of it
+//! (about one pair per event; events/s counts the rows of both sides).
 //! `MEMORY_LIMIT=512MiB` runs the server in a memory cgroup with that cap
 //! (Linux cgroup v1, as root): the kernel kills it if it goes over.
 //!
@@ -142,6 +145,15 @@ fn window() -> (&'static str, &'static str) {
         other => panic!("WINDOW: TUMBLE, HOP, CUMULATE or SESSION, not {other}"),
     }
 }
+
+/// Whether the benchmark is the interval join (`JOIN=1`).
+fn joined() -> bool {
+    std::env::var("JOIN").is_ok()
+}
+
+const JOIN_VIEW: &str = "CREATE MATERIALIZED VIEW kpi AS
+     SELECT a.cell_id, a.ts, b.duration_ms FROM calls a JOIN calls2 b
+       ON a.cell_id = b.cell_id AND a.ts BETWEEN b.ts - INTERVAL '500' MILLISECOND AND b.ts + INTERVAL '500' MILLISECOND";
 
 /// Whether the windowed view reads a view over the source (`CHAIN=1`).
 fn chained() -> bool {
@@ -296,23 +308,55 @@ async fn file_benchmark(events: usize, keys: usize) -> Result {
         ),
     )
     .await;
+    if joined() {
+        execute(
+            &client,
+            &format!(
+                "CREATE TABLE calls2 ({}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
+                columns(),
+                path.display()
+            ),
+        )
+        .await;
+    }
     let started = Instant::now();
     if chained() {
         execute(&client, CHAIN_VIEW).await;
     }
-    execute(&client, &view_sql()).await;
+    let view = if joined() {
+        JOIN_VIEW.to_string()
+    } else {
+        view_sql()
+    };
+    execute(&client, &view).await;
     common::wait_finished(&client, "kpi").await;
     let seconds = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(server.pid());
-    let total = total_calls(&client).await;
-    assert_eq!(total as usize, events, "every event counted exactly once");
+    if joined() {
+        let counted = rows(
+            &client,
+            "SELECT rows_in, late_rows, rows_out, (SELECT COUNT(*) FROM kpi) FROM sluice.jobs WHERE name = 'kpi'",
+        )
+        .await;
+        println!(
+            "join: rows_in, late_rows, pairs, view rows: {:?}",
+            counted[0]
+        );
+        assert_eq!(counted[0][0], (2 * events).to_string(), "both sides read");
+        assert_eq!(counted[0][1], "0", "no late rows");
+    } else {
+        let total = total_calls(&client).await;
+        assert_eq!(total as usize, events, "every event counted exactly once");
+    }
     Result {
         name: if chained() {
             "file (JSON), through a view".into()
+        } else if joined() {
+            "file (JSON), interval join of two sources".into()
         } else {
             "file (JSON)".into()
         },
-        events,
+        events: if joined() { 2 * events } else { events },
         seconds,
         peak_mib: peak_memory_mib(server.pid()),
         cpu_seconds: cpu,

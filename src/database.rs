@@ -969,7 +969,10 @@ impl Relations for Database {
             .jobs
             .lock()
             .values()
-            .map(|j| (j.metrics.clone(), j.plan.source.name.clone()))
+            .map(|j| {
+                let sources: Vec<&str> = j.plan.sources().iter().map(|s| s.name.as_str()).collect();
+                (j.metrics.clone(), sources.join(", "))
+            })
             .collect();
         // A sink's source is the view it writes; a table loader's, its topic.
         let catalog = self.catalog.read();

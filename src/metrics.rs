@@ -104,9 +104,9 @@ pub struct LateRow {
     /// Where it came from: `partition-2 offset 42`, `calls.json byte 1234`.
     pub position: String,
     pub event_time_ms: i64,
-    /// The window it missed.
-    pub window_start_ms: i64,
-    pub window_end_ms: i64,
+    /// The window it missed (none for a row of an interval join).
+    pub window_start_ms: Option<i64>,
+    pub window_end_ms: Option<i64>,
     /// The watermark it was judged by: its split's, made by the rows before.
     pub watermark_ms: i64,
     pub seen_at_ms: i64,

@@ -222,6 +222,9 @@ pub struct ReaderContext {
     pub job: String,
     pub instance: usize,
     pub parallelism: usize,
+    /// The job's number of this reader, whose counters it adds to: its
+    /// instance, or for the right side of a join, parallelism + instance.
+    pub part: usize,
     /// The physical columns to decode into.
     pub schema: SchemaRef,
     /// Rows per batch at most (`batch.size`).
@@ -242,8 +245,7 @@ pub struct ReaderContext {
 impl ReaderContext {
     /// This reader's counters.
     pub fn counters(&self) -> &crate::metrics::Counters {
-        self.metrics
-            .part(crate::metrics::Part::Reader(self.instance))
+        self.metrics.part(crate::metrics::Part::Reader(self.part))
     }
 
     /// A barrier for `epoch` with the splits' positions and what this

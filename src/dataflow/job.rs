@@ -18,7 +18,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::common::ScalarValue;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use parking_lot::Mutex;
@@ -34,8 +33,9 @@ use crate::dataflow::physical::{physical_expr, PhysicalAggregate, PhysicalOp};
 use crate::dataflow::pipeline::{
     Downstream, JobPhysical, Pipeline, PipelineCheckpoint, WatermarkFn,
 };
-use crate::dataflow::plan::StreamPlan;
+use crate::dataflow::plan::{Side, SourcePlan, StatelessOp, StreamPlan, WindowPlan};
 use crate::dataflow::prepare::Preparer;
+use crate::dataflow::stream_join::{PhysicalJoin, StreamJoin};
 use crate::dataflow::watermark::WatermarkCombiner;
 use crate::dataflow::window_aggregate::WindowAggregate;
 use crate::error::{Error, Result};
@@ -44,6 +44,8 @@ use crate::state::checkpoint::{JobKeys, Restored};
 use crate::state::table::StateTable;
 use crate::state::view::{Durable, ViewStore};
 use crate::state::Store;
+use crate::state::Writes;
+use arrow::array::RecordBatch;
 
 /// Messages buffered between two operators.
 const CHANNEL_CAPACITY: usize = 16;
@@ -127,8 +129,33 @@ impl Job {
             p => p,
         };
         let physical = Arc::new(physical_plan(state, &plan)?);
-        let preparer = Arc::new(Preparer::new(state, &plan.source)?);
-        let metrics = Arc::new(JobMetrics::new(&plan.view, p));
+        // Each input: its source, how its rows are processed, and its
+        // preparer (a join has two; the right side's pipelines are numbered
+        // after the left side's).
+        let mut inputs: Vec<(&SourcePlan, Arc<JobPhysical>, Arc<Preparer>)> = vec![(
+            &plan.source,
+            physical.clone(),
+            Arc::new(Preparer::new(state, &plan.source)?),
+        )];
+        let join = match &plan.join {
+            Some(j) => {
+                let right = &j.right;
+                inputs.push((
+                    &right.source,
+                    Arc::new(input_physical(
+                        state,
+                        &right.source,
+                        right.window.as_ref(),
+                        &right.pre,
+                        true,
+                    )?),
+                    Arc::new(Preparer::new(state, &right.source)?),
+                ));
+                Some(Arc::new(PhysicalJoin::new(state, j)?))
+            }
+            None => None,
+        };
+        let metrics = Arc::new(JobMetrics::new(&plan.view, p * inputs.len()));
         // A job's cache is shared by its view shards and state tables.
         let cache = config.state_cache_bytes / (2 * p);
         let durable = Durable {
@@ -176,20 +203,23 @@ impl Job {
             });
         }
         let mut tasks: JoinSet<Result<()>> = JoinSet::new();
-        let finals = if physical.aggregate.is_some() { p } else { 0 };
+        let owned = physical.aggregate.is_some() || join.is_some();
+        let finals = if owned { p } else { 0 };
+        let pipelines = p * inputs.len();
         let (coordinator, acks, barriers, checkpoints) = Coordinator::new(
             keys,
             store.clone(),
             p,
-            p + finals,
+            pipelines + finals,
             last_epoch,
             durability.settings.clone(),
             metrics.clone(),
         );
         let mut acks = acks.into_iter();
-        let mut pipeline_acks: Vec<Acks> = (0..p)
+        let mut pipeline_acks: Vec<Acks> = (0..pipelines)
             .map(|_| acks.next().expect("an ack per pipeline"))
             .collect();
+        let output_watermarks = Arc::new(Mutex::new(WatermarkCombiner::new(p)));
 
         // Final aggregation instances, each fed by every pipeline.
         let mut owners: Vec<mpsc::Sender<Envelope>> = Vec::new();
@@ -220,81 +250,125 @@ impl Job {
                         .unwrap_or(i64::MIN);
                     operator.restore_watermark(watermark);
                 }
-                let checkpoint = FinalCheckpoint {
+                let owner = FinalAggregate {
+                    operator,
+                    watermarks: WatermarkCombiner::new(p),
                     keys,
                     instance: i,
-                    acks: acks.next().expect("an ack per final instance"),
                 };
-                tasks.spawn_on(run_final(rx, operator, p, checkpoint), runtime);
+                let acks = acks.next().expect("an ack per final instance");
+                tasks.spawn_on(run_owner(rx, owner, p, acks), runtime);
+            }
+        }
+        if let Some(join) = &join {
+            for i in 0..p {
+                let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+                owners.push(tx);
+                let out = Materialize::new(
+                    view.clone(),
+                    i,
+                    Part::Final(i),
+                    physical.post.clone(),
+                    metrics.clone(),
+                    dead_letters.clone(),
+                );
+                let mut operator = StreamJoin::new(
+                    join.clone(),
+                    i,
+                    p,
+                    out,
+                    output_watermarks.clone(),
+                    metrics.clone(),
+                    keys,
+                )?;
+                if last_epoch > 0 {
+                    operator.restore(store)?;
+                }
+                let acks = acks.next().expect("an ack per join instance");
+                tasks.spawn_on(run_owner(rx, operator, 2 * p, acks), runtime);
             }
         }
         tasks.spawn_on(coordinator.run(), runtime);
-        let append_watermark = Arc::new(Mutex::new(WatermarkCombiner::new(p)));
-        for i in 0..p {
-            let splits: HashMap<String, _> = restored.splits.get(i).cloned().unwrap_or_default();
-            let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);
-            let reader = plan.source.spec.create_reader(ReaderContext {
-                job: plan.view.clone(),
-                instance: i,
-                parallelism: p,
-                schema: plan.source.physical.clone(),
-                batch_size: config.batch_size,
-                linger: config.linger,
-                metrics: metrics.clone(),
-                dead_letters: dead_letters.clone(),
-                preparer: preparer.clone(),
-                barriers: barriers.clone(),
-                resume: splits
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.position))
-                    .collect(),
-                store: store.clone(),
-            })?;
-            std::thread::Builder::new()
-                .name(format!("sluice-read-{i}"))
-                .spawn(move || {
-                    let out = EventSender::new(tx);
-                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        reader.run(&out)
-                    })) {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => out.fail(e),
-                        Err(_) => out.fail(Error::internal("a source reader panicked")),
-                    }
-                })
-                .map_err(|e| Error::external(format!("could not start a reader thread: {e}")))?;
-            let downstream = match &physical.aggregate {
-                Some(agg) => Downstream::Aggregate {
-                    partial: PartialAggregate::new(agg.clone())?,
-                    owners: owners.clone(),
-                },
-                None => Downstream::Append {
-                    out: Materialize::new(
-                        view.clone(),
-                        i,
-                        Part::Pipeline(i),
-                        physical.post.clone(),
-                        metrics.clone(),
-                        dead_letters.clone(),
-                    ),
-                    watermark: append_watermark.clone(),
-                },
-            };
-            let watermarks = splits.into_iter().map(|(k, v)| (k, v.watermark)).collect();
-            let pipeline = Pipeline::new(
-                i,
-                physical.clone(),
-                downstream,
-                metrics.clone(),
-                dead_letters.clone(),
-                config.flush_interval,
-                PipelineCheckpoint {
-                    keys,
-                    acks: pipeline_acks.remove(0),
-                    restored: watermarks,
-                },
-            );
-            tasks.spawn_on(pipeline.run(rx), runtime);
+        for (side, (source, side_physical, preparer)) in inputs.iter().enumerate() {
+            for i in 0..p {
+                // The pipeline's number in the job.
+                let n = side * p + i;
+                let splits: HashMap<String, _> =
+                    restored.splits.get(n).cloned().unwrap_or_default();
+                let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);
+                let reader = source.spec.create_reader(ReaderContext {
+                    job: plan.view.clone(),
+                    instance: i,
+                    parallelism: p,
+                    part: n,
+                    schema: source.physical.clone(),
+                    batch_size: config.batch_size,
+                    linger: config.linger,
+                    metrics: metrics.clone(),
+                    dead_letters: dead_letters.clone(),
+                    preparer: preparer.clone(),
+                    barriers: barriers.clone(),
+                    resume: splits
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.position))
+                        .collect(),
+                    store: store.clone(),
+                })?;
+                std::thread::Builder::new()
+                    .name(format!("sluice-read-{n}"))
+                    .spawn(move || {
+                        let out = EventSender::new(tx);
+                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            reader.run(&out)
+                        })) {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => out.fail(e),
+                            Err(_) => out.fail(Error::internal("a source reader panicked")),
+                        }
+                    })
+                    .map_err(|e| {
+                        Error::external(format!("could not start a reader thread: {e}"))
+                    })?;
+                let downstream = match (&physical.aggregate, &join) {
+                    (Some(agg), _) => Downstream::Aggregate {
+                        partial: PartialAggregate::new(agg.clone())?,
+                        owners: owners.clone(),
+                    },
+                    (None, Some(join)) => Downstream::Join {
+                        keys: join
+                            .keys(if side == 0 { Side::Left } else { Side::Right })
+                            .to_vec(),
+                        owners: owners.clone(),
+                        pending: vec![Vec::new(); owners.len()],
+                    },
+                    (None, None) => Downstream::Append {
+                        out: Materialize::new(
+                            view.clone(),
+                            i,
+                            Part::Pipeline(i),
+                            physical.post.clone(),
+                            metrics.clone(),
+                            dead_letters.clone(),
+                        ),
+                        watermark: output_watermarks.clone(),
+                    },
+                };
+                let watermarks = splits.into_iter().map(|(k, v)| (k, v.watermark)).collect();
+                let pipeline = Pipeline::new(
+                    n,
+                    side_physical.clone(),
+                    downstream,
+                    metrics.clone(),
+                    dead_letters.clone(),
+                    config.flush_interval,
+                    PipelineCheckpoint {
+                        keys,
+                        acks: pipeline_acks.remove(0),
+                        restored: watermarks,
+                    },
+                );
+                tasks.spawn_on(pipeline.run(rx), runtime);
+            }
         }
         drop(owners);
         let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -354,100 +428,207 @@ fn fixed_delay(expr: &Expr, rowtime: &str) -> Option<i64> {
             if c.name != rowtime {
                 return None;
             }
-            match right.as_ref() {
-                Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _)
-                    if v.months == 0 && v.nanoseconds % 1_000_000 == 0 =>
-                {
-                    Some(v.days as i64 * 86_400_000 + v.nanoseconds / 1_000_000)
-                }
-                Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
-                    Some(v.days as i64 * 86_400_000 + v.milliseconds as i64)
-                }
-                _ => None,
-            }
+            crate::dataflow::plan::literal_interval_ms(right)
         }
         _ => None,
     }
 }
 
-/// Builds the physical form of a plan, shared by all instances.
+/// Builds the physical form of a plan, shared by all instances (for a join
+/// of two streams, of its left input).
 fn physical_plan(state: &SessionState, plan: &StreamPlan) -> Result<JobPhysical> {
+    let mut physical = input_physical(
+        state,
+        &plan.source,
+        plan.window.as_ref(),
+        &plan.pre,
+        plan.join.is_some(),
+    )?;
+    if plan.join.is_none() {
+        physical.late_after = plan.drops_late_rows().then(|| plan.allowed_lateness());
+    }
+    physical.post = Arc::new(
+        plan.post
+            .iter()
+            .map(|op| PhysicalOp::new(state, op))
+            .collect::<Result<Vec<_>>>()?,
+    );
+    physical.aggregate = match &plan.aggregate {
+        Some(a) => Some(Arc::new(PhysicalAggregate::new(state, a)?)),
+        None => None,
+    };
+    Ok(physical)
+}
+
+/// The physical form of one input: its watermarks, window and operations
+/// on its rows. The sides of a join drop their late rows: those late for
+/// their window, or without window, those at or below their split's
+/// watermark.
+fn input_physical(
+    state: &SessionState,
+    source: &SourcePlan,
+    window: Option<&WindowPlan>,
+    pre: &[StatelessOp],
+    join_side: bool,
+) -> Result<JobPhysical> {
     // Processing-time windows: rows are stamped as they are processed, and
     // each stamp - 1 ms is its watermark (time only moves forward, but the
     // rows of a batch share their stamp).
-    let proctime = plan
-        .window
-        .as_ref()
-        .filter(|w| w.processing_time)
-        .map(|w| w.time_index);
-    let rowtime = match &plan.source.rowtime {
+    let proctime = window.filter(|w| w.processing_time).map(|w| w.time_index);
+    let rowtime = match &source.rowtime {
         _ if proctime.is_some() => proctime.map(|index| (index, WatermarkFn::Delay(1))),
-        Some(rt) if matches!(plan.source.spec.connector, ConnectorSpec::View(_)) => {
+        Some(rt) if matches!(source.spec.connector, ConnectorSpec::View(_)) => {
             Some((rt.index, WatermarkFn::Given))
         }
         Some(rt) => {
             let watermark = match fixed_delay(&rt.watermark, &rt.column) {
                 Some(ms) => WatermarkFn::Delay(ms),
-                None => {
-                    WatermarkFn::Expr(physical_expr(state, &rt.watermark, &plan.source.schema_df)?)
-                }
+                None => WatermarkFn::Expr(physical_expr(state, &rt.watermark, &source.schema_df)?),
             };
             Some((rt.index, watermark))
         }
         None => None,
     };
-    let pre = plan
-        .pre
+    let pre = pre
         .iter()
         .map(|op| PhysicalOp::new(state, op))
         .collect::<Result<Vec<_>>>()?;
-    let post = plan
-        .post
-        .iter()
-        .map(|op| PhysicalOp::new(state, op))
-        .collect::<Result<Vec<_>>>()?;
-    let aggregate = match &plan.aggregate {
-        Some(a) => Some(Arc::new(PhysicalAggregate::new(state, a)?)),
-        None => None,
-    };
     Ok(JobPhysical {
+        drop_late: join_side && window.is_none() && rowtime.is_some(),
+        late_after: (join_side && window.is_some()).then_some(0),
         rowtime,
-        window: plan.window.clone(),
-        late_after: plan.drops_late_rows().then(|| plan.allowed_lateness()),
+        window: window.cloned(),
         pre,
-        aggregate,
-        post: Arc::new(post),
-        idle_timeout: plan.source.spec.idle_timeout,
-        connector: plan.source.spec.connector.clone(),
+        aggregate: None,
+        post: Arc::new(Vec::new()),
+        idle_timeout: source.spec.idle_timeout,
+        connector: source.spec.connector.clone(),
         proctime,
     })
 }
 
-/// What a final aggregation instance needs to take part in checkpoints.
-struct FinalCheckpoint {
-    keys: JobKeys,
-    instance: usize,
-    acks: Acks,
+/// An operator that owns keys: it takes the rows of every pipeline
+/// instance whose keys hash to it (a final aggregation, a join).
+trait Owner {
+    fn on_batch(&mut self, from: usize, batch: RecordBatch) -> Result<()>;
+    fn on_watermark(&mut self, from: usize, watermark: i64) -> Result<()>;
+    fn on_idle(&mut self, from: usize) -> Result<()>;
+    /// Rows of input `from` may wait behind its barrier: until they are
+    /// taken, it must hold the watermark back even if it was idle (it says
+    /// idle again after the barrier if it still is).
+    fn on_barrier(&mut self, from: usize);
+    fn checkpoint(&mut self, writes: &mut Writes) -> Result<()>;
+    fn committed(&mut self) -> Result<()>;
+    fn cache_use(&self) -> f64;
+    /// EMIT EVERY: how often in-progress results show.
+    fn early_every(&self) -> Option<Duration> {
+        None
+    }
+    fn emit_early(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
-/// Runs a final aggregation instance: combines its inputs' watermarks and
-/// aligns their checkpoint barriers. Once an input's barrier has come, its
-/// messages wait (in arrival order) until every other input's barrier has
-/// come too or that input has ended; then the instance saves its state for
-/// the epoch and takes the waiting messages.
-async fn run_final(
+/// A final aggregation instance, with the watermarks of its inputs.
+struct FinalAggregate {
+    operator: WindowAggregate,
+    watermarks: WatermarkCombiner,
+    keys: JobKeys,
+    instance: usize,
+}
+
+impl Owner for FinalAggregate {
+    fn on_batch(&mut self, from: usize, batch: RecordBatch) -> Result<()> {
+        self.watermarks.on_data(from);
+        self.operator.on_partial(batch)
+    }
+
+    fn on_watermark(&mut self, from: usize, watermark: i64) -> Result<()> {
+        match self.watermarks.on_watermark(from, watermark) {
+            Some(combined) => self.operator.on_watermark(combined),
+            None => Ok(()),
+        }
+    }
+
+    fn on_idle(&mut self, from: usize) -> Result<()> {
+        match self.watermarks.on_idle(from) {
+            Some(combined) => self.operator.on_watermark(combined),
+            None => Ok(()),
+        }
+    }
+
+    fn on_barrier(&mut self, from: usize) {
+        self.watermarks.on_data(from);
+    }
+
+    fn checkpoint(&mut self, writes: &mut Writes) -> Result<()> {
+        self.operator.checkpoint(&self.keys, self.instance, writes)
+    }
+
+    fn committed(&mut self) -> Result<()> {
+        self.operator.committed()
+    }
+
+    fn cache_use(&self) -> f64 {
+        self.operator.cache_use()
+    }
+
+    fn early_every(&self) -> Option<Duration> {
+        self.operator.early_every()
+    }
+
+    fn emit_early(&mut self) -> Result<()> {
+        self.operator.emit_early()
+    }
+}
+
+impl Owner for StreamJoin {
+    fn on_batch(&mut self, from: usize, batch: RecordBatch) -> Result<()> {
+        StreamJoin::on_batch(self, from, batch)
+    }
+
+    fn on_watermark(&mut self, from: usize, watermark: i64) -> Result<()> {
+        StreamJoin::on_watermark(self, from, watermark)
+    }
+
+    fn on_idle(&mut self, from: usize) -> Result<()> {
+        StreamJoin::on_idle(self, from)
+    }
+
+    fn on_barrier(&mut self, from: usize) {
+        StreamJoin::on_barrier(self, from)
+    }
+
+    fn checkpoint(&mut self, writes: &mut Writes) -> Result<()> {
+        StreamJoin::checkpoint(self, writes)
+    }
+
+    fn committed(&mut self) -> Result<()> {
+        StreamJoin::committed(self)
+    }
+
+    fn cache_use(&self) -> f64 {
+        StreamJoin::cache_use(self)
+    }
+}
+
+/// Runs an owner instance fed by `inputs` pipelines: aligns their
+/// checkpoint barriers. Once an input's barrier has come, its messages
+/// wait (in arrival order) until every other input's barrier has come too
+/// or that input has ended; then the instance saves its state for the
+/// epoch and takes the waiting messages.
+async fn run_owner(
     mut input: mpsc::Receiver<Envelope>,
-    mut operator: WindowAggregate,
+    mut operator: impl Owner,
     inputs: usize,
-    checkpoint: FinalCheckpoint,
+    acks: Acks,
 ) -> Result<()> {
-    let mut watermarks = WatermarkCombiner::new(inputs);
     let mut ended = vec![false; inputs];
     // The epoch being aligned, and which inputs' barriers have come.
     let mut aligning: Option<u64> = None;
     let mut barrier_from = vec![false; inputs];
     let mut waiting: VecDeque<Envelope> = VecDeque::new();
-    let mut memory = checkpoint.acks.memory();
+    let mut memory = acks.memory();
     // EMIT EVERY: in-progress windows show on this clock.
     let mut early = operator.early_every().map(|every| {
         let mut t = tokio::time::interval(every);
@@ -485,48 +666,38 @@ async fn run_final(
         }
         match envelope.message {
             Message::Batch(batch) => {
-                watermarks.on_data(from);
-                operator.on_partial(batch)?;
+                operator.on_batch(from, batch)?;
                 memory.observe(operator.cache_use());
             }
             Message::Watermark(w) => {
                 if w == i64::MAX {
                     ended[from] = true;
                 }
-                if let Some(combined) = watermarks.on_watermark(from, w) {
-                    operator.on_watermark(combined)?;
-                }
+                operator.on_watermark(from, w)?;
             }
-            Message::Idle => {
-                if let Some(combined) = watermarks.on_idle(from) {
-                    operator.on_watermark(combined)?;
-                }
-            }
+            Message::Idle => operator.on_idle(from)?,
             Message::Barrier(epoch) => {
                 aligning = Some(epoch);
                 barrier_from[from] = true;
-                // Rows of this input may wait behind its barrier: until they
-                // are taken, it must hold the watermark back even if it was
-                // idle (it says idle again after the barrier if it still is).
-                watermarks.on_data(from);
+                operator.on_barrier(from);
             }
         }
         if let Some(epoch) = aligning {
             if (0..inputs).all(|i| barrier_from[i] || ended[i]) {
-                let mut writes = crate::state::Writes::default();
-                operator.checkpoint(&checkpoint.keys, checkpoint.instance, &mut writes)?;
-                checkpoint.acks.epoch(epoch, writes);
+                let mut writes = Writes::default();
+                operator.checkpoint(&mut writes)?;
+                acks.epoch(epoch, writes);
                 memory.checkpointed(epoch);
                 aligning = None;
                 barrier_from.fill(false);
             }
         }
     }
-    let mut writes = crate::state::Writes::default();
-    if checkpoint.acks.saving() {
-        operator.checkpoint(&checkpoint.keys, checkpoint.instance, &mut writes)?;
+    let mut writes = Writes::default();
+    if acks.saving() {
+        operator.checkpoint(&mut writes)?;
     }
-    checkpoint.acks.ended(writes);
+    acks.ended(writes);
     Ok(())
 }
 

@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod prepare;
 pub mod session;
+pub mod stream_join;
 pub mod watermark;
 pub mod window;
 pub mod window_aggregate;

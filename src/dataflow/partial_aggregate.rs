@@ -30,7 +30,7 @@ pub const MAX_PENDING_GROUPS: usize = 64 * 1024;
 
 /// The hash that routes a group to its owner: fixed, so every instance (and
 /// later every server) agrees.
-const ROUTING_HASH: RandomState = RandomState::with_seed(0x51_u64 << 32 | 0xCE);
+pub(crate) const ROUTING_HASH: RandomState = RandomState::with_seed(0x51_u64 << 32 | 0xCE);
 
 /// The evaluated inputs of an update: group keys, and per function its
 /// arguments and FILTER mask.
@@ -135,13 +135,26 @@ pub fn route(
     owners: usize,
     hashes: &mut Vec<u64>,
 ) -> Result<Vec<Option<RecordBatch>>> {
-    if owners == 1 {
-        return Ok(vec![Some(batch.clone())]);
+    let columns: Vec<ArrayRef> = routing.iter().map(|i| batch.column(*i).clone()).collect();
+    route_by(batch, &columns, owners, hashes)
+}
+
+/// Splits a batch by owner: by the hash of `keys`, the values of an
+/// expression per row. Without keys, every row goes to the first owner.
+pub fn route_by(
+    batch: &RecordBatch,
+    keys: &[ArrayRef],
+    owners: usize,
+    hashes: &mut Vec<u64>,
+) -> Result<Vec<Option<RecordBatch>>> {
+    if owners == 1 || keys.is_empty() {
+        let mut parts = vec![None; owners];
+        parts[0] = Some(batch.clone());
+        return Ok(parts);
     }
     hashes.clear();
     hashes.resize(batch.num_rows(), 0);
-    let columns: Vec<&ArrayRef> = routing.iter().map(|i| batch.column(*i)).collect();
-    create_hashes(columns, &ROUTING_HASH, hashes)?;
+    create_hashes(keys, &ROUTING_HASH, hashes)?;
     let mut picks: Vec<Vec<u32>> = vec![Vec::new(); owners];
     for (row, h) in hashes.iter().enumerate() {
         picks[(*h % owners as u64) as usize].push(row as u32);

@@ -35,7 +35,7 @@ use crate::connector::{SourceEvent, SPLIT_DONE};
 use crate::dataflow::checkpoint::{save_counters, Acks, MemoryControl};
 use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::{Envelope, Message};
-use crate::dataflow::partial_aggregate::{route, PartialAggregate, MAX_PENDING_GROUPS};
+use crate::dataflow::partial_aggregate::{route, route_by, PartialAggregate, MAX_PENDING_GROUPS};
 use crate::dataflow::physical::{
     apply_all, evaluate, millis, per_row_on_error, row_as_json, BadRows, PhysicalAggregate,
     PhysicalOp,
@@ -57,6 +57,9 @@ pub struct JobPhysical {
     /// Whether rows late for their window are dropped, and after how long
     /// (the allowed lateness, ms).
     pub late_after: Option<i64>,
+    /// Whether rows without window at or below their split's watermark are
+    /// dropped (and counted): the sides of an interval join.
+    pub drop_late: bool,
     pub pre: Vec<PhysicalOp>,
     pub aggregate: Option<Arc<PhysicalAggregate>>,
     pub post: Arc<Vec<PhysicalOp>>,
@@ -94,6 +97,14 @@ pub enum Downstream {
     Aggregate {
         partial: PartialAggregate,
         owners: Vec<mpsc::Sender<Envelope>>,
+    },
+    /// To the owners of their join keys (a join of two streams).
+    Join {
+        /// The key expressions of this side.
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        owners: Vec<mpsc::Sender<Envelope>>,
+        /// Rows routed but not sent yet, by owner.
+        pending: Vec<Vec<RecordBatch>>,
     },
     /// Straight into the view.
     Append {
@@ -283,10 +294,15 @@ impl Pipeline {
                 positions,
             } => {
                 self.on_rows(split, batch, &positions)?;
-                if let Downstream::Aggregate { partial, .. } = &self.downstream {
-                    if partial.pending_groups() >= MAX_PENDING_GROUPS {
-                        self.flush().await?;
+                let flush = match &self.downstream {
+                    Downstream::Aggregate { partial, .. } => {
+                        partial.pending_groups() >= MAX_PENDING_GROUPS
                     }
+                    Downstream::Join { .. } => true,
+                    Downstream::Append { .. } => false,
+                };
+                if flush {
+                    self.flush().await?;
                 }
             }
             SourceEvent::CaughtUp { split } => {
@@ -321,6 +337,30 @@ impl Pipeline {
                 };
                 let running = self.clocks.running(split, now);
                 match &self.job.window {
+                    None if self.job.drop_late => {
+                        // Each row is judged by the watermark the rows
+                        // before it made.
+                        let mut late = Vec::new();
+                        for (row, (t, mark)) in ts.iter().zip(marks.iter()).enumerate() {
+                            if *t <= *running {
+                                late.push((row, *running));
+                            }
+                            *running = (*running).max(*mark);
+                        }
+                        if late.is_empty() {
+                            batch
+                        } else {
+                            self.count_late_rows(split, &ts, positions, &late);
+                            let mut keep = vec![true; batch.num_rows()];
+                            for (row, _) in &late {
+                                keep[*row] = false;
+                            }
+                            arrow::compute::filter_record_batch(
+                                &batch,
+                                &arrow::array::BooleanArray::from(keep),
+                            )?
+                        }
+                    }
                     None => {
                         if let Some(max) = marks.iter().max() {
                             *running = (*running).max(*max);
@@ -368,6 +408,23 @@ impl Pipeline {
                 self.memory.observe(out.cache_use());
                 Ok(())
             }
+            Downstream::Join {
+                keys,
+                owners,
+                pending,
+            } => {
+                let arrays = keys
+                    .iter()
+                    .map(|k| evaluate(k, &batch))
+                    .collect::<Result<Vec<_>>>()?;
+                let parts = route_by(&batch, &arrays, owners.len(), &mut self.hashes)?;
+                for (owner, part) in parts.into_iter().enumerate() {
+                    if let Some(part) = part {
+                        pending[owner].push(part);
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -396,6 +453,45 @@ impl Pipeline {
             return;
         }
         let rows = 1 + late.windows(2).filter(|w| w[0].0 != w[1].0).count();
+        let kept = late
+            .len()
+            .saturating_sub(crate::metrics::JobMetrics::LATE_ROWS_KEPT);
+        self.keep_late(
+            split,
+            ts,
+            positions,
+            rows,
+            late[kept..]
+                .iter()
+                .map(|(row, start, end, w)| (*row as usize, Some((*start, *end)), *w)),
+        );
+    }
+
+    /// Counts rows dropped as late without a window (the sides of an
+    /// interval join), each with the watermark it was judged by.
+    fn count_late_rows(&self, split: usize, ts: &[i64], positions: &[i64], late: &[(usize, i64)]) {
+        let kept = late
+            .len()
+            .saturating_sub(crate::metrics::JobMetrics::LATE_ROWS_KEPT);
+        self.keep_late(
+            split,
+            ts,
+            positions,
+            late.len(),
+            late[kept..].iter().map(|(row, w)| (*row, None, *w)),
+        );
+    }
+
+    /// Counts `rows` late rows and keeps `late` (row, window missed,
+    /// watermark) for `sluice.late_rows`.
+    fn keep_late(
+        &self,
+        split: usize,
+        ts: &[i64],
+        positions: &[i64],
+        rows: usize,
+        late: impl Iterator<Item = (usize, Option<(i64, i64)>, i64)>,
+    ) {
         self.counters()
             .late_rows
             .fetch_add(rows as u64, Ordering::Relaxed);
@@ -405,24 +501,19 @@ impl Pipeline {
             .map(String::as_str)
             .unwrap_or("?");
         let now = chrono::Utc::now().timestamp_millis();
-        let kept = late
-            .len()
-            .saturating_sub(crate::metrics::JobMetrics::LATE_ROWS_KEPT);
-        self.metrics
-            .keep_late(late[kept..].iter().map(|(row, start, end, watermark)| {
-                let row = *row as usize;
-                crate::metrics::LateRow {
-                    position: match positions.get(row) {
-                        Some(p) => self.job.connector.describe_position(split_name, *p),
-                        None => split_name.to_string(),
-                    },
-                    event_time_ms: ts[row],
-                    window_start_ms: *start,
-                    window_end_ms: *end,
-                    watermark_ms: *watermark,
-                    seen_at_ms: now,
-                }
-            }));
+        self.metrics.keep_late(
+            late.map(|(row, window, watermark)| crate::metrics::LateRow {
+                position: match positions.get(row) {
+                    Some(p) => self.job.connector.describe_position(split_name, *p),
+                    None => split_name.to_string(),
+                },
+                event_time_ms: ts[row],
+                window_start_ms: window.map(|w| w.0),
+                window_end_ms: window.map(|w| w.1),
+                watermark_ms: watermark,
+                seen_at_ms: now,
+            }),
+        );
     }
 
     async fn on_tick(&mut self) -> Result<()> {
@@ -472,8 +563,26 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Sends the pending partial states to their owners.
+    /// Sends the pending partial states (or join rows) to their owners.
     async fn flush(&mut self) -> Result<()> {
+        if let Downstream::Join {
+            owners, pending, ..
+        } = &mut self.downstream
+        {
+            for (owner, batches) in owners.iter().zip(pending.iter_mut()) {
+                for batch in batches.drain(..) {
+                    let envelope = Envelope {
+                        from: self.instance,
+                        message: Message::Batch(batch),
+                    };
+                    if owner.send(envelope).await.is_err() {
+                        return Err(Error::internal("a join instance stopped early"));
+                    }
+                }
+            }
+            self.idle_sent = false;
+            return Ok(());
+        }
         let Downstream::Aggregate { partial, owners } = &mut self.downstream else {
             return Ok(());
         };
@@ -503,7 +612,11 @@ impl Pipeline {
     }
 
     async fn send_all(&mut self, message: Message) {
-        if let Downstream::Aggregate { owners, .. } = &self.downstream {
+        let owners = match &self.downstream {
+            Downstream::Aggregate { owners, .. } | Downstream::Join { owners, .. } => owners,
+            Downstream::Append { .. } => return,
+        };
+        {
             for owner in owners {
                 let _ = owner
                     .send(Envelope {

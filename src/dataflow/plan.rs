@@ -197,12 +197,69 @@ pub struct AggregatePlan {
     pub allowed_lateness: i64,
 }
 
+/// One side of a join of two streams: a source, read through an optional
+/// window, and the filters and projections on its rows before the join.
+#[derive(Debug, Clone)]
+pub struct StreamInput {
+    pub source: SourcePlan,
+    pub window: Option<WindowPlan>,
+    pub pre: Vec<StatelessOp>,
+}
+
+/// Which side of a join of two streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Left,
+    Right,
+}
+
+/// The time of a row entering a join of two streams: a column of the rows
+/// plus an offset (the event time; for window joins `window_end` - 1 ms, or
+/// `window_start` + size - 1 ms: the window's `window_time`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinTime {
+    pub index: usize,
+    pub add_ms: i64,
+}
+
+/// A join of two streams whose state the watermarks bound: an interval
+/// join (`l.ts BETWEEN r.ts - INTERVAL ... AND r.ts + INTERVAL ...`) or a
+/// window join (the same window on both sides, `l.window_start =
+/// r.window_start AND l.window_end = r.window_end`). Inner joins only: a
+/// pair of rows with equal keys whose times satisfy
+/// `lower_ms <= left time - right time <= upper_ms` is one output row.
+#[derive(Debug, Clone)]
+pub struct StreamJoinPlan {
+    /// The right side (the left is the plan's source, window and `pre`).
+    pub right: StreamInput,
+    /// The rows entering the join on each side.
+    pub left_schema: DFSchemaRef,
+    pub right_schema: DFSchemaRef,
+    /// Key expressions over each side's rows, pairwise equal.
+    pub left_keys: Vec<Expr>,
+    pub right_keys: Vec<Expr>,
+    pub left_time: JoinTime,
+    pub right_time: JoinTime,
+    pub lower_ms: i64,
+    pub upper_ms: i64,
+    /// Whether it joins rows of the same window (a window join).
+    pub windowed: bool,
+    /// The joined rows: the left side's columns, then the right side's.
+    pub output: DFSchemaRef,
+    /// The side whose time the view's time attribute is, if it has one:
+    /// the view's watermark is made for it.
+    pub output_time: Option<Side>,
+}
+
 #[derive(Debug, Clone)]
 pub struct StreamPlan {
     pub view: String,
     pub source: SourcePlan,
     pub window: Option<WindowPlan>,
     pub pre: Vec<StatelessOp>,
+    /// A join with a second stream; then `pre` are the left side's
+    /// operations and `post` those on the joined rows.
+    pub join: Option<Box<StreamJoinPlan>>,
     pub aggregate: Option<AggregatePlan>,
     pub post: Vec<StatelessOp>,
     /// The view's columns.
@@ -235,11 +292,31 @@ impl StreamPlan {
 
     /// Whether the view reads `name`: its source, or a table it joins.
     pub fn reads(&self, name: &str) -> bool {
-        self.source.name == name
-            || self
-                .pre
-                .iter()
+        let joins = |ops: &[StatelessOp]| {
+            ops.iter()
                 .any(|op| matches!(op, StatelessOp::LookupJoin(j) if j.table_name == name))
+        };
+        self.source.name == name
+            || joins(&self.pre)
+            || joins(&self.post)
+            || self
+                .join
+                .as_ref()
+                .is_some_and(|j| j.right.source.name == name || joins(&j.right.pre))
+    }
+
+    /// The sources it reads: one, or two for a join of two streams.
+    pub fn sources(&self) -> Vec<&SourcePlan> {
+        let mut sources = vec![&self.source];
+        if let Some(j) = &self.join {
+            sources.push(&j.right.source);
+        }
+        sources
+    }
+
+    /// Whether every source it reads ends.
+    pub fn bounded(&self) -> bool {
+        self.sources().iter().all(|s| s.spec.connector.is_bounded())
     }
 
     /// Whether rows late for their window are dropped: only windowed
@@ -308,18 +385,86 @@ impl StreamPlan {
                 groups.join(", ")
             ));
         }
+        let mut out = String::new();
+        let mut depth = 0;
+        for line in &lines {
+            let _ = writeln!(out, "{}{}", "  ".repeat(depth), line);
+            depth += 1;
+        }
+        let left = StreamInput {
+            source: self.source.clone(),
+            window: self.window.clone(),
+            pre: self.pre.clone(),
+        };
+        let late = match self.allowed_lateness() {
+            _ if self.join.is_some() => " late=drop-and-count".to_string(),
+            _ if !self.drops_late_rows() => String::new(),
+            0 => " late=drop-and-count".to_string(),
+            ms => format!(
+                " late=update-for {} then drop-and-count",
+                crate::dataflow::window::fmt_ms(ms)
+            ),
+        };
+        let Some(join) = &self.join else {
+            left.explain(&late, parallelism, depth, &mut out);
+            return out;
+        };
+        let keys = |keys: &[Expr]| -> String {
+            keys.iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let on: Vec<String> = join
+            .left_keys
+            .iter()
+            .zip(&join.right_keys)
+            .map(|(l, r)| format!("{l} = {r}"))
+            .collect();
+        let fmt = crate::dataflow::window::fmt_ms;
+        let _ = writeln!(
+            out,
+            "{}{}: inner on {}{}, parallelism={parallelism}, state bounded by the watermarks",
+            "  ".repeat(depth),
+            if join.windowed {
+                "WindowJoin"
+            } else {
+                "IntervalJoin"
+            },
+            on.join(" AND "),
+            if join.windowed {
+                String::new()
+            } else {
+                format!(
+                    ", left time - right time in [{}, {}]",
+                    fmt(join.lower_ms),
+                    fmt(join.upper_ms)
+                )
+            }
+        );
+        for (input, side_keys) in [(&left, &join.left_keys), (&join.right, &join.right_keys)] {
+            let _ = writeln!(
+                out,
+                "{}Exchange: hash({})",
+                "  ".repeat(depth + 1),
+                keys(side_keys)
+            );
+            input.explain(" late=drop-and-count", parallelism, depth + 2, &mut out);
+        }
+        out
+    }
+}
+
+impl StreamInput {
+    /// The operators from the source up to the rows it gives, indented
+    /// from `depth` on, the nearest first; `late` says what happens to
+    /// late rows.
+    fn explain(&self, late: &str, parallelism: usize, mut depth: usize, out: &mut String) {
+        let mut lines: Vec<String> = Vec::new();
         for op in self.pre.iter().rev() {
             lines.push(op.describe());
         }
         if let Some(w) = &self.window {
-            let late = match self.allowed_lateness() {
-                _ if !self.drops_late_rows() => String::new(),
-                0 => " late=drop-and-count".to_string(),
-                ms => format!(
-                    " late=update-for {} then drop-and-count",
-                    crate::dataflow::window::fmt_ms(ms)
-                ),
-            };
             let partition = if w.partition.is_empty() {
                 String::new()
             } else {
@@ -332,7 +477,11 @@ impl StreamPlan {
             ));
         }
         if let Some(rt) = &self.source.rowtime {
-            lines.push(format!("Watermark: {} ({})", rt.column, rt.watermark_sql));
+            let late = if self.window.is_none() { late } else { "" };
+            lines.push(format!(
+                "Watermark: {} ({}){late}",
+                rt.column, rt.watermark_sql
+            ));
         }
         let computed: Vec<String> = self
             .source
@@ -352,12 +501,28 @@ impl StreamPlan {
             "{} parallelism={parallelism}",
             self.source.spec.connector.describe()
         ));
-        let mut out = String::new();
-        for (depth, line) in lines.iter().enumerate() {
+        for line in lines {
             let _ = writeln!(out, "{}{}", "  ".repeat(depth), line);
+            depth += 1;
         }
-        out
     }
 }
 
 pub type StreamPlanRef = Arc<StreamPlan>;
+
+/// The milliseconds of an interval literal of days, hours, minutes,
+/// seconds and whole milliseconds (months vary in length: none).
+pub fn literal_interval_ms(expr: &Expr) -> Option<i64> {
+    use datafusion::common::ScalarValue;
+    match expr {
+        Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _)
+            if v.months == 0 && v.nanoseconds % 1_000_000 == 0 =>
+        {
+            Some(v.days as i64 * 86_400_000 + v.nanoseconds / 1_000_000)
+        }
+        Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
+            Some(v.days as i64 * 86_400_000 + v.milliseconds as i64)
+        }
+        _ => None,
+    }
+}

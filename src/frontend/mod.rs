@@ -10,5 +10,6 @@ pub mod ddl;
 pub mod group_window;
 pub mod parser;
 pub mod planner;
+pub mod stream_join;
 pub mod types;
 pub mod window;

@@ -35,7 +35,7 @@ use crate::dataflow::lookup_join::JoinKind;
 use crate::dataflow::plan::LookupJoinPlan;
 use crate::dataflow::plan::{
     AggregatePlan, ColumnSource, EmitMode, FireTime, Rowtime, SessionGroups, SourcePlan,
-    StatelessOp, StreamPlan, WindowPlan,
+    StatelessOp, StreamInput, StreamPlan, WindowPlan,
 };
 use crate::dataflow::window::WindowKind;
 use crate::error::{sqlstate, Error, Result};
@@ -77,21 +77,26 @@ pub async fn plan_view(
     crate::frontend::group_window::rewrite_group_windows(&mut query, sql)?;
     let (windows, tables) = extract_windows(&state, &mut query, sql)?;
 
-    // Exactly one source, read either through a window or plainly.
+    // One source, or two joined, each read either through a window or
+    // plainly.
     let mut names: Vec<(String, Option<usize>)> = windows
         .iter()
         .map(|w| (w.source.clone(), w.position))
         .chain(tables.iter().map(|t| (t.name.clone(), t.position)))
         .collect();
     names.dedup_by(|a, b| a.0 == b.0);
-    if windows.len() > 1
-        || (windows.len() == 1 && tables.iter().any(|t| t.name == windows[0].source))
-    {
-        return Err(Error::not_supported(
-            "reading a source through several windows in one view is not supported yet",
-        ));
+    for (i, w) in windows.iter().enumerate() {
+        if windows[..i].iter().any(|o| o.source == w.source)
+            || tables.iter().any(|t| t.name == w.source)
+        {
+            return Err(Error::not_supported(format!(
+                "reading source \"{}\" through several windows, or through a window and plainly, in one view is not supported yet",
+                w.source
+            ))
+            .at(w.position));
+        }
     }
-    let mut source: Option<Arc<SourcePlan>> = None;
+    let mut sources: Vec<Arc<SourcePlan>> = Vec::new();
     let mut joined: HashMap<String, Arc<ReferenceTable>> = HashMap::new();
     for (name, position) in &names {
         match lookup(name) {
@@ -99,13 +104,16 @@ pub async fn plan_view(
                 joined.insert(name.clone(), table);
             }
             Relation::Source(s) => {
-                if source.as_ref().map(|p| p.name != s.name).unwrap_or(false) {
+                if sources.iter().any(|p| p.name == s.name) {
+                    continue;
+                }
+                if sources.len() == 2 {
                     return Err(Error::not_supported(
-                        "joins of two streams are not supported in materialized views yet; a stream can be joined with an ordinary table",
+                        "a materialized view can join two streams at most",
                     )
                     .at(*position));
                 }
-                source = Some(s);
+                sources.push(s);
             }
             Relation::View(why) => return Err(Error::not_supported(why).at(*position)),
             Relation::Unknown => {
@@ -122,17 +130,32 @@ pub async fn plan_view(
             }
         }
     }
-    let source = source
-        .ok_or_else(|| Error::not_supported("a materialized view must read from a source table"))?;
-    let window = match windows.first() {
-        Some(call) => Some(window_plan(call, &source)?),
-        None => None,
-    };
-    let scan_schema = window
-        .as_ref()
-        .map(|w| w.output.clone())
-        .unwrap_or_else(|| source.schema.clone());
-    register(&ctx, &source.name, scan_schema)?;
+    if sources.is_empty() {
+        return Err(Error::not_supported(
+            "a materialized view must read from a source table",
+        ));
+    }
+    // Each source as the view reads it: through its window, if any.
+    let mut inputs: HashMap<String, StreamInput> = HashMap::new();
+    for source in &sources {
+        let window = match windows.iter().find(|w| w.source == source.name) {
+            Some(call) => Some(window_plan(call, source)?),
+            None => None,
+        };
+        let scan_schema = window
+            .as_ref()
+            .map(|w| w.output.clone())
+            .unwrap_or_else(|| source.schema.clone());
+        register(&ctx, &source.name, scan_schema)?;
+        inputs.insert(
+            source.name.clone(),
+            StreamInput {
+                source: (**source).clone(),
+                window,
+                pre: Vec::new(),
+            },
+        );
+    }
     for (name, table) in &joined {
         register(&ctx, name, table.schema().clone())?;
     }
@@ -156,6 +179,40 @@ pub async fn plan_view(
     ));
     check_output_names(&output)?;
 
+    let mut shape = shape;
+    if let Some(node) = shape.join.take() {
+        if allowed_lateness.is_some()
+            || create.emit != EmitMode::default()
+            || create.emit_every.is_some()
+        {
+            return Err(Error::not_supported(
+                "'allowed-lateness' and EMIT need a windowed aggregation; a join of two streams shows each joined row once",
+            ));
+        }
+        let (left, mut join, residual) = crate::frontend::stream_join::plan_join(*node, &inputs)?;
+        let post: Vec<StatelessOp> = residual.into_iter().chain(shape.pre).collect();
+        let (time_attribute, side) =
+            crate::frontend::stream_join::time_attribute(&join, &left, &post, &output);
+        join.output_time = side;
+        return Ok(StreamPlan {
+            view: create.name.clone(),
+            source: left.source,
+            window: left.window,
+            pre: left.pre,
+            join: Some(Box::new(join)),
+            aggregate: None,
+            post,
+            output,
+            emit: EmitMode::default(),
+            time_attribute,
+        });
+    }
+    if inputs.len() > 1 {
+        return Err(Error::not_supported(
+            "a materialized view reads two streams only through a join of them",
+        ));
+    }
+    let StreamInput { source, window, .. } = inputs.into_values().next().expect("one source");
     let time_attribute = time_attribute(&shape, &source, window.as_ref(), &output);
     let mut aggregate = match shape.aggregate {
         None => None,
@@ -200,9 +257,10 @@ pub async fn plan_view(
     }
     Ok(StreamPlan {
         view: create.name.clone(),
-        source: (*source).clone(),
+        source,
         window,
         pre: shape.pre,
+        join: None,
         aggregate,
         post: shape.post,
         output,
@@ -313,7 +371,7 @@ pub fn view_source(view: &StreamPlan, job: u64, shards: usize) -> Result<SourceP
                 view: name.clone(),
                 job,
                 shards,
-                bounded: view.source.spec.connector.is_bounded(),
+                bounded: view.bounded(),
             }),
             idle_timeout: None,
         },
@@ -429,10 +487,24 @@ struct AggregateNode {
     output: DFSchemaRef,
 }
 
-struct Shape {
-    pre: Vec<StatelessOp>,
+pub(crate) struct Shape {
+    pub pre: Vec<StatelessOp>,
     aggregate: Option<AggregateNode>,
     post: Vec<StatelessOp>,
+    /// The table the rows come from (without a join of two streams).
+    pub scan: Option<String>,
+    /// A join of two streams below `pre` (there is no aggregation then).
+    join: Option<Box<JoinNode>>,
+}
+
+/// A join of two streams, as found in the plan.
+pub(crate) struct JoinNode {
+    pub join: datafusion::logical_expr::Join,
+    /// The conditions of the WHERE right above it (an inner join's WHERE
+    /// is one with its ON).
+    pub conditions: Vec<Expr>,
+    pub left: Shape,
+    pub right: Shape,
 }
 
 /// Recognizes the plan's shape, from the root down. `tables` are the
@@ -442,6 +514,8 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
     let mut below: Vec<StatelessOp> = Vec::new();
     let mut aggregate = None;
     let mut node = plan;
+    let mut scan_name = None;
+    let mut stream_join = None;
     loop {
         let ops = if aggregate.is_some() {
             &mut below
@@ -496,6 +570,7 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
                 if !scan.filters.is_empty() || scan.fetch.is_some() {
                     return Err(Error::internal("unoptimized plan has scan filters"));
                 }
+                scan_name = Some(scan.table_name.table().to_string());
                 break;
             }
             LogicalPlan::Sort(_) => {
@@ -525,9 +600,41 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
                             ))
                         }
                         (None, None) => {
-                            return Err(Error::not_supported(
-                                "joins of two streams are not supported in materialized views yet; a stream can be joined with an ordinary table",
-                            ))
+                            if aggregate.is_some() {
+                                return Err(Error::not_supported(
+                                    "an aggregation over a join of two streams is not supported in one materialized view yet; create a view of the join and aggregate over that view",
+                                ));
+                            }
+                            // The WHERE right above the join is part of its
+                            // condition (for inner joins).
+                            let mut conditions = Vec::new();
+                            if join.join_type == JoinType::Inner {
+                                if let Some(StatelessOp::Filter { predicate, input }) = ops.last() {
+                                    if input == &join.schema {
+                                        conditions = datafusion::logical_expr::utils::split_conjunction(predicate)
+                                            .into_iter()
+                                            .cloned()
+                                            .collect();
+                                        ops.pop();
+                                    }
+                                }
+                            }
+                            let side = |plan: &LogicalPlan| -> Result<Shape> {
+                                let shape = walk(plan, tables)?;
+                                if shape.aggregate.is_some() || shape.join.is_some() {
+                                    return Err(Error::not_supported(
+                                        "each side of a join of two streams must read a source (with a window, filters and projections), not an aggregation or another join of two streams",
+                                    ));
+                                }
+                                Ok(shape)
+                            };
+                            stream_join = Some(Box::new(JoinNode {
+                                join: join.clone(),
+                                conditions,
+                                left: side(&join.left)?,
+                                right: side(&join.right)?,
+                            }));
+                            break;
                         }
                     };
                 let kind = match (join.join_type, stream_left) {
@@ -612,43 +719,62 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
             pre: below,
             aggregate: Some(agg),
             post: above,
+            scan: scan_name,
+            join: None,
         },
         None => Shape {
             pre: above,
             aggregate: None,
             post: Vec::new(),
+            scan: scan_name,
+            join: stream_join,
         },
     })
 }
 
 /// A join's equal keys (left, right), from `on` and from the equalities
 /// between the two sides in its filter; and what is left of the filter.
-fn equi_keys(join: &datafusion::logical_expr::Join) -> (Vec<(Expr, Expr)>, Option<Expr>) {
+pub(crate) fn equi_keys(
+    join: &datafusion::logical_expr::Join,
+) -> (Vec<(Expr, Expr)>, Option<Expr>) {
     let mut on = join.on.clone();
     let mut rest = Vec::new();
+    if let Some(filter) = &join.filter {
+        for conjunct in datafusion::logical_expr::utils::split_conjunction(filter) {
+            match key_pair(conjunct, join.left.schema(), join.right.schema()) {
+                Some(pair) => on.push(pair),
+                None => rest.push(conjunct.clone()),
+            }
+        }
+    }
+    (on, datafusion::logical_expr::utils::conjunction(rest))
+}
+
+/// If `conjunct` is an equality between an expression of the left side and
+/// one of the right, the two (left first).
+pub(crate) fn key_pair(
+    conjunct: &Expr,
+    left: &DFSchemaRef,
+    right: &DFSchemaRef,
+) -> Option<(Expr, Expr)> {
     let side = |e: &Expr, schema: &DFSchemaRef| {
         let columns = e.column_refs();
         !columns.is_empty() && columns.iter().all(|c| schema.has_column(c))
     };
-    if let Some(filter) = &join.filter {
-        for conjunct in datafusion::logical_expr::utils::split_conjunction(filter) {
-            if let Expr::BinaryExpr(b) = conjunct {
-                if b.op == datafusion::logical_expr::Operator::Eq {
-                    let (l, r) = (b.left.as_ref(), b.right.as_ref());
-                    if side(l, join.left.schema()) && side(r, join.right.schema()) {
-                        on.push((l.clone(), r.clone()));
-                        continue;
-                    }
-                    if side(r, join.left.schema()) && side(l, join.right.schema()) {
-                        on.push((r.clone(), l.clone()));
-                        continue;
-                    }
-                }
-            }
-            rest.push(conjunct.clone());
-        }
+    let Expr::BinaryExpr(b) = conjunct else {
+        return None;
+    };
+    if b.op != datafusion::logical_expr::Operator::Eq {
+        return None;
     }
-    (on, datafusion::logical_expr::utils::conjunction(rest))
+    let (l, r) = (b.left.as_ref(), b.right.as_ref());
+    if side(l, left) && side(r, right) {
+        Some((l.clone(), r.clone()))
+    } else if side(r, left) && side(l, right) {
+        Some((r.clone(), l.clone()))
+    } else {
+        None
+    }
 }
 
 /// Whether an aggregation is below this node.
@@ -679,7 +805,7 @@ fn lookup_side<'a>(
 }
 
 /// Refuses subqueries inside expressions.
-fn check_exprs(exprs: &[Expr]) -> Result<()> {
+pub(crate) fn check_exprs(exprs: &[Expr]) -> Result<()> {
     for e in exprs {
         let mut found = None;
         e.apply(|e| {
@@ -977,7 +1103,7 @@ mod tests {
         for (sql, needle) in [
             ("CREATE MATERIALIZED VIEW v AS SELECT * FROM calls ORDER BY cell_id", "ORDER BY"),
             ("CREATE MATERIALIZED VIEW v AS SELECT * FROM calls LIMIT 5", "LIMIT"),
-            ("CREATE MATERIALIZED VIEW v AS SELECT a.cell_id FROM calls a JOIN calls b ON a.cell_id = b.cell_id", "joins"),
+            ("CREATE MATERIALIZED VIEW v AS SELECT a.cell_id FROM calls a JOIN calls b ON a.cell_id = b.cell_id", "time bound"),
             ("CREATE MATERIALIZED VIEW v AS SELECT * FROM kpi", "updates its rows"),
             ("CREATE MATERIALIZED VIEW v AS SELECT cell_id, ROW_NUMBER() OVER (ORDER BY ts) FROM calls", "OVER"),
             ("CREATE MATERIALIZED VIEW v AS SELECT cell_id, COUNT(*) FROM calls GROUP BY cell_id EMIT ON WINDOW CLOSE", "EMIT ON WINDOW CLOSE"),

@@ -82,8 +82,8 @@ pub fn schema_of(table: &str) -> Option<SchemaRef> {
             Field::new("job", DataType::Utf8, false),
             Field::new("position", DataType::Utf8, false),
             Field::new("event_time", ts_type(), false),
-            Field::new("window_start", ts_type(), false),
-            Field::new("window_end", ts_type(), false),
+            Field::new("window_start", ts_type(), true),
+            Field::new("window_end", ts_type(), true),
             Field::new("watermark", ts_type(), false),
             Field::new("seen_at", ts_type(), false),
         ],
@@ -204,8 +204,16 @@ fn rows(table: &str, relations: &dyn Relations) -> Vec<ArrayRef> {
                 strings(late.iter().map(|(j, _)| Some(j.as_str()))),
                 strings(late.iter().map(|(_, r)| Some(r.position.as_str()))),
                 times(|r| r.event_time_ms),
-                times(|r| r.window_start_ms),
-                times(|r| r.window_end_ms),
+                Arc::new(
+                    TimestampMillisecondArray::from_iter(
+                        late.iter().map(|(_, r)| r.window_start_ms),
+                    )
+                    .with_timezone(UTC),
+                ),
+                Arc::new(
+                    TimestampMillisecondArray::from_iter(late.iter().map(|(_, r)| r.window_end_ms))
+                        .with_timezone(UTC),
+                ),
                 times(|r| r.watermark_ms),
                 times(|r| r.seen_at_ms),
             ]

@@ -159,6 +159,13 @@ impl JobKeys {
         self.instance(b'A', instance)
     }
 
+    /// The rows a join instance holds of one side (0: left, 1: right).
+    pub fn join_rows(&self, instance: usize, side: u8) -> Vec<u8> {
+        let mut k = self.instance(b'J', instance);
+        k.push(side);
+        k
+    }
+
     /// The prefix of a keyed view shard.
     pub fn view_rows(&self, shard: usize) -> Vec<u8> {
         self.instance(b'V', shard)
@@ -228,24 +235,35 @@ impl Restored {
             return Ok(None);
         };
         let p = record.parallelism.max(1);
-        let mut splits = vec![HashMap::new(); p];
+        // Pipelines by number: a join's right side numbers its own after
+        // the left side's.
+        let mut splits: Vec<HashMap<String, SplitState>> = vec![HashMap::new(); p];
+        let prefix = keys.kind(b'S');
+        store.scan_state(&prefix, |k, v| {
+            let corrupt = || Error::internal("a saved split key is corrupt");
+            let instance = k
+                .get(prefix.len()..prefix.len() + 4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(corrupt)? as usize;
+            let name = String::from_utf8_lossy(&k[prefix.len() + 4..]).into_owned();
+            if v.len() != 16 {
+                return Err(Error::internal("a saved split state is not 16 bytes"));
+            }
+            let state = SplitState {
+                position: i64_from(&v[..8])?,
+                watermark: i64_from(&v[8..])?,
+            };
+            if splits.len() <= instance {
+                splits.resize(instance + 1, HashMap::new());
+            }
+            splits[instance].insert(name, state);
+            Ok(())
+        })?;
         let mut aggregate_watermarks = vec![i64::MIN; p];
-        for (instance, split_map) in splits.iter_mut().enumerate() {
-            let prefix = keys.instance(b'S', instance);
-            store.scan_state(&prefix, |k, v| {
-                let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-                if v.len() != 16 {
-                    return Err(Error::internal("a saved split state is not 16 bytes"));
-                }
-                let state = SplitState {
-                    position: i64_from(&v[..8])?,
-                    watermark: i64_from(&v[8..])?,
-                };
-                split_map.insert(name, state);
-                Ok(())
-            })?;
+        for (instance, watermark) in aggregate_watermarks.iter_mut().enumerate() {
             store.scan_state(&keys.aggregate_watermark(instance), |_, v| {
-                aggregate_watermarks[instance] = i64_from(v)?;
+                *watermark = i64_from(v)?;
                 Ok(())
             })?;
         }

@@ -619,7 +619,7 @@ fn seq_of(bytes: &[u8]) -> Result<u64> {
 }
 
 /// The codec of a view's rows in checkpoints.
-fn row_codec(schema: &SchemaRef) -> Result<RowConverter> {
+pub(crate) fn row_codec(schema: &SchemaRef) -> Result<RowConverter> {
     RowConverter::new(
         schema
             .fields()
@@ -634,7 +634,7 @@ fn row_codec(schema: &SchemaRef) -> Result<RowConverter> {
 type SavedRow = (Box<[u8]>, Box<[u8]>);
 
 /// A batch as a count and length-prefixed rows (Arrow's row format).
-fn encode_batch(codec: &RowConverter, batch: &RecordBatch) -> Result<Vec<u8>> {
+pub(crate) fn encode_batch(codec: &RowConverter, batch: &RecordBatch) -> Result<Vec<u8>> {
     let rows = codec.convert_columns(batch.columns())?;
     let mut out = Vec::with_capacity(rows.size() + 4 * batch.num_rows() + 4);
     out.extend_from_slice(&(rows.num_rows() as u32).to_be_bytes());
@@ -646,7 +646,11 @@ fn encode_batch(codec: &RowConverter, batch: &RecordBatch) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn decode_batch(codec: &RowConverter, schema: &SchemaRef, bytes: &[u8]) -> Result<RecordBatch> {
+pub(crate) fn decode_batch(
+    codec: &RowConverter,
+    schema: &SchemaRef,
+    bytes: &[u8],
+) -> Result<RecordBatch> {
     let corrupt = || Error::internal("a saved view batch is corrupt");
     let take_u32 = |at: usize| -> Result<usize> {
         let raw: [u8; 4] = bytes

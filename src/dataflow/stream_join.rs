@@ -1,0 +1,569 @@
+//! StreamJoin: joins two streams on equal keys, for pairs whose times are
+//! close (interval joins) or in the same window (window joins); each
+//! instance owns the keys whose routing hash points to it.
+//!
+//! Input: rows of both sides from every pipeline instance of each (left
+//! instances first, then right), and their watermarks.
+//! Output: each pair of rows with equal keys and `lower <= left time - right
+//! time <= upper` (for window joins both times are `window_time`, and equal)
+//! as one row, once, to [`Materialize`] (append-only: a pair is final when
+//! its second row arrives).
+//! State: each side's rows that a row of the other side may still match,
+//! with a hash index on their keys. A row arriving probes the other side's
+//! rows, then joins its own side's.
+//! Watermarks: one per side (the minimum over that side's inputs that are
+//! not idle). A future row of the right side has a time above the right
+//! watermark WR, so a left row of time t can never meet another once
+//! `t <= WR + lower`, and a right row once `t <= WL - upper`: they are let
+//! go (in bulk, when half of a side's rows can go). Rows that arrive late
+//! (at or below their split's watermark) were dropped and counted by their
+//! pipeline, so no pair is missed. The view's watermark is, for a left time
+//! attribute, `min(WL, WR + lower)`, the least left time a pair still to
+//! come can have (for a right one, `min(WR, WL - upper)`).
+//! Checkpoint: both sides' rows, whole (they are bounded by the watermarks
+//! and the interval), and its view shard.
+//!
+//! [`Materialize`]: crate::dataflow::materialize::Materialize
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::{filter_record_batch, interleave, take};
+use arrow::datatypes::SchemaRef;
+use arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::hash_utils::create_hashes;
+use datafusion::execution::session_state::SessionState;
+use datafusion::physical_expr::PhysicalExpr;
+use parking_lot::Mutex;
+
+use crate::dataflow::materialize::Materialize;
+use crate::dataflow::partial_aggregate::ROUTING_HASH;
+use crate::dataflow::physical::{evaluate, millis, physical_expr};
+use crate::dataflow::plan::{JoinTime, Side, StreamJoinPlan};
+use crate::dataflow::watermark::WatermarkCombiner;
+use crate::error::{Error, Result};
+use crate::metrics::JobMetrics;
+use crate::state::checkpoint::JobKeys;
+use crate::state::view::{decode_batch, encode_batch, row_codec};
+use crate::state::{Store, Writes};
+
+/// The physical form of a join of two streams, shared by its instances.
+pub struct PhysicalJoin {
+    left_keys: Vec<Arc<dyn PhysicalExpr>>,
+    right_keys: Vec<Arc<dyn PhysicalExpr>>,
+    left_time: JoinTime,
+    right_time: JoinTime,
+    lower_ms: i64,
+    upper_ms: i64,
+    left_schema: SchemaRef,
+    right_schema: SchemaRef,
+    output: SchemaRef,
+    output_time: Side,
+}
+
+impl PhysicalJoin {
+    pub fn new(state: &SessionState, plan: &StreamJoinPlan) -> Result<Self> {
+        let exprs = |keys: &[datafusion::logical_expr::Expr], schema| -> Result<Vec<_>> {
+            keys.iter()
+                .map(|k| physical_expr(state, k, schema))
+                .collect()
+        };
+        Ok(PhysicalJoin {
+            left_keys: exprs(&plan.left_keys, &plan.left_schema)?,
+            right_keys: exprs(&plan.right_keys, &plan.right_schema)?,
+            left_time: plan.left_time,
+            right_time: plan.right_time,
+            lower_ms: plan.lower_ms,
+            upper_ms: plan.upper_ms,
+            left_schema: Arc::new(plan.left_schema.as_arrow().clone()),
+            right_schema: Arc::new(plan.right_schema.as_arrow().clone()),
+            output: Arc::new(plan.output.as_arrow().clone()),
+            output_time: plan.output_time.unwrap_or(Side::Left),
+        })
+    }
+
+    /// The key expressions of one side, over its rows.
+    pub fn keys(&self, side: Side) -> &[Arc<dyn PhysicalExpr>] {
+        match side {
+            Side::Left => &self.left_keys,
+            Side::Right => &self.right_keys,
+        }
+    }
+
+    /// The time at or below which rows of `side` can meet no row of the
+    /// other side to come, given the other side's watermark.
+    fn expiry(&self, side: Side, other_watermark: i64) -> i64 {
+        match side {
+            Side::Left => other_watermark.saturating_add(self.lower_ms),
+            Side::Right => other_watermark.saturating_sub(self.upper_ms),
+        }
+    }
+
+    /// The view's watermark: below the time attribute of every pair to come.
+    fn output_watermark(&self, left: i64, right: i64) -> i64 {
+        match self.output_time {
+            Side::Left => left.min(self.expiry(Side::Left, right)),
+            Side::Right => right.min(self.expiry(Side::Right, left)),
+        }
+    }
+}
+
+/// Keys are hashed already: the index uses the hash as it is.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys are hashed")
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+const NONE: u32 = u32::MAX;
+
+/// A row in a side's index: where it is, and the previous row with the
+/// same key hash.
+#[derive(Clone, Copy)]
+struct Entry {
+    batch: u32,
+    row: u32,
+    next: u32,
+}
+
+struct StoredBatch {
+    batch: RecordBatch,
+    keys: Rows,
+    times: Vec<i64>,
+    max_time: i64,
+}
+
+/// The rows one side holds, with a hash index on their keys.
+struct SideRows {
+    side: Side,
+    schema: SchemaRef,
+    time: JoinTime,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    codec: RowConverter,
+    batches: Vec<StoredBatch>,
+    heads: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
+    entries: Vec<Entry>,
+    /// Rows of batches whose rows can all go.
+    expired_rows: usize,
+    expiry: i64,
+}
+
+/// A batch's rows as the join sees them: key hashes, encoded keys (for
+/// equality), times, and which rows can match at all (no null key).
+struct Probe {
+    hashes: Vec<u64>,
+    keys: Rows,
+    times: Vec<i64>,
+    valid: Option<BooleanArray>,
+}
+
+impl SideRows {
+    fn new(side: Side, join: &PhysicalJoin) -> Result<Self> {
+        let (schema, time) = match side {
+            Side::Left => (join.left_schema.clone(), join.left_time),
+            Side::Right => (join.right_schema.clone(), join.right_time),
+        };
+        let keys = join.keys(side).to_vec();
+        let fields = keys
+            .iter()
+            .map(|k| Ok(SortField::new(k.data_type(&schema)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SideRows {
+            side,
+            schema,
+            time,
+            keys,
+            codec: RowConverter::new(fields)?,
+            batches: Vec::new(),
+            heads: HashMap::default(),
+            entries: Vec::new(),
+            expired_rows: 0,
+            expiry: i64::MIN,
+        })
+    }
+
+    fn rows(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn probe(&self, batch: &RecordBatch) -> Result<Probe> {
+        let arrays: Vec<ArrayRef> = self
+            .keys
+            .iter()
+            .map(|k| evaluate(k, batch))
+            .collect::<Result<_>>()?;
+        let mut hashes = vec![0; batch.num_rows()];
+        create_hashes(&arrays, &ROUTING_HASH, &mut hashes)?;
+        let valid = arrays
+            .iter()
+            .filter(|a| a.null_count() > 0)
+            .map(|a| arrow::compute::is_not_null(a.as_ref()))
+            .try_fold(None::<BooleanArray>, |acc, m| -> Result<_> {
+                let m = m?;
+                Ok(Some(match acc {
+                    None => m,
+                    Some(a) => arrow::compute::and(&a, &m)?,
+                }))
+            })?;
+        let times = millis(batch.column(self.time.index))?
+            .iter()
+            .map(|t| t.saturating_add(self.time.add_ms))
+            .collect();
+        Ok(Probe {
+            hashes,
+            keys: self.codec.convert_columns(&arrays)?,
+            times,
+            valid,
+        })
+    }
+
+    /// Keeps the rows of `batch` that rows of the other side may still meet.
+    fn insert(&mut self, batch: RecordBatch, probe: Probe) -> Result<()> {
+        let keep: Vec<bool> = (0..batch.num_rows())
+            .map(|i| {
+                probe.valid.as_ref().is_none_or(|v| v.value(i)) && probe.times[i] > self.expiry
+            })
+            .collect();
+        let kept = keep.iter().filter(|k| **k).count();
+        if kept == 0 {
+            return Ok(());
+        }
+        let (batch, probe) = if kept == batch.num_rows() {
+            (batch, probe)
+        } else {
+            let mask = BooleanArray::from(keep);
+            let batch = filter_record_batch(&batch, &mask)?;
+            let probe = self.probe(&batch)?;
+            (batch, probe)
+        };
+        let id = u32::try_from(self.batches.len())
+            .map_err(|_| Error::internal("a join side holds too many batches"))?;
+        for (row, hash) in probe.hashes.iter().enumerate() {
+            let at = self.entries.len() as u32;
+            let next = self.heads.insert(*hash, at).unwrap_or(NONE);
+            self.entries.push(Entry {
+                batch: id,
+                row: row as u32,
+                next,
+            });
+        }
+        let max_time = probe.times.iter().copied().max().unwrap_or(i64::MIN);
+        self.batches.push(StoredBatch {
+            batch,
+            keys: probe.keys,
+            times: probe.times,
+            max_time,
+        });
+        Ok(())
+    }
+
+    /// The pairs of the rows of `probe` (the other side's) with these rows:
+    /// (probe row, index entry). `other_time - own time`, oriented as
+    /// left - right, must be in [lower, upper].
+    fn matches(&self, probe: &Probe, lower: i64, upper: i64) -> Vec<(u32, Entry)> {
+        let mut pairs = Vec::new();
+        if self.entries.is_empty() {
+            return pairs;
+        }
+        for (i, hash) in probe.hashes.iter().enumerate() {
+            if probe.valid.as_ref().is_some_and(|v| !v.value(i)) {
+                continue;
+            }
+            let Some(head) = self.heads.get(hash) else {
+                continue;
+            };
+            let key = probe.keys.row(i);
+            let mut at = *head;
+            while at != NONE {
+                let e = self.entries[at as usize];
+                let stored = &self.batches[e.batch as usize];
+                let t = stored.times[e.row as usize];
+                let diff = match self.side {
+                    // The probe is the left side.
+                    Side::Right => probe.times[i].saturating_sub(t),
+                    Side::Left => t.saturating_sub(probe.times[i]),
+                };
+                if t > self.expiry
+                    && diff >= lower
+                    && diff <= upper
+                    && stored.keys.row(e.row as usize) == key
+                {
+                    pairs.push((i as u32, e));
+                }
+                at = e.next;
+            }
+        }
+        pairs
+    }
+
+    /// The columns of the entries `pairs` point to, in order.
+    fn gather(&self, pairs: &[(u32, Entry)]) -> Result<Vec<ArrayRef>> {
+        let at: Vec<(usize, usize)> = pairs
+            .iter()
+            .map(|(_, e)| (e.batch as usize, e.row as usize))
+            .collect();
+        (0..self.schema.fields().len())
+            .map(|c| {
+                let columns: Vec<&dyn Array> = self
+                    .batches
+                    .iter()
+                    .map(|b| b.batch.column(c).as_ref())
+                    .collect();
+                Ok(interleave(&columns, &at)?)
+            })
+            .collect()
+    }
+
+    /// Rows at or below `expiry` can meet no row to come: they are let go,
+    /// in bulk once half of the rows can.
+    fn expire(&mut self, expiry: i64) -> Result<()> {
+        if expiry <= self.expiry {
+            return Ok(());
+        }
+        self.expiry = expiry;
+        self.expired_rows = self
+            .batches
+            .iter()
+            .filter(|b| b.max_time <= expiry)
+            .map(|b| b.batch.num_rows())
+            .sum();
+        if self.expired_rows > 0 && 2 * self.expired_rows >= self.rows() {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the side from its rows above the expiry, as one batch.
+    fn compact(&mut self) -> Result<()> {
+        let mut kept = Vec::with_capacity(self.batches.len());
+        for b in &self.batches {
+            if b.max_time <= self.expiry {
+                continue;
+            }
+            let mask: BooleanArray = b.times.iter().map(|t| Some(*t > self.expiry)).collect();
+            kept.push(filter_record_batch(&b.batch, &mask)?);
+        }
+        self.batches.clear();
+        self.heads.clear();
+        self.entries.clear();
+        self.expired_rows = 0;
+        let batch = arrow::compute::concat_batches(&self.schema, &kept)?;
+        if batch.num_rows() > 0 {
+            let probe = self.probe(&batch)?;
+            self.insert(batch, probe)?;
+        }
+        Ok(())
+    }
+
+    /// All its rows above the expiry, as one batch.
+    fn snapshot(&mut self) -> Result<RecordBatch> {
+        if self.batches.len() > 1 || self.expired_rows > 0 {
+            self.compact()?;
+        }
+        Ok(match self.batches.first() {
+            Some(b) => b.batch.clone(),
+            None => RecordBatch::new_empty(self.schema.clone()),
+        })
+    }
+}
+
+/// One instance of the join.
+pub struct StreamJoin {
+    join: Arc<PhysicalJoin>,
+    left: SideRows,
+    right: SideRows,
+    /// Per side, the watermarks of its `inputs` pipelines.
+    left_watermarks: WatermarkCombiner,
+    right_watermarks: WatermarkCombiner,
+    inputs: usize,
+    out: Materialize,
+    instance: usize,
+    /// The view's watermark over all instances.
+    output_watermarks: Arc<Mutex<WatermarkCombiner>>,
+    metrics: Arc<JobMetrics>,
+    keys: JobKeys,
+}
+
+impl StreamJoin {
+    /// Instance `instance`, fed by `inputs` pipelines on each side.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        join: Arc<PhysicalJoin>,
+        instance: usize,
+        inputs: usize,
+        out: Materialize,
+        output_watermarks: Arc<Mutex<WatermarkCombiner>>,
+        metrics: Arc<JobMetrics>,
+        keys: JobKeys,
+    ) -> Result<Self> {
+        Ok(StreamJoin {
+            left: SideRows::new(Side::Left, &join)?,
+            right: SideRows::new(Side::Right, &join)?,
+            join,
+            left_watermarks: WatermarkCombiner::new(inputs),
+            right_watermarks: WatermarkCombiner::new(inputs),
+            inputs,
+            out,
+            instance,
+            output_watermarks,
+            metrics,
+            keys,
+        })
+    }
+
+    /// Loads the rows it held at the last checkpoint.
+    pub fn restore(&mut self, store: &Store) -> Result<()> {
+        for side in [Side::Left, Side::Right] {
+            let key = self.keys.join_rows(self.instance, side as u8);
+            let rows = self.side_mut(side);
+            let codec = row_codec(&rows.schema)?;
+            let mut saved = None;
+            store.scan_state(&key, |_, v| {
+                saved = Some(decode_batch(&codec, &rows.schema, v)?);
+                Ok(())
+            })?;
+            if let Some(batch) = saved {
+                let probe = rows.probe(&batch)?;
+                rows.insert(batch, probe)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn side_mut(&mut self, side: Side) -> &mut SideRows {
+        match side {
+            Side::Left => &mut self.left,
+            Side::Right => &mut self.right,
+        }
+    }
+
+    /// The side and the number within it of input `from`.
+    fn input(&self, from: usize) -> (Side, usize) {
+        if from < self.inputs {
+            (Side::Left, from)
+        } else {
+            (Side::Right, from - self.inputs)
+        }
+    }
+
+    pub fn on_batch(&mut self, from: usize, batch: RecordBatch) -> Result<()> {
+        let (side, i) = self.input(from);
+        let (own, other) = match side {
+            Side::Left => {
+                self.left_watermarks.on_data(i);
+                (&mut self.left, &self.right)
+            }
+            Side::Right => {
+                self.right_watermarks.on_data(i);
+                (&mut self.right, &self.left)
+            }
+        };
+        let probe = own.probe(&batch)?;
+        let pairs = other.matches(&probe, self.join.lower_ms, self.join.upper_ms);
+        if !pairs.is_empty() {
+            let rows = UInt32Array::from_iter_values(pairs.iter().map(|(i, _)| *i));
+            let mine: Vec<ArrayRef> = batch
+                .columns()
+                .iter()
+                .map(|c| take(c.as_ref(), &rows, None))
+                .collect::<std::result::Result<_, _>>()?;
+            let theirs = other.gather(&pairs)?;
+            let columns = match side {
+                Side::Left => mine.into_iter().chain(theirs).collect(),
+                Side::Right => theirs.into_iter().chain(mine).collect(),
+            };
+            self.out
+                .append(RecordBatch::try_new(self.join.output.clone(), columns)?)?;
+        }
+        own.insert(batch, probe)
+    }
+
+    pub fn on_watermark(&mut self, from: usize, watermark: i64) -> Result<()> {
+        let (side, i) = self.input(from);
+        let advanced = match side {
+            Side::Left => self.left_watermarks.on_watermark(i, watermark),
+            Side::Right => self.right_watermarks.on_watermark(i, watermark),
+        };
+        if advanced.is_some() {
+            self.advance()?;
+        }
+        Ok(())
+    }
+
+    pub fn on_idle(&mut self, from: usize) -> Result<()> {
+        let (side, i) = self.input(from);
+        let advanced = match side {
+            Side::Left => self.left_watermarks.on_idle(i),
+            Side::Right => self.right_watermarks.on_idle(i),
+        };
+        if advanced.is_some() {
+            self.advance()?;
+        }
+        Ok(())
+    }
+
+    /// Input `from` has sent a barrier: rows may wait behind it.
+    pub fn on_barrier(&mut self, from: usize) {
+        match self.input(from) {
+            (Side::Left, i) => self.left_watermarks.on_data(i),
+            (Side::Right, i) => self.right_watermarks.on_data(i),
+        }
+    }
+
+    fn advance(&mut self) -> Result<()> {
+        let (wl, wr) = (
+            self.left_watermarks.current(),
+            self.right_watermarks.current(),
+        );
+        self.left.expire(self.join.expiry(Side::Left, wr))?;
+        self.right.expire(self.join.expiry(Side::Right, wl))?;
+        let out = self.join.output_watermark(wl, wr);
+        if let Some(w) = self
+            .output_watermarks
+            .lock()
+            .on_watermark(self.instance, out)
+        {
+            self.metrics.advance_watermark(w);
+        }
+        Ok(())
+    }
+
+    pub fn checkpoint(&mut self, writes: &mut Writes) -> Result<()> {
+        for side in [Side::Left, Side::Right] {
+            let key = self.keys.join_rows(self.instance, side as u8);
+            let rows = self.side_mut(side);
+            let batch = rows.snapshot()?;
+            if batch.num_rows() == 0 {
+                writes.delete(key);
+            } else {
+                writes.put(key, encode_batch(&row_codec(&rows.schema)?, &batch)?);
+            }
+        }
+        // Its shard's rows to come are above its own output watermark
+        // (once both sides have ended: none come).
+        let watermark = self.join.output_watermark(
+            self.left_watermarks.current(),
+            self.right_watermarks.current(),
+        );
+        self.out.checkpoint(watermark, writes)
+    }
+
+    pub fn cache_use(&self) -> f64 {
+        self.out.cache_use()
+    }
+
+    pub fn committed(&mut self) -> Result<()> {
+        self.out.committed()
+    }
+}

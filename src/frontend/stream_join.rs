@@ -1,0 +1,425 @@
+//! Plans a join of two streams: an interval join or a window join, the
+//! joins whose state the watermarks bound (Flink's two kinds).
+//!
+//! The join's conditions (ON, and an inner join's WHERE right above it)
+//! are sorted into three kinds: equalities between the two sides (the keys
+//! rows are exchanged by), comparisons of the two sides' event times (the
+//! interval), and the rest (a filter on the joined rows). Without an
+//! interval, the keys must pair the two sides' windows (`window_end`, or
+//! `window_start` of windows of one size): a window join, whose rows meet
+//! only in the same window.
+
+use std::collections::HashMap;
+
+use arrow::datatypes::Schema;
+use datafusion::common::{Column, DFSchemaRef};
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Between, BinaryExpr, ExprSchemable, JoinType, Operator};
+
+use crate::dataflow::plan::{
+    literal_interval_ms, JoinTime, Side, StatelessOp, StreamInput, StreamJoinPlan,
+};
+use crate::dataflow::window::WindowKind;
+use crate::error::{sqlstate, Error, Result};
+use crate::frontend::planner::{
+    check_exprs, key_pair, JoinNode, Shape, WINDOW_END, WINDOW_START, WINDOW_TIME,
+};
+
+const NO_TIME_BOUND: &str = "a join of two streams needs a time bound, so that its state stays bounded: an interval on both event times (a.ts BETWEEN b.ts - INTERVAL '1' MINUTE AND b.ts + INTERVAL '1' MINUTE), or the same window on both sides (a.window_start = b.window_start AND a.window_end = b.window_end)";
+
+/// The join's left input, the join, and the filter on joined rows of its
+/// conditions that are neither keys nor the interval.
+pub(crate) fn plan_join(
+    node: JoinNode,
+    inputs: &HashMap<String, StreamInput>,
+) -> Result<(StreamInput, StreamJoinPlan, Option<StatelessOp>)> {
+    let JoinNode {
+        join,
+        conditions,
+        left,
+        right,
+    } = node;
+    if join.join_type != JoinType::Inner {
+        return Err(Error::not_supported(format!(
+            "{} JOIN of two streams is not supported yet; use an inner JOIN",
+            join.join_type.to_string().to_uppercase()
+        )));
+    }
+    let input = |shape: Shape| -> Result<StreamInput> {
+        let name = shape
+            .scan
+            .ok_or_else(|| Error::internal("a side of a join reads no table"))?;
+        let mut input = inputs.get(&name).cloned().ok_or_else(|| {
+            Error::not_supported("each side of a join of two streams must read a source")
+        })?;
+        input.pre = shape.pre;
+        Ok(input)
+    };
+    let left_in = input(left)?;
+    let right_in = input(right)?;
+    let ls = join.left.schema().clone();
+    let rs = join.right.schema().clone();
+
+    let mut keys: Vec<(Expr, Expr)> = join.on.clone();
+    let mut bounds: Vec<Bound> = Vec::new();
+    let mut rest: Vec<Expr> = Vec::new();
+    let filter = join
+        .filter
+        .iter()
+        .flat_map(datafusion::logical_expr::utils::split_conjunction)
+        .cloned();
+    for conjunct in filter.chain(conditions) {
+        if let Some(pair) = key_pair(&conjunct, &ls, &rs) {
+            keys.push(pair);
+        } else if let Some(bound) = time_bound(&conjunct, &ls, &rs) {
+            bounds.push(bound);
+        } else {
+            rest.push(conjunct);
+        }
+    }
+    let (left_keys, right_keys): (Vec<Expr>, Vec<Expr>) = keys.iter().cloned().unzip();
+    check_exprs(&left_keys)?;
+    check_exprs(&right_keys)?;
+    check_exprs(&rest)?;
+    for (l, r) in &keys {
+        let (lt, rt) = (l.get_type(&ls)?, r.get_type(&rs)?);
+        if lt != rt {
+            return Err(Error::user(
+                sqlstate::DATATYPE_MISMATCH,
+                format!("the join keys {l} ({lt}) and {r} ({rt}) have different types; cast one"),
+            ));
+        }
+    }
+
+    let (left_time, right_time, lower_ms, upper_ms, windowed) = if bounds.is_empty() {
+        let (l, r) = window_times(&keys, &ls, &left_in, &rs, &right_in)?;
+        (l, r, 0, 0, true)
+    } else {
+        let first = &bounds[0];
+        if let Some(other) = bounds.iter().find(|b| {
+            b.left.flat_name() != first.left.flat_name()
+                || b.right.flat_name() != first.right.flat_name()
+        }) {
+            return Err(Error::not_supported(format!(
+                "an interval join compares one time column of each side, not {} - {} and {} - {}",
+                first.left, first.right, other.left, other.right
+            )));
+        }
+        let lower = bounds.iter().map(|b| b.lower).max().expect("a bound");
+        let upper = bounds.iter().map(|b| b.upper).min().expect("a bound");
+        if lower == i64::MIN || upper == i64::MAX {
+            return Err(Error::not_supported(format!(
+                "an interval join needs a lower and an upper bound on {} - {}; {NO_TIME_BOUND}",
+                first.left, first.right
+            )));
+        }
+        let l = event_time(&first.left, &ls, &left_in)?;
+        let r = event_time(&first.right, &rs, &right_in)?;
+        (l, r, lower, upper, false)
+    };
+    let residual =
+        datafusion::logical_expr::utils::conjunction(rest).map(|predicate| StatelessOp::Filter {
+            predicate,
+            input: join.schema.clone(),
+        });
+    let plan = StreamJoinPlan {
+        right: right_in,
+        left_schema: ls,
+        right_schema: rs,
+        left_keys,
+        right_keys,
+        left_time,
+        right_time,
+        lower_ms,
+        upper_ms,
+        windowed,
+        output: join.schema.clone(),
+        output_time: None,
+    };
+    Ok((left_in, plan, residual))
+}
+
+/// `lower <= left - right <= upper` on two time columns (an open end is
+/// i64::MIN or i64::MAX).
+struct Bound {
+    left: Column,
+    right: Column,
+    lower: i64,
+    upper: i64,
+}
+
+/// A comparison of a time column of each side, each plus or minus an
+/// interval: `a.ts >= b.ts - INTERVAL '1' MINUTE`, or a BETWEEN of such.
+fn time_bound(conjunct: &Expr, ls: &DFSchemaRef, rs: &DFSchemaRef) -> Option<Bound> {
+    let (op, a, b) = match conjunct {
+        Expr::Between(Between {
+            expr,
+            negated: false,
+            low,
+            high,
+        }) => {
+            let low = compare(Operator::GtEq, expr, low, ls, rs)?;
+            let high = compare(Operator::LtEq, expr, high, ls, rs)?;
+            if low.left.flat_name() != high.left.flat_name()
+                || low.right.flat_name() != high.right.flat_name()
+            {
+                return None;
+            }
+            return Some(Bound {
+                lower: low.lower.max(high.lower),
+                upper: low.upper.min(high.upper),
+                ..low
+            });
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => (*op, left, right),
+        _ => return None,
+    };
+    compare(op, a, b, ls, rs)
+}
+
+fn compare(op: Operator, a: &Expr, b: &Expr, ls: &DFSchemaRef, rs: &DFSchemaRef) -> Option<Bound> {
+    let (ca, oa) = time_term(a)?;
+    let (cb, ob) = time_term(b)?;
+    // Only timestamps are times (a comparison of other columns is a
+    // condition on the pair).
+    let is_time = |c: &Column| {
+        [ls, rs].iter().any(|s| {
+            s.qualified_field_from_column(c).is_ok_and(|(_, f)| {
+                matches!(f.data_type(), arrow::datatypes::DataType::Timestamp(..))
+            })
+        })
+    };
+    if !is_time(&ca) || !is_time(&cb) {
+        return None;
+    }
+    // As `left - right op value`.
+    let (left, right, op, value) = if ls.has_column(&ca) && rs.has_column(&cb) {
+        (ca, cb, op, ob.checked_sub(oa)?)
+    } else if rs.has_column(&ca) && ls.has_column(&cb) {
+        (cb, ca, op.swap()?, oa.checked_sub(ob)?)
+    } else {
+        return None;
+    };
+    let (lower, upper) = match op {
+        Operator::Eq => (value, value),
+        Operator::LtEq => (i64::MIN, value),
+        Operator::Lt => (i64::MIN, value - 1),
+        Operator::GtEq => (value, i64::MAX),
+        Operator::Gt => (value + 1, i64::MAX),
+        _ => return None,
+    };
+    Some(Bound {
+        left,
+        right,
+        lower,
+        upper,
+    })
+}
+
+/// A column plus or minus interval literals, and the total offset in ms.
+fn time_term(e: &Expr) -> Option<(Column, i64)> {
+    match e {
+        Expr::Column(c) => Some((c.clone(), 0)),
+        Expr::Cast(c) => time_term(&c.expr),
+        Expr::TryCast(c) => time_term(&c.expr),
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (column, offset, ms, sign) = match (time_term(left), literal_interval_ms(right)) {
+                (Some((c, o)), Some(ms)) => (c, o, ms, if *op == Operator::Minus { -1 } else { 1 }),
+                _ if *op == Operator::Plus => {
+                    let (c, o) = time_term(right)?;
+                    (c, o, literal_interval_ms(left)?, 1)
+                }
+                _ => return None,
+            };
+            if !matches!(op, Operator::Plus | Operator::Minus) {
+                return None;
+            }
+            offset
+                .checked_add(ms.checked_mul(sign)?)
+                .map(|o| (column, o))
+        }
+        _ => None,
+    }
+}
+
+/// The scan column a column of a side's rows is, through the side's
+/// projections (by position: aliases rename but keep it).
+fn trace(index: usize, input: &StreamInput) -> Option<String> {
+    let mut index = index;
+    for op in input.pre.iter().rev() {
+        match op {
+            StatelessOp::Filter { .. } => {}
+            StatelessOp::Project { exprs, input, .. } => {
+                match exprs.get(index)?.clone().unalias() {
+                    Expr::Column(c) => index = input.index_of_column(&c).ok()?,
+                    _ => return None,
+                }
+            }
+            StatelessOp::LookupJoin(j) => {
+                let table = j.table_schema.fields().len();
+                index = if j.stream_left {
+                    Some(index).filter(|i| *i < j.stream.fields().len())?
+                } else {
+                    index.checked_sub(table)?
+                };
+            }
+        }
+    }
+    let scan: &Schema = match &input.window {
+        Some(w) => &w.output,
+        None => &input.source.schema,
+    };
+    Some(scan.field(index).name().clone())
+}
+
+/// An interval join's time on one side: its source's event time.
+fn event_time(column: &Column, schema: &DFSchemaRef, input: &StreamInput) -> Result<JoinTime> {
+    let index = schema.index_of_column(column)?;
+    let traced = trace(index, input);
+    match &input.source.rowtime {
+        Some(rt) if input.window.is_none() && traced.as_deref() == Some(rt.column.as_str()) => {
+            Ok(JoinTime { index, add_ms: 0 })
+        }
+        _ if input.window.is_some() => Err(Error::not_supported(
+            "an interval join reads its sides without windows; for rows of the same window, join on window_start and window_end",
+        )),
+        Some(rt) => Err(Error::user(
+            sqlstate::DATATYPE_MISMATCH,
+            format!(
+                "an interval join compares event times: {column} is not the event time column \"{}\" of \"{}\"",
+                rt.column, input.source.name
+            ),
+        )),
+        None => Err(Error::user(
+            sqlstate::DATATYPE_MISMATCH,
+            format!(
+                "\"{}\" has no event time for an interval join: declare WATERMARK FOR ... in CREATE TABLE {}",
+                input.source.name, input.source.name
+            ),
+        )),
+    }
+}
+
+/// A window join's time on each side: `window_end - 1 ms` (or `window_start
+/// + size - 1 ms`) of keys that pair the two sides' windows.
+fn window_times(
+    keys: &[(Expr, Expr)],
+    ls: &DFSchemaRef,
+    left: &StreamInput,
+    rs: &DFSchemaRef,
+    right: &StreamInput,
+) -> Result<(JoinTime, JoinTime)> {
+    let (Some(lw), Some(rw)) = (&left.window, &right.window) else {
+        return Err(Error::not_supported(NO_TIME_BOUND));
+    };
+    for w in [lw, rw] {
+        if matches!(w.kind, WindowKind::Session { .. }) {
+            return Err(Error::not_supported(
+                "a window join of SESSION windows is not supported: its windows are not known when rows arrive",
+            ));
+        }
+    }
+    let time = |e: &Expr, schema: &DFSchemaRef, input: &StreamInput| -> Option<(String, usize)> {
+        let Expr::Column(c) = e else { return None };
+        let index = schema.index_of_column(c).ok()?;
+        Some((trace(index, input)?, index))
+    };
+    let mut by_start = None;
+    for (l, r) in keys {
+        let (Some((ln, li)), Some((rn, ri))) = (time(l, ls, left), time(r, rs, right)) else {
+            continue;
+        };
+        if ln == WINDOW_END && rn == WINDOW_END {
+            return Ok((
+                JoinTime {
+                    index: li,
+                    add_ms: -1,
+                },
+                JoinTime {
+                    index: ri,
+                    add_ms: -1,
+                },
+            ));
+        }
+        if ln == WINDOW_START && rn == WINDOW_START {
+            by_start = Some((li, ri));
+        }
+    }
+    match by_start {
+        Some((li, ri)) if lw.kind.fixed_size() && rw.kind.fixed_size() => Ok((
+            JoinTime {
+                index: li,
+                add_ms: lw.kind.size() - 1,
+            },
+            JoinTime {
+                index: ri,
+                add_ms: rw.kind.size() - 1,
+            },
+        )),
+        Some(_) => Err(Error::not_supported(
+            "a window join of CUMULATE windows must join on window_end too: its windows share their start",
+        )),
+        None => Err(Error::not_supported(NO_TIME_BOUND)),
+    }
+}
+
+/// The view's time attribute over a join, and its side: an interval join's
+/// event time column of either side, or a window join's `window_time`,
+/// passed through to the view.
+pub fn time_attribute(
+    join: &StreamJoinPlan,
+    left: &StreamInput,
+    post: &[StatelessOp],
+    output: &Schema,
+) -> (Option<String>, Option<Side>) {
+    let left_len = join.left_schema.fields().len();
+    let mut candidates: Vec<(usize, Side)> = Vec::new();
+    if join.windowed {
+        for (schema, input, side, offset) in [
+            (&join.left_schema, left, Side::Left, 0),
+            (&join.right_schema, &join.right, Side::Right, left_len),
+        ] {
+            for i in 0..schema.fields().len() {
+                if trace(i, input).as_deref() == Some(WINDOW_TIME) {
+                    candidates.push((offset + i, side));
+                }
+            }
+        }
+    } else {
+        candidates.push((join.left_time.index, Side::Left));
+        candidates.push((left_len + join.right_time.index, Side::Right));
+    }
+    for op in post {
+        candidates = match op {
+            StatelessOp::Filter { .. } => candidates,
+            StatelessOp::LookupJoin(j) if j.stream_left => candidates,
+            StatelessOp::LookupJoin(j) => {
+                let shift = j.table_schema.fields().len();
+                candidates
+                    .into_iter()
+                    .map(|(i, s)| (i + shift, s))
+                    .collect()
+            }
+            StatelessOp::Project { exprs, input, .. } => exprs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| match e.clone().unalias() {
+                    Expr::Column(c) => {
+                        let from = input.index_of_column(&c).ok()?;
+                        candidates
+                            .iter()
+                            .find(|(j, _)| *j == from)
+                            .map(|(_, side)| (i, *side))
+                    }
+                    _ => None,
+                })
+                .collect(),
+        };
+    }
+    match candidates.iter().min_by_key(|(i, _)| *i) {
+        Some((i, side)) if *i < output.fields().len() => {
+            (Some(output.field(*i).name().clone()), Some(*side))
+        }
+        _ => (None, None),
+    }
+}
