@@ -469,7 +469,7 @@ impl SourceReader for DatagenReader {
             };
             let due = started + Duration::from_secs_f64((made - resumed + n as u64) as f64 / rate);
             loop {
-                if let Some(epoch) = self.ctx.barriers.poll(&mut seen) {
+                if let Some(epoch) = self.ctx.poll_barrier(&mut seen) {
                     if !out.send(self.ctx.barrier(epoch, vec![position(made)])) {
                         return Ok(());
                     }

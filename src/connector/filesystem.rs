@@ -296,7 +296,7 @@ struct Progress {
 impl Progress {
     /// Sends a barrier if one was asked for; false if the pipeline is gone.
     fn barrier(&mut self, ctx: &ReaderContext, out: &EventSender) -> bool {
-        match ctx.barriers.poll(&mut self.seen) {
+        match ctx.poll_barrier(&mut self.seen) {
             Some(epoch) => out.send(ctx.barrier(epoch, self.positions.clone())),
             None => true,
         }

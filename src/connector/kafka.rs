@@ -501,7 +501,7 @@ impl SourceReader for KafkaReader {
                     return Ok(());
                 }
             }
-            if let Some(epoch) = self.ctx.barriers.poll(&mut seen) {
+            if let Some(epoch) = self.ctx.poll_barrier(&mut seen) {
                 // Every record polled goes before the barrier.
                 for (split, p) in pending.iter_mut().enumerate() {
                     if !self.flush(split, mine[split], p, out)? {

@@ -240,12 +240,26 @@ pub struct ReaderContext {
     pub resume: std::collections::HashMap<String, i64>,
     /// The server's store (where views over views read their upstream).
     pub store: Arc<crate::state::Store>,
+    /// For a side of a join of two streams: waits while it runs ahead of
+    /// the other side.
+    pub alignment: Option<Arc<crate::dataflow::stream_join::Alignment>>,
 }
 
 impl ReaderContext {
     /// This reader's counters.
     pub fn counters(&self) -> &crate::metrics::Counters {
         self.metrics.part(crate::metrics::Part::Reader(self.part))
+    }
+
+    /// The epoch of a checkpoint barrier to send, if one is asked for
+    /// (newer than `seen`, which it then becomes). Readers call it between
+    /// batches; a side of a join that runs ahead of the other waits here
+    /// (barriers still pass).
+    pub fn poll_barrier(&self, seen: &mut u64) -> Option<u64> {
+        match &self.alignment {
+            None => self.barriers.poll(seen),
+            Some(a) => a.wait(self.part, || self.barriers.poll(seen)),
+        }
     }
 
     /// A barrier for `epoch` with the splits' positions and what this

@@ -110,7 +110,7 @@ impl SourceReader for ViewReader {
             if cursors.iter().all(|c| c.done) {
                 return Ok(());
             }
-            if let Some(epoch) = self.ctx.barriers.poll(&mut seen) {
+            if let Some(epoch) = self.ctx.poll_barrier(&mut seen) {
                 let positions = cursors
                     .iter()
                     .map(|c| if c.done { SPLIT_DONE } else { c.next as i64 })

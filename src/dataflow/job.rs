@@ -35,7 +35,7 @@ use crate::dataflow::pipeline::{
 };
 use crate::dataflow::plan::{Side, SourcePlan, StatelessOp, StreamPlan, WindowPlan};
 use crate::dataflow::prepare::Preparer;
-use crate::dataflow::stream_join::{PhysicalJoin, StreamJoin};
+use crate::dataflow::stream_join::{Alignment, JoinOutput, Outgoing, PhysicalJoin, StreamJoin};
 use crate::dataflow::watermark::WatermarkCombiner;
 use crate::dataflow::window_aggregate::WindowAggregate;
 use crate::error::{Error, Result};
@@ -51,6 +51,9 @@ use arrow::array::RecordBatch;
 const CHANNEL_CAPACITY: usize = 16;
 /// Batches buffered between a reader and its pipeline.
 const SOURCE_CHANNEL_CAPACITY: usize = 4;
+/// How far in event time a side of a join may run ahead of the other,
+/// beyond the join's interval.
+const ALIGNMENT_DRIFT_MS: i64 = 2_000;
 
 /// How jobs run (server settings).
 #[derive(Debug, Clone)]
@@ -203,14 +206,14 @@ impl Job {
             });
         }
         let mut tasks: JoinSet<Result<()>> = JoinSet::new();
-        let owned = physical.aggregate.is_some() || join.is_some();
-        let finals = if owned { p } else { 0 };
+        let finals = if physical.aggregate.is_some() { p } else { 0 };
+        let joins = if join.is_some() { p } else { 0 };
         let pipelines = p * inputs.len();
         let (coordinator, acks, barriers, checkpoints) = Coordinator::new(
             keys,
             store.clone(),
             p,
-            pipelines + finals,
+            pipelines + joins + finals,
             last_epoch,
             durability.settings.clone(),
             metrics.clone(),
@@ -221,7 +224,8 @@ impl Job {
             .collect();
         let output_watermarks = Arc::new(Mutex::new(WatermarkCombiner::new(p)));
 
-        // Final aggregation instances, each fed by every pipeline.
+        // Final aggregation instances, each fed by every pipeline (or by
+        // every join instance).
         let mut owners: Vec<mpsc::Sender<Envelope>> = Vec::new();
         if let Some(agg) = &physical.aggregate {
             for i in 0..p {
@@ -257,21 +261,50 @@ impl Job {
                     instance: i,
                 };
                 let acks = acks.next().expect("an ack per final instance");
-                tasks.spawn_on(run_owner(rx, owner, p, acks), runtime);
+                tasks.spawn_on(run_owner(rx, owner, p, acks, None), runtime);
             }
         }
-        if let Some(join) = &join {
+        // Join instances, each fed by every pipeline of both sides; they
+        // write the view, or feed the final aggregation.
+        if let Some((join, join_plan)) = join.as_ref().zip(plan.join.as_ref()) {
+            let ops = Arc::new(
+                join_plan
+                    .ops
+                    .iter()
+                    .map(|op| PhysicalOp::new(state, op))
+                    .collect::<Result<Vec<_>>>()?,
+            );
+            let finals = std::mem::take(&mut owners);
             for i in 0..p {
                 let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
                 owners.push(tx);
-                let out = Materialize::new(
-                    view.clone(),
-                    i,
-                    Part::Final(i),
-                    physical.post.clone(),
-                    metrics.clone(),
-                    dead_letters.clone(),
-                );
+                let (out, output) = match &physical.aggregate {
+                    None => (
+                        JoinOutput::View(Materialize::new(
+                            view.clone(),
+                            i,
+                            Part::Final(i),
+                            ops.clone(),
+                            metrics.clone(),
+                            dead_letters.clone(),
+                        )),
+                        None,
+                    ),
+                    Some(agg) => (
+                        JoinOutput::Aggregate {
+                            ops: ops.clone(),
+                            partial: PartialAggregate::new(agg.clone())?,
+                            routing: agg.routing.clone(),
+                            owners: finals.len(),
+                            dead_letters: dead_letters.clone(),
+                            sent: i64::MIN,
+                        },
+                        Some(OwnerOutput {
+                            instance: i,
+                            owners: finals.clone(),
+                        }),
+                    ),
+                };
                 let mut operator = StreamJoin::new(
                     join.clone(),
                     i,
@@ -285,10 +318,18 @@ impl Job {
                     operator.restore(store)?;
                 }
                 let acks = acks.next().expect("an ack per join instance");
-                tasks.spawn_on(run_owner(rx, operator, 2 * p, acks), runtime);
+                tasks.spawn_on(run_owner(rx, operator, 2 * p, acks, output), runtime);
             }
         }
         tasks.spawn_on(coordinator.run(), runtime);
+        // The sides of a join run at most the interval plus 2 s apart in
+        // event time.
+        let alignment = plan.join.as_ref().map(|j| {
+            Arc::new(Alignment::new(
+                p,
+                ALIGNMENT_DRIFT_MS.saturating_add(j.upper_ms.saturating_sub(j.lower_ms)),
+            ))
+        });
         for (side, (source, side_physical, preparer)) in inputs.iter().enumerate() {
             for i in 0..p {
                 // The pipeline's number in the job.
@@ -313,6 +354,7 @@ impl Job {
                         .map(|(k, v)| (k.clone(), v.position))
                         .collect(),
                     store: store.clone(),
+                    alignment: alignment.clone(),
                 })?;
                 std::thread::Builder::new()
                     .name(format!("sluice-read-{n}"))
@@ -330,16 +372,16 @@ impl Job {
                         Error::external(format!("could not start a reader thread: {e}"))
                     })?;
                 let downstream = match (&physical.aggregate, &join) {
-                    (Some(agg), _) => Downstream::Aggregate {
-                        partial: PartialAggregate::new(agg.clone())?,
-                        owners: owners.clone(),
-                    },
-                    (None, Some(join)) => Downstream::Join {
+                    (_, Some(join)) => Downstream::Join {
                         keys: join
                             .keys(if side == 0 { Side::Left } else { Side::Right })
                             .to_vec(),
                         owners: owners.clone(),
                         pending: vec![Vec::new(); owners.len()],
+                    },
+                    (Some(agg), None) => Downstream::Aggregate {
+                        partial: PartialAggregate::new(agg.clone())?,
+                        owners: owners.clone(),
                     },
                     (None, None) => Downstream::Append {
                         out: Materialize::new(
@@ -367,7 +409,7 @@ impl Job {
                         restored: watermarks,
                     },
                 );
-                tasks.spawn_on(pipeline.run(rx), runtime);
+                tasks.spawn_on(pipeline.align(alignment.clone()).run(rx), runtime);
             }
         }
         drop(owners);
@@ -527,6 +569,10 @@ trait Owner {
     fn emit_early(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Messages for the owners downstream (to one, or to all).
+    fn take_outbox(&mut self, _into: &mut Vec<Outgoing>) {}
+    /// Its state for `epoch` is saved.
+    fn after_checkpoint(&mut self, _epoch: u64) {}
 }
 
 /// A final aggregation instance, with the watermarks of its inputs.
@@ -610,6 +656,21 @@ impl Owner for StreamJoin {
     fn cache_use(&self) -> f64 {
         StreamJoin::cache_use(self)
     }
+
+    fn take_outbox(&mut self, into: &mut Vec<Outgoing>) {
+        StreamJoin::take_outbox(self, into)
+    }
+
+    fn after_checkpoint(&mut self, epoch: u64) {
+        StreamJoin::after_checkpoint(self, epoch)
+    }
+}
+
+/// Where an owner instance sends what it makes for owners downstream (a
+/// join's pre-aggregated pairs): its number, and the owners.
+struct OwnerOutput {
+    instance: usize,
+    owners: Vec<mpsc::Sender<Envelope>>,
 }
 
 /// Runs an owner instance fed by `inputs` pipelines: aligns their
@@ -622,6 +683,52 @@ async fn run_owner(
     mut operator: impl Owner,
     inputs: usize,
     acks: Acks,
+    output: Option<OwnerOutput>,
+) -> Result<()> {
+    let mut outbox: Vec<Outgoing> = Vec::new();
+    let result = owner_loop(&mut input, &mut operator, inputs, acks, &output, &mut outbox).await;
+    // What is left to send (the end's watermark) goes before the channels
+    // close.
+    send_outbox(&mut operator, &output, &mut outbox).await?;
+    result
+}
+
+/// Sends the operator's messages for the owners downstream.
+async fn send_outbox(
+    operator: &mut impl Owner,
+    output: &Option<OwnerOutput>,
+    outbox: &mut Vec<Outgoing>,
+) -> Result<()> {
+    operator.take_outbox(outbox);
+    let Some(output) = output else {
+        outbox.clear();
+        return Ok(());
+    };
+    for (to, message) in outbox.drain(..) {
+        let targets = match to {
+            Some(owner) => owner..owner + 1,
+            None => 0..output.owners.len(),
+        };
+        for owner in targets {
+            let envelope = Envelope {
+                from: output.instance,
+                message: message.clone(),
+            };
+            if output.owners[owner].send(envelope).await.is_err() {
+                return Err(Error::internal("an aggregation instance stopped early"));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn owner_loop(
+    input: &mut mpsc::Receiver<Envelope>,
+    operator: &mut impl Owner,
+    inputs: usize,
+    acks: Acks,
+    output: &Option<OwnerOutput>,
+    outbox: &mut Vec<Outgoing>,
 ) -> Result<()> {
     let mut ended = vec![false; inputs];
     // The epoch being aligned, and which inputs' barriers have come.
@@ -688,10 +795,12 @@ async fn run_owner(
                 operator.checkpoint(&mut writes)?;
                 acks.epoch(epoch, writes);
                 memory.checkpointed(epoch);
+                operator.after_checkpoint(epoch);
                 aligning = None;
                 barrier_from.fill(false);
             }
         }
+        send_outbox(operator, output, outbox).await?;
     }
     let mut writes = Writes::default();
     if acks.saving() {

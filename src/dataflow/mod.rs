@@ -4,7 +4,8 @@
 //! ```text
 //! reader (thread) ─ prepare ─► pipeline (task) ─ watermark ─ window assign ─ filter/project/lookup join
 //!     ├─ without aggregation: materialize (append) ─► view
-//!     └─ partial aggregate ─► exchange by group hash ─► window aggregate (task) ─ materialize ─► view
+//!     ├─ partial aggregate ─► exchange by group hash ─► window aggregate (task) ─ materialize ─► view
+//!     └─ a side of a join of two streams ─► exchange by key hash ─► stream join (task) ─ materialize ─► view
 //! ```
 //!
 //! Checkpoint barriers flow along the same channels as rows

@@ -42,6 +42,7 @@ use crate::dataflow::physical::{
 };
 use crate::dataflow::plan::WindowPlan;
 use crate::dataflow::prepare::take_rows;
+use crate::dataflow::stream_join::Alignment;
 use crate::dataflow::watermark::{InstanceTime, SplitClocks, WatermarkCombiner};
 use crate::dataflow::window::{assign_windows, Assignment};
 use crate::error::{Error, Result};
@@ -134,6 +135,9 @@ pub struct Pipeline {
     keys: JobKeys,
     acks: Acks,
     memory: MemoryControl,
+    /// For a side of a join: where it publishes its watermark, so that its
+    /// reader waits while it runs ahead of the other side.
+    alignment: Option<Arc<Alignment>>,
 }
 
 impl Pipeline {
@@ -168,6 +172,19 @@ impl Pipeline {
             keys,
             memory: acks.memory(),
             acks,
+            alignment: None,
+        }
+    }
+
+    /// Publishes its watermarks to keep the sides of a join aligned.
+    pub fn align(mut self, alignment: Option<Arc<Alignment>>) -> Self {
+        self.alignment = alignment;
+        self
+    }
+
+    fn publish(&self, watermark: i64) {
+        if let Some(a) = &self.alignment {
+            a.publish(self.instance, watermark);
         }
     }
 
@@ -192,6 +209,7 @@ impl Pipeline {
             }
         }
         // The source has ended: emit everything and close every window.
+        self.publish(i64::MAX);
         self.flush().await?;
         self.send_all(Message::Watermark(i64::MAX)).await;
         if let Downstream::Append { watermark, .. } = &self.downstream {
@@ -298,7 +316,16 @@ impl Pipeline {
                     Downstream::Aggregate { partial, .. } => {
                         partial.pending_groups() >= MAX_PENDING_GROUPS
                     }
-                    Downstream::Join { .. } => true,
+                    Downstream::Join { .. } => {
+                        // Its reader reads on only while it is not ahead
+                        // of the other side.
+                        match self.clocks.current(Instant::now()) {
+                            InstanceTime::Watermark(w) => self.publish(w),
+                            InstanceTime::Idle(_) => self.publish(i64::MAX),
+                            InstanceTime::Unknown => {}
+                        }
+                        true
+                    }
                     Downstream::Append { .. } => false,
                 };
                 if flush {
@@ -540,6 +567,11 @@ impl Pipeline {
                 self.metrics.advance_watermark(w);
             }
             return Ok(());
+        }
+        match time {
+            InstanceTime::Watermark(w) => self.publish(w),
+            InstanceTime::Idle(_) => self.publish(i64::MAX),
+            InstanceTime::Unknown => {}
         }
         match time {
             InstanceTime::Watermark(w) if w > self.sent => {

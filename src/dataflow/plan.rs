@@ -246,6 +246,9 @@ pub struct StreamJoinPlan {
     pub windowed: bool,
     /// The joined rows: the left side's columns, then the right side's.
     pub output: DFSchemaRef,
+    /// The filters and projections on the joined rows (before the
+    /// aggregation, if the view aggregates them).
+    pub ops: Vec<StatelessOp>,
     /// The side whose time the view's time attribute is, if it has one:
     /// the view's watermark is made for it.
     pub output_time: Option<Side>,
@@ -258,7 +261,8 @@ pub struct StreamPlan {
     pub window: Option<WindowPlan>,
     pub pre: Vec<StatelessOp>,
     /// A join with a second stream; then `pre` are the left side's
-    /// operations and `post` those on the joined rows.
+    /// operations, and `post` those after the aggregation of the joined
+    /// rows, if any.
     pub join: Option<Box<StreamJoinPlan>>,
     pub aggregate: Option<AggregatePlan>,
     pub post: Vec<StatelessOp>,
@@ -302,7 +306,9 @@ impl StreamPlan {
             || self
                 .join
                 .as_ref()
-                .is_some_and(|j| j.right.source.name == name || joins(&j.right.pre))
+                .is_some_and(|j| {
+                    j.right.source.name == name || joins(&j.right.pre) || joins(&j.ops)
+                })
     }
 
     /// The sources it reads: one, or two for a join of two streams.
@@ -422,6 +428,10 @@ impl StreamPlan {
             .map(|(l, r)| format!("{l} = {r}"))
             .collect();
         let fmt = crate::dataflow::window::fmt_ms;
+        for op in join.ops.iter().rev() {
+            let _ = writeln!(out, "{}{}", "  ".repeat(depth), op.describe());
+            depth += 1;
+        }
         let _ = writeln!(
             out,
             "{}{}: inner on {}{}, parallelism={parallelism}, state bounded by the watermarks",

@@ -6,8 +6,11 @@
 //! instances first, then right), and their watermarks.
 //! Output: each pair of rows with equal keys and `lower <= left time - right
 //! time <= upper` (for window joins both times are `window_time`, and equal)
-//! as one row, once, to [`Materialize`] (append-only: a pair is final when
-//! its second row arrives).
+//! as one row, once: to [`Materialize`] (append-only: a pair is final when
+//! its second row arrives); or, when the view aggregates the pairs, through
+//! the operations on joined rows into a partial aggregate whose states go
+//! to the final aggregation instances that own their groups, followed by
+//! the join's output watermark and checkpoint barriers.
 //! State: each side's rows that a row of the other side may still match,
 //! with a hash index on their keys. A row arriving probes the other side's
 //! rows, then joins its own side's.
@@ -38,13 +41,19 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::physical_expr::PhysicalExpr;
 use parking_lot::Mutex;
 
+use std::sync::atomic::Ordering;
+
+use crate::dataflow::checkpoint::save_counters;
 use crate::dataflow::materialize::Materialize;
-use crate::dataflow::partial_aggregate::ROUTING_HASH;
-use crate::dataflow::physical::{evaluate, millis, physical_expr};
+use crate::dataflow::message::Message;
+use crate::dataflow::partial_aggregate::{route, PartialAggregate, ROUTING_HASH};
+use crate::dataflow::physical::{
+    apply_all, evaluate, millis, per_row_on_error, physical_expr, row_as_json, PhysicalOp,
+};
 use crate::dataflow::plan::{JoinTime, Side, StreamJoinPlan};
 use crate::dataflow::watermark::WatermarkCombiner;
 use crate::error::{Error, Result};
-use crate::metrics::JobMetrics;
+use crate::metrics::{DeadLetterQueue, JobMetrics, Part};
 use crate::state::checkpoint::JobKeys;
 use crate::state::view::{decode_batch, encode_batch, row_codec};
 use crate::state::{Store, Writes};
@@ -128,6 +137,13 @@ impl Hasher for Prehashed {
 
 const NONE: u32 = u32::MAX;
 
+/// The index slot of a key hash in a time bucket: a probe walks only the
+/// rows of the buckets its interval covers, not every row of its key (rows
+/// far ahead in time, from a backlog, would make each probe long).
+fn bucketed(hash: u64, bucket: i64) -> u64 {
+    hash ^ (bucket as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 /// A row in a side's index: where it is, and the previous row with the
 /// same key hash.
 #[derive(Clone, Copy)]
@@ -156,6 +172,9 @@ struct SideRows {
     entries: Vec<Entry>,
     /// Rows of batches whose rows can all go.
     expired_rows: usize,
+    /// The width of the index's time buckets: at least the interval's, so
+    /// that a probe covers at most two.
+    bucket_ms: i64,
     expiry: i64,
 }
 
@@ -190,6 +209,11 @@ impl SideRows {
             entries: Vec::new(),
             expired_rows: 0,
             expiry: i64::MIN,
+            bucket_ms: join
+                .upper_ms
+                .saturating_sub(join.lower_ms)
+                .saturating_add(1)
+                .max(1000),
         })
     }
 
@@ -249,9 +273,10 @@ impl SideRows {
         };
         let id = u32::try_from(self.batches.len())
             .map_err(|_| Error::internal("a join side holds too many batches"))?;
-        for (row, hash) in probe.hashes.iter().enumerate() {
+        for (row, (hash, time)) in probe.hashes.iter().zip(&probe.times).enumerate() {
             let at = self.entries.len() as u32;
-            let next = self.heads.insert(*hash, at).unwrap_or(NONE);
+            let slot = bucketed(*hash, time.div_euclid(self.bucket_ms));
+            let next = self.heads.insert(slot, at).unwrap_or(NONE);
             self.entries.push(Entry {
                 batch: id,
                 row: row as u32,
@@ -280,31 +305,43 @@ impl SideRows {
             if probe.valid.as_ref().is_some_and(|v| !v.value(i)) {
                 continue;
             }
-            let Some(head) = self.heads.get(hash) else {
-                continue;
+            // The times of this side's rows it can meet, and their buckets.
+            let t = probe.times[i];
+            let (from, to) = match self.side {
+                Side::Right => (t.saturating_sub(upper), t.saturating_sub(lower)),
+                Side::Left => (t.saturating_add(lower), t.saturating_add(upper)),
             };
             let key = probe.keys.row(i);
-            let mut at = *head;
-            while at != NONE {
-                let e = self.entries[at as usize];
-                let stored = &self.batches[e.batch as usize];
-                let t = stored.times[e.row as usize];
-                let diff = match self.side {
-                    // The probe is the left side.
-                    Side::Right => probe.times[i].saturating_sub(t),
-                    Side::Left => t.saturating_sub(probe.times[i]),
+            for bucket in from.div_euclid(self.bucket_ms)..=to.div_euclid(self.bucket_ms) {
+                let Some(head) = self.heads.get(&bucketed(*hash, bucket)) else {
+                    continue;
                 };
-                if t > self.expiry
-                    && diff >= lower
-                    && diff <= upper
-                    && stored.keys.row(e.row as usize) == key
-                {
-                    pairs.push((i as u32, e));
-                }
-                at = e.next;
+                self.walk(*head, i, key, from, to, &mut pairs);
             }
         }
         pairs
+    }
+
+    /// The entries of a chain from `at` on with `key` and a time in
+    /// `[from, to]`, paired with probe row `i`.
+    fn walk(
+        &self,
+        mut at: u32,
+        i: usize,
+        key: arrow::row::Row<'_>,
+        from: i64,
+        to: i64,
+        pairs: &mut Vec<(u32, Entry)>,
+    ) {
+        while at != NONE {
+            let e = self.entries[at as usize];
+            let stored = &self.batches[e.batch as usize];
+            let t = stored.times[e.row as usize];
+            if t > self.expiry && t >= from && t <= to && stored.keys.row(e.row as usize) == key {
+                pairs.push((i as u32, e));
+            }
+            at = e.next;
+        }
     }
 
     /// The columns of the entries `pairs` point to, in order.
@@ -378,6 +415,28 @@ impl SideRows {
     }
 }
 
+/// Where an instance's joined rows go.
+pub enum JoinOutput {
+    /// Into its view shard (whose post operations are the join's operations
+    /// on joined rows).
+    View(Materialize),
+    /// Through the join's operations on joined rows, pre-aggregated, to the
+    /// final aggregation instances that own their groups.
+    Aggregate {
+        ops: Arc<Vec<PhysicalOp>>,
+        partial: PartialAggregate,
+        /// The group columns that route a group to its owner.
+        routing: Vec<usize>,
+        owners: usize,
+        dead_letters: Arc<DeadLetterQueue>,
+        /// The last watermark sent.
+        sent: i64,
+    },
+}
+
+/// A message for the owners downstream: to one, or to all (None).
+pub type Outgoing = (Option<usize>, Message);
+
 /// One instance of the join.
 pub struct StreamJoin {
     join: Arc<PhysicalJoin>,
@@ -387,7 +446,10 @@ pub struct StreamJoin {
     left_watermarks: WatermarkCombiner,
     right_watermarks: WatermarkCombiner,
     inputs: usize,
-    out: Materialize,
+    out: JoinOutput,
+    /// Messages for the owners downstream, not sent yet.
+    outbox: Vec<Outgoing>,
+    hashes: Vec<u64>,
     instance: usize,
     /// The view's watermark over all instances.
     output_watermarks: Arc<Mutex<WatermarkCombiner>>,
@@ -402,7 +464,7 @@ impl StreamJoin {
         join: Arc<PhysicalJoin>,
         instance: usize,
         inputs: usize,
-        out: Materialize,
+        out: JoinOutput,
         output_watermarks: Arc<Mutex<WatermarkCombiner>>,
         metrics: Arc<JobMetrics>,
         keys: JobKeys,
@@ -415,6 +477,8 @@ impl StreamJoin {
             right_watermarks: WatermarkCombiner::new(inputs),
             inputs,
             out,
+            outbox: Vec::new(),
+            hashes: Vec::new(),
             instance,
             output_watermarks,
             metrics,
@@ -483,10 +547,68 @@ impl StreamJoin {
                 Side::Left => mine.into_iter().chain(theirs).collect(),
                 Side::Right => theirs.into_iter().chain(mine).collect(),
             };
-            self.out
-                .append(RecordBatch::try_new(self.join.output.clone(), columns)?)?;
+            let pairs = RecordBatch::try_new(self.join.output.clone(), columns)?;
+            own.insert(batch, probe)?;
+            return self.emit(pairs);
         }
         own.insert(batch, probe)
+    }
+
+    /// Sends joined rows on.
+    fn emit(&mut self, pairs: RecordBatch) -> Result<()> {
+        let (ops, partial, routing, owners, dead_letters) = match &mut self.out {
+            JoinOutput::View(view) => return view.append(pairs),
+            JoinOutput::Aggregate {
+                ops,
+                partial,
+                routing,
+                owners,
+                dead_letters,
+                ..
+            } => (ops, partial, routing, *owners, dead_letters),
+        };
+        // A pair whose expressions cannot be evaluated becomes a dead
+        // letter; the others go on.
+        let (parts, bad) = per_row_on_error(&pairs, |b| {
+            let rows = apply_all(ops, b.clone())?;
+            partial.inputs(&rows)
+        })?;
+        for (row, error) in bad {
+            self.metrics
+                .part(Part::Final(self.instance))
+                .bad_rows
+                .fetch_add(1, Ordering::Relaxed);
+            dead_letters.push(
+                &self.metrics.name,
+                format!("a joined row of instance {}", self.instance),
+                &row_as_json(&row),
+                format!("could not evaluate the view's expressions: {error}"),
+            );
+        }
+        for inputs in parts {
+            partial.update(inputs)?;
+        }
+        if let Some(states) = partial.flush()? {
+            let parts = route(&states, routing, owners, &mut self.hashes)?;
+            for (owner, part) in parts.into_iter().enumerate() {
+                if let Some(part) = part {
+                    self.outbox.push((Some(owner), Message::Batch(part)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the messages for the owners downstream.
+    pub fn take_outbox(&mut self, into: &mut Vec<Outgoing>) {
+        into.append(&mut self.outbox);
+    }
+
+    /// After its checkpoint for `epoch`: the owners downstream align on it.
+    pub fn after_checkpoint(&mut self, epoch: u64) {
+        if matches!(self.out, JoinOutput::Aggregate { .. }) {
+            self.outbox.push((None, Message::Barrier(epoch)));
+        }
     }
 
     pub fn on_watermark(&mut self, from: usize, watermark: i64) -> Result<()> {
@@ -528,13 +650,30 @@ impl StreamJoin {
         );
         self.left.expire(self.join.expiry(Side::Left, wr))?;
         self.right.expire(self.join.expiry(Side::Right, wl))?;
+        tracing::trace!(
+            instance = self.instance,
+            wl,
+            wr,
+            left = self.left.rows(),
+            right = self.right.rows(),
+            "join watermarks"
+        );
         let out = self.join.output_watermark(wl, wr);
-        if let Some(w) = self
-            .output_watermarks
-            .lock()
-            .on_watermark(self.instance, out)
-        {
-            self.metrics.advance_watermark(w);
+        match &mut self.out {
+            JoinOutput::View(_) => {
+                if let Some(w) = self
+                    .output_watermarks
+                    .lock()
+                    .on_watermark(self.instance, out)
+                {
+                    self.metrics.advance_watermark(w);
+                }
+            }
+            JoinOutput::Aggregate { sent, .. } if out > *sent => {
+                *sent = out;
+                self.outbox.push((None, Message::Watermark(out)));
+            }
+            JoinOutput::Aggregate { .. } => {}
         }
         Ok(())
     }
@@ -550,20 +689,107 @@ impl StreamJoin {
                 writes.put(key, encode_batch(&row_codec(&rows.schema)?, &batch)?);
             }
         }
+        let JoinOutput::View(view) = &self.out else {
+            // The final aggregation saves what it counted.
+            return Ok(());
+        };
+        let part = Part::Final(self.instance);
+        save_counters(
+            &self.metrics,
+            part,
+            self.metrics.part(part).snapshot(),
+            &self.keys,
+            writes,
+        );
         // Its shard's rows to come are above its own output watermark
         // (once both sides have ended: none come).
         let watermark = self.join.output_watermark(
             self.left_watermarks.current(),
             self.right_watermarks.current(),
         );
-        self.out.checkpoint(watermark, writes)
+        view.checkpoint(watermark, writes)
     }
 
     pub fn cache_use(&self) -> f64 {
-        self.out.cache_use()
+        match &self.out {
+            JoinOutput::View(view) => view.cache_use(),
+            JoinOutput::Aggregate { .. } => 0.0,
+        }
     }
 
     pub fn committed(&mut self) -> Result<()> {
-        self.out.committed()
+        match &self.out {
+            JoinOutput::View(view) => view.committed(),
+            JoinOutput::Aggregate { .. } => Ok(()),
+        }
+    }
+}
+
+/// Keeps the two sides of a join close in event time (Flink's watermark
+/// alignment): a side whose watermark runs ahead of the other's by more
+/// than a drift waits, so that neither side piles up rows the other cannot
+/// meet yet. This matters when both sides have a backlog (a restart, files)
+/// and one is read faster. Each side's pipelines publish their watermarks;
+/// a reader whose pipeline is ahead of the other side's slowest pipeline
+/// waits between batches, still passing checkpoint barriers on. The
+/// slowest pipeline of all never waits, so the job always moves.
+pub struct Alignment {
+    /// Per pipeline (the left side's, then the right side's): its last
+    /// watermark; i64::MAX when it is idle or has ended.
+    watermarks: Vec<std::sync::atomic::AtomicI64>,
+    per_side: usize,
+    drift_ms: i64,
+}
+
+/// How long a reader that is ahead waits before it looks again.
+const ALIGN_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
+impl Alignment {
+    /// For `per_side` pipelines on each side; a side may run `drift_ms`
+    /// ahead of the other.
+    pub fn new(per_side: usize, drift_ms: i64) -> Self {
+        Alignment {
+            watermarks: (0..2 * per_side)
+                .map(|_| std::sync::atomic::AtomicI64::new(i64::MIN))
+                .collect(),
+            per_side,
+            drift_ms,
+        }
+    }
+
+    /// Pipeline `n` has reached `watermark`.
+    pub fn publish(&self, n: usize, watermark: i64) {
+        self.watermarks[n].store(watermark, Ordering::Relaxed);
+    }
+
+    /// Whether pipeline `n` is ahead of the other side: its reader waits.
+    /// A pipeline without a watermark yet is never ahead; one with a
+    /// watermark waits for every pipeline of the other side to have one.
+    pub fn ahead(&self, n: usize) -> bool {
+        let own = self.watermarks[n].load(Ordering::Relaxed);
+        let other = if n < self.per_side {
+            self.per_side..2 * self.per_side
+        } else {
+            0..self.per_side
+        };
+        let slowest = other
+            .map(|i| self.watermarks[i].load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(i64::MAX);
+        own != i64::MIN && own != i64::MAX && own > slowest.saturating_add(self.drift_ms)
+    }
+
+    /// Waits while pipeline `n` is ahead, or until `barrier` has a
+    /// checkpoint barrier for the reader.
+    pub fn wait(&self, n: usize, mut barrier: impl FnMut() -> Option<u64>) -> Option<u64> {
+        loop {
+            if let Some(epoch) = barrier() {
+                return Some(epoch);
+            }
+            if !self.ahead(n) {
+                return None;
+            }
+            std::thread::sleep(ALIGN_POLL);
+        }
     }
 }

@@ -14,8 +14,11 @@
 //! ```
 //!
 //! The source may be a view whose rows never change, read from its log
-//! (see [`view_source`]). Anything else (joins, ORDER BY, LIMIT, window
-//! functions) is refused with a `0A000` error that names the construct.
+//! (see [`view_source`]). Instead of one source, `pre` may stand on a join
+//! of two streams, each side a source with its own window, filters and
+//! projections (see `stream_join.rs`). Anything else (ORDER BY, LIMIT,
+//! window functions, joins without a time bound) is refused with a `0A000`
+//! error that names the construct.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -180,43 +183,83 @@ pub async fn plan_view(
     check_output_names(&output)?;
 
     let mut shape = shape;
-    if let Some(node) = shape.join.take() {
-        if allowed_lateness.is_some()
-            || create.emit != EmitMode::default()
-            || create.emit_every.is_some()
-        {
-            return Err(Error::not_supported(
-                "'allowed-lateness' and EMIT need a windowed aggregation; a join of two streams shows each joined row once",
-            ));
+    // With a join of two streams, the operations on its rows (before any
+    // aggregation) are the join's.
+    let (input, mut join) = match shape.join.take() {
+        Some(node) => {
+            if allowed_lateness.is_some() {
+                return Err(Error::not_supported(
+                    "'allowed-lateness' is not supported over a join of two streams: its sides drop late rows",
+                ));
+            }
+            let (left, mut join, residual) =
+                crate::frontend::stream_join::plan_join(*node, &inputs)?;
+            join.ops = residual
+                .into_iter()
+                .chain(std::mem::take(&mut shape.pre))
+                .collect();
+            (left, Some(join))
         }
-        let (left, mut join, residual) = crate::frontend::stream_join::plan_join(*node, &inputs)?;
-        let post: Vec<StatelessOp> = residual.into_iter().chain(shape.pre).collect();
-        let (time_attribute, side) =
-            crate::frontend::stream_join::time_attribute(&join, &left, &post, &output);
-        join.output_time = side;
-        return Ok(StreamPlan {
-            view: create.name.clone(),
-            source: left.source,
-            window: left.window,
-            pre: left.pre,
-            join: Some(Box::new(join)),
-            aggregate: None,
-            post,
-            output,
-            emit: EmitMode::default(),
-            time_attribute,
-        });
-    }
-    if inputs.len() > 1 {
-        return Err(Error::not_supported(
-            "a materialized view reads two streams only through a join of them",
-        ));
-    }
-    let StreamInput { source, window, .. } = inputs.into_values().next().expect("one source");
-    let time_attribute = time_attribute(&shape, &source, window.as_ref(), &output);
+        None if inputs.len() > 1 => {
+            return Err(Error::not_supported(
+                "a materialized view reads two streams only through a join of them",
+            ))
+        }
+        None => (
+            inputs.into_values().next().expect("one source"),
+            None,
+        ),
+    };
+    let StreamInput {
+        source,
+        window,
+        pre: left_pre,
+    } = input;
+    let pre: Vec<StatelessOp> = match &join {
+        Some(_) => left_pre,
+        None => std::mem::take(&mut shape.pre),
+    };
+    let time_attribute = match &mut join {
+        Some(j) if shape.aggregate.is_none() => {
+            let left = StreamInput {
+                source: source.clone(),
+                window: window.clone(),
+                pre: Vec::new(),
+            };
+            let (name, side) =
+                crate::frontend::stream_join::time_attribute(j, &left, &j.ops, &output);
+            j.output_time = side;
+            name
+        }
+        Some(j) => {
+            // Aggregated: the view's watermark is that of the pairs'
+            // window_time (both sides' times for window joins).
+            j.output_time = Some(crate::dataflow::plan::Side::Left);
+            time_attribute(
+                &j.ops,
+                shape.aggregate.as_ref(),
+                &shape.post,
+                &source,
+                window.as_ref(),
+                &output,
+            )
+        }
+        None => time_attribute(
+            &pre,
+            shape.aggregate.as_ref(),
+            &shape.post,
+            &source,
+            window.as_ref(),
+            &output,
+        ),
+    };
+    let before_aggregate: &[StatelessOp] = match &join {
+        Some(j) => &j.ops,
+        None => &pre,
+    };
     let mut aggregate = match shape.aggregate {
         None => None,
-        Some(agg) => Some(aggregate_plan(&agg, &shape.pre, window.as_ref(), &source)?),
+        Some(agg) => Some(aggregate_plan(&agg, before_aggregate, window.as_ref(), &source)?),
     };
     if let Some(lateness) = allowed_lateness {
         match aggregate.as_mut() {
@@ -259,8 +302,8 @@ pub async fn plan_view(
         view: create.name.clone(),
         source,
         window,
-        pre: shape.pre,
-        join: None,
+        pre,
+        join: join.map(Box::new),
         aggregate,
         post: shape.post,
         output,
@@ -273,7 +316,9 @@ pub async fn plan_view(
 /// a window's `window_time`) passed through unchanged, or, after a windowed
 /// aggregation, its `window_time` group column (Flink's rules).
 fn time_attribute(
-    shape: &Shape,
+    pre: &[StatelessOp],
+    aggregate: Option<&AggregateNode>,
+    post: &[StatelessOp],
     source: &SourcePlan,
     window: Option<&WindowPlan>,
     output: &Schema,
@@ -303,8 +348,8 @@ fn time_attribute(
                 .collect(),
         })
     };
-    let names = follow(&shape.pre, names);
-    let names = match &shape.aggregate {
+    let names = follow(pre, names);
+    let names = match aggregate {
         None => names,
         Some(agg) => {
             let grouped = agg
@@ -318,7 +363,7 @@ fn time_attribute(
                     _ => None,
                 })
                 .collect();
-            follow(&shape.post, grouped)
+            follow(post, grouped)
         }
     };
     output
@@ -600,11 +645,6 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
                             ))
                         }
                         (None, None) => {
-                            if aggregate.is_some() {
-                                return Err(Error::not_supported(
-                                    "an aggregation over a join of two streams is not supported in one materialized view yet; create a view of the join and aggregate over that view",
-                                ));
-                            }
                             // The WHERE right above the join is part of its
                             // condition (for inner joins).
                             let mut conditions = Vec::new();
@@ -720,7 +760,7 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
             aggregate: Some(agg),
             post: above,
             scan: scan_name,
-            join: None,
+            join: stream_join,
         },
         None => Shape {
             pre: above,

@@ -134,6 +134,7 @@ pub(crate) fn plan_join(
         upper_ms,
         windowed,
         output: join.schema.clone(),
+        ops: Vec::new(),
         output_time: None,
     };
     Ok((left_in, plan, residual))
