@@ -33,7 +33,7 @@ use crate::query::{QueryEngine, Relation, Relations};
 use crate::session::Subscription;
 use crate::state::checkpoint::{jobs_with_state, JobKeys, Restored, SavepointRecord};
 use crate::state::reference::ReferenceTable;
-use crate::state::view::ViewLog;
+use crate::state::view::{ChangeLog, Feed, ViewLog};
 use crate::state::{Store, Writes};
 
 /// How long a shutdown waits for the jobs' last checkpoint.
@@ -310,7 +310,7 @@ impl Database {
             &create.name,
             id,
             spec.clone(),
-            log.log,
+            log.feed,
             log.shards,
             self.store.clone(),
         )?;
@@ -327,20 +327,10 @@ impl Database {
         self.committed_log(view, LogReader::Subscribe)
     }
 
-    /// The committed log of `view`, for a sink or a subscription: only
-    /// views whose rows never change have one, and only checkpoints write it.
+    /// What `view`'s checkpoints commit, for a sink or a subscription: the
+    /// log of rows added, or the changes of a view whose rows change.
     fn committed_log(&self, view: &str, reader: LogReader) -> Result<Subscription> {
         let (plan, id, _) = self.view_entry(view)?;
-        if !plan.appends_only() {
-            return Err(Error::not_supported(match reader {
-                LogReader::Sink => format!(
-                    "sinks of \"{view}\" are not supported yet: its rows change (upserts come later); a sink can write a view without aggregation, or one of final window rows (EMIT ON WINDOW CLOSE)"
-                ),
-                LogReader::Subscribe => format!(
-                    "SUBSCRIBE to \"{view}\" is not supported yet: its rows change (updates come later); subscribe to a view without aggregation, or one of final window rows (EMIT ON WINDOW CLOSE)"
-                ),
-            }));
-        }
         if self.checkpoints.interval().is_none() {
             return Err(Error::not_supported(match reader {
                 LogReader::Sink => format!(
@@ -357,9 +347,19 @@ impl Database {
             .get(view)
             .map(|j| j.view.shard_count())
             .ok_or_else(|| Error::internal(format!("view \"{view}\" has no job")))?;
+        let keys = JobKeys::new(id);
+        let feed = match plan.key_schema() {
+            None => Feed::Appends(ViewLog::new(self.store.clone(), keys, plan.output.clone())?),
+            Some(key) => Feed::Changes(ChangeLog::new(
+                self.store.clone(),
+                keys,
+                plan.output.clone(),
+                key,
+            )?),
+        };
         Ok(Subscription {
             view: view.to_string(),
-            log: ViewLog::new(self.store.clone(), JobKeys::new(id), plan.output.clone())?,
+            feed,
             shards,
             schema: plan.output.clone(),
         })

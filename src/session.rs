@@ -34,7 +34,7 @@ pub enum Outcome {
 /// What `SUBSCRIBE` streams: a view's committed log, from its beginning.
 pub struct Subscription {
     pub view: String,
-    pub log: crate::state::view::ViewLog,
+    pub feed: crate::state::view::Feed,
     pub shards: usize,
     pub schema: SchemaRef,
 }

@@ -1679,3 +1679,84 @@ async fn an_upsert_kafka_table_follows_its_topic() {
     )
     .await;
 }
+
+/// A sink of a view whose rows change writes upserts keyed by the view's
+/// group columns, and tombstones for rows deleted (here by HAVING): read
+/// back in order, the topic holds exactly the view's rows. First the rows
+/// the view had when the sink was made, then its changes, across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upsert_sink_follows_a_view_whose_rows_change() {
+    let broker = Broker::start();
+    broker.create_topic("per_cell", 3);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let flags = ["--checkpoint-interval", "100ms"];
+    let sink = format!(
+        "CREATE SINK per_cell_out FROM per_cell WITH ('connector' = 'kafka', 'topic' = 'per_cell',
+           'properties.bootstrap.servers' = '{}', 'format' = 'json')",
+        broker.addr
+    );
+    {
+        let mut server = TestServer::start_in(&dir, &flags);
+        let client = server.client().await;
+        execute(
+            &client,
+            "CREATE TABLE gen (cell_id STRING, duration_ms INT)
+             WITH ('connector' = 'datagen', 'rows-per-second' = '400', 'number-of-rows' = '4000')",
+        )
+        .await;
+        // Cells leave the view when they reach 8 calls: deletes.
+        execute(
+            &client,
+            "CREATE MATERIALIZED VIEW per_cell AS
+             SELECT cell_id, COUNT(*) AS calls, MAX(duration_ms) AS longest
+             FROM gen GROUP BY cell_id HAVING COUNT(*) < 8",
+        )
+        .await;
+        wait_until(Duration::from_secs(30), "rows in the view", || async {
+            rows(&client, "SELECT COUNT(*) FROM per_cell").await[0][0] != "0"
+        })
+        .await;
+        execute(&client, &sink).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(common::job_status(&client, "per_cell").await.0, "running");
+        assert!(server.stop(), "a clean exit:\n{}", server.log());
+    }
+    let server = TestServer::start_in(&dir, &flags);
+    let client = server.client().await;
+    common::wait_finished(&client, "per_cell").await;
+    let mut expected: Vec<(String, String)> = rows(
+        &client,
+        "SELECT cell_id, calls, longest FROM per_cell",
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        (
+            format!(r#"{{"cell_id":"{}"}}"#, r[0]),
+            format!(r#"{{"cell_id":"{}","calls":{},"longest":{}}}"#, r[0], r[1], r[2]),
+        )
+    })
+    .collect();
+    expected.sort();
+    assert!(expected.len() > 10, "{expected:?}");
+    // Some cells reached 8 calls and were deleted: tombstones.
+    let mut last: Vec<(String, String)> = Vec::new();
+    wait_until(Duration::from_secs(60), "the topic to hold the view's rows", || {
+        let messages = broker.consume_keyed("per_cell", 3, Duration::from_secs(1));
+        let mut latest: std::collections::BTreeMap<String, Option<String>> = Default::default();
+        let mut tombstones = 0;
+        for (key, value) in messages {
+            tombstones += usize::from(value.is_none());
+            latest.insert(key, value);
+        }
+        last = latest
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+        let done = last == expected && tombstones > 0;
+        async move { done }
+    })
+    .await;
+    assert_eq!(last, expected);
+}

@@ -2,12 +2,16 @@
 //! per message (`CREATE SINK name FROM view WITH ('connector' = 'kafka',
 //! ...)`).
 //!
-//! A sink reads the view's committed log, as a view over a view does (see
-//! `view.rs`): only views whose rows never change once shown (no
-//! aggregation, or final window rows) have one, and they are written
-//! append-only. Each upstream shard's position (the next batch) is saved in
-//! the store once the broker has acknowledged every message before it, so a
-//! restart resends at most what was unacknowledged: at-least-once.
+//! A sink reads what the view's checkpoints commit. A view whose rows never
+//! change once shown (no aggregation, or final window rows) is written
+//! append-only from its log, as a view over a view reads it (see
+//! `view.rs`). A view whose rows change is written as upserts: the message
+//! key is the row's key (its group columns, as a JSON object), the value
+//! its new row, or none (a tombstone) when the row is deleted; first every
+//! row it has, then its changes as they commit. Each upstream shard's
+//! position (the next batch or changes entry) is saved in the store once the
+//! broker has acknowledged every message before it, so a restart resends at
+//! most what was unacknowledged: at-least-once.
 //!
 //! Only this file and `kafka.rs` name `rdkafka`.
 
@@ -25,7 +29,7 @@ use crate::connector::Worker;
 use crate::error::{Error, Result};
 use crate::metrics::{JobMetrics, Part};
 use crate::options::Options;
-use crate::state::view::ViewLog;
+use crate::state::view::{Feed, KeyedChanges};
 use crate::state::Store;
 
 /// How often acknowledged positions are saved while rows flow.
@@ -112,7 +116,7 @@ pub fn start(
     name: &str,
     id: u64,
     spec: KafkaSinkSpec,
-    log: ViewLog,
+    feed: Feed,
     shards: usize,
     store: Arc<Store>,
 ) -> Result<Worker> {
@@ -128,20 +132,26 @@ pub fn start(
             failed: AtomicBool::new(false),
         })
         .map_err(|e| Error::invalid_parameter(format!("invalid sink properties: {e}")))?;
-    let mut saved: Vec<u64> = match store.get_meta(&positions_key(id))? {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            Error::external(format!(
-                "the positions of sink \"{name}\" are unreadable: {e}"
-            ))
-        })?,
-        None => Vec::new(),
+    let (mut saved, snapshot): (Vec<u64>, bool) = match store.get_meta(&positions_key(id))? {
+        Some(bytes) => (
+            serde_json::from_slice(&bytes).map_err(|e| {
+                Error::external(format!(
+                    "the positions of sink \"{name}\" are unreadable: {e}"
+                ))
+            })?,
+            false,
+        ),
+        // A new sink of a view whose rows change first writes every row
+        // the view has.
+        None => (Vec::new(), matches!(feed, Feed::Changes(_))),
     };
     saved.resize(shards, 0);
     let metrics = Arc::new(JobMetrics::new(name, 1));
     let mut writer = Writer {
         topic: spec.topic,
         producer,
-        log,
+        feed,
+        snapshot,
         next: saved.clone(),
         saved,
         store,
@@ -161,7 +171,9 @@ pub fn forget(store: &Store, id: u64) -> Result<()> {
 struct Writer {
     topic: String,
     producer: BaseProducer<Deliveries>,
-    log: ViewLog,
+    feed: Feed,
+    /// Whether the view's rows are still to be written, before its changes.
+    snapshot: bool,
     /// Per shard: the next batch to send, and the next one after the last
     /// acknowledged and saved.
     next: Vec<u64>,
@@ -176,7 +188,28 @@ impl Writer {
         let mut last_save = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let mut next = std::mem::take(&mut self.next);
-            let sent = self.log.read_turn(&mut next, |_, batch| self.send(&batch));
+            let sent = match &self.feed {
+                Feed::Appends(log) => log.read_turn(&mut next, |_, batch| self.send(&batch)),
+                Feed::Changes(changes) if self.snapshot => {
+                    let mut sent = Ok(true);
+                    for (shard, next) in next.iter_mut().enumerate() {
+                        match changes.snapshot(shard, |c| self.send_changes(&c)) {
+                            Ok(after) => *next = after,
+                            Err(e) => {
+                                sent = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                    sent
+                }
+                Feed::Changes(changes) => {
+                    changes.read_turn(&mut next, |_, c| self.send_changes(&c))
+                }
+            };
+            if matches!(sent, Ok(true)) {
+                self.snapshot = false;
+            }
             self.next = next;
             let sent = sent?;
             self.producer.poll(Duration::ZERO);
@@ -197,36 +230,55 @@ impl Writer {
 
     /// One message per row.
     fn send(&self, batch: &RecordBatch) -> Result<()> {
-        let mut lines = Vec::new();
-        {
-            let mut writer = arrow::json::LineDelimitedWriter::new(&mut lines);
-            writer.write(batch)?;
-            writer.finish()?;
+        let lines = JsonLines::of(batch)?;
+        for i in 0..lines.len() {
+            self.produce(None, Some(lines.line(i)))?;
         }
-        let mut rows = 0u64;
-        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let mut record = BaseRecord::<(), [u8]>::to(&self.topic).payload(line);
-            loop {
-                match self.producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        self.producer.poll(Duration::from_millis(50));
-                    }
-                    Err((e, _)) => {
-                        return Err(Error::external(format!(
-                            "could not write to topic \"{}\": {e}",
-                            self.topic
-                        )))
-                    }
+        self.count(lines.len());
+        Ok(())
+    }
+
+    /// One message per change: its key, and its new row or none.
+    fn send_changes(&self, changes: &KeyedChanges) -> Result<()> {
+        let keys = JsonLines::of(&changes.keys)?;
+        let rows = JsonLines::of(&changes.rows)?;
+        for (i, at) in changes.rows_at.iter().enumerate() {
+            self.produce(Some(keys.line(i)), at.map(|row| rows.line(row)))?;
+        }
+        self.count(keys.len());
+        Ok(())
+    }
+
+    fn count(&self, messages: usize) {
+        let c = self.metrics.part(Part::Reader(0));
+        c.rows_in.fetch_add(messages as u64, Ordering::Relaxed);
+        c.rows_out.fetch_add(messages as u64, Ordering::Relaxed);
+    }
+
+    /// Queues a message, waiting while the producer's queue is full.
+    fn produce(&self, key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<()> {
+        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => {
+                    return Err(Error::external(format!(
+                        "could not write to topic \"{}\": {e}",
+                        self.topic
+                    )))
                 }
             }
-            rows += 1;
         }
-        let c = self.metrics.part(Part::Reader(0));
-        c.rows_in.fetch_add(rows, Ordering::Relaxed);
-        c.rows_out.fetch_add(rows, Ordering::Relaxed);
-        Ok(())
     }
 
     /// Waits until the broker has every message sent, then saves the
@@ -261,5 +313,40 @@ impl Writer {
             }
         }
         Ok(())
+    }
+}
+
+/// A batch's rows as JSON objects, one per row, in one buffer.
+struct JsonLines {
+    text: Vec<u8>,
+    /// Where each line ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl JsonLines {
+    fn of(batch: &RecordBatch) -> Result<Self> {
+        let mut text = Vec::new();
+        {
+            let mut writer = arrow::json::LineDelimitedWriter::new(&mut text);
+            writer.write(batch)?;
+            writer.finish()?;
+        }
+        let ends = text
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(i, _)| i)
+            .collect();
+        Ok(JsonLines { text, ends })
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Line `i`, without its line break.
+    fn line(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] + 1 };
+        &self.text[start..self.ends[i]]
     }
 }

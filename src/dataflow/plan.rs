@@ -294,6 +294,17 @@ impl StreamPlan {
         }
     }
 
+    /// The key of a view whose rows change (aggregations, but for final
+    /// window rows): its group columns, by which its rows are upserted.
+    pub fn key_schema(&self) -> Option<SchemaRef> {
+        let agg = self.aggregate.as_ref().filter(|_| !self.appends_only())?;
+        let fields: Vec<arrow::datatypes::Field> = agg.output.fields()[..agg.group_exprs.len()]
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        Some(Arc::new(arrow::datatypes::Schema::new(fields)))
+    }
+
     /// Whether the view reads `name`: its source, or a table it joins.
     pub fn reads(&self, name: &str) -> bool {
         let joins = |ops: &[StatelessOp]| {

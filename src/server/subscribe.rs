@@ -5,8 +5,14 @@
 //! The rows travel as `COPY ... TO STDOUT` data in Postgres's text format
 //! (tab-separated, `\N` for null), which psql prints as it arrives and
 //! every driver can read as a stream (tokio-postgres' `copy_out`, psycopg's
-//! `copy`). Each line starts with the change's operation: `insert` (the
-//! views that can be subscribed to only add rows, for now).
+//! `copy`). Each line starts with the change's operation, then the view's
+//! columns: `insert` for views whose rows never change once shown; for
+//! views whose rows change, `upsert` (the row of a key is now this one:
+//! first every row the view has, then each change as it commits) and
+//! `delete` (the key's row is gone; the line has the key's columns, the
+//! others are null), as Materialize's upsert envelope. Changes are those
+//! between two checkpoints: a row added and deleted in between shows only
+//! as its delete.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -20,8 +26,12 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyOutResponse};
 use pgwire::messages::PgWireBackendMessage;
 
+use arrow::array::ArrayRef;
+use arrow::datatypes::SchemaRef;
+
 use crate::server::encode::write_text;
 use crate::session::Subscription;
+use crate::state::view::{Feed, KeyedChanges};
 
 /// How often a subscription that has caught up looks for new rows.
 const POLL: Duration = Duration::from_millis(50);
@@ -46,10 +56,24 @@ where
         .await?;
     let mut next = vec![0; sub.shards];
     let mut lines: VecDeque<Bytes> = VecDeque::new();
+    if let Feed::Changes(changes) = &sub.feed {
+        // Every row the view has, then its changes after them.
+        for (shard, next) in next.iter_mut().enumerate() {
+            *next = changes
+                .snapshot(shard, |c| push_changes(&c, &sub.schema, &mut lines))
+                .map_err(super::handler::user_error)?;
+        }
+    }
     loop {
-        sub.log
-            .read_turn(&mut next, |_, batch| push_lines(&batch, &mut lines))
-            .map_err(super::handler::user_error)?;
+        match &sub.feed {
+            Feed::Appends(log) => log.read_turn(&mut next, |_, batch| {
+                push_lines("insert", &batch, 0..batch.num_rows(), &mut lines)
+            }),
+            Feed::Changes(changes) => changes.read_turn(&mut next, |_, c| {
+                push_changes(&c, &sub.schema, &mut lines)
+            }),
+        }
+        .map_err(super::handler::user_error)?;
         if lines.is_empty() {
             tokio::time::sleep(POLL).await;
             continue;
@@ -63,24 +87,67 @@ where
     }
 }
 
-/// A line per row of `batch`: the operation, then its values.
-fn push_lines(batch: &RecordBatch, lines: &mut VecDeque<Bytes>) -> crate::error::Result<()> {
-    for row in 0..batch.num_rows() {
-        let mut line = String::from("insert");
-        for column in batch.columns() {
-            line.push('\t');
-            if column.is_null(row) {
-                line.push_str("\\N");
-            } else {
-                let mut text = String::new();
-                write_text(column, row, &mut text)?;
-                escape(&text, &mut line);
-            }
-        }
-        line.push('\n');
-        lines.push_back(Bytes::from(line));
+/// A line per row `rows` of `batch`: the operation, then its values.
+fn push_lines(
+    op: &str,
+    batch: &RecordBatch,
+    rows: impl Iterator<Item = usize>,
+    lines: &mut VecDeque<Bytes>,
+) -> crate::error::Result<()> {
+    let columns: Vec<Option<&ArrayRef>> = batch.columns().iter().map(Some).collect();
+    for row in rows {
+        lines.push_back(line(op, &columns, row)?);
     }
     Ok(())
+}
+
+/// A line per change: `upsert` and the new row, or `delete` and the key's
+/// columns among the view's (the others null).
+fn push_changes(
+    changes: &KeyedChanges,
+    schema: &SchemaRef,
+    lines: &mut VecDeque<Bytes>,
+) -> crate::error::Result<()> {
+    let key_columns: Vec<Option<&ArrayRef>> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            changes
+                .keys
+                .schema()
+                .index_of(f.name())
+                .ok()
+                .map(|i| changes.keys.column(i))
+        })
+        .collect();
+    let row_columns: Vec<Option<&ArrayRef>> =
+        changes.rows.columns().iter().map(Some).collect();
+    for (i, at) in changes.rows_at.iter().enumerate() {
+        lines.push_back(match at {
+            Some(row) => line("upsert", &row_columns, *row)?,
+            None => line("delete", &key_columns, i)?,
+        });
+    }
+    Ok(())
+}
+
+/// One COPY text line: the operation, then row `row` of each column (null
+/// where there is no column).
+fn line(op: &str, columns: &[Option<&ArrayRef>], row: usize) -> crate::error::Result<Bytes> {
+    let mut line = String::from(op);
+    for column in columns {
+        line.push('\t');
+        match column {
+            Some(c) if !c.is_null(row) => {
+                let mut text = String::new();
+                write_text(c, row, &mut text)?;
+                escape(&text, &mut line);
+            }
+            _ => line.push_str("\\N"),
+        }
+    }
+    line.push('\n');
+    Ok(Bytes::from(line))
 }
 
 /// COPY text format: backslash, tab, newline and carriage return escaped.

@@ -182,6 +182,23 @@ impl JobKeys {
         self.instance(b'M', shard)
     }
 
+    /// The prefix of a keyed view shard's changes: one entry per checkpoint
+    /// that changed rows, by sequence number (see `state::view`).
+    pub fn view_changes(&self, shard: usize) -> Vec<u8> {
+        self.instance(b'D', shard)
+    }
+
+    pub fn view_change(&self, shard: usize, seq: u64) -> Vec<u8> {
+        let mut k = self.view_changes(shard);
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    }
+
+    /// The sequence number of a keyed view shard's next changes entry.
+    pub fn view_change_next(&self, shard: usize) -> Vec<u8> {
+        self.instance(b'N', shard)
+    }
+
     /// The prefix of an append-only view shard.
     pub fn view_batches(&self, shard: usize) -> Vec<u8> {
         self.instance(b'P', shard)

@@ -257,6 +257,29 @@ impl Store {
         Ok(())
     }
 
+    /// Like [`scan_state`](Self::scan_state) over several prefixes, all as
+    /// of one moment: `f(i, key, value)` for the keys under `prefixes[i]`.
+    pub fn scan_states(
+        &self,
+        prefixes: &[&[u8]],
+        mut f: impl FnMut(usize, &[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let snapshot = self.db.snapshot();
+        for (i, prefix) in prefixes.iter().enumerate() {
+            let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
+            for item in snapshot.iterator_cf(self.state(), mode) {
+                let (k, v) = item.map_err(|e| {
+                    Error::external(format!("could not read saved state: {}", reason(&e)))
+                })?;
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                f(i, &k, &v)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The values of these state keys (None where absent), in one call.
     pub fn get_states<'a>(
         &self,

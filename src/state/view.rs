@@ -34,6 +34,12 @@ use crate::state::{Store, Writes};
 
 /// Rows decoded from the store per batch when a query reads them.
 const READ_BATCH_ROWS: usize = 8192;
+/// How many entries of a keyed shard's changes are kept (checkpoints that
+/// changed rows: about an hour at the default interval). A sink that falls
+/// further behind fails, naming why.
+pub const CHANGES_KEPT: u64 = 3600;
+/// The length that marks a deleted key in a changes entry.
+const DELETED: u32 = u32::MAX;
 /// What an index entry costs in memory besides its key: the entry (40
 /// bytes at the hash table's usual load), the rounding of the key's
 /// allocation, and its share of the change log.
@@ -110,6 +116,8 @@ struct KeyedShard {
     spilled: bool,
     /// Memory of the segments.
     segment_bytes: usize,
+    /// The sequence number of its next changes entry.
+    change_seq: u64,
 }
 
 impl std::fmt::Debug for ViewStore {
@@ -306,7 +314,7 @@ impl ViewStore {
             }
             Shard::Keyed(s) => {
                 s.committed();
-                s.write_changes(&self.codec, &keys.view_rows(shard), writes)?;
+                s.write_changes(&self.codec, keys, shard, writes)?;
                 s.evict(&self.schema, d.cache_bytes)?;
             }
         }
@@ -333,6 +341,7 @@ impl ViewStore {
                     (s.first, s.saved, s.committed) = (count, count, count);
                 }
                 Shard::Keyed(s) => {
+                    s.change_seq = read_u64(&d.store, &d.keys.view_change_next(shard))?.unwrap_or(0);
                     let prefix = d.keys.view_rows(shard);
                     let mut entries: Vec<SavedRow> = Vec::new();
                     let mut bytes = 0;
@@ -611,6 +620,196 @@ impl StoredCursor {
 }
 
 /// A batch's sequence number from its key.
+/// The u64 under `key`, if there is one.
+fn read_u64(store: &Store, key: &[u8]) -> Result<Option<u64>> {
+    match store.get_states(std::iter::once(key))?.into_iter().next().flatten() {
+        None => Ok(None),
+        Some(v) => seq_of(&v).map(Some),
+    }
+}
+
+/// What a reader of a view's commits (a sink, a subscription) reads.
+pub enum Feed {
+    /// Rows added: views whose rows never change, read from their log.
+    Appends(ViewLog),
+    /// Rows set or deleted by key: views whose rows change.
+    Changes(ChangeLog),
+}
+
+/// Changes of a keyed view: each change is a key, and its new row or none
+/// (deleted).
+pub struct KeyedChanges {
+    /// The key columns of each change (the view's group columns).
+    pub keys: RecordBatch,
+    /// Per change: its row in `rows`, or None if the key was deleted.
+    pub rows_at: Vec<Option<usize>>,
+    pub rows: RecordBatch,
+}
+
+/// The committed changes of a keyed view: per shard, one entry per
+/// checkpoint that changed rows (each changed key once, with its new row or
+/// deleted), numbered; the last [`CHANGES_KEPT`] are kept. A reader starts
+/// from a snapshot of the shard's rows and goes on with the entries after
+/// it, both read as of one commit.
+pub struct ChangeLog {
+    store: Arc<Store>,
+    keys: JobKeys,
+    schema: SchemaRef,
+    codec: RowConverter,
+    key_schema: SchemaRef,
+    key_codec: RowConverter,
+}
+
+impl ChangeLog {
+    pub fn new(
+        store: Arc<Store>,
+        keys: JobKeys,
+        schema: SchemaRef,
+        key_schema: SchemaRef,
+    ) -> Result<Self> {
+        Ok(ChangeLog {
+            codec: row_codec(&schema)?,
+            key_codec: row_codec(&key_schema)?,
+            store,
+            keys,
+            schema,
+            key_schema,
+        })
+    }
+
+    /// The key columns (the view's group columns).
+    pub fn key_schema(&self) -> &SchemaRef {
+        &self.key_schema
+    }
+
+    /// Calls `f` on the shard's committed rows, as changes setting them, in
+    /// batches; returns the number of the first changes entry after them.
+    pub fn snapshot(
+        &self,
+        shard: usize,
+        mut f: impl FnMut(KeyedChanges) -> Result<()>,
+    ) -> Result<u64> {
+        let next_key = self.keys.view_change_next(shard);
+        let prefix = self.keys.view_rows(shard);
+        let mut next = 0;
+        let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        self.store
+            .scan_states(&[&next_key, &prefix], |i, k, v| {
+                if i == 0 {
+                    next = seq_of(v)?;
+                    return Ok(());
+                }
+                entries.push((k[prefix.len()..].to_vec(), Some(v.to_vec())));
+                if entries.len() >= READ_BATCH_ROWS {
+                    f(self.decode(&entries)?)?;
+                    entries.clear();
+                }
+                Ok(())
+            })?;
+        if !entries.is_empty() {
+            f(self.decode(&entries)?)?;
+        }
+        Ok(next)
+    }
+
+    /// One turn over every shard: calls `f(shard, changes)` on each shard's
+    /// next committed entries (up to [`ViewLog::BATCHES_PER_TURN`]) from
+    /// `next[shard]` on, moving `next[shard]` past each. Returns whether
+    /// there were any. An entry no longer kept is an error.
+    pub fn read_turn(
+        &self,
+        next: &mut [u64],
+        mut f: impl FnMut(usize, KeyedChanges) -> Result<()>,
+    ) -> Result<bool> {
+        let mut any = false;
+        for (shard, next) in next.iter_mut().enumerate() {
+            let prefix = self.keys.view_changes(shard);
+            let mut read: Vec<(u64, KeyedChanges)> = Vec::new();
+            self.store.scan_state_from(
+                &prefix,
+                &self.keys.view_change(shard, *next),
+                |k, v| {
+                    let seq = seq_of(&k[prefix.len()..])?;
+                    if seq != *next + read.len() as u64 {
+                        return Err(Error::external(format!(
+                            "the changes this reader needs next (entry {} of shard {shard}) are no longer kept: it fell more than {CHANGES_KEPT} checkpoints behind",
+                            *next + read.len() as u64
+                        )));
+                    }
+                    read.push((seq, self.decode(&parse_changes(v)?)?));
+                    Ok(read.len() < ViewLog::BATCHES_PER_TURN)
+                },
+            )?;
+            for (seq, changes) in read {
+                f(shard, changes)?;
+                *next = seq + 1;
+                any = true;
+            }
+        }
+        Ok(any)
+    }
+
+    /// Decodes (key, row or None) pairs.
+    fn decode(&self, entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<KeyedChanges> {
+        let key_parser = self.key_codec.parser();
+        let keys = self
+            .key_codec
+            .convert_rows(entries.iter().map(|(k, _)| key_parser.parse(k)))?;
+        let parser = self.codec.parser();
+        let rows = self
+            .codec
+            .convert_rows(entries.iter().filter_map(|(_, r)| r.as_ref()).map(|r| parser.parse(r)))?;
+        let mut at = 0;
+        let rows_at = entries
+            .iter()
+            .map(|(_, r)| {
+                r.as_ref().map(|_| {
+                    at += 1;
+                    at - 1
+                })
+            })
+            .collect();
+        Ok(KeyedChanges {
+            keys: RecordBatch::try_new(self.key_schema.clone(), keys)?,
+            rows_at,
+            rows: RecordBatch::try_new(self.schema.clone(), rows)?,
+        })
+    }
+}
+
+/// The (key, row or None) pairs of a changes entry.
+fn parse_changes(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+    let corrupt = || Error::internal("a saved changes entry is corrupt");
+    let mut at = 0;
+    let take_u32 = |at: &mut usize| -> Result<u32> {
+        let raw: [u8; 4] = bytes
+            .get(*at..*at + 4)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .expect("4 bytes");
+        *at += 4;
+        Ok(u32::from_be_bytes(raw))
+    };
+    let n = take_u32(&mut at)? as usize;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = take_u32(&mut at)? as usize;
+        let key = bytes.get(at..at + len).ok_or_else(corrupt)?.to_vec();
+        at += len;
+        let row = match take_u32(&mut at)? {
+            DELETED => None,
+            len => {
+                let len = len as usize;
+                let row = bytes.get(at..at + len).ok_or_else(corrupt)?.to_vec();
+                at += len;
+                Some(row)
+            }
+        };
+        out.push((key, row));
+    }
+    Ok(out)
+}
+
 fn seq_of(bytes: &[u8]) -> Result<u64> {
     let raw: [u8; 8] = bytes
         .try_into()
@@ -758,13 +957,17 @@ impl KeyedShard {
     }
 
     /// Writes the rows of the keys changed since the last checkpoint (a
-    /// delete for deleted keys), in key order, under `prefix`.
+    /// delete for deleted keys), in key order, under the shard's rows; and
+    /// the same as one entry of its changes, which sinks and subscriptions
+    /// read (see [`ChangeLog`]).
     fn write_changes(
         &mut self,
         codec: &RowConverter,
-        prefix: &[u8],
+        keys: &JobKeys,
+        shard: usize,
         writes: &mut Writes,
     ) -> Result<()> {
+        let prefix = &keys.view_rows(shard)[..];
         self.changed.rebuild(std::iter::once((0, &self.index)));
         let order = self.changed.sorted();
         // Each key once: whether it has a row, and where.
@@ -791,15 +994,40 @@ impl KeyedShard {
             }
         };
         let mut row = 0;
+        let mut entry: Vec<u8> = Vec::new();
+        if !order.is_empty() {
+            entry.extend_from_slice(&(order.len() as u32).to_be_bytes());
+        }
         for (k, is_live) in order.iter().zip(live) {
             let key = self.changed.key(k);
+            entry.extend_from_slice(&(key.len() as u32).to_be_bytes());
+            entry.extend_from_slice(key);
             match (is_live, &encoded) {
                 (true, Some(encoded)) => {
-                    writes.put_parts(&[prefix, key], encoded.row(row).as_ref());
+                    let encoded_row = encoded.row(row);
+                    let bytes = encoded_row.as_ref();
+                    writes.put_parts(&[prefix, key], bytes);
+                    entry.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+                    entry.extend_from_slice(bytes);
                     row += 1;
                 }
-                _ => writes.delete_parts(&[prefix, key]),
+                _ => {
+                    writes.delete_parts(&[prefix, key]);
+                    entry.extend_from_slice(&DELETED.to_be_bytes());
+                }
             }
+        }
+        if !entry.is_empty() {
+            let seq = self.change_seq;
+            writes.put(keys.view_change(shard, seq), entry);
+            writes.put(keys.view_change_next(shard), (seq + 1).to_be_bytes());
+            if seq >= CHANGES_KEPT {
+                writes.delete_range(
+                    keys.view_change(shard, 0),
+                    keys.view_change(shard, seq + 1 - CHANGES_KEPT),
+                );
+            }
+            self.change_seq = seq + 1;
         }
         std::mem::swap(&mut self.changed, &mut self.in_flight);
         self.changed.clear();

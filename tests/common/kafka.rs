@@ -212,6 +212,45 @@ impl Broker {
         producer.flush(Duration::from_secs(30)).expect("flush");
     }
 
+    /// Every message of a topic's partitions `0..partitions` as (key,
+    /// payload; None for a tombstone), in each partition's order, read until
+    /// `quiet` passes without a new one.
+    pub fn consume_keyed(
+        &self,
+        topic: &str,
+        partitions: i32,
+        quiet: Duration,
+    ) -> Vec<(String, Option<String>)> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::Message;
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .set("group.id", "sluice-test-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut list = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            list.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+                .expect("partition");
+        }
+        consumer.assign(&list).expect("assign");
+        let mut out = Vec::new();
+        let mut last = std::time::Instant::now();
+        while last.elapsed() < quiet {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                    out.push((text(m.key().unwrap_or_default()), m.payload().map(text)));
+                    last = std::time::Instant::now();
+                }
+                Some(Err(e)) => panic!("consuming {topic}: {e}"),
+                None => {}
+            }
+        }
+        out
+    }
+
     /// Every message of a topic's partitions `0..partitions`, from the
     /// beginning, read until `quiet` passes without a new one.
     pub fn consume(&self, topic: &str, partitions: i32, quiet: Duration) -> Vec<String> {
