@@ -340,10 +340,7 @@ async fn file_benchmark(events: usize, keys: usize) -> Result {
             "SELECT rows_in, late_rows, (SELECT SUM(pairs) FROM kpi) FROM sluice.jobs WHERE name = 'kpi'",
         )
         .await;
-        println!(
-            "join: rows_in, late_rows, pairs: {:?}",
-            counted[0]
-        );
+        println!("join: rows_in, late_rows, pairs: {:?}", counted[0]);
         assert_eq!(counted[0][0], (2 * events).to_string(), "both sides read");
         assert_eq!(counted[0][1], "0", "no late rows");
     } else {

@@ -283,7 +283,51 @@ impl Database {
         if create.if_not_exists && self.catalog.read().get(&create.name).is_some() {
             return Ok(false);
         }
-        self.add_sink(create, text, Origin::New(&self.store))?;
+        let Some((query, position)) = &create.query else {
+            self.add_sink(create, text, Origin::New(&self.store))?;
+            return Ok(true);
+        };
+        // `AS query`: the query runs as the sink's own view, which the sink
+        // writes (and DROP SINK drops); both are kept as the statements that
+        // make them.
+        self.catalog
+            .read()
+            .check_free(&create.name)
+            .map_err(|e| e.at(create.name_position))?;
+        let view = sink_view_name(&create.name);
+        let prefix = format!("CREATE MATERIALIZED VIEW {} AS ", quote_ident(&view));
+        let view_sql = format!("{prefix}{query}");
+        // Errors in the query point into the CREATE SINK statement.
+        let shift = position.map_or(0, |p| p as isize - prefix.chars().count() as isize - 1);
+        let parsed = parser::parse_one(&view_sql).map_err(|e| e.shifted(shift))?;
+        let Statement::CreateView(view_create) = parsed.statement else {
+            return Err(Error::internal("a sink's query did not parse as a view"));
+        };
+        self.add_view(&view_create, &view_sql, Origin::New(&self.store))
+            .await
+            .map_err(|e| e.shifted(shift))?;
+        let options: Vec<String> = create
+            .options
+            .iter()
+            .map(|(k, v)| format!("{} = {}", quote_literal(k), quote_literal(v)))
+            .collect();
+        let sink_text = format!(
+            "CREATE SINK {} FROM {} WITH ({})",
+            quote_ident(&create.name),
+            quote_ident(&view),
+            options.join(", ")
+        );
+        let sink = CreateSink {
+            from: view.clone(),
+            query: None,
+            from_position: None,
+            ..create.clone()
+        };
+        if let Err(e) = self.add_sink(&sink, &sink_text, Origin::New(&self.store)) {
+            self.drop_locked(ObjectKind::MaterializedView, &view, true)
+                .await?;
+            return Err(e);
+        }
         Ok(true)
     }
 
@@ -409,6 +453,14 @@ impl Database {
     /// `CREATE MATERIALIZED VIEW`; false if it existed and IF NOT EXISTS was
     /// given.
     pub async fn create_view(&self, create: &CreateView, sql: &str) -> Result<bool> {
+        if create.name.starts_with(SINK_VIEW_PREFIX) {
+            return Err(Error::user(
+                "42939",
+                format!(
+                    "view names starting with \"{SINK_VIEW_PREFIX}\" are reserved for the queries of sinks (CREATE SINK ... AS)"
+                ),
+            ));
+        }
         let _ddl = self.ddl.lock().await;
         if create.if_not_exists && self.catalog.read().get(&create.name).is_some() {
             return Ok(false);
@@ -709,6 +761,17 @@ impl Database {
     /// `DROP ...`; false if it did not exist and IF EXISTS was given.
     pub async fn drop_object(&self, kind: ObjectKind, name: &str, if_exists: bool) -> Result<bool> {
         let _ddl = self.ddl.lock().await;
+        let dropped = self.drop_locked(kind, name, if_exists).await?;
+        // A sink made by CREATE SINK ... AS takes its own view with it.
+        if dropped && kind == ObjectKind::Sink {
+            self.drop_locked(ObjectKind::MaterializedView, &sink_view_name(name), true)
+                .await?;
+        }
+        Ok(dropped)
+    }
+
+    /// DROP, with the DDL lock held.
+    async fn drop_locked(&self, kind: ObjectKind, name: &str, if_exists: bool) -> Result<bool> {
         let Some(removed) = self.remove_from_catalog(kind, name, if_exists)? else {
             return Ok(false);
         };
@@ -807,8 +870,12 @@ impl Database {
         self.catalog
             .read()
             .entries()
-            .filter(|(_, e)| match e.kind() {
+            .filter(|(name, e)| match e.kind() {
                 ObjectKind::Table => want == ObjectKind::Source,
+                // A sink's own view goes with the sink.
+                ObjectKind::MaterializedView => {
+                    want == ObjectKind::MaterializedView && !name.starts_with(SINK_VIEW_PREFIX)
+                }
                 k => k == want,
             })
             .map(|(n, _)| n.clone())
@@ -996,4 +1063,22 @@ impl Relations for Database {
     fn savepoints(&self) -> Vec<SavepointRecord> {
         Database::savepoints(self).unwrap_or_default()
     }
+}
+
+/// The view that runs the query of `CREATE SINK name AS query`.
+pub fn sink_view_name(sink: &str) -> String {
+    format!("{SINK_VIEW_PREFIX}{sink}")
+}
+
+/// Views whose names start so belong to a sink (`CREATE SINK ... AS`).
+pub const SINK_VIEW_PREFIX: &str = "__sink_";
+
+/// An identifier as SQL text, double-quoted.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A string literal as SQL text.
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }

@@ -170,6 +170,18 @@ impl Error {
         }
     }
 
+    /// The error with its position moved by `by` characters (for SQL that
+    /// was part of a larger statement).
+    pub fn shifted(mut self, by: isize) -> Self {
+        if let Error::User {
+            position: Some(p), ..
+        } = &mut self
+        {
+            *p = p.saturating_add_signed(by).max(1);
+        }
+        self
+    }
+
     pub fn position(&self) -> Option<usize> {
         match self {
             Error::User { position, .. } => *position,

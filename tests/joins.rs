@@ -487,5 +487,8 @@ async fn a_join_killed_and_restarted_ends_with_every_pair_exactly_once() {
         "SELECT l.k, COUNT(*) FROM l JOIN r ON l.k = r.k AND l.t - r.t BETWEEN -2000 AND 1000 GROUP BY l.k ORDER BY 1",
     )
     .await;
-    assert_eq!(counts, expected, "the counts after the restart equal the batch's");
+    assert_eq!(
+        counts, expected,
+        "the counts after the restart equal the batch's"
+    );
 }

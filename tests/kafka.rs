@@ -1688,6 +1688,7 @@ async fn an_upsert_kafka_table_follows_its_topic() {
 async fn an_upsert_sink_follows_a_view_whose_rows_change() {
     let broker = Broker::start();
     broker.create_topic("per_cell", 3);
+    broker.create_topic("per_cell_as", 2);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let flags = ["--checkpoint-interval", "100ms"];
@@ -1718,45 +1719,89 @@ async fn an_upsert_sink_follows_a_view_whose_rows_change() {
         })
         .await;
         execute(&client, &sink).await;
+        // The same query as the sink's own (CREATE SINK ... AS).
+        execute(
+            &client,
+            &format!(
+                "CREATE SINK per_cell_as AS
+                 SELECT cell_id, COUNT(*) AS calls, MAX(duration_ms) AS longest
+                 FROM gen GROUP BY cell_id HAVING COUNT(*) < 8
+                 WITH ('connector' = 'kafka', 'topic' = 'per_cell_as',
+                       'properties.bootstrap.servers' = '{}', 'format' = 'json')",
+                broker.addr
+            ),
+        )
+        .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(common::job_status(&client, "per_cell").await.0, "running");
         assert!(server.stop(), "a clean exit:\n{}", server.log());
     }
     let server = TestServer::start_in(&dir, &flags);
     let client = server.client().await;
-    common::wait_finished(&client, "per_cell").await;
-    let mut expected: Vec<(String, String)> = rows(
-        &client,
-        "SELECT cell_id, calls, longest FROM per_cell",
-    )
-    .await
-    .into_iter()
-    .map(|r| {
-        (
-            format!(r#"{{"cell_id":"{}"}}"#, r[0]),
-            format!(r#"{{"cell_id":"{}","calls":{},"longest":{}}}"#, r[0], r[1], r[2]),
+    // Each topic against its view: the sink's own view reads the
+    // generator again.
+    for (topic, partitions, view) in [
+        ("per_cell", 3, "per_cell"),
+        ("per_cell_as", 2, "\"__sink_per_cell_as\""),
+    ] {
+        common::wait_finished(&client, view.trim_matches('"')).await;
+        let mut expected: Vec<(String, String)> = rows(
+            &client,
+            &format!("SELECT cell_id, calls, longest FROM {view}"),
         )
-    })
-    .collect();
-    expected.sort();
-    assert!(expected.len() > 10, "{expected:?}");
-    // Some cells reached 8 calls and were deleted: tombstones.
-    let mut last: Vec<(String, String)> = Vec::new();
-    wait_until(Duration::from_secs(60), "the topic to hold the view's rows", || {
-        let messages = broker.consume_keyed("per_cell", 3, Duration::from_secs(1));
-        let mut latest: std::collections::BTreeMap<String, Option<String>> = Default::default();
-        let mut tombstones = 0;
-        for (key, value) in messages {
-            tombstones += usize::from(value.is_none());
-            latest.insert(key, value);
-        }
-        last = latest
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .collect();
-        let done = last == expected && tombstones > 0;
-        async move { done }
-    })
-    .await;
-    assert_eq!(last, expected);
+        .await
+        .into_iter()
+        .map(|r| {
+            (
+                format!(r#"{{"cell_id":"{}"}}"#, r[0]),
+                format!(
+                    r#"{{"cell_id":"{}","calls":{},"longest":{}}}"#,
+                    r[0], r[1], r[2]
+                ),
+            )
+        })
+        .collect();
+        expected.sort();
+        assert!(expected.len() > 10, "{expected:?}");
+        // Some cells reached 8 calls and were deleted: tombstones.
+        let mut last: Vec<(String, String)> = Vec::new();
+        wait_until(
+            Duration::from_secs(60),
+            "the topic to hold the view's rows",
+            || {
+                let messages = broker.consume_keyed(topic, partitions, Duration::from_secs(1));
+                let mut latest: std::collections::BTreeMap<String, Option<String>> =
+                    Default::default();
+                let mut tombstones = 0;
+                for (key, value) in messages {
+                    tombstones += usize::from(value.is_none());
+                    latest.insert(key, value);
+                }
+                last = latest
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| (k, v)))
+                    .collect();
+                let done = last == expected && tombstones > 0;
+                async move { done }
+            },
+        )
+        .await;
+        assert_eq!(last, expected, "{topic}");
+    }
+    // The sink's own view goes with it.
+    assert_eq!(
+        rows(&client, "SHOW SINKS ").await,
+        vec![
+            vec!["per_cell_as".to_string()],
+            vec!["per_cell_out".to_string()]
+        ]
+    );
+    execute(&client, "DROP SINK per_cell_as").await;
+    assert_eq!(
+        rows(&client, "SELECT name FROM sluice.jobs ORDER BY name").await,
+        vec![
+            vec!["per_cell".to_string()],
+            vec!["per_cell_out".to_string()]
+        ]
+    );
 }

@@ -861,7 +861,10 @@ async fn subscribe_streams_the_rows_of_a_view() {
     )
     .await;
     let (c, conn) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={} user=sluice dbname=sluice", server.port()),
+        &format!(
+            "host=127.0.0.1 port={} user=sluice dbname=sluice",
+            server.port()
+        ),
         tokio_postgres::NoTls,
     )
     .await

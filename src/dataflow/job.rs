@@ -686,7 +686,15 @@ async fn run_owner(
     output: Option<OwnerOutput>,
 ) -> Result<()> {
     let mut outbox: Vec<Outgoing> = Vec::new();
-    let result = owner_loop(&mut input, &mut operator, inputs, acks, &output, &mut outbox).await;
+    let result = owner_loop(
+        &mut input,
+        &mut operator,
+        inputs,
+        acks,
+        &output,
+        &mut outbox,
+    )
+    .await;
     // What is left to send (the end's watermark) goes before the channels
     // close.
     send_outbox(&mut operator, &output, &mut outbox).await?;

@@ -314,12 +314,9 @@ impl StreamPlan {
         self.source.name == name
             || joins(&self.pre)
             || joins(&self.post)
-            || self
-                .join
-                .as_ref()
-                .is_some_and(|j| {
-                    j.right.source.name == name || joins(&j.right.pre) || joins(&j.ops)
-                })
+            || self.join.as_ref().is_some_and(|j| {
+                j.right.source.name == name || joins(&j.right.pre) || joins(&j.ops)
+            })
     }
 
     /// The sources it reads: one, or two for a join of two streams.

@@ -163,13 +163,17 @@ pub struct CreateView {
     pub sql: String,
 }
 
-/// `CREATE SINK [IF NOT EXISTS] name FROM view WITH (options)`.
+/// `CREATE SINK [IF NOT EXISTS] name FROM view WITH (options)`, or
+/// `CREATE SINK [IF NOT EXISTS] name AS query WITH (options)`.
 #[derive(Debug, Clone)]
 pub struct CreateSink {
     pub name: String,
     pub if_not_exists: bool,
-    /// The view whose rows it writes.
+    /// The view whose rows it writes (empty for `AS query`).
     pub from: String,
+    /// `AS query`: the query's text, and its 1-based position in the
+    /// statement.
+    pub query: Option<(String, Option<usize>)>,
     pub options: Vec<(String, String)>,
     /// 1-based positions of the sink's and the view's names.
     pub name_position: Option<usize>,
@@ -467,10 +471,50 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
             let name_position = location_to_pos(sql, parser.peek_token().span.start);
             let name = object_name(parser)?;
             if parser.parse_keyword(Keyword::AS) {
-                return Err(Error::not_supported(
-                    "CREATE SINK ... AS SELECT is not supported yet; create a materialized view and CREATE SINK ... FROM it",
-                )
-                .into());
+                // The query runs up to the statement's last WITH (...)
+                // (sqlparser would take it for table hints).
+                let start = parser.peek_token().span.start;
+                let (mut depth, mut with_at, mut i) = (0i32, None, 0);
+                loop {
+                    let token = parser.peek_nth_token(i).token;
+                    match token {
+                        Token::EOF => break,
+                        Token::SemiColon if depth == 0 => break,
+                        Token::LParen => depth += 1,
+                        Token::RParen => depth -= 1,
+                        _ if depth == 0
+                            && is_keyword(&token, Keyword::WITH)
+                            && parser.peek_nth_token(i + 1).token == Token::LParen =>
+                        {
+                            with_at = Some(i)
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                let Some(with_at) = with_at else {
+                    return Err(Error::syntax(
+                        "expected WITH (...) after the query of CREATE SINK ... AS",
+                    )
+                    .at(location_to_pos(sql, start))
+                    .into());
+                };
+                let end = parser.peek_nth_token(with_at).span.start;
+                let query = slice_between(sql, start, end, false);
+                for _ in 0..with_at {
+                    parser.next_token();
+                }
+                parser.expect_keyword(Keyword::WITH)?;
+                let options = parse_with_options(parser, sql)?;
+                return Ok(Statement::CreateSink(Box::new(CreateSink {
+                    name,
+                    if_not_exists,
+                    from: String::new(),
+                    query: Some((query, location_to_pos(sql, start))),
+                    options,
+                    name_position,
+                    from_position: None,
+                })));
             }
             parser.expect_keyword(Keyword::FROM)?;
             let from_position = location_to_pos(sql, parser.peek_token().span.start);
@@ -481,6 +525,7 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
                 name,
                 if_not_exists,
                 from,
+                query: None,
                 options,
                 name_position,
                 from_position,

@@ -205,10 +205,7 @@ pub async fn plan_view(
                 "a materialized view reads two streams only through a join of them",
             ))
         }
-        None => (
-            inputs.into_values().next().expect("one source"),
-            None,
-        ),
+        None => (inputs.into_values().next().expect("one source"), None),
     };
     let StreamInput {
         source,
@@ -259,7 +256,12 @@ pub async fn plan_view(
     };
     let mut aggregate = match shape.aggregate {
         None => None,
-        Some(agg) => Some(aggregate_plan(&agg, before_aggregate, window.as_ref(), &source)?),
+        Some(agg) => Some(aggregate_plan(
+            &agg,
+            before_aggregate,
+            window.as_ref(),
+            &source,
+        )?),
     };
     if let Some(lateness) = allowed_lateness {
         match aggregate.as_mut() {

@@ -69,9 +69,9 @@ where
             Feed::Appends(log) => log.read_turn(&mut next, |_, batch| {
                 push_lines("insert", &batch, 0..batch.num_rows(), &mut lines)
             }),
-            Feed::Changes(changes) => changes.read_turn(&mut next, |_, c| {
-                push_changes(&c, &sub.schema, &mut lines)
-            }),
+            Feed::Changes(changes) => {
+                changes.read_turn(&mut next, |_, c| push_changes(&c, &sub.schema, &mut lines))
+            }
         }
         .map_err(super::handler::user_error)?;
         if lines.is_empty() {
@@ -120,8 +120,7 @@ fn push_changes(
                 .map(|i| changes.keys.column(i))
         })
         .collect();
-    let row_columns: Vec<Option<&ArrayRef>> =
-        changes.rows.columns().iter().map(Some).collect();
+    let row_columns: Vec<Option<&ArrayRef>> = changes.rows.columns().iter().map(Some).collect();
     for (i, at) in changes.rows_at.iter().enumerate() {
         lines.push_back(match at {
             Some(row) => line("upsert", &row_columns, *row)?,

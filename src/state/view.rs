@@ -341,7 +341,8 @@ impl ViewStore {
                     (s.first, s.saved, s.committed) = (count, count, count);
                 }
                 Shard::Keyed(s) => {
-                    s.change_seq = read_u64(&d.store, &d.keys.view_change_next(shard))?.unwrap_or(0);
+                    s.change_seq =
+                        read_u64(&d.store, &d.keys.view_change_next(shard))?.unwrap_or(0);
                     let prefix = d.keys.view_rows(shard);
                     let mut entries: Vec<SavedRow> = Vec::new();
                     let mut bytes = 0;
@@ -622,7 +623,12 @@ impl StoredCursor {
 /// A batch's sequence number from its key.
 /// The u64 under `key`, if there is one.
 fn read_u64(store: &Store, key: &[u8]) -> Result<Option<u64>> {
-    match store.get_states(std::iter::once(key))?.into_iter().next().flatten() {
+    match store
+        .get_states(std::iter::once(key))?
+        .into_iter()
+        .next()
+        .flatten()
+    {
         None => Ok(None),
         Some(v) => seq_of(&v).map(Some),
     }
@@ -693,19 +699,18 @@ impl ChangeLog {
         let prefix = self.keys.view_rows(shard);
         let mut next = 0;
         let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-        self.store
-            .scan_states(&[&next_key, &prefix], |i, k, v| {
-                if i == 0 {
-                    next = seq_of(v)?;
-                    return Ok(());
-                }
-                entries.push((k[prefix.len()..].to_vec(), Some(v.to_vec())));
-                if entries.len() >= READ_BATCH_ROWS {
-                    f(self.decode(&entries)?)?;
-                    entries.clear();
-                }
-                Ok(())
-            })?;
+        self.store.scan_states(&[&next_key, &prefix], |i, k, v| {
+            if i == 0 {
+                next = seq_of(v)?;
+                return Ok(());
+            }
+            entries.push((k[prefix.len()..].to_vec(), Some(v.to_vec())));
+            if entries.len() >= READ_BATCH_ROWS {
+                f(self.decode(&entries)?)?;
+                entries.clear();
+            }
+            Ok(())
+        })?;
         if !entries.is_empty() {
             f(self.decode(&entries)?)?;
         }
@@ -756,9 +761,12 @@ impl ChangeLog {
             .key_codec
             .convert_rows(entries.iter().map(|(k, _)| key_parser.parse(k)))?;
         let parser = self.codec.parser();
-        let rows = self
-            .codec
-            .convert_rows(entries.iter().filter_map(|(_, r)| r.as_ref()).map(|r| parser.parse(r)))?;
+        let rows = self.codec.convert_rows(
+            entries
+                .iter()
+                .filter_map(|(_, r)| r.as_ref())
+                .map(|r| parser.parse(r)),
+        )?;
         let mut at = 0;
         let rows_at = entries
             .iter()
