@@ -642,6 +642,9 @@ pub enum Feed {
     Changes(ChangeLog),
 }
 
+/// A change as saved: a key (encoded), and its new row (encoded) or none.
+type Change<B> = (B, Option<B>);
+
 /// Changes of a keyed view: each change is a key, and its new row or none
 /// (deleted).
 pub struct KeyedChanges {
@@ -698,7 +701,7 @@ impl ChangeLog {
         let next_key = self.keys.view_change_next(shard);
         let prefix = self.keys.view_rows(shard);
         let mut next = 0;
-        let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut entries: Vec<Change<Vec<u8>>> = Vec::new();
         self.store.scan_states(&[&next_key, &prefix], |i, k, v| {
             if i == 0 {
                 next = seq_of(v)?;
@@ -755,17 +758,17 @@ impl ChangeLog {
     }
 
     /// Decodes (key, row or None) pairs.
-    fn decode(&self, entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<KeyedChanges> {
+    fn decode<B: AsRef<[u8]>>(&self, entries: &[Change<B>]) -> Result<KeyedChanges> {
         let key_parser = self.key_codec.parser();
         let keys = self
             .key_codec
-            .convert_rows(entries.iter().map(|(k, _)| key_parser.parse(k)))?;
+            .convert_rows(entries.iter().map(|(k, _)| key_parser.parse(k.as_ref())))?;
         let parser = self.codec.parser();
         let rows = self.codec.convert_rows(
             entries
                 .iter()
                 .filter_map(|(_, r)| r.as_ref())
-                .map(|r| parser.parse(r)),
+                .map(|r| parser.parse(r.as_ref())),
         )?;
         let mut at = 0;
         let rows_at = entries
@@ -786,7 +789,7 @@ impl ChangeLog {
 }
 
 /// The (key, row or None) pairs of a changes entry.
-fn parse_changes(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+fn parse_changes(bytes: &[u8]) -> Result<Vec<Change<&[u8]>>> {
     let corrupt = || Error::internal("a saved changes entry is corrupt");
     let mut at = 0;
     let take_u32 = |at: &mut usize| -> Result<u32> {
@@ -802,13 +805,13 @@ fn parse_changes(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let len = take_u32(&mut at)? as usize;
-        let key = bytes.get(at..at + len).ok_or_else(corrupt)?.to_vec();
+        let key = bytes.get(at..at + len).ok_or_else(corrupt)?;
         at += len;
         let row = match take_u32(&mut at)? {
             DELETED => None,
             len => {
                 let len = len as usize;
-                let row = bytes.get(at..at + len).ok_or_else(corrupt)?.to_vec();
+                let row = bytes.get(at..at + len).ok_or_else(corrupt)?;
                 at += len;
                 Some(row)
             }
