@@ -267,6 +267,47 @@ async fn joins_equal_the_batch_join(late: bool) {
                 ),
                 String::new(),
             ),
+            // Outer joins: rows that meet none show once they can meet
+            // none any more, padded with nulls (-1 here).
+            (
+                pair,
+                format!("lij{seed}"),
+                format!(
+                    "CREATE MATERIALIZED VIEW lij{seed} AS
+                     SELECT a.seq AS a_seq, COALESCE(b.seq, -1) AS b_seq, a.k, COALESCE(a.v + b.v, -1) AS total
+                     FROM {a} a LEFT JOIN {b} b
+                       ON a.k = b.k AND a.ts BETWEEN b.ts + INTERVAL '{lower_ms}' MILLISECOND AND b.ts + INTERVAL '{upper_ms}' MILLISECOND"
+                ),
+                format!(
+                    "SELECT a.seq, COALESCE(b.seq, -1), a.k, COALESCE(a.v + b.v, -1)
+                     FROM (SELECT * FROM {} x WHERE x.wm IS NULL OR x.t > x.wm) a
+                     LEFT JOIN (SELECT * FROM {} y WHERE y.wm IS NULL OR y.t > y.wm) b
+                     ON a.k = b.k AND a.t - b.t BETWEEN {lower_ms} AND {upper_ms}",
+                    with_watermarks("l", delay_ms),
+                    with_watermarks("r", delay_ms)
+                ),
+                String::new(),
+            ),
+            (
+                pair,
+                format!("fij{seed}"),
+                format!(
+                    "CREATE MATERIALIZED VIEW fij{seed} AS
+                     SELECT COALESCE(a.seq, -1) AS a_seq, COALESCE(b.seq, -1) AS b_seq,
+                            COALESCE(a.k, b.k) AS k, COALESCE(a.v + b.v, -1) AS total
+                     FROM {a} a FULL JOIN {b} b
+                       ON a.k = b.k AND a.ts BETWEEN b.ts + INTERVAL '{lower_ms}' MILLISECOND AND b.ts + INTERVAL '{upper_ms}' MILLISECOND"
+                ),
+                format!(
+                    "SELECT COALESCE(a.seq, -1), COALESCE(b.seq, -1), COALESCE(a.k, b.k), COALESCE(a.v + b.v, -1)
+                     FROM (SELECT * FROM {} x WHERE x.wm IS NULL OR x.t > x.wm) a
+                     FULL JOIN (SELECT * FROM {} y WHERE y.wm IS NULL OR y.t > y.wm) b
+                     ON a.k = b.k AND a.t - b.t BETWEEN {lower_ms} AND {upper_ms}",
+                    with_watermarks("l", delay_ms),
+                    with_watermarks("r", delay_ms)
+                ),
+                String::new(),
+            ),
             // Aggregations over the joins, in the same view: an updating
             // one per key, and final rows per window and key.
             (
@@ -426,6 +467,14 @@ async fn a_join_killed_and_restarted_ends_with_every_pair_exactly_once() {
            ON a.k = b.k AND a.ts BETWEEN b.ts - INTERVAL '2' SECOND AND b.ts + INTERVAL '1' SECOND",
     )
     .await;
+    // An outer join: its rows that met none are saved as such.
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW left_pairs AS
+         SELECT a.seq AS a_seq, COALESCE(b.seq, -1) AS b_seq FROM a LEFT JOIN b
+           ON a.k = b.k AND a.ts BETWEEN b.ts - INTERVAL '2' SECOND AND b.ts + INTERVAL '1' SECOND",
+    )
+    .await;
     // The same pairs counted per key in the view: the join's instances
     // pass their barriers on to the aggregation's.
     execute(
@@ -462,6 +511,7 @@ async fn a_join_killed_and_restarted_ends_with_every_pair_exactly_once() {
     let client = server.client().await;
     wait_finished(&client, "pairs").await;
     wait_finished(&client, "pair_counts").await;
+    wait_finished(&client, "left_pairs").await;
     let actual = rows(
         &client,
         "SELECT a_seq, b_seq FROM pairs ORDER BY a_seq, b_seq",
@@ -490,5 +540,20 @@ async fn a_join_killed_and_restarted_ends_with_every_pair_exactly_once() {
     assert_eq!(
         counts, expected,
         "the counts after the restart equal the batch's"
+    );
+    let left = rows(
+        &client,
+        "SELECT a_seq, b_seq FROM left_pairs ORDER BY a_seq, b_seq",
+    )
+    .await;
+    let expected = batch_rows(
+        &ctx,
+        "SELECT l.seq, COALESCE(r.seq, -1) FROM l LEFT JOIN r ON l.k = r.k AND l.t - r.t BETWEEN -2000 AND 1000 ORDER BY 1, 2",
+    )
+    .await;
+    assert!(expected.iter().any(|r| r[1] == "-1"), "rows that met none");
+    assert_eq!(
+        left, expected,
+        "the outer join after the restart equals the batch's"
     );
 }

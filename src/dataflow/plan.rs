@@ -225,9 +225,9 @@ pub struct JoinTime {
 /// A join of two streams whose state the watermarks bound: an interval
 /// join (`l.ts BETWEEN r.ts - INTERVAL ... AND r.ts + INTERVAL ...`) or a
 /// window join (the same window on both sides, `l.window_start =
-/// r.window_start AND l.window_end = r.window_end`). Inner joins only: a
-/// pair of rows with equal keys whose times satisfy
-/// `lower_ms <= left time - right time <= upper_ms` is one output row.
+/// r.window_start AND l.window_end = r.window_end`). A pair of rows with
+/// equal keys whose times satisfy `lower_ms <= left time - right time <=
+/// upper_ms` is one output row; outer joins add the rows that meet none.
 #[derive(Debug, Clone)]
 pub struct StreamJoinPlan {
     /// The right side (the left is the plan's source, window and `pre`).
@@ -244,6 +244,11 @@ pub struct StreamJoinPlan {
     pub upper_ms: i64,
     /// Whether it joins rows of the same window (a window join).
     pub windowed: bool,
+    /// Outer joins: whether the left (LEFT, FULL) or right (RIGHT, FULL)
+    /// side's rows that meet none show too, padded with nulls, once they
+    /// can meet none any more.
+    pub outer_left: bool,
+    pub outer_right: bool,
     /// The joined rows: the left side's columns, then the right side's.
     pub output: DFSchemaRef,
     /// The filters and projections on the joined rows (before the
@@ -442,12 +447,18 @@ impl StreamPlan {
         }
         let _ = writeln!(
             out,
-            "{}{}: inner on {}{}, parallelism={parallelism}, state bounded by the watermarks",
+            "{}{}: {} on {}{}, parallelism={parallelism}, state bounded by the watermarks",
             "  ".repeat(depth),
             if join.windowed {
                 "WindowJoin"
             } else {
                 "IntervalJoin"
+            },
+            match (join.outer_left, join.outer_right) {
+                (false, false) => "inner",
+                (true, false) => "left outer",
+                (false, true) => "right outer",
+                (true, true) => "full outer",
             },
             on.join(" AND "),
             if join.windowed {

@@ -70,6 +70,9 @@ pub struct PhysicalJoin {
     right_schema: SchemaRef,
     output: SchemaRef,
     output_time: Side,
+    /// Outer joins: the sides whose rows that meet none are kept, padded.
+    outer_left: bool,
+    outer_right: bool,
 }
 
 impl PhysicalJoin {
@@ -90,6 +93,8 @@ impl PhysicalJoin {
             right_schema: Arc::new(plan.right_schema.as_arrow().clone()),
             output: Arc::new(plan.output.as_arrow().clone()),
             output_time: plan.output_time.unwrap_or(Side::Left),
+            outer_left: plan.outer_left,
+            outer_right: plan.outer_right,
         })
     }
 
@@ -157,7 +162,11 @@ struct StoredBatch {
     batch: RecordBatch,
     keys: Rows,
     times: Vec<i64>,
+    min_time: i64,
     max_time: i64,
+    /// Per row: whether it has met a row of the other side (outer joins
+    /// emit the others, padded with nulls, when they expire).
+    matched: Vec<bool>,
 }
 
 /// The rows one side holds, with a hash index on their keys.
@@ -176,6 +185,10 @@ struct SideRows {
     /// that a probe covers at most two.
     bucket_ms: i64,
     expiry: i64,
+    /// Whether its rows that meet none are kept (padded with nulls): the
+    /// left side of a LEFT or FULL join, the right side of a RIGHT or FULL
+    /// one.
+    outer: bool,
 }
 
 /// A batch's rows as the join sees them: key hashes, encoded keys (for
@@ -198,7 +211,12 @@ impl SideRows {
             .iter()
             .map(|k| Ok(SortField::new(k.data_type(&schema)?)))
             .collect::<Result<Vec<_>>>()?;
+        let outer = match side {
+            Side::Left => join.outer_left,
+            Side::Right => join.outer_right,
+        };
         Ok(SideRows {
+            outer,
             side,
             schema,
             time,
@@ -252,24 +270,48 @@ impl SideRows {
         })
     }
 
-    /// Keeps the rows of `batch` that rows of the other side may still meet.
-    fn insert(&mut self, batch: RecordBatch, probe: Probe) -> Result<()> {
+    /// Keeps the rows of `batch` that rows of the other side may still meet
+    /// (`matched`: which have met one already). Returns, for an outer side,
+    /// the rows that never can and have met none: to emit padded now.
+    fn insert(
+        &mut self,
+        batch: RecordBatch,
+        probe: Probe,
+        matched: Vec<bool>,
+    ) -> Result<Option<RecordBatch>> {
         let keep: Vec<bool> = (0..batch.num_rows())
             .map(|i| {
                 probe.valid.as_ref().is_none_or(|v| v.value(i)) && probe.times[i] > self.expiry
             })
             .collect();
         let kept = keep.iter().filter(|k| **k).count();
+        let lost = match self.outer && kept < batch.num_rows() {
+            true => {
+                let mask: BooleanArray = keep
+                    .iter()
+                    .zip(&matched)
+                    .map(|(k, m)| Some(!k && !m))
+                    .collect();
+                Some(filter_record_batch(&batch, &mask)?).filter(|b| b.num_rows() > 0)
+            }
+            false => None,
+        };
         if kept == 0 {
-            return Ok(());
+            return Ok(lost);
         }
-        let (batch, probe) = if kept == batch.num_rows() {
-            (batch, probe)
+        let (batch, probe, matched) = if kept == batch.num_rows() {
+            (batch, probe, matched)
         } else {
+            let matched = matched
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(m, _)| *m)
+                .collect();
             let mask = BooleanArray::from(keep);
             let batch = filter_record_batch(&batch, &mask)?;
             let probe = self.probe(&batch)?;
-            (batch, probe)
+            (batch, probe, matched)
         };
         let id = u32::try_from(self.batches.len())
             .map_err(|_| Error::internal("a join side holds too many batches"))?;
@@ -284,13 +326,25 @@ impl SideRows {
             });
         }
         let max_time = probe.times.iter().copied().max().unwrap_or(i64::MIN);
+        let min_time = probe.times.iter().copied().min().unwrap_or(i64::MAX);
         self.batches.push(StoredBatch {
             batch,
             keys: probe.keys,
             times: probe.times,
+            min_time,
             max_time,
+            matched,
         });
-        Ok(())
+        Ok(lost)
+    }
+
+    /// Notes the rows that `pairs` (from [`Self::matches`]) met.
+    fn mark(&mut self, pairs: &[(u32, Entry)]) {
+        if self.outer {
+            for (_, e) in pairs {
+                self.batches[e.batch as usize].matched[e.row as usize] = true;
+            }
+        }
     }
 
     /// The pairs of the rows of `probe` (the other side's) with these rows:
@@ -364,10 +418,16 @@ impl SideRows {
 
     /// Rows at or below `expiry` can meet no row to come: they are let go,
     /// in bulk once half of the rows can.
-    fn expire(&mut self, expiry: i64) -> Result<()> {
+    /// Returns, for an outer side, the rows that expire now without having
+    /// met any: to emit padded.
+    fn expire(&mut self, expiry: i64) -> Result<Option<RecordBatch>> {
         if expiry <= self.expiry {
-            return Ok(());
+            return Ok(None);
         }
+        let lost = match self.outer {
+            true => self.unmatched_between(self.expiry, expiry)?,
+            false => None,
+        };
         self.expiry = expiry;
         self.expired_rows = self
             .batches
@@ -378,18 +438,49 @@ impl SideRows {
         if self.expired_rows > 0 && 2 * self.expired_rows >= self.rows() {
             self.compact()?;
         }
-        Ok(())
+        Ok(lost)
+    }
+
+    /// Its rows with a time in `(after, upto]` that met none.
+    fn unmatched_between(&self, after: i64, upto: i64) -> Result<Option<RecordBatch>> {
+        let mut parts = Vec::new();
+        for b in &self.batches {
+            if b.min_time > upto || b.max_time <= after {
+                continue;
+            }
+            let mask: BooleanArray = b
+                .times
+                .iter()
+                .zip(&b.matched)
+                .map(|(t, m)| Some(*t > after && *t <= upto && !m))
+                .collect();
+            if mask.true_count() > 0 {
+                parts.push(filter_record_batch(&b.batch, &mask)?);
+            }
+        }
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(arrow::compute::concat_batches(&self.schema, &parts)?))
     }
 
     /// Rebuilds the side from its rows above the expiry, as one batch.
     fn compact(&mut self) -> Result<()> {
         let mut kept = Vec::with_capacity(self.batches.len());
+        let mut matched = Vec::new();
         for b in &self.batches {
             if b.max_time <= self.expiry {
                 continue;
             }
             let mask: BooleanArray = b.times.iter().map(|t| Some(*t > self.expiry)).collect();
             kept.push(filter_record_batch(&b.batch, &mask)?);
+            matched.extend(
+                b.times
+                    .iter()
+                    .zip(&b.matched)
+                    .filter(|(t, _)| **t > self.expiry)
+                    .map(|(_, m)| *m),
+            );
         }
         self.batches.clear();
         self.heads.clear();
@@ -398,19 +489,20 @@ impl SideRows {
         let batch = arrow::compute::concat_batches(&self.schema, &kept)?;
         if batch.num_rows() > 0 {
             let probe = self.probe(&batch)?;
-            self.insert(batch, probe)?;
+            self.insert(batch, probe, matched)?;
         }
         Ok(())
     }
 
-    /// All its rows above the expiry, as one batch.
-    fn snapshot(&mut self) -> Result<RecordBatch> {
+    /// All its rows above the expiry, as one batch, and which have met a
+    /// row of the other side.
+    fn snapshot(&mut self) -> Result<(RecordBatch, Vec<bool>)> {
         if self.batches.len() > 1 || self.expired_rows > 0 {
             self.compact()?;
         }
         Ok(match self.batches.first() {
-            Some(b) => b.batch.clone(),
-            None => RecordBatch::new_empty(self.schema.clone()),
+            Some(b) => (b.batch.clone(), b.matched.clone()),
+            None => (RecordBatch::new_empty(self.schema.clone()), Vec::new()),
         })
     }
 }
@@ -490,6 +582,7 @@ impl StreamJoin {
     pub fn restore(&mut self, store: &Store) -> Result<()> {
         for side in [Side::Left, Side::Right] {
             let key = self.keys.join_rows(self.instance, side as u8);
+            let flags_key = self.keys.join_rows(self.instance, side as u8 + 2);
             let rows = self.side_mut(side);
             let codec = row_codec(&rows.schema)?;
             let mut saved = None;
@@ -497,9 +590,18 @@ impl StreamJoin {
                 saved = Some(decode_batch(&codec, &rows.schema, v)?);
                 Ok(())
             })?;
+            let mut flags: Option<Vec<bool>> = None;
+            store.scan_state(&flags_key, |_, v| {
+                flags = Some(v.iter().map(|b| *b != 0).collect());
+                Ok(())
+            })?;
             if let Some(batch) = saved {
                 let probe = rows.probe(&batch)?;
-                rows.insert(batch, probe)?;
+                let matched = flags.unwrap_or_else(|| vec![false; batch.num_rows()]);
+                if matched.len() != batch.num_rows() {
+                    return Err(Error::internal("a join's saved rows and flags differ"));
+                }
+                rows.insert(batch, probe, matched)?;
             }
         }
         Ok(())
@@ -526,15 +628,20 @@ impl StreamJoin {
         let (own, other) = match side {
             Side::Left => {
                 self.left_watermarks.on_data(i);
-                (&mut self.left, &self.right)
+                (&mut self.left, &mut self.right)
             }
             Side::Right => {
                 self.right_watermarks.on_data(i);
-                (&mut self.right, &self.left)
+                (&mut self.right, &mut self.left)
             }
         };
         let probe = own.probe(&batch)?;
         let pairs = other.matches(&probe, self.join.lower_ms, self.join.upper_ms);
+        other.mark(&pairs);
+        let mut matched = vec![false; batch.num_rows()];
+        for (i, _) in &pairs {
+            matched[*i as usize] = true;
+        }
         if !pairs.is_empty() {
             let rows = UInt32Array::from_iter_values(pairs.iter().map(|(i, _)| *i));
             let mine: Vec<ArrayRef> = batch
@@ -548,10 +655,42 @@ impl StreamJoin {
                 Side::Right => theirs.into_iter().chain(mine).collect(),
             };
             let pairs = RecordBatch::try_new(self.join.output.clone(), columns)?;
-            own.insert(batch, probe)?;
-            return self.emit(pairs);
+            let lost = own.insert(batch, probe, matched)?;
+            self.emit(pairs)?;
+            return self.emit_padded(side, lost);
         }
-        own.insert(batch, probe)
+        let lost = own.insert(batch, probe, matched)?;
+        self.emit_padded(side, lost)
+    }
+
+    /// Emits rows of `side` that met no row of the other side (outer
+    /// joins), with nulls for the other side's columns.
+    fn emit_padded(&mut self, side: Side, rows: Option<RecordBatch>) -> Result<()> {
+        let Some(rows) = rows else {
+            return Ok(());
+        };
+        let n = rows.num_rows();
+        let fields = self.join.output.fields();
+        let left_len = self.join.left_schema.fields().len();
+        let nulls = |range: std::ops::Range<usize>| -> Vec<ArrayRef> {
+            range
+                .map(|i| arrow::array::new_null_array(fields[i].data_type(), n))
+                .collect()
+        };
+        let columns: Vec<ArrayRef> = match side {
+            Side::Left => rows
+                .columns()
+                .iter()
+                .cloned()
+                .chain(nulls(left_len..fields.len()))
+                .collect(),
+            Side::Right => nulls(0..left_len)
+                .into_iter()
+                .chain(rows.columns().iter().cloned())
+                .collect(),
+        };
+        let padded = RecordBatch::try_new(self.join.output.clone(), columns)?;
+        self.emit(padded)
     }
 
     /// Sends joined rows on.
@@ -648,8 +787,12 @@ impl StreamJoin {
             self.left_watermarks.current(),
             self.right_watermarks.current(),
         );
-        self.left.expire(self.join.expiry(Side::Left, wr))?;
-        self.right.expire(self.join.expiry(Side::Right, wl))?;
+        // Rows that expire without having met any are emitted (outer
+        // joins) before the watermark that passes them.
+        let lost = self.left.expire(self.join.expiry(Side::Left, wr))?;
+        self.emit_padded(Side::Left, lost)?;
+        let lost = self.right.expire(self.join.expiry(Side::Right, wl))?;
+        self.emit_padded(Side::Right, lost)?;
         tracing::trace!(
             instance = self.instance,
             wl,
@@ -681,12 +824,16 @@ impl StreamJoin {
     pub fn checkpoint(&mut self, writes: &mut Writes) -> Result<()> {
         for side in [Side::Left, Side::Right] {
             let key = self.keys.join_rows(self.instance, side as u8);
+            let flags_key = self.keys.join_rows(self.instance, side as u8 + 2);
             let rows = self.side_mut(side);
-            let batch = rows.snapshot()?;
+            let (batch, matched) = rows.snapshot()?;
             if batch.num_rows() == 0 {
                 writes.delete(key);
+                writes.delete(flags_key);
             } else {
                 writes.put(key, encode_batch(&row_codec(&rows.schema)?, &batch)?);
+                let flags: Vec<u8> = matched.iter().map(|m| u8::from(*m)).collect();
+                writes.put(flags_key, flags);
             }
         }
         let JoinOutput::View(view) = &self.out else {

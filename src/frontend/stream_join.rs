@@ -39,12 +39,18 @@ pub(crate) fn plan_join(
         left,
         right,
     } = node;
-    if join.join_type != JoinType::Inner {
-        return Err(Error::not_supported(format!(
-            "{} JOIN of two streams is not supported yet; use an inner JOIN",
-            join.join_type.to_string().to_uppercase()
-        )));
-    }
+    let (outer_left, outer_right) = match join.join_type {
+        JoinType::Inner => (false, false),
+        JoinType::Left => (true, false),
+        JoinType::Right => (false, true),
+        JoinType::Full => (true, true),
+        other => {
+            return Err(Error::not_supported(format!(
+                "{} JOIN of two streams is not supported; use JOIN, LEFT, RIGHT or FULL JOIN",
+                other.to_string().to_uppercase()
+            )))
+        }
+    };
     let input = |shape: Shape| -> Result<StreamInput> {
         let name = shape
             .scan
@@ -117,6 +123,13 @@ pub(crate) fn plan_join(
         let r = event_time(&first.right, &rs, &right_in)?;
         (l, r, lower, upper, false)
     };
+    if (outer_left || outer_right) && !rest.is_empty() {
+        // A condition that decides whether two rows meet is not a filter
+        // on the joined rows of an outer join.
+        return Err(Error::not_supported(
+            "an outer join of two streams takes only equal keys and the time bound in its ON; filter its rows in WHERE",
+        ));
+    }
     let residual =
         datafusion::logical_expr::utils::conjunction(rest).map(|predicate| StatelessOp::Filter {
             predicate,
@@ -133,6 +146,8 @@ pub(crate) fn plan_join(
         lower_ms,
         upper_ms,
         windowed,
+        outer_left,
+        outer_right,
         output: join.schema.clone(),
         ops: Vec::new(),
         output_time: None,
@@ -417,6 +432,12 @@ pub fn time_attribute(
                 .collect(),
         };
     }
+    // A side's time is null in the rows the other side keeps alone (outer
+    // joins): not a time attribute then.
+    candidates.retain(|(_, side)| match side {
+        Side::Left => !join.outer_right,
+        Side::Right => !join.outer_left,
+    });
     match candidates.iter().min_by_key(|(i, _)| *i) {
         Some((i, side)) if *i < output.fields().len() => {
             (Some(output.field(*i).name().clone()), Some(*side))

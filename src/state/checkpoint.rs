@@ -159,7 +159,8 @@ impl JobKeys {
         self.instance(b'A', instance)
     }
 
-    /// The rows a join instance holds of one side (0: left, 1: right).
+    /// The rows a join instance holds of one side (0: left, 1: right), and
+    /// which of them have met a row of the other side (2: left, 3: right).
     pub fn join_rows(&self, instance: usize, side: u8) -> Vec<u8> {
         let mut k = self.instance(b'J', instance);
         k.push(side);
