@@ -14,7 +14,7 @@
 //! with the error (and stops); when all end, the job is finished. Dropping
 //! the job stops everything.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +27,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::connector::{ConnectorSpec, EventSender, ReaderContext};
 use crate::dataflow::checkpoint::{Acks, CheckpointHandle, CheckpointSettings, Coordinator};
 use crate::dataflow::materialize::Materialize;
-use crate::dataflow::message::{Envelope, Message};
+use crate::dataflow::message::Envelope;
+use crate::dataflow::owner::{run_owner, Owner, OwnerOutput};
 use crate::dataflow::partial_aggregate::PartialAggregate;
 use crate::dataflow::physical::{physical_expr, PhysicalAggregate, PhysicalOp};
 use crate::dataflow::pipeline::{
@@ -35,7 +36,7 @@ use crate::dataflow::pipeline::{
 };
 use crate::dataflow::plan::{Side, SourcePlan, StatelessOp, StreamPlan, WindowPlan};
 use crate::dataflow::prepare::Preparer;
-use crate::dataflow::stream_join::{Alignment, JoinOutput, Outgoing, PhysicalJoin, StreamJoin};
+use crate::dataflow::stream_join::{Alignment, JoinOutput, PhysicalJoin, StreamJoin};
 use crate::dataflow::watermark::WatermarkCombiner;
 use crate::dataflow::window_aggregate::WindowAggregate;
 use crate::error::{Error, Result};
@@ -549,32 +550,6 @@ fn input_physical(
     })
 }
 
-/// An operator that owns keys: it takes the rows of every pipeline
-/// instance whose keys hash to it (a final aggregation, a join).
-trait Owner {
-    fn on_batch(&mut self, from: usize, batch: RecordBatch) -> Result<()>;
-    fn on_watermark(&mut self, from: usize, watermark: i64) -> Result<()>;
-    fn on_idle(&mut self, from: usize) -> Result<()>;
-    /// Rows of input `from` may wait behind its barrier: until they are
-    /// taken, it must hold the watermark back even if it was idle (it says
-    /// idle again after the barrier if it still is).
-    fn on_barrier(&mut self, from: usize);
-    fn checkpoint(&mut self, writes: &mut Writes) -> Result<()>;
-    fn committed(&mut self) -> Result<()>;
-    fn cache_use(&self) -> f64;
-    /// EMIT EVERY: how often in-progress results show.
-    fn early_every(&self) -> Option<Duration> {
-        None
-    }
-    fn emit_early(&mut self) -> Result<()> {
-        Ok(())
-    }
-    /// Messages for the owners downstream (to one, or to all).
-    fn take_outbox(&mut self, _into: &mut Vec<Outgoing>) {}
-    /// Its state for `epoch` is saved.
-    fn after_checkpoint(&mut self, _epoch: u64) {}
-}
-
 /// A final aggregation instance, with the watermarks of its inputs.
 struct FinalAggregate {
     operator: WindowAggregate,
@@ -626,196 +601,6 @@ impl Owner for FinalAggregate {
     fn emit_early(&mut self) -> Result<()> {
         self.operator.emit_early()
     }
-}
-
-impl Owner for StreamJoin {
-    fn on_batch(&mut self, from: usize, batch: RecordBatch) -> Result<()> {
-        StreamJoin::on_batch(self, from, batch)
-    }
-
-    fn on_watermark(&mut self, from: usize, watermark: i64) -> Result<()> {
-        StreamJoin::on_watermark(self, from, watermark)
-    }
-
-    fn on_idle(&mut self, from: usize) -> Result<()> {
-        StreamJoin::on_idle(self, from)
-    }
-
-    fn on_barrier(&mut self, from: usize) {
-        StreamJoin::on_barrier(self, from)
-    }
-
-    fn checkpoint(&mut self, writes: &mut Writes) -> Result<()> {
-        StreamJoin::checkpoint(self, writes)
-    }
-
-    fn committed(&mut self) -> Result<()> {
-        StreamJoin::committed(self)
-    }
-
-    fn cache_use(&self) -> f64 {
-        StreamJoin::cache_use(self)
-    }
-
-    fn take_outbox(&mut self, into: &mut Vec<Outgoing>) {
-        StreamJoin::take_outbox(self, into)
-    }
-
-    fn after_checkpoint(&mut self, epoch: u64) {
-        StreamJoin::after_checkpoint(self, epoch)
-    }
-}
-
-/// Where an owner instance sends what it makes for owners downstream (a
-/// join's pre-aggregated pairs): its number, and the owners.
-struct OwnerOutput {
-    instance: usize,
-    owners: Vec<mpsc::Sender<Envelope>>,
-}
-
-/// Runs an owner instance fed by `inputs` pipelines: aligns their
-/// checkpoint barriers. Once an input's barrier has come, its messages
-/// wait (in arrival order) until every other input's barrier has come too
-/// or that input has ended; then the instance saves its state for the
-/// epoch and takes the waiting messages.
-async fn run_owner(
-    mut input: mpsc::Receiver<Envelope>,
-    mut operator: impl Owner,
-    inputs: usize,
-    acks: Acks,
-    output: Option<OwnerOutput>,
-) -> Result<()> {
-    let mut outbox: Vec<Outgoing> = Vec::new();
-    let result = owner_loop(
-        &mut input,
-        &mut operator,
-        inputs,
-        acks,
-        &output,
-        &mut outbox,
-    )
-    .await;
-    // What is left to send (the end's watermark) goes before the channels
-    // close.
-    send_outbox(&mut operator, &output, &mut outbox).await?;
-    result
-}
-
-/// Sends the operator's messages for the owners downstream.
-async fn send_outbox(
-    operator: &mut impl Owner,
-    output: &Option<OwnerOutput>,
-    outbox: &mut Vec<Outgoing>,
-) -> Result<()> {
-    operator.take_outbox(outbox);
-    let Some(output) = output else {
-        outbox.clear();
-        return Ok(());
-    };
-    for (to, message) in outbox.drain(..) {
-        let targets = match to {
-            Some(owner) => owner..owner + 1,
-            None => 0..output.owners.len(),
-        };
-        for owner in targets {
-            let envelope = Envelope {
-                from: output.instance,
-                message: message.clone(),
-            };
-            if output.owners[owner].send(envelope).await.is_err() {
-                return Err(Error::internal("an aggregation instance stopped early"));
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn owner_loop(
-    input: &mut mpsc::Receiver<Envelope>,
-    operator: &mut impl Owner,
-    inputs: usize,
-    acks: Acks,
-    output: &Option<OwnerOutput>,
-    outbox: &mut Vec<Outgoing>,
-) -> Result<()> {
-    let mut ended = vec![false; inputs];
-    // The epoch being aligned, and which inputs' barriers have come.
-    let mut aligning: Option<u64> = None;
-    let mut barrier_from = vec![false; inputs];
-    let mut waiting: VecDeque<Envelope> = VecDeque::new();
-    let mut memory = acks.memory();
-    // EMIT EVERY: in-progress windows show on this clock.
-    let mut early = operator.early_every().map(|every| {
-        let mut t = tokio::time::interval(every);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
-    });
-    loop {
-        let envelope = match waiting.pop_front() {
-            Some(e) if aligning.is_none() => e,
-            front => {
-                if let Some(e) = front {
-                    waiting.push_front(e);
-                }
-                tokio::select! {
-                    next = input.recv() => match next {
-                        Some(e) => e,
-                        None => break,
-                    },
-                    () = memory.committed() => {
-                        operator.committed()?;
-                        memory.observe(operator.cache_use());
-                        continue;
-                    }
-                    _ = async { early.as_mut().expect("checked").tick().await }, if early.is_some() => {
-                        operator.emit_early()?;
-                        continue;
-                    }
-                }
-            }
-        };
-        let from = envelope.from;
-        if aligning.is_some() && barrier_from[from] {
-            waiting.push_back(envelope);
-            continue;
-        }
-        match envelope.message {
-            Message::Batch(batch) => {
-                operator.on_batch(from, batch)?;
-                memory.observe(operator.cache_use());
-            }
-            Message::Watermark(w) => {
-                if w == i64::MAX {
-                    ended[from] = true;
-                }
-                operator.on_watermark(from, w)?;
-            }
-            Message::Idle => operator.on_idle(from)?,
-            Message::Barrier(epoch) => {
-                aligning = Some(epoch);
-                barrier_from[from] = true;
-                operator.on_barrier(from);
-            }
-        }
-        if let Some(epoch) = aligning {
-            if (0..inputs).all(|i| barrier_from[i] || ended[i]) {
-                let mut writes = Writes::default();
-                operator.checkpoint(&mut writes)?;
-                acks.epoch(epoch, writes);
-                memory.checkpointed(epoch);
-                operator.after_checkpoint(epoch);
-                aligning = None;
-                barrier_from.fill(false);
-            }
-        }
-        send_outbox(operator, output, outbox).await?;
-    }
-    let mut writes = Writes::default();
-    if acks.saving() {
-        operator.checkpoint(&mut writes)?;
-    }
-    acks.ended(writes);
-    Ok(())
 }
 
 async fn supervise(

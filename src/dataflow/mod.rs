@@ -20,6 +20,7 @@ pub mod job;
 pub mod lookup_join;
 pub mod materialize;
 pub mod message;
+pub mod owner;
 pub mod partial_aggregate;
 pub mod physical;
 pub mod pipeline;

@@ -188,6 +188,15 @@ impl Pipeline {
         }
     }
 
+    /// Publishes its event time now: an idle instance holds no one back.
+    fn publish_time(&self, time: InstanceTime) {
+        match time {
+            InstanceTime::Watermark(w) => self.publish(w),
+            InstanceTime::Idle(_) => self.publish(i64::MAX),
+            InstanceTime::Unknown => {}
+        }
+    }
+
     /// Runs until the source ends (or the job is stopped).
     pub async fn run(mut self, mut source: mpsc::Receiver<Result<SourceEvent>>) -> Result<()> {
         let mut tick = tokio::time::interval(self.flush_interval);
@@ -319,11 +328,7 @@ impl Pipeline {
                     Downstream::Join { .. } => {
                         // Its reader reads on only while it is not ahead
                         // of the other side.
-                        match self.clocks.current(Instant::now()) {
-                            InstanceTime::Watermark(w) => self.publish(w),
-                            InstanceTime::Idle(_) => self.publish(i64::MAX),
-                            InstanceTime::Unknown => {}
-                        }
+                        self.publish_time(self.clocks.current(Instant::now()));
                         true
                     }
                     Downstream::Append { .. } => false,
@@ -568,11 +573,7 @@ impl Pipeline {
             }
             return Ok(());
         }
-        match time {
-            InstanceTime::Watermark(w) => self.publish(w),
-            InstanceTime::Idle(_) => self.publish(i64::MAX),
-            InstanceTime::Unknown => {}
-        }
+        self.publish_time(time);
         match time {
             InstanceTime::Watermark(w) if w > self.sent => {
                 tracing::trace!(instance = self.instance, watermark = w, "watermark");

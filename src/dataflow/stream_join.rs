@@ -46,6 +46,7 @@ use std::sync::atomic::Ordering;
 use crate::dataflow::checkpoint::save_counters;
 use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::Message;
+use crate::dataflow::owner::{Outgoing, Owner};
 use crate::dataflow::partial_aggregate::{route, PartialAggregate, ROUTING_HASH};
 use crate::dataflow::physical::{
     apply_all, evaluate, millis, per_row_on_error, physical_expr, row_as_json, PhysicalOp,
@@ -526,9 +527,6 @@ pub enum JoinOutput {
     },
 }
 
-/// A message for the owners downstream: to one, or to all (None).
-pub type Outgoing = (Option<usize>, Message);
-
 /// One instance of the join.
 pub struct StreamJoin {
     join: Arc<PhysicalJoin>,
@@ -623,46 +621,6 @@ impl StreamJoin {
         }
     }
 
-    pub fn on_batch(&mut self, from: usize, batch: RecordBatch) -> Result<()> {
-        let (side, i) = self.input(from);
-        let (own, other) = match side {
-            Side::Left => {
-                self.left_watermarks.on_data(i);
-                (&mut self.left, &mut self.right)
-            }
-            Side::Right => {
-                self.right_watermarks.on_data(i);
-                (&mut self.right, &mut self.left)
-            }
-        };
-        let probe = own.probe(&batch)?;
-        let pairs = other.matches(&probe, self.join.lower_ms, self.join.upper_ms);
-        other.mark(&pairs);
-        let mut matched = vec![false; batch.num_rows()];
-        for (i, _) in &pairs {
-            matched[*i as usize] = true;
-        }
-        if !pairs.is_empty() {
-            let rows = UInt32Array::from_iter_values(pairs.iter().map(|(i, _)| *i));
-            let mine: Vec<ArrayRef> = batch
-                .columns()
-                .iter()
-                .map(|c| take(c.as_ref(), &rows, None))
-                .collect::<std::result::Result<_, _>>()?;
-            let theirs = other.gather(&pairs)?;
-            let columns = match side {
-                Side::Left => mine.into_iter().chain(theirs).collect(),
-                Side::Right => theirs.into_iter().chain(mine).collect(),
-            };
-            let pairs = RecordBatch::try_new(self.join.output.clone(), columns)?;
-            let lost = own.insert(batch, probe, matched)?;
-            self.emit(pairs)?;
-            return self.emit_padded(side, lost);
-        }
-        let lost = own.insert(batch, probe, matched)?;
-        self.emit_padded(side, lost)
-    }
-
     /// Emits rows of `side` that met no row of the other side (outer
     /// joins), with nulls for the other side's columns.
     fn emit_padded(&mut self, side: Side, rows: Option<RecordBatch>) -> Result<()> {
@@ -738,50 +696,6 @@ impl StreamJoin {
         Ok(())
     }
 
-    /// Takes the messages for the owners downstream.
-    pub fn take_outbox(&mut self, into: &mut Vec<Outgoing>) {
-        into.append(&mut self.outbox);
-    }
-
-    /// After its checkpoint for `epoch`: the owners downstream align on it.
-    pub fn after_checkpoint(&mut self, epoch: u64) {
-        if matches!(self.out, JoinOutput::Aggregate { .. }) {
-            self.outbox.push((None, Message::Barrier(epoch)));
-        }
-    }
-
-    pub fn on_watermark(&mut self, from: usize, watermark: i64) -> Result<()> {
-        let (side, i) = self.input(from);
-        let advanced = match side {
-            Side::Left => self.left_watermarks.on_watermark(i, watermark),
-            Side::Right => self.right_watermarks.on_watermark(i, watermark),
-        };
-        if advanced.is_some() {
-            self.advance()?;
-        }
-        Ok(())
-    }
-
-    pub fn on_idle(&mut self, from: usize) -> Result<()> {
-        let (side, i) = self.input(from);
-        let advanced = match side {
-            Side::Left => self.left_watermarks.on_idle(i),
-            Side::Right => self.right_watermarks.on_idle(i),
-        };
-        if advanced.is_some() {
-            self.advance()?;
-        }
-        Ok(())
-    }
-
-    /// Input `from` has sent a barrier: rows may wait behind it.
-    pub fn on_barrier(&mut self, from: usize) {
-        match self.input(from) {
-            (Side::Left, i) => self.left_watermarks.on_data(i),
-            (Side::Right, i) => self.right_watermarks.on_data(i),
-        }
-    }
-
     fn advance(&mut self) -> Result<()> {
         let (wl, wr) = (
             self.left_watermarks.current(),
@@ -820,8 +734,94 @@ impl StreamJoin {
         }
         Ok(())
     }
+}
 
-    pub fn checkpoint(&mut self, writes: &mut Writes) -> Result<()> {
+impl Owner for StreamJoin {
+    fn on_batch(&mut self, from: usize, batch: RecordBatch) -> Result<()> {
+        let (side, i) = self.input(from);
+        let (own, other) = match side {
+            Side::Left => {
+                self.left_watermarks.on_data(i);
+                (&mut self.left, &mut self.right)
+            }
+            Side::Right => {
+                self.right_watermarks.on_data(i);
+                (&mut self.right, &mut self.left)
+            }
+        };
+        let probe = own.probe(&batch)?;
+        let pairs = other.matches(&probe, self.join.lower_ms, self.join.upper_ms);
+        other.mark(&pairs);
+        let mut matched = vec![false; batch.num_rows()];
+        for (i, _) in &pairs {
+            matched[*i as usize] = true;
+        }
+        if !pairs.is_empty() {
+            let rows = UInt32Array::from_iter_values(pairs.iter().map(|(i, _)| *i));
+            let mine: Vec<ArrayRef> = batch
+                .columns()
+                .iter()
+                .map(|c| take(c.as_ref(), &rows, None))
+                .collect::<std::result::Result<_, _>>()?;
+            let theirs = other.gather(&pairs)?;
+            let columns = match side {
+                Side::Left => mine.into_iter().chain(theirs).collect(),
+                Side::Right => theirs.into_iter().chain(mine).collect(),
+            };
+            let pairs = RecordBatch::try_new(self.join.output.clone(), columns)?;
+            let lost = own.insert(batch, probe, matched)?;
+            self.emit(pairs)?;
+            return self.emit_padded(side, lost);
+        }
+        let lost = own.insert(batch, probe, matched)?;
+        self.emit_padded(side, lost)
+    }
+
+    /// Takes the messages for the owners downstream.
+    fn take_outbox(&mut self, into: &mut Vec<Outgoing>) {
+        into.append(&mut self.outbox);
+    }
+
+    /// After its checkpoint for `epoch`: the owners downstream align on it.
+    fn after_checkpoint(&mut self, epoch: u64) {
+        if matches!(self.out, JoinOutput::Aggregate { .. }) {
+            self.outbox.push((None, Message::Barrier(epoch)));
+        }
+    }
+
+    fn on_watermark(&mut self, from: usize, watermark: i64) -> Result<()> {
+        let (side, i) = self.input(from);
+        let advanced = match side {
+            Side::Left => self.left_watermarks.on_watermark(i, watermark),
+            Side::Right => self.right_watermarks.on_watermark(i, watermark),
+        };
+        if advanced.is_some() {
+            self.advance()?;
+        }
+        Ok(())
+    }
+
+    fn on_idle(&mut self, from: usize) -> Result<()> {
+        let (side, i) = self.input(from);
+        let advanced = match side {
+            Side::Left => self.left_watermarks.on_idle(i),
+            Side::Right => self.right_watermarks.on_idle(i),
+        };
+        if advanced.is_some() {
+            self.advance()?;
+        }
+        Ok(())
+    }
+
+    /// Input `from` has sent a barrier: rows may wait behind it.
+    fn on_barrier(&mut self, from: usize) {
+        match self.input(from) {
+            (Side::Left, i) => self.left_watermarks.on_data(i),
+            (Side::Right, i) => self.right_watermarks.on_data(i),
+        }
+    }
+
+    fn checkpoint(&mut self, writes: &mut Writes) -> Result<()> {
         for side in [Side::Left, Side::Right] {
             let key = self.keys.join_rows(self.instance, side as u8);
             let flags_key = self.keys.join_rows(self.instance, side as u8 + 2);
@@ -857,14 +857,14 @@ impl StreamJoin {
         view.checkpoint(watermark, writes)
     }
 
-    pub fn cache_use(&self) -> f64 {
+    fn cache_use(&self) -> f64 {
         match &self.out {
             JoinOutput::View(view) => view.cache_use(),
             JoinOutput::Aggregate { .. } => 0.0,
         }
     }
 
-    pub fn committed(&mut self) -> Result<()> {
+    fn committed(&mut self) -> Result<()> {
         match &self.out {
             JoinOutput::View(view) => view.committed(),
             JoinOutput::Aggregate { .. } => Ok(()),
