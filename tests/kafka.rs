@@ -1719,6 +1719,12 @@ async fn an_upsert_sink_follows_a_view_whose_rows_change() {
         })
         .await;
         execute(&client, &sink).await;
+        // A view over the view follows its changes, across the restart.
+        execute(
+            &client,
+            "CREATE MATERIALIZED VIEW busy AS SELECT cell_id, calls FROM per_cell WHERE calls >= 4",
+        )
+        .await;
         // The same query as the sink's own (CREATE SINK ... AS).
         execute(
             &client,
@@ -1788,6 +1794,17 @@ async fn an_upsert_sink_follows_a_view_whose_rows_change() {
         .await;
         assert_eq!(last, expected, "{topic}");
     }
+    common::wait_finished(&client, "busy").await;
+    let busy = rows(&client, "SELECT cell_id, calls FROM busy ORDER BY cell_id").await;
+    assert!(!busy.is_empty());
+    assert_eq!(
+        busy,
+        rows(
+            &client,
+            "SELECT cell_id, calls FROM per_cell WHERE calls >= 4 ORDER BY cell_id"
+        )
+        .await
+    );
     // The sink's own view goes with it.
     assert_eq!(
         rows(&client, "SHOW SINKS ").await,
@@ -1800,6 +1817,7 @@ async fn an_upsert_sink_follows_a_view_whose_rows_change() {
     assert_eq!(
         rows(&client, "SELECT name FROM sluice.jobs ORDER BY name").await,
         vec![
+            vec!["busy".to_string()],
             vec!["per_cell".to_string()],
             vec!["per_cell_out".to_string()]
         ]

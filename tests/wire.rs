@@ -860,6 +860,13 @@ async fn subscribe_streams_the_rows_of_a_view() {
         "CREATE MATERIALIZED VIEW per_cell AS SELECT cell_id, COUNT(*) AS n FROM few GROUP BY cell_id HAVING COUNT(*) < 5",
     )
     .await;
+    // A view over it follows its changes as they commit: its upserts,
+    // and its deletes.
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW busy AS SELECT cell_id, n * 10 AS n10 FROM per_cell WHERE n >= 3",
+    )
+    .await;
     let (c, conn) = tokio_postgres::connect(
         &format!(
             "host=127.0.0.1 port={} user=sluice dbname=sluice",
@@ -913,4 +920,15 @@ async fn subscribe_streams_the_rows_of_a_view() {
         }
     }
     assert!(deletes > 0, "cells reached 5 calls");
+    wait_finished(&client, "busy").await;
+    let busy = rows(&client, "SELECT cell_id, n10 FROM busy ORDER BY cell_id").await;
+    assert!(!busy.is_empty());
+    assert_eq!(
+        busy,
+        rows(
+            &client,
+            "SELECT cell_id, n * 10 FROM per_cell WHERE n >= 3 ORDER BY cell_id"
+        )
+        .await
+    );
 }

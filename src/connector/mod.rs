@@ -302,6 +302,12 @@ pub enum SourceEvent {
         batch: RecordBatch,
         positions: Vec<i64>,
     },
+    /// Changes of a view whose rows change, read by a view over it: each
+    /// key's new row, or its delete.
+    Changes {
+        split: usize,
+        changes: crate::state::view::KeyedChanges,
+    },
     /// The split has no more data for now (a Kafka partition's end).
     CaughtUp { split: usize },
     /// Every later row of the split is later than `watermark` (but for late

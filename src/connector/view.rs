@@ -9,6 +9,12 @@
 //! upstream's time attribute close exactly when the upstream says its rows
 //! are complete.
 //!
+//! A view whose rows change (an aggregation, windows in progress) is read
+//! as its changes instead (see `state::view::ChangeLog`): first a snapshot
+//! of each shard's committed rows, then each checkpoint's entry of changed
+//! keys; the split's position is 0 before the snapshot, then 1 + the next
+//! entry. The view over it upserts and deletes by the upstream's key.
+//!
 //! Only committed batches are read: a crash of either view loses nothing and
 //! repeats nothing (the reader resumes from its own checkpoint's positions,
 //! which never pass what the upstream committed). The price is latency: a
@@ -22,7 +28,7 @@ use std::time::Duration;
 use crate::connector::{EventSender, ReaderContext, SourceEvent, SourceReader, SPLIT_DONE};
 use crate::error::Result;
 use crate::state::checkpoint::JobKeys;
-use crate::state::view::ViewLog;
+use crate::state::view::{ChangeLog, ViewLog};
 use crate::state::Store;
 
 /// How often a reader that has caught up looks for newly committed batches.
@@ -42,6 +48,9 @@ pub struct ViewSpec {
     pub shards: usize,
     /// Whether the upstream's own sources end (then so does this one).
     pub bounded: bool,
+    /// For an upstream whose rows change: its key columns. It is read as
+    /// its changes (upserts and deletes by key), not as a log of rows.
+    pub changes: Option<arrow::datatypes::SchemaRef>,
 }
 
 impl ViewSpec {
@@ -53,24 +62,39 @@ impl ViewSpec {
 
 pub struct ViewReader {
     ctx: ReaderContext,
+    /// The upstream's log (and its shards' watermarks).
     log: ViewLog,
+    /// For an upstream whose rows change: its changes, read instead of
+    /// its log.
+    changes: Option<ChangeLog>,
     /// The upstream shards this reader owns.
     shards: Vec<usize>,
 }
 
 impl ViewReader {
     pub fn new(spec: ViewSpec, ctx: ReaderContext, store: Arc<Store>) -> Result<Self> {
-        let log = ViewLog::new(store, JobKeys::new(spec.job), ctx.schema.clone())?;
+        let keys = JobKeys::new(spec.job);
+        let log = ViewLog::new(store.clone(), keys, ctx.schema.clone())?;
+        let changes = match spec.changes {
+            Some(key) => Some(ChangeLog::new(store, keys, ctx.schema.clone(), key)?),
+            None => None,
+        };
         let shards = (0..spec.shards)
             .filter(|s| s % ctx.parallelism == ctx.instance)
             .collect();
-        Ok(ViewReader { ctx, log, shards })
+        Ok(ViewReader {
+            ctx,
+            log,
+            changes,
+            shards,
+        })
     }
 }
 
 /// Where the reader is in one upstream shard.
 struct Cursor {
-    /// The next batch to read.
+    /// The next batch to read; for changes, 0 until the snapshot of the
+    /// shard's rows is read, then 1 + the next entry to read.
     next: u64,
     /// The last watermark sent.
     watermark: i64,
@@ -128,6 +152,43 @@ impl SourceReader for ViewReader {
                 // every batch its checkpoint committed.
                 let watermark = self.log.watermark(*shard)?;
                 let mut closed = false;
+                if let Some(changes) = &self.changes {
+                    let mut send = |changes: crate::state::view::KeyedChanges| {
+                        self.ctx.counters().rows_in.fetch_add(
+                            changes.rows_at.len() as u64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        closed |= !out.send(SourceEvent::Changes { split, changes });
+                        Ok(())
+                    };
+                    if c.next == 0 {
+                        // First every row it has, then the entries after.
+                        c.next = changes.snapshot(*shard, &mut send)? + 1;
+                        if closed {
+                            return Ok(());
+                        }
+                        busy = true;
+                        continue;
+                    }
+                    let read = changes.read(*shard, c.next - 1, BATCHES_PER_TURN)?;
+                    let n = read.len();
+                    for (seq, entry) in read {
+                        c.next = seq + 2;
+                        send(entry)?;
+                    }
+                    if closed {
+                        return Ok(());
+                    }
+                    if n == BATCHES_PER_TURN {
+                        busy = true;
+                        continue;
+                    }
+                    if !self.advance(c, split, watermark, out) {
+                        return Ok(());
+                    }
+                    busy |= n > 0;
+                    continue;
+                }
                 let read = self
                     .log
                     .read(*shard, c.next, BATCHES_PER_TURN, |seq, batch| {
@@ -155,23 +216,8 @@ impl SourceReader for ViewReader {
                     busy = true;
                     continue;
                 }
-                match watermark {
-                    Some(w) if w > c.watermark => {
-                        c.watermark = w;
-                        if !out.send(SourceEvent::Watermark {
-                            split,
-                            watermark: w,
-                        }) {
-                            return Ok(());
-                        }
-                        if w == i64::MAX {
-                            c.done = true;
-                            if !out.send(SourceEvent::SplitEnd { split }) {
-                                return Ok(());
-                            }
-                        }
-                    }
-                    _ => {}
+                if !self.advance(c, split, watermark, out) {
+                    return Ok(());
                 }
                 busy |= read > 0;
             }
@@ -181,6 +227,36 @@ impl SourceReader for ViewReader {
                 }
                 std::thread::sleep(POLL);
             }
+        }
+    }
+}
+
+impl ViewReader {
+    /// Once a shard's committed rows are read: sends its watermark, and
+    /// ends the split at the upstream's end. False if the pipeline is gone.
+    fn advance(
+        &self,
+        c: &mut Cursor,
+        split: usize,
+        watermark: Option<i64>,
+        out: &EventSender,
+    ) -> bool {
+        match watermark {
+            Some(w) if w > c.watermark => {
+                c.watermark = w;
+                if !out.send(SourceEvent::Watermark {
+                    split,
+                    watermark: w,
+                }) {
+                    return false;
+                }
+                if w == i64::MAX {
+                    c.done = true;
+                    return out.send(SourceEvent::SplitEnd { split });
+                }
+                true
+            }
+            _ => true,
         }
     }
 }

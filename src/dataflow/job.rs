@@ -490,12 +490,18 @@ fn physical_plan(state: &SessionState, plan: &StreamPlan) -> Result<JobPhysical>
     if plan.join.is_none() {
         physical.late_after = plan.drops_late_rows().then(|| plan.allowed_lateness());
     }
-    physical.post = Arc::new(
-        plan.post
+    // Over a view whose rows change, rows are upserted by the upstream's
+    // key: its filters and projections are applied as the view's post
+    // operations (a row filtered out is deleted).
+    let post = match plan.source.changes() {
+        Some(_) => std::mem::take(&mut physical.pre),
+        None => plan
+            .post
             .iter()
             .map(|op| PhysicalOp::new(state, op))
             .collect::<Result<Vec<_>>>()?,
-    );
+    };
+    physical.post = Arc::new(post);
     physical.aggregate = match &plan.aggregate {
         Some(a) => Some(Arc::new(PhysicalAggregate::new(state, a)?)),
         None => None,

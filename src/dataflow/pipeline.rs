@@ -337,6 +337,28 @@ impl Pipeline {
                     self.flush().await?;
                 }
             }
+            SourceEvent::Changes { changes, .. } => {
+                // A view over a view whose rows change: its rows follow
+                // the upstream's, by key (filters and projections are the
+                // view's post operations: a row filtered out is deleted).
+                if let Downstream::Append { out, .. } = &self.downstream {
+                    let mut upserted: Vec<&[u8]> = Vec::new();
+                    let mut deleted: Vec<&[u8]> = Vec::new();
+                    for (key, at) in changes.key_bytes.iter().zip(&changes.rows_at) {
+                        match at {
+                            Some(_) => upserted.push(key),
+                            None => deleted.push(key),
+                        }
+                    }
+                    if !deleted.is_empty() {
+                        out.delete(&deleted)?;
+                    }
+                    if !upserted.is_empty() {
+                        out.upsert(&upserted, changes.rows)?;
+                    }
+                    self.memory.observe(out.cache_use());
+                }
+            }
             SourceEvent::CaughtUp { split } => {
                 tracing::debug!(instance = self.instance, split, "split caught up");
                 self.clocks.caught_up(split)

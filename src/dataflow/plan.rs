@@ -59,6 +59,17 @@ pub struct SourcePlan {
     pub proctime: Option<usize>,
 }
 
+impl SourcePlan {
+    /// For a view whose rows change, read by a view over it: its key
+    /// columns (it is read as its changes, by key).
+    pub fn changes(&self) -> Option<&SchemaRef> {
+        match &self.spec.connector {
+            crate::connector::ConnectorSpec::View(v) => v.changes.as_ref(),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum ColumnSource {
     /// Column i of the physical schema.
@@ -288,6 +299,10 @@ impl StreamPlan {
     /// whose fired rows a bridging row can still merge). Such a view is
     /// stored as an append-only log, which views over it read.
     pub fn appends_only(&self) -> bool {
+        if self.source.changes().is_some() {
+            // Its rows follow those of the view it reads.
+            return false;
+        }
         match &self.aggregate {
             None => true,
             Some(agg) => {
@@ -300,8 +315,12 @@ impl StreamPlan {
     }
 
     /// The key of a view whose rows change (aggregations, but for final
-    /// window rows): its group columns, by which its rows are upserted.
+    /// window rows): its group columns, by which its rows are upserted; for
+    /// a view over such a view, that view's key.
     pub fn key_schema(&self) -> Option<SchemaRef> {
+        if let Some(key) = self.source.changes() {
+            return Some(key.clone());
+        }
         let agg = self.aggregate.as_ref().filter(|_| !self.appends_only())?;
         let fields: Vec<arrow::datatypes::Field> = agg.output.fields()[..agg.group_exprs.len()]
             .iter()
@@ -374,6 +393,11 @@ impl StreamPlan {
                     EmitMode::Every { every_ms } =>
                         format!("every {}", crate::dataflow::window::fmt_ms(every_ms)),
                 }
+            )
+        } else if self.source.changes().is_some() {
+            format!(
+                "Materialize: view={} upserts by the key of {} (its changes pass through)",
+                self.view, self.source.name
             )
         } else {
             format!("Materialize: view={} append-only", self.view)

@@ -212,6 +212,32 @@ pub async fn plan_view(
         window,
         pre: left_pre,
     } = input;
+    // A view whose rows change can be filtered and projected by a view
+    // over it (its changes pass through, by its key); nothing more yet.
+    let updating = std::iter::once(&source)
+        .chain(join.as_ref().map(|j| &j.right.source))
+        .find(|s| s.changes().is_some());
+    if let Some(upstream) = updating {
+        let what = if join.is_some() {
+            Some("joins of two streams")
+        } else if shape.aggregate.is_some() {
+            Some("aggregations")
+        } else if shape
+            .pre
+            .iter()
+            .any(|op| matches!(op, StatelessOp::LookupJoin(_)))
+        {
+            Some("joins with tables")
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            return Err(Error::not_supported(format!(
+                "{what} over \"{}\" are not supported yet: its rows change (retractions come later); a view over it can filter and project its rows, or read a view of final rows (EMIT ON WINDOW CLOSE)",
+                upstream.name
+            )));
+        }
+    }
     let pre: Vec<StatelessOp> = match &join {
         Some(_) => left_pre,
         None => std::mem::take(&mut shape.pre),
@@ -376,33 +402,19 @@ fn time_attribute(
         .cloned()
 }
 
-/// A view as the source of a view over it, read from its log (see
-/// `connector/view.rs`): its columns, and its time attribute with the
-/// view's own watermark. `job` is the view's job and `shards` its
-/// parallelism. Only views whose rows never change can be read so.
+/// A view as the source of a view over it (see `connector/view.rs`): its
+/// columns, and its time attribute with the view's own watermark, read
+/// from its log; or, for a view whose rows change, its changes by key.
+/// `job` is the view's job and `shards` its parallelism.
 pub fn view_source(view: &StreamPlan, job: u64, shards: usize) -> Result<SourcePlan> {
     let name = &view.view;
-    if !view.appends_only() {
-        let why = match &view.aggregate {
-            Some(agg) if agg.session.is_some() => {
-                "its SESSION windows can still merge after they are shown"
-            }
-            Some(agg) if agg.allowed_lateness > 0 => {
-                "late rows update its windows ('allowed-lateness')"
-            }
-            Some(agg) if agg.fire_time.is_some() => {
-                "it shows windows in progress (add EMIT ON WINDOW CLOSE to it)"
-            }
-            _ => "an aggregation without windows updates its rows",
-        };
-        return Err(Error::not_supported(format!(
-            "materialized views over \"{name}\" are not supported yet: {why}; a view can read a view without aggregation, or one of final window rows (EMIT ON WINDOW CLOSE)"
-        )));
-    }
+    // A view whose rows change is read as its changes: no time attribute.
+    let changes = view.key_schema();
     let schema = view.output.clone();
     let schema_df: DFSchemaRef =
         Arc::new(DFSchema::try_from_qualified_schema(name.as_str(), &schema)?);
     let rowtime = match &view.time_attribute {
+        _ if changes.is_some() => None,
         None => None,
         Some(column) => Some(Rowtime {
             column: column.clone(),
@@ -419,6 +431,7 @@ pub fn view_source(view: &StreamPlan, job: u64, shards: usize) -> Result<SourceP
                 job,
                 shards,
                 bounded: view.bounded(),
+                changes,
             }),
             idle_timeout: None,
         },

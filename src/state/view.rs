@@ -647,9 +647,12 @@ type Change<B> = (B, Option<B>);
 
 /// Changes of a keyed view: each change is a key, and its new row or none
 /// (deleted).
+#[derive(Debug)]
 pub struct KeyedChanges {
     /// The key columns of each change (the view's group columns).
     pub keys: RecordBatch,
+    /// Each change's key as stored (Arrow's row format).
+    pub key_bytes: Vec<Box<[u8]>>,
     /// Per change: its row in `rows`, or None if the key was deleted.
     pub rows_at: Vec<Option<usize>>,
     pub rows: RecordBatch,
@@ -731,30 +734,33 @@ impl ChangeLog {
     ) -> Result<bool> {
         let mut any = false;
         for (shard, next) in next.iter_mut().enumerate() {
-            let prefix = self.keys.view_changes(shard);
-            let mut read: Vec<(u64, KeyedChanges)> = Vec::new();
-            self.store.scan_state_from(
-                &prefix,
-                &self.keys.view_change(shard, *next),
-                |k, v| {
-                    let seq = seq_of(&k[prefix.len()..])?;
-                    if seq != *next + read.len() as u64 {
-                        return Err(Error::external(format!(
-                            "the changes this reader needs next (entry {} of shard {shard}) are no longer kept: it fell more than {CHANGES_KEPT} checkpoints behind",
-                            *next + read.len() as u64
-                        )));
-                    }
-                    read.push((seq, self.decode(&parse_changes(v)?)?));
-                    Ok(read.len() < ViewLog::BATCHES_PER_TURN)
-                },
-            )?;
-            for (seq, changes) in read {
+            for (seq, changes) in self.read(shard, *next, ViewLog::BATCHES_PER_TURN)? {
                 f(shard, changes)?;
                 *next = seq + 1;
                 any = true;
             }
         }
         Ok(any)
+    }
+
+    /// The shard's committed entries from number `from` on, at most `max`.
+    /// An entry no longer kept is an error.
+    pub fn read(&self, shard: usize, from: u64, max: usize) -> Result<Vec<(u64, KeyedChanges)>> {
+        let prefix = self.keys.view_changes(shard);
+        let mut read: Vec<(u64, KeyedChanges)> = Vec::new();
+        self.store
+            .scan_state_from(&prefix, &self.keys.view_change(shard, from), |k, v| {
+                let seq = seq_of(&k[prefix.len()..])?;
+                let want = from + read.len() as u64;
+                if seq != want {
+                    return Err(Error::external(format!(
+                        "the changes this reader needs next (entry {want} of shard {shard}) are no longer kept: it fell more than {CHANGES_KEPT} checkpoints behind"
+                    )));
+                }
+                read.push((seq, self.decode(&parse_changes(v)?)?));
+                Ok(read.len() < max)
+            })?;
+        Ok(read)
     }
 
     /// Decodes (key, row or None) pairs.
@@ -782,6 +788,7 @@ impl ChangeLog {
             .collect();
         Ok(KeyedChanges {
             keys: RecordBatch::try_new(self.key_schema.clone(), keys)?,
+            key_bytes: entries.iter().map(|(k, _)| Box::from(k.as_ref())).collect(),
             rows_at,
             rows: RecordBatch::try_new(self.schema.clone(), rows)?,
         })
