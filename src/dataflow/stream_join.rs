@@ -10,10 +10,14 @@
 //! its second row arrives); or, when the view aggregates the pairs, through
 //! the operations on joined rows into a partial aggregate whose states go
 //! to the final aggregation instances that own their groups, followed by
-//! the join's output watermark and checkpoint barriers.
+//! the join's output watermark and checkpoint barriers. Outer joins also
+//! output each row of a kept side (LEFT: the left, RIGHT: the right, FULL:
+//! both) that met none, padded with nulls, once it expires (below).
 //! State: each side's rows that a row of the other side may still match,
-//! with a hash index on their keys. A row arriving probes the other side's
-//! rows, then joins its own side's.
+//! with an index on their keys and time buckets (at least the interval
+//! wide, so a row probes only the rows its interval covers), and whether
+//! each has met a row. A row arriving probes the other side's rows, then
+//! joins its own side's.
 //! Watermarks: one per side (the minimum over that side's inputs that are
 //! not idle). A future row of the right side has a time above the right
 //! watermark WR, so a left row of time t can never meet another once
@@ -24,7 +28,10 @@
 //! attribute, `min(WL, WR + lower)`, the least left time a pair still to
 //! come can have (for a right one, `min(WR, WL - upper)`).
 //! Checkpoint: both sides' rows, whole (they are bounded by the watermarks
-//! and the interval), and its view shard.
+//! and the interval), with their met flags, and its view shard.
+//!
+//! [`Alignment`] keeps the two sides' readers close in event time, so that
+//! a side read faster does not pile up rows the other cannot meet yet.
 //!
 //! [`Materialize`]: crate::dataflow::materialize::Materialize
 

@@ -4,7 +4,8 @@
 //! DDL and window syntax), `ddl` binds `CREATE TABLE` to a source definition,
 //! `group_window` rewrites Flink's group windows into window functions,
 //! `window` and `planner` turn `CREATE MATERIALIZED VIEW` into a streaming
-//! plan, with DataFusion doing the type checking.
+//! plan, with DataFusion doing the type checking; `stream_join` plans the
+//! joins of two streams in it.
 
 pub mod ddl;
 pub mod group_window;

@@ -1,5 +1,6 @@
 //! Plans a join of two streams: an interval join or a window join, the
-//! joins whose state the watermarks bound (Flink's two kinds).
+//! joins whose state the watermarks bound (Flink's two kinds), inner or
+//! outer (an outer join's ON takes only the keys and the time bound).
 //!
 //! The join's conditions (ON, and an inner join's WHERE right above it)
 //! are sorted into three kinds: equalities between the two sides (the keys
