@@ -467,16 +467,24 @@ impl Pipeline {
                 owners,
                 pending,
             } => {
-                let arrays = keys
-                    .iter()
-                    .map(|k| evaluate(k, &batch))
-                    .collect::<Result<Vec<_>>>()?;
-                let parts = route_by(&batch, &arrays, owners.len(), &mut self.hashes)?;
-                for (owner, part) in parts.into_iter().enumerate() {
-                    if let Some(part) = part {
-                        pending[owner].push(part);
+                // A row whose join keys cannot be evaluated becomes a dead
+                // letter; the others go to their owners.
+                let (keyed, bad) = per_row_on_error(&batch, |b| {
+                    let arrays = keys
+                        .iter()
+                        .map(|k| evaluate(k, b))
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok((b.clone(), arrays))
+                })?;
+                for (rows, arrays) in keyed {
+                    let parts = route_by(&rows, &arrays, owners.len(), &mut self.hashes)?;
+                    for (owner, part) in parts.into_iter().enumerate() {
+                        if let Some(part) = part {
+                            pending[owner].push(part);
+                        }
                     }
                 }
+                self.dead_letter_rows(split, bad);
                 Ok(())
             }
         }
