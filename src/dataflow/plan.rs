@@ -322,9 +322,36 @@ impl StreamPlan {
             return Some(key.clone());
         }
         let agg = self.aggregate.as_ref().filter(|_| !self.appends_only())?;
+        // Each group column under the name the view shows it by, if it
+        // shows it (`window_start AS ws`).
+        let mut names: Vec<Option<String>> = agg.output.fields()[..agg.group_exprs.len()]
+            .iter()
+            .map(|f| Some(f.name().clone()))
+            .collect();
+        for op in &self.post {
+            if let StatelessOp::Project { exprs, output, .. } = op {
+                for name in names.iter_mut() {
+                    *name = name.as_ref().and_then(|n| {
+                        exprs
+                            .iter()
+                            .enumerate()
+                            .find_map(|(i, e)| match e.clone().unalias() {
+                                Expr::Column(c) if &c.name == n => {
+                                    Some(output.field(i).name().clone())
+                                }
+                                _ => None,
+                            })
+                    });
+                }
+            }
+        }
         let fields: Vec<arrow::datatypes::Field> = agg.output.fields()[..agg.group_exprs.len()]
             .iter()
-            .map(|f| f.as_ref().clone())
+            .zip(names)
+            .map(|(f, shown)| match shown {
+                Some(name) => f.as_ref().clone().with_name(name),
+                None => f.as_ref().clone(),
+            })
             .collect();
         Some(Arc::new(arrow::datatypes::Schema::new(fields)))
     }

@@ -1154,6 +1154,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_key_of_a_view_is_its_group_columns_as_it_shows_them() {
+        let p = plan(
+            "CREATE MATERIALIZED VIEW v AS SELECT window_start AS ws, cell_id, COUNT(*) AS calls \
+             FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) \
+             GROUP BY window_start, window_end, cell_id",
+        )
+        .await
+        .unwrap();
+        let key = p.key_schema().unwrap();
+        let names: Vec<&str> = key.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, vec!["ws", "window_end", "cell_id"]);
+        // Final rows never change: no key.
+        let p = plan(
+            "CREATE MATERIALIZED VIEW v AS SELECT window_start, COUNT(*) AS calls \
+             FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) \
+             GROUP BY window_start, window_end EMIT ON WINDOW CLOSE",
+        )
+        .await
+        .unwrap();
+        assert!(p.key_schema().is_none());
+    }
+
+    #[tokio::test]
     async fn refuses_what_it_cannot_do_with_0a000() {
         for (sql, needle) in [
             ("CREATE MATERIALIZED VIEW v AS SELECT * FROM calls ORDER BY cell_id", "ORDER BY"),
