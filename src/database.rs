@@ -612,15 +612,21 @@ impl Database {
             } => {
                 let dependents = self.catalog.read().dependents(name);
                 if let Some(over) = dependents.first() {
-                    // Going back would take back rows the views over it
-                    // have already read.
+                    // Going back would take back rows the views and sinks
+                    // over it have already read.
+                    let kind = self
+                        .catalog
+                        .read()
+                        .get(over)
+                        .map(|e| e.kind().name())
+                        .unwrap_or("materialized view");
                     return Err(Error::user(
                         "55000",
                         format!(
-                            "materialized view \"{name}\" cannot go back to a savepoint while materialized view \"{over}\" reads it"
+                            "materialized view \"{name}\" cannot go back to a savepoint while {kind} \"{over}\" reads it"
                         ),
                     )
-                    .with_hint("drop the views over it first"));
+                    .with_hint("drop the views and sinks over it first"));
                 }
                 let record = self.savepoint(savepoint)?;
                 if record.sql != sql {
