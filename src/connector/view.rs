@@ -152,7 +152,7 @@ impl SourceReader for ViewReader {
                 // every batch its checkpoint committed.
                 let watermark = self.log.watermark(*shard)?;
                 let mut closed = false;
-                if let Some(changes) = &self.changes {
+                let read = if let Some(changes) = &self.changes {
                     let mut send = |changes: crate::state::view::KeyedChanges| {
                         self.ctx.counters().rows_in.fetch_add(
                             changes.rows_at.len() as u64,
@@ -170,44 +170,33 @@ impl SourceReader for ViewReader {
                         busy = true;
                         continue;
                     }
-                    let read = changes.read(*shard, c.next - 1, BATCHES_PER_TURN)?;
-                    let n = read.len();
-                    for (seq, entry) in read {
+                    let entries = changes.read(*shard, c.next - 1, BATCHES_PER_TURN)?;
+                    let n = entries.len();
+                    for (seq, entry) in entries {
                         c.next = seq + 2;
                         send(entry)?;
                     }
-                    if closed {
-                        return Ok(());
-                    }
-                    if n == BATCHES_PER_TURN {
-                        busy = true;
-                        continue;
-                    }
-                    if !self.advance(c, split, watermark, out) {
-                        return Ok(());
-                    }
-                    busy |= n > 0;
-                    continue;
-                }
-                let read = self
-                    .log
-                    .read(*shard, c.next, BATCHES_PER_TURN, |seq, batch| {
-                        c.next = seq + 1;
-                        let prepared = self.ctx.preparer.prepare(batch)?;
-                        self.ctx.counters().rows_in.fetch_add(
-                            prepared.batch.num_rows() as u64,
-                            std::sync::atomic::Ordering::Relaxed,
-                        );
-                        let rows = prepared.batch.num_rows();
-                        if rows > 0 {
-                            closed |= !out.send(SourceEvent::Rows {
-                                split,
-                                batch: prepared.batch,
-                                positions: vec![seq as i64; rows],
-                            });
-                        }
-                        Ok(())
-                    })?;
+                    n
+                } else {
+                    self.log
+                        .read(*shard, c.next, BATCHES_PER_TURN, |seq, batch| {
+                            c.next = seq + 1;
+                            let prepared = self.ctx.preparer.prepare(batch)?;
+                            self.ctx.counters().rows_in.fetch_add(
+                                prepared.batch.num_rows() as u64,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                            let rows = prepared.batch.num_rows();
+                            if rows > 0 {
+                                closed |= !out.send(SourceEvent::Rows {
+                                    split,
+                                    batch: prepared.batch,
+                                    positions: vec![seq as i64; rows],
+                                });
+                            }
+                            Ok(())
+                        })?
+                };
                 if closed {
                     return Ok(());
                 }

@@ -515,16 +515,12 @@ impl Pipeline {
             return;
         }
         let rows = 1 + late.windows(2).filter(|w| w[0].0 != w[1].0).count();
-        let kept = late
-            .len()
-            .saturating_sub(crate::metrics::JobMetrics::LATE_ROWS_KEPT);
         self.keep_late(
             split,
             ts,
             positions,
             rows,
-            late[kept..]
-                .iter()
+            late.iter()
                 .map(|(row, start, end, w)| (*row as usize, Some((*start, *end)), *w)),
         );
     }
@@ -532,28 +528,30 @@ impl Pipeline {
     /// Counts rows dropped as late without a window (the sides of an
     /// interval join), each with the watermark it was judged by.
     fn count_late_rows(&self, split: usize, ts: &[i64], positions: &[i64], late: &[(usize, i64)]) {
-        let kept = late
-            .len()
-            .saturating_sub(crate::metrics::JobMetrics::LATE_ROWS_KEPT);
         self.keep_late(
             split,
             ts,
             positions,
             late.len(),
-            late[kept..].iter().map(|(row, w)| (*row, None, *w)),
+            late.iter().map(|(row, w)| (*row, None, *w)),
         );
     }
 
     /// Counts `rows` late rows and keeps `late` (row, window missed,
-    /// watermark) for `sluice.late_rows`.
+    /// watermark) for `sluice.late_rows`: the last of them, as many as are
+    /// kept.
     fn keep_late(
         &self,
         split: usize,
         ts: &[i64],
         positions: &[i64],
         rows: usize,
-        late: impl Iterator<Item = (usize, Option<(i64, i64)>, i64)>,
+        late: impl ExactSizeIterator<Item = (usize, Option<(i64, i64)>, i64)>,
     ) {
+        let older = late
+            .len()
+            .saturating_sub(crate::metrics::JobMetrics::LATE_ROWS_KEPT);
+        let late = late.skip(older);
         self.counters()
             .late_rows
             .fetch_add(rows as u64, Ordering::Relaxed);
