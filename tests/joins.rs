@@ -22,8 +22,7 @@ use std::time::Duration;
 
 use arrow::array::{ArrayRef, Int32Array, Int64Array};
 use arrow::record_batch::RecordBatch;
-use arrow::util::display::array_value_to_string;
-use common::{execute, rows, wait_finished, wait_until, TestServer};
+use common::{batch_rows, execute, rows, wait_finished, wait_until, TestServer};
 use datafusion::prelude::SessionContext;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -97,22 +96,6 @@ fn batch_of(events: &[Event]) -> RecordBatch {
     .unwrap()
 }
 
-async fn batch_rows(ctx: &SessionContext, sql: &str) -> Vec<Vec<String>> {
-    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-    let mut out = Vec::new();
-    for b in batches {
-        for row in 0..b.num_rows() {
-            out.push(
-                b.columns()
-                    .iter()
-                    .map(|c| array_value_to_string(c, row).unwrap())
-                    .collect(),
-            );
-        }
-    }
-    out
-}
-
 fn source_sql(name: &str, path: &std::path::Path, delay_s: i64) -> String {
     let watermark = match delay_s {
         0 => "ts".to_string(),
@@ -132,6 +115,14 @@ fn with_watermarks(table: &str, delay_ms: i64) -> String {
         "(SELECT seq, t, k, v,
                  MAX(t - {delay_ms}) OVER (ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS wm
           FROM {table})"
+    )
+}
+
+/// The rows that are on time: above the watermark before them.
+fn on_time(table: &str, delay_ms: i64) -> String {
+    format!(
+        "(SELECT * FROM {} x WHERE x.wm IS NULL OR x.t > x.wm)",
+        with_watermarks(table, delay_ms)
     )
 }
 
@@ -204,6 +195,7 @@ async fn joins_equal_the_batch_join(late: bool) {
         let slide = [1_000, 2_000][rng.random_range(0..2)];
         let size = slide * rng.random_range(1..4);
         let pair = "a_seq, b_seq, k, total";
+        let (l, r) = (on_time("l", delay_ms), on_time("r", delay_ms));
         let cases = [
             (
                 pair,
@@ -215,11 +207,8 @@ async fn joins_equal_the_batch_join(late: bool) {
                        ON a.k = b.k AND a.ts BETWEEN b.ts + INTERVAL '{lower_ms}' MILLISECOND AND b.ts + INTERVAL '{upper_ms}' MILLISECOND"
                 ),
                 format!(
-                    "SELECT a.seq, b.seq, a.k, a.v + b.v FROM {} a JOIN {} b
-                     ON a.k = b.k AND a.t - b.t BETWEEN {lower_ms} AND {upper_ms}
-                     WHERE (a.wm IS NULL OR a.t > a.wm) AND (b.wm IS NULL OR b.t > b.wm)",
-                    with_watermarks("l", delay_ms),
-                    with_watermarks("r", delay_ms)
+                    "SELECT a.seq, b.seq, a.k, a.v + b.v FROM {l} a JOIN {r} b
+                     ON a.k = b.k AND a.t - b.t BETWEEN {lower_ms} AND {upper_ms}"
                 ),
                 format!(
                     "SELECT (SELECT COUNT(*) FROM {} x WHERE x.t <= x.wm) + (SELECT COUNT(*) FROM {} y WHERE y.t <= y.wm)",
@@ -240,11 +229,9 @@ async fn joins_equal_the_batch_join(late: bool) {
                     -lower_ms + 1
                 ),
                 format!(
-                    "SELECT a.seq, b.seq, a.k, a.v + b.v FROM {} a JOIN {} b
+                    "SELECT a.seq, b.seq, a.k, a.v + b.v FROM {l} a JOIN {r} b
                      ON a.k = b.k AND a.t - b.t BETWEEN {lower_ms} AND {upper_ms}
-                     WHERE (a.wm IS NULL OR a.t > a.wm) AND (b.wm IS NULL OR b.t > b.wm) AND a.v > b.v",
-                    with_watermarks("l", delay_ms),
-                    with_watermarks("r", delay_ms)
+                     WHERE a.v > b.v"
                 ),
                 String::new(),
             ),
@@ -280,11 +267,8 @@ async fn joins_equal_the_batch_join(late: bool) {
                 ),
                 format!(
                     "SELECT a.seq, COALESCE(b.seq, -1), a.k, COALESCE(a.v + b.v, -1)
-                     FROM (SELECT * FROM {} x WHERE x.wm IS NULL OR x.t > x.wm) a
-                     LEFT JOIN (SELECT * FROM {} y WHERE y.wm IS NULL OR y.t > y.wm) b
-                     ON a.k = b.k AND a.t - b.t BETWEEN {lower_ms} AND {upper_ms}",
-                    with_watermarks("l", delay_ms),
-                    with_watermarks("r", delay_ms)
+                     FROM {l} a LEFT JOIN {r} b
+                     ON a.k = b.k AND a.t - b.t BETWEEN {lower_ms} AND {upper_ms}"
                 ),
                 String::new(),
             ),
@@ -300,11 +284,8 @@ async fn joins_equal_the_batch_join(late: bool) {
                 ),
                 format!(
                     "SELECT COALESCE(a.seq, -1), COALESCE(b.seq, -1), COALESCE(a.k, b.k), COALESCE(a.v + b.v, -1)
-                     FROM (SELECT * FROM {} x WHERE x.wm IS NULL OR x.t > x.wm) a
-                     FULL JOIN (SELECT * FROM {} y WHERE y.wm IS NULL OR y.t > y.wm) b
-                     ON a.k = b.k AND a.t - b.t BETWEEN {lower_ms} AND {upper_ms}",
-                    with_watermarks("l", delay_ms),
-                    with_watermarks("r", delay_ms)
+                     FROM {l} a FULL JOIN {r} b
+                     ON a.k = b.k AND a.t - b.t BETWEEN {lower_ms} AND {upper_ms}"
                 ),
                 String::new(),
             ),
@@ -321,12 +302,9 @@ async fn joins_equal_the_batch_join(late: bool) {
                      GROUP BY a.k"
                 ),
                 format!(
-                    "SELECT a.k, COUNT(*), SUM(a.v + b.v) FROM {} a JOIN {} b
+                    "SELECT a.k, COUNT(*), SUM(a.v + b.v) FROM {l} a JOIN {r} b
                      ON a.k = b.k AND a.t - b.t BETWEEN {lower_ms} AND {upper_ms}
-                     WHERE (a.wm IS NULL OR a.t > a.wm) AND (b.wm IS NULL OR b.t > b.wm)
-                     GROUP BY a.k",
-                    with_watermarks("l", delay_ms),
-                    with_watermarks("r", delay_ms)
+                     GROUP BY a.k"
                 ),
                 String::new(),
             ),

@@ -25,8 +25,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int32Array, StringArray, TimestampMillisecondArray};
 use arrow::record_batch::RecordBatch;
-use arrow::util::display::array_value_to_string;
-use common::{execute, rows, wait_finished, TestServer};
+use common::{batch_rows, execute, rows, wait_finished, TestServer};
 use datafusion::prelude::SessionContext;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -440,22 +439,6 @@ fn batch_of(events: &[Event]) -> RecordBatch {
         ),
     ])
     .unwrap()
-}
-
-async fn batch_rows(ctx: &SessionContext, sql: &str) -> Vec<Vec<String>> {
-    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-    let mut out = Vec::new();
-    for b in batches {
-        for row in 0..b.num_rows() {
-            out.push(
-                b.columns()
-                    .iter()
-                    .map(|c| array_value_to_string(c, row).unwrap())
-                    .collect(),
-            );
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -733,15 +733,9 @@ async fn subscribe_streams_the_rows_of_a_view() {
         .collect();
     expected.sort();
     let read = |sql: &'static str, n: usize| {
-        let port = server.port();
+        let server = &server;
         async move {
-            let (c, conn) = tokio_postgres::connect(
-                &format!("host=127.0.0.1 port={port} user=sluice dbname=sluice"),
-                tokio_postgres::NoTls,
-            )
-            .await
-            .unwrap();
-            tokio::spawn(conn);
+            let c = server.client().await;
             let stream = c.copy_out(sql).await.unwrap();
             let mut stream = Box::pin(stream);
             let mut lines = Vec::new();
@@ -819,16 +813,7 @@ async fn subscribe_streams_the_rows_of_a_view() {
     }
     // Over the extended protocol too, and the connection goes on.
     {
-        let (c, conn) = tokio_postgres::connect(
-            &format!(
-                "host=127.0.0.1 port={} user=sluice dbname=sluice",
-                server.port()
-            ),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let c = server.client().await;
         let token = c.cancel_token();
         let mut stream = Box::pin(c.copy_out("SUBSCRIBE live").await.unwrap());
         stream.next().await.unwrap().unwrap();
@@ -867,16 +852,7 @@ async fn subscribe_streams_the_rows_of_a_view() {
         "CREATE MATERIALIZED VIEW busy AS SELECT cell_id, n * 10 AS n10 FROM per_cell WHERE n >= 3",
     )
     .await;
-    let (c, conn) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=sluice dbname=sluice",
-            server.port()
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let c = server.client().await;
     let mut stream = Box::pin(c.copy_out("SUBSCRIBE per_cell").await.unwrap());
     let mut view: std::collections::BTreeMap<String, String> = Default::default();
     let (mut text, mut deletes) = (String::new(), 0);

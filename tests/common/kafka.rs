@@ -254,33 +254,10 @@ impl Broker {
     /// Every message of a topic's partitions `0..partitions`, from the
     /// beginning, read until `quiet` passes without a new one.
     pub fn consume(&self, topic: &str, partitions: i32, quiet: Duration) -> Vec<String> {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        use rdkafka::Message;
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.addr)
-            .set("group.id", "sluice-test-reader")
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
-        let mut list = rdkafka::TopicPartitionList::new();
-        for p in 0..partitions {
-            list.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-                .expect("partition");
-        }
-        consumer.assign(&list).expect("assign");
-        let mut out = Vec::new();
-        let mut last = std::time::Instant::now();
-        while last.elapsed() < quiet {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
-                    last = std::time::Instant::now();
-                }
-                Some(Err(e)) => panic!("consuming {topic}: {e}"),
-                None => {}
-            }
-        }
-        out
+        self.consume_keyed(topic, partitions, quiet)
+            .into_iter()
+            .map(|(_, payload)| payload.unwrap_or_default())
+            .collect()
     }
 
     pub fn stop(&mut self) {

@@ -149,6 +149,24 @@ impl Drop for TestServer {
     }
 }
 
+/// The rows of a query DataFusion runs in batch (the independent answer
+/// streaming results are compared with), as text.
+pub async fn batch_rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<Vec<String>> {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let mut out = Vec::new();
+    for b in batches {
+        for row in 0..b.num_rows() {
+            out.push(
+                b.columns()
+                    .iter()
+                    .map(|c| arrow::util::display::array_value_to_string(c, row).unwrap())
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
 /// Runs a simple query and returns its rows as text (NULL as "NULL").
 pub async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
     match client.simple_query(sql).await {
