@@ -18,6 +18,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::frontend::types::UTC;
 
+mod extreme;
+pub use extreme::retract_extreme;
+
 /// The catalog and default schema name of every Sluice session.
 pub const CATALOG: &str = "sluice";
 pub const DEFAULT_SCHEMA: &str = "public";

@@ -36,6 +36,7 @@ use crate::dataflow::pipeline::{
 };
 use crate::dataflow::plan::{Side, SourcePlan, StatelessOp, StreamPlan, WindowPlan};
 use crate::dataflow::prepare::Preparer;
+use crate::dataflow::retract::PriorRows;
 use crate::dataflow::stream_join::{Alignment, JoinOutput, PhysicalJoin, StreamJoin};
 use crate::dataflow::watermark::WatermarkCombiner;
 use crate::dataflow::window_aggregate::WindowAggregate;
@@ -410,7 +411,22 @@ impl Job {
                         restored: watermarks,
                     },
                 );
-                tasks.spawn_on(pipeline.align(alignment.clone()).run(rx), runtime);
+                // Aggregating a view whose rows change: the pipeline keeps
+                // its rows to take them back.
+                let prior = match (&physical.aggregate, plan.source.changes()) {
+                    (Some(_), Some(_)) => Some(PriorRows::new(
+                        store.clone(),
+                        keys.prior_rows(n),
+                        cache,
+                        source.schema.clone(),
+                        last_epoch > 0,
+                    )?),
+                    _ => None,
+                };
+                tasks.spawn_on(
+                    pipeline.align(alignment.clone()).retract(prior).run(rx),
+                    runtime,
+                );
             }
         }
         drop(owners);
@@ -494,8 +510,8 @@ fn physical_plan(state: &SessionState, plan: &StreamPlan) -> Result<JobPhysical>
     // key: its filters and projections are applied as the view's post
     // operations (a row filtered out is deleted).
     let post = match plan.source.changes() {
-        Some(_) => std::mem::take(&mut physical.pre),
-        None => plan
+        Some(_) if plan.aggregate.is_none() => std::mem::take(&mut physical.pre),
+        _ => plan
             .post
             .iter()
             .map(|op| PhysicalOp::new(state, op))

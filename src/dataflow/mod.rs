@@ -26,6 +26,7 @@ pub mod physical;
 pub mod pipeline;
 pub mod plan;
 pub mod prepare;
+pub mod retract;
 pub mod session;
 pub mod stream_join;
 pub mod watermark;

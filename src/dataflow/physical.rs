@@ -221,6 +221,8 @@ pub struct PhysicalAggregate {
     pub session: Option<SessionGroups>,
     /// See [`AggregatePlan::allowed_lateness`].
     pub allowed_lateness: i64,
+    /// See [`AggregatePlan::rows_count`].
+    pub rows_count: Option<usize>,
 }
 
 impl PhysicalAggregate {
@@ -278,6 +280,7 @@ impl PhysicalAggregate {
             routing: plan.routing.clone(),
             session: plan.session.clone(),
             allowed_lateness: plan.allowed_lateness,
+            rows_count: plan.rows_count,
         })
     }
 

@@ -42,6 +42,7 @@ use crate::dataflow::physical::{
 };
 use crate::dataflow::plan::WindowPlan;
 use crate::dataflow::prepare::take_rows;
+use crate::dataflow::retract::PriorRows;
 use crate::dataflow::stream_join::Alignment;
 use crate::dataflow::watermark::{InstanceTime, SplitClocks, WatermarkCombiner};
 use crate::dataflow::window::{assign_windows, Assignment};
@@ -138,6 +139,9 @@ pub struct Pipeline {
     /// For a side of a join: where it publishes its watermark, so that its
     /// reader waits while it runs ahead of the other side.
     alignment: Option<Arc<Alignment>>,
+    /// Aggregating a view whose rows change: the last row of each of its
+    /// keys, taken back when the key changes.
+    prior: Option<PriorRows>,
 }
 
 impl Pipeline {
@@ -173,7 +177,14 @@ impl Pipeline {
             memory: acks.memory(),
             acks,
             alignment: None,
+            prior: None,
         }
+    }
+
+    /// Keeps the upstream's rows, to take them back from its aggregates.
+    pub fn retract(mut self, prior: Option<PriorRows>) -> Self {
+        self.prior = prior;
+        self
     }
 
     /// Publishes its watermarks to keep the sides of a join aligned.
@@ -214,6 +225,10 @@ impl Pipeline {
                         out.committed()?;
                         self.memory.observe(out.cache_use());
                     }
+                    if let Some(prior) = &mut self.prior {
+                        prior.committed();
+                        self.memory.observe(prior.cache_use());
+                    }
                 }
             }
         }
@@ -241,7 +256,7 @@ impl Pipeline {
     /// What this instance saves with a checkpoint: each split's position
     /// and watermark, its reader's counters as of the barrier (`counted`)
     /// and its own, and, without aggregation, its view shard.
-    fn checkpoint(&self, positions: &[i64], counted: [u64; 4]) -> Result<Writes> {
+    fn checkpoint(&mut self, positions: &[i64], counted: [u64; 4]) -> Result<Writes> {
         let mut writes = Writes::default();
         let i = self.instance;
         save_counters(
@@ -279,6 +294,9 @@ impl Pipeline {
                 watermark.lock().current()
             };
             out.checkpoint(w, &mut writes)?;
+        }
+        if let Some(prior) = &mut self.prior {
+            prior.checkpoint(&mut writes);
         }
         Ok(writes)
     }
@@ -337,7 +355,28 @@ impl Pipeline {
                     self.flush().await?;
                 }
             }
-            SourceEvent::Changes { changes, .. } => {
+            SourceEvent::Changes { split, changes } => {
+                // Aggregated: each change takes the key's old row back
+                // (sign -1) and adds its new one (sign +1).
+                if let Some(prior) = &mut self.prior {
+                    let old = prior.replace(&changes)?;
+                    self.memory.observe(prior.cache_use());
+                    if let Some(old) = old {
+                        // A row that failed was a dead letter when added.
+                        let (parts, _) =
+                            per_row_on_error(&old, |b| apply_all(&self.job.pre, b.clone()))?;
+                        for part in parts {
+                            self.aggregate(split, with_sign(part, -1)?)?;
+                        }
+                    }
+                    let (parts, bad) =
+                        per_row_on_error(&changes.rows, |b| apply_all(&self.job.pre, b.clone()))?;
+                    self.dead_letter_rows(split, bad);
+                    for part in parts {
+                        self.aggregate(split, with_sign(part, 1)?)?;
+                    }
+                    return Ok(());
+                }
                 // A view over a view whose rows change: its rows follow
                 // the upstream's, by key (filters and projections are the
                 // view's post operations: a row filtered out is deleted).
@@ -449,14 +488,7 @@ impl Pipeline {
             return Ok(());
         }
         match &mut self.downstream {
-            Downstream::Aggregate { partial, .. } => {
-                let (inputs, bad) = per_row_on_error(&batch, |b| partial.inputs(b))?;
-                for input in inputs {
-                    partial.update(input)?;
-                }
-                self.dead_letter_rows(split, bad);
-                Ok(())
-            }
+            Downstream::Aggregate { .. } => self.aggregate(split, batch),
             Downstream::Append { out, .. } => {
                 out.append(batch)?;
                 self.memory.observe(out.cache_use());
@@ -488,6 +520,21 @@ impl Pipeline {
                 Ok(())
             }
         }
+    }
+
+    /// Adds rows to the partial aggregate.
+    fn aggregate(&mut self, split: usize, batch: RecordBatch) -> Result<()> {
+        let Downstream::Aggregate { partial, .. } = &mut self.downstream else {
+            return Err(Error::internal(
+                "rows to aggregate in a view without aggregation",
+            ));
+        };
+        let (inputs, bad) = per_row_on_error(&batch, |b| partial.inputs(b))?;
+        for input in inputs {
+            partial.update(input)?;
+        }
+        self.dead_letter_rows(split, bad);
+        Ok(())
     }
 
     /// This pipeline's counters.
@@ -739,4 +786,25 @@ fn with_windows(
     columns.push(Arc::new(times.with_timezone_opt(time_tz)));
     debug_assert!(columns.iter().all(|c| c.len() == assignment.rows.len()));
     Ok(RecordBatch::try_new(window.output.clone(), columns)?)
+}
+
+/// The rows with a last column `__sign`: +1 for rows added, -1 for rows
+/// taken back (see `frontend/retract.rs`).
+fn with_sign(batch: RecordBatch, sign: i64) -> Result<RecordBatch> {
+    let mut fields: Vec<arrow::datatypes::FieldRef> =
+        batch.schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(arrow::datatypes::Field::new(
+        crate::dataflow::retract::SIGN,
+        DataType::Int64,
+        false,
+    )));
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(arrow::array::Int64Array::from_value(
+        sign,
+        batch.num_rows(),
+    )));
+    Ok(RecordBatch::try_new(
+        Arc::new(arrow::datatypes::Schema::new(fields)),
+        columns,
+    )?)
 }

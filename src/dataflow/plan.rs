@@ -206,6 +206,10 @@ pub struct AggregatePlan {
     /// How long after it fires a window still takes late rows (ms, the
     /// view's `allowed-lateness`).
     pub allowed_lateness: i64,
+    /// Over a view whose rows change (see `frontend/retract.rs`): which
+    /// aggregate counts each group's rows; a group left without rows is
+    /// deleted.
+    pub rows_count: Option<usize>,
 }
 
 /// One side of a join of two streams: a source, read through an optional
@@ -318,7 +322,7 @@ impl StreamPlan {
     /// window rows): its group columns, by which its rows are upserted; for
     /// a view over such a view, that view's key.
     pub fn key_schema(&self) -> Option<SchemaRef> {
-        if let Some(key) = self.source.changes() {
+        if let Some(key) = self.source.changes().filter(|_| self.aggregate.is_none()) {
             return Some(key.clone());
         }
         let agg = self.aggregate.as_ref().filter(|_| !self.appends_only())?;

@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::logical_expr::GroupsAccumulator;
 
@@ -268,6 +268,9 @@ impl WindowAggregate {
             self.agg
                 .merge(&mut self.accumulators, &merged, &identity, n)?;
             let results = self.agg.take_results(&mut self.accumulators)?;
+            if let Some(count) = self.agg.rows_count {
+                return self.emit_counted(&keys, &windows, group_cols, results, count);
+            }
             if shown.len() == n {
                 self.emit_rows(&keys, group_cols, results)?;
             } else {
@@ -601,6 +604,38 @@ impl WindowAggregate {
         let batch = RecordBatch::try_new(self.agg.output_schema.clone(), columns)?;
         let key_refs: Vec<&[u8]> = (0..keys.num_rows()).map(|i| keys.row(i).data()).collect();
         self.out.upsert(&key_refs, batch)
+    }
+
+    /// Over rows that can be taken back: a group whose rows are all taken
+    /// back (`results[count]` is 0) leaves the state and the view; the
+    /// others are upserted.
+    fn emit_counted(
+        &mut self,
+        keys: &Rows,
+        windows: &[WindowId],
+        group_cols: Vec<ArrayRef>,
+        results: Vec<ArrayRef>,
+        count: usize,
+    ) -> Result<()> {
+        let counts = results[count].as_primitive::<arrow::datatypes::Int64Type>();
+        let (kept, gone): (Vec<usize>, Vec<usize>) =
+            (0..counts.len()).partition(|i| counts.is_valid(*i) && counts.value(*i) != 0);
+        if !gone.is_empty() {
+            let gone_keys: Vec<&[u8]> = gone.iter().map(|i| keys.row(*i).data()).collect();
+            for (i, key) in gone.iter().zip(&gone_keys) {
+                self.table.remove(windows[*i], key);
+            }
+            self.out.delete(&gone_keys)?;
+        }
+        if kept.len() == counts.len() {
+            return self.emit_rows(keys, group_cols, results);
+        }
+        if !kept.is_empty() {
+            let group_cols = take_all(&group_cols, &kept)?;
+            let keys = self.keys.convert_columns(&group_cols)?;
+            self.emit_rows(&keys, group_cols, take_all(&results, &kept)?)?;
+        }
+        Ok(())
     }
 
     /// Advances the watermark and fires the windows it completes.

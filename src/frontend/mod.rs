@@ -11,6 +11,7 @@ pub mod ddl;
 pub mod group_window;
 pub mod parser;
 pub mod planner;
+pub mod retract;
 pub mod stream_join;
 pub mod types;
 pub mod window;

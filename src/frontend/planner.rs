@@ -27,7 +27,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, DFSchemaRef};
 use datafusion::datasource::empty::EmptyTable;
-use datafusion::logical_expr::{Expr, JoinType, LogicalPlan};
+use datafusion::logical_expr::{EmptyRelation, Expr, JoinType, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use sqlparser::ast;
@@ -183,6 +183,15 @@ pub async fn plan_view(
     check_output_names(&output)?;
 
     let mut shape = shape;
+    if let Some(agg) = shape.aggregate.take() {
+        shape.aggregate = Some(if agg.group_exprs.is_empty() {
+            let (agg, drop) = one_group(agg)?;
+            shape.post.insert(0, drop);
+            agg
+        } else {
+            agg
+        });
+    }
     // With a join of two streams, the operations on its rows (before any
     // aggregation) are the join's.
     let (input, mut join) = match shape.join.take() {
@@ -212,16 +221,16 @@ pub async fn plan_view(
         window,
         pre: left_pre,
     } = input;
-    // A view whose rows change can be filtered and projected by a view
-    // over it (its changes pass through, by its key); nothing more yet.
+    // A view whose rows change can be filtered, projected and aggregated
+    // by a view over it (its changes pass through by its key, or are
+    // taken back from the aggregates); it cannot be joined yet.
     let updating = std::iter::once(&source)
         .chain(join.as_ref().map(|j| &j.right.source))
         .find(|s| s.changes().is_some());
+    let mut rows_count = None;
     if let Some(upstream) = updating {
         let what = if join.is_some() {
             Some("joins of two streams")
-        } else if shape.aggregate.is_some() {
-            Some("aggregations")
         } else if shape
             .pre
             .iter()
@@ -233,9 +242,15 @@ pub async fn plan_view(
         };
         if let Some(what) = what {
             return Err(Error::not_supported(format!(
-                "{what} over \"{}\" are not supported yet: its rows change (retractions come later); a view over it can filter and project its rows, or read a view of final rows (EMIT ON WINDOW CLOSE)",
+                "{what} over \"{}\" are not supported yet: its rows change; a view over it can filter, project and aggregate its rows, or read a view of final rows (EMIT ON WINDOW CLOSE)",
                 upstream.name
             )));
+        }
+        if let Some(agg) = &shape.aggregate {
+            let rewritten = crate::frontend::retract::rewrite(&state, agg, &upstream.name)?;
+            shape.aggregate = Some(rewritten.aggregate);
+            shape.post.insert(0, rewritten.finish);
+            rows_count = Some(rewritten.rows_count);
         }
     }
     let pre: Vec<StatelessOp> = match &join {
@@ -282,12 +297,10 @@ pub async fn plan_view(
     };
     let mut aggregate = match shape.aggregate {
         None => None,
-        Some(agg) => Some(aggregate_plan(
-            &agg,
-            before_aggregate,
-            window.as_ref(),
-            &source,
-        )?),
+        Some(agg) => Some(AggregatePlan {
+            rows_count,
+            ..aggregate_plan(&agg, before_aggregate, window.as_ref(), &source)?
+        }),
     };
     if let Some(lateness) = allowed_lateness {
         match aggregate.as_mut() {
@@ -540,11 +553,11 @@ fn window_plan(call: &WindowCall, source: &SourcePlan) -> Result<WindowPlan> {
     })
 }
 
-struct AggregateNode {
-    input: DFSchemaRef,
-    group_exprs: Vec<Expr>,
-    aggr_exprs: Vec<Expr>,
-    output: DFSchemaRef,
+pub struct AggregateNode {
+    pub input: DFSchemaRef,
+    pub group_exprs: Vec<Expr>,
+    pub aggr_exprs: Vec<Expr>,
+    pub output: DFSchemaRef,
 }
 
 pub(crate) struct Shape {
@@ -1019,7 +1032,45 @@ fn aggregate_plan(
         routing,
         session,
         allowed_lateness: 0,
+        rows_count: None,
     })
+}
+
+/// The group column an aggregation without GROUP BY is given.
+pub const ONE_GROUP: &str = "__all";
+
+/// An aggregation without GROUP BY has one group: it gets a constant group
+/// column, [`ONE_GROUP`], which a projection after it drops.
+fn one_group(agg: AggregateNode) -> Result<(AggregateNode, StatelessOp)> {
+    let empty = LogicalPlan::EmptyRelation(EmptyRelation {
+        produce_one_row: false,
+        schema: agg.input.clone(),
+    });
+    let plan = LogicalPlanBuilder::from(empty)
+        .aggregate(
+            vec![datafusion::logical_expr::lit(true).alias(ONE_GROUP)],
+            agg.aggr_exprs.clone(),
+        )?
+        .build()?;
+    let LogicalPlan::Aggregate(a) = &plan else {
+        return Err(Error::internal("an aggregation lost its plan"));
+    };
+    let exprs: Vec<Expr> = (1..a.schema.fields().len())
+        .map(|i| Expr::Column(Column::from(a.schema.qualified_field(i))))
+        .collect();
+    Ok((
+        AggregateNode {
+            input: agg.input,
+            group_exprs: a.group_expr.clone(),
+            aggr_exprs: a.aggr_expr.clone(),
+            output: a.schema.clone(),
+        },
+        StatelessOp::Project {
+            exprs,
+            input: a.schema.clone(),
+            output: agg.output,
+        },
+    ))
 }
 
 /// The groups of a SESSION aggregation: the non-window group columns must be

@@ -167,6 +167,12 @@ impl JobKeys {
         k
     }
 
+    /// The upstream rows a pipeline instance keeps to take them back from
+    /// its aggregates (see `dataflow::retract`).
+    pub fn prior_rows(&self, instance: usize) -> Vec<u8> {
+        self.instance(b'R', instance)
+    }
+
     /// The prefix of a keyed view shard.
     pub fn view_rows(&self, shard: usize) -> Vec<u8> {
         self.instance(b'V', shard)
