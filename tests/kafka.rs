@@ -1932,3 +1932,129 @@ async fn a_join_of_two_topics_matches_the_reference() {
     .await;
     assert_eq!(counted, vec![vec!["0".to_string(), "0".to_string()]]);
 }
+
+/// Exactly-once sinks (Kafka transactions) killed while they write, then
+/// started again: consumed back with `read_committed`, the topic of a view
+/// of rows holds each of its rows once, and the topic of a view whose rows
+/// change holds each change once (a cell's count only grows, message
+/// after message) and ends at the view's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_sinks_write_every_row_once_across_a_kill() {
+    let broker = Broker::start();
+    broker.create_topic("picked_out", 2);
+    broker.create_topic("counts_out", 2);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let flags = ["--checkpoint-interval", "200ms"];
+    let mut server = TestServer::start_in(&dir, &flags);
+    let client = server.client().await;
+    execute(
+        &client,
+        "CREATE TABLE gen (id BIGINT, cell_id STRING, duration_ms INT)
+         WITH ('connector' = 'datagen', 'rows-per-second' = '3000', 'number-of-rows' = '30000')",
+    )
+    .await;
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW picked AS SELECT id, cell_id FROM gen WHERE duration_ms > 0",
+    )
+    .await;
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW per_cell AS SELECT cell_id, COUNT(*) AS n FROM gen GROUP BY cell_id",
+    )
+    .await;
+    for (view, topic) in [("picked", "picked_out"), ("per_cell", "counts_out")] {
+        execute(
+            &client,
+            &format!(
+                "CREATE SINK {topic} FROM {view} WITH ('connector' = 'kafka', 'topic' = '{topic}',
+                   'properties.bootstrap.servers' = '{}', 'format' = 'json',
+                   'sink.delivery-guarantee' = 'exactly-once')",
+                broker.addr
+            ),
+        )
+        .await;
+    }
+    wait_until(Duration::from_secs(60), "both sinks to write", || async {
+        rows(
+            &client,
+            "SELECT MIN(rows_out) FROM sluice.jobs WHERE name IN ('picked_out', 'counts_out')",
+        )
+        .await[0][0]
+            .parse::<u64>()
+            .unwrap_or(0)
+            > 1000
+    })
+    .await;
+    let status = common::job_status(&client, "picked").await.0;
+    server.kill();
+    assert_eq!(status, "running", "killed while rows still came");
+    drop(client);
+
+    let server = TestServer::start_in(&dir, &flags);
+    let client = server.client().await;
+    common::wait_finished(&client, "picked").await;
+    common::wait_finished(&client, "per_cell").await;
+    let mut expected: Vec<(i64, String)> = rows(&client, "SELECT id, cell_id FROM picked")
+        .await
+        .into_iter()
+        .map(|r| (r[0].parse().unwrap(), r[1].clone()))
+        .collect();
+    expected.sort();
+    let counts: BTreeMap<String, i64> = rows(&client, "SELECT cell_id, n FROM per_cell")
+        .await
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].parse().unwrap()))
+        .collect();
+    assert!(expected.len() > 10_000, "rows: {}", expected.len());
+
+    // Rows: each once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let written = loop {
+        let messages = broker.consume("picked_out", 2, Duration::from_secs(2));
+        if messages.len() >= expected.len() || std::time::Instant::now() > deadline {
+            break messages;
+        }
+    };
+    let mut got: Vec<(i64, String)> = written
+        .iter()
+        .map(|m| {
+            let v: serde_json::Value = serde_json::from_str(m).unwrap();
+            (
+                v["id"].as_i64().unwrap(),
+                v["cell_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got.len(), expected.len(), "one message per row");
+    assert!(got == expected, "the topic holds the view's rows");
+
+    // Changes: each once, in order, ending at the view's rows.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut last: BTreeMap<String, i64> = BTreeMap::new();
+        for (key, value) in broker.consume_keyed("counts_out", 2, Duration::from_secs(2)) {
+            let key: serde_json::Value = serde_json::from_str(&key).unwrap();
+            let cell = key["cell_id"].as_str().unwrap().to_string();
+            let value: serde_json::Value = serde_json::from_str(&value.unwrap()).unwrap();
+            let n = value["n"].as_i64().unwrap();
+            if let Some(before) = last.insert(cell.clone(), n) {
+                assert!(
+                    n > before,
+                    "cell {cell}: {n} after {before}: a change written twice"
+                );
+            }
+        }
+        if last == counts {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the changes end at the view's rows: {} of {} cells",
+            last.len(),
+            counts.len()
+        );
+    }
+}

@@ -66,12 +66,12 @@ where
     }
     loop {
         match &sub.feed {
-            Feed::Appends(log) => log.read_turn(&mut next, |_, batch| {
+            Feed::Appends(log) => log.read_turn(&mut next, |_, _, batch| {
                 push_lines("insert", &batch, 0..batch.num_rows(), &mut lines)
             }),
-            Feed::Changes(changes) => {
-                changes.read_turn(&mut next, |_, c| push_changes(&c, &sub.schema, &mut lines))
-            }
+            Feed::Changes(changes) => changes.read_turn(&mut next, |_, _, c| {
+                push_changes(&c, &sub.schema, &mut lines)
+            }),
         }
         .map_err(super::handler::user_error)?;
         if lines.is_empty() {

@@ -468,14 +468,14 @@ impl ViewLog {
         }
     }
 
-    /// One turn over every shard: calls `f(shard, batch)` on each shard's
+    /// One turn over every shard: calls `f(shard, seq, batch)` on each shard's
     /// next committed batches (up to [`Self::BATCHES_PER_TURN`]), from
     /// `next[shard]` on, moving `next[shard]` past each batch `f` took.
     /// Returns whether there were any.
     pub fn read_turn(
         &self,
         next: &mut [u64],
-        mut f: impl FnMut(usize, RecordBatch) -> Result<()>,
+        mut f: impl FnMut(usize, u64, RecordBatch) -> Result<()>,
     ) -> Result<bool> {
         let mut any = false;
         for (shard, next) in next.iter_mut().enumerate() {
@@ -485,7 +485,7 @@ impl ViewLog {
                 Ok(())
             })?;
             for (seq, batch) in batches {
-                f(shard, batch)?;
+                f(shard, seq, batch)?;
                 *next = seq + 1;
                 any = true;
             }
@@ -723,19 +723,19 @@ impl ChangeLog {
         Ok(next)
     }
 
-    /// One turn over every shard: calls `f(shard, changes)` on each shard's
+    /// One turn over every shard: calls `f(shard, seq, changes)` on each shard's
     /// next committed entries (up to [`ViewLog::BATCHES_PER_TURN`]) from
     /// `next[shard]` on, moving `next[shard]` past each. Returns whether
     /// there were any. An entry no longer kept is an error.
     pub fn read_turn(
         &self,
         next: &mut [u64],
-        mut f: impl FnMut(usize, KeyedChanges) -> Result<()>,
+        mut f: impl FnMut(usize, u64, KeyedChanges) -> Result<()>,
     ) -> Result<bool> {
         let mut any = false;
         for (shard, next) in next.iter_mut().enumerate() {
             for (seq, changes) in self.read(shard, *next, ViewLog::BATCHES_PER_TURN)? {
-                f(shard, changes)?;
+                f(shard, seq, changes)?;
                 *next = seq + 1;
                 any = true;
             }
