@@ -18,6 +18,10 @@
 //! sources, each call joined with the calls of its cell within 500 ms of it
 //! (about two pairs per event), the pairs counted per cell in the same view
 //! (events/s counts the rows of both sides).
+//! `RETRACT=1` (file only) aggregates a view whose rows change: `per_cell`
+//! counts calls per cell (no window), and `kpi` counts the cells per ten
+//! calls over it, taking each cell's old row back as its counts change
+//! (use many `KEYS` and a short `CHECKPOINT_INTERVAL` to stress it).
 //! `MEMORY_LIMIT=512MiB` runs the server in a memory cgroup with that cap
 //! (Linux cgroup v1, as root): the kernel kills it if it goes over.
 //!
@@ -161,6 +165,19 @@ const JOIN_VIEW: &str = "CREATE MATERIALIZED VIEW kpi AS
 fn chained() -> bool {
     std::env::var("CHAIN").is_ok()
 }
+
+/// Whether the view aggregates an updating view (`RETRACT=1`).
+fn retracting() -> bool {
+    std::env::var("RETRACT").is_ok()
+}
+
+const RETRACT_VIEWS: [&str; 2] = [
+    "CREATE MATERIALIZED VIEW per_cell AS
+     SELECT cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms FROM calls GROUP BY cell_id",
+    "CREATE MATERIALIZED VIEW kpi AS
+     SELECT calls / 10 AS tens, COUNT(*) AS cells, SUM(calls) AS calls, MAX(total_ms) AS top_ms
+     FROM per_cell GROUP BY calls / 10",
+];
 
 const CHAIN_VIEW: &str = "CREATE MATERIALIZED VIEW calls_in AS
      SELECT cell_id, msisdn, status, duration_ms, ts FROM calls";
@@ -327,6 +344,9 @@ async fn file_benchmark(events: usize, keys: usize) -> Result {
     }
     let view = if joined() {
         JOIN_VIEW.to_string()
+    } else if retracting() {
+        execute(&client, RETRACT_VIEWS[0]).await;
+        RETRACT_VIEWS[1].to_string()
     } else {
         view_sql()
     };
@@ -343,6 +363,15 @@ async fn file_benchmark(events: usize, keys: usize) -> Result {
         println!("join: rows_in, late_rows, pairs: {:?}", counted[0]);
         assert_eq!(counted[0][0], (2 * events).to_string(), "both sides read");
         assert_eq!(counted[0][1], "0", "no late rows");
+    } else if retracting() {
+        let counted = rows(
+            &client,
+            "SELECT name, rows_in, rows_out FROM sluice.jobs WHERE name IN ('per_cell', 'kpi') ORDER BY name",
+        )
+        .await;
+        println!("retract: (view, rows_in, rows_out): {counted:?}");
+        let total = number(&client, "SELECT SUM(calls) FROM kpi").await;
+        assert_eq!(total as usize, events, "every event counted exactly once");
     } else {
         let total = total_calls(&client).await;
         assert_eq!(total as usize, events, "every event counted exactly once");
@@ -352,6 +381,8 @@ async fn file_benchmark(events: usize, keys: usize) -> Result {
             "file (JSON), through a view".into()
         } else if joined() {
             "file (JSON), interval join of two sources".into()
+        } else if retracting() {
+            "file (JSON), aggregation over an updating view".into()
         } else {
             "file (JSON)".into()
         },

@@ -1,6 +1,8 @@
 -- Alarms to Kafka: cells whose failed or dropped calls in a sliding minute
 -- reach the cell's own threshold (reference data in an ordinary table) are
--- written to the topic `alarms`, once per window, when the window closes.
+-- written to the topic `alarms`, once per window, when the window closes:
+-- in Kafka transactions, so a read_committed consumer sees each alarm once
+-- even across crashes.
 --
 -- Needs a Kafka broker at 127.0.0.1:9092 with the topics `calls` (JSON call
 -- records) and `alarms` (see the README's Kafka section):
@@ -37,7 +39,8 @@ EMIT ON WINDOW CLOSE;
 
 CREATE SINK alarms FROM cell_alarms_1m WITH (
   'connector' = 'kafka', 'topic' = 'alarms',
-  'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json');
+  'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json',
+  'sink.delivery-guarantee' = 'exactly-once');
 
 -- Then, for example:
 --   SELECT * FROM cell_alarms_1m ORDER BY window_start DESC LIMIT 10;

@@ -58,6 +58,19 @@ FROM TABLE(CUMULATE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' MINUTE, INTERVAL 
 GROUP BY window_start, window_end, cell_id
 EMIT EVERY INTERVAL '10' SECOND;
 
+-- Calls and failures per cell since the start (rows change as calls
+-- come), and how many cells are in each failure-rate decile: a view over a
+-- view whose rows change, where each cell moves between deciles as its
+-- counts change (its old row is taken back from its old decile).
+CREATE MATERIALIZED VIEW cell_totals AS
+SELECT cell_id, COUNT(*) AS calls, COUNT(*) FILTER (WHERE status <> 'ok') AS failures
+FROM calls GROUP BY cell_id;
+
+CREATE MATERIALIZED VIEW cells_by_failure_decile AS
+SELECT failures * 10 / calls AS decile, COUNT(*) AS cells, SUM(calls) AS calls,
+       MAX(failures) AS most_failures
+FROM cell_totals GROUP BY failures * 10 / calls;
+
 -- Then, for example:
 --   SELECT * FROM cell_kpi_1m ORDER BY window_start DESC, calls DESC LIMIT 10;
 --   SELECT * FROM cell_alarms ORDER BY window_start DESC, failures DESC;

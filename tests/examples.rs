@@ -43,6 +43,7 @@ async fn telecom_kpis() {
             "cell_alarms",
             "subscriber_sessions",
             "cell_calls_hour_so_far",
+            "cells_by_failure_decile",
         ],
     )
     .await;

@@ -92,9 +92,11 @@ impl KafkaSinkSpec {
         let transactional = match opts.take("sink.delivery-guarantee").as_deref() {
             None | Some("at-least-once") => None,
             Some("exactly-once") => Some(prefix.unwrap_or_else(|| "sluice".to_string())),
-            Some(other) => return Err(Error::invalid_parameter(format!(
+            Some(other) => {
+                return Err(Error::invalid_parameter(format!(
                 "invalid 'sink.delivery-guarantee' \"{other}\"; use at-least-once or exactly-once"
-            ))),
+            )))
+            }
         };
         let properties = opts.take_prefixed("properties.");
         opts.finish()?;
