@@ -6,6 +6,7 @@
 //! Output: the old rows of the changed keys that had one.
 //! State: the upstream rows of the keys this instance reads (the upstream
 //! shards it owns), by key; a state table, so they may exceed memory.
+//! Watermarks: none (a view whose rows change has no event time).
 //! Checkpoint: what changed since the last checkpoint, with the pipeline's
 //! positions in the upstream's changes.
 
