@@ -22,6 +22,8 @@
 //! counts calls per cell (no window), and `kpi` counts the cells per ten
 //! calls over it, taking each cell's old row back as its counts change
 //! (use many `KEYS` and a short `CHECKPOINT_INTERVAL` to stress it).
+//! `SINK=at-least-once|exactly-once` runs the sink benchmark instead (see
+//! `sink_benchmark`).
 //! `MEMORY_LIMIT=512MiB` runs the server in a memory cgroup with that cap
 //! (Linux cgroup v1, as root): the kernel kills it if it goes over.
 //!
@@ -396,6 +398,64 @@ async fn file_benchmark(events: usize, keys: usize) -> Result {
     }
 }
 
+/// The Kafka sink: a view of every event of the file (`SELECT *`, not
+/// timed) written to a 4-partition topic by a sink with the given delivery
+/// guarantee. Reports messages/s from creating the sink until it has sent
+/// every row (with exactly-once, its last transaction commits within the
+/// next round), and the server's CPU time per million messages over that
+/// span.
+async fn sink_benchmark(events: usize, keys: usize, guarantee: &str) {
+    let path = data_file(events, keys);
+    let broker = Broker::start();
+    broker.create_topic("out", 4);
+    let (_tmp, server) = start_server();
+    let client = server.client().await;
+    execute(
+        &client,
+        &format!(
+            "CREATE TABLE calls ({}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
+            columns(),
+            path.display()
+        ),
+    )
+    .await;
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW calls_all AS SELECT cell_id, msisdn, status, duration_ms, ts FROM calls",
+    )
+    .await;
+    common::wait_finished(&client, "calls_all").await;
+    let cpu_before = cpu_seconds(server.pid());
+    let started = Instant::now();
+    execute(
+        &client,
+        &format!(
+            "CREATE SINK out FROM calls_all WITH ('connector' = 'kafka', 'topic' = 'out',
+               'properties.bootstrap.servers' = '{}', 'format' = 'json',
+               'sink.delivery-guarantee' = '{guarantee}')",
+            broker.addr
+        ),
+    )
+    .await;
+    loop {
+        let sent = number(&client, "SELECT rows_out FROM sluice.jobs WHERE name = 'out'").await;
+        if sent as usize >= events {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(server.pid()) - cpu_before;
+    println!("\n| sink | messages | seconds | messages/s | CPU s per M messages | peak memory |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {guarantee} | {events} | {seconds:.2} | {:.0} | {:.2} | {:.0} MiB |",
+        events as f64 / seconds,
+        cpu / (events as f64 / 1e6),
+        peak_memory_mib(server.pid())
+    );
+}
+
 /// Produces the benchmark's events to topic `calls` (not timed as Sluice's
 /// throughput).
 fn produce(broker: &Broker, events: usize, keys: usize, partitions: i32) {
@@ -701,6 +761,10 @@ fn main() {
     }
     if std::env::var("LIVE").is_ok() {
         runtime.block_on(live_benchmark());
+        return;
+    }
+    if let Ok(guarantee) = std::env::var("SINK") {
+        runtime.block_on(sink_benchmark(events, keys, &guarantee));
         return;
     }
     let mut results = vec![runtime.block_on(file_benchmark(events, keys))];
