@@ -177,7 +177,7 @@ const RETRACT_VIEWS: [&str; 2] = [
     "CREATE MATERIALIZED VIEW per_cell AS
      SELECT cell_id, COUNT(*) AS calls, SUM(duration_ms) AS total_ms FROM calls GROUP BY cell_id",
     "CREATE MATERIALIZED VIEW kpi AS
-     SELECT calls / 10 AS tens, COUNT(*) AS cells, SUM(calls) AS calls, MAX(total_ms) AS top_ms
+     SELECT calls / 10 AS tens, COUNT(*) AS cells, SUM(calls) AS calls, SUM(total_ms) AS total_ms
      FROM per_cell GROUP BY calls / 10",
 ];
 
