@@ -438,7 +438,11 @@ async fn sink_benchmark(events: usize, keys: usize, guarantee: &str) {
     )
     .await;
     loop {
-        let sent = number(&client, "SELECT rows_out FROM sluice.jobs WHERE name = 'out'").await;
+        let sent = number(
+            &client,
+            "SELECT rows_out FROM sluice.jobs WHERE name = 'out'",
+        )
+        .await;
         if sent as usize >= events {
             break;
         }
