@@ -201,6 +201,15 @@ fn view_sql() -> String {
     }
 }
 
+/// A source `name` over the benchmark's file.
+fn file_source(name: &str, path: &std::path::Path) -> String {
+    format!(
+        "CREATE TABLE {name} ({}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
+        columns(),
+        path.display()
+    )
+}
+
 fn columns() -> &'static str {
     "event_time BIGINT, cell_id STRING, msisdn STRING, status STRING, duration_ms INT,
      ts AS TO_TIMESTAMP_LTZ(event_time, 3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND"
@@ -320,25 +329,9 @@ async fn file_benchmark(events: usize, keys: usize) -> Result {
     let path = data_file(events, keys);
     let (_tmp, server) = start_server();
     let client = server.client().await;
-    execute(
-        &client,
-        &format!(
-            "CREATE TABLE calls ({}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
-            columns(),
-            path.display()
-        ),
-    )
-    .await;
+    execute(&client, &file_source("calls", &path)).await;
     if joined() {
-        execute(
-            &client,
-            &format!(
-                "CREATE TABLE calls2 ({}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
-                columns(),
-                path.display()
-            ),
-        )
-        .await;
+        execute(&client, &file_source("calls2", &path)).await;
     }
     let started = Instant::now();
     if chained() {
@@ -410,15 +403,7 @@ async fn sink_benchmark(events: usize, keys: usize, guarantee: &str) {
     broker.create_topic("out", 4);
     let (_tmp, server) = start_server();
     let client = server.client().await;
-    execute(
-        &client,
-        &format!(
-            "CREATE TABLE calls ({}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
-            columns(),
-            path.display()
-        ),
-    )
-    .await;
+    execute(&client, &file_source("calls", &path)).await;
     execute(
         &client,
         "CREATE MATERIALIZED VIEW calls_all AS SELECT cell_id, msisdn, status, duration_ms, ts FROM calls",

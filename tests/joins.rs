@@ -18,11 +18,10 @@ mod common;
 
 use std::io::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::array::{ArrayRef, Int32Array, Int64Array};
 use arrow::record_batch::RecordBatch;
-use common::{batch_rows, execute, rows, wait_finished, wait_until, TestServer};
+use common::{batch_rows, execute, rows, wait_finished, TestServer};
 use datafusion::prelude::SessionContext;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -464,15 +463,7 @@ async fn a_join_killed_and_restarted_ends_with_every_pair_exactly_once() {
     )
     .await;
     // Killed while it runs, after some checkpoints.
-    wait_until(Duration::from_secs(60), "a few checkpoints", || async {
-        let r = rows(
-            &client,
-            "SELECT checkpoint_epoch, status FROM sluice.jobs WHERE name = 'pairs'",
-        )
-        .await;
-        r[0][0].parse::<u64>().unwrap() >= 3
-    })
-    .await;
+    common::wait_checkpoints(&client, "pairs", 3).await;
     let before = rows(
         &client,
         "SELECT status, rows_in FROM sluice.jobs WHERE name = 'pairs'",

@@ -18,11 +18,10 @@ mod common;
 
 use std::io::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::array::{ArrayRef, Int32Array};
 use arrow::record_batch::RecordBatch;
-use common::{batch_rows, execute, rows, wait_finished, wait_until, TestServer};
+use common::{batch_rows, execute, rows, wait_finished, TestServer};
 use datafusion::prelude::SessionContext;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -128,6 +127,30 @@ const FLAGS: [&str; 6] = [
     "50ms",
 ];
 
+/// Writes the case's events to a file in `dir`, and creates their source
+/// and the views over it.
+async fn create_views(client: &tokio_postgres::Client, dir: &std::path::Path, case: &Case) {
+    let path = dir.join("events.json");
+    write(&path, case);
+    execute(
+        client,
+        &format!(
+            "CREATE TABLE events (k INT, v INT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
+            path.display()
+        ),
+    )
+    .await;
+    for view in views(case.cap) {
+        execute(client, &view).await;
+    }
+}
+
+async fn wait_views(client: &tokio_postgres::Client) {
+    for view in ["per_key", "by_n", "by_keys"] {
+        wait_finished(client, view).await;
+    }
+}
+
 async fn expected(case: &Case) -> [Vec<Vec<String>>; 2] {
     let ctx = SessionContext::new();
     ctx.register_batch("e", batch_of(case)).unwrap();
@@ -143,24 +166,10 @@ async fn aggregations_over_updating_views_equal_the_nested_batch_aggregation() {
     for seed in 0..CASES {
         let case = draw(seed, 20_000);
         let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("events.json");
-        write(&path, &case);
         let server = TestServer::start_in(&tmp.path().join("data"), &FLAGS);
         let client = server.client().await;
-        execute(
-            &client,
-            &format!(
-                "CREATE TABLE events (k INT, v INT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
-                path.display()
-            ),
-        )
-        .await;
-        for view in views(case.cap) {
-            execute(&client, &view).await;
-        }
-        for view in ["per_key", "by_n", "by_keys"] {
-            wait_finished(&client, view).await;
-        }
+        create_views(&client, tmp.path(), &case).await;
+        wait_views(&client).await;
         let [by_n, by_keys] = expected(&case).await;
         assert!(by_n.len() > 1, "seed {seed}: buckets {by_n:?}");
         assert_eq!(rows(&client, READ_BY_N).await, by_n, "seed {seed}: by_n");
@@ -190,30 +199,10 @@ async fn an_aggregation_over_an_updating_view_killed_and_restarted_ends_exact() 
     let case = draw(99, 200_000);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let path = tmp.path().join("events.json");
-    write(&path, &case);
     let mut server = TestServer::start_in(&dir, &FLAGS);
     let client = server.client().await;
-    execute(
-        &client,
-        &format!(
-            "CREATE TABLE events (k INT, v INT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
-            path.display()
-        ),
-    )
-    .await;
-    for view in views(case.cap) {
-        execute(&client, &view).await;
-    }
-    wait_until(Duration::from_secs(60), "a few checkpoints", || async {
-        let r = rows(
-            &client,
-            "SELECT checkpoint_epoch FROM sluice.jobs WHERE name = 'by_n'",
-        )
-        .await;
-        r[0][0].parse::<u64>().unwrap() >= 3
-    })
-    .await;
+    create_views(&client, tmp.path(), &case).await;
+    common::wait_checkpoints(&client, "by_n", 3).await;
     let before = rows(
         &client,
         "SELECT status FROM sluice.jobs WHERE name = 'by_n'",
@@ -224,9 +213,7 @@ async fn an_aggregation_over_an_updating_view_killed_and_restarted_ends_exact() 
     drop(client);
     let server = TestServer::start_in(&dir, &FLAGS);
     let client = server.client().await;
-    for view in ["per_key", "by_n", "by_keys"] {
-        wait_finished(&client, view).await;
-    }
+    wait_views(&client).await;
     let [by_n, by_keys] = expected(&case).await;
     assert_eq!(
         rows(&client, READ_BY_N).await,

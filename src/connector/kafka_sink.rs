@@ -109,11 +109,12 @@ impl KafkaSinkSpec {
     }
 }
 
-/// Notes failed deliveries, so positions past them are not saved, and the
-/// last offset written in each partition.
+/// Notes failed deliveries, so positions past them are not saved, and, in
+/// transactions, the last offset written in each partition.
 struct Deliveries {
     failed: AtomicBool,
-    offsets: Mutex<HashMap<i32, i64>>,
+    /// None when offsets are not needed (at-least-once).
+    offsets: Option<Mutex<HashMap<i32, i64>>>,
 }
 
 impl ClientContext for Deliveries {}
@@ -124,9 +125,11 @@ impl ProducerContext for Deliveries {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
             Ok(m) => {
-                let mut offsets = self.offsets.lock();
-                let last = offsets.entry(m.partition()).or_insert(m.offset());
-                *last = (*last).max(m.offset());
+                if let Some(offsets) = &self.offsets {
+                    let mut offsets = offsets.lock();
+                    let last = offsets.entry(m.partition()).or_insert(m.offset());
+                    *last = (*last).max(m.offset());
+                }
             }
             Err((e, _)) => {
                 tracing::debug!(error = %e, "a sink message was not delivered");
@@ -282,7 +285,7 @@ pub fn start(
             .set("transactional.id", format!("{prefix}-{name}"))
             .set("transaction.timeout.ms", "120000");
     }
-    let producer = create_producer(&config)?;
+    let producer = create_producer(&config, spec.transactional.is_some())?;
     let saved = Saved::load(&store, id, name)?;
     // A new sink of a view whose rows change first writes every row the
     // view has.
@@ -316,11 +319,12 @@ pub fn start(
     })
 }
 
-fn create_producer(config: &ClientConfig) -> Result<BaseProducer<Deliveries>> {
+/// A producer; `transactional` ones note the offsets they write.
+fn create_producer(config: &ClientConfig, transactional: bool) -> Result<BaseProducer<Deliveries>> {
     config
         .create_with_context(Deliveries {
             failed: AtomicBool::new(false),
-            offsets: Mutex::new(HashMap::new()),
+            offsets: transactional.then(|| Mutex::new(HashMap::new())),
         })
         .map_err(|e| Error::invalid_parameter(format!("invalid sink properties: {e}")))
 }
@@ -448,10 +452,7 @@ impl Writer {
                     if self.open.replace(false) {
                         let _ = self.producer.abort_transaction(Duration::from_secs(10));
                     }
-                    self.metrics.set_problem(Some(format!(
-                        "could not write to topic \"{}\" ({e}); retrying",
-                        self.topic
-                    )));
+                    self.retrying(&e);
                     recovered = false;
                     std::thread::sleep(Duration::from_secs(1));
                 }
@@ -465,7 +466,7 @@ impl Writer {
     fn recover(&mut self) -> Result<()> {
         self.held.take();
         self.open.set(false);
-        self.producer = create_producer(&self.config)?;
+        self.producer = create_producer(&self.config, true)?;
         self.producer
             .init_transactions(Duration::from_secs(30))
             .map_err(|e| kafka_error("could not start its transactions", e))?;
@@ -601,7 +602,7 @@ impl Writer {
             return Ok(false);
         };
         // Its last message, with the marker, once the broker has the rest.
-        self.flush()?;
+        self.flush(Duration::from_secs(30))?;
         let marker = Marker {
             sink: self.id,
             txn: self.txn + 1,
@@ -615,15 +616,16 @@ impl Writer {
             position,
             Some(&value),
         )?;
-        self.flush()?;
+        self.flush(Duration::from_secs(30))?;
         self.producer
             .commit_transaction(Duration::from_secs(60))
             .map_err(|e| kafka_error("could not commit a transaction", e))?;
         self.open.set(false);
         self.txn = marker.txn;
         self.saved = self.next.clone();
-        for (p, o) in self.producer.context().offsets.lock().iter() {
-            self.offsets.insert(*p, *o);
+        if let Some(offsets) = &self.producer.context().offsets {
+            self.offsets
+                .extend(offsets.lock().iter().map(|(p, o)| (*p, *o)));
         }
         // Messages before the positions are not sent again.
         let next = &self.next;
@@ -639,10 +641,10 @@ impl Writer {
         Ok(true)
     }
 
-    /// Waits until the broker has every message sent.
-    fn flush(&self) -> Result<()> {
+    /// Waits (up to `timeout`) until the broker has every message sent.
+    fn flush(&self, timeout: Duration) -> Result<()> {
         self.producer
-            .flush(Duration::from_secs(30))
+            .flush(timeout)
             .map_err(|e| kafka_error("could not deliver the messages", e))?;
         if self
             .producer
@@ -803,34 +805,29 @@ impl Writer {
     /// positions; if some were not delivered, sends again from the saved
     /// positions (at-least-once).
     fn acknowledge(&mut self) -> Result<()> {
-        match self.producer.flush(Duration::from_secs(10)) {
-            Ok(())
-                if !self
-                    .producer
-                    .context()
-                    .failed
-                    .swap(false, Ordering::Relaxed) =>
-            {
+        match self.flush(Duration::from_secs(10)) {
+            Ok(()) => {
                 let value =
                     serde_json::to_vec(&self.next).map_err(|e| Error::internal(e.to_string()))?;
                 self.store.put_meta(&self.key, &value)?;
                 self.saved = self.next.clone();
                 self.metrics.set_problem(None);
             }
-            result => {
-                let why = match result {
-                    Err(e) => e.to_string(),
-                    Ok(()) => "some messages were not delivered".to_string(),
-                };
-                self.metrics.set_problem(Some(format!(
-                    "could not write to topic \"{}\" ({why}); retrying",
-                    self.topic
-                )));
+            Err(e) => {
+                self.retrying(&e);
                 self.next = self.saved.clone();
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
         Ok(())
+    }
+
+    /// Shows on the sink's status that writing failed and is retried.
+    fn retrying(&self, why: &Error) {
+        self.metrics.set_problem(Some(format!(
+            "could not write to topic \"{}\" ({why}); retrying",
+            self.topic
+        )));
     }
 }
 

@@ -241,11 +241,8 @@ impl Job {
                     metrics.clone(),
                     dead_letters.clone(),
                 );
-                let table = if last_epoch > 0 {
-                    StateTable::open(store.clone(), keys.aggregate(i), cache)?
-                } else {
-                    StateTable::new(Some(store.clone()), keys.aggregate(i), cache)
-                };
+                let table =
+                    StateTable::resume(store.clone(), keys.aggregate(i), cache, last_epoch > 0)?;
                 let mut operator =
                     WindowAggregate::new(agg.clone(), plan.emit, table, out, metrics.clone())?;
                 if last_epoch > 0 {

@@ -361,19 +361,18 @@ impl Pipeline {
                 if let Some(prior) = &mut self.prior {
                     let old = prior.replace(&changes)?;
                     self.memory.observe(prior.cache_use());
-                    if let Some(old) = old {
-                        // A row that failed was a dead letter when added.
-                        let (parts, _) =
-                            per_row_on_error(&old, |b| apply_all(&self.job.pre, b.clone()))?;
-                        for part in parts {
-                            self.aggregate(split, with_sign(part, -1)?)?;
+                    let signed = old.map(|rows| (rows, -1)).into_iter();
+                    for (rows, sign) in signed.chain([(changes.rows, 1)]) {
+                        let (parts, bad) =
+                            per_row_on_error(&rows, |b| apply_all(&self.job.pre, b.clone()))?;
+                        // A row taken back that fails was a dead letter
+                        // when it was added.
+                        if sign > 0 {
+                            self.dead_letter_rows(split, bad);
                         }
-                    }
-                    let (parts, bad) =
-                        per_row_on_error(&changes.rows, |b| apply_all(&self.job.pre, b.clone()))?;
-                    self.dead_letter_rows(split, bad);
-                    for part in parts {
-                        self.aggregate(split, with_sign(part, 1)?)?;
+                        for part in parts {
+                            self.aggregate(split, with_sign(part, sign)?)?;
+                        }
                     }
                     return Ok(());
                 }

@@ -44,13 +44,8 @@ impl PriorRows {
         schema: SchemaRef,
         restore: bool,
     ) -> Result<Self> {
-        let table = if restore {
-            StateTable::open(store, prefix, cache_bytes)?
-        } else {
-            StateTable::new(Some(store), prefix, cache_bytes)
-        };
         Ok(PriorRows {
-            table,
+            table: StateTable::resume(store, prefix, cache_bytes, restore)?,
             codec: row_codec(&schema)?,
             schema,
         })

@@ -87,6 +87,21 @@ impl StateTable {
         }
     }
 
+    /// A table under `prefix` in `store`: opened from what a checkpoint
+    /// saved if the job has one (`saved`), otherwise empty.
+    pub fn resume(
+        store: Arc<Store>,
+        prefix: Vec<u8>,
+        cache_bytes: usize,
+        saved: bool,
+    ) -> Result<Self> {
+        if saved {
+            StateTable::open(store, prefix, cache_bytes)
+        } else {
+            Ok(StateTable::new(Some(store), prefix, cache_bytes))
+        }
+    }
+
     /// Opens the rows a checkpoint saved: their windows are known, their
     /// rows are read when needed.
     pub fn open(store: Arc<Store>, prefix: Vec<u8>, cache_bytes: usize) -> Result<Self> {

@@ -235,6 +235,15 @@ pub async fn wait_for_rows(client: &Client, sql: &str, expected: &[&[&str]], tim
     }
 }
 
+/// Waits until job `view` has taken at least `epochs` checkpoints.
+pub async fn wait_checkpoints(client: &Client, view: &str, epochs: u64) {
+    let sql = format!("SELECT checkpoint_epoch FROM sluice.jobs WHERE name = '{view}'");
+    wait_until(Duration::from_secs(60), "a few checkpoints", || async {
+        rows(client, &sql).await[0][0].parse::<u64>().unwrap() >= epochs
+    })
+    .await;
+}
+
 /// The status of a job, from `sluice.jobs`.
 pub async fn job_status(client: &Client, view: &str) -> (String, Option<String>) {
     let r = rows(
