@@ -14,4 +14,6 @@ RUN apt-get update \
 COPY --from=build /src/target/release/sluice /usr/local/bin/sluice
 EXPOSE 5433
 VOLUME /var/lib/sluice
-ENTRYPOINT ["sluice", "--listen", "0.0.0.0:5433", "--data-dir", "/var/lib/sluice"]
+# Beyond loopback, clients log in with passwords: the superuser "sluice",
+# whose password the container takes from SLUICE_PASSWORD.
+ENTRYPOINT ["sluice", "--listen", "0.0.0.0:5433", "--data-dir", "/var/lib/sluice", "--auth", "password", "--superuser", "sluice"]

@@ -67,6 +67,8 @@ pub struct Config {
 
 pub struct Database {
     store: Arc<Store>,
+    /// Users and their password verifiers.
+    users: Arc<crate::auth::Users>,
     checkpoints: Arc<CheckpointSettings>,
     catalog: RwLock<Catalog>,
     jobs: Mutex<HashMap<String, Job>>,
@@ -103,9 +105,11 @@ pub struct ColumnInfo {
 impl Database {
     pub async fn open(config: Config) -> Result<Arc<Database>> {
         let store = Arc::new(Store::open(&config.data_dir)?);
+        let users = Arc::new(crate::auth::Users::open(store.clone())?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.job.parallelism.max(1))
             .thread_name("sluice-dataflow")
+            .thread_stack_size(crate::options::THREAD_STACK_BYTES)
             .enable_all()
             .build()
             .map_err(|e| Error::external(format!("could not start the dataflow runtime: {e}")))?;
@@ -114,6 +118,7 @@ impl Database {
             let relations: Weak<dyn Relations> = weak.clone();
             Database {
                 store,
+                users,
                 checkpoints: Arc::new(CheckpointSettings::new(config.checkpoint_interval)),
                 catalog: RwLock::new(Catalog::default()),
                 jobs: Mutex::new(HashMap::new()),
@@ -129,6 +134,10 @@ impl Database {
         });
         db.restore().await?;
         Ok(db)
+    }
+
+    pub fn users(&self) -> &Arc<crate::auth::Users> {
+        &self.users
     }
 
     pub fn query_engine(&self) -> &QueryEngine {
@@ -255,16 +264,33 @@ impl Database {
         Ok(())
     }
 
-    /// INSERT, UPDATE or DELETE on an ordinary table.
-    pub async fn execute_dml(
+    /// Plans an INSERT, UPDATE or DELETE on an ordinary table, reading the
+    /// tables as `scope` shows them (a transaction's own changes). The
+    /// caller applies the change, or keeps it in its transaction; it holds
+    /// the returned guard until then, so that no other change to tables
+    /// comes in between (an UPDATE's rows cannot change meanwhile).
+    pub async fn plan_dml(
         &self,
         statement: &sqlparser::ast::Statement,
-    ) -> Result<crate::dml::Done> {
+        scope: &crate::query::Scope,
+        params: &crate::query::Parameters,
+    ) -> Result<(
+        Arc<ReferenceTable>,
+        crate::dml::Planned,
+        tokio::sync::MutexGuard<'_, ()>,
+    )> {
         let name = crate::dml::target(statement)?;
-        // Serialized with DDL: an UPDATE's rows cannot change meanwhile.
-        let _ddl = self.ddl.lock().await;
+        let guard = self.ddl.lock().await;
         let table = self.ordinary_table(&name)?;
-        crate::dml::execute(&self.query, &table, &name, statement).await
+        let planned =
+            crate::dml::plan(&self.query, scope, &table, &name, statement, params).await?;
+        Ok((table, planned, guard))
+    }
+
+    /// Serializes a transaction's commit with DDL and other changes to
+    /// tables.
+    pub async fn table_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.ddl.lock().await
     }
 
     /// The data of a `COPY ... FROM STDIN`, inserted into its table as one
@@ -1014,6 +1040,10 @@ impl Database {
 }
 
 impl Relations for Database {
+    fn users(&self) -> Vec<crate::auth::User> {
+        self.users.list()
+    }
+
     fn relation(&self, name: &str) -> Option<Relation> {
         let catalog = self.catalog.read();
         match catalog.get(name)? {

@@ -35,6 +35,18 @@ pub mod sqlstate {
     pub const CONNECTION_FAILURE: &str = "08006";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const QUERY_CANCELED: &str = "57014";
+    pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+    pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+    pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+    pub const IN_FAILED_TRANSACTION: &str = "25P02";
+    pub const ACTIVE_TRANSACTION: &str = "25001";
+    pub const NO_ACTIVE_TRANSACTION: &str = "25P01";
+    pub const INVALID_SAVEPOINT: &str = "3B001";
+    pub const INVALID_PASSWORD: &str = "28P01";
+    pub const INVALID_AUTHORIZATION: &str = "28000";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub const DUPLICATE_OBJECT: &str = "42710";
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -227,7 +239,7 @@ impl Error {
     pub fn from_parser(err: ParserError, sql: &str) -> Self {
         let text = match &err {
             ParserError::TokenizerError(m) | ParserError::ParserError(m) => m.clone(),
-            ParserError::RecursionLimitExceeded => "statement is nested too deeply".to_string(),
+            ParserError::RecursionLimitExceeded => return crate::frontend::parser::too_complex(),
         };
         let (message, line_col) = split_location(&text);
         let position = match line_col {

@@ -47,7 +47,80 @@ pub fn session_context() -> SessionContext {
 pub fn register_all(registry: &mut dyn FunctionRegistry) -> DfResult<()> {
     registry.register_udf(Arc::new(ScalarUDF::from(ToTimestampLtz::new())))?;
     registry.register_udf(Arc::new(ScalarUDF::from(Proctime::new())))?;
+    registry.register_udf(Arc::new(ScalarUDF::from(Power::new())))?;
     Ok(())
+}
+
+/// `POWER(x, y)` (and Postgres's `x ^ y`): a double precision, as Flink's
+/// POWER and Postgres's `^` on integers and floats return (DataFusion's own
+/// keeps integers integral, so `2 ^ -1` would be 0).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Power {
+    signature: Signature,
+    aliases: Vec<String>,
+}
+
+impl Power {
+    pub fn new() -> Self {
+        Power {
+            signature: Signature::user_defined(Volatility::Immutable),
+            aliases: vec!["pow".into()],
+        }
+    }
+}
+
+impl Default for Power {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ScalarUDFImpl for Power {
+    fn name(&self) -> &str {
+        "power"
+    }
+
+    fn aliases(&self) -> &[String] {
+        &self.aliases
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
+        if arg_types.len() != 2 {
+            return plan_err!("power takes 2 arguments, got {}", arg_types.len());
+        }
+        for t in arg_types {
+            if !t.is_numeric() && !t.is_null() {
+                return plan_err!("power expects numbers, got {t}");
+            }
+        }
+        Ok(vec![DataType::Float64, DataType::Float64])
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        if let [ColumnarValue::Scalar(base), ColumnarValue::Scalar(exponent)] = args.args.as_slice()
+        {
+            let value = match (base, exponent) {
+                (ScalarValue::Float64(Some(b)), ScalarValue::Float64(Some(e))) => Some(b.powf(*e)),
+                _ => None,
+            };
+            return Ok(ColumnarValue::Scalar(ScalarValue::Float64(value)));
+        }
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let out: arrow::array::Float64Array = arrow::compute::binary(
+            arrays[0].as_primitive::<arrow::datatypes::Float64Type>(),
+            arrays[1].as_primitive::<arrow::datatypes::Float64Type>(),
+            f64::powf,
+        )?;
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
 }
 
 /// `PROCTIME()`: Flink's processing-time attribute, the time now as a

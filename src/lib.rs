@@ -29,8 +29,10 @@
 //! - [`state`]: RocksDB (catalog, checkpoints, savepoints), the layout of a
 //!   view's saved state, state tables and view contents with their bounded
 //!   in-memory caches, and the rows of ordinary tables.
+//! - [`auth`]: users and their SCRAM-SHA-256 password verifiers.
 //! - [`error`], [`metrics`], [`options`], [`functions`]: shared vocabulary.
 
+pub mod auth;
 pub mod catalog;
 pub mod connector;
 pub mod database;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use sluice::database::{Config, Database};
 use sluice::dataflow::job::JobConfig;
-use sluice::server::Server;
+use sluice::server::{AuthMethod, Server, ServerConfig};
 
 /// jemalloc keeps freed memory for reuse: the large buffers of each
 /// checkpoint do not fault in fresh zeroed pages every time, and the many
@@ -92,9 +92,43 @@ struct Args {
     #[arg(long, default_value_t = 10_000)]
     dead_letters: usize,
 
+    /// How clients prove who they are: `trust` (any user, no password;
+    /// loopback addresses only) or `password` (SCRAM-SHA-256).
+    #[arg(long, default_value = "trust", value_parser = auth_method)]
+    auth: AuthMethod,
+
+    /// Makes this user a superuser who logs in with the password in
+    /// SLUICE_PASSWORD (created if new, its password set if not).
+    #[arg(long)]
+    superuser: Option<String>,
+
+    /// The --superuser's password.
+    #[arg(long, env = "SLUICE_PASSWORD", hide_env_values = true, hide = true)]
+    password: Option<String>,
+
+    /// PEM file of the server's TLS certificate chain (with --tls-key).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM file of the TLS certificate's private key.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+
+    /// Refuses connections that do not use TLS.
+    #[arg(long)]
+    tls_required: bool,
+
     /// Log filter (tracing env-filter syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log: String,
+}
+
+fn auth_method(text: &str) -> Result<AuthMethod, String> {
+    match text {
+        "trust" => Ok(AuthMethod::Trust),
+        "password" => Ok(AuthMethod::Password),
+        other => Err(format!("unknown method \"{other}\": use trust or password")),
+    }
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -135,6 +169,7 @@ fn main() -> ExitCode {
         .init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(sluice::options::THREAD_STACK_BYTES)
         .enable_all()
         .build()
     {
@@ -161,7 +196,30 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = shutdown_signal();
         let db = Database::open(config).await?;
-        let server = Server::bind(&args.listen, db.clone()).await?;
+        if let Some(name) = &args.superuser {
+            let Some(password) = args.password.as_deref().filter(|p| !p.is_empty()) else {
+                db.shutdown().await;
+                return Err(sluice::error::Error::external(
+                    "--superuser needs its password in the environment variable SLUICE_PASSWORD",
+                ));
+            };
+            db.users().ensure_superuser(name, password)?;
+            tracing::info!(user = %name, "superuser set");
+        }
+        let server_config = ServerConfig {
+            listen: args.listen.clone(),
+            auth: args.auth,
+            tls_cert: args.tls_cert.clone(),
+            tls_key: args.tls_key.clone(),
+            tls_required: args.tls_required,
+        };
+        let server = match Server::bind(&server_config, db.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                db.shutdown().await;
+                return Err(e);
+            }
+        };
         let addr = server.local_addr()?;
         tracing::info!(%addr, data_dir = %args.data_dir.display(), "sluice is listening");
         server.serve(shutdown).await?;

@@ -8,6 +8,12 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
+/// The stack of every thread that parses, plans or evaluates SQL (the
+/// connections' and the dataflow's runtimes, source readers): room for a
+/// statement nested [`crate::frontend::parser::MAX_NESTING`] deep in every
+/// step that walks it. Only the pages a thread touches take memory.
+pub const THREAD_STACK_BYTES: usize = 16 << 20;
+
 pub struct Options {
     /// What the options configure, for messages: `connector "kafka"`.
     subject: String,

@@ -5,16 +5,17 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::ScalarValue;
-use datafusion::logical_expr::LogicalPlan;
 use sqlparser::ast;
 
 use crate::database::Database;
-use crate::error::{Error, Result};
+use crate::error::{sqlstate, Error, Result};
 use crate::frontend::parser::{ObjectKind, Parsed, Statement, TransactionOp};
+use crate::query::{Parameters, Scope};
+use crate::state::reference::{Change, PendingKeys, ReferenceTable, Snapshot};
 
 /// What a statement produced.
 pub enum Outcome {
@@ -52,6 +53,126 @@ pub struct Session {
     db: Arc<Database>,
     /// Variables set with SET.
     vars: BTreeMap<String, String>,
+    /// The user the connection logged in as.
+    user: String,
+    /// Whether the server lets anyone in without a password (`--auth
+    /// trust`): then a user the catalog does not know may do anything.
+    trusted: bool,
+    /// The open transaction block (BEGIN ... COMMIT), if any.
+    transaction: Option<Transaction>,
+    /// Notices and warnings for the client, sent before the statement's
+    /// result.
+    notices: Vec<Notice>,
+}
+
+/// A message for the client that is not an error.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// `NOTICE` or `WARNING`.
+    pub severity: &'static str,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Where a session stands with transactions, as ReadyForQuery reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionState {
+    Idle,
+    InBlock,
+    /// A statement of the block failed: until ROLLBACK, nothing runs.
+    Failed,
+}
+
+/// A transaction block's changes to ordinary tables, not yet visible to
+/// other sessions: per table, its rows as the transaction sees them and
+/// the keys it changed. COMMIT writes the changed keys' rows in one atomic
+/// write; ROLLBACK drops them. DDL is not part of it (it applies at once).
+#[derive(Default)]
+struct Transaction {
+    tables: BTreeMap<String, Pending>,
+    /// `SAVEPOINT`s: their names and the tables as they were.
+    savepoints: Vec<(String, BTreeMap<String, Pending>)>,
+    failed: bool,
+}
+
+#[derive(Clone)]
+struct Pending {
+    table: Arc<ReferenceTable>,
+    rows: Arc<Snapshot>,
+    keys: PendingKeys,
+}
+
+impl Transaction {
+    fn scope(&self, user: &str) -> Scope {
+        Scope {
+            user: user.to_string(),
+            tables: self
+                .tables
+                .iter()
+                .map(|(name, p)| (name.clone(), p.rows.clone()))
+                .collect(),
+        }
+    }
+
+    /// Applies a statement's change to the transaction's rows of `table`.
+    fn apply(&mut self, name: &str, table: &Arc<ReferenceTable>, change: &Change) -> Result<usize> {
+        let pending = self
+            .tables
+            .entry(name.to_string())
+            .or_insert_with(|| Pending {
+                table: table.clone(),
+                rows: table.snapshot(),
+                keys: PendingKeys::default(),
+            });
+        let (rows, count) = pending
+            .table
+            .preview(&pending.rows, change, &mut pending.keys)?;
+        pending.rows = Arc::new(rows);
+        Ok(count)
+    }
+}
+
+/// Statements that run in a failed transaction block: those that end it.
+fn ends_failed_block(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::Transaction(
+            TransactionOp::Commit | TransactionOp::Rollback | TransactionOp::RollbackTo(_)
+        )
+    )
+}
+
+/// Statements that change the catalog: they apply at once, also inside a
+/// transaction block.
+fn is_ddl(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::CreateSource(_)
+            | Statement::CreateView(_)
+            | Statement::CreateSink(_)
+            | Statement::Drop { .. }
+            | Statement::AlterView { .. }
+            | Statement::CreateSavepoint { .. }
+            | Statement::DropSavepoint { .. }
+            | Statement::CreateUser { .. }
+            | Statement::AlterUser { .. }
+            | Statement::DropUser { .. }
+    )
+}
+
+/// `statement_timeout`'s value: a number of milliseconds, or a duration
+/// with its unit; 0 turns it off.
+fn parse_timeout(value: &str) -> Result<Option<Duration>> {
+    let value = value.trim();
+    let duration = match value.parse::<u64>() {
+        Ok(ms) => Duration::from_millis(ms),
+        Err(_) => crate::options::parse_duration(value).map_err(|e| {
+            Error::invalid_parameter(format!(
+                "invalid value for parameter \"statement_timeout\": \"{value}\": {e}"
+            ))
+        })?,
+    };
+    Ok((!duration.is_zero()).then_some(duration))
 }
 
 fn text_schema(names: &[&str]) -> SchemaRef {
@@ -117,7 +238,87 @@ impl Session {
         Session {
             db,
             vars: BTreeMap::new(),
+            user: String::new(),
+            trusted: true,
+            transaction: None,
+            notices: Vec::new(),
         }
+    }
+
+    /// Sets who the session runs as (after the startup), and whether the
+    /// server trusts connections without passwords.
+    pub fn set_user(&mut self, user: &str, trusted: bool) {
+        if self.user != user {
+            self.user = user.to_string();
+        }
+        self.trusted = trusted;
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn transaction_state(&self) -> TransactionState {
+        match &self.transaction {
+            None => TransactionState::Idle,
+            Some(t) if t.failed => TransactionState::Failed,
+            Some(_) => TransactionState::InBlock,
+        }
+    }
+
+    /// The notices of the last statements, to send to the client.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    fn notice(&mut self, severity: &'static str, code: &'static str, message: impl Into<String>) {
+        self.notices.push(Notice {
+            severity,
+            code,
+            message: message.into(),
+        });
+    }
+
+    /// A statement failed (also before the session ran it: a parse error):
+    /// an open transaction block is now failed.
+    pub fn failed(&mut self) {
+        if let Some(t) = &mut self.transaction {
+            t.failed = true;
+        }
+    }
+
+    fn scope(&self) -> Scope {
+        match &self.transaction {
+            Some(t) => t.scope(&self.user),
+            None => Scope {
+                user: self.user.clone(),
+                ..Scope::default()
+            },
+        }
+    }
+
+    fn is_superuser(&self) -> bool {
+        match self.db.users().get(&self.user) {
+            Some(u) => u.superuser,
+            None => self.trusted,
+        }
+    }
+
+    fn require_superuser(&self, what: &str) -> Result<()> {
+        if self.is_superuser() {
+            return Ok(());
+        }
+        Err(Error::user(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("permission denied to {what}"),
+        )
+        .with_hint("only superusers may do this; a user may change its own password"))
+    }
+
+    fn statement_timeout(&self) -> Option<Duration> {
+        self.vars
+            .get("statement_timeout")
+            .and_then(|v| parse_timeout(v).ok().flatten())
     }
 
     fn var(&self, name: &str) -> Option<String> {
@@ -137,23 +338,41 @@ impl Session {
     }
 
     /// Parameter and result types of a statement.
-    pub async fn describe(&self, parsed: &Parsed, sql: &str) -> Result<Description> {
+    /// `declared` are the parameter types the client gave (None where it
+    /// gave none); the description's parameter types keep them, and infer
+    /// the others where the statement tells.
+    pub async fn describe(
+        &self,
+        parsed: &Parsed,
+        sql: &str,
+        declared: &[Option<DataType>],
+    ) -> Result<Description> {
         let none = |columns: Option<SchemaRef>| Description {
-            parameters: Vec::new(),
+            parameters: declared.to_vec(),
             columns,
         };
         Ok(match &parsed.statement {
-            Statement::Query(stmt)
-                if is_dml(stmt) || matches!(**stmt, ast::Statement::Copy { .. }) =>
-            {
-                none(None)
-            }
+            Statement::Query(stmt) if is_dml(stmt) => Description {
+                parameters: crate::dml::parameter_types(
+                    self.db.query_engine(),
+                    &self.db,
+                    stmt,
+                    declared,
+                )
+                .await?,
+                columns: None,
+            },
+            Statement::Query(stmt) if matches!(**stmt, ast::Statement::Copy { .. }) => none(None),
             Statement::Query(stmt) => {
                 check_query(stmt)?;
-                let plan = self.db.query_engine().plan(stmt, sql).await?;
+                let planned = self
+                    .db
+                    .query_engine()
+                    .plan(stmt, sql, &self.scope(), declared)
+                    .await?;
                 Description {
-                    parameters: parameter_types(&plan)?,
-                    columns: Some(Arc::new(plan.schema().as_arrow().clone())),
+                    parameters: merge_parameter_types(declared, planned.parameter_types()?),
+                    columns: Some(planned.schema()),
                 }
             }
             Statement::ExplainView(_) => none(Some(text_schema(&["QUERY PLAN"]))),
@@ -170,13 +389,47 @@ impl Session {
     }
 
     /// Runs one statement. `sql` is the client's whole text (for error
-    /// positions).
+    /// positions). In a failed transaction block only the statements that
+    /// end it run (`25P02`); a statement that fails fails its block; a
+    /// statement runs at most `statement_timeout` (`57014`).
     pub async fn execute(
         &mut self,
         parsed: &Parsed,
         sql: &str,
-        params: Vec<ScalarValue>,
+        params: Parameters,
     ) -> Result<Outcome> {
+        if self.transaction_state() == TransactionState::Failed
+            && !ends_failed_block(&parsed.statement)
+        {
+            return Err(Error::user(
+                sqlstate::IN_FAILED_TRANSACTION,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ));
+        }
+        if self.transaction.is_some() && is_ddl(&parsed.statement) {
+            self.notice(
+                "NOTICE",
+                "00000",
+                "this statement takes effect at once: Sluice applies DDL outside transactions, so ROLLBACK will not undo it",
+            );
+        }
+        let result = match self.statement_timeout() {
+            None => self.run(parsed, sql, params).await,
+            Some(limit) => match tokio::time::timeout(limit, self.run(parsed, sql, params)).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::user(
+                    sqlstate::QUERY_CANCELED,
+                    "canceling statement due to statement timeout",
+                )),
+            },
+        };
+        if result.is_err() {
+            self.failed();
+        }
+        result
+    }
+
+    async fn run(&mut self, parsed: &Parsed, sql: &str, params: Parameters) -> Result<Outcome> {
         let command = |tag: &str| {
             Ok(Outcome::Command {
                 tag: tag.to_string(),
@@ -301,41 +554,201 @@ impl Session {
                 })?;
                 text_rows(text_schema(&[name.as_str()]), vec![vec![Some(value)]])
             }
-            Statement::Transaction(op) => command(match op {
-                TransactionOp::Begin => "BEGIN",
-                TransactionOp::Commit => "COMMIT",
-                TransactionOp::Rollback => "ROLLBACK",
-            }),
+            Statement::Transaction(op) => {
+                let tag = self.transaction_op(op).await?;
+                command(tag)
+            }
+            Statement::CreateUser {
+                name,
+                if_not_exists,
+                options,
+                login,
+            } => {
+                self.require_superuser("create role")?;
+                if *if_not_exists && self.db.users().get(name).is_some() {
+                    self.notice(
+                        "NOTICE",
+                        sqlstate::DUPLICATE_OBJECT,
+                        format!("role \"{name}\" already exists, skipping"),
+                    );
+                } else {
+                    self.db.users().create(name, options, *login)?;
+                }
+                command("CREATE ROLE")
+            }
+            Statement::AlterUser { name, options } => {
+                let own_password =
+                    *name == self.user && options.superuser.is_none() && options.login.is_none();
+                if !own_password {
+                    self.require_superuser("alter role")?;
+                }
+                self.db.users().alter(name, options)?;
+                command("ALTER ROLE")
+            }
+            Statement::DropUser { names, if_exists } => {
+                self.require_superuser("drop role")?;
+                if names.contains(&self.user) {
+                    return Err(Error::user("55006", "current user cannot be dropped"));
+                }
+                for name in names {
+                    if !self.db.users().remove(name, *if_exists)? {
+                        self.notice(
+                            "NOTICE",
+                            sqlstate::UNDEFINED_OBJECT,
+                            format!("role \"{name}\" does not exist, skipping"),
+                        );
+                    }
+                }
+                command("DROP ROLE")
+            }
             Statement::Query(stmt) if matches!(**stmt, ast::Statement::Copy { .. }) => {
                 let copy = crate::dml::CopyIn::from_statement(stmt)?;
                 self.db.ordinary_table(&copy.table)?;
                 Ok(Outcome::CopyIn(copy))
             }
             Statement::Query(stmt) if is_dml(stmt) => {
-                if !params.is_empty() {
-                    return Err(Error::not_supported(
-                        "parameters ($1) in INSERT, UPDATE and DELETE are not supported yet",
-                    ));
-                }
-                let done = self.db.execute_dml(stmt).await?;
+                let scope = self.scope();
+                let db = self.db.clone();
+                let (table, planned, _tables) = db.plan_dml(stmt, &scope, &params).await?;
+                let rows = match &mut self.transaction {
+                    Some(t) => t.apply(&planned.table, &table, &planned.change)?,
+                    None => table.apply(&planned.change)?,
+                };
                 Ok(Outcome::Command {
-                    tag: done.tag.to_string(),
-                    rows: Some(done.rows),
+                    tag: planned.tag.to_string(),
+                    rows: Some(rows),
                 })
             }
             Statement::Query(stmt) => {
                 check_query(stmt)?;
                 let engine = self.db.query_engine();
-                let mut plan = engine.plan(stmt, sql).await?;
-                if !params.is_empty() {
-                    plan = plan
-                        .with_param_values(params)
-                        .map_err(|e| Error::from_datafusion(e, sql))?;
-                }
-                let (schema, batches) = engine.execute(plan, sql).await?;
+                let scope = self.scope();
+                let planned = engine
+                    .plan(stmt, sql, &scope, &params.declared)
+                    .await?
+                    .bind(params.values, sql)?;
+                let (schema, batches) = engine.execute(planned, sql, &scope).await?;
                 Ok(Outcome::Rows { schema, batches })
             }
         }
+    }
+
+    /// BEGIN, COMMIT, ROLLBACK and savepoints; returns the command tag.
+    async fn transaction_op(&mut self, op: &TransactionOp) -> Result<&'static str> {
+        Ok(match op {
+            TransactionOp::Begin => {
+                if self.transaction.is_some() {
+                    self.notice(
+                        "WARNING",
+                        sqlstate::ACTIVE_TRANSACTION,
+                        "there is already a transaction in progress",
+                    );
+                } else {
+                    self.transaction = Some(Transaction::default());
+                }
+                "BEGIN"
+            }
+            TransactionOp::Commit => match self.transaction.take() {
+                None => {
+                    self.notice(
+                        "WARNING",
+                        sqlstate::NO_ACTIVE_TRANSACTION,
+                        "there is no transaction in progress",
+                    );
+                    "COMMIT"
+                }
+                Some(t) if t.failed => "ROLLBACK",
+                Some(t) => {
+                    if let Err(e) = self.commit(&t).await {
+                        // As after any failure in the block: it must be
+                        // rolled back.
+                        self.transaction = Some(Transaction { failed: true, ..t });
+                        return Err(e);
+                    }
+                    "COMMIT"
+                }
+            },
+            TransactionOp::Rollback => {
+                if self.transaction.take().is_none() {
+                    self.notice(
+                        "WARNING",
+                        sqlstate::NO_ACTIVE_TRANSACTION,
+                        "there is no transaction in progress",
+                    );
+                }
+                "ROLLBACK"
+            }
+            TransactionOp::Savepoint(name) => {
+                let t = self.transaction_block("SAVEPOINT")?;
+                let tables = t.tables.clone();
+                t.savepoints.push((name.clone(), tables));
+                "SAVEPOINT"
+            }
+            TransactionOp::Release(name) => {
+                let t = self.transaction_block("RELEASE SAVEPOINT")?;
+                let at = savepoint_index(t, name)?;
+                t.savepoints.truncate(at);
+                "RELEASE"
+            }
+            TransactionOp::RollbackTo(name) => {
+                let t = self.transaction_block("ROLLBACK TO SAVEPOINT")?;
+                let at = savepoint_index(t, name)?;
+                t.savepoints.truncate(at + 1);
+                t.tables = t.savepoints[at].1.clone();
+                t.failed = false;
+                "ROLLBACK"
+            }
+        })
+    }
+
+    fn transaction_block(&mut self, what: &str) -> Result<&mut Transaction> {
+        self.transaction.as_mut().ok_or_else(|| {
+            Error::user(
+                sqlstate::NO_ACTIVE_TRANSACTION,
+                format!("{what} can only be used in transaction blocks"),
+            )
+        })
+    }
+
+    /// Writes a transaction's changes, all tables in one atomic write.
+    async fn commit(&self, t: &Transaction) -> Result<()> {
+        let _tables = self.db.table_lock().await;
+        for (name, pending) in &t.tables {
+            let live = self.db.ordinary_table(name).ok();
+            if !live.is_some_and(|l| Arc::ptr_eq(&l, &pending.table)) {
+                return Err(Error::user(
+                    "40001",
+                    format!("could not commit: table \"{name}\" was dropped or made again during the transaction"),
+                ));
+            }
+        }
+        let changes: Vec<(&ReferenceTable, &Snapshot, &PendingKeys)> = t
+            .tables
+            .values()
+            .map(|p| (p.table.as_ref(), p.rows.as_ref(), &p.keys))
+            .collect();
+        ReferenceTable::commit_all(&changes)
+    }
+
+    /// The rows of a `COPY ... FROM STDIN`, inserted into its table as one
+    /// statement (in the transaction block, if one is open); returns the
+    /// rows added.
+    pub async fn copy_in(&mut self, copy: &crate::dml::CopyIn, data: &[u8]) -> Result<usize> {
+        let db = self.db.clone();
+        let result = async {
+            let _tables = db.table_lock().await;
+            let table = db.ordinary_table(&copy.table)?;
+            let change = Change::Insert(copy.rows(data, table.schema())?);
+            match &mut self.transaction {
+                Some(t) => t.apply(&copy.table, &table, &change),
+                None => table.apply(&change),
+            }
+        }
+        .await;
+        if result.is_err() {
+            self.failed();
+        }
+        result
     }
 
     fn set(&mut self, name: &str, value: &str) -> Result<()> {
@@ -349,6 +762,9 @@ impl Session {
                 "checkpoint interval set"
             );
             return Ok(());
+        }
+        if name == "statement_timeout" {
+            parse_timeout(value)?;
         }
         if name == "timezone" {
             let utc = ["utc", "etc/utc", "+00:00", "0", "z", "gmt"];
@@ -395,23 +811,33 @@ fn is_dml(statement: &ast::Statement) -> bool {
     )
 }
 
-/// Parameter types `$1..$n` of a plan, in order.
-fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
-    let types = plan.get_parameter_types()?;
-    let mut numbered: Vec<(usize, Option<DataType>)> = types
-        .into_iter()
-        .filter_map(|(name, t)| {
-            name.trim_start_matches('$')
-                .parse::<usize>()
-                .ok()
-                .map(|i| (i, t))
+/// The parameter types a client is told: those it declared, else those
+/// the plan infers.
+fn merge_parameter_types(
+    declared: &[Option<DataType>],
+    inferred: Vec<Option<DataType>>,
+) -> Vec<Option<DataType>> {
+    let n = declared.len().max(inferred.len());
+    (0..n)
+        .map(|i| {
+            declared
+                .get(i)
+                .cloned()
+                .flatten()
+                .or_else(|| inferred.get(i).cloned().flatten())
         })
-        .collect();
-    numbered.sort_by_key(|(i, _)| *i);
-    let count = numbered.last().map(|(i, _)| *i).unwrap_or(0);
-    let mut out = vec![None; count];
-    for (i, t) in numbered {
-        out[i - 1] = t;
-    }
-    Ok(out)
+        .collect()
+}
+
+/// Which savepoint of the block is named `name` (the latest of that name).
+fn savepoint_index(t: &Transaction, name: &str) -> Result<usize> {
+    t.savepoints
+        .iter()
+        .rposition(|(n, _)| n == name)
+        .ok_or_else(|| {
+            Error::user(
+                sqlstate::INVALID_SAVEPOINT,
+                format!("savepoint \"{name}\" does not exist"),
+            )
+        })
 }

@@ -5,15 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{execute, wait_finished, TestServer};
-
-fn python() -> std::path::PathBuf {
-    if let Ok(p) = std::env::var("SLUICE_TEST_PYTHON") {
-        return p.into();
-    }
-    let home = std::env::var("HOME").expect("HOME");
-    std::path::PathBuf::from(home).join(".cache/sluice-tools/venv/bin/python")
-}
+use common::{execute, python, wait_finished, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_simple_extended_and_binary() {
@@ -67,6 +59,49 @@ async fn psycopg_simple_extended_and_binary() {
         ],
         "binary": [["c", 2, 80.0, "2024-01-01T00:00:20"]],
         "error": ["42703", "column \"nope\" does not exist"],
+    });
+    assert_eq!(got, want);
+}
+
+/// psycopg as applications use it: parameters of every type in text and
+/// binary, executemany, and transactions with autocommit off (psycopg's
+/// default), savepoints through nested `transaction()` blocks. Each answer
+/// is the one Postgres gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_parameters_and_transactions() {
+    let server = TestServer::start();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/psycopg_serving.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(server.port().to_string())
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "psycopg failed:\n{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
+    let want = serde_json::json!({
+        "float_lt": 1,
+        "decimal_times_two": "2.50",
+        "float_times_two": 2.5,
+        "int_param": 42,
+        "none": null,
+        "text": "b",
+        "list": 2,
+        "interval": "2024-01-02 02:00:00",
+        "date": "2024-02-29",
+        "bad_number": ["22P02", "invalid input syntax for type bigint: \"1.5x\""],
+        "binary_float_lt": 1,
+        "binary_decimal": "2.50",
+        "after_executemany": 5,
+        "duplicate": "23505",
+        "in_failed_block": "25P02",
+        "names": ["kept", "block"],
     });
     assert_eq!(got, want);
 }

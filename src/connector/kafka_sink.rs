@@ -380,6 +380,15 @@ impl Writer {
         if self.transactional {
             return self.run_transactions(stop);
         }
+        // Until the broker answers, the sink's status says it cannot.
+        while let Err(e) = self.probe() {
+            self.retrying(&e);
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        self.metrics.set_problem(None);
         let mut last_save = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let sent = self.turn()?;
@@ -467,6 +476,9 @@ impl Writer {
         self.held.take();
         self.open.set(false);
         self.producer = create_producer(&self.config, true)?;
+        // A broker that does not answer fails the recovery in seconds, not
+        // after the transactions' own timeout.
+        self.probe()?;
         self.producer
             .init_transactions(Duration::from_secs(30))
             .map_err(|e| kafka_error("could not start its transactions", e))?;
@@ -820,6 +832,15 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// Whether the broker answers (the topic's metadata, in a few seconds).
+    fn probe(&self) -> Result<()> {
+        self.producer
+            .client()
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(5))
+            .map(|_| ())
+            .map_err(|e| kafka_error("could not reach the broker", e))
     }
 
     /// Shows on the sink's status that writing failed and is retried.

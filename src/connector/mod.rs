@@ -389,6 +389,7 @@ impl Worker {
         let m = metrics.clone();
         let thread = std::thread::Builder::new()
             .name(thread_name)
+            .stack_size(crate::options::THREAD_STACK_BYTES)
             .spawn(move || {
                 if let Err(e) = run(&stopping) {
                     tracing::error!(job = %m.name, error = %e, "{what} failed");

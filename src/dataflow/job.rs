@@ -357,6 +357,7 @@ impl Job {
                 })?;
                 std::thread::Builder::new()
                     .name(format!("sluice-read-{n}"))
+                    .stack_size(crate::options::THREAD_STACK_BYTES)
                     .spawn(move || {
                         let out = EventSender::new(tx);
                         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -8,6 +8,7 @@
 //! joins of two streams in it.
 
 pub mod ddl;
+pub mod dialect;
 pub mod group_window;
 pub mod parser;
 pub mod planner;

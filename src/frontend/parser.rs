@@ -14,20 +14,31 @@
 //! right.
 
 use sqlparser::ast;
-use sqlparser::dialect::{Dialect, GenericDialect};
+use sqlparser::dialect::Dialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
 
 pub use crate::dataflow::plan::EmitMode;
 use crate::error::{Error, Result};
+use crate::frontend::dialect::SluiceDialect;
 
 /// The dialect Sluice parses with: generic, so that both Flink's backquoted
-/// identifiers and Postgres's `::` casts and `OPERATOR(...)` work.
+/// identifiers and Postgres's `::` casts and `OPERATOR(...)` work, with
+/// Postgres's `^`, `#` and select lists (see `frontend::dialect`).
 pub fn dialect() -> &'static dyn Dialect {
-    static DIALECT: GenericDialect = GenericDialect {};
+    static DIALECT: SluiceDialect = SluiceDialect::new();
     &DIALECT
 }
+
+/// How deeply a statement may nest: expressions, parentheses, CASE,
+/// subqueries, chains of operators (`1 + 1 + ...` is as deep as it is
+/// long). Deeper statements get `54001 statement too complex` before any
+/// tree of them is built, so no step that walks the tree (parse, plan,
+/// optimize, run, drop) can run out of stack. Connection and dataflow
+/// threads have stacks sized for this depth
+/// ([`crate::options::THREAD_STACK_BYTES`]).
+pub const MAX_NESTING: usize = 2048;
 
 /// A parsed statement.
 #[derive(Debug, Clone)]
@@ -63,9 +74,25 @@ pub enum Statement {
     SetVariable { name: String, value: String },
     /// `SHOW name`, `SHOW ALL`.
     ShowVariable(String),
-    /// `BEGIN`, `COMMIT`, `ROLLBACK`: accepted for client compatibility;
-    /// Sluice statements are not transactional.
+    /// `BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, `RELEASE`, `ROLLBACK TO`:
+    /// transactions on ordinary tables.
     Transaction(TransactionOp),
+    /// `CREATE USER | ROLE name [WITH] options`.
+    CreateUser {
+        name: String,
+        if_not_exists: bool,
+        options: crate::auth::UserOptions,
+        /// `CREATE USER` may log in unless it says NOLOGIN; `CREATE ROLE`
+        /// not unless it says LOGIN.
+        login: bool,
+    },
+    /// `ALTER USER | ROLE name [WITH] options`.
+    AlterUser {
+        name: String,
+        options: crate::auth::UserOptions,
+    },
+    /// `DROP USER | ROLE [IF EXISTS] name [, ...]`.
+    DropUser { names: Vec<String>, if_exists: bool },
     /// Anything DataFusion runs: SELECT, VALUES, EXPLAIN SELECT, ...
     Query(Box<ast::Statement>),
 }
@@ -79,11 +106,17 @@ pub enum ViewAction {
     Resume { savepoint: Option<String> },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransactionOp {
     Begin,
     Commit,
     Rollback,
+    /// `SAVEPOINT name`.
+    Savepoint(String),
+    /// `RELEASE [SAVEPOINT] name`.
+    Release(String),
+    /// `ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name`.
+    RollbackTo(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,8 +226,11 @@ pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
     let tokens = Tokenizer::new(dialect(), sql)
         .tokenize_with_location()
         .map_err(|e| Error::from_parser(ParserError::TokenizerError(e.to_string()), sql))?;
+    check_nesting(&tokens, sql)?;
     let tokens = session_partition_by(drop_inner_table_keyword(drop_system_time(tokens)));
-    let mut parser = Parser::new(dialect()).with_tokens_with_locations(tokens);
+    let mut parser = Parser::new(dialect())
+        .with_recursion_limit(MAX_NESTING)
+        .with_tokens_with_locations(tokens);
     let mut out = Vec::new();
     loop {
         while parser.consume_token(&Token::SemiColon) {}
@@ -283,6 +319,131 @@ fn slice_between(
         byte_offset(sql, end)
     };
     sql.get(a..b.max(a)).unwrap_or("").trim().to_string()
+}
+
+/// Refuses statements that may nest deeper than [`MAX_NESTING`], judged on
+/// the tokens. The bound is an upper one on the depth of the tree the
+/// parser would build: within each comma-separated part of a parenthesis
+/// (or bracket, or CASE ... END), every operator may add a level (a chain
+/// `a + b + c` nests to the left), and each parenthesized group adds its
+/// own depth plus one. Long flat lists (`IN (1, 2, ...)`, many columns,
+/// many VALUES rows) stay shallow.
+fn check_nesting(tokens: &[TokenWithSpan], sql: &str) -> Result<()> {
+    /// One open parenthesis (or the statement itself): the operators of
+    /// its current part, and the deepest group met in that part.
+    #[derive(Default)]
+    struct Level {
+        operators: usize,
+        deepest_group: usize,
+    }
+    let mut levels = vec![Level::default()];
+    for token in tokens {
+        let opens = matches!(token.token, Token::LParen | Token::LBracket)
+            || is_keyword(&token.token, Keyword::CASE);
+        let closes = matches!(token.token, Token::RParen | Token::RBracket)
+            || is_keyword(&token.token, Keyword::END);
+        let level = levels
+            .last_mut()
+            .expect("the statement's level is never popped");
+        if opens {
+            levels.push(Level::default());
+        } else if closes {
+            if levels.len() > 1 {
+                let group = levels.pop().expect("more than one level");
+                let depth = group.operators + group.deepest_group + 1;
+                let parent = levels.last_mut().expect("the statement's level");
+                parent.deepest_group = parent.deepest_group.max(depth);
+            }
+        } else if matches!(token.token, Token::Comma | Token::SemiColon)
+            || [Keyword::WHEN, Keyword::THEN, Keyword::ELSE]
+                .iter()
+                .any(|k| is_keyword(&token.token, *k))
+        {
+            *level = Level::default();
+        } else if is_operator(&token.token) {
+            level.operators += 1;
+        }
+        let depth: usize = levels
+            .iter()
+            .map(|l| l.operators + l.deepest_group + 1)
+            .sum();
+        if depth > MAX_NESTING {
+            return Err(too_complex().at(location_to_pos(sql, token.span.start)));
+        }
+    }
+    Ok(())
+}
+
+/// `54001`: a statement nests too deeply to be run.
+pub fn too_complex() -> Error {
+    Error::user(
+        crate::error::sqlstate::STATEMENT_TOO_COMPLEX,
+        format!("statement too complex: it nests deeper than {MAX_NESTING} levels"),
+    )
+    .with_hint(
+        "write long lists of alternatives as IN (...) or = ANY(array), and split long chains of operators",
+    )
+}
+
+/// Tokens that may wrap what came before them in a new tree node: infix,
+/// prefix and postfix operators, and the keywords that act as operators or
+/// join relations one after the other.
+fn is_operator(token: &Token) -> bool {
+    match token {
+        Token::Word(w) if w.quote_style.is_none() => matches!(
+            w.keyword,
+            Keyword::AND
+                | Keyword::OR
+                | Keyword::NOT
+                | Keyword::XOR
+                | Keyword::IS
+                | Keyword::IN
+                | Keyword::LIKE
+                | Keyword::ILIKE
+                | Keyword::SIMILAR
+                | Keyword::RLIKE
+                | Keyword::REGEXP
+                | Keyword::BETWEEN
+                | Keyword::OVERLAPS
+                | Keyword::COLLATE
+                | Keyword::AT
+                | Keyword::DIV
+                | Keyword::OPERATOR
+                | Keyword::UNION
+                | Keyword::EXCEPT
+                | Keyword::INTERSECT
+                | Keyword::MINUS
+                | Keyword::JOIN
+                | Keyword::ANY
+                | Keyword::ALL
+                | Keyword::SOME
+                | Keyword::EXISTS
+        ),
+        Token::Word(_)
+        | Token::Number(..)
+        | Token::Char(_)
+        | Token::SingleQuotedString(_)
+        | Token::DoubleQuotedString(_)
+        | Token::NationalStringLiteral(_)
+        | Token::EscapedStringLiteral(_)
+        | Token::HexStringLiteral(_)
+        | Token::Placeholder(_)
+        | Token::Whitespace(_)
+        | Token::Comma
+        | Token::SemiColon
+        | Token::LParen
+        | Token::RParen
+        | Token::LBracket
+        | Token::RBracket
+        | Token::LBrace
+        | Token::RBrace
+        | Token::EOF => false,
+        // A qualified name's dots do not nest.
+        Token::Period => false,
+        // Every other symbol: arithmetic, comparison, casts, subscripts,
+        // JSON and Postgres operators.
+        _ => true,
+    }
 }
 
 /// Drops the `TABLE` keyword in `TUMBLE(TABLE t, ...)` (and HOP, CUMULATE,
@@ -531,6 +692,18 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
                 from_position,
             })));
         }
+        if let Some(is_user) = user_or_role(parser) {
+            let if_not_exists =
+                parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+            let name = ident_name(parser)?;
+            let options = user_options(parser, sql)?;
+            return Ok(Statement::CreateUser {
+                name,
+                if_not_exists,
+                login: options.login.unwrap_or(is_user),
+                options,
+            });
+        }
         if parser.parse_keyword(Keyword::SAVEPOINT) {
             let name = object_name(parser)?;
             parser.expect_keyword(Keyword::FOR)?;
@@ -579,6 +752,27 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
             .into());
         };
         return Ok(Statement::AlterView { name, action });
+    }
+    if is_keyword(&first, Keyword::ALTER)
+        && (is_keyword(&second, Keyword::USER) || is_keyword(&second, Keyword::ROLE))
+    {
+        parser.next_token();
+        parser.next_token();
+        let name = ident_name(parser)?;
+        let options = user_options(parser, sql)?;
+        return Ok(Statement::AlterUser { name, options });
+    }
+    if is_keyword(&first, Keyword::DROP)
+        && (is_keyword(&second, Keyword::USER) || is_keyword(&second, Keyword::ROLE))
+    {
+        parser.next_token();
+        parser.next_token();
+        let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let mut names = vec![ident_name(parser)?];
+        while parser.consume_token(&Token::Comma) {
+            names.push(ident_name(parser)?);
+        }
+        return Ok(Statement::DropUser { names, if_exists });
     }
     if is_keyword(&first, Keyword::DROP) && is_keyword(&second, Keyword::SAVEPOINT) {
         parser.next_token();
@@ -684,10 +878,90 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         return Ok(Statement::Transaction(TransactionOp::Commit));
     }
     if is_keyword(&first, Keyword::ROLLBACK) || is_keyword(&first, Keyword::ABORT) {
+        parser.next_token();
+        let _ = parser.parse_one_of_keywords(&[Keyword::WORK, Keyword::TRANSACTION]);
+        if parser.parse_keyword(Keyword::TO) {
+            let _ = parser.parse_keyword(Keyword::SAVEPOINT);
+            let name = ident_name(parser)?;
+            return Ok(Statement::Transaction(TransactionOp::RollbackTo(name)));
+        }
         skip_to_statement_end(parser);
         return Ok(Statement::Transaction(TransactionOp::Rollback));
     }
+    if is_keyword(&first, Keyword::SAVEPOINT) {
+        parser.next_token();
+        let name = ident_name(parser)?;
+        return Ok(Statement::Transaction(TransactionOp::Savepoint(name)));
+    }
+    if is_keyword(&first, Keyword::RELEASE) {
+        parser.next_token();
+        let _ = parser.parse_keyword(Keyword::SAVEPOINT);
+        let name = ident_name(parser)?;
+        return Ok(Statement::Transaction(TransactionOp::Release(name)));
+    }
     Ok(Statement::Query(Box::new(parser.parse_statement()?)))
+}
+
+/// `USER` (true) or `ROLE` (false) after CREATE, consumed.
+fn user_or_role(parser: &mut Parser) -> Option<bool> {
+    if parser.parse_keyword(Keyword::USER) {
+        Some(true)
+    } else if parser.parse_keyword(Keyword::ROLE) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// A name that is one identifier (a role, a savepoint), folded to lower
+/// case unless quoted.
+fn ident_name(parser: &mut Parser) -> PResult<String> {
+    Ok(normalize_ident(&parser.parse_identifier()?))
+}
+
+/// The options of `CREATE` / `ALTER USER`: `[WITH] SUPERUSER | NOSUPERUSER
+/// | LOGIN | NOLOGIN | [ENCRYPTED] PASSWORD 'text' | PASSWORD NULL ...`.
+fn user_options(parser: &mut Parser, sql: &str) -> PResult<crate::auth::UserOptions> {
+    let mut options = crate::auth::UserOptions::default();
+    let _ = parser.parse_keyword(Keyword::WITH);
+    loop {
+        let token = parser.peek_token();
+        let word = match &token.token {
+            Token::EOF | Token::SemiColon => return Ok(options),
+            Token::Word(w) if w.quote_style.is_none() => w.value.to_ascii_uppercase(),
+            other => {
+                return Err(
+                    Error::syntax(format!("syntax error at or near \"{other}\""))
+                        .at(location_to_pos(sql, token.span.start))
+                        .into(),
+                )
+            }
+        };
+        parser.next_token();
+        match word.as_str() {
+            "SUPERUSER" => options.superuser = Some(true),
+            "NOSUPERUSER" => options.superuser = Some(false),
+            "LOGIN" => options.login = Some(true),
+            "NOLOGIN" => options.login = Some(false),
+            "ENCRYPTED" | "PASSWORD" => {
+                if word == "ENCRYPTED" {
+                    parser.expect_keyword(Keyword::PASSWORD)?;
+                }
+                options.password = Some(if parser.parse_keyword(Keyword::NULL) {
+                    None
+                } else {
+                    Some(parser.parse_literal_string()?)
+                });
+            }
+            other => {
+                return Err(Error::not_supported(format!(
+                    "role option {other} is not supported; Sluice's users have a password, LOGIN and SUPERUSER"
+                ))
+                .at(location_to_pos(sql, token.span.start))
+                .into())
+            }
+        }
+    }
 }
 
 fn skip_to_statement_end(parser: &mut Parser) {

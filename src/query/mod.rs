@@ -8,16 +8,19 @@
 //! BY, LIMIT, window functions, aggregates.
 
 pub mod pg_catalog;
+pub mod postgres;
 pub mod system;
 
 use std::fmt;
 use std::sync::{Arc, Weak};
 
+use std::collections::HashMap;
+
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
-use datafusion::common::DataFusionError;
+use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan};
@@ -31,6 +34,7 @@ use sqlparser::ast;
 
 use crate::error::{Error, Result};
 use crate::metrics::{DeadLetter, JobMetrics};
+use crate::state::reference::{ReferenceTable, Snapshot};
 use crate::state::view::{ShardScan, ViewStore};
 
 /// What the query engine needs from the server: its relations and jobs.
@@ -41,6 +45,8 @@ pub trait Relations: Send + Sync + 'static {
     fn jobs(&self) -> Vec<(Arc<JobMetrics>, String)>;
     fn dead_letters(&self) -> Vec<DeadLetter>;
     fn savepoints(&self) -> Vec<crate::state::checkpoint::SavepointRecord>;
+    /// The users (roles) of the server.
+    fn users(&self) -> Vec<crate::auth::User>;
 }
 
 #[derive(Clone)]
@@ -55,6 +61,89 @@ pub enum Relation {
 /// Runs queries.
 pub struct QueryEngine {
     ctx: SessionContext,
+}
+
+/// What one session's queries see that others' do not: the rows of
+/// ordinary tables as its transaction has them, where they differ from the
+/// committed rows (its own changes, not yet committed), and who it is (for
+/// `current_user`).
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    pub tables: HashMap<String, Arc<Snapshot>>,
+    pub user: String,
+}
+
+/// A statement's `$1..$n`: their values, and the types the client declared
+/// for them (None where it declared none).
+#[derive(Debug, Clone, Default)]
+pub struct Parameters {
+    pub values: Vec<ScalarValue>,
+    pub declared: Vec<Option<DataType>>,
+}
+
+/// A planned query, with the names its result's columns are shown by.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub plan: LogicalPlan,
+    names: postgres::Names,
+}
+
+impl Planned {
+    /// The result's columns, as the client sees them.
+    pub fn schema(&self) -> SchemaRef {
+        rename(Arc::new(self.plan.schema().as_arrow().clone()), &self.names)
+    }
+
+    /// The types of `$1..$n` (None where neither declared nor inferred).
+    pub fn parameter_types(&self) -> Result<Vec<Option<DataType>>> {
+        let types = self.plan.get_parameter_types()?;
+        let mut numbered: Vec<(usize, Option<DataType>)> = types
+            .into_iter()
+            .filter_map(|(name, t)| {
+                name.trim_start_matches('$')
+                    .parse::<usize>()
+                    .ok()
+                    .map(|i| (i, t))
+            })
+            .collect();
+        numbered.sort_by_key(|(i, _)| *i);
+        let count = numbered.last().map(|(i, _)| *i).unwrap_or(0);
+        let mut out = vec![None; count];
+        for (i, t) in numbered {
+            if i > 0 {
+                out[i - 1] = t;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fills in the parameters' values.
+    pub fn bind(mut self, values: Vec<ScalarValue>, sql: &str) -> Result<Planned> {
+        if !values.is_empty() {
+            self.plan = self
+                .plan
+                .with_param_values(values)
+                .map_err(|e| Error::from_datafusion(e, sql))?;
+        }
+        Ok(self)
+    }
+}
+
+/// `schema` with its columns named as `names` says.
+fn rename(schema: SchemaRef, names: &postgres::Names) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let name = match &names.0 {
+                Some(n) if n.len() == schema.fields().len() => n[i].as_str(),
+                _ => postgres::display_name(f.name()),
+            };
+            f.as_ref().clone().with_name(name)
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 impl QueryEngine {
@@ -76,30 +165,48 @@ impl QueryEngine {
         &self.ctx
     }
 
-    /// Plans a query (its parameters, if any, stay placeholders).
-    pub async fn plan(&self, statement: &ast::Statement, sql: &str) -> Result<LogicalPlan> {
-        let state = self.ctx.state();
-        let statement = pg_catalog::rewrite(statement.clone());
+    /// A session state whose table scans read through `scope`.
+    fn state(&self, scope: &Scope) -> datafusion::execution::SessionState {
+        let mut state = self.ctx.state();
+        if !scope.tables.is_empty() {
+            state.config_mut().set_extension(Arc::new(scope.clone()));
+        }
         state
+    }
+
+    /// Plans a query; its parameters stay placeholders (typed as the client
+    /// declared them) until [`Planned::bind`].
+    pub async fn plan(
+        &self,
+        statement: &ast::Statement,
+        sql: &str,
+        scope: &Scope,
+        declared: &[Option<DataType>],
+    ) -> Result<Planned> {
+        let mut statement = pg_catalog::rewrite(statement.clone());
+        let names = postgres::rewrite(&mut statement, declared, scope);
+        let plan = self
+            .state(scope)
             .statement_to_plan(DFStatement::Statement(Box::new(statement)))
             .await
-            .map_err(|e| Error::from_datafusion(e, sql))
+            .map_err(|e| Error::from_datafusion(e, sql))?;
+        Ok(Planned { plan, names })
     }
 
     /// Runs a planned query to completion.
     pub async fn execute(
         &self,
-        plan: LogicalPlan,
+        planned: Planned,
         sql: &str,
+        scope: &Scope,
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let df = self
-            .ctx
-            .execute_logical_plan(plan)
+        let schema = planned.schema();
+        let state = self.state(scope);
+        let physical = state
+            .create_physical_plan(&planned.plan)
             .await
             .map_err(|e| Error::from_datafusion(e, sql))?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df
-            .collect()
+        let batches = datafusion::physical_plan::collect(physical, state.task_ctx())
             .await
             .map_err(|e| Error::from_datafusion(e, sql))?;
         Ok((schema, batches))
@@ -161,13 +268,10 @@ impl SchemaProvider for PublicSchema {
         };
         Ok(Some(match relation {
             Relation::View(store) => Arc::new(ViewTable { store }),
-            Relation::Table(table) => {
-                let rows = table.snapshot();
-                Arc::new(datafusion::datasource::MemTable::try_new(
-                    table.schema().clone(),
-                    vec![vec![rows.batch.clone()]],
-                )?)
-            }
+            Relation::Table(table) => Arc::new(TableRows {
+                name: name.to_string(),
+                table,
+            }),
             Relation::Source(schema) => Arc::new(SourceTable {
                 name: name.to_string(),
                 schema,
@@ -275,6 +379,42 @@ impl PartitionStream for ShardStream {
             self.schema.clone(),
             memory.chain(stored),
         ))
+    }
+}
+
+/// An ordinary table's rows: those committed, or those the querying
+/// transaction sees ([`Scope`]).
+#[derive(Debug)]
+struct TableRows {
+    name: String,
+    table: Arc<ReferenceTable>,
+}
+
+#[async_trait]
+impl TableProvider for TableRows {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema().clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        let rows = state
+            .config()
+            .get_extension::<Scope>()
+            .and_then(|o| o.tables.get(&self.name).cloned())
+            .unwrap_or_else(|| self.table.snapshot());
+        datafusion::datasource::MemTable::try_new(self.schema(), vec![vec![rows.batch.clone()]])?
+            .scan(state, projection, filters, limit)
+            .await
     }
 }
 

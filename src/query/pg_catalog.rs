@@ -49,6 +49,11 @@ pub fn relation_oid(name: &str) -> i64 {
     FIRST_USER_OID + (h % (SYSTEM_TABLE_OID - FIRST_USER_OID) as u64) as i64
 }
 
+/// A role's oid, made from its name.
+fn role_oid(name: &str) -> i64 {
+    relation_oid(&format!("role:{name}"))
+}
+
 /// (oid, name, length) of the types Sluice sends.
 const TYPES: &[(i64, &str, i16)] = &[
     (16, "bool", 1),
@@ -66,7 +71,36 @@ const TYPES: &[(i64, &str, i16)] = &[
     (1184, "timestamptz", 8),
     (1186, "interval", 16),
     (1700, "numeric", -1),
+    (1000, "_bool", -1),
+    (1005, "_int2", -1),
+    (1007, "_int4", -1),
+    (1016, "_int8", -1),
+    (1021, "_float4", -1),
+    (1022, "_float8", -1),
+    (1009, "_text", -1),
+    (1231, "_numeric", -1),
+    (1182, "_date", -1),
+    (1115, "_timestamp", -1),
+    (1185, "_timestamptz", -1),
 ];
+
+/// The element type of an array type.
+fn element_of(array_oid: i64) -> Option<i64> {
+    Some(match array_oid {
+        1000 => 16,
+        1005 => 21,
+        1007 => 23,
+        1016 => 20,
+        1021 => 700,
+        1022 => 701,
+        1009 => 25,
+        1231 => 1700,
+        1182 => 1082,
+        1115 => 1114,
+        1185 => 1184,
+        _ => return None,
+    })
+}
 
 /// The type oid and type modifier a column is shown with.
 fn type_of(t: &DataType) -> (i64, i32) {
@@ -84,6 +118,9 @@ fn type_of(t: &DataType) -> (i64, i32) {
 
 /// Postgres's `format_type(oid, typmod)`.
 fn format_type(oid: i64, typmod: i32) -> Option<String> {
+    if let Some(element) = element_of(oid) {
+        return format_type(element, -1).map(|t| format!("{t}[]"));
+    }
     let base = match oid {
         16 => "boolean",
         17 => "bytea",
@@ -413,10 +450,21 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                 )),
                 texts(TYPES.len(), "b"),
                 i64s(vec![0; TYPES.len()]),
+                i64s(TYPES.iter().map(|t| element_of(t.0).unwrap_or(0)).collect()),
                 i64s(vec![0; TYPES.len()]),
                 i64s(vec![0; TYPES.len()]),
-                i64s(vec![0; TYPES.len()]),
-                i64s(vec![0; TYPES.len()]),
+                i64s(
+                    TYPES
+                        .iter()
+                        .map(|t| {
+                            TYPES
+                                .iter()
+                                .find(|a| element_of(a.0) == Some(t.0))
+                                .map(|a| a.0)
+                                .unwrap_or(0)
+                        })
+                        .collect(),
+                ),
                 i64s(vec![10; TYPES.len()]),
             ],
         ),
@@ -460,6 +508,18 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
             } else {
                 "rolname"
             };
+            let mut users = relations.users();
+            if users.is_empty() {
+                // Without users (trust), the one every client is.
+                users.push(crate::auth::User {
+                    name: "sluice".into(),
+                    verifier: None,
+                    superuser: true,
+                    login: true,
+                });
+            }
+            let n = users.len();
+            let superuser: Vec<bool> = users.iter().map(|u| u.superuser).collect();
             (
                 vec![
                     field("oid", Int64),
@@ -473,19 +533,29 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                     field("rolbypassrls", Boolean),
                     field("rolconnlimit", Int32),
                     field("rolvaliduntil", Utf8),
+                    field("rolpassword", Utf8),
                 ],
                 vec![
-                    i64s(vec![10]),
-                    s(vec!["sluice".into()]),
-                    bools(1, true),
-                    bools(1, true),
-                    bools(1, true),
-                    bools(1, true),
-                    bools(1, true),
-                    bools(1, false),
-                    bools(1, true),
-                    Arc::new(Int32Array::from(vec![-1])),
-                    Arc::new(StringArray::from(vec![None::<&str>])),
+                    i64s(users.iter().map(|u| role_oid(&u.name)).collect()),
+                    s(users.iter().map(|u| u.name.clone()).collect()),
+                    Arc::new(BooleanArray::from(superuser.clone())),
+                    bools(n, true),
+                    Arc::new(BooleanArray::from(superuser.clone())),
+                    Arc::new(BooleanArray::from(superuser.clone())),
+                    Arc::new(BooleanArray::from(
+                        users.iter().map(|u| u.login).collect::<Vec<_>>(),
+                    )),
+                    bools(n, false),
+                    Arc::new(BooleanArray::from(superuser)),
+                    Arc::new(Int32Array::from(vec![-1; n])),
+                    Arc::new(StringArray::from(vec![None::<&str>; n])),
+                    // Postgres shows the password as asterisks.
+                    Arc::new(StringArray::from(
+                        users
+                            .iter()
+                            .map(|u| u.verifier.as_ref().map(|_| "********"))
+                            .collect::<Vec<_>>(),
+                    )),
                 ],
             )
         }

@@ -5,7 +5,6 @@
 //! buffers, one column encoder per column, with no intermediate values.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::*;
@@ -18,9 +17,9 @@ use pgwire::messages::data::DataRow;
 use crate::error::{Error, Result};
 
 /// Microseconds from the Unix epoch to the Postgres epoch (2000-01-01).
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+pub(crate) const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// Days from the Unix epoch to the Postgres epoch.
-const PG_EPOCH_DAYS: i32 = 10_957;
+pub(crate) const PG_EPOCH_DAYS: i32 = 10_957;
 
 /// The Postgres type a column is sent as.
 pub fn pg_type(t: &DataType) -> Type {
@@ -42,7 +41,30 @@ pub fn pg_type(t: &DataType) -> Type {
         DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
         DataType::Time32(_) | DataType::Time64(_) => Type::TIME,
         DataType::Interval(_) | DataType::Duration(_) => Type::INTERVAL,
+        DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
+            array_of(pg_type(item.data_type()))
+        }
         _ => Type::TEXT,
+    }
+}
+
+/// The array type of an element type (text arrays for the others).
+fn array_of(element: Type) -> Type {
+    match element {
+        Type::BOOL => Type::BOOL_ARRAY,
+        Type::INT2 => Type::INT2_ARRAY,
+        Type::INT4 => Type::INT4_ARRAY,
+        Type::INT8 => Type::INT8_ARRAY,
+        Type::FLOAT4 => Type::FLOAT4_ARRAY,
+        Type::FLOAT8 => Type::FLOAT8_ARRAY,
+        Type::NUMERIC => Type::NUMERIC_ARRAY,
+        Type::BYTEA => Type::BYTEA_ARRAY,
+        Type::DATE => Type::DATE_ARRAY,
+        Type::TIME => Type::TIME_ARRAY,
+        Type::TIMESTAMP => Type::TIMESTAMP_ARRAY,
+        Type::TIMESTAMPTZ => Type::TIMESTAMPTZ_ARRAY,
+        Type::INTERVAL => Type::INTERVAL_ARRAY,
+        _ => Type::TEXT_ARRAY,
     }
 }
 
@@ -89,6 +111,9 @@ pub fn encode_rows(batches: &[RecordBatch], fields: &[FieldInfo]) -> Result<Vec<
 
 struct ColumnEncoder {
     array: ArrayRef,
+    /// Which values are NULL, as the array means it (a `NullArray`, the
+    /// type of `SELECT NULL`, has no null buffer but is all nulls).
+    nulls: Option<arrow::buffer::NullBuffer>,
     binary: bool,
 }
 
@@ -96,12 +121,16 @@ impl ColumnEncoder {
     fn new(array: ArrayRef, format: FieldFormat) -> Result<Self> {
         // Types sent as TEXT are always in text form.
         let binary = format == FieldFormat::Binary && pg_type(array.data_type()) != Type::TEXT;
-        Ok(ColumnEncoder { array, binary })
+        Ok(ColumnEncoder {
+            nulls: array.logical_nulls(),
+            array,
+            binary,
+        })
     }
 
     /// Writes the length-prefixed value of `row`.
     fn encode(&self, row: usize, buf: &mut BytesMut, scratch: &mut String) -> Result<()> {
-        if self.array.is_null(row) {
+        if self.nulls.as_ref().is_some_and(|n| n.is_null(row)) {
             buf.put_i32(-1);
             return Ok(());
         }
@@ -140,6 +169,22 @@ fn timestamp_micros(array: &ArrayRef, unit: &TimeUnit, row: usize) -> i64 {
             .as_primitive::<TimestampNanosecondType>()
             .value(row)
             .div_euclid(1_000),
+    }
+}
+
+/// A time of day in microseconds since midnight.
+fn time_micros(array: &ArrayRef, row: usize) -> i64 {
+    match array.data_type() {
+        DataType::Time32(TimeUnit::Second) => {
+            array.as_primitive::<Time32SecondType>().value(row) as i64 * 1_000_000
+        }
+        DataType::Time32(_) => {
+            array.as_primitive::<Time32MillisecondType>().value(row) as i64 * 1000
+        }
+        DataType::Time64(TimeUnit::Microsecond) => {
+            array.as_primitive::<Time64MicrosecondType>().value(row)
+        }
+        _ => array.as_primitive::<Time64NanosecondType>().value(row) / 1000,
     }
 }
 
@@ -230,13 +275,47 @@ fn write_binary(array: &ArrayRef, row: usize, buf: &mut BytesMut) -> Result<()> 
             buf.put_i32(days);
             buf.put_i32(months);
         }
+        DataType::Time32(_) | DataType::Time64(_) => buf.put_i64(time_micros(array, row)),
+        DataType::Utf8 => buf.put_slice(array.as_string::<i32>().value(row).as_bytes()),
+        DataType::LargeUtf8 => buf.put_slice(array.as_string::<i64>().value(row).as_bytes()),
+        DataType::Utf8View => buf.put_slice(array.as_string_view().value(row).as_bytes()),
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => {
+            let values = match array.data_type() {
+                DataType::List(_) => array.as_list::<i32>().value(row),
+                DataType::LargeList(_) => array.as_list::<i64>().value(row),
+                _ => array.as_fixed_size_list().value(row),
+            };
+            // Postgres's binary array: dimensions, whether there are nulls,
+            // the element type, each dimension's length and lower bound,
+            // then each element's length (-1 for null) and bytes.
+            let nulls = values.logical_nulls();
+            let dims = if values.is_empty() { 0 } else { 1 };
+            buf.put_i32(dims);
+            buf.put_i32(nulls.as_ref().is_some_and(|n| n.null_count() > 0) as i32);
+            buf.put_u32(pg_type(values.data_type()).oid());
+            if dims == 1 {
+                buf.put_i32(values.len() as i32);
+                buf.put_i32(1);
+            }
+            for i in 0..values.len() {
+                if nulls.as_ref().is_some_and(|n| n.is_null(i)) {
+                    buf.put_i32(-1);
+                    continue;
+                }
+                let at = buf.len();
+                buf.put_i32(0);
+                write_binary(&values, i, buf)?;
+                let len = (buf.len() - at - 4) as i32;
+                buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+            }
+        }
         other => return Err(unsupported(other)),
     }
     Ok(())
 }
 
 /// Postgres's binary `numeric`: base-10000 digits with a weight.
-fn numeric_binary(unscaled: i128, scale: i8, buf: &mut BytesMut) {
+pub(crate) fn numeric_binary(unscaled: i128, scale: i8, buf: &mut BytesMut) {
     let negative = unscaled < 0;
     let mut digits_text = unscaled.unsigned_abs().to_string();
     let scale = if scale < 0 {
@@ -497,139 +576,10 @@ pub fn write_text(array: &ArrayRef, row: usize, out: &mut String) -> Result<()> 
     Ok(())
 }
 
-/// The Arrow type a parameter of Postgres type `t` is decoded to.
-pub fn arrow_type_of(t: &Type) -> Option<DataType> {
-    Some(match *t {
-        Type::BOOL => DataType::Boolean,
-        Type::INT2 => DataType::Int16,
-        Type::INT4 => DataType::Int32,
-        Type::INT8 => DataType::Int64,
-        Type::FLOAT4 => DataType::Float32,
-        Type::FLOAT8 => DataType::Float64,
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => DataType::Utf8,
-        Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
-        Type::TIMESTAMPTZ => DataType::Timestamp(
-            TimeUnit::Microsecond,
-            Some(crate::frontend::types::UTC.into()),
-        ),
-        Type::DATE => DataType::Date32,
-        Type::NUMERIC => DataType::Decimal128(38, 10),
-        _ => return None,
-    })
-}
-
-/// Decodes a binary `numeric` into (unscaled, scale).
-fn numeric_from_binary(b: &[u8]) -> Option<(i128, i8)> {
-    if b.len() < 8 {
-        return None;
-    }
-    let n = i16::from_be_bytes([b[0], b[1]]) as usize;
-    let weight = i16::from_be_bytes([b[2], b[3]]) as i32;
-    let sign = u16::from_be_bytes([b[4], b[5]]);
-    let dscale = u16::from_be_bytes([b[6], b[7]]) as i32;
-    if sign == 0xC000 || b.len() < 8 + 2 * n {
-        return None;
-    }
-    let mut value: i128 = 0;
-    // value = sum d_i * 10000^(weight - i), scaled by 10^dscale.
-    let mut exp10 = 0i32;
-    for i in 0..n {
-        let d = i16::from_be_bytes([b[8 + 2 * i], b[9 + 2 * i]]) as i128;
-        value = value.checked_mul(10_000)?.checked_add(d)?;
-        exp10 = (weight - i as i32) * 4;
-    }
-    // Now value * 10^exp10 is the number; rescale to dscale digits.
-    let shift = exp10 + dscale;
-    if shift >= 0 {
-        value = value.checked_mul(10i128.checked_pow(shift as u32)?)?;
-    } else {
-        value /= 10i128.checked_pow((-shift) as u32)?;
-    }
-    if sign == 0x4000 {
-        value = -value;
-    }
-    Some((value, dscale as i8))
-}
-
-/// Decodes a bound parameter.
-pub fn decode_parameter(
-    bytes: Option<&[u8]>,
-    binary: bool,
-    pg: &Type,
-    target: Option<&DataType>,
-) -> Result<datafusion::common::ScalarValue> {
-    use datafusion::common::ScalarValue as S;
-    let target = target
-        .cloned()
-        .or_else(|| arrow_type_of(pg))
-        .unwrap_or(DataType::Utf8);
-    let Some(b) = bytes else {
-        return Ok(S::try_from(&target).unwrap_or(S::Null));
-    };
-    let bad = || {
-        Error::user(
-            crate::error::sqlstate::INVALID_PARAMETER_VALUE,
-            format!("invalid value for a parameter of type {}", pg.name()),
-        )
-    };
-    if !binary {
-        let text = std::str::from_utf8(b).map_err(|_| bad())?.to_string();
-        let value = S::Utf8(Some(text));
-        if target == DataType::Utf8 {
-            return Ok(value);
-        }
-        return value.cast_to(&target).map_err(|_| bad());
-    }
-    let fixed = |n: usize| -> Result<&[u8]> {
-        if b.len() == n {
-            Ok(b)
-        } else {
-            Err(bad())
-        }
-    };
-    let value = match *pg {
-        Type::BOOL => S::Boolean(Some(fixed(1)?[0] != 0)),
-        Type::INT2 => S::Int16(Some(i16::from_be_bytes(
-            fixed(2)?.try_into().expect("2 bytes"),
-        ))),
-        Type::INT4 => S::Int32(Some(i32::from_be_bytes(
-            fixed(4)?.try_into().expect("4 bytes"),
-        ))),
-        Type::INT8 => S::Int64(Some(i64::from_be_bytes(
-            fixed(8)?.try_into().expect("8 bytes"),
-        ))),
-        Type::FLOAT4 => S::Float32(Some(f32::from_be_bytes(
-            fixed(4)?.try_into().expect("4 bytes"),
-        ))),
-        Type::FLOAT8 => S::Float64(Some(f64::from_be_bytes(
-            fixed(8)?.try_into().expect("8 bytes"),
-        ))),
-        Type::TIMESTAMP => S::TimestampMicrosecond(
-            Some(i64::from_be_bytes(fixed(8)?.try_into().expect("8 bytes")) + PG_EPOCH_MICROS),
-            None,
-        ),
-        Type::TIMESTAMPTZ => S::TimestampMicrosecond(
-            Some(i64::from_be_bytes(fixed(8)?.try_into().expect("8 bytes")) + PG_EPOCH_MICROS),
-            Some(Arc::from(crate::frontend::types::UTC)),
-        ),
-        Type::DATE => S::Date32(Some(
-            i32::from_be_bytes(fixed(4)?.try_into().expect("4 bytes")) + PG_EPOCH_DAYS,
-        )),
-        Type::NUMERIC => {
-            let (v, s) = numeric_from_binary(b).ok_or_else(bad)?;
-            S::Decimal128(Some(v), 38, s)
-        }
-        _ => S::Utf8(Some(std::str::from_utf8(b).map_err(|_| bad())?.to_string())),
-    };
-    if value.data_type() == target {
-        Ok(value)
-    } else {
-        value.cast_to(&target).map_err(|_| bad())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use arrow::array::{Decimal128Array, Float64Array, TimestampMillisecondArray};
 
@@ -659,20 +609,5 @@ mod tests {
         );
         assert_eq!(text(d.clone(), 0), "-12.345");
         assert_eq!(text(d, 1), "0.005");
-    }
-
-    #[test]
-    fn binary_numeric_round_trips() {
-        for (v, s) in [
-            (123456789i128, 2i8),
-            (-5, 3),
-            (0, 2),
-            (10_000_000, 0),
-            (1, 0),
-        ] {
-            let mut buf = BytesMut::new();
-            numeric_binary(v, s, &mut buf);
-            assert_eq!(numeric_from_binary(&buf), Some((v, s)), "{v} scale {s}");
-        }
     }
 }

@@ -5,23 +5,33 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
+use arrow::datatypes::DataType;
 use async_trait::async_trait;
 use futures::{stream, Sink, SinkExt};
+use pgwire::api::auth::mechanism::AuthMechanismFactory;
+use pgwire::api::auth::sasl::scram::ScramAuth;
 use pgwire::api::auth::{
-    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
+    protocol_negotiation, save_startup_parameters_to_metadata, AuthDriver, AuthOutcome,
     ServerParameterProvider, StartupHandler,
 };
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::CopyHandler;
+use pgwire::api::copy::{send_copy_both_response, send_copy_in_response, send_copy_out_response};
 use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::query::{
+    send_execution_response, send_query_response, send_ready_for_query, ExtendedQueryHandler,
+    SimpleQueryHandler,
+};
 use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
-use pgwire::api::ConnectionManager;
+use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{ConnectionHandle, ConnectionManager, PgWireConnectionState};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
-use pgwire::messages::startup::SecretKey;
+use pgwire::messages::extendedquery::Sync as SyncMessage;
+use pgwire::messages::response::{EmptyQueryResponse, TransactionStatus};
+use pgwire::messages::simplequery::Query;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::sync::Mutex;
 
@@ -29,8 +39,10 @@ use crate::database::Database;
 use crate::dml::CopyIn;
 use crate::error::Error;
 use crate::frontend::parser::{self, Parsed};
-use crate::server::encode::{decode_parameter, encode_rows, field_infos, pg_type};
-use crate::session::{Description, Outcome, Session};
+use crate::query::Parameters;
+use crate::server::encode::{encode_rows, field_infos, pg_type};
+use crate::server::params::{arrow_type_of, decode_parameter};
+use crate::session::{Description, Outcome, Session, TransactionState};
 
 /// The Postgres error a Sluice error is sent as.
 pub fn error_info(e: &Error) -> ErrorInfo {
@@ -46,21 +58,35 @@ pub fn user_error(e: Error) -> PgWireError {
 
 /// Everything one connection needs.
 pub struct Connection {
-    session: Mutex<Session>,
+    session: Arc<Mutex<Session>>,
     parser: Arc<StatementParser>,
-    db: Arc<Database>,
+    /// Whether the server lets users in without passwords.
+    trusted: bool,
     /// A `COPY ... FROM STDIN` receiving its data, and the data so far.
     copying: parking_lot::Mutex<Option<(CopyIn, Vec<u8>)>>,
 }
 
 impl Connection {
-    pub fn new(db: Arc<Database>) -> Self {
+    pub fn new(db: Arc<Database>, trusted: bool) -> Self {
+        let session = Arc::new(Mutex::new(Session::new(db.clone())));
         Connection {
-            session: Mutex::new(Session::new(db.clone())),
-            parser: Arc::new(StatementParser { db: db.clone() }),
-            db,
+            parser: Arc::new(StatementParser {
+                db,
+                session: session.clone(),
+            }),
+            session,
+            trusted,
             copying: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// The session, running as the user the client logged in as.
+    async fn session<C: ClientInfo>(&self, client: &C) -> tokio::sync::MutexGuard<'_, Session> {
+        let mut session = self.session.lock().await;
+        if let Some(user) = client.metadata().get(pgwire::api::METADATA_USER) {
+            session.set_user(user, self.trusted);
+        }
+        session
     }
 
     fn outcome_response(&self, outcome: Outcome, format: &Format) -> PgWireResult<Response> {
@@ -103,7 +129,12 @@ impl CopyHandler for Connection {
                 "COPY data without a COPY statement",
             )));
         };
-        let rows = self.db.copy_in(&copy, &data).await.map_err(user_error)?;
+        let rows = self
+            .session(client)
+            .await
+            .copy_in(&copy, &data)
+            .await
+            .map_err(user_error)?;
         let tag = Tag::new("COPY").with_rows(rows);
         client
             .send(PgWireBackendMessage::CommandComplete(tag.into()))
@@ -128,6 +159,7 @@ impl CopyHandler for Connection {
 /// The handlers of one connection (pgwire asks the factory for them).
 pub struct Handlers {
     pub connection: Arc<Connection>,
+    pub startup: Arc<Startup>,
     /// Every connection's cancel key, shared: a cancel request (psql's
     /// Ctrl-C) comes on a connection of its own.
     pub cancels: Arc<ConnectionManager>,
@@ -143,9 +175,7 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(Startup {
-            cancels: self.cancels.clone(),
-        })
+        self.startup.clone()
     }
 
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
@@ -157,19 +187,87 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-/// The next connection's number (its "process id" for cancel requests).
-static NEXT_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(1);
-
-/// Trust authentication: any user and database name, no password. Each
-/// connection's cancel key is registered, so that a running statement (a
-/// SUBSCRIBE) can be cancelled.
-struct Startup {
-    cancels: Arc<ConnectionManager>,
+/// How clients prove who they are (`--auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// Any user name, no password (loopback addresses only).
+    Trust,
+    /// A user of the catalog, with its password, over SCRAM-SHA-256.
+    Password,
 }
 
-struct Parameters;
+/// Startup and authentication, shared by every connection: the protocol
+/// version, TLS if required, then trust or a SCRAM-SHA-256 exchange. Each
+/// connection's cancel key is registered, so that a running statement (a
+/// SUBSCRIBE) can be cancelled.
+pub struct Startup {
+    driver: AuthDriver<ServerParameters>,
+    /// The SCRAM exchange against the catalog's users (`--auth password`).
+    scram: Option<ScramAuth>,
+    /// Plain connections are refused (`--tls-required`).
+    tls_required: bool,
+}
 
-impl ServerParameterProvider for Parameters {
+impl Startup {
+    pub fn new(
+        method: AuthMethod,
+        users: Arc<crate::auth::Users>,
+        tls_required: bool,
+        cancels: Arc<ConnectionManager>,
+    ) -> Self {
+        let scram = (method == AuthMethod::Password)
+            .then(|| ScramAuth::new(Arc::new(crate::auth::ScramUsers::new(users))));
+        Startup {
+            driver: AuthDriver::new(ServerParameters).with_connection_manager(cancels),
+            scram,
+            tls_required,
+        }
+    }
+
+    async fn authenticated<C>(&self, client: &mut C, outcome: AuthOutcome) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match outcome {
+            AuthOutcome::InProgress => Ok(()),
+            AuthOutcome::Authenticated { final_message, .. } => {
+                self.driver
+                    .complete_authentication(client, final_message)
+                    .await
+            }
+        }
+    }
+}
+
+/// A FATAL error of the startup, which ends the connection.
+fn fatal(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".into(),
+        code.into(),
+        message,
+    )))
+}
+
+/// Any failure of the password exchange reads the same, whether the user
+/// exists or not (as in Postgres).
+fn authentication_failed<C: ClientInfo>(client: &C, e: PgWireError) -> PgWireError {
+    let user = client
+        .metadata()
+        .get(pgwire::api::METADATA_USER)
+        .cloned()
+        .unwrap_or_default();
+    tracing::debug!(%user, error = %e, "authentication failed");
+    fatal(
+        crate::error::sqlstate::INVALID_PASSWORD,
+        format!("password authentication failed for user \"{user}\""),
+    )
+}
+
+struct ServerParameters;
+
+impl ServerParameterProvider for ServerParameters {
     fn server_parameters<C>(&self, client: &C) -> Option<HashMap<String, String>>
     where
         C: ClientInfo,
@@ -186,6 +284,7 @@ impl ServerParameterProvider for Parameters {
         p.insert("is_superuser".into(), "on".into());
         p.insert("default_transaction_read_only".into(), "off".into());
         p.insert("in_hot_standby".into(), "off".into());
+        p.insert("scram_iterations".into(), "4096".into());
         if let Some(user) = client.metadata().get(pgwire::api::METADATA_USER) {
             p.insert("session_authorization".into(), user.clone());
         }
@@ -207,24 +306,42 @@ impl StartupHandler for Startup {
         message: PgWireFrontendMessage,
     ) -> PgWireResult<()>
     where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if let PgWireFrontendMessage::Startup(ref startup) = message {
-            protocol_negotiation(client, startup).await?;
-            save_startup_parameters_to_metadata(client, startup);
-            // A key of its own (pgwire's default is the same for every
-            // connection): a cancel request names the connection it stops.
-            let pid = NEXT_PID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let secret = SecretKey::I32(rand::random());
-            client.set_pid_and_secret_key(pid, secret.clone());
-            let (handle, guard) = self.cancels.register(pid, secret);
-            client.session_extensions().insert(handle);
-            client.session_extensions().insert(guard);
-            finish_authentication(client, &Parameters).await?;
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                if self.tls_required && !client.is_secure() {
+                    return Err(fatal(
+                        crate::error::sqlstate::INVALID_AUTHORIZATION,
+                        "connection refused: this server requires TLS (sslmode=require)".into(),
+                    ));
+                }
+                match &self.scram {
+                    None => self.driver.complete_authentication(client, None).await,
+                    Some(scram) => {
+                        let outcome = self
+                            .driver
+                            .begin_authentication(client, scram.create())
+                            .await
+                            .map_err(|e| authentication_failed(client, e))?;
+                        self.authenticated(client, outcome).await
+                    }
+                }
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(reply) => {
+                let outcome = self
+                    .driver
+                    .advance_authentication(client, reply)
+                    .await
+                    .map_err(|e| authentication_failed(client, e))?;
+                self.authenticated(client, outcome).await
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -262,20 +379,131 @@ fn outcome_response(outcome: Outcome, format: &Format) -> PgWireResult<Response>
     })
 }
 
+/// Sends the notices a session has for its client.
+async fn send_notices<C>(client: &mut C, session: &mut Session) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    for notice in session.take_notices() {
+        let info = ErrorInfo::new(notice.severity.into(), notice.code.into(), notice.message);
+        client
+            .feed(PgWireBackendMessage::NoticeResponse(info.into()))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The transaction status ReadyForQuery reports: the session's own.
+fn transaction_status(session: &Session) -> TransactionStatus {
+    match session.transaction_state() {
+        TransactionState::Idle => TransactionStatus::Idle,
+        TransactionState::InBlock => TransactionStatus::Transaction,
+        TransactionState::Failed => TransactionStatus::Error,
+    }
+}
+
 #[async_trait]
 impl SimpleQueryHandler for Connection {
+    /// As pgwire's, but ReadyForQuery reports the session's transaction
+    /// status (pgwire's own bookkeeping cannot tell a `ROLLBACK TO` that
+    /// recovers a failed block), and the session's notices go first.
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let cancel = match client.session_extensions().get::<Arc<ConnectionHandle>>() {
+            Some(handle) => Some(handle.start_query().await),
+            None => None,
+        };
+        let responses = match cancel {
+            Some(cancel) => {
+                match futures::future::select(
+                    Box::pin(SimpleQueryHandler::do_query(self, client, &query.query)),
+                    cancel,
+                )
+                .await
+                {
+                    futures::future::Either::Left((result, _)) => result,
+                    futures::future::Either::Right(_) => Err(PgWireError::QueryCanceled),
+                }
+            }
+            None => SimpleQueryHandler::do_query(self, client, &query.query).await,
+        };
+        let responses = match responses {
+            Ok(r) => r,
+            Err(e) => {
+                self.session.lock().await.failed();
+                vec![Response::Error(Box::new(e.into()))]
+            }
+        };
+        for response in responses {
+            match response {
+                Response::EmptyQuery => {
+                    client
+                        .feed(PgWireBackendMessage::EmptyQueryResponse(
+                            EmptyQueryResponse::new(),
+                        ))
+                        .await?;
+                }
+                Response::Query(results) => send_query_response(client, results, true).await?,
+                Response::Execution(tag)
+                | Response::TransactionStart(tag)
+                | Response::TransactionEnd(tag) => send_execution_response(client, tag).await?,
+                Response::Error(e) => {
+                    client
+                        .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
+                        .await?;
+                }
+                Response::CopyIn(result) => {
+                    send_copy_in_response(client, result).await?;
+                    client.set_state(PgWireConnectionState::CopyInProgress(false));
+                }
+                Response::CopyOut(result) => send_copy_out_response(client, result).await?,
+                Response::CopyBoth(result) => {
+                    send_copy_both_response(client, result).await?;
+                    client.set_state(PgWireConnectionState::CopyInProgress(false));
+                }
+            }
+        }
+        if !matches!(client.state(), PgWireConnectionState::CopyInProgress(_)) {
+            client.set_state(PgWireConnectionState::ReadyForQuery);
+            let status = transaction_status(&*self.session.lock().await);
+            client.set_transaction_status(status);
+            send_ready_for_query(client, status).await?;
+        }
+        Ok(())
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Some(e) = super::connection::invalid_utf8(query) {
+            return Err(user_error(e));
+        }
         let statements = parser::parse(query).map_err(user_error)?;
-        let mut session = self.session.lock().await;
+        if statements.is_empty() {
+            // Only comments: Postgres answers EmptyQueryResponse.
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let mut session = self.session(client).await;
         let mut responses = Vec::with_capacity(statements.len());
         for parsed in &statements {
             // Like Postgres, a failing statement ends the query string.
-            match session.execute(parsed, query, Vec::new()).await {
+            let result = session.execute(parsed, query, Parameters::default()).await;
+            send_notices(client, &mut session).await?;
+            match result {
                 Ok(Outcome::Subscribe(sub)) => {
                     if statements.len() > 1 {
                         return Err(user_error(Error::not_supported(
@@ -310,12 +538,47 @@ impl SimpleQueryHandler for Connection {
 pub struct Prepared {
     pub sql: String,
     pub parsed: Arc<Parsed>,
+    /// The parameters' types as the client declared them (their OIDs in
+    /// Parse); None where it left them to the server.
+    pub declared: Vec<Option<Type>>,
+    /// Their types as Sluice reads them: declared, else inferred, else
+    /// unknown (text).
     pub parameters: Vec<Option<arrow::datatypes::DataType>>,
     pub columns: Option<arrow::datatypes::SchemaRef>,
 }
 
+impl Prepared {
+    /// The Postgres type of parameter `i`: as declared, else as inferred,
+    /// else text.
+    fn parameter_type(&self, i: usize) -> Type {
+        self.declared
+            .get(i)
+            .cloned()
+            .flatten()
+            .or_else(|| {
+                self.parameters
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .map(|t| pg_type(&t))
+            })
+            .unwrap_or(Type::TEXT)
+    }
+
+    /// The Arrow types of the declared parameters.
+    fn declared_types(&self) -> Vec<Option<arrow::datatypes::DataType>> {
+        self.declared
+            .iter()
+            .map(|t| t.as_ref().and_then(arrow_type_of))
+            .collect()
+    }
+}
+
 pub struct StatementParser {
     db: Arc<Database>,
+    /// The connection's session: a statement that fails to parse fails its
+    /// transaction block.
+    session: Arc<Mutex<Session>>,
 }
 
 #[async_trait]
@@ -326,42 +589,59 @@ impl QueryParser for StatementParser {
         &self,
         _client: &C,
         sql: &str,
-        _types: &[Option<Type>],
+        types: &[Option<Type>],
     ) -> PgWireResult<Option<Prepared>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut all = parser::parse(sql).map_err(user_error)?;
-        let parsed = match all.len() {
-            0 => return Ok(None),
-            1 => all.remove(0),
-            _ => {
-                return Err(user_error(Error::syntax(
-                    "cannot insert multiple commands into a prepared statement",
-                )))
+        let declared: Vec<Option<Type>> = types
+            .iter()
+            .map(|t| t.clone().filter(|t| *t != Type::UNKNOWN && t.oid() != 0))
+            .collect();
+        let result = async {
+            if let Some(e) = super::connection::invalid_utf8(sql) {
+                return Err(e);
             }
-        };
-        let Description {
-            parameters,
-            columns,
-        } = Session::new(self.db.clone())
-            .describe(&parsed, sql)
-            .await
-            .map_err(user_error)?;
-        Ok(Some(Prepared {
-            sql: sql.to_string(),
-            parsed: Arc::new(parsed),
-            parameters,
-            columns,
-        }))
+            let mut all = parser::parse(sql)?;
+            let parsed = match all.len() {
+                0 => return Ok(None),
+                1 => all.remove(0),
+                _ => {
+                    return Err(Error::syntax(
+                        "cannot insert multiple commands into a prepared statement",
+                    ))
+                }
+            };
+            let declared_arrow: Vec<_> = declared
+                .iter()
+                .map(|t| t.as_ref().and_then(arrow_type_of))
+                .collect();
+            let Description {
+                parameters,
+                columns,
+            } = Session::new(self.db.clone())
+                .describe(&parsed, sql, &declared_arrow)
+                .await?;
+            Ok(Some(Prepared {
+                sql: sql.to_string(),
+                parsed: Arc::new(parsed),
+                declared: declared.clone(),
+                parameters,
+                columns,
+            }))
+        }
+        .await;
+        result.map_err(|e| {
+            if let Ok(mut session) = self.session.try_lock() {
+                session.failed();
+            }
+            user_error(e)
+        })
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
-        Ok(stmt
-            .parameters
-            .iter()
-            .map(|t| t.as_ref().map(pg_type).unwrap_or(Type::TEXT))
-            .collect())
+        let n = stmt.declared.len().max(stmt.parameters.len());
+        Ok((0..n).map(|i| stmt.parameter_type(i)).collect())
     }
 
     fn get_result_schema(
@@ -385,6 +665,22 @@ impl ExtendedQueryHandler for Connection {
         self.parser.clone()
     }
 
+    /// ReadyForQuery reports the session's transaction status.
+    async fn on_sync<C>(&self, client: &mut C, _message: SyncMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        client.portal_store().rm_portal("");
+        let status = transaction_status(&*self.session.lock().await);
+        client.set_transaction_status(status);
+        send_ready_for_query(client, status).await?;
+        client.flush().await?;
+        Ok(())
+    }
+
     async fn do_query<C>(
         &self,
         client: &mut C,
@@ -398,30 +694,47 @@ impl ExtendedQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let prepared = &portal.statement.statement;
-        let declared = &portal.statement.parameter_types;
-        let mut params = Vec::with_capacity(portal.parameter_len());
+        let mut values = Vec::with_capacity(portal.parameter_len());
         for i in 0..portal.parameter_len() {
-            let planned = prepared.parameters.get(i).cloned().flatten();
-            let pg = declared
+            let pg = prepared.parameter_type(i);
+            let target = prepared
+                .declared
                 .get(i)
                 .cloned()
                 .flatten()
-                .filter(|t| *t != Type::UNKNOWN)
-                .unwrap_or_else(|| planned.as_ref().map(pg_type).unwrap_or(Type::TEXT));
+                .and_then(|t| arrow_type_of(&t))
+                .or_else(|| prepared.parameters.get(i).cloned().flatten());
             let value = decode_parameter(
                 portal.parameters[i].as_deref(),
                 portal.parameter_format.is_binary(i),
                 &pg,
-                planned.as_ref(),
-            )
-            .map_err(user_error)?;
-            params.push(value);
+                target.as_ref(),
+            );
+            match value {
+                Ok(v) => values.push(v),
+                Err(e) => {
+                    self.session.lock().await.failed();
+                    return Ok(Response::Error(Box::new(error_info(&e))));
+                }
+            }
         }
-        let mut session = self.session.lock().await;
-        match session
+        // A declared numeric is read with the scale its value has.
+        let declared = prepared
+            .declared_types()
+            .into_iter()
+            .zip(values.iter().map(Some).chain(std::iter::repeat(None)))
+            .map(|(t, v)| match (t, v) {
+                (Some(DataType::Decimal128(..)), Some(v)) => Some(v.data_type()),
+                (t, _) => t,
+            })
+            .collect();
+        let params = Parameters { values, declared };
+        let mut session = self.session(client).await;
+        let result = session
             .execute(&prepared.parsed, &prepared.sql, params)
-            .await
-        {
+            .await;
+        send_notices(client, &mut session).await?;
+        match result {
             Ok(Outcome::Subscribe(sub)) => {
                 drop(session);
                 super::subscribe::stream(client, sub).await?;

@@ -26,6 +26,10 @@ const FORMAT_KEY: &str = "format";
 /// refused at start rather than misread.
 const FORMAT_VERSION: &str = "sluice-1";
 
+/// The most the write-ahead logs may hold before the oldest is freed by
+/// flushing (see `Store::open`).
+const MAX_WAL_BYTES: u64 = 64 << 20;
+
 /// The durable store of one server.
 pub struct Store {
     db: rocksdb::DB,
@@ -48,6 +52,13 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.set_db_write_buffer_size(96 << 20);
+        // A write-ahead log file can only go once every column family has
+        // flushed what it holds of it. The catalog's family is written
+        // rarely, so its memtable would pin every log file since its last
+        // write (the logs grew to gigabytes): past this size RocksDB
+        // flushes the families that hold the oldest log, so the logs stay
+        // about this large whatever the write rate.
+        opts.set_max_total_wal_size(MAX_WAL_BYTES);
         // State lookups mostly miss (a group seen for the first time, state
         // beyond the cache): a bloom filter answers those without reading
         // the files.

@@ -150,45 +150,19 @@ impl ReferenceTable {
     /// Sets the rows of their keys, inserted or replaced; of rows with the
     /// same key the last wins (a changelog's order).
     pub fn upsert(&self, rows: RecordBatch) -> Result<()> {
-        self.change(|_| {
-            let keys = self.keys(&rows)?;
-            let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(rows.num_rows());
-            for (i, key) in keys.iter().enumerate() {
-                last.insert(key.data(), i);
-            }
-            let rows = if last.len() < rows.num_rows() {
-                let mut keep = vec![false; rows.num_rows()];
-                for i in last.values() {
-                    keep[*i] = true;
-                }
-                filter_record_batch(&rows, &BooleanArray::from(keep))?
-            } else {
-                rows.clone()
-            };
-            let replaced = self
-                .keys(&rows)?
-                .iter()
-                .map(|k| Box::from(k.data()))
-                .collect();
-            Ok((replaced, rows))
-        })
+        self.apply(&Change::Upsert(rows)).map(|_| ())
     }
 
     /// Deletes the rows of these keys (the key columns, in key order);
     /// returns how many there were.
     pub fn delete_keys(&self, key_columns: &[ArrayRef]) -> Result<usize> {
-        let mut deleted = 0;
-        self.change(|current| {
-            let keys = self.key_codec.convert_columns(key_columns)?;
-            let gone: Vec<Box<[u8]>> = keys
-                .iter()
-                .filter(|k| current.index.contains_key(k.data()))
-                .map(|k| Box::from(k.data()))
-                .collect();
-            deleted = gone.len();
-            Ok((gone, RecordBatch::new_empty(self.schema.clone())))
-        })?;
-        Ok(deleted)
+        self.apply(&Change::DeleteKeys(key_columns.to_vec()))
+    }
+
+    /// Inserts rows (of the table's schema); a key that exists, or comes
+    /// twice, fails the whole statement (`23505`). Returns the rows added.
+    pub fn insert(&self, rows: RecordBatch) -> Result<usize> {
+        self.apply(&Change::Insert(rows))
     }
 
     fn index_of(&self, batch: &RecordBatch) -> Result<HashMap<Box<[u8]>, u32>> {
@@ -200,34 +174,10 @@ impl ReferenceTable {
             .collect())
     }
 
-    /// Inserts rows (of the table's schema); a key that exists, or comes
-    /// twice, fails the whole statement (`23505`). Returns the rows added.
-    pub fn insert(&self, rows: RecordBatch) -> Result<usize> {
-        self.change(|current| {
-            let keys = self.keys(&rows)?;
-            let mut seen = HashSet::new();
-            for (i, key) in keys.iter().enumerate() {
-                if current.index.contains_key(key.data()) || !seen.insert(key.data()) {
-                    return Err(self.duplicate(&rows, i));
-                }
-            }
-            Ok((Vec::new(), rows.clone()))
-        })?;
-        Ok(rows.num_rows())
-    }
-
-    /// Replaces the rows whose keys `rows` has (they must exist: an update
-    /// keeps its keys). Returns the rows changed.
-    pub fn update(&self, rows: RecordBatch) -> Result<usize> {
-        let n = rows.num_rows();
-        self.upsert(rows)?;
-        Ok(n)
-    }
-
-    /// Deletes the rows with these keys (rows of the table's schema, of
-    /// which only the key columns are read). Returns the rows deleted.
-    pub fn delete(&self, rows: &RecordBatch) -> Result<usize> {
-        self.delete_keys(&self.key_columns(rows))
+    /// The key columns of rows of this table (an UPDATE's or DELETE's rows,
+    /// of which only the keys matter to a delete).
+    pub fn key_columns_of(&self, rows: &RecordBatch) -> Vec<ArrayRef> {
+        self.key_columns(rows)
     }
 
     /// Removes every saved row (the table is dropped).
@@ -264,18 +214,62 @@ impl ReferenceTable {
         )
     }
 
-    /// Applies one statement's change: `plan` returns the keys whose rows
-    /// go away and the rows that come in (their keys replace any old row).
-    /// Saved first, in one write: if the store fails, nothing changed.
-    fn change(
-        &self,
-        plan: impl FnOnce(&Snapshot) -> Result<(Vec<Box<[u8]>>, RecordBatch)>,
-    ) -> Result<()> {
-        let _writer = self.writer.lock();
-        let current = self.snapshot();
-        let (removed, added) = plan(&current)?;
+    /// What `change` does to the rows `current`: the keys whose rows go,
+    /// the rows that come in (their keys replace any old row), and the
+    /// statement's row count. Pure: nothing is saved.
+    fn effect(&self, current: &Snapshot, change: &Change) -> Result<Effect> {
+        let effect = match change {
+            Change::Insert(rows) => {
+                let keys = self.keys(rows)?;
+                let mut seen = HashSet::new();
+                for (i, key) in keys.iter().enumerate() {
+                    if current.index.contains_key(key.data()) || !seen.insert(key.data()) {
+                        return Err(self.duplicate(rows, i));
+                    }
+                }
+                Effect {
+                    removed: Vec::new(),
+                    added: rows.clone(),
+                    count: rows.num_rows(),
+                }
+            }
+            Change::Upsert(rows) => {
+                let keys = self.keys(rows)?;
+                let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(rows.num_rows());
+                for (i, key) in keys.iter().enumerate() {
+                    last.insert(key.data(), i);
+                }
+                let added = if last.len() < rows.num_rows() {
+                    let mut keep = vec![false; rows.num_rows()];
+                    for i in last.values() {
+                        keep[*i] = true;
+                    }
+                    filter_record_batch(rows, &BooleanArray::from(keep))?
+                } else {
+                    rows.clone()
+                };
+                Effect {
+                    removed: Vec::new(),
+                    added,
+                    count: rows.num_rows(),
+                }
+            }
+            Change::DeleteKeys(key_columns) => {
+                let keys = self.key_codec.convert_columns(key_columns)?;
+                let removed: Vec<Box<[u8]>> = keys
+                    .iter()
+                    .filter(|k| current.index.contains_key(k.data()))
+                    .map(|k| Box::from(k.data()))
+                    .collect();
+                Effect {
+                    count: removed.len(),
+                    removed,
+                    added: RecordBatch::new_empty(self.schema.clone()),
+                }
+            }
+        };
         for c in &self.key {
-            if added.column(*c).null_count() > 0 {
+            if effect.added.column(*c).null_count() > 0 {
                 return Err(Error::user(
                     "23502",
                     format!(
@@ -286,17 +280,22 @@ impl ReferenceTable {
                 ));
             }
         }
-        let added_keys = self.keys(&added)?;
+        Ok(effect)
+    }
+
+    /// The rows after an effect, and the writes that save it.
+    fn after(&self, current: &Snapshot, effect: &Effect) -> Result<(Snapshot, Writes)> {
+        let added_keys = self.keys(&effect.added)?;
         let mut writes = Writes::default();
-        for key in &removed {
+        for key in &effect.removed {
             writes.delete_parts(&[&self.prefix, key]);
         }
-        let encoded = self.row_codec.convert_columns(added.columns())?;
+        let encoded = self.row_codec.convert_columns(effect.added.columns())?;
         for (key, row) in added_keys.iter().zip(encoded.iter()) {
             writes.put_parts(&[&self.prefix, key.as_ref()], row.as_ref());
         }
         // The old rows that stay: neither removed nor replaced.
-        let mut gone: HashSet<&[u8]> = removed.iter().map(|k| k.as_ref()).collect();
+        let mut gone: HashSet<&[u8]> = effect.removed.iter().map(|k| k.as_ref()).collect();
         gone.extend(added_keys.iter().map(|k| k.data()));
         let mut keep = vec![true; current.batch.num_rows()];
         for (key, row) in &current.index {
@@ -305,10 +304,132 @@ impl ReferenceTable {
             }
         }
         let kept = filter_record_batch(&current.batch, &BooleanArray::from(keep))?;
-        let batch = concat_batches(&self.schema, [&kept, &added])?;
+        let batch = concat_batches(&self.schema, [&kept, &effect.added])?;
         let index = self.index_of(&batch)?;
+        Ok((Snapshot { batch, index }, writes))
+    }
+
+    /// Applies one statement's change at once: saved first, in one write
+    /// (if the store fails, nothing changed), then visible. Returns the
+    /// statement's row count.
+    pub fn apply(&self, change: &Change) -> Result<usize> {
+        let _writer = self.writer.lock();
+        let current = self.snapshot();
+        let effect = self.effect(&current, change)?;
+        let (after, writes) = self.after(&current, &effect)?;
         self.store.commit(writes)?;
-        *self.current.write() = Arc::new(Snapshot { batch, index });
+        *self.current.write() = Arc::new(after);
+        Ok(effect.count)
+    }
+
+    /// A change as a transaction sees it: the rows after it (from the
+    /// transaction's rows `rows`), without saving anything. Adds the keys
+    /// it changed to `pending`. Returns the statement's row count.
+    pub fn preview(
+        &self,
+        rows: &Snapshot,
+        change: &Change,
+        pending: &mut PendingKeys,
+    ) -> Result<(Snapshot, usize)> {
+        let effect = self.effect(rows, change)?;
+        let (after, _) = self.after(rows, &effect)?;
+        if let Change::Insert(_) = change {
+            for key in self.keys(&effect.added)?.iter() {
+                if !pending.changed.contains(key.data()) {
+                    pending.inserted.insert(Box::from(key.data()));
+                }
+            }
+        }
+        pending.changed.extend(effect.removed.iter().cloned());
+        pending.changed.extend(
+            self.keys(&effect.added)?
+                .iter()
+                .map(|k| Box::from(k.data())),
+        );
+        Ok((after, effect.count))
+    }
+
+    /// Commits transactions' changes to several tables in one write: each
+    /// key a transaction changed takes the row it has in the transaction's
+    /// rows (or goes, if it has none there); keys it did not change keep
+    /// what others committed meanwhile. A key the transaction inserted that
+    /// another has committed since fails the whole commit (`23505`).
+    pub fn commit_all(changes: &[(&ReferenceTable, &Snapshot, &PendingKeys)]) -> Result<()> {
+        let Some((first, _, _)) = changes.first() else {
+            return Ok(());
+        };
+        // One table at a time takes its writer lock, in name order, so two
+        // commits never wait for each other in a circle.
+        let mut order: Vec<usize> = (0..changes.len()).collect();
+        order.sort_by(|a, b| changes[*a].0.name.cmp(&changes[*b].0.name));
+        let _locks: Vec<_> = order.iter().map(|i| changes[*i].0.writer.lock()).collect();
+        let mut writes = Writes::default();
+        let mut afters = Vec::with_capacity(changes.len());
+        for (table, rows, pending) in changes {
+            let current = table.snapshot();
+            for key in &pending.inserted {
+                if current.index.contains_key(key) {
+                    if let Some(row) = rows.index.get(key) {
+                        return Err(table.duplicate(&rows.batch, *row as usize));
+                    }
+                }
+            }
+            let mut removed = Vec::new();
+            let mut kept = Vec::new();
+            for key in &pending.changed {
+                match rows.index.get(key) {
+                    Some(row) => kept.push(*row),
+                    None => removed.push(key.clone()),
+                }
+            }
+            let added = arrow::compute::take_record_batch(
+                &rows.batch,
+                &arrow::array::UInt32Array::from(kept),
+            )?;
+            let effect = Effect {
+                removed,
+                added,
+                count: 0,
+            };
+            let (after, w) = table.after(&current, &effect)?;
+            writes.append(w);
+            afters.push(after);
+        }
+        first.store.commit(writes)?;
+        for ((table, _, _), after) in changes.iter().zip(afters) {
+            *table.current.write() = Arc::new(after);
+        }
         Ok(())
     }
+}
+
+/// One statement's change to an ordinary table.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// New rows; a key that exists fails the statement.
+    Insert(RecordBatch),
+    /// Rows set by key (UPDATE, and the changelog of upsert tables).
+    Upsert(RecordBatch),
+    /// Rows deleted by key: the key columns, in key order.
+    DeleteKeys(Vec<ArrayRef>),
+}
+
+/// What a change does to a table's rows.
+struct Effect {
+    /// Encoded keys whose rows go.
+    removed: Vec<Box<[u8]>>,
+    /// Rows that come in; their keys replace any old row.
+    added: RecordBatch,
+    /// The statement's row count.
+    count: usize,
+}
+
+/// The keys a transaction changed in one table.
+#[derive(Debug, Clone, Default)]
+pub struct PendingKeys {
+    /// Every key set or deleted.
+    pub changed: HashSet<Box<[u8]>>,
+    /// The keys it inserted (that it had not changed before): they must
+    /// still be free when it commits.
+    pub inserted: HashSet<Box<[u8]>>,
 }

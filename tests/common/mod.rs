@@ -37,10 +37,17 @@ impl TestServer {
 
     /// Starts a server on `data_dir` with extra flags.
     pub fn start_in(data_dir: &Path, flags: &[&str]) -> TestServer {
+        TestServer::start_with(data_dir, flags, &[])
+    }
+
+    /// Starts a server on `data_dir` with extra flags and environment
+    /// variables (`SLUICE_PASSWORD`).
+    pub fn start_with(data_dir: &Path, flags: &[&str], envs: &[(&str, &str)]) -> TestServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(flags)
+            .envs(envs.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".into()),
@@ -100,6 +107,23 @@ impl TestServer {
             let _ = connection.await;
         });
         client
+    }
+
+    /// A client logged in as `user` with `password`; the error if the
+    /// server refuses it.
+    pub async fn client_as(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Client, tokio_postgres::Error> {
+        let (host, port) = self.addr.rsplit_once(':').unwrap();
+        let conn =
+            format!("host={host} port={port} user={user} password='{password}' dbname=sluice");
+        let (client, connection) = tokio_postgres::connect(&conn, NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
     }
 
     pub fn log(&self) -> String {
@@ -274,9 +298,101 @@ pub async fn wait_finished(client: &Client, view: &str) {
     }
 }
 
+/// The Python with psycopg (installed by `scripts/install-test-tools.sh`
+/// into `~/.cache/sluice-tools/venv`), or `SLUICE_TEST_PYTHON`.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("SLUICE_TEST_PYTHON") {
+        return p.into();
+    }
+    let home = std::env::var("HOME").expect("HOME");
+    PathBuf::from(home).join(".cache/sluice-tools/venv/bin/python")
+}
+
 /// The directory of test data files.
 pub fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("data")
+}
+
+/// A client that speaks the protocol byte by byte, for what real clients
+/// cannot send (invalid UTF-8, old protocol versions).
+pub mod raw {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    /// One backend message: its type byte and body.
+    pub type Message = (u8, Vec<u8>);
+
+    pub fn connect(addr: &str) -> TcpStream {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    }
+
+    /// A protocol 3.0 startup as user `sluice`, read up to ReadyForQuery.
+    pub fn startup(addr: &str) -> TcpStream {
+        let mut s = connect(addr);
+        let mut body = Vec::new();
+        body.extend_from_slice(&196608u32.to_be_bytes());
+        for part in ["user", "sluice", "database", "sluice"] {
+            body.extend_from_slice(part.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        packet.extend_from_slice(&body);
+        s.write_all(&packet).unwrap();
+        read_until_ready(&mut s);
+        s
+    }
+
+    /// Sends a simple Query whose text is `text` (any bytes).
+    pub fn query(s: &mut TcpStream, text: &[u8]) -> Vec<Message> {
+        let mut m = vec![b'Q'];
+        m.extend_from_slice(&((text.len() + 5) as u32).to_be_bytes());
+        m.extend_from_slice(text);
+        m.push(0);
+        s.write_all(&m).unwrap();
+        read_until_ready(s)
+    }
+
+    pub fn read_message(s: &mut TcpStream) -> Option<Message> {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).ok()?;
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len.saturating_sub(4)];
+        s.read_exact(&mut body).ok()?;
+        Some((head[0], body))
+    }
+
+    pub fn read_until_ready(s: &mut TcpStream) -> Vec<Message> {
+        let mut out = Vec::new();
+        while let Some(m) = read_message(s) {
+            let ready = m.0 == b'Z';
+            out.push(m);
+            if ready {
+                break;
+            }
+        }
+        out
+    }
+
+    /// The SQLSTATE and message of an ErrorResponse body.
+    pub fn error_fields(body: &[u8]) -> (String, String) {
+        let mut code = String::new();
+        let mut message = String::new();
+        for field in body.split(|b| *b == 0) {
+            if let Some((kind, text)) = field.split_first() {
+                let text = String::from_utf8_lossy(text).to_string();
+                match kind {
+                    b'C' => code = text,
+                    b'M' => message = text,
+                    _ => {}
+                }
+            }
+        }
+        (code, message)
+    }
 }
