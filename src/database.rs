@@ -1044,6 +1044,17 @@ impl Relations for Database {
         self.users.list()
     }
 
+    fn view_query(&self, name: &str) -> Option<String> {
+        let sql = match self.catalog.read().get(name)? {
+            Entry::View(v) => v.sql.clone(),
+            _ => return None,
+        };
+        match parser::parse_one(&sql).ok()?.statement {
+            Statement::CreateView(v) => Some(v.query.to_string()),
+            _ => None,
+        }
+    }
+
     fn relation(&self, name: &str) -> Option<Relation> {
         let catalog = self.catalog.read();
         match catalog.get(name)? {

@@ -30,6 +30,8 @@ pub enum Outcome {
     CopyIn(crate::dml::CopyIn),
     /// `SUBSCRIBE`: the view's rows, streamed until the client goes away.
     Subscribe(Subscription),
+    /// `DEALLOCATE`: the connection forgets prepared statements (None: all).
+    Deallocate(Option<String>),
 }
 
 /// What `SUBSCRIBE` streams: a view's committed log, from its beginning.
@@ -558,6 +560,7 @@ impl Session {
                 let tag = self.transaction_op(op).await?;
                 command(tag)
             }
+            Statement::Deallocate(name) => Ok(Outcome::Deallocate(name.clone())),
             Statement::CreateUser {
                 name,
                 if_not_exists,

@@ -73,10 +73,7 @@ async fn passwords_over_scram_for_every_client() {
         .expect("admin logs in");
     // A wrong password and an unknown user get the same answer.
     for (user, password) in [(ADMIN, "wrong"), ("nobody", SECRET)] {
-        let err = server
-            .client_as(user, password)
-            .await
-            .expect_err("refused");
+        let err = server.client_as(user, password).await.expect_err("refused");
         let db = err.as_db_error().expect("a server error");
         assert_eq!(db.code().code(), "28P01");
         assert_eq!(

@@ -93,6 +93,9 @@ pub enum Statement {
     },
     /// `DROP USER | ROLE [IF EXISTS] name [, ...]`.
     DropUser { names: Vec<String>, if_exists: bool },
+    /// `DEALLOCATE [PREPARE] name | ALL`: forgets prepared statements
+    /// (None: all of them).
+    Deallocate(Option<String>),
     /// Anything DataFusion runs: SELECT, VALUES, EXPLAIN SELECT, ...
     Query(Box<ast::Statement>),
 }
@@ -856,7 +859,13 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         if name.is_empty() {
             return Err(Error::syntax("expected a name after SHOW").into());
         }
-        return Ok(Statement::ShowVariable(name.concat()));
+        // Postgres's multi-word names of two settings.
+        let name = match name.join(" ").as_str() {
+            "transaction isolation level" => "transaction_isolation".to_string(),
+            "time zone" => "timezone".to_string(),
+            _ => name.concat(),
+        };
+        return Ok(Statement::ShowVariable(name));
     }
     if is_keyword(&first, Keyword::DESCRIBE) || is_keyword(&first, Keyword::DESC) {
         parser.next_token();
@@ -887,6 +896,14 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         }
         skip_to_statement_end(parser);
         return Ok(Statement::Transaction(TransactionOp::Rollback));
+    }
+    if is_keyword(&first, Keyword::DEALLOCATE) {
+        parser.next_token();
+        let _ = parser.parse_keyword(Keyword::PREPARE);
+        if parser.parse_keyword(Keyword::ALL) {
+            return Ok(Statement::Deallocate(None));
+        }
+        return Ok(Statement::Deallocate(Some(ident_name(parser)?)));
     }
     if is_keyword(&first, Keyword::SAVEPOINT) {
         parser.next_token();

@@ -47,6 +47,8 @@ pub trait Relations: Send + Sync + 'static {
     fn savepoints(&self) -> Vec<crate::state::checkpoint::SavepointRecord>;
     /// The users (roles) of the server.
     fn users(&self) -> Vec<crate::auth::User>;
+    /// The query of a materialized view, as SQL text.
+    fn view_query(&self, name: &str) -> Option<String>;
 }
 
 #[derive(Clone)]
@@ -149,6 +151,7 @@ fn rename(schema: SchemaRef, names: &postgres::Names) -> SchemaRef {
 impl QueryEngine {
     pub fn new(relations: Weak<dyn Relations>) -> Self {
         let ctx = crate::functions::session_context();
+        let relations_for_functions = relations.clone();
         let catalog = Arc::new(SluiceCatalog {
             public: Arc::new(PublicSchema {
                 relations: relations.clone(),
@@ -157,7 +160,7 @@ impl QueryEngine {
             pg_catalog: Arc::new(pg_catalog::PgCatalogSchema::new(relations)),
         });
         ctx.register_catalog(crate::functions::CATALOG, catalog);
-        pg_catalog::register_functions(&ctx);
+        pg_catalog::register_functions(&ctx, relations_for_functions);
         QueryEngine { ctx }
     }
 

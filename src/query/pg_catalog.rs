@@ -21,7 +21,8 @@ use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::{Result as DfResult, ScalarValue};
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
 };
 use datafusion::prelude::SessionContext;
 use sqlparser::ast::{
@@ -83,6 +84,51 @@ const TYPES: &[(i64, &str, i16)] = &[
     (1115, "_timestamp", -1),
     (1185, "_timestamptz", -1),
 ];
+
+/// A LIKE pattern whose escape character is `escape` (none: no escapes),
+/// written with backslash escapes.
+fn like_escape(pattern: &str, escape: Option<char>) -> String {
+    let mut out = String::with_capacity(pattern.len() + 4);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if Some(c) == escape {
+            if let Some(next) = chars.next() {
+                out.push('\\');
+                out.push(next);
+            }
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The oid of a type by its name (`int4`, `integer`, `pg_catalog.text`,
+/// `integer[]`); None for types Sluice does not have.
+fn type_oid(name: &str) -> Option<i64> {
+    let name = name.trim().to_ascii_lowercase();
+    let name = name.trim_start_matches("pg_catalog.").trim_matches('"');
+    if let Some(element) = name.strip_suffix("[]") {
+        let element = type_oid(element)?;
+        return TYPES
+            .iter()
+            .find(|t| element_of(t.0) == Some(element))
+            .map(|t| t.0);
+    }
+    TYPES
+        .iter()
+        .find(|t| t.1 == name || format_type(t.0, -1).as_deref() == Some(name))
+        .map(|t| t.0)
+        .or(match name {
+            "int" | "integer" => Some(23),
+            "character varying" => Some(1043),
+            "float" => Some(701),
+            "decimal" => Some(1700),
+            _ => None,
+        })
+}
 
 /// The element type of an array type.
 fn element_of(array_oid: i64) -> Option<i64> {
@@ -217,11 +263,13 @@ fn field(name: &str, t: DataType) -> Field {
 /// l = text[]).
 const EMPTY_CATALOGS: &[(&str, &str)] = &[
     ("pg_attrdef", "oid:o adrelid:o adnum:h adbin:s"),
-    ("pg_collation", "oid:o collname:s collnamespace:o collprovider:s"),
-    ("pg_index", "indexrelid:o indrelid:o indnatts:h indnkeyatts:h indisunique:b indisprimary:b indisexclusion:b indimmediate:b indisclustered:b indisvalid:b indisreplident:b indkey:s indpred:s"),
+    ("pg_collation", "oid:o collname:s collnamespace:o collowner:o collprovider:s collisdeterministic:b collencoding:i collcollate:s collctype:s colliculocale:s collversion:s"),
+    ("pg_index", "indexrelid:o indrelid:o indnatts:h indnkeyatts:h indisunique:b indnullsnotdistinct:b indisprimary:b indisexclusion:b indimmediate:b indisclustered:b indisvalid:b indcheckxmin:b indisready:b indislive:b indisreplident:b indkey:s indcollation:s indclass:s indoption:s indexprs:s indpred:s"),
+    ("pg_enum", "oid:o enumtypid:o enumsortorder:o enumlabel:s"),
+    ("pg_opclass", "oid:o opcmethod:o opcname:s opcnamespace:o opcowner:o opcfamily:o opcintype:o opcdefault:b opckeytype:o"),
     ("pg_inherits", "inhrelid:o inhparent:o inhseqno:i inhdetachpending:b"),
     ("pg_description", "objoid:o classoid:o objsubid:i description:s"),
-    ("pg_constraint", "oid:o conname:s connamespace:o contype:s condeferrable:b condeferred:b convalidated:b conrelid:o contypid:o conindid:o conparentid:o confrelid:o conislocal:b conkey:s confkey:s"),
+    ("pg_constraint", "oid:o conname:s connamespace:o contype:s condeferrable:b condeferred:b convalidated:b conrelid:o contypid:o conindid:o conparentid:o confrelid:o confupdtype:s confdeltype:s confmatchtype:s conislocal:b coninhcount:i connoinherit:b conkey:s confkey:s"),
     ("pg_trigger", "oid:o tgrelid:o tgparentid:o tgname:s tgfoid:o tgtype:h tgenabled:s tgisinternal:b tgconstraint:o"),
     ("pg_policy", "oid:o polname:s polrelid:o polcmd:s polpermissive:b polroles:s polqual:s polwithcheck:s"),
     ("pg_rewrite", "oid:o rulename:s ev_class:o ev_type:s ev_enabled:s is_instead:b"),
@@ -231,7 +279,7 @@ const EMPTY_CATALOGS: &[(&str, &str)] = &[
     ("pg_publication_namespace", "oid:o pnpubid:o pnnspid:o"),
     ("pg_partitioned_table", "partrelid:o partstrat:s partnatts:h partdefid:o"),
     ("pg_foreign_table", "ftrelid:o ftserver:o ftoptions:s"),
-    ("pg_sequence", "seqrelid:o seqtypid:o seqstart:o seqincrement:o"),
+    ("pg_sequence", "seqrelid:o seqtypid:o seqstart:o seqincrement:o seqmax:o seqmin:o seqcache:o seqcycle:b"),
     ("pg_proc", "oid:o proname:s pronamespace:o proowner:o prokind:s prorettype:o"),
     ("pg_tablespace", "oid:o spcname:s spcowner:o"),
     ("pg_auth_members", "oid:o roleid:o member:o grantor:o admin_option:b"),
@@ -271,6 +319,8 @@ pub const TABLES: &[&str] = &[
     "pg_auth_members",
     "pg_extension",
     "pg_default_acl",
+    "pg_enum",
+    "pg_opclass",
 ];
 
 fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<ArrayRef>)> {
@@ -440,6 +490,11 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                 field("typrelid", Int64),
                 field("typarray", Int64),
                 field("typowner", Int64),
+                field("typdelim", Utf8),
+                field("typnotnull", Boolean),
+                field("typtypmod", Int32),
+                field("typdefault", Utf8),
+                field("typinput", Utf8),
             ],
             vec![
                 i64s(TYPES.iter().map(|t| t.0).collect()),
@@ -466,6 +521,20 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                         .collect(),
                 ),
                 i64s(vec![10; TYPES.len()]),
+                texts(TYPES.len(), ","),
+                bools(TYPES.len(), false),
+                Arc::new(Int32Array::from(vec![-1; TYPES.len()])),
+                Arc::new(StringArray::from(vec![None::<&str>; TYPES.len()])),
+                s(TYPES
+                    .iter()
+                    .map(|t| {
+                        if t.1.starts_with('_') {
+                            "array_in".to_string()
+                        } else {
+                            format!("{}in", t.1)
+                        }
+                    })
+                    .collect()),
             ],
         ),
         "pg_am" => (
@@ -677,6 +746,177 @@ impl ScalarUDFImpl for PgFunction {
     }
 }
 
+/// The oids Postgres gives its own catalog tables (what `'pg_class'::regclass`
+/// is, as clients compare `classoid` with it).
+const CATALOG_OIDS: &[(&str, i64)] = &[
+    ("pg_type", 1247),
+    ("pg_attribute", 1249),
+    ("pg_proc", 1255),
+    ("pg_class", 1259),
+    ("pg_authid", 1260),
+    ("pg_database", 1262),
+    ("pg_am", 2601),
+    ("pg_attrdef", 2604),
+    ("pg_constraint", 2606),
+    ("pg_description", 2609),
+    ("pg_index", 2610),
+    ("pg_inherits", 2611),
+    ("pg_namespace", 2615),
+    ("pg_rewrite", 2618),
+    ("pg_trigger", 2620),
+];
+
+/// `regclass(x)` and `regtype(x)`, what `x::regclass` and `x::regtype`
+/// become: an oid (a number) gives its name, a name its oid, as Postgres's
+/// reg types print and compare.
+#[derive(Debug)]
+struct RegName {
+    name: &'static str,
+    relations: Weak<dyn Relations>,
+    signature: Signature,
+}
+
+impl PartialEq for RegName {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for RegName {}
+
+impl std::hash::Hash for RegName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl RegName {
+    /// The oid of a relation by its (possibly qualified) name.
+    fn relation(&self, name: &str) -> Option<i64> {
+        let name = name.trim_matches('"');
+        let bare = name.strip_prefix("pg_catalog.").unwrap_or(name);
+        if let Some((_, oid)) = CATALOG_OIDS.iter().find(|(n, _)| *n == bare) {
+            return Some(*oid);
+        }
+        let bare = name.strip_prefix("public.").unwrap_or(name);
+        let relations = self.relations.upgrade()?;
+        relations.relation(bare).map(|_| relation_oid(bare))
+    }
+
+    fn relation_name(&self, oid: i64) -> Option<String> {
+        if let Some((name, _)) = CATALOG_OIDS.iter().find(|(_, o)| *o == oid) {
+            return Some(name.to_string());
+        }
+        let relations = self.relations.upgrade()?;
+        relations
+            .relation_names()
+            .into_iter()
+            .find(|n| relation_oid(n) == oid)
+    }
+}
+
+impl ScalarUDFImpl for RegName {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(match arg_types.first() {
+            Some(t) if t.is_integer() => DataType::Utf8,
+            _ => DataType::Int64,
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let by_oid = args.args[0].data_type().is_integer();
+        let returns = if by_oid {
+            DataType::Utf8
+        } else {
+            DataType::Int64
+        };
+        map_first(&args.args, args.number_rows, returns, |v| {
+            if by_oid {
+                let oid = as_i64(v);
+                ScalarValue::Utf8(oid.and_then(|oid| match self.name {
+                    "regclass" => self.relation_name(oid),
+                    _ => format_type(oid, -1),
+                }))
+            } else {
+                let name = match v {
+                    ScalarValue::Utf8(Some(n)) => Some(n.as_str()),
+                    _ => None,
+                };
+                ScalarValue::Int64(name.and_then(|n| match self.name {
+                    "regclass" => self.relation(n),
+                    _ => type_oid(n),
+                }))
+            }
+        })
+    }
+}
+
+/// `pg_get_viewdef(oid [, pretty])`: the query of a materialized view.
+#[derive(Debug)]
+struct ViewDefinition {
+    relations: Weak<dyn Relations>,
+    signature: Signature,
+}
+
+impl PartialEq for ViewDefinition {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ViewDefinition {}
+
+impl std::hash::Hash for ViewDefinition {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "pg_get_viewdef".hash(state);
+    }
+}
+
+impl ScalarUDFImpl for ViewDefinition {
+    fn name(&self) -> &str {
+        "pg_get_viewdef"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let Some(relations) = self.relations.upgrade() else {
+            return Ok(text(None));
+        };
+        let definitions: Vec<(i64, String)> = relations
+            .relation_names()
+            .into_iter()
+            .filter_map(|name| {
+                let query = relations.view_query(&name)?;
+                Some((relation_oid(&name), format!(" {query};")))
+            })
+            .collect();
+        map_first(&args.args, args.number_rows, DataType::Utf8, |v| {
+            let oid = as_i64(v);
+            ScalarValue::Utf8(
+                definitions
+                    .iter()
+                    .find(|(o, _)| Some(*o) == oid)
+                    .map(|(_, q)| q.clone()),
+            )
+        })
+    }
+}
+
 /// Applies `f` to the first argument, value by value; the results are of
 /// type `returns`.
 fn map_first(
@@ -711,8 +951,25 @@ fn text(v: Option<&str>) -> ColumnarValue {
 }
 
 /// Registers the functions psql calls.
-pub fn register_functions(ctx: &SessionContext) {
-    let any = || Signature::variadic_any(Volatility::Stable);
+pub fn register_functions(ctx: &SessionContext, relations: Weak<dyn Relations>) {
+    for name in ["regclass", "regtype"] {
+        ctx.register_udf(ScalarUDF::from(RegName {
+            name,
+            relations: relations.clone(),
+            signature: Signature::any(1, Volatility::Stable),
+        }));
+    }
+    ctx.register_udf(ScalarUDF::from(ViewDefinition {
+        relations,
+        signature: Signature::variadic_any(Volatility::Stable),
+    }));
+    // Any arguments, or none (`version()`).
+    let any = || {
+        Signature::one_of(
+            vec![TypeSignature::Nullary, TypeSignature::VariadicAny],
+            Volatility::Stable,
+        )
+    };
     let functions = vec![
         PgFunction {
             name: "pg_get_userbyid",
@@ -798,12 +1055,6 @@ pub fn register_functions(ctx: &SessionContext) {
             body: |_, _| Ok(text(None)),
         },
         PgFunction {
-            name: "pg_get_viewdef",
-            signature: any(),
-            returns: DataType::Utf8,
-            body: |_, _| Ok(text(None)),
-        },
-        PgFunction {
             name: "pg_encoding_to_char",
             signature: any(),
             returns: DataType::Utf8,
@@ -863,6 +1114,34 @@ pub fn register_functions(ctx: &SessionContext) {
             signature: any(),
             returns: DataType::Boolean,
             body: |_, _| Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true)))),
+        },
+        PgFunction {
+            name: "like_escape",
+            signature: any(),
+            returns: DataType::Utf8,
+            body: |args, rows| {
+                let escape = match args.get(1) {
+                    Some(ColumnarValue::Scalar(ScalarValue::Utf8(Some(e)))) => e.chars().next(),
+                    _ => None,
+                };
+                map_first(args, rows, DataType::Utf8, |v| match v {
+                    ScalarValue::Utf8(Some(p)) => ScalarValue::Utf8(Some(like_escape(p, escape))),
+                    _ => ScalarValue::Utf8(None),
+                })
+            },
+        },
+        PgFunction {
+            name: "to_regtype",
+            signature: any(),
+            returns: DataType::Int64,
+            body: |args, rows| {
+                map_first(args, rows, DataType::Int64, |v| {
+                    ScalarValue::Int64(match v {
+                        ScalarValue::Utf8(Some(name)) => type_oid(name),
+                        _ => None,
+                    })
+                })
+            },
         },
         PgFunction {
             name: "version",
@@ -1044,15 +1323,20 @@ impl VisitorMut for Rewriter {
                     None
                 }
             }
+            Expr::Cast {
+                data_type,
+                expr: inner,
+                ..
+            } if matches!(type_name_of(data_type).as_str(), "regclass" | "regtype") => {
+                // An oid shown as a name, or a name as its oid.
+                let function = type_name_of(data_type);
+                Some(call(&function, vec![(**inner).clone()]))
+            }
             Expr::Cast { data_type, .. } => {
-                let name = data_type.to_string().to_lowercase();
-                let name = name
-                    .trim_start_matches("pg_catalog.")
-                    .trim_matches('"')
-                    .to_string();
+                let name = type_name_of(data_type);
                 let mapped = match name.as_str() {
-                    "regclass" | "regtype" | "regproc" | "regprocedure" | "regnamespace"
-                    | "regrole" | "text" | "name" | "char" => Some(ast::DataType::Text),
+                    "regproc" | "regprocedure" | "regnamespace" | "regrole" | "text" | "name"
+                    | "char" => Some(ast::DataType::Text),
                     "oid" => Some(ast::DataType::BigInt(None)),
                     _ => None,
                 };
@@ -1076,6 +1360,37 @@ impl VisitorMut for Rewriter {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// A cast's type name, lower case, without `pg_catalog.` or quotes.
+fn type_name_of(data_type: &ast::DataType) -> String {
+    data_type
+        .to_string()
+        .to_lowercase()
+        .trim_start_matches("pg_catalog.")
+        .trim_matches('"')
+        .to_string()
+}
+
+/// `name(args)`.
+fn call(name: &str, args: Vec<Expr>) -> Expr {
+    Expr::Function(ast::Function {
+        name: ObjectName::from(vec![ast::Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(ast::FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args
+                .into_iter()
+                .map(|a| ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a)))
+                .collect(),
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
 }
 
 /// Whether a FROM item is a catalog table that is always empty in Sluice.
@@ -1161,6 +1476,13 @@ mod tests {
         assert!(out.contains(" pg_table_is_visible(c.oid)"), "{out}");
         assert!(!out.contains("COLLATE"), "{out}");
         assert!(out.contains("::TEXT"), "{out}");
+    }
+
+    #[test]
+    fn like_escapes_become_backslashes() {
+        assert_eq!(like_escape("pg/_%", Some('/')), "pg\\_%");
+        assert_eq!(like_escape("a\\b//c", Some('/')), "a\\\\b\\/c");
+        assert_eq!(like_escape("a\\b", None), "a\\\\b");
     }
 
     #[test]

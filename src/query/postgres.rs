@@ -19,6 +19,9 @@
 //!   DataFusion infers from where they stand, or text.
 //! - **The session's values.** `current_user`, `session_user` and `user`
 //!   are the session's user, as a literal.
+//! - **`LIKE ... ESCAPE 'c'`.** DataFusion escapes with backslashes only:
+//!   another escape character is turned into backslashes by Postgres's own
+//!   `like_escape(pattern, 'c')`, whatever the pattern is.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -42,6 +45,7 @@ pub fn rewrite(
 ) -> Names {
     let _ = statement.visit(&mut Aliases);
     let _ = statement.visit(&mut SessionValues { scope });
+    let _ = statement.visit(&mut LikeEscapes);
     if declared.iter().any(Option::is_some) {
         let _ = statement.visit(&mut TypedParameters { declared });
     }
@@ -288,6 +292,56 @@ impl VisitorMut for SessionValues<'_> {
         {
             *expr = Expr::Value(Value::SingleQuotedString(self.scope.user.clone()).into());
         }
+        ControlFlow::Continue(())
+    }
+}
+
+/// `x LIKE p ESCAPE 'c'` becomes `x LIKE like_escape(p, 'c')` (backslash
+/// escapes), for every escape character but the backslash.
+struct LikeEscapes;
+
+impl VisitorMut for LikeEscapes {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let (Expr::Like {
+            pattern,
+            escape_char,
+            ..
+        }
+        | Expr::ILike {
+            pattern,
+            escape_char,
+            ..
+        }) = expr
+        else {
+            return ControlFlow::Continue(());
+        };
+        let escape = match escape_char.as_ref().map(|v| &v.value) {
+            Some(Value::SingleQuotedString(c)) if c != "\\" => c.clone(),
+            _ => return ControlFlow::Continue(()),
+        };
+        let inner = std::mem::replace(pattern.as_mut(), Expr::Value(Value::Null.into()));
+        **pattern = Expr::Function(ast::Function {
+            name: ast::ObjectName::from(vec![Ident::new("like_escape")]),
+            uses_odbc_syntax: false,
+            parameters: ast::FunctionArguments::None,
+            args: ast::FunctionArguments::List(ast::FunctionArgumentList {
+                duplicate_treatment: None,
+                args: vec![
+                    ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(inner)),
+                    ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(Expr::Value(
+                        Value::SingleQuotedString(escape).into(),
+                    ))),
+                ],
+                clauses: vec![],
+            }),
+            filter: None,
+            null_treatment: None,
+            over: None,
+            within_group: vec![],
+        });
+        *escape_char = None;
         ControlFlow::Continue(())
     }
 }

@@ -24,12 +24,13 @@ use pgwire::api::query::{
 };
 use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
+use pgwire::api::stmt::StoredStatement;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::api::{ConnectionHandle, ConnectionManager, PgWireConnectionState};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
-use pgwire::messages::extendedquery::Sync as SyncMessage;
+use pgwire::messages::extendedquery::{Parse, ParseComplete, Sync as SyncMessage};
 use pgwire::messages::response::{EmptyQueryResponse, TransactionStatus};
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -64,6 +65,12 @@ pub struct Connection {
     trusted: bool,
     /// A `COPY ... FROM STDIN` receiving its data, and the data so far.
     copying: parking_lot::Mutex<Option<(CopyIn, Vec<u8>)>>,
+    /// The names of the statements the client prepared (for `DEALLOCATE
+    /// ALL`).
+    prepared: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// Statements `DEALLOCATE` forgot, to drop from the store once the
+    /// statement is done.
+    forgotten: parking_lot::Mutex<Vec<String>>,
 }
 
 impl Connection {
@@ -77,6 +84,42 @@ impl Connection {
             session,
             trusted,
             copying: parking_lot::Mutex::new(None),
+            prepared: parking_lot::Mutex::new(std::collections::HashSet::new()),
+            forgotten: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// `DEALLOCATE`: the statements to forget (`forget` then drops them
+    /// from the connection's store).
+    fn deallocate(&self, name: Option<String>) -> PgWireResult<Response> {
+        let mut prepared = self.prepared.lock();
+        let tag = match name {
+            Some(name) => {
+                if !prepared.remove(&name) {
+                    return Err(user_error(Error::user(
+                        "26000",
+                        format!("prepared statement \"{name}\" does not exist"),
+                    )));
+                }
+                self.forgotten.lock().push(name);
+                "DEALLOCATE"
+            }
+            None => {
+                self.forgotten.lock().extend(prepared.drain());
+                "DEALLOCATE ALL"
+            }
+        };
+        Ok(Response::Execution(Tag::new(tag)))
+    }
+
+    /// Drops the statements `DEALLOCATE` forgot from the connection's store.
+    fn forget<C>(&self, client: &C)
+    where
+        C: ClientPortalStore,
+        C::PortalStore: PortalStore,
+    {
+        for name in self.forgotten.lock().drain(..) {
+            client.portal_store().rm_statement(&name);
         }
     }
 
@@ -360,9 +403,9 @@ fn outcome_response(outcome: Outcome, format: &Format) -> PgWireResult<Response>
                 "COPY reached the plain response path",
             )))
         }
-        Outcome::Subscribe(_) => {
+        Outcome::Subscribe(_) | Outcome::Deallocate(_) => {
             return Err(user_error(Error::internal(
-                "SUBSCRIBE reached the plain response path",
+                "a statement of the connection reached the plain response path",
             )))
         }
         Outcome::Command { tag, rows } => {
@@ -474,6 +517,7 @@ impl SimpleQueryHandler for Connection {
                 }
             }
         }
+        self.forget(client);
         if !matches!(client.state(), PgWireConnectionState::CopyInProgress(_)) {
             client.set_state(PgWireConnectionState::ReadyForQuery);
             let status = transaction_status(&*self.session.lock().await);
@@ -514,6 +558,14 @@ impl SimpleQueryHandler for Connection {
                     super::subscribe::stream(client, sub).await?;
                     return Ok(Vec::new());
                 }
+                Ok(Outcome::Deallocate(name)) => match self.deallocate(name) {
+                    Ok(r) => responses.push(r),
+                    Err(e) => {
+                        session.failed();
+                        responses.push(Response::Error(Box::new(e.into())));
+                        break;
+                    }
+                },
                 Ok(outcome) => {
                     let copy = matches!(outcome, Outcome::CopyIn(_));
                     responses.push(self.outcome_response(outcome, &Format::UnifiedText)?);
@@ -665,6 +717,28 @@ impl ExtendedQueryHandler for Connection {
         self.parser.clone()
     }
 
+    /// As pgwire's, and the statement's name is kept (for `DEALLOCATE ALL`).
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.clone().unwrap_or_default();
+        match StoredStatement::parse(client, &message, self.query_parser()).await? {
+            Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        if !name.is_empty() {
+            self.prepared.lock().insert(name);
+        }
+        client
+            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
     /// ReadyForQuery reports the session's transaction status.
     async fn on_sync<C>(&self, client: &mut C, _message: SyncMessage) -> PgWireResult<()>
     where
@@ -674,6 +748,7 @@ impl ExtendedQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         client.portal_store().rm_portal("");
+        self.forget(client);
         let status = transaction_status(&*self.session.lock().await);
         client.set_transaction_status(status);
         send_ready_for_query(client, status).await?;
@@ -740,6 +815,10 @@ impl ExtendedQueryHandler for Connection {
                 super::subscribe::stream(client, sub).await?;
                 Err(user_error(Error::internal("a subscription ended")))
             }
+            Ok(Outcome::Deallocate(name)) => self.deallocate(name).or_else(|e| {
+                session.failed();
+                Ok(Response::Error(Box::new(e.into())))
+            }),
             Ok(outcome) => self.outcome_response(outcome, &portal.result_column_format),
             Err(e) => Ok(Response::Error(Box::new(error_info(&e)))),
         }
