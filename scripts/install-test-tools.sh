@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the tests need besides Rust and apt packages: the tansu
-# Kafka-protocol broker and a Python venv with psycopg 3, both under
+# Kafka-protocol broker and a Python venv with the clients the tests drive
+# (psycopg 3, psycopg2, SQLAlchemy 2, pandas), both under
 # ~/.cache/sluice-tools.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 "$here/install-broker.sh"
 dest="${SLUICE_TOOLS:-$HOME/.cache/sluice-tools}"
-if ! "$dest/venv/bin/python" -c "import psycopg" 2>/dev/null; then
-  python3 -m venv "$dest/venv"
-  "$dest/venv/bin/pip" install --quiet "psycopg[binary]==3.2.9"
+packages="psycopg[binary]==3.2.9 psycopg2-binary==2.9.13 SQLAlchemy==2.0.59 pandas==2.2.3"
+if ! "$dest/venv/bin/python" -c "import psycopg, psycopg2, sqlalchemy, pandas" 2>/dev/null; then
+  [ -x "$dest/venv/bin/python" ] || python3 -m venv "$dest/venv"
+  "$dest/venv/bin/pip" install --quiet $packages
 fi
-"$dest/venv/bin/python" -c "import psycopg; print('psycopg', psycopg.__version__)"
+"$dest/venv/bin/python" -c "import psycopg, psycopg2, sqlalchemy, pandas; print('psycopg', psycopg.__version__, 'psycopg2', psycopg2.__version__.split()[0], 'sqlalchemy', sqlalchemy.__version__, 'pandas', pandas.__version__)"

@@ -105,3 +105,84 @@ async fn psycopg_parameters_and_transactions() {
     });
     assert_eq!(got, want);
 }
+
+/// SQLAlchemy 2 and pandas with both Postgres drivers: connect, reflect
+/// (inspect, autoload), read views into DataFrames, write a DataFrame into
+/// a table. The expected values are what Postgres 15 answers to the same
+/// script (the view's NOT NULL columns aside: Postgres's materialized
+/// views have none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlalchemy_and_pandas() {
+    let server = TestServer::start();
+    let client = server.client().await;
+    let path = common::data_dir().join("calls_small.json");
+    execute(
+        &client,
+        &format!(
+            "CREATE TABLE calls (event_time BIGINT, cell_id STRING, status STRING, duration_ms INT,
+               ts AS TO_TIMESTAMP_LTZ(event_time, 3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
+             WITH ('connector' = 'filesystem', 'path' = '{}')",
+            path.display()
+        ),
+    )
+    .await;
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW kpi AS SELECT window_start, cell_id, COUNT(*) AS calls, AVG(duration_ms) AS avg_ms
+         FROM TABLE(TUMBLE(TABLE calls, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+         GROUP BY window_start, window_end, cell_id",
+    )
+    .await;
+    execute(
+        &client,
+        "CREATE TABLE cells (cell_id STRING PRIMARY KEY, region STRING)",
+    )
+    .await;
+    wait_finished(&client, "kpi").await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/sqlalchemy_check.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(server.port().to_string())
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "sqlalchemy failed:\n{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
+    let expected = |tables: &[&str], written: i64| {
+        serde_json::json!({
+            "version": true,
+            "one": 1,
+            "schemas": ["public", "sluice"],
+            "tables": tables,
+            "views": [],
+            "materialized_views": ["kpi"],
+            "columns": [
+                ["window_start", "TIMESTAMP", false],
+                ["cell_id", "TEXT", true],
+                ["calls", "BIGINT", false],
+                ["avg_ms", "DOUBLE PRECISION", true],
+            ],
+            "cells_pk": ["cell_id"],
+            "cells_indexes": [],
+            "view_definition": true,
+            "autoload": ["window_start", "cell_id", "calls", "avg_ms"],
+            "select": [["a", 2], ["a", 2], ["b", 1]],
+            "read_sql": [["cell_id", "calls"], 6, "int64"],
+            "read_sql_table": ["avg_ms", "calls", "cell_id", "window_start"],
+            "to_sql": [written, {"cell_id": ["a", "b", "c"], "score": [1.5, 2.5, 3.5]}],
+        })
+    };
+    // psycopg's executemany through SQLAlchemy reports -1 rows, as it
+    // does against Postgres.
+    assert_eq!(got["psycopg"], expected(&["calls", "cells"], -1));
+    assert_eq!(
+        got["psycopg2"],
+        expected(&["calls", "cells", "scores_psycopg"], 3)
+    );
+}

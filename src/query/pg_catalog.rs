@@ -35,6 +35,11 @@ use crate::query::{Relation, Relations};
 const PG_CATALOG_OID: i64 = 11;
 const PUBLIC_OID: i64 = 2200;
 const SLUICE_OID: i64 = 16_383;
+/// The one tablespace.
+const DEFAULT_TABLESPACE_OID: i64 = 1663;
+/// The access methods: tables, and the btree indexes of primary keys.
+const HEAP_OID: i64 = 2;
+const BTREE_OID: i64 = 403;
 /// User relations get oids in [FIRST_USER_OID, SYSTEM_TABLE_OID); the
 /// system tables above (so `pg_table_is_visible` can tell them apart).
 const FIRST_USER_OID: i64 = 16_384;
@@ -84,6 +89,34 @@ const TYPES: &[(i64, &str, i16)] = &[
     (1115, "_timestamp", -1),
     (1185, "_timestamptz", -1),
 ];
+
+/// Postgres's `pg_size_pretty`: bytes below 10 kB, then kB, MB, GB, TB
+/// and PB below 20 of the next unit, halves rounded away from zero.
+fn size_pretty(size: i64) -> String {
+    // (name, limit, rounds, bits)
+    const UNITS: &[(&str, i64, bool, u32)] = &[
+        ("bytes", 10 * 1024, false, 0),
+        ("kB", 20 * 1024 - 1, true, 10),
+        ("MB", 20 * 1024 - 1, true, 20),
+        ("GB", 20 * 1024 - 1, true, 30),
+        ("TB", 20 * 1024 - 1, true, 40),
+        ("PB", 20 * 1024 - 1, true, 50),
+    ];
+    let mut size = size;
+    for (i, (name, limit, round, bits)) in UNITS.iter().enumerate() {
+        let last = i + 1 == UNITS.len();
+        if last || size.abs() < *limit {
+            if *round {
+                size = (size + if size < 0 { -1 } else { 1 }) / 2;
+            }
+            return format!("{size} {name}");
+        }
+        let (_, _, next_round, next_bits) = UNITS[i + 1];
+        let shift = next_bits - bits - next_round as u32 + *round as u32;
+        size /= 1i64 << shift;
+    }
+    unreachable!("the last unit always answers")
+}
 
 /// A LIKE pattern whose escape character is `escape` (none: no escapes),
 /// written with backslash escapes.
@@ -205,6 +238,71 @@ struct RelationRow {
     schema: SchemaRef,
 }
 
+/// An ordinary table's primary key, as Postgres shows it: a constraint
+/// `<table>_pkey` and the unique index that backs it.
+struct PrimaryKey {
+    table: String,
+    table_oid: i64,
+    /// The constraint's and the index's name.
+    name: String,
+    constraint_oid: i64,
+    index_oid: i64,
+    /// The key columns: their numbers (from 1) and names.
+    columns: Vec<(i16, String)>,
+}
+
+fn primary_keys(relations: &dyn Relations) -> Vec<PrimaryKey> {
+    let mut names = relations.relation_names();
+    names.sort();
+    names
+        .into_iter()
+        .filter_map(|table| {
+            let Some(Relation::Table(t)) = relations.relation(&table) else {
+                return None;
+            };
+            let columns: Vec<(i16, String)> = t
+                .key()
+                .iter()
+                .map(|i| (*i as i16 + 1, t.schema().field(*i).name().clone()))
+                .collect();
+            let name = format!("{table}_pkey");
+            Some(PrimaryKey {
+                table_oid: relation_oid(&table),
+                constraint_oid: relation_oid(&format!("constraint:{name}")),
+                index_oid: relation_oid(&format!("index:{name}")),
+                table,
+                name,
+                columns,
+            })
+        })
+        .filter(|k| !k.columns.is_empty())
+        .collect()
+}
+
+impl PrimaryKey {
+    fn column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|(_, c)| quote_name(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A name as SQL writes it: quoted unless it is lower case letters,
+/// digits and underscores.
+fn quote_name(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
 fn relation_rows(relations: &dyn Relations) -> Vec<RelationRow> {
     let mut out = Vec::new();
     let mut names = relations.relation_names();
@@ -222,6 +320,24 @@ fn relation_rows(relations: &dyn Relations) -> Vec<RelationRow> {
             namespace: PUBLIC_OID,
             kind,
             schema,
+        });
+    }
+    // The indexes of primary keys, with their key columns.
+    for key in primary_keys(relations) {
+        let Some(Relation::Table(t)) = relations.relation(&key.table) else {
+            continue;
+        };
+        let fields: Vec<Field> = t
+            .key()
+            .iter()
+            .map(|i| t.schema().field(*i).clone())
+            .collect();
+        out.push(RelationRow {
+            oid: key.index_oid,
+            name: key.name,
+            namespace: PUBLIC_OID,
+            kind: "i",
+            schema: Arc::new(Schema::new(fields)),
         });
     }
     for (i, table) in crate::query::system::TABLES.iter().enumerate() {
@@ -264,12 +380,10 @@ fn field(name: &str, t: DataType) -> Field {
 const EMPTY_CATALOGS: &[(&str, &str)] = &[
     ("pg_attrdef", "oid:o adrelid:o adnum:h adbin:s"),
     ("pg_collation", "oid:o collname:s collnamespace:o collowner:o collprovider:s collisdeterministic:b collencoding:i collcollate:s collctype:s colliculocale:s collversion:s"),
-    ("pg_index", "indexrelid:o indrelid:o indnatts:h indnkeyatts:h indisunique:b indnullsnotdistinct:b indisprimary:b indisexclusion:b indimmediate:b indisclustered:b indisvalid:b indcheckxmin:b indisready:b indislive:b indisreplident:b indkey:s indcollation:s indclass:s indoption:s indexprs:s indpred:s"),
     ("pg_enum", "oid:o enumtypid:o enumsortorder:o enumlabel:s"),
     ("pg_opclass", "oid:o opcmethod:o opcname:s opcnamespace:o opcowner:o opcfamily:o opcintype:o opcdefault:b opckeytype:o"),
     ("pg_inherits", "inhrelid:o inhparent:o inhseqno:i inhdetachpending:b"),
     ("pg_description", "objoid:o classoid:o objsubid:i description:s"),
-    ("pg_constraint", "oid:o conname:s connamespace:o contype:s condeferrable:b condeferred:b convalidated:b conrelid:o contypid:o conindid:o conparentid:o confrelid:o confupdtype:s confdeltype:s confmatchtype:s conislocal:b coninhcount:i connoinherit:b conkey:s confkey:s"),
     ("pg_trigger", "oid:o tgrelid:o tgparentid:o tgname:s tgfoid:o tgtype:h tgenabled:s tgisinternal:b tgconstraint:o"),
     ("pg_policy", "oid:o polname:s polrelid:o polcmd:s polpermissive:b polroles:s polqual:s polwithcheck:s"),
     ("pg_rewrite", "oid:o rulename:s ev_class:o ev_type:s ev_enabled:s is_instead:b"),
@@ -281,7 +395,6 @@ const EMPTY_CATALOGS: &[(&str, &str)] = &[
     ("pg_foreign_table", "ftrelid:o ftserver:o ftoptions:s"),
     ("pg_sequence", "seqrelid:o seqtypid:o seqstart:o seqincrement:o seqmax:o seqmin:o seqcache:o seqcycle:b"),
     ("pg_proc", "oid:o proname:s pronamespace:o proowner:o prokind:s prorettype:o"),
-    ("pg_tablespace", "oid:o spcname:s spcowner:o"),
     ("pg_auth_members", "oid:o roleid:o member:o grantor:o admin_option:b"),
     ("pg_extension", "oid:o extname:s extowner:o extnamespace:o extversion:s"),
     ("pg_default_acl", "oid:o defaclrole:o defaclnamespace:o defaclobjtype:s defaclacl:l"),
@@ -348,6 +461,10 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
         "pg_class" => {
             let rows = relation_rows(relations);
             let n = rows.len();
+            let indexed: Vec<i64> = primary_keys(relations)
+                .iter()
+                .map(|k| k.table_oid)
+                .collect();
             (
                 vec![
                     field("oid", Int64),
@@ -383,7 +500,15 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                     i64s(rows.iter().map(|r| r.namespace).collect()),
                     i64s(vec![0; n]),
                     i64s(vec![10; n]),
-                    i64s(vec![0; n]),
+                    i64s(
+                        rows.iter()
+                            .map(|r| match r.kind {
+                                "i" => BTREE_OID,
+                                "r" | "m" => HEAP_OID,
+                                _ => 0,
+                            })
+                            .collect(),
+                    ),
                     s(rows.iter().map(|r| r.kind.to_string()).collect()),
                     Arc::new(Int16Array::from(
                         rows.iter()
@@ -391,7 +516,11 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                             .collect::<Vec<_>>(),
                     )),
                     Arc::new(Int16Array::from(vec![0; n])),
-                    bools(n, false),
+                    Arc::new(BooleanArray::from(
+                        rows.iter()
+                            .map(|r| indexed.contains(&r.oid))
+                            .collect::<Vec<_>>(),
+                    )),
                     bools(n, false),
                     bools(n, false),
                     bools(n, false),
@@ -424,15 +553,22 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
             let mut typmod = Vec::new();
             let mut num = Vec::new();
             let mut notnull = Vec::new();
+            // A primary key's columns are NOT NULL.
+            let keys = primary_keys(relations);
             for r in relation_rows(relations) {
+                let key = keys.iter().find(|k| k.table_oid == r.oid);
                 for (i, f) in r.schema.fields().iter().enumerate() {
                     let (oid, m) = type_of(f.data_type());
+                    let attnum = i as i16 + 1;
                     rel.push(r.oid);
                     name.push(f.name().clone());
                     typ.push(oid);
                     typmod.push(m);
-                    num.push(i as i16 + 1);
-                    notnull.push(!f.is_nullable());
+                    num.push(attnum);
+                    notnull.push(
+                        !f.is_nullable()
+                            || key.is_some_and(|k| k.columns.iter().any(|(a, _)| *a == attnum)),
+                    );
                 }
             }
             let n = rel.len();
@@ -543,8 +679,153 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                 field("amname", Utf8),
                 field("amtype", Utf8),
             ],
-            vec![i64s(vec![2]), s(vec!["heap".into()]), s(vec!["t".into()])],
+            vec![
+                i64s(vec![HEAP_OID, BTREE_OID]),
+                s(vec!["heap".into(), "btree".into()]),
+                s(vec!["t".into(), "i".into()]),
+            ],
         ),
+        "pg_index" => {
+            let keys = primary_keys(relations);
+            let n = keys.len();
+            let int2s = |values: Vec<Vec<i16>>| -> ArrayRef {
+                Arc::new(arrow::array::ListArray::from_iter_primitive::<
+                    arrow::datatypes::Int16Type,
+                    _,
+                    _,
+                >(
+                    values
+                        .into_iter()
+                        .map(|v| Some(v.into_iter().map(Some).collect::<Vec<_>>())),
+                ))
+            };
+            let oids = |values: Vec<Vec<i64>>| -> ArrayRef {
+                Arc::new(arrow::array::ListArray::from_iter_primitive::<
+                    arrow::datatypes::Int64Type,
+                    _,
+                    _,
+                >(
+                    values
+                        .into_iter()
+                        .map(|v| Some(v.into_iter().map(Some).collect::<Vec<_>>())),
+                ))
+            };
+            let attnums: Vec<Vec<i16>> = keys
+                .iter()
+                .map(|k| k.columns.iter().map(|(a, _)| *a).collect())
+                .collect();
+            let widths: Vec<i16> = keys.iter().map(|k| k.columns.len() as i16).collect();
+            (
+                vec![
+                    field("indexrelid", Int64),
+                    field("indrelid", Int64),
+                    field("indnatts", Int16),
+                    field("indnkeyatts", Int16),
+                    field("indisunique", Boolean),
+                    field("indnullsnotdistinct", Boolean),
+                    field("indisprimary", Boolean),
+                    field("indisexclusion", Boolean),
+                    field("indimmediate", Boolean),
+                    field("indisclustered", Boolean),
+                    field("indisvalid", Boolean),
+                    field("indcheckxmin", Boolean),
+                    field("indisready", Boolean),
+                    field("indislive", Boolean),
+                    field("indisreplident", Boolean),
+                    field("indkey", List(Arc::new(Field::new("item", Int16, true)))),
+                    field(
+                        "indcollation",
+                        List(Arc::new(Field::new("item", Int64, true))),
+                    ),
+                    field("indclass", List(Arc::new(Field::new("item", Int64, true)))),
+                    field("indoption", List(Arc::new(Field::new("item", Int16, true)))),
+                    field("indexprs", Utf8),
+                    field("indpred", Utf8),
+                ],
+                vec![
+                    i64s(keys.iter().map(|k| k.index_oid).collect()),
+                    i64s(keys.iter().map(|k| k.table_oid).collect()),
+                    Arc::new(Int16Array::from(widths.clone())),
+                    Arc::new(Int16Array::from(widths)),
+                    bools(n, true),
+                    bools(n, false),
+                    bools(n, true),
+                    bools(n, false),
+                    bools(n, true),
+                    bools(n, false),
+                    bools(n, true),
+                    bools(n, false),
+                    bools(n, true),
+                    bools(n, true),
+                    bools(n, false),
+                    int2s(attnums.clone()),
+                    oids(attnums.iter().map(|a| vec![0; a.len()]).collect()),
+                    oids(attnums.iter().map(|a| vec![0; a.len()]).collect()),
+                    int2s(attnums.iter().map(|a| vec![0; a.len()]).collect()),
+                    Arc::new(StringArray::from(vec![None::<&str>; n])),
+                    Arc::new(StringArray::from(vec![None::<&str>; n])),
+                ],
+            )
+        }
+        "pg_constraint" => {
+            let keys = primary_keys(relations);
+            let n = keys.len();
+            let conkey: ArrayRef = Arc::new(arrow::array::ListArray::from_iter_primitive::<
+                arrow::datatypes::Int16Type,
+                _,
+                _,
+            >(
+                keys.iter()
+                    .map(|k| Some(k.columns.iter().map(|(a, _)| Some(*a)).collect::<Vec<_>>())),
+            ));
+            let int2_list = List(Arc::new(Field::new("item", Int16, true)));
+            (
+                vec![
+                    field("oid", Int64),
+                    field("conname", Utf8),
+                    field("connamespace", Int64),
+                    field("contype", Utf8),
+                    field("condeferrable", Boolean),
+                    field("condeferred", Boolean),
+                    field("convalidated", Boolean),
+                    field("conrelid", Int64),
+                    field("contypid", Int64),
+                    field("conindid", Int64),
+                    field("conparentid", Int64),
+                    field("confrelid", Int64),
+                    field("confupdtype", Utf8),
+                    field("confdeltype", Utf8),
+                    field("confmatchtype", Utf8),
+                    field("conislocal", Boolean),
+                    field("coninhcount", Int32),
+                    field("connoinherit", Boolean),
+                    field("conkey", int2_list.clone()),
+                    field("confkey", int2_list.clone()),
+                ],
+                vec![
+                    i64s(keys.iter().map(|k| k.constraint_oid).collect()),
+                    s(keys.iter().map(|k| k.name.clone()).collect()),
+                    i64s(vec![PUBLIC_OID; n]),
+                    texts(n, "p"),
+                    bools(n, false),
+                    bools(n, false),
+                    bools(n, true),
+                    i64s(keys.iter().map(|k| k.table_oid).collect()),
+                    i64s(vec![0; n]),
+                    i64s(keys.iter().map(|k| k.index_oid).collect()),
+                    i64s(vec![0; n]),
+                    i64s(vec![0; n]),
+                    texts(n, " "),
+                    texts(n, " "),
+                    texts(n, " "),
+                    bools(n, true),
+                    Arc::new(Int32Array::from(vec![0; n])),
+                    bools(n, true),
+                    conkey,
+                    arrow::array::new_null_array(&int2_list, n),
+                ],
+            )
+        }
         "pg_database" => (
             vec![
                 field("oid", Int64),
@@ -557,6 +838,9 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                 field("daticulocale", Utf8),
                 field("datallowconn", Boolean),
                 field("datacl", List(Arc::new(Field::new("item", Utf8, true)))),
+                field("dattablespace", Int64),
+                field("datistemplate", Boolean),
+                field("datconnlimit", Int32),
             ],
             vec![
                 i64s(vec![16_381]),
@@ -569,6 +853,21 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                 Arc::new(StringArray::from(vec![None::<&str>])),
                 bools(1, true),
                 arrow::array::new_null_array(&List(Arc::new(Field::new("item", Utf8, true))), 1),
+                i64s(vec![DEFAULT_TABLESPACE_OID]),
+                bools(1, false),
+                Arc::new(Int32Array::from(vec![-1])),
+            ],
+        ),
+        "pg_tablespace" => (
+            vec![
+                field("oid", Int64),
+                field("spcname", Utf8),
+                field("spcowner", Int64),
+            ],
+            vec![
+                i64s(vec![DEFAULT_TABLESPACE_OID]),
+                s(vec!["pg_default".into()]),
+                i64s(vec![10]),
             ],
         ),
         "pg_roles" | "pg_user" => {
@@ -859,30 +1158,72 @@ impl ScalarUDFImpl for RegName {
     }
 }
 
-/// `pg_get_viewdef(oid [, pretty])`: the query of a materialized view.
+/// `pg_get_viewdef(oid)` (a materialized view's query),
+/// `pg_get_constraintdef(oid)` and `pg_get_indexdef(oid)` (of a primary
+/// key), as Postgres writes them.
 #[derive(Debug)]
-struct ViewDefinition {
+struct Definition {
+    name: &'static str,
     relations: Weak<dyn Relations>,
     signature: Signature,
 }
 
-impl PartialEq for ViewDefinition {
-    fn eq(&self, _: &Self) -> bool {
-        true
+impl PartialEq for Definition {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
     }
 }
 
-impl Eq for ViewDefinition {}
+impl Eq for Definition {}
 
-impl std::hash::Hash for ViewDefinition {
+impl std::hash::Hash for Definition {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        "pg_get_viewdef".hash(state);
+        self.name.hash(state);
     }
 }
 
-impl ScalarUDFImpl for ViewDefinition {
+impl Definition {
+    /// Every object of this function's kind: its oid and definition.
+    fn definitions(&self, relations: &dyn Relations) -> Vec<(i64, String)> {
+        match self.name {
+            "pg_get_viewdef" => relations
+                .relation_names()
+                .into_iter()
+                .filter_map(|name| {
+                    let query = relations.view_query(&name)?;
+                    Some((relation_oid(&name), format!(" {query};")))
+                })
+                .collect(),
+            "pg_get_constraintdef" => primary_keys(relations)
+                .into_iter()
+                .map(|k| {
+                    (
+                        k.constraint_oid,
+                        format!("PRIMARY KEY ({})", k.column_list()),
+                    )
+                })
+                .collect(),
+            _ => primary_keys(relations)
+                .into_iter()
+                .map(|k| {
+                    (
+                        k.index_oid,
+                        format!(
+                            "CREATE UNIQUE INDEX {} ON public.{} USING btree ({})",
+                            quote_name(&k.name),
+                            quote_name(&k.table),
+                            k.column_list()
+                        ),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Definition {
     fn name(&self) -> &str {
-        "pg_get_viewdef"
+        self.name
     }
 
     fn signature(&self) -> &Signature {
@@ -897,21 +1238,14 @@ impl ScalarUDFImpl for ViewDefinition {
         let Some(relations) = self.relations.upgrade() else {
             return Ok(text(None));
         };
-        let definitions: Vec<(i64, String)> = relations
-            .relation_names()
-            .into_iter()
-            .filter_map(|name| {
-                let query = relations.view_query(&name)?;
-                Some((relation_oid(&name), format!(" {query};")))
-            })
-            .collect();
+        let definitions = self.definitions(relations.as_ref());
         map_first(&args.args, args.number_rows, DataType::Utf8, |v| {
             let oid = as_i64(v);
             ScalarValue::Utf8(
                 definitions
                     .iter()
                     .find(|(o, _)| Some(*o) == oid)
-                    .map(|(_, q)| q.clone()),
+                    .map(|(_, d)| d.clone()),
             )
         })
     }
@@ -959,10 +1293,13 @@ pub fn register_functions(ctx: &SessionContext, relations: Weak<dyn Relations>) 
             signature: Signature::any(1, Volatility::Stable),
         }));
     }
-    ctx.register_udf(ScalarUDF::from(ViewDefinition {
-        relations,
-        signature: Signature::variadic_any(Volatility::Stable),
-    }));
+    for name in ["pg_get_viewdef", "pg_get_constraintdef", "pg_get_indexdef"] {
+        ctx.register_udf(ScalarUDF::from(Definition {
+            name,
+            relations: relations.clone(),
+            signature: Signature::variadic_any(Volatility::Stable),
+        }));
+    }
     // Any arguments, or none (`version()`).
     let any = || {
         Signature::one_of(
@@ -1116,6 +1453,16 @@ pub fn register_functions(ctx: &SessionContext, relations: Weak<dyn Relations>) 
             body: |_, _| Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true)))),
         },
         PgFunction {
+            name: "pg_size_pretty",
+            signature: any(),
+            returns: DataType::Utf8,
+            body: |args, rows| {
+                map_first(args, rows, DataType::Utf8, |v| {
+                    ScalarValue::Utf8(as_i64(v).map(size_pretty))
+                })
+            },
+        },
+        PgFunction {
             name: "like_escape",
             signature: any(),
             returns: DataType::Utf8,
@@ -1159,11 +1506,43 @@ pub fn register_functions(ctx: &SessionContext, relations: Weak<dyn Relations>) 
     for f in functions {
         ctx.register_udf(ScalarUDF::from(f));
     }
-    // Definitions of objects Sluice does not have (constraints, indexes,
-    // triggers, statistics, partitions): always NULL.
+    // Definitions of objects Sluice does not have (triggers, rules,
+    // statistics, partitions): always NULL.
+    // Privileges: every user may read everything (Sluice has no grants).
     for name in [
-        "pg_get_constraintdef",
-        "pg_get_indexdef",
+        "has_database_privilege",
+        "has_column_privilege",
+        "has_any_column_privilege",
+        "has_function_privilege",
+        "has_sequence_privilege",
+        "has_tablespace_privilege",
+        "pg_has_role",
+    ] {
+        ctx.register_udf(ScalarUDF::from(PgFunction {
+            name,
+            signature: Signature::variadic_any(Volatility::Stable),
+            returns: DataType::Boolean,
+            body: |_, _| Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true)))),
+        }));
+    }
+    // Sizes Sluice does not keep per relation: NULL (unknown), which psql
+    // shows as blank.
+    for name in [
+        "pg_table_size",
+        "pg_relation_size",
+        "pg_total_relation_size",
+        "pg_indexes_size",
+        "pg_database_size",
+        "pg_tablespace_size",
+    ] {
+        ctx.register_udf(ScalarUDF::from(PgFunction {
+            name,
+            signature: Signature::variadic_any(Volatility::Stable),
+            returns: DataType::Int64,
+            body: |_, _| Ok(ColumnarValue::Scalar(ScalarValue::Int64(None))),
+        }));
+    }
+    for name in [
         "pg_get_triggerdef",
         "pg_get_ruledef",
         "pg_get_partkeydef",
@@ -1351,7 +1730,7 @@ impl VisitorMut for Rewriter {
                         f.name.0.remove(0);
                     }
                 }
-                None
+                generate_subscripts(f)
             }
             _ => None,
         };
@@ -1360,6 +1739,45 @@ impl VisitorMut for Rewriter {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// `generate_subscripts(a, dim)` (the subscripts of an array, as rows)
+/// becomes `unnest(generate_series(1, array_length(a, dim)))`, which
+/// DataFusion runs, in step with another `unnest` of the same array.
+fn generate_subscripts(f: &ast::Function) -> Option<Expr> {
+    if !f
+        .name
+        .to_string()
+        .eq_ignore_ascii_case("generate_subscripts")
+    {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let args: Vec<Expr> = list
+        .args
+        .iter()
+        .map(|a| match a {
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let [array, dim] = args.as_slice() else {
+        return None;
+    };
+    let length = Expr::Cast {
+        kind: ast::CastKind::Cast,
+        expr: Box::new(call("array_length", vec![array.clone(), dim.clone()])),
+        data_type: ast::DataType::BigInt(None),
+        array: false,
+        format: None,
+    };
+    let one = Expr::Value(ast::Value::Number("1".into(), false).into());
+    Some(call(
+        "unnest",
+        vec![call("generate_series", vec![one, length])],
+    ))
 }
 
 /// A cast's type name, lower case, without `pg_catalog.` or quotes.
@@ -1476,6 +1894,24 @@ mod tests {
         assert!(out.contains(" pg_table_is_visible(c.oid)"), "{out}");
         assert!(!out.contains("COLLATE"), "{out}");
         assert!(out.contains("::TEXT"), "{out}");
+    }
+
+    #[test]
+    fn sizes_are_pretty_as_postgres_prints_them() {
+        // Values from Postgres 15's pg_size_pretty.
+        for (size, text) in [
+            (0, "0 bytes"),
+            (10239, "10239 bytes"),
+            (10240, "10 kB"),
+            (1_000_000, "977 kB"),
+            (20_971_519, "20 MB"),
+            (20_971_520, "20 MB"),
+            (-10_240, "-10 kB"),
+            (1i64 << 50, "1024 TB"),
+            (1i64 << 60, "1024 PB"),
+        ] {
+            assert_eq!(size_pretty(size), text, "{size}");
+        }
     }
 
     #[test]
