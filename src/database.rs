@@ -293,15 +293,6 @@ impl Database {
         self.ddl.lock().await
     }
 
-    /// The data of a `COPY ... FROM STDIN`, inserted into its table as one
-    /// statement; returns the rows added.
-    pub async fn copy_in(&self, copy: &crate::dml::CopyIn, data: &[u8]) -> Result<usize> {
-        let _ddl = self.ddl.lock().await;
-        let table = self.ordinary_table(&copy.table)?;
-        let rows = copy.rows(data, table.schema())?;
-        table.insert(rows)
-    }
-
     /// `CREATE SINK name FROM view WITH (...)`; false if it existed and IF
     /// NOT EXISTS was given.
     pub async fn create_sink(&self, create: &CreateSink, text: &str) -> Result<bool> {

@@ -12,7 +12,8 @@
 //! - [`session`]: a connection's state; runs parsed statements.
 //! - [`database`]: the server's shared state: catalog, jobs, store, runtime.
 //! - [`dml`]: INSERT, UPDATE and DELETE on ordinary tables (run by
-//!   DataFusion, applied to the table at once).
+//!   DataFusion, applied at once or at the transaction's COMMIT); [`copy`]:
+//!   COPY in and out.
 //! - [`frontend`]: parse (sqlparser plus Flink's DDL and windows), bind, plan
 //!   (DataFusion does the typing); pure.
 //! - [`catalog`]: sources, ordinary tables and views, persisted as their
@@ -35,6 +36,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod connector;
+pub mod copy;
 pub mod database;
 pub mod dataflow;
 pub mod dml;

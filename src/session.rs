@@ -27,7 +27,13 @@ pub enum Outcome {
     /// that have one.
     Command { tag: String, rows: Option<usize> },
     /// `COPY ... FROM STDIN`: the client sends the data next.
-    CopyIn(crate::dml::CopyIn),
+    CopyIn(crate::copy::CopyIn),
+    /// `COPY ... TO STDOUT`: rows to send as COPY data.
+    CopyOut {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        options: crate::copy::Options,
+    },
     /// `SUBSCRIBE`: the view's rows, streamed until the client goes away.
     Subscribe(Subscription),
     /// `DEALLOCATE`: the connection forgets prepared statements (None: all).
@@ -605,9 +611,24 @@ impl Session {
                 command("DROP ROLE")
             }
             Statement::Query(stmt) if matches!(**stmt, ast::Statement::Copy { .. }) => {
-                let copy = crate::dml::CopyIn::from_statement(stmt)?;
-                self.db.ordinary_table(&copy.table)?;
-                Ok(Outcome::CopyIn(copy))
+                match crate::copy::parse(stmt)? {
+                    crate::copy::Copy::In(copy) => {
+                        self.db.ordinary_table(&copy.table)?;
+                        Ok(Outcome::CopyIn(copy))
+                    }
+                    crate::copy::Copy::Out(out) => {
+                        let engine = self.db.query_engine();
+                        let scope = self.scope();
+                        let query = ast::Statement::Query(out.query);
+                        let planned = engine.plan(&query, sql, &scope, &[]).await?;
+                        let (schema, batches) = engine.execute(planned, sql, &scope).await?;
+                        Ok(Outcome::CopyOut {
+                            schema,
+                            batches,
+                            options: out.options,
+                        })
+                    }
+                }
             }
             Statement::Query(stmt) if is_dml(stmt) => {
                 let scope = self.scope();
@@ -736,12 +757,26 @@ impl Session {
     /// The rows of a `COPY ... FROM STDIN`, inserted into its table as one
     /// statement (in the transaction block, if one is open); returns the
     /// rows added.
-    pub async fn copy_in(&mut self, copy: &crate::dml::CopyIn, data: &[u8]) -> Result<usize> {
+    /// `binary` reads binary COPY data as rows of the given types (the wire
+    /// server knows Postgres's binary values).
+    pub async fn copy_in(
+        &mut self,
+        copy: &crate::copy::CopyIn,
+        data: &[u8],
+        binary: impl Fn(&[u8], &[DataType]) -> Result<RecordBatch>,
+    ) -> Result<usize> {
         let db = self.db.clone();
         let result = async {
             let _tables = db.table_lock().await;
             let table = db.ordinary_table(&copy.table)?;
-            let change = Change::Insert(copy.rows(data, table.schema())?);
+            let rows = match copy.options.format {
+                crate::copy::Format::Binary => {
+                    let decoded = binary(data, &copy.field_types(table.schema())?)?;
+                    copy.conform(&decoded, table.schema())?
+                }
+                _ => copy.rows(data, table.schema())?,
+            };
+            let change = Change::Insert(rows);
             match &mut self.transaction {
                 Some(t) => t.apply(&copy.table, &table, &change),
                 None => table.apply(&change),

@@ -64,9 +64,10 @@ async fn psycopg_simple_extended_and_binary() {
 }
 
 /// psycopg as applications use it: parameters of every type in text and
-/// binary, executemany, and transactions with autocommit off (psycopg's
-/// default), savepoints through nested `transaction()` blocks. Each answer
-/// is the one Postgres gives.
+/// binary, executemany, COPY in and out in text, CSV and binary, and
+/// transactions with autocommit off (psycopg's default), savepoints
+/// through nested `transaction()` blocks. Each answer is the one Postgres
+/// 15 gives to the same script.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_parameters_and_transactions() {
     let server = TestServer::start();
@@ -99,6 +100,10 @@ async fn psycopg_parameters_and_transactions() {
         "binary_float_lt": 1,
         "binary_decimal": "2.50",
         "after_executemany": 5,
+        "copy_in_rowcount": 2,
+        "copy_csv": "id,note\n1,tab\there\n2,\n3,back\\slash\n4,\"a,b\"\n5,\n",
+        "copy_text_lines": ["1\ttab\\there", "2\t\\N", "3\tback\\\\slash", "4\ta,b", "5\t\\N"],
+        "copy_binary": [[1, "tab\there"], [2, null], [3, "back\\slash"], [4, "a,b"], [5, null]],
         "duplicate": "23505",
         "in_failed_block": "25P02",
         "names": ["kept", "block"],

@@ -706,6 +706,26 @@ async fn psql_copies_rows_into_a_table() {
         rows(&client, "SELECT region FROM cells WHERE cell_id = 'i'").await,
         vec![vec!["west"]]
     );
+    // And out: psql's \copy ... TO a local file, COPY TO STDOUT.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("cells.csv");
+    let out = psql(
+        &[
+            "-c",
+            &format!(
+                "\\copy (SELECT cell_id, region FROM cells WHERE cell_id < 'c' ORDER BY 1) TO '{}' WITH (FORMAT csv, HEADER)",
+                file.display()
+            ),
+        ],
+        "",
+    );
+    assert!(out.contains("COPY 2"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "cell_id,region\na,\"north, coast\"\nb,\n"
+    );
+    let out = psql(&["-c", "COPY cells TO STDOUT"], "");
+    assert_eq!(out.lines().count(), 6, "{out}");
 }
 
 /// SUBSCRIBE streams a view's rows as COPY text: first those it has, then

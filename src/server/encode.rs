@@ -235,7 +235,7 @@ fn interval_parts(array: &ArrayRef, row: usize) -> (i32, i32, i64) {
     }
 }
 
-fn write_binary(array: &ArrayRef, row: usize, buf: &mut BytesMut) -> Result<()> {
+pub(crate) fn write_binary(array: &ArrayRef, row: usize, buf: &mut BytesMut) -> Result<()> {
     match array.data_type() {
         DataType::Boolean => buf.put_u8(array.as_boolean().value(row) as u8),
         DataType::Int8 => buf.put_i16(array.as_primitive::<Int8Type>().value(row) as i16),

@@ -36,8 +36,8 @@ use pgwire::messages::simplequery::Query;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::sync::Mutex;
 
+use crate::copy::CopyIn;
 use crate::database::Database;
-use crate::dml::CopyIn;
 use crate::error::Error;
 use crate::frontend::parser::{self, Parsed};
 use crate::query::Parameters;
@@ -135,10 +135,11 @@ impl Connection {
     fn outcome_response(&self, outcome: Outcome, format: &Format) -> PgWireResult<Response> {
         if let Outcome::CopyIn(copy) = outcome {
             let columns = copy.columns.len();
+            let format = (copy.options.format == crate::copy::Format::Binary) as i8;
             *self.copying.lock() = Some((copy, Vec::new()));
-            // Text format; the column count is informative.
+            // The column count is informative.
             return Ok(Response::CopyIn(CopyResponse::new(
-                0,
+                format,
                 columns,
                 stream::empty(),
             )));
@@ -175,7 +176,7 @@ impl CopyHandler for Connection {
         let rows = self
             .session(client)
             .await
-            .copy_in(&copy, &data)
+            .copy_in(&copy, &data, super::copy::copy_in_binary)
             .await
             .map_err(user_error)?;
         let tag = Tag::new("COPY").with_rows(rows);
@@ -403,6 +404,13 @@ fn outcome_response(outcome: Outcome, format: &Format) -> PgWireResult<Response>
                 "COPY reached the plain response path",
             )))
         }
+        Outcome::CopyOut {
+            schema,
+            batches,
+            options,
+        } => Response::CopyOut(
+            super::copy::copy_out(&schema, &batches, &options).map_err(user_error)?,
+        ),
         Outcome::Subscribe(_) | Outcome::Deallocate(_) => {
             return Err(user_error(Error::internal(
                 "a statement of the connection reached the plain response path",

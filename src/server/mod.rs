@@ -5,11 +5,13 @@
 //! connection (TLS, the startup, the message loop over a stream whose
 //! query texts are checked to be UTF-8); `handler` speaks the protocol and
 //! hands statements to the connection's session (COPY FROM STDIN
-//! included); `encode` turns Arrow batches into Postgres rows; `params`
+//! included); `encode` turns Arrow batches into Postgres rows; `copy`
+//! writes and reads COPY data; `params`
 //! reads bound parameters; `subscribe`
 //! streams a SUBSCRIBE's rows as COPY data.
 
 pub mod connection;
+pub mod copy;
 pub mod encode;
 pub mod handler;
 pub mod params;

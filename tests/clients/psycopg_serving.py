@@ -14,7 +14,7 @@ dsn = f"host=127.0.0.1 port={port} user=sluice dbname=sluice"
 out = {}
 
 with psycopg.connect(dsn, autocommit=True) as conn:
-    conn.execute("CREATE TABLE t (id INT PRIMARY KEY, calls BIGINT, name STRING)")
+    conn.execute("CREATE TABLE t (id INT PRIMARY KEY, calls BIGINT, name TEXT)")
     conn.execute("INSERT INTO t VALUES (1, 1, 'a'), (2, 2, 'b'), (3, 60, 'c')")
     # A float and a Decimal keep their fractions.
     out["float_lt"] = conn.execute("SELECT count(*) FROM t WHERE calls < %s", (1.5,)).fetchone()[0]
@@ -43,6 +43,27 @@ with psycopg.connect(dsn, autocommit=True) as conn:
     with conn.cursor() as cur:
         cur.executemany("INSERT INTO t VALUES (%s, %s, %s)", [(10, 10, "x"), (11, 11, "y")])
     out["after_executemany"] = conn.execute("SELECT count(*) FROM t").fetchone()[0]
+
+# COPY both ways, in text, CSV and binary.
+with psycopg.connect(dsn, autocommit=True) as conn:
+    cur = conn.cursor()
+    conn.execute("CREATE TABLE c (id INT PRIMARY KEY, note TEXT)")
+    with cur.copy("COPY c FROM STDIN") as copy:
+        copy.write_row((1, "tab\there"))
+        copy.write_row((2, None))
+    with cur.copy("COPY c (id, note) FROM STDIN (FORMAT binary)") as copy:
+        copy.set_types(["int4", "text"])
+        copy.write_row((3, "back\\slash"))
+    with cur.copy("COPY c FROM STDIN (FORMAT csv)") as copy:
+        copy.write(b'4,"a,b"\n5,\n')
+    out["copy_in_rowcount"] = cur.rowcount
+    with cur.copy("COPY (SELECT * FROM c ORDER BY id) TO STDOUT (FORMAT csv, HEADER)") as copy:
+        out["copy_csv"] = b"".join(copy).decode()
+    with cur.copy("COPY c TO STDOUT") as copy:
+        out["copy_text_lines"] = sorted(b"".join(copy).decode().splitlines())
+    with cur.copy("COPY (SELECT id, note FROM c ORDER BY id) TO STDOUT (FORMAT binary)") as copy:
+        copy.set_types(["int4", "text"])
+        out["copy_binary"] = [list(r) for r in copy.rows()]
 
 # Autocommit off (psycopg's default): a transaction each, ROLLBACK undoes.
 with psycopg.connect(dsn) as conn:
