@@ -9,7 +9,9 @@
 //!
 //! - [`server`]: the Postgres wire protocol (pgwire): listener, per-connection
 //!   handlers, COPY in, SUBSCRIBE streams, Arrow to Postgres encoding.
-//! - [`session`]: a connection's state; runs parsed statements.
+//! - [`session`]: a connection's state; runs parsed statements;
+//!   [`subscription`]: the changes SUBSCRIBE shows, as Arrow batches;
+//!   [`cursor`]: DECLARE, FETCH, MOVE and CLOSE.
 //! - [`database`]: the server's shared state: catalog, jobs, store, runtime.
 //! - [`dml`]: INSERT, UPDATE and DELETE on ordinary tables (run by
 //!   DataFusion, applied at once or at the transaction's COMMIT); [`copy`]:
@@ -37,6 +39,7 @@ pub mod auth;
 pub mod catalog;
 pub mod connector;
 pub mod copy;
+pub mod cursor;
 pub mod database;
 pub mod dataflow;
 pub mod dml;
@@ -49,3 +52,4 @@ pub mod query;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod subscription;

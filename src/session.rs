@@ -38,15 +38,14 @@ pub enum Outcome {
     Subscribe(Subscription),
     /// `DEALLOCATE`: the connection forgets prepared statements (None: all).
     Deallocate(Option<String>),
+    /// `FETCH`: rows of a cursor (tagged `FETCH n`).
+    Fetched {
+        schema: SchemaRef,
+        batch: RecordBatch,
+    },
 }
 
-/// What `SUBSCRIBE` streams: a view's committed log, from its beginning.
-pub struct Subscription {
-    pub view: String,
-    pub feed: crate::state::view::Feed,
-    pub shards: usize,
-    pub schema: SchemaRef,
-}
+pub use crate::subscription::Subscription;
 
 /// What a statement will take and give, before it runs (for `Describe` in
 /// the extended protocol).
@@ -71,6 +70,8 @@ pub struct Session {
     /// Notices and warnings for the client, sent before the statement's
     /// result.
     notices: Vec<Notice>,
+    /// Open cursors, by name.
+    cursors: std::collections::HashMap<String, crate::cursor::Cursor>,
 }
 
 /// A message for the client that is not an error.
@@ -119,6 +120,7 @@ impl Transaction {
                 .iter()
                 .map(|(name, p)| (name.clone(), p.rows.clone()))
                 .collect(),
+            cursors: Vec::new(),
         }
     }
 
@@ -250,6 +252,7 @@ impl Session {
             trusted: true,
             transaction: None,
             notices: Vec::new(),
+            cursors: std::collections::HashMap::new(),
         }
     }
 
@@ -296,13 +299,24 @@ impl Session {
     }
 
     fn scope(&self) -> Scope {
-        match &self.transaction {
+        let mut scope = match &self.transaction {
             Some(t) => t.scope(&self.user),
             None => Scope {
                 user: self.user.clone(),
                 ..Scope::default()
             },
-        }
+        };
+        scope.cursors = self
+            .cursors
+            .iter()
+            .map(|(name, c)| crate::query::CursorInfo {
+                name: name.clone(),
+                statement: c.statement.clone(),
+                holdable: c.hold,
+                scrollable: c.scrollable(),
+            })
+            .collect();
+        scope
     }
 
     fn is_superuser(&self) -> bool {
@@ -383,6 +397,11 @@ impl Session {
                     columns: Some(planned.schema()),
                 }
             }
+            Statement::Fetch {
+                cursor,
+                fetch: true,
+                ..
+            } => none(Some(self.cursor(cursor)?.schema())),
             Statement::ExplainView(_) => none(Some(text_schema(&["QUERY PLAN"]))),
             Statement::ShowObjects(_) => none(Some(text_schema(&["name"]))),
             Statement::ShowSavepoints => none(Some(text_schema(SAVEPOINT_COLUMNS))),
@@ -567,6 +586,49 @@ impl Session {
                 command(tag)
             }
             Statement::Deallocate(name) => Ok(Outcome::Deallocate(name.clone())),
+            Statement::DeclareCursor(declare) => {
+                self.declare(declare, sql, params).await?;
+                command("DECLARE CURSOR")
+            }
+            Statement::Fetch {
+                cursor,
+                direction,
+                fetch,
+                timeout,
+            } => {
+                let batch = self
+                    .cursors
+                    .get_mut(cursor)
+                    .ok_or_else(|| undefined_cursor(cursor))?
+                    .fetch(*direction, *timeout)
+                    .await?;
+                if *fetch {
+                    Ok(Outcome::Fetched {
+                        schema: batch.schema(),
+                        batch,
+                    })
+                } else {
+                    Ok(Outcome::Command {
+                        tag: "MOVE".into(),
+                        rows: Some(batch.num_rows()),
+                    })
+                }
+            }
+            Statement::CloseCursor(name) => {
+                match name {
+                    Some(name) => {
+                        self.cursors
+                            .remove(name)
+                            .ok_or_else(|| undefined_cursor(name))?;
+                    }
+                    None => self.cursors.clear(),
+                }
+                command(if name.is_some() {
+                    "CLOSE CURSOR"
+                } else {
+                    "CLOSE CURSOR ALL"
+                })
+            }
             Statement::CreateUser {
                 name,
                 if_not_exists,
@@ -657,6 +719,70 @@ impl Session {
         }
     }
 
+    /// The columns of cursor `name`, if it is open.
+    pub fn cursor_schema(&self, name: &str) -> Option<SchemaRef> {
+        self.cursors.get(name).map(|c| c.schema())
+    }
+
+    fn cursor(&self, name: &str) -> Result<&crate::cursor::Cursor> {
+        self.cursors.get(name).ok_or_else(|| undefined_cursor(name))
+    }
+
+    /// `DECLARE`: a query's rows, or a subscription, to fetch from.
+    async fn declare(
+        &mut self,
+        declare: &crate::frontend::parser::DeclareCursor,
+        sql: &str,
+        params: Parameters,
+    ) -> Result<()> {
+        use crate::frontend::parser::CursorSource;
+        let in_block = self.transaction.is_some();
+        if !declare.hold && !in_block {
+            return Err(Error::user(
+                sqlstate::NO_ACTIVE_TRANSACTION,
+                "DECLARE CURSOR can only be used in transaction blocks",
+            ));
+        }
+        if self.cursors.contains_key(&declare.name) {
+            return Err(Error::user(
+                "42P03",
+                format!("cursor \"{}\" already exists", declare.name),
+            ));
+        }
+        let statement = declare.text.clone();
+        let cursor = match &declare.source {
+            CursorSource::Query(query) => {
+                check_query(query)?;
+                let engine = self.db.query_engine();
+                let scope = self.scope();
+                let planned = engine
+                    .plan(query, sql, &scope, &params.declared)
+                    .await?
+                    .bind(params.values, sql)?;
+                let (schema, batches) = engine.execute(planned, sql, &scope).await?;
+                crate::cursor::Cursor::query(statement, &schema, &batches, declare.hold, in_block)?
+            }
+            CursorSource::Subscribe(view) => crate::cursor::Cursor::subscribe(
+                statement,
+                crate::subscription::ChangeReader::new(self.db.subscribe(view)?),
+                declare.hold,
+                in_block,
+            ),
+        };
+        self.cursors.insert(declare.name.clone(), cursor);
+        Ok(())
+    }
+
+    /// The end of a transaction block closes its cursors: all but those
+    /// WITH HOLD at COMMIT, and those it declared at ROLLBACK.
+    fn end_block(&mut self, committed: bool) {
+        self.cursors
+            .retain(|_, c| c.hold && (committed || !c.in_block));
+        for c in self.cursors.values_mut() {
+            c.in_block = false;
+        }
+    }
+
     /// BEGIN, COMMIT, ROLLBACK and savepoints; returns the command tag.
     async fn transaction_op(&mut self, op: &TransactionOp) -> Result<&'static str> {
         Ok(match op {
@@ -681,7 +807,10 @@ impl Session {
                     );
                     "COMMIT"
                 }
-                Some(t) if t.failed => "ROLLBACK",
+                Some(t) if t.failed => {
+                    self.end_block(false);
+                    "ROLLBACK"
+                }
                 Some(t) => {
                     if let Err(e) = self.commit(&t).await {
                         // As after any failure in the block: it must be
@@ -689,6 +818,7 @@ impl Session {
                         self.transaction = Some(Transaction { failed: true, ..t });
                         return Err(e);
                     }
+                    self.end_block(true);
                     "COMMIT"
                 }
             },
@@ -699,6 +829,8 @@ impl Session {
                         sqlstate::NO_ACTIVE_TRANSACTION,
                         "there is no transaction in progress",
                     );
+                } else {
+                    self.end_block(false);
                 }
                 "ROLLBACK"
             }
@@ -847,6 +979,10 @@ fn is_dml(statement: &ast::Statement) -> bool {
         statement,
         ast::Statement::Insert(_) | ast::Statement::Update { .. } | ast::Statement::Delete(_)
     )
+}
+
+fn undefined_cursor(name: &str) -> Error {
+    Error::user("34000", format!("cursor \"{name}\" does not exist"))
 }
 
 /// The parameter types a client is told: those it declared, else those

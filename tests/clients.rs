@@ -64,7 +64,8 @@ async fn psycopg_simple_extended_and_binary() {
 }
 
 /// psycopg as applications use it: parameters of every type in text and
-/// binary, executemany, COPY in and out in text, CSV and binary, and
+/// binary, executemany, COPY in and out in text, CSV and binary,
+/// server-side cursors (fetched in rounds, WITH HOLD, scrolled), and
 /// transactions with autocommit off (psycopg's default), savepoints
 /// through nested `transaction()` blocks. Each answer is the one Postgres
 /// 15 gives to the same script.
@@ -104,6 +105,8 @@ async fn psycopg_parameters_and_transactions() {
         "copy_csv": "id,note\n1,tab\there\n2,\n3,back\\slash\n4,\"a,b\"\n5,\n",
         "copy_text_lines": ["1\ttab\\there", "2\t\\N", "3\tback\\\\slash", "4\ta,b", "5\t\\N"],
         "copy_binary": [[1, "tab\there"], [2, null], [3, "back\\slash"], [4, "a,b"], [5, null]],
+        "server_cursor": [[2, null], [3, "back\\slash"], [4, "a,b"], [5, null]],
+        "held_cursor": [1, 4, 2, [[3], [4], [5]]],
         "duplicate": "23505",
         "in_failed_block": "25P02",
         "names": ["kept", "block"],

@@ -515,3 +515,71 @@ async fn a_sink_that_cannot_reach_its_broker_says_so() {
         .await;
     }
 }
+
+/// `DECLARE c CURSOR FOR SUBSCRIBE view` and `FETCH`, for drivers that
+/// cannot read the COPY stream of a plain SUBSCRIBE: the rows come as
+/// ordinary results, in the simple and the extended protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_follows_a_subscription() {
+    let server = TestServer::start();
+    let client = server.client().await;
+    execute(
+        &client,
+        &format!(
+            "CREATE TABLE calls (event_time BIGINT, cell_id STRING, status STRING, duration_ms INT,
+               ts AS TO_TIMESTAMP_LTZ(event_time, 3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
+             WITH ('connector' = 'filesystem', 'path' = '{}')",
+            common::data_dir().join("calls_small.json").display()
+        ),
+    )
+    .await;
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW per_cell AS SELECT cell_id, COUNT(*) AS n FROM calls GROUP BY cell_id",
+    )
+    .await;
+    common::wait_finished(&client, "per_cell").await;
+    common::wait_checkpoints(&client, "per_cell", 1).await;
+    let want = rows(
+        &client,
+        "SELECT 'upsert', cell_id, n FROM per_cell ORDER BY cell_id",
+    )
+    .await;
+    // Outside a transaction block: refused, as in Postgres.
+    assert_eq!(
+        sqlstate(&client, "DECLARE c CURSOR FOR SUBSCRIBE per_cell").await,
+        "25P01"
+    );
+    execute(&client, "BEGIN").await;
+    execute(&client, "DECLARE c CURSOR FOR SUBSCRIBE per_cell").await;
+    // The extended protocol (tokio-postgres prepares the FETCH).
+    let fetched = client
+        .query("FETCH 2 c WITH (timeout = '10s')", &[])
+        .await
+        .unwrap();
+    assert_eq!(fetched.len(), 2);
+    assert_eq!(fetched[0].columns()[0].name(), "op");
+    let mut got: Vec<Vec<String>> = fetched
+        .iter()
+        .map(|r| {
+            vec![
+                r.get::<_, String>(0),
+                r.get::<_, String>(1),
+                r.get::<_, i64>(2).to_string(),
+            ]
+        })
+        .collect();
+    // The rest in the simple protocol.
+    got.extend(rows(&client, "FETCH ALL c WITH (timeout = '10s')").await);
+    got.sort();
+    assert_eq!(got, want);
+    // Nothing new: an empty answer once the timeout passes.
+    let started = std::time::Instant::now();
+    assert!(rows(&client, "FETCH ALL c WITH (timeout = '300ms')")
+        .await
+        .is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(sqlstate(&client, "FETCH BACKWARD 1 c").await, "55000");
+    execute(&client, "ROLLBACK").await;
+    assert_eq!(sqlstate(&client, "FETCH c").await, "34000");
+}

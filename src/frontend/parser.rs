@@ -96,8 +96,53 @@ pub enum Statement {
     /// `DEALLOCATE [PREPARE] name | ALL`: forgets prepared statements
     /// (None: all of them).
     Deallocate(Option<String>),
+    /// `DECLARE name CURSOR [WITH HOLD] FOR query | SUBSCRIBE view`.
+    DeclareCursor(Box<DeclareCursor>),
+    /// `FETCH [direction] [FROM | IN] name [WITH (timeout = ...)]`, or
+    /// `MOVE` (`fetch` false: the rows are skipped, not returned).
+    Fetch {
+        cursor: String,
+        direction: Direction,
+        fetch: bool,
+        /// How long a FETCH from a subscription waits for rows (None: until
+        /// there are some).
+        timeout: Option<std::time::Duration>,
+    },
+    /// `CLOSE name | ALL` (None: all cursors).
+    CloseCursor(Option<String>),
     /// Anything DataFusion runs: SELECT, VALUES, EXPLAIN SELECT, ...
     Query(Box<ast::Statement>),
+}
+
+/// `DECLARE name CURSOR ... FOR ...`.
+#[derive(Debug, Clone)]
+pub struct DeclareCursor {
+    pub name: String,
+    /// The statement's text.
+    pub text: String,
+    /// `WITH HOLD`: it outlives its transaction.
+    pub hold: bool,
+    pub source: CursorSource,
+}
+
+#[derive(Debug, Clone)]
+pub enum CursorSource {
+    Query(Box<ast::Statement>),
+    /// `SUBSCRIBE [TO] view`: the view's changes, as they commit.
+    Subscribe(String),
+}
+
+/// Where a FETCH or MOVE goes, as Postgres has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `NEXT`, `n`, `ALL`, `FORWARD [n | ALL]` (None: all).
+    Forward(Option<u64>),
+    /// `PRIOR`, `BACKWARD [n | ALL]`, a negative count.
+    Backward(Option<u64>),
+    /// `ABSOLUTE n`, `FIRST` (1), `LAST` (-1).
+    Absolute(i64),
+    /// `RELATIVE n`.
+    Relative(i64),
 }
 
 /// What `ALTER MATERIALIZED VIEW` does.
@@ -897,6 +942,53 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         skip_to_statement_end(parser);
         return Ok(Statement::Transaction(TransactionOp::Rollback));
     }
+    if is_keyword(&first, Keyword::DECLARE) {
+        let start = parser.peek_token().span.start;
+        parser.next_token();
+        let mut declare = parse_declare(parser, sql)?;
+        declare.text = slice_between(sql, start, parser.peek_token().span.start, false);
+        return Ok(Statement::DeclareCursor(Box::new(declare)));
+    }
+    if is_keyword(&first, Keyword::FETCH) || is_word(&first, "MOVE") {
+        parser.next_token();
+        let fetch = is_keyword(&first, Keyword::FETCH);
+        let direction = parse_direction(parser)?;
+        let _ = parser.parse_one_of_keywords(&[Keyword::FROM, Keyword::IN]);
+        let cursor = ident_name(parser)?;
+        let mut timeout = None;
+        if fetch && parser.parse_keyword(Keyword::WITH) {
+            for (key, value) in parse_with_options(parser, sql)? {
+                match key.as_str() {
+                    "timeout" => {
+                        timeout = Some(crate::options::parse_duration(&value).map_err(|e| {
+                            Error::invalid_parameter(format!(
+                                "invalid value for the FETCH option \"timeout\": {e}"
+                            ))
+                        })?)
+                    }
+                    other => {
+                        return Err(Error::invalid_parameter(format!(
+                            "FETCH has no option \"{other}\"; it takes timeout"
+                        ))
+                        .into())
+                    }
+                }
+            }
+        }
+        return Ok(Statement::Fetch {
+            cursor,
+            direction,
+            fetch,
+            timeout,
+        });
+    }
+    if is_keyword(&first, Keyword::CLOSE) {
+        parser.next_token();
+        if parser.parse_keyword(Keyword::ALL) {
+            return Ok(Statement::CloseCursor(None));
+        }
+        return Ok(Statement::CloseCursor(Some(ident_name(parser)?)));
+    }
     if is_keyword(&first, Keyword::DEALLOCATE) {
         parser.next_token();
         let _ = parser.parse_keyword(Keyword::PREPARE);
@@ -917,6 +1009,117 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         return Ok(Statement::Transaction(TransactionOp::Release(name)));
     }
     Ok(Statement::Query(Box::new(parser.parse_statement()?)))
+}
+
+/// `DECLARE name [BINARY] [ASENSITIVE | INSENSITIVE] [[NO] SCROLL] CURSOR
+/// [WITH | WITHOUT HOLD] FOR query | SUBSCRIBE [TO] view`, after DECLARE.
+fn parse_declare(parser: &mut Parser, sql: &str) -> PResult<DeclareCursor> {
+    let name = ident_name(parser)?;
+    loop {
+        let token = parser.peek_token();
+        if parser.parse_keyword(Keyword::BINARY) {
+            return Err(Error::not_supported("binary cursors are not supported")
+                .at(location_to_pos(sql, token.span.start))
+                .into());
+        }
+        if parser
+            .parse_one_of_keywords(&[Keyword::ASENSITIVE, Keyword::INSENSITIVE, Keyword::SCROLL])
+            .is_some()
+            || parser.parse_keywords(&[Keyword::NO, Keyword::SCROLL])
+        {
+            continue;
+        }
+        break;
+    }
+    parser.expect_keyword(Keyword::CURSOR)?;
+    let hold = if parser.parse_keywords(&[Keyword::WITH, Keyword::HOLD]) {
+        true
+    } else {
+        let _ = parser.parse_keywords(&[Keyword::WITHOUT, Keyword::HOLD]);
+        false
+    };
+    parser.expect_keyword(Keyword::FOR)?;
+    let source = if is_word(&parser.peek_token().token, "SUBSCRIBE") {
+        parser.next_token();
+        let _ = parser.parse_keyword(Keyword::TO);
+        CursorSource::Subscribe(object_name(parser)?)
+    } else {
+        CursorSource::Query(Box::new(ast::Statement::Query(parser.parse_query()?)))
+    };
+    Ok(DeclareCursor {
+        name,
+        text: String::new(),
+        hold,
+        source,
+    })
+}
+
+/// A FETCH's or MOVE's direction (NEXT if none is given).
+fn parse_direction(parser: &mut Parser) -> PResult<Direction> {
+    let count = |parser: &mut Parser| -> PResult<Option<i64>> {
+        let negative = parser.consume_token(&Token::Minus);
+        match parser.peek_token().token {
+            Token::Number(n, _) => {
+                parser.next_token();
+                let n: i64 = n
+                    .parse()
+                    .map_err(|_| Error::syntax(format!("invalid count \"{n}\"")))?;
+                Ok(Some(if negative { -n } else { n }))
+            }
+            _ if negative => Err(Error::syntax("expected a count after -").into()),
+            _ => Ok(None),
+        }
+    };
+    let signed = |n: i64| {
+        if n < 0 {
+            Direction::Backward(Some(n.unsigned_abs()))
+        } else {
+            Direction::Forward(Some(n as u64))
+        }
+    };
+    if parser.parse_keyword(Keyword::NEXT) {
+        return Ok(Direction::Forward(Some(1)));
+    }
+    if parser.parse_keyword(Keyword::PRIOR) {
+        return Ok(Direction::Backward(Some(1)));
+    }
+    if parser.parse_keyword(Keyword::FIRST) {
+        return Ok(Direction::Absolute(1));
+    }
+    if parser.parse_keyword(Keyword::LAST) {
+        return Ok(Direction::Absolute(-1));
+    }
+    if parser.parse_keyword(Keyword::ABSOLUTE) {
+        let n = count(parser)?.ok_or_else(|| Error::syntax("expected a count after ABSOLUTE"))?;
+        return Ok(Direction::Absolute(n));
+    }
+    if parser.parse_keyword(Keyword::RELATIVE) {
+        let n = count(parser)?.ok_or_else(|| Error::syntax("expected a count after RELATIVE"))?;
+        return Ok(Direction::Relative(n));
+    }
+    if parser.parse_keyword(Keyword::ALL) {
+        return Ok(Direction::Forward(None));
+    }
+    if parser.parse_keyword(Keyword::FORWARD) {
+        if parser.parse_keyword(Keyword::ALL) {
+            return Ok(Direction::Forward(None));
+        }
+        return Ok(count(parser)?
+            .map(signed)
+            .unwrap_or(Direction::Forward(Some(1))));
+    }
+    if parser.parse_keyword(Keyword::BACKWARD) {
+        if parser.parse_keyword(Keyword::ALL) {
+            return Ok(Direction::Backward(None));
+        }
+        return Ok(match count(parser)? {
+            Some(n) => signed(-n),
+            None => Direction::Backward(Some(1)),
+        });
+    }
+    Ok(count(parser)?
+        .map(signed)
+        .unwrap_or(Direction::Forward(Some(1))))
 }
 
 /// `USER` (true) or `ROLE` (false) after CREATE, consumed.

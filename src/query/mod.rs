@@ -73,6 +73,18 @@ pub struct QueryEngine {
 pub struct Scope {
     pub tables: HashMap<String, Arc<Snapshot>>,
     pub user: String,
+    /// The session's open cursors (`pg_cursors`).
+    pub cursors: Vec<CursorInfo>,
+}
+
+/// An open cursor, as `pg_cursors` shows it.
+#[derive(Debug, Clone)]
+pub struct CursorInfo {
+    pub name: String,
+    /// The DECLARE statement's text.
+    pub statement: String,
+    pub holdable: bool,
+    pub scrollable: bool,
 }
 
 /// A statement's `$1..$n`: their values, and the types the client declared
@@ -171,9 +183,7 @@ impl QueryEngine {
     /// A session state whose table scans read through `scope`.
     fn state(&self, scope: &Scope) -> datafusion::execution::SessionState {
         let mut state = self.ctx.state();
-        if !scope.tables.is_empty() {
-            state.config_mut().set_extension(Arc::new(scope.clone()));
-        }
+        state.config_mut().set_extension(Arc::new(scope.clone()));
         state
     }
 

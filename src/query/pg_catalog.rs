@@ -434,6 +434,7 @@ pub const TABLES: &[&str] = &[
     "pg_default_acl",
     "pg_enum",
     "pg_opclass",
+    "pg_cursors",
 ];
 
 fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<ArrayRef>)> {
@@ -985,6 +986,9 @@ impl SchemaProvider for PgCatalogSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if name == "pg_cursors" {
+            return Ok(Some(Arc::new(Cursors)));
+        }
         let Some(relations) = self.relations.upgrade() else {
             return Ok(None);
         };
@@ -1000,6 +1004,73 @@ impl SchemaProvider for PgCatalogSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         TABLES.contains(&name)
+    }
+}
+
+/// `pg_cursors`: the querying session's open cursors (from its [`Scope`]).
+#[derive(Debug)]
+struct Cursors;
+
+impl Cursors {
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            field("name", DataType::Utf8),
+            field("statement", DataType::Utf8),
+            field("is_holdable", DataType::Boolean),
+            field("is_binary", DataType::Boolean),
+            field("is_scrollable", DataType::Boolean),
+            field(
+                "creation_time",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            ),
+        ]))
+    }
+}
+
+#[async_trait]
+impl TableProvider for Cursors {
+    fn schema(&self) -> SchemaRef {
+        Cursors::schema()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        datafusion::datasource::TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let cursors = state
+            .config()
+            .get_extension::<crate::query::Scope>()
+            .map(|s| s.cursors.clone())
+            .unwrap_or_default();
+        let n = cursors.len();
+        let batch = RecordBatch::try_new(
+            Cursors::schema(),
+            vec![
+                s(cursors.iter().map(|c| c.name.clone()).collect()),
+                s(cursors.iter().map(|c| c.statement.clone()).collect()),
+                Arc::new(BooleanArray::from(
+                    cursors.iter().map(|c| c.holdable).collect::<Vec<_>>(),
+                )),
+                bools(n, false),
+                Arc::new(BooleanArray::from(
+                    cursors.iter().map(|c| c.scrollable).collect::<Vec<_>>(),
+                )),
+                Arc::new(
+                    arrow::array::TimestampMicrosecondArray::from(vec![None::<i64>; n])
+                        .with_timezone("+00:00"),
+                ),
+            ],
+        )?;
+        MemTable::try_new(Cursors::schema(), vec![vec![batch]])?
+            .scan(state, projection, filters, limit)
+            .await
     }
 }
 

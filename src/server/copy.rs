@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use datafusion::common::ScalarValue;
 use futures::stream;
 use pgwire::api::results::CopyResponse;
@@ -28,11 +28,55 @@ pub fn copy_out(
     batches: &[RecordBatch],
     options: &Options,
 ) -> Result<CopyResponse> {
-    let columns = schema.fields().len();
-    let mut messages: Vec<CopyData> = Vec::new();
-    let mut line: Vec<u8> = Vec::new();
-    let mut value = String::new();
-    if options.header && options.format != Format::Binary {
+    let mut writer = CopyWriter::new(options.clone());
+    let mut messages = Vec::new();
+    writer.header(schema);
+    for batch in batches {
+        writer.rows(batch, &mut messages)?;
+    }
+    messages.extend(writer.finish());
+    let format = match options.format {
+        Format::Binary => 1,
+        _ => 0,
+    };
+    Ok(CopyResponse::new(
+        format,
+        schema.fields().len(),
+        stream::iter(messages.into_iter().map(Ok)),
+    ))
+}
+
+/// Writes rows as COPY data, a message per row.
+pub struct CopyWriter {
+    options: Options,
+    /// What goes in front of the next row: the header, until a row takes
+    /// it.
+    pending: BytesMut,
+    value: String,
+}
+
+impl CopyWriter {
+    pub fn new(options: Options) -> Self {
+        CopyWriter {
+            options,
+            pending: BytesMut::new(),
+            value: String::new(),
+        }
+    }
+
+    /// The binary signature, or a line of column names if asked for.
+    pub fn header(&mut self, schema: &SchemaRef) {
+        let options = &self.options;
+        if options.format == Format::Binary {
+            self.pending.extend_from_slice(SIGNATURE);
+            self.pending.put_i32(0);
+            self.pending.put_i32(0);
+            return;
+        }
+        if !options.header {
+            return;
+        }
+        let mut line = Vec::new();
         for (i, f) in schema.fields().iter().enumerate() {
             if i > 0 {
                 line.push(options.delimiter);
@@ -43,73 +87,62 @@ pub fn copy_out(
             }
         }
         line.push(b'\n');
+        self.pending.extend_from_slice(&line);
     }
-    let mut binary = BytesMut::new();
-    if options.format == Format::Binary {
-        binary.extend_from_slice(SIGNATURE);
-        binary.put_i32(0);
-        binary.put_i32(0);
-    }
-    for batch in batches {
+
+    /// A message per row of `batch`.
+    pub fn rows(&mut self, batch: &RecordBatch, out: &mut Vec<CopyData>) -> Result<()> {
+        let options = &self.options;
         let nulls: Vec<_> = batch.columns().iter().map(|c| c.logical_nulls()).collect();
         for row in 0..batch.num_rows() {
-            match options.format {
-                Format::Binary => {
-                    binary.put_i16(columns as i16);
-                    for (array, nulls) in batch.columns().iter().zip(&nulls) {
-                        if nulls.as_ref().is_some_and(|n| n.is_null(row)) {
-                            binary.put_i32(-1);
-                            continue;
-                        }
-                        let at = binary.len();
-                        binary.put_i32(0);
-                        write_binary(array, row, &mut binary)?;
-                        let len = (binary.len() - at - 4) as i32;
-                        binary[at..at + 4].copy_from_slice(&len.to_be_bytes());
-                    }
-                    messages.push(CopyData::new(binary.split().freeze()));
-                }
-                Format::Text | Format::Csv => {
-                    for (i, (array, nulls)) in batch.columns().iter().zip(&nulls).enumerate() {
-                        if i > 0 {
-                            line.push(options.delimiter);
-                        }
-                        if nulls.as_ref().is_some_and(|n| n.is_null(row)) {
-                            line.extend_from_slice(options.null.as_bytes());
-                            continue;
-                        }
-                        value.clear();
-                        write_text(array, row, &mut value)?;
-                        match options.format {
-                            Format::Csv => {
-                                escape_csv(&value, options.delimiter, &options.null, &mut line)
-                            }
-                            _ => escape_text(&value, options.delimiter, &mut line),
-                        }
-                    }
-                    line.push(b'\n');
-                    messages.push(CopyData::new(Bytes::from(std::mem::take(&mut line))));
-                }
+            let mut message = self.pending.split();
+            if options.format == Format::Binary {
+                message.put_i16(batch.num_columns() as i16);
             }
+            for (i, (array, nulls)) in batch.columns().iter().zip(&nulls).enumerate() {
+                let null = nulls.as_ref().is_some_and(|n| n.is_null(row));
+                if options.format == Format::Binary {
+                    if null {
+                        message.put_i32(-1);
+                        continue;
+                    }
+                    let at = message.len();
+                    message.put_i32(0);
+                    write_binary(array, row, &mut message)?;
+                    let len = (message.len() - at - 4) as i32;
+                    message[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                    continue;
+                }
+                if i > 0 {
+                    message.put_u8(options.delimiter);
+                }
+                if null {
+                    message.extend_from_slice(options.null.as_bytes());
+                    continue;
+                }
+                self.value.clear();
+                write_text(array, row, &mut self.value)?;
+                let mut field = Vec::new();
+                match options.format {
+                    Format::Csv => {
+                        escape_csv(&self.value, options.delimiter, &options.null, &mut field)
+                    }
+                    _ => escape_text(&self.value, options.delimiter, &mut field),
+                }
+                message.extend_from_slice(&field);
+            }
+            if options.format != Format::Binary {
+                message.put_u8(b'\n');
+            }
+            out.push(CopyData::new(message.freeze()));
         }
+        Ok(())
     }
-    if !binary.is_empty() {
-        // No rows: the header alone.
-        messages.push(CopyData::new(binary.freeze()));
+
+    /// The header, if no row took it (no rows at all).
+    pub fn finish(mut self) -> Option<CopyData> {
+        (!self.pending.is_empty()).then(|| CopyData::new(self.pending.split().freeze()))
     }
-    if !line.is_empty() {
-        // No rows: the header line alone.
-        messages.push(CopyData::new(Bytes::from(line)));
-    }
-    let format = match options.format {
-        Format::Binary => 1,
-        _ => 0,
-    };
-    Ok(CopyResponse::new(
-        format,
-        columns,
-        stream::iter(messages.into_iter().map(Ok)),
-    ))
 }
 
 /// Binary COPY data (`PGCOPY`) as rows of the given types.

@@ -19,10 +19,12 @@ use pgwire::api::copy::CopyHandler;
 use pgwire::api::copy::{send_copy_both_response, send_copy_in_response, send_copy_out_response};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{
-    send_execution_response, send_query_response, send_ready_for_query, ExtendedQueryHandler,
-    SimpleQueryHandler,
+    send_describe_response, send_execution_response, send_query_response, send_ready_for_query,
+    ExtendedQueryHandler, SimpleQueryHandler,
 };
-use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{
+    CopyResponse, DescribePortalResponse, FieldInfo, QueryResponse, Response, Tag,
+};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::stmt::StoredStatement;
 use pgwire::api::store::PortalStore;
@@ -30,7 +32,9 @@ use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::api::{ConnectionHandle, ConnectionManager, PgWireConnectionState};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
-use pgwire::messages::extendedquery::{Parse, ParseComplete, Sync as SyncMessage};
+use pgwire::messages::extendedquery::{
+    Describe, Parse, ParseComplete, Sync as SyncMessage, TARGET_TYPE_BYTE_PORTAL,
+};
 use pgwire::messages::response::{EmptyQueryResponse, TransactionStatus};
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -78,7 +82,6 @@ impl Connection {
         let session = Arc::new(Mutex::new(Session::new(db.clone())));
         Connection {
             parser: Arc::new(StatementParser {
-                db,
                 session: session.clone(),
             }),
             session,
@@ -404,6 +407,13 @@ fn outcome_response(outcome: Outcome, format: &Format) -> PgWireResult<Response>
                 "COPY reached the plain response path",
             )))
         }
+        Outcome::Fetched { schema, batch } => {
+            let fields = Arc::new(field_infos(&schema, format));
+            let rows = encode_rows(&[batch], &fields).map_err(user_error)?;
+            let mut response = QueryResponse::new(fields, stream::iter(rows.into_iter().map(Ok)));
+            response.set_command_tag("FETCH");
+            Response::Query(response)
+        }
         Outcome::CopyOut {
             schema,
             batches,
@@ -635,9 +645,9 @@ impl Prepared {
 }
 
 pub struct StatementParser {
-    db: Arc<Database>,
-    /// The connection's session: a statement that fails to parse fails its
-    /// transaction block.
+    /// The connection's session: it describes statements (a FETCH's
+    /// columns are its cursor's), and a statement that fails to parse fails
+    /// its transaction block.
     session: Arc<Mutex<Session>>,
 }
 
@@ -676,10 +686,15 @@ impl QueryParser for StatementParser {
                 .iter()
                 .map(|t| t.as_ref().and_then(arrow_type_of))
                 .collect();
+            // Described by the connection's session: a FETCH's columns are
+            // those of its cursor.
             let Description {
                 parameters,
                 columns,
-            } = Session::new(self.db.clone())
+            } = self
+                .session
+                .lock()
+                .await
                 .describe(&parsed, sql, &declared_arrow)
                 .await?;
             Ok(Some(Prepared {
@@ -745,6 +760,28 @@ impl ExtendedQueryHandler for Connection {
             .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
             .await?;
         Ok(())
+    }
+
+    /// As pgwire's; a portal it does not know may be a cursor (in Postgres
+    /// cursors are portals; psycopg describes its server-side cursors so).
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let (TARGET_TYPE_BYTE_PORTAL, Some(name)) = (message.target_type, &message.name) {
+            if client.portal_store().get_portal(name).is_none() {
+                let schema = self.session.lock().await.cursor_schema(name);
+                if let Some(schema) = schema {
+                    let fields = field_infos(&schema, &Format::UnifiedText);
+                    return send_describe_response(client, &DescribePortalResponse::new(fields))
+                        .await;
+                }
+            }
+        }
+        self._on_describe(client, message).await
     }
 
     /// ReadyForQuery reports the session's transaction status.

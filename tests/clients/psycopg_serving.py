@@ -65,6 +65,24 @@ with psycopg.connect(dsn, autocommit=True) as conn:
         copy.set_types(["int4", "text"])
         out["copy_binary"] = [list(r) for r in copy.rows()]
 
+# Server-side cursors: DECLARE, FETCH in rounds, WITH HOLD, MOVE (scroll).
+with psycopg.connect(dsn) as conn:
+    with conn.cursor(name="cells_cursor") as cur:
+        cur.itersize = 2
+        cur.execute("SELECT id, note FROM c WHERE id > %s ORDER BY id", (1,))
+        out["server_cursor"] = [list(r) for r in cur]
+    conn.commit()
+    with conn.cursor(name="held", withhold=True, scrollable=True) as cur:
+        cur.execute("SELECT id FROM c ORDER BY id")
+        conn.commit()
+        first = cur.fetchone()[0]
+        cur.scroll(2)
+        after_scroll = cur.fetchone()[0]
+        cur.scroll(1, mode="absolute")
+        out["held_cursor"] = [first, after_scroll, cur.fetchone()[0], cur.fetchall()]
+    conn.commit()
+    conn.execute("DEALLOCATE ALL")
+
 # Autocommit off (psycopg's default): a transaction each, ROLLBACK undoes.
 with psycopg.connect(dsn) as conn:
     conn.execute("INSERT INTO t VALUES (%s, %s, %s)", (20, 20, "gone"))
