@@ -17,9 +17,9 @@ CREATE TABLE ad_events (
 CREATE TABLE ad_campaigns (ad_id STRING PRIMARY KEY, campaign_id STRING NOT NULL);
 
 INSERT INTO ad_campaigns
-SELECT 'ad-' || lpad(CAST(value AS VARCHAR), 4, '0'),
-       'camp-' || lpad(CAST(value / 10 AS VARCHAR), 3, '0')
-FROM generate_series(0, 999);
+SELECT 'ad-' || lpad(CAST(n AS VARCHAR), 4, '0'),
+       'camp-' || lpad(CAST(n / 10 AS VARCHAR), 3, '0')
+FROM generate_series(0, 999) AS n;
 
 CREATE MATERIALIZED VIEW campaign_views_10s AS
 SELECT window_start, window_end, c.campaign_id, COUNT(*) AS views

@@ -62,6 +62,8 @@ pub struct Session {
     vars: BTreeMap<String, String>,
     /// The user the connection logged in as.
     user: String,
+    /// The connection's number (its cancel key's process id).
+    pid: i32,
     /// Whether the server lets anyone in without a password (`--auth
     /// trust`): then a user the catalog does not know may do anything.
     trusted: bool,
@@ -120,7 +122,7 @@ impl Transaction {
                 .iter()
                 .map(|(name, p)| (name.clone(), p.rows.clone()))
                 .collect(),
-            cursors: Vec::new(),
+            ..Scope::default()
         }
     }
 
@@ -234,11 +236,12 @@ const DEFAULT_VARS: &[(&str, &str)] = &[
     ("extra_float_digits", "1"),
     ("integer_datetimes", "on"),
     ("intervalstyle", "postgres"),
-    ("search_path", "public"),
+    ("search_path", "\"$user\", public"),
     ("server_encoding", "UTF8"),
     ("server_version", crate::server::SERVER_VERSION),
     ("server_version_num", "150000"),
     ("standard_conforming_strings", "on"),
+    ("statement_timeout", "0"),
     ("timezone", "UTC"),
     ("transaction_isolation", "read committed"),
 ];
@@ -249,6 +252,7 @@ impl Session {
             db,
             vars: BTreeMap::new(),
             user: String::new(),
+            pid: 0,
             trusted: true,
             transaction: None,
             notices: Vec::new(),
@@ -258,11 +262,27 @@ impl Session {
 
     /// Sets who the session runs as (after the startup), and whether the
     /// server trusts connections without passwords.
-    pub fn set_user(&mut self, user: &str, trusted: bool) {
+    pub fn set_user(&mut self, user: &str, trusted: bool, pid: i32) {
         if self.user != user {
             self.user = user.to_string();
         }
         self.trusted = trusted;
+        self.pid = pid;
+    }
+
+    /// Every setting's value now, by lower-case name.
+    fn settings(&self) -> BTreeMap<String, String> {
+        let mut all: BTreeMap<String, String> = DEFAULT_VARS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        all.extend(self.vars.clone());
+        for name in CHECKPOINT_INTERVAL_NAMES {
+            if let Some(v) = self.var(name) {
+                all.insert(name.to_string(), v);
+            }
+        }
+        all
     }
 
     pub fn user(&self) -> &str {
@@ -306,6 +326,8 @@ impl Session {
                 ..Scope::default()
             },
         };
+        scope.pid = self.pid;
+        scope.settings = self.settings();
         scope.cursors = self
             .cursors
             .iter()
@@ -563,11 +585,7 @@ impl Session {
                 command("SET")
             }
             Statement::ShowVariable(name) if name == "all" => {
-                let mut all: BTreeMap<String, String> = DEFAULT_VARS
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect();
-                all.extend(self.vars.clone());
+                let all = self.settings();
                 let (names, values): (Vec<_>, Vec<_>) =
                     all.into_iter().map(|(k, v)| (Some(k), Some(v))).unzip();
                 text_rows(text_schema(&["name", "setting"]), vec![names, values])
@@ -713,7 +731,11 @@ impl Session {
                     .plan(stmt, sql, &scope, &params.declared)
                     .await?
                     .bind(params.values, sql)?;
+                let settings = planned.settings.clone();
                 let (schema, batches) = engine.execute(planned, sql, &scope).await?;
+                for (name, value) in settings {
+                    self.set(&name, &value)?;
+                }
                 Ok(Outcome::Rows { schema, batches })
             }
         }

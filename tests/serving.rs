@@ -583,3 +583,121 @@ async fn a_cursor_follows_a_subscription() {
     execute(&client, "ROLLBACK").await;
     assert_eq!(sqlstate(&client, "FETCH c").await, "34000");
 }
+
+/// What tools ask of the catalog and of Postgres's functions, each answer
+/// as Postgres 15 gives it (for a Postgres with the same tables): Grafana's
+/// version check, table list and column list (its own queries, verbatim),
+/// `information_schema` with Postgres's type names, and the functions
+/// tools call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queries_tools_send() {
+    let server = TestServer::start();
+    let client = server.client().await;
+    execute(
+        &client,
+        "CREATE TABLE cells (cell_id STRING PRIMARY KEY, capacity INT)",
+    )
+    .await;
+    execute(
+        &client,
+        "CREATE TABLE calls WITH ('connector' = 'datagen', 'rows-per-second' = '10')",
+    )
+    .await;
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW kpi AS SELECT cell_id, COUNT(*) AS calls FROM calls GROUP BY cell_id",
+    )
+    .await;
+    let grafana = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/grafana_queries.sql"),
+    )
+    .unwrap();
+    let queries: Vec<&str> = grafana
+        .split("\n\n")
+        .map(|q| q.trim())
+        .filter(|q| !q.is_empty() && !q.starts_with("--"))
+        .collect();
+    assert_eq!(queries.len(), 4);
+    assert_eq!(rows(&client, queries[0]).await, [["1500"]]);
+    assert!(rows(&client, queries[1]).await.is_empty());
+    // The search path's tables first, unqualified; then the others. The
+    // search path is Postgres's `"$user", public`, and user `sluice` has a
+    // schema of its name (the system tables'), so they are on it too.
+    let tables = rows(&client, queries[2]).await;
+    let names: Vec<&str> = tables.iter().map(|t| t[0].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "calls",
+            "cells",
+            "dead_letters",
+            "jobs",
+            "kafka_partitions",
+            "kpi",
+            "late_rows",
+            "savepoints"
+        ]
+    );
+    let other = server.client_as("grafana", "").await.unwrap();
+    let tables = rows(&other, queries[2]).await;
+    let names: Vec<&str> = tables.iter().map(|t| t[0].as_str()).collect();
+    assert_eq!(&names[..3], ["calls", "cells", "kpi"]);
+    assert!(
+        names[3..].iter().all(|t| t.starts_with("sluice.")),
+        "{names:?}"
+    );
+    let columns = rows(&client, &queries[3].replace("'kpi'", "'cells'")).await;
+    assert_eq!(columns, [["cell_id", "text"], ["capacity", "integer"]]);
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT column_name, data_type, udt_name, is_nullable FROM information_schema.columns
+             WHERE table_name = 'kpi' ORDER BY ordinal_position"
+        )
+        .await,
+        [
+            ["cell_id", "text", "text", "YES"],
+            ["calls", "bigint", "int8", "NO"]
+        ]
+    );
+    // Functions, as Postgres answers them.
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT current_setting('search_path'), current_setting('nope', true) IS NULL,
+                    current_schemas(true), array_lower(ARRAY[1,2,3], 1), array_upper(ARRAY[1,2,3], 1),
+                    parse_ident('public.\"My Table\"'),
+                    to_char(TIMESTAMP '2024-03-05 14:07:09', 'YYYY-MM-DD HH24:MI:SS'),
+                    pg_size_pretty(20971520::bigint), pg_backend_pid() > 0"
+        )
+        .await,
+        [[
+            "\"$user\", public",
+            "t",
+            "{pg_catalog,public}",
+            "1",
+            "3",
+            "{public,\"My Table\"}",
+            "2024-03-05 14:07:09",
+            "20 MB",
+            "t"
+        ]]
+    );
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT set_config('application_name', 'grafana', false)"
+        )
+        .await,
+        [["grafana"]]
+    );
+    assert_eq!(rows(&client, "SHOW application_name").await, [["grafana"]]);
+    assert_eq!(
+        sqlstate(&client, "SELECT current_setting('nope')").await,
+        "42704"
+    );
+    assert_eq!(
+        rows(&client, "SELECT i, s[i] FROM generate_series(1, 2) AS i, string_to_array('a,b', ',') s ORDER BY i").await,
+        [["1", "a"], ["2", "b"]]
+    );
+}

@@ -7,7 +7,9 @@
 //! SELECT language of DataFusion works on them: joins between views, ORDER
 //! BY, LIMIT, window functions, aggregates.
 
+pub mod information_schema;
 pub mod pg_catalog;
+pub mod pg_functions;
 pub mod postgres;
 pub mod system;
 
@@ -75,6 +77,10 @@ pub struct Scope {
     pub user: String,
     /// The session's open cursors (`pg_cursors`).
     pub cursors: Vec<CursorInfo>,
+    /// The connection's number (`pg_backend_pid()`).
+    pub pid: i32,
+    /// The session's settings, by lower-case name (`current_setting`).
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 /// An open cursor, as `pg_cursors` shows it.
@@ -100,6 +106,8 @@ pub struct Parameters {
 pub struct Planned {
     pub plan: LogicalPlan,
     names: postgres::Names,
+    /// The settings its `set_config` calls make, once it has run.
+    pub settings: Vec<(String, String)>,
 }
 
 impl Planned {
@@ -162,17 +170,24 @@ fn rename(schema: SchemaRef, names: &postgres::Names) -> SchemaRef {
 
 impl QueryEngine {
     pub fn new(relations: Weak<dyn Relations>) -> Self {
-        let ctx = crate::functions::session_context();
+        // Postgres's information schema (ours), not DataFusion's.
+        let mut state = crate::functions::session_context().state();
+        state.config_mut().options_mut().catalog.information_schema = false;
+        let ctx = SessionContext::new_with_state(state);
         let relations_for_functions = relations.clone();
         let catalog = Arc::new(SluiceCatalog {
             public: Arc::new(PublicSchema {
                 relations: relations.clone(),
             }),
             system: Arc::new(system::SystemSchema::new(relations.clone())),
+            information_schema: Arc::new(information_schema::InformationSchema::new(
+                relations.clone(),
+            )),
             pg_catalog: Arc::new(pg_catalog::PgCatalogSchema::new(relations)),
         });
         ctx.register_catalog(crate::functions::CATALOG, catalog);
         pg_catalog::register_functions(&ctx, relations_for_functions);
+        pg_functions::register(&ctx);
         QueryEngine { ctx }
     }
 
@@ -197,13 +212,17 @@ impl QueryEngine {
         declared: &[Option<DataType>],
     ) -> Result<Planned> {
         let mut statement = pg_catalog::rewrite(statement.clone());
-        let names = postgres::rewrite(&mut statement, declared, scope);
+        let rewritten = postgres::rewrite(&mut statement, declared, scope)?;
         let plan = self
             .state(scope)
             .statement_to_plan(DFStatement::Statement(Box::new(statement)))
             .await
             .map_err(|e| Error::from_datafusion(e, sql))?;
-        Ok(Planned { plan, names })
+        Ok(Planned {
+            plan,
+            names: rewritten.names,
+            settings: rewritten.settings,
+        })
     }
 
     /// Runs a planned query to completion.
@@ -230,12 +249,18 @@ impl QueryEngine {
 struct SluiceCatalog {
     public: Arc<PublicSchema>,
     system: Arc<system::SystemSchema>,
+    information_schema: Arc<information_schema::InformationSchema>,
     pg_catalog: Arc<pg_catalog::PgCatalogSchema>,
 }
 
 impl CatalogProvider for SluiceCatalog {
     fn schema_names(&self) -> Vec<String> {
-        vec!["public".into(), "sluice".into(), "pg_catalog".into()]
+        vec![
+            "public".into(),
+            "sluice".into(),
+            "pg_catalog".into(),
+            "information_schema".into(),
+        ]
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
@@ -243,6 +268,7 @@ impl CatalogProvider for SluiceCatalog {
             "public" => Some(self.public.clone()),
             "sluice" => Some(self.system.clone()),
             "pg_catalog" => Some(self.pg_catalog.clone()),
+            "information_schema" => Some(self.information_schema.clone()),
             _ => None,
         }
     }

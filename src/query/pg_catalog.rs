@@ -182,7 +182,7 @@ fn element_of(array_oid: i64) -> Option<i64> {
 }
 
 /// The type oid and type modifier a column is shown with.
-fn type_of(t: &DataType) -> (i64, i32) {
+pub(crate) fn type_of(t: &DataType) -> (i64, i32) {
     let pg = crate::server::encode::pg_type(t);
     let typmod = match t {
         DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => {
@@ -230,12 +230,39 @@ fn format_type(oid: i64, typmod: i32) -> Option<String> {
 }
 
 /// One relation as the catalog tables show it.
-struct RelationRow {
-    oid: i64,
-    name: String,
-    namespace: i64,
-    kind: &'static str,
-    schema: SchemaRef,
+pub(crate) struct RelationRow {
+    pub oid: i64,
+    pub name: String,
+    pub namespace: i64,
+    /// `r` table, `m` materialized view, `i` index.
+    pub kind: &'static str,
+    pub schema: SchemaRef,
+}
+
+impl RelationRow {
+    pub fn namespace_name(&self) -> &'static str {
+        match self.namespace {
+            PUBLIC_OID => "public",
+            SLUICE_OID => "sluice",
+            _ => "pg_catalog",
+        }
+    }
+}
+
+/// A type's name as `information_schema.columns` shows it (`bigint`,
+/// `timestamp without time zone`, `ARRAY`), and its `udt_name` (`int8`).
+pub(crate) fn type_name_and_udt(oid: i64) -> (String, String) {
+    let udt = TYPES
+        .iter()
+        .find(|t| t.0 == oid)
+        .map(|t| t.1.to_string())
+        .unwrap_or_else(|| "text".into());
+    let name = if element_of(oid).is_some() {
+        "ARRAY".to_string()
+    } else {
+        format_type(oid, -1).unwrap_or_else(|| "text".into())
+    };
+    (name, udt)
 }
 
 /// An ordinary table's primary key, as Postgres shows it: a constraint
@@ -303,7 +330,7 @@ fn quote_name(name: &str) -> String {
     }
 }
 
-fn relation_rows(relations: &dyn Relations) -> Vec<RelationRow> {
+pub(crate) fn relation_rows(relations: &dyn Relations) -> Vec<RelationRow> {
     let mut out = Vec::new();
     let mut names = relations.relation_names();
     names.sort();

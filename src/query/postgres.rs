@@ -18,7 +18,22 @@
 //!   fraction, as in Postgres. Undeclared parameters take the type
 //!   DataFusion infers from where they stand, or text.
 //! - **The session's values.** `current_user`, `session_user` and `user`
-//!   are the session's user, as a literal.
+//!   are the session's user, `pg_backend_pid()` its connection's number,
+//!   `current_setting('name')` the setting's value, as literals;
+//!   `set_config('name', 'value', is_local)` is its value, and the session
+//!   takes the setting once the statement has run.
+//! - **Functions in FROM.** A set-returning function's column is named
+//!   after its alias, or the function (`FROM generate_series(1, 3) AS i`
+//!   has a column `i`); a scalar function in FROM is a one-row relation of
+//!   its value (`FROM string_to_array('a,b', ',') s`), as Grafana's queries
+//!   use them.
+//! - **Subqueries in ORDER BY** (Grafana sorts the schemas of its search
+//!   path first so): DataFusion runs them only in the select list, so the
+//!   query becomes `SELECT <its columns> FROM (<it, with the ORDER BY
+//!   expression as a column>) ORDER BY <that column>`.
+//! - **`x IN (subquery)` in a select list** (DataFusion runs IN subqueries
+//!   in filters only): `array_has((SELECT array_agg(v) FROM (subquery)
+//!   AS s(v)), x)`, the same test as a scalar subquery.
 //! - **`LIKE ... ESCAPE 'c'`.** DataFusion escapes with backslashes only:
 //!   another escape character is turned into backslashes by Postgres's own
 //!   `like_escape(pattern, 'c')`, whatever the pattern is.
@@ -36,24 +51,186 @@ use sqlparser::ast::{
 #[derive(Debug, Clone, Default)]
 pub struct Names(pub Option<Vec<String>>);
 
-/// Applies the rules above to a query statement; returns the display names
-/// of its result's columns, if they could be told without planning.
+/// What the rewrite tells of the query: the display names of its result's
+/// columns, if they could be told without planning, and the settings its
+/// `set_config` calls make.
+#[derive(Debug, Clone, Default)]
+pub struct Rewritten {
+    pub names: Names,
+    pub settings: Vec<(String, String)>,
+}
+
+/// Applies the rules above to a query statement.
 pub fn rewrite(
     statement: &mut ast::Statement,
     declared: &[Option<DataType>],
     scope: &super::Scope,
-) -> Names {
+) -> crate::error::Result<Rewritten> {
     let _ = statement.visit(&mut Aliases);
-    let _ = statement.visit(&mut SessionValues { scope });
+    if let ast::Statement::Query(query) = statement {
+        order_by_subqueries(query);
+    }
+    let _ = statement.visit(&mut SelectListInSubqueries);
+    let mut values = SessionValues {
+        scope,
+        settings: Vec::new(),
+        error: None,
+    };
+    let _ = statement.visit(&mut values);
+    if let Some(e) = values.error {
+        return Err(e);
+    }
+    let settings = values.settings;
     let _ = statement.visit(&mut LikeEscapes);
+    let _ = statement.visit(&mut FromFunctions);
     if declared.iter().any(Option::is_some) {
         let _ = statement.visit(&mut TypedParameters { declared });
     }
-    let query = match statement {
-        ast::Statement::Query(q) => q,
-        _ => return Names(None),
+    let names = match statement {
+        ast::Statement::Query(q) => Names(top_level_names(&mut q.body)),
+        _ => Names(None),
     };
-    Names(top_level_names(&mut query.body))
+    Ok(Rewritten { names, settings })
+}
+
+/// Whether an expression holds a subquery.
+fn has_subquery(expr: &Expr) -> bool {
+    struct Finder(bool);
+    impl ast::Visitor for Finder {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            if matches!(
+                expr,
+                Expr::Subquery(_) | Expr::InSubquery { .. } | Expr::Exists { .. }
+            ) {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut finder = Finder(false);
+    let _ = ast::Visit::visit(expr, &mut finder);
+    finder.0
+}
+
+/// Moves ORDER BY expressions that hold a subquery into the select list of
+/// an inner query (see the module doc). Only for a plain SELECT whose
+/// columns all have names (after [`Aliases`]).
+fn order_by_subqueries(query: &mut ast::Query) {
+    let Some(ast::OrderBy {
+        kind: ast::OrderByKind::Expressions(items),
+        ..
+    }) = &query.order_by
+    else {
+        return;
+    };
+    if !items.iter().any(|i| has_subquery(&i.expr)) {
+        return;
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return;
+    };
+    let mut names = Vec::with_capacity(select.projection.len());
+    for item in &select.projection {
+        match item {
+            SelectItem::ExprWithAlias { alias, .. } => names.push(alias.clone()),
+            SelectItem::UnnamedExpr(e) => match column_name(e) {
+                Some(n) => names.push(Ident::with_quote('"', n)),
+                None => return,
+            },
+            _ => return,
+        }
+    }
+    let mut inner = query.clone();
+    inner.order_by = None;
+    inner.limit_clause = None;
+    inner.fetch = None;
+    let SetExpr::Select(inner_select) = inner.body.as_mut() else {
+        return;
+    };
+    let mut order = Vec::with_capacity(items.len());
+    for (k, item) in items.iter().enumerate() {
+        if has_subquery(&item.expr) {
+            let hidden = Ident::with_quote('"', format!("__sluice_order_{k}"));
+            inner_select.projection.push(SelectItem::ExprWithAlias {
+                expr: item.expr.clone(),
+                alias: hidden.clone(),
+            });
+            let mut outer = item.clone();
+            outer.expr = Expr::Identifier(hidden);
+            order.push(outer.to_string());
+        } else {
+            order.push(item.to_string());
+        }
+    }
+    let mut sql = format!(
+        "SELECT {} FROM ({inner}) AS __sluice_ordered ORDER BY {}",
+        names
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        order.join(", ")
+    );
+    if let Some(limit) = &query.limit_clause {
+        sql.push_str(&format!(" {limit}"));
+    }
+    if let Ok(parsed) = crate::frontend::parser::parse_one(&sql) {
+        if let crate::frontend::parser::Statement::Query(statement) = parsed.statement {
+            if let ast::Statement::Query(rewritten) = *statement {
+                *query = *rewritten;
+            }
+        }
+    }
+}
+
+/// IN subqueries in select lists, as scalar subqueries (see the module
+/// doc).
+struct SelectListInSubqueries;
+
+impl VisitorMut for SelectListInSubqueries {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            for item in select.projection.iter_mut() {
+                if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item
+                {
+                    let _ = e.visit(&mut InSubqueryToArray);
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+struct InSubqueryToArray;
+
+impl VisitorMut for InSubqueryToArray {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let Expr::InSubquery {
+            expr: needle,
+            subquery,
+            negated,
+        } = expr
+        else {
+            return ControlFlow::Continue(());
+        };
+        let sql = format!(
+            "{}array_has((SELECT array_agg(__in_value) FROM ({subquery}) AS __in(__in_value)), {needle})",
+            if *negated { "NOT " } else { "" }
+        );
+        let parsed = sqlparser::parser::Parser::new(crate::frontend::parser::dialect())
+            .try_with_sql(&sql)
+            .and_then(|mut p| p.parse_expr());
+        if let Ok(replacement) = parsed {
+            *expr = replacement;
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 /// Names each unaliased item of every select list as Postgres does.
@@ -268,6 +445,61 @@ fn narrow_integer(expr: &mut Expr) {
 /// The session's functions become their values.
 struct SessionValues<'a> {
     scope: &'a super::Scope,
+    /// What `set_config` calls set.
+    settings: Vec<(String, String)>,
+    error: Option<crate::error::Error>,
+}
+
+/// A function call's arguments, if each is a plain expression.
+fn arguments(f: &ast::Function) -> Option<Vec<&Expr>> {
+    match &f.args {
+        ast::FunctionArguments::None => Some(Vec::new()),
+        ast::FunctionArguments::List(l) => l
+            .args
+            .iter()
+            .map(|a| match a {
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e),
+                _ => None,
+            })
+            .collect(),
+        ast::FunctionArguments::Subquery(_) => None,
+    }
+}
+
+/// The text of a string literal (also cast: `'x'::text`).
+fn string_literal(expr: &Expr) -> Option<&str> {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => Some(s),
+            _ => None,
+        },
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => string_literal(expr),
+        _ => None,
+    }
+}
+
+fn boolean_literal(expr: &Expr) -> Option<bool> {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            Value::Boolean(b) => Some(*b),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn text(value: Option<String>) -> Expr {
+    let value = match value {
+        Some(v) => Value::SingleQuotedString(v),
+        None => Value::Null,
+    };
+    Expr::Cast {
+        kind: ast::CastKind::Cast,
+        expr: Box::new(Expr::Value(value.into())),
+        data_type: ast::DataType::Text,
+        array: false,
+        format: None,
+    }
 }
 
 impl VisitorMut for SessionValues<'_> {
@@ -277,22 +509,149 @@ impl VisitorMut for SessionValues<'_> {
         let Expr::Function(f) = expr else {
             return ControlFlow::Continue(());
         };
-        let no_arguments = match &f.args {
-            ast::FunctionArguments::None => true,
-            ast::FunctionArguments::List(l) => l.args.is_empty(),
-            ast::FunctionArguments::Subquery(_) => false,
+        let Some(args) = arguments(f) else {
+            return ControlFlow::Continue(());
         };
         let name = f.name.to_string().to_ascii_lowercase();
         let name = name.trim_start_matches("pg_catalog.");
-        if no_arguments
-            && matches!(
-                name,
-                "current_user" | "session_user" | "user" | "current_role"
-            )
-        {
-            *expr = Expr::Value(Value::SingleQuotedString(self.scope.user.clone()).into());
-        }
+        let replacement = match (name, args.as_slice()) {
+            ("current_user" | "session_user" | "user" | "current_role", []) => {
+                text(Some(self.scope.user.clone()))
+            }
+            ("pg_backend_pid", []) => {
+                Expr::Value(Value::Number(self.scope.pid.to_string(), false).into())
+            }
+            ("current_setting", [setting, rest @ ..]) => {
+                let Some(setting) = string_literal(setting) else {
+                    return ControlFlow::Continue(());
+                };
+                let missing_ok = rest
+                    .first()
+                    .and_then(|e| boolean_literal(e))
+                    .unwrap_or(false);
+                let setting = setting.to_ascii_lowercase();
+                match self.scope.settings.get(&setting) {
+                    Some(v) => text(Some(v.clone())),
+                    None if missing_ok => text(None),
+                    None => {
+                        self.error = Some(crate::error::Error::user(
+                            crate::error::sqlstate::UNDEFINED_OBJECT,
+                            format!("unrecognized configuration parameter \"{setting}\""),
+                        ));
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            ("set_config", [setting, value, _local]) => {
+                let (Some(setting), Some(value)) = (string_literal(setting), string_literal(value))
+                else {
+                    return ControlFlow::Continue(());
+                };
+                self.settings
+                    .push((setting.to_ascii_lowercase(), value.to_string()));
+                text(Some(value.to_string()))
+            }
+            _ => return ControlFlow::Continue(()),
+        };
+        *expr = replacement;
         ControlFlow::Continue(())
+    }
+}
+
+/// The functions DataFusion reads as relations in FROM (their one column
+/// is named `value`, or after the array's column).
+const TABLE_FUNCTIONS: &[&str] = &["generate_series", "range", "unnest"];
+
+/// Functions in FROM, named as Postgres names them (see the module doc).
+struct FromFunctions;
+
+impl VisitorMut for FromFunctions {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut ast::TableFactor) -> ControlFlow<()> {
+        let ast::TableFactor::Table {
+            name,
+            alias,
+            args: Some(args),
+            ..
+        } = factor
+        else {
+            return ControlFlow::Continue(());
+        };
+        let function = name.to_string().to_ascii_lowercase();
+        let function = function.trim_start_matches("pg_catalog.").to_string();
+        let column = match alias {
+            Some(a) if !a.columns.is_empty() => return ControlFlow::Continue(()),
+            Some(a) => a.name.clone(),
+            None => Ident::new(function.clone()),
+        };
+        if TABLE_FUNCTIONS.contains(&function.as_str()) {
+            if function == "generate_series" {
+                widen_integer_arguments(&mut args.args);
+            }
+            *alias = Some(ast::TableAlias {
+                explicit: true,
+                name: alias
+                    .as_ref()
+                    .map(|a| a.name.clone())
+                    .unwrap_or(column.clone()),
+                columns: vec![ast::TableAliasColumnDef {
+                    name: column,
+                    data_type: None,
+                }],
+                at: None,
+            });
+            return ControlFlow::Continue(());
+        }
+        let arguments: Vec<String> = args.args.iter().map(|a| a.to_string()).collect();
+        let sql = format!("SELECT {}({}) AS {}", name, arguments.join(", "), column);
+        let Ok(parsed) = crate::frontend::parser::parse_one(&sql) else {
+            return ControlFlow::Continue(());
+        };
+        let crate::frontend::parser::Statement::Query(statement) = parsed.statement else {
+            return ControlFlow::Continue(());
+        };
+        let ast::Statement::Query(subquery) = *statement else {
+            return ControlFlow::Continue(());
+        };
+        *factor = ast::TableFactor::Derived {
+            lateral: false,
+            subquery,
+            alias: Some(ast::TableAlias {
+                explicit: true,
+                name: column,
+                columns: vec![],
+                at: None,
+            }),
+            sample: None,
+        };
+        ControlFlow::Continue(())
+    }
+}
+
+/// DataFusion's `generate_series` takes 64-bit integers, and Postgres's
+/// `array_lower`, `array_upper` and `array_length` are 32-bit: their calls
+/// as bounds are cast (Grafana's table discovery writes
+/// `generate_series(array_lower(...), array_upper(...))`).
+fn widen_integer_arguments(args: &mut [ast::FunctionArg]) {
+    for arg in args {
+        let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(expr)) = arg else {
+            continue;
+        };
+        let integral = matches!(expr, Expr::Function(f) if matches!(
+            f.name.to_string().to_ascii_lowercase().as_str(),
+            "array_lower" | "array_upper" | "array_length" | "cardinality"
+        ));
+        if integral {
+            let inner = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+            *expr = Expr::Cast {
+                kind: ast::CastKind::Cast,
+                expr: Box::new(inner),
+                data_type: ast::DataType::BigInt(None),
+                array: false,
+                format: None,
+            };
+        }
     }
 }
 
@@ -425,8 +784,8 @@ mod tests {
         let crate::frontend::parser::Statement::Query(mut q) = parsed.statement else {
             panic!()
         };
-        let n = rewrite(&mut q, &[], &crate::query::Scope::default());
-        (q.to_string(), n.0)
+        let n = rewrite(&mut q, &[], &crate::query::Scope::default()).unwrap();
+        (q.to_string(), n.names.0)
     }
 
     #[test]
@@ -466,7 +825,8 @@ mod tests {
             &mut q,
             &[Some(DataType::Float64), None],
             &crate::query::Scope::default(),
-        );
+        )
+        .unwrap();
         let sql = q.to_string();
         assert!(sql.contains("CAST($1 AS DOUBLE PRECISION) * 2"), "{sql}");
         assert!(sql.contains("$2 AS"), "{sql}");

@@ -130,7 +130,7 @@ impl Connection {
     async fn session<C: ClientInfo>(&self, client: &C) -> tokio::sync::MutexGuard<'_, Session> {
         let mut session = self.session.lock().await;
         if let Some(user) = client.metadata().get(pgwire::api::METADATA_USER) {
-            session.set_user(user, self.trusted);
+            session.set_user(user, self.trusted, client.pid_and_secret_key().0);
         }
         session
     }
