@@ -244,6 +244,7 @@ const DEFAULT_VARS: &[(&str, &str)] = &[
     ("statement_timeout", "0"),
     ("timezone", "UTC"),
     ("transaction_isolation", "read committed"),
+    ("default_transaction_isolation", "read committed"),
 ];
 
 impl Session {
@@ -957,6 +958,22 @@ impl Session {
         }
         if name == "statement_timeout" {
             parse_timeout(value)?;
+        }
+        if name == "default_transaction_isolation" {
+            // The level of the transactions to come, so of the next one.
+            self.vars
+                .insert("transaction_isolation".into(), value.to_string());
+        }
+        if name.ends_with("transaction_isolation")
+            && matches!(value, "repeatable read" | "serializable")
+        {
+            self.notice(
+                "WARNING",
+                "01000",
+                format!(
+                    "Sluice runs transactions at READ COMMITTED; \"{value}\" is recorded, not enforced"
+                ),
+            );
         }
         if name == "timezone" {
             let utc = ["utc", "etc/utc", "+00:00", "0", "z", "gmt"];

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::{rows, TestServer};
@@ -158,32 +158,10 @@ fn unsafe_starts_are_refused_with_the_reason() {
     assert!(out.contains("trust or password"), "{out}");
 }
 
-/// A self-signed certificate for localhost and 127.0.0.1 (openssl).
-fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let cert = dir.join("server.crt");
-    let key = dir.join("server.key");
-    let ok = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl")
-        .status
-        .success();
-    assert!(ok, "openssl could not make a certificate");
-    (cert, key)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_passwords_and_tls_required() {
     let tmp = tempfile::tempdir().unwrap();
-    let (cert, key) = certificate(tmp.path());
+    let (cert, key) = common::certificate(tmp.path());
     let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
     let server = start_with_password(
         &tmp.path().join("data"),

@@ -1,15 +1,21 @@
-//! Other clients than tokio-postgres and psql: psycopg 3 (installed by
-//! `scripts/install-test-tools.sh` into `~/.cache/sluice-tools/venv`).
+//! The clients applications use, each as it is used, against a server as
+//! deployed: passwords and TLS (every client connects verifying the
+//! server's certificate, with its password). psycopg 3, psycopg2,
+//! SQLAlchemy and pandas (in `~/.cache/sluice-tools/venv`), node-postgres
+//! (in `~/.cache/sluice-tools/node`) and the JDBC driver (Debian's
+//! libpostgresql-jdbc-java), installed by `scripts/install-test-tools.sh`
+//! and `.ci/run`. Each expectation is what Postgres 15 answers to the same
+//! script.
 
 mod common;
 
 use std::process::Command;
 
-use common::{execute, python, wait_finished, TestServer};
+use common::{execute, python, wait_finished, SecureServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_simple_extended_and_binary() {
-    let server = TestServer::start();
+    let server = SecureServer::start();
     let client = server.client().await;
     let path = common::data_dir().join("calls_small.json");
     execute(
@@ -36,6 +42,7 @@ async fn psycopg_simple_extended_and_binary() {
     let out = Command::new(python())
         .arg(&script)
         .arg(server.port().to_string())
+        .envs(server.libpq_env())
         .output()
         .unwrap_or_else(|e| {
             panic!(
@@ -53,6 +60,7 @@ async fn psycopg_simple_extended_and_binary() {
     let got: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
     let want = serde_json::json!({
         "server_version": "15.0 (Sluice)",
+        "tls": true,
         "text": [
             ["a", 2, 300, 150.0, "2024-01-01T00:00:00"],
             ["a", 2, 310, 155.0, "2024-01-01T00:00:10"],
@@ -71,12 +79,13 @@ async fn psycopg_simple_extended_and_binary() {
 /// 15 gives to the same script.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_parameters_and_transactions() {
-    let server = TestServer::start();
+    let server = SecureServer::start();
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/psycopg_serving.py");
     let out = Command::new(python())
         .arg(&script)
         .arg(server.port().to_string())
+        .envs(server.libpq_env())
         .output()
         .expect("python");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -88,6 +97,7 @@ async fn psycopg_parameters_and_transactions() {
     );
     let got: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
     let want = serde_json::json!({
+        "tls": true,
         "float_lt": 1,
         "decimal_times_two": "2.50",
         "float_times_two": 2.5,
@@ -121,7 +131,7 @@ async fn psycopg_parameters_and_transactions() {
 /// views have none).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlalchemy_and_pandas() {
-    let server = TestServer::start();
+    let server = SecureServer::start();
     let client = server.client().await;
     let path = common::data_dir().join("calls_small.json");
     execute(
@@ -152,6 +162,7 @@ async fn sqlalchemy_and_pandas() {
     let out = Command::new(python())
         .arg(&script)
         .arg(server.port().to_string())
+        .envs(server.libpq_env())
         .output()
         .expect("python");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -165,6 +176,7 @@ async fn sqlalchemy_and_pandas() {
     let expected = |tables: &[&str], written: i64| {
         serde_json::json!({
             "version": true,
+            "tls": true,
             "one": 1,
             "schemas": ["public", "sluice"],
             "tables": tables,
@@ -193,4 +205,138 @@ async fn sqlalchemy_and_pandas() {
         got["psycopg2"],
         expected(&["calls", "cells", "scores_psycopg"], 3)
     );
+}
+
+/// node-postgres as services use it: every parameter sent untyped (the
+/// server infers it, `= ANY($1)` an array), named prepared statements,
+/// transactions, errors. The expected values are what Postgres 15 answers
+/// to the same script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres() {
+    let server = SecureServer::start();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/node_pg_check.js");
+    let home = std::env::var("HOME").expect("HOME");
+    let modules = std::path::PathBuf::from(home).join(".cache/sluice-tools/node/node_modules");
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(server.port().to_string())
+        .env("NODE_MODULES_DIR", &modules)
+        .envs(server.libpq_env())
+        .output()
+        .expect("node (scripts/install-test-tools.sh installs node-postgres)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "node-postgres failed:\n{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
+    let want = serde_json::json!({
+        "tls": true,
+        "lt": [{"id": 1}, {"id": 2}],
+        "fraction": ["22P02", "invalid input syntax for type bigint: \"20.5\""],
+        "text": [{"id": 2}],
+        "plus": [{"x": "42"}],
+        "any": [{"id": 1}, {"id": 3}],
+        "nulls": [{"id": 2}, {"id": 4}],
+        "bigint": [{"x": "18014398509481986"}],
+        "timestamp": true,
+        "after": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c"}],
+        "error": ["42703", "column \"nope\" does not exist", 8],
+    });
+    assert_eq!(got, want);
+}
+
+/// The PostgreSQL JDBC driver (DBeaver's, DataGrip's, Metabase's):
+/// DatabaseMetaData as tools read it, transaction isolation, prepared
+/// statements of every type (setBigDecimal, setTimestamp, setDate,
+/// setArray, setNull), fetching in rounds, rollback. Compiled and run with
+/// the JDK's javac and Debian's driver jar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc() {
+    let driver = std::path::Path::new("/usr/share/java/postgresql.jar");
+    assert!(
+        driver.exists(),
+        "the JDBC driver is missing (apt-get install libpostgresql-jdbc-java)"
+    );
+    let server = SecureServer::start();
+    let client = server.client().await;
+    execute(
+        &client,
+        "CREATE TABLE cells (cell_id TEXT PRIMARY KEY, capacity INT, ratio DOUBLE PRECISION,
+           price DECIMAL(10,2), active BOOLEAN, since TIMESTAMP(3), day DATE, note TEXT)",
+    )
+    .await;
+    execute(
+        &client,
+        "INSERT INTO cells VALUES ('a', 100, 0.5, 9.99, false, '2024-01-01 00:00:00', '2024-01-01', 'first')",
+    )
+    .await;
+    execute(
+        &client,
+        "CREATE TABLE calls WITH ('connector' = 'datagen', 'rows-per-second' = '10')",
+    )
+    .await;
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW kpi AS SELECT cell_id, COUNT(*) AS calls FROM calls GROUP BY cell_id",
+    )
+    .await;
+    let classes = tempfile::tempdir().unwrap();
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/JdbcCheck.java");
+    let compiled = Command::new("javac")
+        .arg("-d")
+        .arg(classes.path())
+        .arg(&source)
+        .output()
+        .expect("javac");
+    assert!(
+        compiled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+    let url = format!(
+        "jdbc:postgresql://127.0.0.1:{}/sluice?sslmode=verify-full&sslrootcert={}",
+        server.port(),
+        server.cert.display()
+    );
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(format!("{}:{}", classes.path().display(), driver.display()))
+        .arg("JdbcCheck")
+        .args([url.as_str(), "sluice", common::PASSWORD])
+        .output()
+        .expect("java");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "JDBC failed:\n{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Postgres 15's answers to the same program (its materialized view
+    // over a table; Sluice's over the calls stream, which lists too).
+    let want = "\
+product: PostgreSQL
+schemas: true true
+tables: [kpi|MATERIALIZED VIEW, calls|TABLE, cells|TABLE]
+columns: [cell_id|text|12|0, capacity|int4|4|1, ratio|float8|8|1, price|numeric|2|1, active|bool|-7|1, since|timestamp|93|1, day|date|91|1, note|text|12|1]
+view_columns: [cell_id|text, calls|int8]
+primary_keys: [cell_id|1|cells_pkey]
+index_info: [cells_pkey|f|cell_id]
+imported_keys: []
+functions: []
+type_info: true true true
+isolation: 2
+insert: 1
+decimal_plus: 2.5
+select: [a|100|0.5|9.99|false|2024-01-01 00:00:00.0|2024-01-01|first, x|7|0.25|12.50|true|2024-01-02 03:04:05.678|2024-02-29|null]
+array: [a, x]
+fetch_size: [a, x]
+after_rollback: [2]
+";
+    assert_eq!(stdout, want);
 }

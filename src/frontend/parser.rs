@@ -1238,6 +1238,19 @@ pub fn normalize_ident(ident: &ast::Ident) -> String {
 fn parse_set(parser: &mut Parser) -> PResult<Statement> {
     // SET [SESSION | LOCAL] name { = | TO } value
     let _ = parser.parse_one_of_keywords(&[Keyword::SESSION, Keyword::LOCAL]);
+    // SET [SESSION CHARACTERISTICS AS] TRANSACTION ISOLATION LEVEL ...
+    // (JDBC's setTransactionIsolation).
+    let characteristics = parser.parse_keywords(&[Keyword::CHARACTERISTICS, Keyword::AS]);
+    if parser.parse_keyword(Keyword::TRANSACTION) {
+        return Ok(Statement::SetVariable {
+            name: if characteristics {
+                "default_transaction_isolation".into()
+            } else {
+                "transaction_isolation".into()
+            },
+            value: isolation_level(parser)?,
+        });
+    }
     if parser.parse_keywords(&[Keyword::TIME, Keyword::ZONE]) {
         let value = set_value(parser)?;
         return Ok(Statement::SetVariable {
@@ -1269,6 +1282,43 @@ fn parse_set(parser: &mut Parser) -> PResult<Statement> {
     }
     let value = set_value(parser)?;
     Ok(Statement::SetVariable { name, value })
+}
+
+/// `ISOLATION LEVEL READ COMMITTED | ...` (and `READ WRITE`, `READ ONLY`,
+/// which change nothing): the level, lower case.
+fn isolation_level(parser: &mut Parser) -> PResult<String> {
+    let mut level = "read committed".to_string();
+    loop {
+        if parser.parse_keywords(&[Keyword::ISOLATION, Keyword::LEVEL]) {
+            let mut words = Vec::new();
+            while let Token::Word(w) = parser.peek_token().token {
+                if w.keyword == Keyword::NoKeyword && w.quote_style.is_some() {
+                    break;
+                }
+                words.push(w.value.to_lowercase());
+                parser.next_token();
+                if words.len() == 2 || words == ["serializable"] {
+                    break;
+                }
+            }
+            level = words.join(" ");
+        } else if parser.parse_keywords(&[Keyword::READ, Keyword::WRITE])
+            || parser.parse_keywords(&[Keyword::READ, Keyword::ONLY])
+            || parser.parse_keywords(&[Keyword::NOT, Keyword::DEFERRABLE])
+            || parser.parse_keyword(Keyword::DEFERRABLE)
+        {
+        } else {
+            break;
+        }
+        let _ = parser.consume_token(&Token::Comma);
+    }
+    if !matches!(
+        level.as_str(),
+        "read committed" | "read uncommitted" | "repeatable read" | "serializable"
+    ) {
+        return Err(Error::syntax(format!("unknown isolation level \"{level}\"")).into());
+    }
+    Ok(level)
 }
 
 /// A SET value: a literal, a word, or a comma-separated list of them.

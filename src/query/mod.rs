@@ -151,6 +151,47 @@ impl Planned {
     }
 }
 
+/// `x = ANY($1)` (DataFusion's `array_has($1, x)`): an untyped `$1` is an
+/// array of `x`'s type, as Postgres infers it (drivers such as
+/// node-postgres send every parameter untyped).
+fn infer_array_parameters(plan: LogicalPlan) -> datafusion::common::Result<LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::expr::Placeholder;
+    use datafusion::logical_expr::{Expr as E, ExprSchemable};
+    plan.transform_up_with_subqueries(|node| {
+        let schema = match node.inputs().as_slice() {
+            [input] => input.schema().clone(),
+            _ => return Ok(Transformed::no(node)),
+        };
+        node.map_expressions(|e| {
+            e.transform_up(|e| {
+                let E::ScalarFunction(f) = &e else {
+                    return Ok(Transformed::no(e));
+                };
+                if f.name() != "array_has" {
+                    return Ok(Transformed::no(e));
+                }
+                let [E::Placeholder(p), element] = f.args.as_slice() else {
+                    return Ok(Transformed::no(e));
+                };
+                if p.field.is_some() {
+                    return Ok(Transformed::no(e));
+                }
+                let item = element.get_type(&schema)?;
+                let list = DataType::List(Arc::new(Field::new("item", item, true)));
+                let typed = E::Placeholder(Placeholder::new_with_field(
+                    p.id.clone(),
+                    Some(Arc::new(Field::new(&p.id, list, true))),
+                ));
+                let mut f = f.clone();
+                f.args[0] = typed;
+                Ok(Transformed::yes(E::ScalarFunction(f)))
+            })
+        })
+    })
+    .map(|t| t.data)
+}
+
 /// `schema` with its columns named as `names` says.
 fn rename(schema: SchemaRef, names: &postgres::Names) -> SchemaRef {
     let fields: Vec<Field> = schema
@@ -218,6 +259,7 @@ impl QueryEngine {
             .statement_to_plan(DFStatement::Statement(Box::new(statement)))
             .await
             .map_err(|e| Error::from_datafusion(e, sql))?;
+        let plan = infer_array_parameters(plan).map_err(|e| Error::from_datafusion(e, sql))?;
         Ok(Planned {
             plan,
             names: rewritten.names,

@@ -307,6 +307,16 @@ fn primary_keys(relations: &dyn Relations) -> Vec<PrimaryKey> {
 }
 
 impl PrimaryKey {
+    /// The index's definition, as `pg_get_indexdef` gives it.
+    fn index_definition(&self) -> String {
+        format!(
+            "CREATE UNIQUE INDEX {} ON public.{} USING btree ({})",
+            quote_name(&self.name),
+            quote_name(&self.table),
+            self.column_list()
+        )
+    }
+
     fn column_list(&self) -> String {
         self.columns
             .iter()
@@ -425,6 +435,20 @@ const EMPTY_CATALOGS: &[(&str, &str)] = &[
     ("pg_auth_members", "oid:o roleid:o member:o grantor:o admin_option:b"),
     ("pg_extension", "oid:o extname:s extowner:o extnamespace:o extversion:s"),
     ("pg_default_acl", "oid:o defaclrole:o defaclnamespace:o defaclobjtype:s defaclacl:l"),
+];
+
+/// `pg_settings`: the server's fixed settings that clients read from it
+/// (name, value, type); JDBC's metadata needs the limits.
+const SETTINGS: &[(&str, &str, &str)] = &[
+    ("server_version", "15.0", "string"),
+    ("server_version_num", "150000", "integer"),
+    ("server_encoding", "UTF8", "string"),
+    ("max_index_keys", "32", "integer"),
+    ("max_identifier_length", "63", "integer"),
+    ("max_function_args", "100", "integer"),
+    ("integer_datetimes", "on", "bool"),
+    ("standard_conforming_strings", "on", "bool"),
+    ("block_size", "8192", "integer"),
 ];
 
 /// The catalog tables Sluice has; the others psql reads are empty.
@@ -955,13 +979,33 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                 ],
             )
         }
-        "pg_settings" => (
-            vec![field("name", Utf8), field("setting", Utf8)],
-            vec![
-                s(vec!["server_version".into()]),
-                s(vec![crate::server::SERVER_VERSION.into()]),
-            ],
-        ),
+        "pg_settings" => {
+            let n = SETTINGS.len();
+            (
+                vec![
+                    field("name", Utf8),
+                    field("setting", Utf8),
+                    field("unit", Utf8),
+                    field("category", Utf8),
+                    field("short_desc", Utf8),
+                    field("vartype", Utf8),
+                    field("source", Utf8),
+                    field("boot_val", Utf8),
+                    field("reset_val", Utf8),
+                ],
+                vec![
+                    s(SETTINGS.iter().map(|(n, _, _)| n.to_string()).collect()),
+                    s(SETTINGS.iter().map(|(_, v, _)| v.to_string()).collect()),
+                    Arc::new(StringArray::from(vec![None::<&str>; n])),
+                    texts(n, "Preset Options"),
+                    texts(n, ""),
+                    s(SETTINGS.iter().map(|(_, _, t)| t.to_string()).collect()),
+                    texts(n, "default"),
+                    s(SETTINGS.iter().map(|(_, v, _)| v.to_string()).collect()),
+                    s(SETTINGS.iter().map(|(_, v, _)| v.to_string()).collect()),
+                ],
+            )
+        }
         other => {
             // Catalogs psql reads that are empty in Sluice.
             let (_, columns) = EMPTY_CATALOGS.iter().find(|(t, _)| *t == other)?;
@@ -1303,17 +1347,7 @@ impl Definition {
                 .collect(),
             _ => primary_keys(relations)
                 .into_iter()
-                .map(|k| {
-                    (
-                        k.index_oid,
-                        format!(
-                            "CREATE UNIQUE INDEX {} ON public.{} USING btree ({})",
-                            quote_name(&k.name),
-                            quote_name(&k.table),
-                            k.column_list()
-                        ),
-                    )
-                })
+                .map(|k| (k.index_oid, k.index_definition()))
                 .collect(),
         }
     }
@@ -1336,6 +1370,9 @@ impl ScalarUDFImpl for Definition {
         let Some(relations) = self.relations.upgrade() else {
             return Ok(text(None));
         };
+        if self.name == "pg_get_indexdef" && args.args.len() >= 2 {
+            return index_column(relations.as_ref(), &args.args, args.number_rows);
+        }
         let definitions = self.definitions(relations.as_ref());
         map_first(&args.args, args.number_rows, DataType::Utf8, |v| {
             let oid = as_i64(v);
@@ -1347,6 +1384,32 @@ impl ScalarUDFImpl for Definition {
             )
         })
     }
+}
+
+/// `pg_get_indexdef(oid, column, pretty)`: the index's `column`th key
+/// column's name (its whole definition for column 0).
+fn index_column(
+    relations: &dyn Relations,
+    args: &[ColumnarValue],
+    rows: usize,
+) -> DfResult<ColumnarValue> {
+    let keys = primary_keys(relations);
+    let arrays = ColumnarValue::values_to_arrays(&args[..2])?;
+    let rows = rows.max(arrays[0].len());
+    let out: StringArray = (0..arrays[0].len().min(rows))
+        .map(|i| {
+            let oid = as_i64(&ScalarValue::try_from_array(&arrays[0], i).ok()?)?;
+            let column = as_i64(&ScalarValue::try_from_array(&arrays[1], i).ok()?)?;
+            let key = keys.iter().find(|k| k.index_oid == oid)?;
+            if column == 0 {
+                return Some(key.index_definition());
+            }
+            key.columns
+                .get(usize::try_from(column).ok()?.checked_sub(1)?)
+                .map(|(_, name)| quote_name(name))
+        })
+        .collect();
+    Ok(ColumnarValue::Array(Arc::new(out)))
 }
 
 /// Applies `f` to the first argument, value by value; the results are of
@@ -1691,11 +1754,18 @@ fn empty_selects(body: &mut ast::SetExpr) {
             let mut names: Vec<String> = Vec::new();
             for (i, item) in select.projection.iter().enumerate() {
                 let name = match item {
-                    ast::SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
-                    ast::SelectItem::UnnamedExpr(Expr::Identifier(id)) => id.value.clone(),
-                    ast::SelectItem::UnnamedExpr(Expr::CompoundIdentifier(ids)) => {
-                        ids.last().map(|i| i.value.clone()).unwrap_or_default()
+                    // Named as the query will refer to them: unquoted
+                    // names folded to lower case.
+                    ast::SelectItem::ExprWithAlias { alias, .. } => {
+                        crate::frontend::parser::normalize_ident(alias)
                     }
+                    ast::SelectItem::UnnamedExpr(Expr::Identifier(id)) => {
+                        crate::frontend::parser::normalize_ident(id)
+                    }
+                    ast::SelectItem::UnnamedExpr(Expr::CompoundIdentifier(ids)) => ids
+                        .last()
+                        .map(crate::frontend::parser::normalize_ident)
+                        .unwrap_or_default(),
                     _ => format!("c{}", i + 1),
                 };
                 let name = if names.contains(&name) {
@@ -1809,11 +1879,33 @@ impl VisitorMut for Rewriter {
                 let function = type_name_of(data_type);
                 Some(call(&function, vec![(**inner).clone()]))
             }
+            Expr::Cast {
+                data_type,
+                expr: inner,
+                ..
+            } if type_name_of(data_type) == "regproc" => {
+                // A function by name (`'pg_catalog.array_in'::regproc`), as
+                // pg_type's columns name them: without the schema.
+                let mut inner = (**inner).clone();
+                if let Expr::Value(v) = &mut inner {
+                    if let ast::Value::SingleQuotedString(name) = &mut v.value {
+                        *name = name.trim_start_matches("pg_catalog.").to_string();
+                    }
+                }
+                Some(Expr::Cast {
+                    kind: ast::CastKind::Cast,
+                    expr: Box::new(inner),
+                    data_type: ast::DataType::Text,
+                    array: false,
+                    format: None,
+                })
+            }
             Expr::Cast { data_type, .. } => {
                 let name = type_name_of(data_type);
                 let mapped = match name.as_str() {
-                    "regproc" | "regprocedure" | "regnamespace" | "regrole" | "text" | "name"
-                    | "char" => Some(ast::DataType::Text),
+                    "regprocedure" | "regnamespace" | "regrole" | "text" | "name" | "char" => {
+                        Some(ast::DataType::Text)
+                    }
                     "oid" => Some(ast::DataType::BigInt(None)),
                     _ => None,
                 };
@@ -1828,7 +1920,32 @@ impl VisitorMut for Rewriter {
                         f.name.0.remove(0);
                     }
                 }
-                generate_subscripts(f)
+                generate_subscripts(f).or_else(|| expand_array(f))
+            }
+            Expr::CompoundFieldAccess { root, access_chain }
+                if !matches!(
+                    root.as_ref(),
+                    Expr::Identifier(_) | Expr::CompoundIdentifier(_)
+                ) =>
+            {
+                // `(record).field`: DataFusion reads a field so only by
+                // name, with get_field.
+                let mut out = (**root).clone();
+                for access in access_chain.iter() {
+                    let ast::AccessExpr::Dot(Expr::Identifier(field)) = access else {
+                        return ControlFlow::Continue(());
+                    };
+                    out = call(
+                        "get_field",
+                        vec![
+                            out,
+                            Expr::Value(
+                                ast::Value::SingleQuotedString(field.value.to_lowercase()).into(),
+                            ),
+                        ],
+                    );
+                }
+                Some(out)
             }
             _ => None,
         };
@@ -1875,6 +1992,27 @@ fn generate_subscripts(f: &ast::Function) -> Option<Expr> {
     Some(call(
         "unnest",
         vec![call("generate_series", vec![one, length])],
+    ))
+}
+
+/// `information_schema._pg_expandarray(a)` (a row per element: the value
+/// `x` and its subscript `n`, as JDBC's metadata queries read keys) becomes
+/// `unnest(pg_expandarray(a))`, a struct per element.
+fn expand_array(f: &ast::Function) -> Option<Expr> {
+    let name = f.name.to_string().to_ascii_lowercase();
+    if name != "information_schema._pg_expandarray" && name != "_pg_expandarray" {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(array))] = list.args.as_slice()
+    else {
+        return None;
+    };
+    Some(call(
+        "unnest",
+        vec![call("pg_expandarray", vec![array.clone()])],
     ))
 }
 

@@ -122,6 +122,71 @@ fn list_lengths(array: &ArrayRef) -> DfResult<Vec<Option<usize>>> {
     })
 }
 
+/// The struct of `_pg_expandarray`: an element `x` and its subscript `n`.
+fn expanded(list: DataType) -> DataType {
+    let item = match list {
+        DataType::List(f) | DataType::LargeList(f) => f.data_type().clone(),
+        _ => DataType::Null,
+    };
+    let fields = vec![
+        Field::new("x", item, true),
+        Field::new("n", DataType::Int32, false),
+    ];
+    DataType::List(Arc::new(Field::new(
+        "item",
+        DataType::Struct(fields.into()),
+        true,
+    )))
+}
+
+/// Each array as a list of (element, subscript) structs.
+fn expand_array(array: &ArrayRef) -> DfResult<ArrayRef> {
+    let lengths = list_lengths(array)?;
+    let values = match array.data_type() {
+        DataType::List(_) => array.as_list::<i32>().values().clone(),
+        DataType::LargeList(_) => array.as_list::<i64>().values().clone(),
+        _ => arrow::array::new_null_array(&DataType::Null, 0),
+    };
+    let offsets: Vec<usize> = match array.data_type() {
+        DataType::List(_) => array
+            .as_list::<i32>()
+            .offsets()
+            .iter()
+            .map(|o| *o as usize)
+            .collect(),
+        DataType::LargeList(_) => array
+            .as_list::<i64>()
+            .offsets()
+            .iter()
+            .map(|o| *o as usize)
+            .collect(),
+        _ => vec![0; array.len() + 1],
+    };
+    let subscripts: Int32Array = (0..values.len())
+        .map(|i| {
+            // The subscript of element i within its own array.
+            let row = offsets.partition_point(|o| *o <= i).saturating_sub(1);
+            Some((i - offsets[row]) as i32 + 1)
+        })
+        .collect();
+    let DataType::List(item) = expanded(array.data_type().clone()) else {
+        unreachable!("expanded gives a list")
+    };
+    let DataType::Struct(fields) = item.data_type().clone() else {
+        unreachable!("of structs")
+    };
+    let structs = arrow::array::StructArray::new(fields, vec![values, Arc::new(subscripts)], None);
+    let nulls: Vec<bool> = lengths.iter().map(|l| l.is_some()).collect();
+    Ok(Arc::new(arrow::array::ListArray::new(
+        item,
+        arrow::buffer::OffsetBuffer::new(
+            offsets.iter().map(|o| *o as i32).collect::<Vec<_>>().into(),
+        ),
+        Arc::new(structs),
+        Some(nulls.into()),
+    )))
+}
+
 /// `array_lower(a, 1)`: 1 for a non-empty array; `array_upper(a, 1)`: its
 /// length (NULL for an empty array or another dimension, as in Postgres).
 fn array_bound(arrays: &[ArrayRef], upper: bool) -> DfResult<ArrayRef> {
@@ -331,6 +396,12 @@ pub fn register(ctx: &SessionContext) {
                 }
                 Ok(texts_per_row(parsed))
             },
+        },
+        Function {
+            name: "pg_expandarray",
+            signature: Signature::any(1, Volatility::Immutable),
+            returns: |args| expanded(args.first().cloned().unwrap_or(DataType::Null)),
+            body: |arrays, _| expand_array(&arrays[0]),
         },
         Function {
             name: "localtimestamp",

@@ -580,15 +580,22 @@ impl VisitorMut for FromFunctions {
         };
         let function = name.to_string().to_ascii_lowercase();
         let function = function.trim_start_matches("pg_catalog.").to_string();
+        // `pg_catalog.generate_series`: DataFusion's functions have no
+        // schema.
+        if let [schema, _] = name.0.as_slice() {
+            if schema.to_string().eq_ignore_ascii_case("pg_catalog") {
+                name.0.remove(0);
+            }
+        }
+        if function == "generate_series" {
+            widen_integer_arguments(&mut args.args);
+        }
         let column = match alias {
             Some(a) if !a.columns.is_empty() => return ControlFlow::Continue(()),
             Some(a) => a.name.clone(),
             None => Ident::new(function.clone()),
         };
         if TABLE_FUNCTIONS.contains(&function.as_str()) {
-            if function == "generate_series" {
-                widen_integer_arguments(&mut args.args);
-            }
             *alias = Some(ast::TableAlias {
                 explicit: true,
                 name: alias

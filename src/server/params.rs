@@ -149,6 +149,29 @@ fn from_text(text: &str, pg: &Type, target: &DataType) -> Result<S> {
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::JSON | Type::JSONB => {
             S::Utf8(Some(text.to_string()))
         }
+        Type::DATE => S::Date32(Some(
+            parse_timestamp(trimmed)
+                .map(|(t, _)| t.date())
+                .and_then(|d| {
+                    (d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?)
+                        .num_days()
+                        .try_into()
+                        .ok()
+                })
+                .ok_or_else(bad)?,
+        )),
+        Type::TIMESTAMP => {
+            let (t, _) = parse_timestamp(trimmed).ok_or_else(bad)?;
+            S::TimestampMicrosecond(Some(t.and_utc().timestamp_micros()), None)
+        }
+        Type::TIMESTAMPTZ => {
+            let (t, offset) = parse_timestamp(trimmed).ok_or_else(bad)?;
+            let utc = t - chrono::Duration::seconds(offset.unwrap_or(0) as i64);
+            S::TimestampMicrosecond(
+                Some(utc.and_utc().timestamp_micros()),
+                Some(Arc::from(crate::frontend::types::UTC)),
+            )
+        }
         _ if *target == DataType::Utf8 => S::Utf8(Some(text.to_string())),
         // Dates, times, timestamps and whatever else the target is: Arrow's
         // strict parse of the text.
@@ -156,6 +179,46 @@ fn from_text(text: &str, pg: &Type, target: &DataType) -> Result<S> {
             .cast_to(target)
             .map_err(|_| bad())?,
     })
+}
+
+/// A date or timestamp as Postgres reads it (`2024-02-29`, `2024-01-02
+/// 03:04:05.678`, a `T` between, a trailing zone: `+00`, `-05:30`, `Z`,
+/// `UTC`), and the zone's offset in seconds east, if one was given.
+fn parse_timestamp(text: &str) -> Option<(chrono::NaiveDateTime, Option<i32>)> {
+    let text = text.trim();
+    // The zone: a trailing `Z`/`UTC`/`GMT`, or `+hh[:mm]` / `-hh[:mm]` after
+    // the time (a date's own dashes come before it).
+    let (body, offset) = if let Some(b) = text
+        .strip_suffix('Z')
+        .or_else(|| text.strip_suffix("UTC"))
+        .or_else(|| text.strip_suffix("GMT"))
+    {
+        (b.trim_end(), Some(0))
+    } else {
+        match text.rfind(['+', '-']).filter(|i| *i > 9) {
+            Some(i) => {
+                let zone = &text[i + 1..];
+                let sign = if text.as_bytes()[i] == b'-' { -1 } else { 1 };
+                let (h, m) = match zone.split_once(':') {
+                    Some((h, m)) => (h.parse::<i32>().ok()?, m.parse::<i32>().ok()?),
+                    None if zone.len() == 4 => (zone[..2].parse().ok()?, zone[2..].parse().ok()?),
+                    None => (zone.parse::<i32>().ok()?, 0),
+                };
+                (text[..i].trim_end(), Some(sign * (h * 3600 + m * 60)))
+            }
+            None => (text, None),
+        }
+    };
+    let body = body.replacen('T', " ", 1);
+    let time = chrono::NaiveDateTime::parse_from_str(&body, "%Y-%m-%d %H:%M:%S%.f")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(&body, "%Y-%m-%d %H:%M"))
+        .ok()
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(&body, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })?;
+    Some((time, offset))
 }
 
 /// Postgres's float input: numbers, `NaN`, `Infinity`, `-Infinity`.
@@ -677,6 +740,31 @@ mod tests {
         }
         let v = decode_parameter(Some(&b), true, &Type::INT8_ARRAY, None).unwrap();
         assert_eq!(v.to_string(), "[7, -1]");
+    }
+
+    #[test]
+    fn dates_and_timestamps_as_jdbc_sends_them() {
+        assert_eq!(
+            text("2024-02-29 +00", Type::DATE).unwrap(),
+            S::Date32(Some(19782))
+        );
+        let micros = |t: &str, pg| match text(t, pg).unwrap() {
+            S::TimestampMicrosecond(Some(m), _) => m,
+            other => panic!("{other:?}"),
+        };
+        let base = micros("2024-01-02 03:04:05.678", Type::TIMESTAMP);
+        assert_eq!(base, 1_704_164_645_678_000);
+        assert_eq!(micros("2024-01-02 03:04:05.678+00", Type::TIMESTAMP), base);
+        assert_eq!(micros("2024-01-02T03:04:05.678Z", Type::TIMESTAMPTZ), base);
+        assert_eq!(
+            micros("2024-01-02 05:04:05.678+02", Type::TIMESTAMPTZ),
+            base
+        );
+        assert_eq!(
+            micros("2024-01-01 21:34:05.678-05:30", Type::TIMESTAMPTZ),
+            base
+        );
+        assert!(text("soon", Type::TIMESTAMP).is_err());
     }
 
     #[test]

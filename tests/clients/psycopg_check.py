@@ -10,6 +10,7 @@ port = int(sys.argv[1])
 out = {}
 with psycopg.connect(host="127.0.0.1", port=port, user="sluice", dbname="sluice", autocommit=True) as conn:
     out["server_version"] = conn.execute("SHOW server_version").fetchone()[0]
+    out["tls"] = conn.pgconn.ssl_in_use
     # Parameters are bound by the server (extended protocol).
     rows = conn.execute(
         "SELECT cell_id, calls, total_ms, avg_ms, window_start FROM kpi "

@@ -14,6 +14,7 @@ dsn = f"host=127.0.0.1 port={port} user=sluice dbname=sluice"
 out = {}
 
 with psycopg.connect(dsn, autocommit=True) as conn:
+    out["tls"] = conn.pgconn.ssl_in_use
     conn.execute("CREATE TABLE t (id INT PRIMARY KEY, calls BIGINT, name TEXT)")
     conn.execute("INSERT INTO t VALUES (1, 1, 'a'), (2, 2, 'b'), (3, 60, 'c')")
     # A float and a Decimal keep their fractions.

@@ -16,6 +16,8 @@ for driver in ["psycopg", "psycopg2"]:
     engine = sa.create_engine(f"postgresql+{driver}://sluice@127.0.0.1:{port}/sluice")
     with engine.connect() as conn:
         got["version"] = conn.execute(sa.text("select version()")).scalar().startswith("PostgreSQL 15")
+        raw = conn.connection.dbapi_connection
+        got["tls"] = raw.pgconn.ssl_in_use if driver == "psycopg" else bool(raw.info.ssl_in_use)
         got["one"] = conn.execute(sa.text("select 1")).scalar()
     insp = sa.inspect(engine)
     got["schemas"] = sorted(s for s in insp.get_schema_names() if s in ("public", "sluice"))

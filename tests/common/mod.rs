@@ -298,6 +298,91 @@ pub async fn wait_finished(client: &Client, view: &str) {
     }
 }
 
+/// A self-signed certificate for localhost and 127.0.0.1 (made by
+/// openssl), and its key, in `dir`.
+pub fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let cert = dir.join("server.crt");
+    let key = dir.join("server.key");
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl")
+        .status
+        .success();
+    assert!(ok, "openssl could not make a certificate");
+    (cert, key)
+}
+
+/// The password of [`SecureServer`]'s user `sluice`.
+pub const PASSWORD: &str = "client test password";
+
+/// A server as deployed: passwords (`--auth password`, user `sluice`) and
+/// TLS with a certificate clients verify.
+pub struct SecureServer {
+    pub server: TestServer,
+    /// The certificate clients verify the server with.
+    pub cert: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SecureServer {
+    pub fn start() -> SecureServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = certificate(dir.path());
+        let cert_s = cert.display().to_string();
+        let key_s = key.display().to_string();
+        let server = TestServer::start_with(
+            &dir.path().join("data"),
+            &[
+                "--auth",
+                "password",
+                "--superuser",
+                "sluice",
+                "--tls-cert",
+                &cert_s,
+                "--tls-key",
+                &key_s,
+            ],
+            &[("SLUICE_PASSWORD", PASSWORD)],
+        );
+        SecureServer {
+            server,
+            cert,
+            _dir: dir,
+        }
+    }
+
+    /// A tokio-postgres client (plain TCP, with the password).
+    pub async fn client(&self) -> Client {
+        self.server
+            .client_as("sluice", PASSWORD)
+            .await
+            .expect("the test user logs in")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// libpq's environment (psql, psycopg, psycopg2, SQLAlchemy) for the
+    /// password and a verified TLS connection.
+    pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("PGPASSWORD", PASSWORD.to_string()),
+            ("PGSSLMODE", "verify-full".to_string()),
+            ("PGSSLROOTCERT", self.cert.display().to_string()),
+        ]
+    }
+}
+
 /// The Python with psycopg (installed by `scripts/install-test-tools.sh`
 /// into `~/.cache/sluice-tools/venv`), or `SLUICE_TEST_PYTHON`.
 pub fn python() -> PathBuf {
