@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests need besides Rust and apt packages: the tansu
 # Kafka-protocol broker, a Python venv with the clients the tests drive
-# (psycopg 3, psycopg2, SQLAlchemy 2, pandas), and node-postgres, all under
-# ~/.cache/sluice-tools.
+# (psycopg 3, psycopg2, SQLAlchemy 2, pandas, pgcli), and node-postgres, all
+# under ~/.cache/sluice-tools.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 "$here/install-broker.sh"
 dest="${SLUICE_TOOLS:-$HOME/.cache/sluice-tools}"
-packages="psycopg[binary]==3.2.9 psycopg2-binary==2.9.13 SQLAlchemy==2.0.59 pandas==2.2.3"
-if ! "$dest/venv/bin/python" -c "import psycopg, psycopg2, sqlalchemy, pandas" 2>/dev/null; then
+packages="psycopg[binary]==3.2.9 psycopg2-binary==2.9.13 SQLAlchemy==2.0.59 pandas==2.2.3 pgcli==4.7.1"
+if ! "$dest/venv/bin/python" -c "import psycopg, psycopg2, sqlalchemy, pandas, pgcli" 2>/dev/null; then
   [ -x "$dest/venv/bin/python" ] || python3 -m venv "$dest/venv"
   "$dest/venv/bin/pip" install --quiet $packages
 fi

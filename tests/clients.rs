@@ -340,3 +340,65 @@ after_rollback: [2]
 ";
     assert_eq!(stdout, want);
 }
+
+/// pgcli as it starts and runs: the catalog queries it completes names
+/// from, its completions, and its backslash commands. The expected values
+/// are Postgres 15's answers, but for one: a COUNT column of a Sluice
+/// view is NOT NULL (Postgres's materialized views declare none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgcli() {
+    let server = SecureServer::start();
+    let client = server.client().await;
+    execute(
+        &client,
+        "CREATE TABLE cells (cell_id TEXT PRIMARY KEY, capacity INT, ratio DOUBLE PRECISION,
+           price DECIMAL(10,2), active BOOLEAN, since TIMESTAMP(3), day DATE, note TEXT)",
+    )
+    .await;
+    execute(
+        &client,
+        "CREATE TABLE calls WITH ('connector' = 'datagen', 'rows-per-second' = '10')",
+    )
+    .await;
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW kpi AS SELECT cell_id, COUNT(*) AS calls FROM calls GROUP BY cell_id",
+    )
+    .await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/pgcli_check.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(server.port().to_string())
+        .envs(server.libpq_env())
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pgcli failed:\n{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
+    let want = serde_json::json!({
+        "search_path": ["pg_catalog", "public"],
+        "tables": ["calls", "cells"],
+        "views": ["kpi"],
+        "complete_relation": ["calls", "cells"],
+        "complete_view": ["kpi"],
+        "complete_column": ["capacity"],
+        "\\dt": [["public", "calls", "table"], ["public", "cells", "table"]],
+        "\\dm": [["public", "kpi", "materialized view"]],
+        "\\dv": [],
+        "\\df": [],
+        "\\d+ cells": [
+            ["cell_id", "text", " not null"], ["capacity", "integer", ""],
+            ["ratio", "double precision", ""], ["price", "numeric(10,2)", ""],
+            ["active", "boolean", ""], ["since", "timestamp(3) without time zone", ""],
+            ["day", "date", ""], ["note", "text", ""]
+        ],
+        "\\d kpi": [["cell_id", "text", ""], ["calls", "bigint", " not null"]],
+    });
+    assert_eq!(got, want);
+}

@@ -34,6 +34,10 @@
 //! - **`x IN (subquery)` in a select list** (DataFusion runs IN subqueries
 //!   in filters only): `array_has((SELECT array_agg(v) FROM (subquery)
 //!   AS s(v)), x)`, the same test as a scalar subquery.
+//! - **Array literals in text** (`'{r,p,""}'::text[]`, `x = ANY('{a,b}')`,
+//!   as psycopg writes lists into SQL): read as Postgres reads them, an
+//!   array of the elements (DataFusion would make a one-element list of the
+//!   whole text).
 //! - **`LIKE ... ESCAPE 'c'`.** DataFusion escapes with backslashes only:
 //!   another escape character is turned into backslashes by Postgres's own
 //!   `like_escape(pattern, 'c')`, whatever the pattern is.
@@ -82,6 +86,7 @@ pub fn rewrite(
     }
     let settings = values.settings;
     let _ = statement.visit(&mut LikeEscapes);
+    let _ = statement.visit(&mut ArrayLiterals);
     let _ = statement.visit(&mut FromFunctions);
     if declared.iter().any(Option::is_some) {
         let _ = statement.visit(&mut TypedParameters { declared });
@@ -662,6 +667,125 @@ fn widen_integer_arguments(args: &mut [ast::FunctionArg]) {
     }
 }
 
+/// Postgres's array literal text (`{a,"b c",NULL}`): its elements (None
+/// for NULL); None if the text is not one (or is multidimensional).
+pub fn parse_array_literal(text: &str) -> Option<Vec<Option<String>>> {
+    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let mut out = Vec::new();
+    let mut chars = inner.chars().peekable();
+    while chars.peek().is_some() {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            let mut value = String::new();
+            loop {
+                match chars.next()? {
+                    '\\' => value.push(chars.next()?),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+            out.push(Some(value));
+        } else {
+            let mut value = String::new();
+            while let Some(c) = chars.peek() {
+                match c {
+                    ',' => break,
+                    '{' | '"' => return None,
+                    _ => {
+                        value.push(*c);
+                        chars.next();
+                    }
+                }
+            }
+            let value = value.trim().to_string();
+            if value.is_empty() {
+                return None;
+            }
+            out.push((!value.eq_ignore_ascii_case("null")).then_some(value));
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        match chars.next() {
+            None | Some(',') => {}
+            Some(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+/// `ARRAY[...]` of `elements`, each a string literal cast to `element`
+/// (or left for DataFusion to coerce, without one).
+fn array_of(elements: Vec<Option<String>>, element: Option<&ast::DataType>) -> Expr {
+    let elem = elements
+        .into_iter()
+        .map(|e| {
+            let value = Expr::Value(
+                match e {
+                    Some(s) => Value::SingleQuotedString(s),
+                    None => Value::Null,
+                }
+                .into(),
+            );
+            match element {
+                Some(t) => Expr::Cast {
+                    kind: ast::CastKind::Cast,
+                    expr: Box::new(value),
+                    data_type: t.clone(),
+                    array: false,
+                    format: None,
+                },
+                None => value,
+            }
+        })
+        .collect();
+    Expr::Array(ast::Array { elem, named: true })
+}
+
+/// Array literals written as text (see the module doc).
+struct ArrayLiterals;
+
+impl VisitorMut for ArrayLiterals {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let text_of = |e: &Expr| match e {
+            Expr::Value(v) => match &v.value {
+                Value::SingleQuotedString(text) => parse_array_literal(text),
+                _ => None,
+            },
+            _ => None,
+        };
+        match expr {
+            Expr::Cast {
+                expr: inner,
+                data_type: ast::DataType::Array(element),
+                ..
+            } => {
+                let element = match element {
+                    ast::ArrayElemTypeDef::SquareBracket(t, _)
+                    | ast::ArrayElemTypeDef::AngleBracket(t)
+                    | ast::ArrayElemTypeDef::Parenthesis(t) => Some(t.as_ref().clone()),
+                    ast::ArrayElemTypeDef::None => None,
+                };
+                if let Some(elements) = text_of(inner) {
+                    *expr = array_of(elements, element.as_ref());
+                }
+            }
+            Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } => {
+                if let Some(elements) = text_of(right) {
+                    **right = array_of(elements, None);
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 /// `x LIKE p ESCAPE 'c'` becomes `x LIKE like_escape(p, 'c')` (backslash
 /// escapes), for every escape character but the backslash.
 struct LikeEscapes;
@@ -820,6 +944,25 @@ mod tests {
         assert_eq!(n.unwrap(), ["count"]);
         assert!(sql.contains("count(*) AS \"count\""), "{sql}");
         assert!(sql.contains("1 + 1 AS \"?column?\""), "{sql}");
+    }
+
+    #[test]
+    fn array_literals_read_as_postgres_reads_them() {
+        assert_eq!(
+            parse_array_literal("{r,p,\"\"}"),
+            Some(vec![
+                Some("r".into()),
+                Some("p".into()),
+                Some(String::new())
+            ])
+        );
+        assert_eq!(
+            parse_array_literal("{1, NULL ,\"a\\\"b\"}"),
+            Some(vec![Some("1".into()), None, Some("a\"b".into())])
+        );
+        assert_eq!(parse_array_literal("{}"), Some(vec![]));
+        assert_eq!(parse_array_literal("{{1,2}}"), None);
+        assert_eq!(parse_array_literal("r,p"), None);
     }
 
     #[test]
