@@ -402,3 +402,40 @@ async fn pgcli() {
     });
     assert_eq!(got, want);
 }
+
+/// psycopg2 as applications use it (the simple protocol; parameters
+/// interpolated into the text): parameters, executemany, named cursors,
+/// copy_expert both ways, transactions and savepoints. The expected values
+/// are Postgres 15's answers to the same script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg2() {
+    let server = SecureServer::start();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/psycopg2_check.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(server.port().to_string())
+        .envs(server.libpq_env())
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "psycopg2 failed:\n{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
+    let want = serde_json::json!({
+        "tls": true,
+        "select": [[1, "1.50", "a'b", "2024-01-02 03:04:05"], [3, "3.00", "c", "None"]],
+        "params": ["2.50", "yx", "None"],
+        "named_cursor": [1, 2, 3],
+        "copy_out": "id,name\n1,a'b\n2,b\n3,c\n",
+        "copy_in": 2,
+        "duplicate": "23505",
+        "failed_block": "25P02",
+        "rows": [[1, "a'b"], [2, "b"], [3, "c"], [4, "d"], [5, "e,f"], [6, "kept"]],
+    });
+    assert_eq!(got, want);
+}

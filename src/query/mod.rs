@@ -211,9 +211,15 @@ fn rename(schema: SchemaRef, names: &postgres::Names) -> SchemaRef {
 
 impl QueryEngine {
     pub fn new(relations: Weak<dyn Relations>) -> Self {
-        // Postgres's information schema (ours), not DataFusion's.
+        // Postgres's information schema (ours), not DataFusion's; and
+        // Postgres's decimal literals: `1.25` is an exact numeric.
         let mut state = crate::functions::session_context().state();
         state.config_mut().options_mut().catalog.information_schema = false;
+        state
+            .config_mut()
+            .options_mut()
+            .sql_parser
+            .parse_float_as_decimal = true;
         let ctx = SessionContext::new_with_state(state);
         let relations_for_functions = relations.clone();
         let catalog = Arc::new(SluiceCatalog {
