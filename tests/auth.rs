@@ -161,8 +161,9 @@ fn unsafe_starts_are_refused_with_the_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_passwords_and_tls_required() {
     let tmp = tempfile::tempdir().unwrap();
-    let (cert, key) = common::certificate(tmp.path());
+    let (cert, key, ca) = common::certificate(tmp.path());
     let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let ca_s = ca.display().to_string();
     let server = start_with_password(
         &tmp.path().join("data"),
         &["--tls-cert", &cert_s, "--tls-key", &key_s],
@@ -175,8 +176,9 @@ async fn tls_with_passwords_and_tls_required() {
     );
     assert!(ok, "{out}");
     let verify = format!(
-        "host=localhost port={} user={ADMIN} dbname=sluice sslmode=verify-full sslrootcert={cert_s}",
-        server.port()
+        "host=localhost port={} user={ADMIN} dbname=sluice sslmode=verify-full sslrootcert={}",
+        server.port(),
+        ca_s
     );
     let (ok, out) = psql(&verify, SECRET, "SELECT 42");
     assert!(ok && out.trim() == "42", "{out}");
@@ -190,6 +192,21 @@ async fn tls_with_passwords_and_tls_required() {
         !ok && out.contains("password authentication failed"),
         "{out}"
     );
+    // tokio-postgres over TLS, verifying the certificate.
+    let tls = common::tls::Rustls::trusting(&ca);
+    let conn = format!(
+        "host=127.0.0.1 port={} user={ADMIN} password='{SECRET}' dbname=sluice sslmode=require",
+        server.port()
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, tls.clone()).await.unwrap();
+    tokio::spawn(connection);
+    assert_eq!(rows(&client, "SELECT 7").await, [["7"]]);
+    let wrong = conn.replace(SECRET, "nope");
+    let err = tokio_postgres::connect(&wrong, tls)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.as_db_error().unwrap().code().code(), "28P01");
     // psycopg with verify-full.
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/psycopg_connect.py");
     let out = Command::new(common::python())

@@ -298,27 +298,187 @@ pub async fn wait_finished(client: &Client, view: &str) {
     }
 }
 
-/// A self-signed certificate for localhost and 127.0.0.1 (made by
-/// openssl), and its key, in `dir`.
-pub fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let cert = dir.join("server.crt");
-    let key = dir.join("server.key");
-    let ok = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl")
-        .status
-        .success();
-    assert!(ok, "openssl could not make a certificate");
-    (cert, key)
+/// A server certificate for localhost and 127.0.0.1 and its key, signed by
+/// a certificate authority of its own (clients trust the authority's
+/// certificate), made by openssl in `dir`: (certificate, key, authority).
+pub fn certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=Sluice test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ]);
+    (
+        dir.join("server.crt"),
+        dir.join("server.key"),
+        dir.join("ca.crt"),
+    )
+}
+
+/// tokio-postgres over TLS (rustls), verifying the server's certificate.
+pub mod tls {
+    use std::future::Future;
+    use std::io;
+    use std::path::Path;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    /// Trusts the certificate in `cert` (a PEM file) only.
+    #[derive(Clone)]
+    pub struct Rustls(Arc<ClientConfig>);
+
+    impl Rustls {
+        pub fn trusting(cert: &Path) -> Rustls {
+            let mut roots = RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(cert).expect("the certificate") {
+                roots.add(c.expect("a certificate")).expect("a root");
+            }
+            Rustls(Arc::new(
+                ClientConfig::builder()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth(),
+            ))
+        }
+    }
+
+    pub struct Connect {
+        config: Arc<ClientConfig>,
+        domain: String,
+    }
+
+    impl<S> MakeTlsConnect<S> for Rustls
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        type Stream = Stream<S>;
+        type TlsConnect = Connect;
+        type Error = io::Error;
+
+        fn make_tls_connect(&mut self, domain: &str) -> io::Result<Connect> {
+            Ok(Connect {
+                config: self.0.clone(),
+                domain: domain.to_string(),
+            })
+        }
+    }
+
+    impl<S> TlsConnect<S> for Connect
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        type Stream = Stream<S>;
+        type Error = io::Error;
+        type Future = Pin<Box<dyn Future<Output = io::Result<Stream<S>>> + Send>>;
+
+        fn connect(self, stream: S) -> Self::Future {
+            Box::pin(async move {
+                let name = ServerName::try_from(self.domain)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let tls = tokio_rustls::TlsConnector::from(self.config)
+                    .connect(name, stream)
+                    .await?;
+                Ok(Stream(tls))
+            })
+        }
+    }
+
+    pub struct Stream<S>(tokio_rustls::client::TlsStream<S>);
+
+    impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<S> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+
+    impl<S: AsyncRead + AsyncWrite + Unpin> tokio_postgres::tls::TlsStream for Stream<S> {
+        fn channel_binding(&self) -> ChannelBinding {
+            ChannelBinding::none()
+        }
+    }
 }
 
 /// The password of [`SecureServer`]'s user `sluice`.
@@ -328,7 +488,7 @@ pub const PASSWORD: &str = "client test password";
 /// TLS with a certificate clients verify.
 pub struct SecureServer {
     pub server: TestServer,
-    /// The certificate clients verify the server with.
+    /// The certificate clients verify the server with (its authority's).
     pub cert: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -336,7 +496,7 @@ pub struct SecureServer {
 impl SecureServer {
     pub fn start() -> SecureServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (cert, key) = certificate(dir.path());
+        let (cert, key, ca) = certificate(dir.path());
         let cert_s = cert.display().to_string();
         let key_s = key.display().to_string();
         let server = TestServer::start_with(
@@ -355,17 +515,26 @@ impl SecureServer {
         );
         SecureServer {
             server,
-            cert,
+            cert: ca,
             _dir: dir,
         }
     }
 
-    /// A tokio-postgres client (plain TCP, with the password).
+    /// A tokio-postgres client: TLS verifying the certificate, with the
+    /// password.
     pub async fn client(&self) -> Client {
-        self.server
-            .client_as("sluice", PASSWORD)
-            .await
-            .expect("the test user logs in")
+        let conn = format!(
+            "host=127.0.0.1 port={} user=sluice password='{PASSWORD}' dbname=sluice sslmode=require",
+            self.port()
+        );
+        let (client, connection) =
+            tokio_postgres::connect(&conn, tls::Rustls::trusting(&self.cert))
+                .await
+                .expect("the test user logs in over TLS");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
     }
 
     pub fn port(&self) -> u16 {
