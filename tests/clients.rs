@@ -13,21 +13,59 @@ use std::process::Command;
 
 use common::{execute, python, wait_finished, SecureServer};
 
+/// Runs a client's script from `tests/clients` with `program` against the
+/// server (the port its one argument, libpq's variables in its
+/// environment), checks that it succeeded and returns the JSON it printed.
+fn run_client(server: &SecureServer, mut program: Command, script: &str) -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
+    let out = program
+        .arg(&path)
+        .arg(server.port().to_string())
+        .envs(server.libpq_env())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "could not run {script} (scripts/install-test-tools.sh installs the clients): {e}"
+            )
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("json")
+}
+
+/// The tables and view the catalog clients (JDBC, pgcli) look at: a table
+/// of every common type with a primary key, a datagen stream and a view.
+async fn catalog_fixture(client: &tokio_postgres::Client) {
+    execute(
+        client,
+        "CREATE TABLE cells (cell_id TEXT PRIMARY KEY, capacity INT, ratio DOUBLE PRECISION,
+           price DECIMAL(10,2), active BOOLEAN, since TIMESTAMP(3), day DATE, note TEXT)",
+    )
+    .await;
+    execute(
+        client,
+        "CREATE TABLE calls WITH ('connector' = 'datagen', 'rows-per-second' = '10')",
+    )
+    .await;
+    execute(
+        client,
+        "CREATE MATERIALIZED VIEW kpi AS SELECT cell_id, COUNT(*) AS calls FROM calls GROUP BY cell_id",
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_simple_extended_and_binary() {
     let server = SecureServer::start();
     let client = server.client().await;
-    let path = common::data_dir().join("calls_small.json");
-    execute(
-        &client,
-        &format!(
-            "CREATE TABLE calls (event_time BIGINT, cell_id STRING, status STRING, duration_ms INT,
-               ts AS TO_TIMESTAMP_LTZ(event_time, 3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
-             WITH ('connector' = 'filesystem', 'path' = '{}')",
-            path.display()
-        ),
-    )
-    .await;
+    common::create_small_calls(&client).await;
     execute(
         &client,
         "CREATE MATERIALIZED VIEW kpi AS SELECT window_start, cell_id, COUNT(*) AS calls,
@@ -37,27 +75,7 @@ async fn psycopg_simple_extended_and_binary() {
     )
     .await;
     wait_finished(&client, "kpi").await;
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/psycopg_check.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(server.port().to_string())
-        .envs(server.libpq_env())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "could not run {} (scripts/install-test-tools.sh installs it): {e}",
-                python().display()
-            )
-        });
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "psycopg failed:\n{}\n{}",
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
+    let got = run_client(&server, Command::new(python()), "psycopg_check.py");
     let want = serde_json::json!({
         "server_version": "15.0 (Sluice)",
         "tls": true,
@@ -80,22 +98,7 @@ async fn psycopg_simple_extended_and_binary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_parameters_and_transactions() {
     let server = SecureServer::start();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/psycopg_serving.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(server.port().to_string())
-        .envs(server.libpq_env())
-        .output()
-        .expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "psycopg failed:\n{}\n{}",
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
+    let got = run_client(&server, Command::new(python()), "psycopg_serving.py");
     let want = serde_json::json!({
         "tls": true,
         "float_lt": 1,
@@ -133,17 +136,7 @@ async fn psycopg_parameters_and_transactions() {
 async fn sqlalchemy_and_pandas() {
     let server = SecureServer::start();
     let client = server.client().await;
-    let path = common::data_dir().join("calls_small.json");
-    execute(
-        &client,
-        &format!(
-            "CREATE TABLE calls (event_time BIGINT, cell_id STRING, status STRING, duration_ms INT,
-               ts AS TO_TIMESTAMP_LTZ(event_time, 3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
-             WITH ('connector' = 'filesystem', 'path' = '{}')",
-            path.display()
-        ),
-    )
-    .await;
+    common::create_small_calls(&client).await;
     execute(
         &client,
         "CREATE MATERIALIZED VIEW kpi AS SELECT window_start, cell_id, COUNT(*) AS calls, AVG(duration_ms) AS avg_ms
@@ -157,22 +150,7 @@ async fn sqlalchemy_and_pandas() {
     )
     .await;
     wait_finished(&client, "kpi").await;
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/sqlalchemy_check.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(server.port().to_string())
-        .envs(server.libpq_env())
-        .output()
-        .expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "sqlalchemy failed:\n{}\n{}",
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
+    let got = run_client(&server, Command::new(python()), "sqlalchemy_check.py");
     let expected = |tables: &[&str], written: i64| {
         serde_json::json!({
             "version": true,
@@ -214,25 +192,13 @@ async fn sqlalchemy_and_pandas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres() {
     let server = SecureServer::start();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/node_pg_check.js");
     let home = std::env::var("HOME").expect("HOME");
-    let modules = std::path::PathBuf::from(home).join(".cache/sluice-tools/node/node_modules");
-    let out = Command::new("node")
-        .arg(&script)
-        .arg(server.port().to_string())
-        .env("NODE_MODULES_DIR", &modules)
-        .envs(server.libpq_env())
-        .output()
-        .expect("node (scripts/install-test-tools.sh installs node-postgres)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "node-postgres failed:\n{}\n{}",
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
+    let mut node = Command::new("node");
+    node.env(
+        "NODE_MODULES_DIR",
+        std::path::PathBuf::from(home).join(".cache/sluice-tools/node/node_modules"),
     );
-    let got: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
+    let got = run_client(&server, node, "node_pg_check.js");
     let want = serde_json::json!({
         "tls": true,
         "lt": [{"id": 1}, {"id": 2}],
@@ -263,25 +229,10 @@ async fn jdbc() {
     );
     let server = SecureServer::start();
     let client = server.client().await;
-    execute(
-        &client,
-        "CREATE TABLE cells (cell_id TEXT PRIMARY KEY, capacity INT, ratio DOUBLE PRECISION,
-           price DECIMAL(10,2), active BOOLEAN, since TIMESTAMP(3), day DATE, note TEXT)",
-    )
-    .await;
+    catalog_fixture(&client).await;
     execute(
         &client,
         "INSERT INTO cells VALUES ('a', 100, 0.5, 9.99, false, '2024-01-01 00:00:00', '2024-01-01', 'first')",
-    )
-    .await;
-    execute(
-        &client,
-        "CREATE TABLE calls WITH ('connector' = 'datagen', 'rows-per-second' = '10')",
-    )
-    .await;
-    execute(
-        &client,
-        "CREATE MATERIALIZED VIEW kpi AS SELECT cell_id, COUNT(*) AS calls FROM calls GROUP BY cell_id",
     )
     .await;
     let classes = tempfile::tempdir().unwrap();
@@ -349,38 +300,8 @@ after_rollback: [2]
 async fn pgcli() {
     let server = SecureServer::start();
     let client = server.client().await;
-    execute(
-        &client,
-        "CREATE TABLE cells (cell_id TEXT PRIMARY KEY, capacity INT, ratio DOUBLE PRECISION,
-           price DECIMAL(10,2), active BOOLEAN, since TIMESTAMP(3), day DATE, note TEXT)",
-    )
-    .await;
-    execute(
-        &client,
-        "CREATE TABLE calls WITH ('connector' = 'datagen', 'rows-per-second' = '10')",
-    )
-    .await;
-    execute(
-        &client,
-        "CREATE MATERIALIZED VIEW kpi AS SELECT cell_id, COUNT(*) AS calls FROM calls GROUP BY cell_id",
-    )
-    .await;
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/pgcli_check.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(server.port().to_string())
-        .envs(server.libpq_env())
-        .output()
-        .expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "pgcli failed:\n{}\n{}",
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
+    catalog_fixture(&client).await;
+    let got = run_client(&server, Command::new(python()), "pgcli_check.py");
     let want = serde_json::json!({
         "search_path": ["pg_catalog", "public"],
         "tables": ["calls", "cells"],
@@ -410,22 +331,7 @@ async fn pgcli() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg2() {
     let server = SecureServer::start();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/psycopg2_check.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(server.port().to_string())
-        .envs(server.libpq_env())
-        .output()
-        .expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "psycopg2 failed:\n{}\n{}",
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
+    let got = run_client(&server, Command::new(python()), "psycopg2_check.py");
     let want = serde_json::json!({
         "tls": true,
         "select": [[1, "1.50", "a'b", "2024-01-02 03:04:05"], [3, "3.00", "c", "None"]],

@@ -47,16 +47,7 @@ fn or_chain(n: usize) -> String {
 async fn statements_too_deep_get_54001_and_the_server_goes_on() {
     let server = TestServer::start();
     let client = server.client().await;
-    execute(
-        &client,
-        &format!(
-            "CREATE TABLE calls (event_time BIGINT, cell_id STRING, status STRING, duration_ms INT,
-               ts AS TO_TIMESTAMP_LTZ(event_time, 3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
-             WITH ('connector' = 'filesystem', 'path' = '{}')",
-            common::data_dir().join("calls_small.json").display()
-        ),
-    )
-    .await;
+    common::create_small_calls(&client).await;
     // Deep as it may be: answered right, in a query and in a view.
     assert_eq!(
         rows(&client, &format!("SELECT {}", sum_of_ones(2000))).await,
@@ -523,16 +514,7 @@ async fn a_sink_that_cannot_reach_its_broker_says_so() {
 async fn a_cursor_follows_a_subscription() {
     let server = TestServer::start();
     let client = server.client().await;
-    execute(
-        &client,
-        &format!(
-            "CREATE TABLE calls (event_time BIGINT, cell_id STRING, status STRING, duration_ms INT,
-               ts AS TO_TIMESTAMP_LTZ(event_time, 3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
-             WITH ('connector' = 'filesystem', 'path' = '{}')",
-            common::data_dir().join("calls_small.json").display()
-        ),
-    )
-    .await;
+    common::create_small_calls(&client).await;
     execute(
         &client,
         "CREATE MATERIALIZED VIEW per_cell AS SELECT cell_id, COUNT(*) AS n FROM calls GROUP BY cell_id",

@@ -7,35 +7,20 @@
 //! whose information schema leaves them out: in Sluice they are what
 //! dashboards query, and Grafana lists tables from here.
 
-use std::fmt;
 use std::sync::{Arc, Weak};
 
-use arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, Int32Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use async_trait::async_trait;
-use datafusion::catalog::{SchemaProvider, TableProvider};
-use datafusion::common::Result as DfResult;
-use datafusion::datasource::MemTable;
 
 use super::pg_catalog::{relation_rows, type_name_and_udt, type_of};
+use crate::query::built::BuiltSchema;
 use crate::query::Relations;
 
 pub const TABLES: &[&str] = &["tables", "columns", "schemata", "views"];
 
-pub struct InformationSchema {
-    relations: Weak<dyn Relations>,
-}
-
-impl InformationSchema {
-    pub fn new(relations: Weak<dyn Relations>) -> Self {
-        InformationSchema { relations }
-    }
-}
-
-impl fmt::Debug for InformationSchema {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("InformationSchema")
-    }
+/// `information_schema`, its tables built from the catalog at each query.
+pub fn schema(relations: Weak<dyn Relations>) -> BuiltSchema {
+    BuiltSchema::new("information_schema", TABLES, build, &[], relations)
 }
 
 fn texts(values: Vec<Option<String>>) -> ArrayRef {
@@ -203,29 +188,4 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
         _ => return None,
     };
     Some((Arc::new(Schema::new(fields)), columns))
-}
-
-#[async_trait]
-impl SchemaProvider for InformationSchema {
-    fn table_names(&self) -> Vec<String> {
-        TABLES.iter().map(|t| t.to_string()).collect()
-    }
-
-    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let Some(relations) = self.relations.upgrade() else {
-            return Ok(None);
-        };
-        let Some((schema, columns)) = build(name, relations.as_ref()) else {
-            return Ok(None);
-        };
-        let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        Ok(Some(Arc::new(MemTable::try_new(
-            schema,
-            vec![vec![batch]],
-        )?)))
-    }
-
-    fn table_exist(&self, name: &str) -> bool {
-        TABLES.contains(&name)
-    }
 }

@@ -7,6 +7,7 @@
 //! SELECT language of DataFusion works on them: joins between views, ORDER
 //! BY, LIMIT, window functions, aggregates.
 
+mod built;
 pub mod information_schema;
 pub mod pg_catalog;
 pub mod pg_functions;
@@ -226,11 +227,9 @@ impl QueryEngine {
             public: Arc::new(PublicSchema {
                 relations: relations.clone(),
             }),
-            system: Arc::new(system::SystemSchema::new(relations.clone())),
-            information_schema: Arc::new(information_schema::InformationSchema::new(
-                relations.clone(),
-            )),
-            pg_catalog: Arc::new(pg_catalog::PgCatalogSchema::new(relations)),
+            system: Arc::new(system::schema(relations.clone())),
+            information_schema: Arc::new(information_schema::schema(relations.clone())),
+            pg_catalog: Arc::new(pg_catalog::schema(relations)),
         });
         ctx.register_catalog(crate::functions::CATALOG, catalog);
         pg_catalog::register_functions(&ctx, relations_for_functions);
@@ -296,9 +295,9 @@ impl QueryEngine {
 #[derive(Debug)]
 struct SluiceCatalog {
     public: Arc<PublicSchema>,
-    system: Arc<system::SystemSchema>,
-    information_schema: Arc<information_schema::InformationSchema>,
-    pg_catalog: Arc<pg_catalog::PgCatalogSchema>,
+    system: Arc<built::BuiltSchema>,
+    information_schema: Arc<built::BuiltSchema>,
+    pg_catalog: Arc<built::BuiltSchema>,
 }
 
 impl CatalogProvider for SluiceCatalog {

@@ -8,7 +8,6 @@
 //! `COLLATE pg_catalog.default`, `::regclass`, qualified function names,
 //! `ARRAY(subquery)`) is rewritten before DataFusion plans the query.
 
-use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Weak};
 
@@ -17,7 +16,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
-use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::catalog::TableProvider;
 use datafusion::common::{Result as DfResult, ScalarValue};
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{
@@ -29,6 +28,7 @@ use sqlparser::ast::{
     self, BinaryOperator, Expr, FunctionArguments, ObjectName, ObjectNamePart, VisitMut, VisitorMut,
 };
 
+use crate::query::built::BuiltSchema;
 use crate::query::{Relation, Relations};
 
 /// Namespace oids, as in Postgres where they exist.
@@ -1034,48 +1034,16 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
     Some((Arc::new(Schema::new(fields)), columns))
 }
 
-pub struct PgCatalogSchema {
-    relations: Weak<dyn Relations>,
-}
-
-impl PgCatalogSchema {
-    pub fn new(relations: Weak<dyn Relations>) -> Self {
-        PgCatalogSchema { relations }
-    }
-}
-
-impl fmt::Debug for PgCatalogSchema {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PgCatalogSchema")
-    }
-}
-
-#[async_trait]
-impl SchemaProvider for PgCatalogSchema {
-    fn table_names(&self) -> Vec<String> {
-        TABLES.iter().map(|t| t.to_string()).collect()
-    }
-
-    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        if name == "pg_cursors" {
-            return Ok(Some(Arc::new(Cursors)));
-        }
-        let Some(relations) = self.relations.upgrade() else {
-            return Ok(None);
-        };
-        let Some((schema, columns)) = build(name, relations.as_ref()) else {
-            return Ok(None);
-        };
-        let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        Ok(Some(Arc::new(MemTable::try_new(
-            schema,
-            vec![vec![batch]],
-        )?)))
-    }
-
-    fn table_exist(&self, name: &str) -> bool {
-        TABLES.contains(&name)
-    }
+/// `pg_catalog`: its tables built from the catalog at each query,
+/// `pg_cursors` read from the querying session.
+pub fn schema(relations: Weak<dyn Relations>) -> BuiltSchema {
+    BuiltSchema::new(
+        "pg_catalog",
+        TABLES,
+        build,
+        &[("pg_cursors", || Arc::new(Cursors))],
+        relations,
+    )
 }
 
 /// `pg_cursors`: the querying session's open cursors (from its [`Scope`]).

@@ -11,22 +11,17 @@
 //! - `sluice.kafka_partitions`: per Kafka partition, the next offset to read,
 //!   the partition's high watermark and the lag.
 
-use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use arrow::array::{
-    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
-};
+use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use async_trait::async_trait;
-use datafusion::catalog::{SchemaProvider, TableProvider};
-use datafusion::datasource::MemTable;
 
 use crate::frontend::types::UTC;
+use crate::query::built::BuiltSchema;
 use crate::query::Relations;
 
-pub const TABLES: [&str; 5] = [
+pub const TABLES: &[&str] = &[
     "jobs",
     "dead_letters",
     "late_rows",
@@ -34,20 +29,14 @@ pub const TABLES: [&str; 5] = [
     "savepoints",
 ];
 
-pub struct SystemSchema {
-    relations: Weak<dyn Relations>,
+/// The schema `sluice`, its tables built from the live metrics at each
+/// query.
+pub fn schema(relations: Weak<dyn Relations>) -> BuiltSchema {
+    BuiltSchema::new("sluice", TABLES, build, &[], relations)
 }
 
-impl SystemSchema {
-    pub fn new(relations: Weak<dyn Relations>) -> Self {
-        SystemSchema { relations }
-    }
-}
-
-impl fmt::Debug for SystemSchema {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SystemSchema")
-    }
+fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<ArrayRef>)> {
+    Some((schema_of(table)?, rows(table, relations)))
 }
 
 fn ts_type() -> DataType {
@@ -262,29 +251,3 @@ fn rows(table: &str, relations: &dyn Relations) -> Vec<ArrayRef> {
 }
 
 use crate::metrics::{JobMetrics, LateRow};
-
-#[async_trait]
-impl SchemaProvider for SystemSchema {
-    fn table_names(&self) -> Vec<String> {
-        TABLES.iter().map(|t| t.to_string()).collect()
-    }
-
-    async fn table(
-        &self,
-        name: &str,
-    ) -> datafusion::common::Result<Option<Arc<dyn TableProvider>>> {
-        let (Some(schema), Some(relations)) = (schema_of(name), self.relations.upgrade()) else {
-            return Ok(None);
-        };
-        let columns = rows(name, relations.as_ref());
-        let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        Ok(Some(Arc::new(MemTable::try_new(
-            schema,
-            vec![vec![batch]],
-        )?)))
-    }
-
-    fn table_exist(&self, name: &str) -> bool {
-        TABLES.contains(&name)
-    }
-}

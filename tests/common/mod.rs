@@ -569,6 +569,21 @@ pub fn data_dir() -> PathBuf {
         .join("data")
 }
 
+/// Creates `calls`, the small file of calls (`tests/data/calls_small.json`)
+/// with its event time `ts` and a watermark 5 s behind it.
+pub async fn create_small_calls(client: &Client) {
+    execute(
+        client,
+        &format!(
+            "CREATE TABLE calls (event_time BIGINT, cell_id STRING, status STRING, duration_ms INT,
+               ts AS TO_TIMESTAMP_LTZ(event_time, 3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
+             WITH ('connector' = 'filesystem', 'path' = '{}')",
+            data_dir().join("calls_small.json").display()
+        ),
+    )
+    .await;
+}
+
 /// A client that speaks the protocol byte by byte, for what real clients
 /// cannot send (invalid UTF-8, old protocol versions).
 pub mod raw {
