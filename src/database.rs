@@ -25,7 +25,8 @@ use crate::dataflow::plan::StreamPlan;
 use crate::error::{sqlstate, Error, Result};
 use crate::frontend::ddl::{bind_source, bind_table, is_keyed_table};
 use crate::frontend::parser::{
-    self, CreateSink, CreateSource, CreateView, ObjectKind, Statement, ViewAction,
+    self, CreateLogicalView, CreateSink, CreateSource, CreateView, ObjectKind, Statement,
+    ViewAction,
 };
 use crate::frontend::planner::{self, plan_view};
 use crate::metrics::{DeadLetter, DeadLetterQueue, JobMetrics, JobStatus};
@@ -35,6 +36,7 @@ use crate::state::checkpoint::{jobs_with_state, JobKeys, Restored, SavepointReco
 use crate::state::reference::ReferenceTable;
 use crate::state::view::{ChangeLog, Feed, ViewLog};
 use crate::state::{Store, Writes};
+use sqlparser::ast;
 
 /// How long a shutdown waits for the jobs' last checkpoint.
 const SHUTDOWN_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -175,6 +177,9 @@ impl Database {
                 (RecordKind::MaterializedView, Statement::CreateView(v)) => {
                     views += 1;
                     self.add_view(v, &record.sql, origin).await
+                }
+                (RecordKind::View, Statement::CreateLogicalView(v)) => {
+                    self.add_logical_view(v, &record.sql, origin).await
                 }
                 _ => Err(Error::internal("catalog record of the wrong kind")),
             };
@@ -442,6 +447,10 @@ impl Database {
                 "42809",
                 format!("\"{name}\" is a materialized view: its rows come from its query"),
             )),
+            Some(Entry::LogicalView(_)) => Err(Error::user(
+                "42809",
+                format!("\"{name}\" is a view: its rows come from its query"),
+            )),
             Some(Entry::Sink(_)) | None => Err(Error::undefined_table(name)),
         }
     }
@@ -486,8 +495,85 @@ impl Database {
         Ok(true)
     }
 
+    /// `CREATE VIEW`: a logical view. Returns false if it existed and IF
+    /// NOT EXISTS was given.
+    pub async fn create_logical_view(
+        &self,
+        create: &CreateLogicalView,
+        text: &str,
+    ) -> Result<bool> {
+        let _ddl = self.ddl.lock().await;
+        if create.if_not_exists && self.catalog.read().get(&create.name).is_some() {
+            return Ok(false);
+        }
+        self.add_logical_view(create, text, Origin::New(&self.store))
+            .await?;
+        Ok(true)
+    }
+
+    async fn add_logical_view(
+        &self,
+        create: &CreateLogicalView,
+        text: &str,
+        origin: Origin<'_>,
+    ) -> Result<()> {
+        self.catalog
+            .read()
+            .check_free(&create.name)
+            .map_err(|e| e.at(create.name_position))?;
+        let mut query = (*create.query).clone();
+        crate::frontend::views::name_field_paths(&mut query);
+        if !create.columns.is_empty() {
+            // v (a, b) AS query: the query's columns renamed.
+            let columns: Vec<String> = create.columns.iter().map(|c| quote_ident(c)).collect();
+            let wrapped = format!(
+                "SELECT * FROM ({query}) AS {} ({})",
+                quote_ident(&create.name),
+                columns.join(", ")
+            );
+            query = match parser::parse_one(&wrapped)?.statement {
+                Statement::Query(q) => match *q {
+                    ast::Statement::Query(q) => *q,
+                    _ => return Err(Error::internal("a view's query did not parse")),
+                },
+                _ => return Err(Error::internal("a view's query did not parse")),
+            };
+        }
+        let reads = crate::frontend::views::relations_read(&query);
+        // Planned now, to check it and to know its columns.
+        let statement = ast::Statement::Query(Box::new(query.clone()));
+        let planned = self
+            .query
+            .plan(&statement, text, &crate::query::Scope::default(), &[])
+            .await?;
+        let schema = planned.schema();
+        self.catalog.write().add_logical_view(
+            &create.name,
+            Arc::new(query),
+            schema,
+            reads,
+            text,
+            origin,
+        )?;
+        Ok(())
+    }
+
     async fn plan(&self, create: &CreateView, sql: &str) -> Result<StreamPlan> {
         self.catalog.read().check_free(&create.name)?;
+        // Logical views are expanded in place.
+        let mut expanded = create.clone();
+        let views: HashMap<String, Arc<ast::Query>> = self
+            .catalog
+            .read()
+            .entries()
+            .filter_map(|(name, e)| match e {
+                Entry::LogicalView(v) => Some((name.clone(), v.query.clone())),
+                _ => None,
+            })
+            .collect();
+        crate::frontend::views::expand(expanded.query.as_mut(), &|name| views.get(name).cloned())?;
+        crate::frontend::views::name_field_paths(&mut expanded.query);
+        let create = &expanded;
         // A snapshot of the catalog, so that planning does not hold a lock.
         let snapshot: HashMap<String, Entry> = self
             .catalog
@@ -507,6 +593,9 @@ impl Database {
             Some(Entry::Table(t)) => planner::Relation::Table(t.table.clone()),
             Some(Entry::Sink(_)) => planner::Relation::View(format!(
                 "\"{name}\" is a sink: it writes rows out, and has none to read"
+            )),
+            Some(Entry::LogicalView(_)) => planner::Relation::View(format!(
+                "windows over the logical view \"{name}\" are not supported yet: name its source in the window (TUMBLE(TABLE source, ...)) and filter after it"
             )),
             Some(Entry::View(_)) if self.checkpoints.interval().is_none() => {
                 planner::Relation::View(format!(
@@ -820,7 +909,7 @@ impl Database {
                 }
                 kafka_sink::forget(&self.store, removed.seq())?;
             }
-            Entry::Source(_) => {}
+            Entry::Source(_) | Entry::LogicalView(_) => {}
         }
         tracing::info!(object = %name, "dropped");
         Ok(true)
@@ -849,7 +938,7 @@ impl Database {
         };
         let actual = entry.kind();
         let matches = match kind {
-            ObjectKind::MaterializedView | ObjectKind::Sink => actual == kind,
+            ObjectKind::MaterializedView | ObjectKind::Sink | ObjectKind::View => actual == kind,
             ObjectKind::Table | ObjectKind::Source => {
                 matches!(actual, ObjectKind::Table | ObjectKind::Source)
             }
@@ -857,6 +946,7 @@ impl Database {
         if !matches {
             let hint = match actual {
                 ObjectKind::MaterializedView => "DROP MATERIALIZED VIEW",
+                ObjectKind::View => "DROP VIEW",
                 ObjectKind::Sink => "DROP SINK",
                 _ => "DROP TABLE",
             };
@@ -869,6 +959,7 @@ impl Database {
         if let Some(dependent) = dependents.first() {
             let what = match actual {
                 ObjectKind::MaterializedView => "materialized view",
+                ObjectKind::View => "view",
                 _ => "table",
             };
             let by = catalog
@@ -887,7 +978,7 @@ impl Database {
     /// Names of the objects of a kind (tables and sources are the same).
     pub fn object_names(&self, kind: ObjectKind) -> Vec<String> {
         let want = match kind {
-            ObjectKind::MaterializedView | ObjectKind::Sink => kind,
+            ObjectKind::MaterializedView | ObjectKind::Sink | ObjectKind::View => kind,
             _ => ObjectKind::Source,
         };
         self.catalog
@@ -912,6 +1003,7 @@ impl Database {
             .get(name)
             .ok_or_else(|| Error::undefined_table(name))?;
         let (schema, extras): (SchemaRef, Vec<Option<String>>) = match entry {
+            Entry::LogicalView(v) => (v.schema.clone(), vec![None; v.schema.fields().len()]),
             Entry::Sink(s) => {
                 return Err(Error::user(
                     "42809",
@@ -985,6 +1077,7 @@ impl Database {
             Entry::Table(t) => Some(t.sql.clone()),
             Entry::View(v) => Some(v.sql.clone()),
             Entry::Sink(s) => Some(s.sql.clone()),
+            Entry::LogicalView(v) => Some(v.sql.clone()),
         }
     }
 
@@ -1035,8 +1128,16 @@ impl Relations for Database {
         self.users.list()
     }
 
+    fn logical_view(&self, name: &str) -> Option<Arc<ast::Query>> {
+        match self.catalog.read().get(name)? {
+            Entry::LogicalView(v) => Some(v.query.clone()),
+            _ => None,
+        }
+    }
+
     fn view_query(&self, name: &str) -> Option<String> {
         let sql = match self.catalog.read().get(name)? {
+            Entry::LogicalView(v) => return Some(v.query.to_string()),
             Entry::View(v) => v.sql.clone(),
             _ => return None,
         };
@@ -1050,6 +1151,7 @@ impl Relations for Database {
         let catalog = self.catalog.read();
         match catalog.get(name)? {
             Entry::Source(s) => Some(Relation::Source(s.plan.schema.clone())),
+            Entry::LogicalView(v) => Some(Relation::Logical(v.schema.clone())),
             Entry::Table(t) => Some(Relation::Table(t.table.clone())),
             Entry::Sink(_) => None,
             Entry::View(_) => self

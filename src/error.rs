@@ -47,6 +47,7 @@ pub mod sqlstate {
     pub const INVALID_AUTHORIZATION: &str = "28000";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const DUPLICATE_OBJECT: &str = "42710";
+    pub const DUPLICATE_COLUMN: &str = "42701";
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -19,6 +19,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::frontend::types::UTC;
 
 mod extreme;
+mod flink;
+mod java_time;
 pub use extreme::retract_extreme;
 
 /// The catalog and default schema name of every Sluice session.
@@ -36,6 +38,9 @@ pub fn session_context() -> SessionContext {
     let options = config.options_mut();
     options.sql_parser.map_string_types_to_utf8view = false;
     options.sql_parser.collect_spans = true;
+    // Decimal literals are exact (`0.908 * price` is a DECIMAL), as in
+    // Flink and Postgres.
+    options.sql_parser.parse_float_as_decimal = true;
     options.execution.time_zone = Some(UTC.to_string());
     let ctx = SessionContext::new_with_config(config);
     let mut state = ctx.state();
@@ -48,6 +53,9 @@ pub fn register_all(registry: &mut dyn FunctionRegistry) -> DfResult<()> {
     registry.register_udf(Arc::new(ScalarUDF::from(ToTimestampLtz::new())))?;
     registry.register_udf(Arc::new(ScalarUDF::from(Proctime::new())))?;
     registry.register_udf(Arc::new(ScalarUDF::from(Power::new())))?;
+    for f in flink::all() {
+        registry.register_udf(Arc::new(f))?;
+    }
     Ok(())
 }
 

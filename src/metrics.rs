@@ -96,6 +96,9 @@ pub struct JobMetrics {
     pub partitions: Mutex<Vec<PartitionStatus>>,
     /// The most recent late rows (at most [`JobMetrics::LATE_ROWS_KEPT`]).
     late: Mutex<VecDeque<LateRow>>,
+    /// Declared columns that no record of a batch carried (a JSON key the
+    /// records spell differently): column -> rows read without it.
+    missing_fields: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// A row dropped because its window had fired (past the allowed lateness).
@@ -147,7 +150,34 @@ impl JobMetrics {
             }),
             partitions: Mutex::new(Vec::new()),
             late: Mutex::new(VecDeque::new()),
+            missing_fields: Mutex::new(Default::default()),
         }
+    }
+
+    /// Counts `rows` rows read without the field `column`.
+    pub fn count_missing_field(&self, column: &str, rows: u64) {
+        *self
+            .missing_fields
+            .lock()
+            .entry(column.to_string())
+            .or_default() += rows;
+    }
+
+    /// What is wrong with the job's input but does not stop it, for
+    /// `sluice.jobs.warnings`: `missing_fields: itemName (12000 rows)`.
+    pub fn warnings(&self) -> Option<String> {
+        let missing = self.missing_fields.lock();
+        if missing.is_empty() {
+            return None;
+        }
+        let fields: Vec<String> = missing
+            .iter()
+            .map(|(c, n)| format!("{c} ({n} rows)"))
+            .collect();
+        Some(format!(
+            "missing_fields: {}: no record has these fields, so they read as NULL; check the column names against the records",
+            fields.join(", ")
+        ))
     }
 
     /// Late rows kept per view for `sluice.late_rows`.

@@ -162,6 +162,7 @@ fn is_ddl(statement: &Statement) -> bool {
         Statement::CreateSource(_)
             | Statement::CreateView(_)
             | Statement::CreateSink(_)
+            | Statement::CreateLogicalView(_)
             | Statement::Drop { .. }
             | Statement::AlterView { .. }
             | Statement::CreateSavepoint { .. }
@@ -464,19 +465,46 @@ impl Session {
             );
         }
         let result = match self.statement_timeout() {
-            None => self.run(parsed, sql, params).await,
-            Some(limit) => match tokio::time::timeout(limit, self.run(parsed, sql, params)).await {
-                Ok(result) => result,
-                Err(_) => Err(Error::user(
-                    sqlstate::QUERY_CANCELED,
-                    "canceling statement due to statement timeout",
-                )),
-            },
+            None => self.run_guarded(parsed, sql, params).await,
+            Some(limit) => {
+                match tokio::time::timeout(limit, self.run_guarded(parsed, sql, params)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Error::user(
+                        sqlstate::QUERY_CANCELED,
+                        "canceling statement due to statement timeout",
+                    )),
+                }
+            }
         };
         if result.is_err() {
             self.failed();
         }
         result
+    }
+
+    /// Runs a statement; a bug that panics while planning or running it
+    /// fails the statement (XX000), not the connection.
+    async fn run_guarded(
+        &mut self,
+        parsed: &Parsed,
+        sql: &str,
+        params: Parameters,
+    ) -> Result<Outcome> {
+        use futures::FutureExt as _;
+        std::panic::AssertUnwindSafe(self.run(parsed, sql, params))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(statement = %parsed.text, panic = %what, "a statement panicked");
+                Err(Error::internal(format!(
+                    "the statement failed on a bug: {what}"
+                )))
+            })
     }
 
     async fn run(&mut self, parsed: &Parsed, sql: &str, params: Parameters) -> Result<Outcome> {
@@ -499,6 +527,10 @@ impl Session {
                 self.db.create_sink(create, &parsed.text).await?;
                 command("CREATE SINK")
             }
+            Statement::CreateLogicalView(create) => {
+                self.db.create_logical_view(create, &parsed.text).await?;
+                command("CREATE VIEW")
+            }
             Statement::Subscribe { view } => Ok(Outcome::Subscribe(self.db.subscribe(view)?)),
             Statement::ExplainView(create) => {
                 let text = self.db.explain_view(create, sql).await?;
@@ -515,6 +547,7 @@ impl Session {
                     ObjectKind::Table => "DROP TABLE",
                     ObjectKind::Source => "DROP SOURCE",
                     ObjectKind::MaterializedView => "DROP MATERIALIZED VIEW",
+                    ObjectKind::View => "DROP VIEW",
                     ObjectKind::Sink => "DROP SINK",
                 })
             }

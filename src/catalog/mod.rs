@@ -26,6 +26,21 @@ pub enum Entry {
     Table(TableEntry),
     View(ViewEntry),
     Sink(SinkEntry),
+    LogicalView(LogicalViewEntry),
+}
+
+/// A logical view: a named query, expanded where it is used.
+#[derive(Debug, Clone)]
+pub struct LogicalViewEntry {
+    /// The query, with its column names applied (see
+    /// [`crate::frontend::views`]).
+    pub query: Arc<sqlparser::ast::Query>,
+    /// Its columns.
+    pub schema: arrow::datatypes::SchemaRef,
+    /// The relations the query reads (sources, tables, views).
+    pub reads: Vec<String>,
+    pub sql: String,
+    seq: u64,
 }
 
 /// A sink: the view it writes, and where.
@@ -69,6 +84,7 @@ impl Entry {
             Entry::Table(_) => ObjectKind::Table,
             Entry::View(_) => ObjectKind::MaterializedView,
             Entry::Sink(_) => ObjectKind::Sink,
+            Entry::LogicalView(_) => ObjectKind::View,
         }
     }
 
@@ -79,6 +95,7 @@ impl Entry {
             Entry::Table(t) => t.seq,
             Entry::View(v) => v.seq,
             Entry::Sink(s) => s.seq,
+            Entry::LogicalView(v) => v.seq,
         }
     }
 }
@@ -98,6 +115,7 @@ pub enum RecordKind {
     MaterializedView,
     Table,
     Sink,
+    View,
 }
 
 /// Where an object added to the catalog comes from.
@@ -267,6 +285,31 @@ impl Catalog {
         Ok(())
     }
 
+    /// Adds a logical view.
+    pub fn add_logical_view(
+        &mut self,
+        name: &str,
+        query: Arc<sqlparser::ast::Query>,
+        schema: arrow::datatypes::SchemaRef,
+        reads: Vec<String>,
+        sql: &str,
+        origin: Origin<'_>,
+    ) -> Result<()> {
+        self.check_free(name)?;
+        let seq = self.persist(origin, RecordKind::View, name, sql)?;
+        self.entries.insert(
+            name.to_string(),
+            Entry::LogicalView(LogicalViewEntry {
+                query,
+                schema,
+                reads,
+                sql: sql.to_string(),
+                seq,
+            }),
+        );
+        Ok(())
+    }
+
     /// The views that read `source` (a source, table or view).
     pub fn dependents(&self, source: &str) -> Vec<String> {
         self.entries
@@ -274,6 +317,7 @@ impl Catalog {
             .filter_map(|(name, e)| match e {
                 Entry::View(v) if v.plan.reads(source) => Some(name.clone()),
                 Entry::Sink(s) if s.from == source => Some(name.clone()),
+                Entry::LogicalView(v) if v.reads.iter().any(|r| r == source) => Some(name.clone()),
                 _ => None,
             })
             .collect()

@@ -117,7 +117,11 @@ pub struct FileReader {
 
 impl FileReader {
     pub fn new(spec: FileSpec, ctx: ReaderContext) -> Result<Self> {
-        let decoder = RecordDecoder::new(spec.format.clone(), ctx.schema.clone());
+        let decoder = RecordDecoder::new(
+            spec.format.clone(),
+            ctx.schema.clone(),
+            ctx.declared.clone(),
+        );
         Ok(FileReader { spec, ctx, decoder })
     }
 

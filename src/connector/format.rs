@@ -8,8 +8,10 @@
 //! one slow chunk and never stops the job.
 
 use std::ops::Range;
+use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, ArrayRef, AsArray, ListArray, MapArray, StructArray};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use crate::connector::ReaderContext;
@@ -88,7 +90,10 @@ fn single_byte(value: Option<String>, default: u8, key: &str) -> Result<u8> {
 /// Decodes records of one format into batches of a fixed schema.
 pub struct RecordDecoder {
     format: FormatSpec,
+    /// The columns as SQL names them: the batches' schema.
     schema: SchemaRef,
+    /// The same columns named as the records spell them (JSON keys).
+    declared: SchemaRef,
 }
 
 /// The outcome of decoding a chunk of records.
@@ -100,11 +105,20 @@ pub struct Decoded {
     pub record_of_row: Option<Vec<usize>>,
     /// Records that could not be decoded: (record index, error).
     pub bad: Vec<(usize, String)>,
+    /// Columns that no record carried (JSON only: a key that appears
+    /// nowhere in the records), by index. Their values are NULL.
+    pub missing: Vec<usize>,
 }
 
 impl RecordDecoder {
-    pub fn new(format: FormatSpec, schema: SchemaRef) -> Self {
-        RecordDecoder { format, schema }
+    /// `declared` names the columns of `schema` as the records spell
+    /// them; the batches come out named as `schema` names them.
+    pub fn new(format: FormatSpec, schema: SchemaRef, declared: SchemaRef) -> Self {
+        RecordDecoder {
+            format,
+            schema,
+            declared,
+        }
     }
 
     /// Decodes the records `buf[r]` for each range `r` of `records`. Every
@@ -115,19 +129,41 @@ impl RecordDecoder {
                 batch: RecordBatch::new_empty(self.schema.clone()),
                 record_of_row: None,
                 bad: Vec::new(),
+                missing: Vec::new(),
             });
         }
         let span = records[0].start..records[records.len() - 1].end + 1;
-        if let Ok(batch) = self.decode_bytes(&buf[span], records.len()) {
-            if batch.num_rows() == records.len() {
-                return Ok(Decoded {
-                    batch,
-                    record_of_row: None,
-                    bad: Vec::new(),
-                });
+        let mut decoded = match self.decode_bytes(&buf[span.clone()], records.len()) {
+            Ok(batch) if batch.num_rows() == records.len() => Decoded {
+                batch,
+                record_of_row: None,
+                bad: Vec::new(),
+                missing: Vec::new(),
+            },
+            _ => self.decode_slowly(buf, records)?,
+        };
+        decoded.missing = self.missing_columns(&decoded.batch, &buf[span]);
+        Ok(decoded)
+    }
+
+    /// The JSON columns that are NULL in every row because no record has
+    /// their key: a spelling the records do not use. Only columns that are
+    /// all NULL are searched for, so this costs nothing on good data.
+    fn missing_columns(&self, batch: &RecordBatch, bytes: &[u8]) -> Vec<usize> {
+        if self.format != FormatSpec::Json || batch.num_rows() == 0 {
+            return Vec::new();
+        }
+        let mut missing = Vec::new();
+        for (i, column) in batch.columns().iter().enumerate() {
+            if column.null_count() < batch.num_rows() {
+                continue;
+            }
+            let key = format!("\"{}\"", self.declared.field(i).name());
+            if memchr::memmem::find(bytes, key.as_bytes()).is_none() {
+                missing.push(i);
             }
         }
-        self.decode_slowly(buf, records)
+        missing
     }
 
     /// Decodes records one at a time to find the bad ones, then the good
@@ -164,14 +200,24 @@ impl RecordDecoder {
             batch,
             record_of_row: Some(good),
             bad,
+            missing: Vec::new(),
         })
     }
 
     fn decode_bytes(&self, bytes: &[u8], expected_rows: usize) -> Result<RecordBatch> {
+        let batch = self.decode_declared(bytes, expected_rows)?;
+        if Arc::ptr_eq(&self.declared, &self.schema) || self.declared == self.schema {
+            return Ok(batch);
+        }
+        respell(batch, &self.schema)
+    }
+
+    /// Decodes into the columns as the records spell them.
+    fn decode_declared(&self, bytes: &[u8], expected_rows: usize) -> Result<RecordBatch> {
         let batch_size = expected_rows.max(1) + 1;
         match &self.format {
             FormatSpec::Json => {
-                let mut decoder = arrow::json::ReaderBuilder::new(self.schema.clone())
+                let mut decoder = arrow::json::ReaderBuilder::new(self.declared.clone())
                     .with_batch_size(batch_size)
                     .build_decoder()?;
                 let mut rest = bytes;
@@ -189,10 +235,10 @@ impl RecordDecoder {
                 if let Some(b) = decoder.flush().map_err(decode_error)? {
                     batches.push(b);
                 }
-                concat(&self.schema, batches)
+                concat(&self.declared, batches)
             }
             FormatSpec::Csv(csv) => {
-                let mut decoder = arrow::csv::ReaderBuilder::new(self.schema.clone())
+                let mut decoder = arrow::csv::ReaderBuilder::new(self.declared.clone())
                     .with_header(false)
                     .with_delimiter(csv.delimiter)
                     .with_quote(csv.quote)
@@ -210,9 +256,68 @@ impl RecordDecoder {
                         }
                     }
                 }
-                concat(&self.schema, batches)
+                concat(&self.declared, batches)
             }
         }
+    }
+}
+
+/// Renames the columns of `batch` (and the fields of its ROW columns, at
+/// any depth) to those of `schema`, which has the same types but for the
+/// names. No values are copied.
+pub fn respell(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| respell_array(c, f.data_type()))
+        .collect::<Vec<_>>();
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+fn respell_array(array: &ArrayRef, to: &DataType) -> ArrayRef {
+    if array.data_type() == to {
+        return array.clone();
+    }
+    match (array.data_type(), to) {
+        (DataType::Struct(_), DataType::Struct(fields)) => {
+            let s = array.as_struct();
+            let children = s
+                .columns()
+                .iter()
+                .zip(fields)
+                .map(|(c, f)| respell_array(c, f.data_type()))
+                .collect();
+            Arc::new(StructArray::new(
+                fields.clone(),
+                children,
+                s.nulls().cloned(),
+            ))
+        }
+        (DataType::List(_), DataType::List(field)) => {
+            let l = array.as_list::<i32>();
+            Arc::new(ListArray::new(
+                field.clone(),
+                l.offsets().clone(),
+                respell_array(l.values(), field.data_type()),
+                l.nulls().cloned(),
+            ))
+        }
+        (DataType::Map(_, _), DataType::Map(field, sorted)) => {
+            let m = array.as_map();
+            let entries = respell_array(
+                &(Arc::new(m.entries().clone()) as ArrayRef),
+                field.data_type(),
+            );
+            Arc::new(MapArray::new(
+                field.clone(),
+                m.offsets().clone(),
+                entries.as_struct().clone(),
+                m.nulls().cloned(),
+                *sorted,
+            ))
+        }
+        _ => array.clone(),
     }
 }
 
@@ -275,6 +380,12 @@ pub fn decode_records(
     position: &dyn Fn(usize) -> String,
 ) -> Result<Option<(RecordBatch, Vec<usize>)>> {
     let decoded = decoder.decode(buf, records)?;
+    for &i in &decoded.missing {
+        ctx.metrics.count_missing_field(
+            decoder.declared.field(i).name(),
+            decoded.batch.num_rows() as u64,
+        );
+    }
     for (i, error) in &decoded.bad {
         ctx.dead_letter(position(*i), &buf[records[*i].clone()], error.clone());
     }
@@ -344,7 +455,7 @@ mod tests {
     #[test]
     fn json_fast_path() {
         let (buf, ranges) = lines("{\"a\": 1, \"b\": \"x\"}\n{\"a\": 2}\n");
-        let d = RecordDecoder::new(FormatSpec::Json, schema())
+        let d = RecordDecoder::new(FormatSpec::Json, schema(), schema())
             .decode(&buf, &ranges)
             .unwrap();
         assert_eq!(d.batch.num_rows(), 2);
@@ -357,7 +468,7 @@ mod tests {
         let (buf, ranges) = lines(
             "{\"a\": 1}\nnot json\n{\"a\": \"abc\"}\n[1, 2]\n{\"a\": 5}\n{\"a\": 6}{\"a\": 7}\n",
         );
-        let d = RecordDecoder::new(FormatSpec::Json, schema())
+        let d = RecordDecoder::new(FormatSpec::Json, schema(), schema())
             .decode(&buf, &ranges)
             .unwrap();
         assert_eq!(d.batch.num_rows(), 2);
@@ -379,7 +490,7 @@ mod tests {
             ignore_first_line: false,
         });
         let (buf, ranges) = lines("1,x\nzz,y\n3,\"q,r\"\n");
-        let d = RecordDecoder::new(spec, schema())
+        let d = RecordDecoder::new(spec, schema(), schema())
             .decode(&buf, &ranges)
             .unwrap();
         assert_eq!(d.batch.num_rows(), 2);

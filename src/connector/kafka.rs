@@ -219,7 +219,11 @@ pub struct KafkaReader {
 
 impl KafkaReader {
     pub fn new(spec: KafkaSpec, ctx: ReaderContext) -> Result<Self> {
-        let decoder = RecordDecoder::new(spec.format.clone(), ctx.schema.clone());
+        let decoder = RecordDecoder::new(
+            spec.format.clone(),
+            ctx.schema.clone(),
+            ctx.declared.clone(),
+        );
         Ok(KafkaReader {
             spec,
             ctx,

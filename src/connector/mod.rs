@@ -227,6 +227,9 @@ pub struct ReaderContext {
     pub part: usize,
     /// The physical columns to decode into.
     pub schema: SchemaRef,
+    /// The same columns named as the records spell them (see
+    /// [`crate::dataflow::plan::SourcePlan::declared`]).
+    pub declared: SchemaRef,
     /// Rows per batch at most (`batch.size`).
     pub batch_size: usize,
     /// How long a partial batch may wait for more rows (`batch.linger`).

@@ -342,6 +342,7 @@ impl Job {
                     parallelism: p,
                     part: n,
                     schema: source.physical.clone(),
+                    declared: source.declared.clone(),
                     batch_size: config.batch_size,
                     linger: config.linger,
                     metrics: metrics.clone(),

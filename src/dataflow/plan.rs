@@ -48,6 +48,10 @@ pub struct SourcePlan {
     pub spec: SourceSpec,
     /// The physical (decoded) columns.
     pub physical: SchemaRef,
+    /// The physical columns named as the records name them: as the DDL
+    /// spells them, before SQL folds the names (`itemName`, not
+    /// `itemname`). Same types as `physical`, ROW fields spelled likewise.
+    pub declared: SchemaRef,
     pub physical_df: DFSchemaRef,
     /// Every column, physical and computed, in declaration order.
     pub schema: SchemaRef,

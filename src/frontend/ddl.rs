@@ -15,7 +15,7 @@ use crate::connector::SourceSpec;
 use crate::dataflow::plan::{ColumnSource, Rowtime, SourcePlan};
 use crate::error::{sqlstate, Error, Result};
 use crate::frontend::parser::{self, ColumnKind, CreateSource, Statement};
-use crate::frontend::types::{arrow_type, sql_name};
+use crate::frontend::types::{arrow_type, declared_type, sql_name};
 
 /// Binds a parsed `CREATE TABLE` (whose text is `sql`) to a source plan.
 pub fn bind_source(state: &SessionState, create: &CreateSource, sql: &str) -> Result<SourcePlan> {
@@ -29,6 +29,7 @@ pub fn bind_source(state: &SessionState, create: &CreateSource, sql: &str) -> Re
     }
     // Physical columns, then computed ones over them.
     let mut physical_fields = Vec::new();
+    let mut declared_fields = Vec::new();
     for c in &create.columns {
         if let ColumnKind::Physical {
             data_type,
@@ -37,10 +38,13 @@ pub fn bind_source(state: &SessionState, create: &CreateSource, sql: &str) -> Re
         {
             let t = arrow_type(data_type).map_err(|e| e.at(c.position))?;
             physical_fields.push(Field::new(&c.name, t, !*not_null));
+            let t = declared_type(data_type).map_err(|e| e.at(c.position))?;
+            declared_fields.push(Field::new(&c.declared, t, !*not_null));
         }
     }
     check_unique(&create)?;
     let physical: SchemaRef = Arc::new(Schema::new(physical_fields));
+    let declared: SchemaRef = Arc::new(Schema::new(declared_fields));
     let physical_df: DFSchemaRef = Arc::new(DFSchema::try_from_qualified_schema(
         create.name.as_str(),
         &physical,
@@ -141,6 +145,7 @@ pub fn bind_source(state: &SessionState, create: &CreateSource, sql: &str) -> Re
         name: create.name.clone(),
         spec,
         physical,
+        declared,
         physical_df,
         schema,
         schema_df,

@@ -15,4 +15,5 @@ pub mod planner;
 pub mod retract;
 pub mod stream_join;
 pub mod types;
+pub mod views;
 pub mod window;

@@ -49,6 +49,9 @@ pub enum Statement {
     CreateView(Box<CreateView>),
     /// `CREATE SINK name FROM view WITH (...)`.
     CreateSink(Box<CreateSink>),
+    /// `CREATE [TEMPORARY] VIEW name [(columns)] AS query`: a logical view,
+    /// a named query expanded where it is used.
+    CreateLogicalView(Box<CreateLogicalView>),
     /// `SUBSCRIBE [TO] view`: the view's rows as they are committed.
     Subscribe { view: String },
     /// `EXPLAIN CREATE MATERIALIZED VIEW ...`.
@@ -174,11 +177,14 @@ pub enum ObjectKind {
     Source,
     MaterializedView,
     Sink,
+    /// A logical view (`CREATE VIEW`).
+    View,
 }
 
 impl ObjectKind {
     pub fn name(self) -> &'static str {
         match self {
+            ObjectKind::View => "view",
             ObjectKind::Table => "table",
             ObjectKind::Source => "source",
             ObjectKind::MaterializedView => "materialized view",
@@ -206,7 +212,11 @@ pub struct CreateSource {
 
 #[derive(Debug, Clone)]
 pub struct ColumnDecl {
+    /// The column's SQL name: folded to lower case unless double-quoted.
     pub name: String,
+    /// The name as the statement spells it, which is the field's name in
+    /// the records (a JSON key): `itemName` reads the key `itemName`.
+    pub declared: String,
     pub kind: ColumnKind,
     /// 1-based position of the column name in the statement text.
     pub position: Option<usize>,
@@ -261,6 +271,18 @@ pub struct CreateSink {
     pub from_position: Option<usize>,
 }
 
+/// `CREATE [TEMPORARY] VIEW [IF NOT EXISTS] name [(columns)] AS query`.
+#[derive(Debug, Clone)]
+pub struct CreateLogicalView {
+    pub name: String,
+    pub if_not_exists: bool,
+    /// Names for the query's columns, if given.
+    pub columns: Vec<String>,
+    pub query: Box<ast::Query>,
+    /// 1-based position of the view's name.
+    pub name_position: Option<usize>,
+}
+
 /// A parsed statement with its text.
 #[derive(Debug, Clone)]
 pub struct Parsed {
@@ -275,7 +297,9 @@ pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
         .tokenize_with_location()
         .map_err(|e| Error::from_parser(ParserError::TokenizerError(e.to_string()), sql))?;
     check_nesting(&tokens, sql)?;
-    let tokens = session_partition_by(drop_inner_table_keyword(drop_system_time(tokens)));
+    let tokens = session_partition_by(drop_inner_table_keyword(drop_system_time(
+        split_type_brackets(fold_backquoted(tokens)),
+    )));
     let mut parser = Parser::new(dialect())
         .with_recursion_limit(MAX_NESTING)
         .with_tokens_with_locations(tokens);
@@ -494,6 +518,188 @@ fn is_operator(token: &Token) -> bool {
     }
 }
 
+/// Flink's backquoted identifiers (`` `dateTime` ``) quote a name that is
+/// a keyword, and match the unquoted spelling, as in Flink. So they fold to
+/// lower case as unquoted names do, and stay quoted (a keyword stays a
+/// name): `` `dateTime` `` is `"datetime"`, the same column as `dateTime`.
+/// Double-quoted names keep their case, as in Postgres.
+fn fold_backquoted(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    tokens
+        .into_iter()
+        .map(|mut t| {
+            if let Token::Word(w) = &t.token {
+                if w.quote_style == Some('`') {
+                    t.token = Token::make_word(&w.value.to_lowercase(), Some('"'));
+                }
+            }
+            t
+        })
+        .collect()
+}
+
+/// A name as the statement spells it, before folding: the text of the
+/// token at `span`, without its quotes.
+fn declared_spelling(sql: &str, span: sqlparser::tokenizer::Span, word: &Word) -> String {
+    if word.quote_style.is_none() {
+        return word.value.clone();
+    }
+    let text = &sql[byte_offset(sql, span.start)..byte_offset(sql, span.end)];
+    match text.chars().next() {
+        Some('`') if text.len() >= 2 => text[1..text.len() - 1].replace("``", "`"),
+        _ => word.value.clone(),
+    }
+}
+
+/// A declared name: its SQL name and its spelling in the statement.
+fn parse_declared_name(parser: &mut Parser, sql: &str) -> PResult<(String, ast::Ident)> {
+    let tok = parser.peek_token();
+    let ident = parser.parse_identifier()?;
+    let spelled = match &tok.token {
+        Token::Word(w) => declared_spelling(sql, tok.span, w),
+        _ => ident.value.clone(),
+    };
+    let name = normalize_ident(&ident);
+    // Kept as spelled, quoted only if the SQL name keeps its case.
+    let quote_style = if name == spelled {
+        ident.quote_style
+    } else {
+        None
+    };
+    Ok((
+        name,
+        ast::Ident {
+            value: spelled,
+            quote_style,
+            span: ident.span,
+        },
+    ))
+}
+
+/// A column type: Flink's `ROW<name type, ...>` (or `ROW(...)`),
+/// `ARRAY<type>` and `MAP<key, value>`, nested as deep as they go, or any
+/// type sqlparser reads. A ROW field's name is kept as spelled, with its
+/// quote style: [`crate::frontend::types::arrow_type`] folds it.
+fn parse_column_type(parser: &mut Parser, sql: &str) -> PResult<ast::DataType> {
+    let tok = parser.peek_token();
+    let next = parser.peek_nth_token(1).token;
+    let angle = next == Token::Lt;
+    if is_word(&tok.token, "ROW") && (angle || next == Token::LParen) {
+        parser.next_token();
+        parser.next_token();
+        let mut fields = Vec::new();
+        if !close_type_bracket(parser, angle) {
+            loop {
+                let (_, name) = parse_declared_name(parser, sql)?;
+                let field_type = parse_column_type(parser, sql)?;
+                if parser.parse_keyword(Keyword::COMMENT) {
+                    parser.parse_literal_string()?;
+                }
+                fields.push(ast::StructField {
+                    field_name: Some(name),
+                    field_type,
+                    options: None,
+                });
+                if parser.consume_token(&Token::Comma) {
+                    continue;
+                }
+                if close_type_bracket(parser, angle) {
+                    break;
+                }
+                return Err(ParserError::ParserError(format!(
+                    "expected , or {} after a ROW field, found {}",
+                    if angle { ">" } else { ")" },
+                    parser.peek_token().token
+                ))
+                .into());
+            }
+        }
+        let kind = if angle {
+            ast::StructBracketKind::AngleBrackets
+        } else {
+            ast::StructBracketKind::Parentheses
+        };
+        return Ok(ast::DataType::Struct(fields, kind));
+    }
+    if is_word(&tok.token, "ARRAY") && angle {
+        parser.next_token();
+        parser.next_token();
+        let element = parse_column_type(parser, sql)?;
+        if !close_type_bracket(parser, true) {
+            return Err(ParserError::ParserError(format!(
+                "expected > after ARRAY<type, found {}",
+                parser.peek_token().token
+            ))
+            .into());
+        }
+        return Ok(ast::DataType::Array(ast::ArrayElemTypeDef::AngleBracket(
+            Box::new(element),
+        )));
+    }
+    if is_word(&tok.token, "MAP") && angle {
+        parser.next_token();
+        parser.next_token();
+        let key = parse_column_type(parser, sql)?;
+        parser.expect_token(&Token::Comma)?;
+        let value = parse_column_type(parser, sql)?;
+        if !close_type_bracket(parser, true) {
+            return Err(ParserError::ParserError(format!(
+                "expected > after MAP<key, value, found {}",
+                parser.peek_token().token
+            ))
+            .into());
+        }
+        return Ok(ast::DataType::Map(Box::new(key), Box::new(value)));
+    }
+    Ok(parser.parse_data_type()?)
+}
+
+/// Consumes the `>` (or `)`) that closes a nested type. A `>>` closes two:
+/// the second is put back as a `>` for the enclosing type.
+fn close_type_bracket(parser: &mut Parser, angle: bool) -> bool {
+    if !angle {
+        return parser.consume_token(&Token::RParen);
+    }
+    parser.consume_token(&Token::Gt)
+}
+
+/// Splits the `>>` that closes two nested types (`ROW<a ARRAY<INT>>`) into
+/// two `>`: inside `ROW<`, `ARRAY<` and `MAP<` it is never a shift.
+fn split_type_brackets(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let significant = |t: &TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    let mut depth = 0usize;
+    for tok in tokens {
+        match tok.token {
+            Token::Lt => {
+                let opens = out.iter().rev().find(|t| significant(t)).is_some_and(|t| {
+                    is_word(&t.token, "ROW")
+                        || is_word(&t.token, "ARRAY")
+                        || is_word(&t.token, "MAP")
+                });
+                if opens {
+                    depth += 1;
+                }
+                out.push(tok);
+            }
+            Token::Gt if depth > 0 => {
+                depth -= 1;
+                out.push(tok);
+            }
+            Token::ShiftRight if depth >= 2 => {
+                depth -= 2;
+                let half = TokenWithSpan {
+                    token: Token::Gt,
+                    span: tok.span,
+                };
+                out.push(half.clone());
+                out.push(half);
+            }
+            _ => out.push(tok),
+        }
+    }
+    out
+}
+
 /// Drops the `TABLE` keyword in `TUMBLE(TABLE t, ...)` (and HOP, CUMULATE,
 /// SESSION), Flink's way of passing a table to a window TVF.
 fn drop_inner_table_keyword(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
@@ -673,6 +879,43 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         if parser.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW]) {
             return parse_create_view(parser, sql).map(|v| Statement::CreateView(Box::new(v)));
         }
+        let temporary = parser.parse_keyword(Keyword::TEMPORARY);
+        if parser.parse_keyword(Keyword::VIEW) {
+            // TEMPORARY views are Flink's spelling of a session's view;
+            // Sluice's views are the server's, kept like any other.
+            let _ = temporary;
+            let if_not_exists =
+                parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+            let name_position = location_to_pos(sql, parser.peek_token().span.start);
+            let name = object_name(parser)?;
+            let mut columns = Vec::new();
+            if parser.consume_token(&Token::LParen) {
+                columns = parser
+                    .parse_comma_separated(|p| p.parse_identifier())?
+                    .iter()
+                    .map(normalize_ident)
+                    .collect();
+                parser.expect_token(&Token::RParen)?;
+            }
+            parser.expect_keyword(Keyword::AS)?;
+            let query = parser.parse_query()?;
+            return Ok(Statement::CreateLogicalView(Box::new(CreateLogicalView {
+                name,
+                if_not_exists,
+                columns,
+                query,
+                name_position,
+            })));
+        }
+        if temporary {
+            let t = parser.peek_token();
+            return Err(Error::syntax(format!(
+                "expected VIEW after CREATE TEMPORARY, found \"{}\"",
+                t.token
+            ))
+            .at(location_to_pos(sql, t.span.start))
+            .into());
+        }
         if is_word(&parser.peek_token().token, "SINK") {
             parser.next_token();
             let if_not_exists =
@@ -831,8 +1074,11 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
     }
     if is_keyword(&first, Keyword::DROP) {
         parser.next_token();
+        let _ = parser.parse_keyword(Keyword::TEMPORARY);
         let kind = if parser.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW]) {
             ObjectKind::MaterializedView
+        } else if parser.parse_keyword(Keyword::VIEW) {
+            ObjectKind::View
         } else if parser.parse_keyword(Keyword::TABLE) {
             ObjectKind::Table
         } else if parser.parse_keyword(Keyword::SOURCE) {
@@ -843,7 +1089,7 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         } else {
             let t = parser.peek_token();
             return Err(Error::syntax(format!(
-                "expected TABLE, SOURCE, SINK or MATERIALIZED VIEW after DROP, found \"{}\"",
+                "expected TABLE, SOURCE, SINK, VIEW or MATERIALIZED VIEW after DROP, found \"{}\"",
                 t.token
             ))
             .at(location_to_pos(sql, t.span.start))
@@ -876,6 +1122,9 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         }
         if parser.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEWS]) {
             return Ok(Statement::ShowObjects(ObjectKind::MaterializedView));
+        }
+        if parser.parse_keyword(Keyword::VIEWS) {
+            return Ok(Statement::ShowObjects(ObjectKind::View));
         }
         if is_word(&parser.peek_token().token, "SAVEPOINTS") {
             parser.next_token();
@@ -1423,18 +1672,20 @@ fn parse_create_source(parser: &mut Parser, sql: &str) -> PResult<CreateSource> 
 /// A column, and whether it declares itself the primary key.
 fn parse_column(parser: &mut Parser, sql: &str) -> PResult<(ColumnDecl, bool)> {
     let position = location_to_pos(sql, parser.peek_token().span.start);
-    let name = normalize_ident(&parser.parse_identifier()?);
+    let (name, spelled) = parse_declared_name(parser, sql)?;
+    let declared = spelled.value;
     if parser.parse_keyword(Keyword::AS) {
         let expr = parser.parse_expr()?;
         let column = ColumnDecl {
             name,
+            declared,
             kind: ColumnKind::Computed(Box::new(expr)),
             position,
         };
         return Ok((column, false));
     }
     let mut key = false;
-    let data_type = parser.parse_data_type()?;
+    let data_type = parse_column_type(parser, sql)?;
     let mut not_null = false;
     loop {
         if parser.parse_keywords(&[Keyword::NOT, Keyword::NULL]) {
@@ -1452,6 +1703,7 @@ fn parse_column(parser: &mut Parser, sql: &str) -> PResult<(ColumnDecl, bool)> {
     }
     let column = ColumnDecl {
         name,
+        declared,
         kind: ColumnKind::Physical {
             data_type,
             not_null,

@@ -449,6 +449,7 @@ pub fn view_source(view: &StreamPlan, job: u64, shards: usize) -> Result<SourceP
             idle_timeout: None,
         },
         physical: schema.clone(),
+        declared: schema.clone(),
         physical_df: schema_df.clone(),
         columns: (0..schema.fields().len())
             .map(ColumnSource::Physical)

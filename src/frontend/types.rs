@@ -1,6 +1,8 @@
 //! SQL types (Flink's spelling and Postgres's) to Arrow types.
 
-use arrow::datatypes::{DataType, TimeUnit};
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 use sqlparser::ast::{self, ExactNumberInfo, TimezoneInfo};
 
 use crate::error::{Error, Result};
@@ -9,10 +11,69 @@ use crate::error::{Error, Result};
 /// UTC and shown in UTC (the session time zone is UTC).
 pub const UTC: &str = "+00:00";
 
-/// Maps a declared column type to its Arrow type.
+/// Maps a declared column type to its Arrow type, with ROW fields named as
+/// SQL names them (folded to lower case unless double-quoted).
 pub fn arrow_type(t: &ast::DataType) -> Result<DataType> {
+    spelled_type(t, Spelling::Sql)
+}
+
+/// Maps a declared column type to the Arrow type of its records: ROW fields
+/// named as the statement spells them (`emailAddress`), which is how the
+/// records (JSON objects) name them.
+pub fn declared_type(t: &ast::DataType) -> Result<DataType> {
+    spelled_type(t, Spelling::Declared)
+}
+
+#[derive(Clone, Copy)]
+enum Spelling {
+    Sql,
+    Declared,
+}
+
+fn spelled_type(t: &ast::DataType, spelling: Spelling) -> Result<DataType> {
     use ast::DataType as T;
     Ok(match t {
+        T::Struct(fields, _) => {
+            let mut out = Vec::with_capacity(fields.len());
+            for (i, f) in fields.iter().enumerate() {
+                let name = match (&f.field_name, spelling) {
+                    (Some(n), Spelling::Sql) => crate::frontend::parser::normalize_ident(n),
+                    (Some(n), Spelling::Declared) => n.value.clone(),
+                    (None, _) => format!("f{i}"),
+                };
+                if out.iter().any(|o: &Field| o.name() == &name) {
+                    return Err(Error::user(
+                        crate::error::sqlstate::DUPLICATE_COLUMN,
+                        format!("field \"{name}\" appears twice in a ROW type"),
+                    ));
+                }
+                out.push(Field::new(
+                    name,
+                    spelled_type(&f.field_type, spelling)?,
+                    true,
+                ));
+            }
+            DataType::Struct(Fields::from(out))
+        }
+        T::Array(
+            ast::ArrayElemTypeDef::AngleBracket(e)
+            | ast::ArrayElemTypeDef::SquareBracket(e, _)
+            | ast::ArrayElemTypeDef::Parenthesis(e),
+        ) => DataType::List(Arc::new(Field::new_list_field(
+            spelled_type(e, spelling)?,
+            true,
+        ))),
+        T::Map(k, v) => {
+            let entries = Field::new(
+                "entries",
+                DataType::Struct(Fields::from(vec![
+                    Field::new("key", spelled_type(k, spelling)?, false),
+                    Field::new("value", spelled_type(v, spelling)?, true),
+                ])),
+                false,
+            );
+            DataType::Map(Arc::new(entries), false)
+        }
         T::Boolean | T::Bool => DataType::Boolean,
         T::TinyInt(_) => DataType::Int8,
         T::SmallInt(_) | T::Int2(_) => DataType::Int16,
@@ -127,7 +188,40 @@ pub fn sql_name(t: &DataType) -> String {
         }
         DataType::Interval(_) | DataType::Duration(_) => "INTERVAL".into(),
         DataType::List(f) | DataType::LargeList(f) => format!("ARRAY<{}>", sql_name(f.data_type())),
+        DataType::Struct(fields) => format!(
+            "ROW<{}>",
+            fields
+                .iter()
+                .map(|f| format!("{} {}", quote_name(f.name()), sql_name(f.data_type())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(kv) if kv.len() == 2 => format!(
+                "MAP<{}, {}>",
+                sql_name(kv[0].data_type()),
+                sql_name(kv[1].data_type())
+            ),
+            _ => "MAP".into(),
+        },
         other => other.to_string().to_uppercase(),
+    }
+}
+
+/// A name as SQL writes it: bare when folding leaves it as it is,
+/// double-quoted otherwise.
+fn quote_name(name: &str) -> String {
+    let bare = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if bare {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
     }
 }
 

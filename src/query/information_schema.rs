@@ -59,12 +59,30 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
                     texts(rows.iter().map(|r| Some(r.name.clone())).collect()),
                     texts(
                         rows.iter()
-                            .map(|r| Some(if r.kind == "m" { "VIEW" } else { "BASE TABLE" }.into()))
+                            .map(|r| {
+                                Some(
+                                    if r.kind == "m" || r.kind == "v" {
+                                        "VIEW"
+                                    } else {
+                                        "BASE TABLE"
+                                    }
+                                    .into(),
+                                )
+                            })
                             .collect(),
                     ),
                     texts(
                         rows.iter()
-                            .map(|r| Some(if r.kind == "m" { "NO" } else { "YES" }.into()))
+                            .map(|r| {
+                                Some(
+                                    if r.kind == "m" || r.kind == "v" {
+                                        "NO"
+                                    } else {
+                                        "YES"
+                                    }
+                                    .into(),
+                                )
+                            })
                             .collect(),
                     ),
                 ],
@@ -158,7 +176,10 @@ fn build(table: &str, relations: &dyn Relations) -> Option<(SchemaRef, Vec<Array
             )
         }
         "views" => {
-            let views: Vec<_> = rows.iter().filter(|r| r.kind == "m").collect();
+            let views: Vec<_> = rows
+                .iter()
+                .filter(|r| r.kind == "m" || r.kind == "v")
+                .collect();
             let n = views.len();
             (
                 vec![

@@ -50,8 +50,10 @@ pub trait Relations: Send + Sync + 'static {
     fn savepoints(&self) -> Vec<crate::state::checkpoint::SavepointRecord>;
     /// The users (roles) of the server.
     fn users(&self) -> Vec<crate::auth::User>;
-    /// The query of a materialized view, as SQL text.
+    /// The query of a materialized or logical view, as SQL text.
     fn view_query(&self, name: &str) -> Option<String>;
+    /// The query of a logical view, to expand where it is named.
+    fn logical_view(&self, name: &str) -> Option<Arc<ast::Query>>;
 }
 
 #[derive(Clone)]
@@ -61,11 +63,16 @@ pub enum Relation {
     Table(Arc<crate::state::reference::ReferenceTable>),
     /// A streaming source: it has a schema but no stored rows.
     Source(SchemaRef),
+    /// A logical view (its references are expanded before planning; this
+    /// gives its columns to the catalog tables).
+    Logical(SchemaRef),
 }
 
 /// Runs queries.
 pub struct QueryEngine {
     ctx: SessionContext,
+    /// The catalog, for the logical views a query names.
+    relations: Weak<dyn Relations>,
 }
 
 /// What one session's queries see that others' do not: the rows of
@@ -212,17 +219,12 @@ fn rename(schema: SchemaRef, names: &postgres::Names) -> SchemaRef {
 
 impl QueryEngine {
     pub fn new(relations: Weak<dyn Relations>) -> Self {
-        // Postgres's information schema (ours), not DataFusion's; and
-        // Postgres's decimal literals: `1.25` is an exact numeric.
+        // Postgres's information schema (ours), not DataFusion's.
         let mut state = crate::functions::session_context().state();
         state.config_mut().options_mut().catalog.information_schema = false;
-        state
-            .config_mut()
-            .options_mut()
-            .sql_parser
-            .parse_float_as_decimal = true;
         let ctx = SessionContext::new_with_state(state);
         let relations_for_functions = relations.clone();
+        let relations_for_views = relations.clone();
         let catalog = Arc::new(SluiceCatalog {
             public: Arc::new(PublicSchema {
                 relations: relations.clone(),
@@ -234,7 +236,10 @@ impl QueryEngine {
         ctx.register_catalog(crate::functions::CATALOG, catalog);
         pg_catalog::register_functions(&ctx, relations_for_functions);
         pg_functions::register(&ctx);
-        QueryEngine { ctx }
+        QueryEngine {
+            ctx,
+            relations: relations_for_views,
+        }
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -258,6 +263,9 @@ impl QueryEngine {
         declared: &[Option<DataType>],
     ) -> Result<Planned> {
         let mut statement = pg_catalog::rewrite(statement.clone());
+        if let Some(relations) = self.relations.upgrade() {
+            crate::frontend::views::expand(&mut statement, &|name| relations.logical_view(name))?;
+        }
         let rewritten = postgres::rewrite(&mut statement, declared, scope)?;
         let plan = self
             .state(scope)
@@ -358,7 +366,7 @@ impl SchemaProvider for PublicSchema {
                 name: name.to_string(),
                 table,
             }),
-            Relation::Source(schema) => Arc::new(SourceTable {
+            Relation::Source(schema) | Relation::Logical(schema) => Arc::new(SourceTable {
                 name: name.to_string(),
                 schema,
             }),

@@ -349,6 +349,7 @@ pub(crate) fn relation_rows(relations: &dyn Relations) -> Vec<RelationRow> {
             Some(Relation::Source(s)) => ("r", s),
             Some(Relation::Table(t)) => ("r", t.schema().clone()),
             Some(Relation::View(v)) => ("m", v.schema().clone()),
+            Some(Relation::Logical(s)) => ("v", s),
             None => continue,
         };
         out.push(RelationRow {

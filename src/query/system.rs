@@ -59,6 +59,7 @@ pub fn schema_of(table: &str) -> Option<SchemaRef> {
             Field::new("checkpoint_epoch", DataType::Int64, false),
             Field::new("checkpoint_ms", DataType::Int64, false),
             Field::new("checkpoint_bytes", DataType::Int64, false),
+            Field::new("warnings", DataType::Utf8, true),
         ],
         "dead_letters" => vec![
             Field::new("job", DataType::Utf8, false),
@@ -145,6 +146,11 @@ fn rows(table: &str, relations: &dyn Relations) -> Vec<ArrayRef> {
                 counter(&jobs, |m| &m.checkpoint_epoch),
                 counter(&jobs, |m| &m.checkpoint_ms),
                 counter(&jobs, |m| &m.checkpoint_bytes),
+                Arc::new(
+                    jobs.iter()
+                        .map(|(m, _)| m.warnings())
+                        .collect::<StringArray>(),
+                ),
             ]
         }
         "savepoints" => {

@@ -1,0 +1,211 @@
+//! Logical views (`CREATE VIEW`): named queries, expanded where they are
+//! used, as in Flink and Postgres. A reference to a view in a query's FROM
+//! clause becomes the view's query as a derived table under the view's name
+//! (or the reference's alias), so the planners see one query: a
+//! materialized view over a logical view is planned as if the view's query
+//! were written in place, and so is an ad-hoc query.
+//!
+//! A view's columns are named as Flink names them: a select item that is a
+//! field path (`person.id`, `t.person.id`) is named by its last part (`id`)
+//! when no other item has that name.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use sqlparser::ast::{self, Expr, SelectItem, SetExpr, TableFactor, VisitMut, VisitorMut};
+
+use crate::error::{Error, Result};
+use crate::frontend::parser::normalize_object_name;
+
+/// How many views one statement may expand, nested ones included (a guard:
+/// views cannot reference themselves, as a view names only what exists).
+const MAX_EXPANSIONS: usize = 1000;
+
+/// Names the unnamed field-path items of a query's select list (and of
+/// every nested query) by their last part, where that name is free.
+pub fn name_field_paths(query: &mut ast::Query) {
+    struct Namer;
+    impl VisitorMut for Namer {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
+            if let SetExpr::Select(select) = query.body.as_mut() {
+                name_items(&mut select.projection);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = query.visit(&mut Namer);
+}
+
+fn name_items(items: &mut [SelectItem]) {
+    let named = |item: &SelectItem| -> Option<String> {
+        match item {
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_lowercase()),
+            SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(i.value.to_lowercase()),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+                parts.last().map(|p| p.value.to_lowercase())
+            }
+            _ => None,
+        }
+    };
+    let names: Vec<Option<String>> = items.iter().map(named).collect();
+    for (i, item) in items.iter_mut().enumerate() {
+        let SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) = item else {
+            continue;
+        };
+        let Some(last) = parts.last().cloned() else {
+            continue;
+        };
+        let unique = names
+            .iter()
+            .enumerate()
+            .all(|(j, n)| j == i || n.as_deref() != Some(&last.value.to_lowercase()));
+        if parts.len() >= 2 && unique {
+            let expr = Expr::CompoundIdentifier(std::mem::take(parts));
+            *item = SelectItem::ExprWithAlias { expr, alias: last };
+        }
+    }
+}
+
+/// Replaces every reference to a logical view in `statement` by the view's
+/// query (nested views too). `lookup` gives a view's query by name. Returns
+/// the names of the views expanded.
+pub fn expand<V: VisitMut>(
+    statement: &mut V,
+    lookup: &dyn Fn(&str) -> Option<Arc<ast::Query>>,
+) -> Result<Vec<String>> {
+    struct Expander<'a> {
+        lookup: &'a dyn Fn(&str) -> Option<Arc<ast::Query>>,
+        expanded: Vec<String>,
+        /// CTE names in scope shadow views.
+        ctes: Vec<Vec<String>>,
+    }
+    impl VisitorMut for Expander<'_> {
+        type Break = Error;
+        fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<Error> {
+            let names = query
+                .with
+                .as_ref()
+                .map(|w| {
+                    w.cte_tables
+                        .iter()
+                        .map(|c| crate::frontend::parser::normalize_ident(&c.alias.name))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.ctes.push(names);
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _query: &mut ast::Query) -> ControlFlow<Error> {
+            self.ctes.pop();
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<Error> {
+            let TableFactor::Table {
+                name, alias, args, ..
+            } = factor
+            else {
+                return ControlFlow::Continue(());
+            };
+            if args.is_some() {
+                return ControlFlow::Continue(());
+            }
+            let view = normalize_object_name(name);
+            if self.ctes.iter().flatten().any(|c| *c == view) {
+                return ControlFlow::Continue(());
+            }
+            let Some(query) = (self.lookup)(&view) else {
+                return ControlFlow::Continue(());
+            };
+            if self.expanded.len() >= MAX_EXPANSIONS {
+                return ControlFlow::Break(crate::frontend::parser::too_complex());
+            }
+            self.expanded.push(view.clone());
+            let alias = alias.take().unwrap_or_else(|| ast::TableAlias {
+                explicit: true,
+                name: ast::Ident::with_quote('"', view),
+                columns: Vec::new(),
+                at: None,
+            });
+            // The visitor goes on into the new subquery, expanding the
+            // views it names in turn.
+            *factor = TableFactor::Derived {
+                lateral: false,
+                subquery: Box::new((*query).clone()),
+                alias: Some(alias),
+                sample: None,
+            };
+            ControlFlow::Continue(())
+        }
+    }
+    let mut expander = Expander {
+        lookup,
+        expanded: Vec::new(),
+        ctes: Vec::new(),
+    };
+    match statement.visit(&mut expander) {
+        ControlFlow::Break(e) => Err(e),
+        ControlFlow::Continue(()) => Ok(expander.expanded),
+    }
+}
+
+/// The relations a query names (sources, tables, views), as the catalog
+/// names them.
+pub fn relations_read(query: &ast::Query) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let _ = ast::visit_relations(query, |name| {
+        let name = normalize_object_name(name);
+        if !out.contains(&name) {
+            out.push(name);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frontend::parser::{parse_one, Statement};
+
+    fn query(sql: &str) -> ast::Query {
+        match parse_one(sql).unwrap().statement {
+            Statement::Query(q) => match *q {
+                ast::Statement::Query(q) => *q,
+                other => panic!("{other}"),
+            },
+            _ => panic!("not a query"),
+        }
+    }
+
+    #[test]
+    fn field_paths_are_named_by_their_last_part() {
+        let mut q = query("SELECT person.id, person.name, t.person.city, x.id FROM t");
+        name_field_paths(&mut q);
+        assert_eq!(
+            q.to_string(),
+            "SELECT person.id, person.name AS name, t.person.city AS city, x.id FROM t"
+        );
+    }
+
+    #[test]
+    fn views_expand_in_place_and_ctes_shadow_them() {
+        let v = Arc::new(query("SELECT a FROM src WHERE b = 1"));
+        let w = Arc::new(query("SELECT a FROM v"));
+        let lookup = |name: &str| match name {
+            "v" => Some(v.clone()),
+            "w" => Some(w.clone()),
+            _ => None,
+        };
+        let mut q = query("SELECT * FROM w JOIN v AS x ON true");
+        let expanded = expand(&mut q, &lookup).unwrap();
+        assert_eq!(expanded, vec!["w", "v", "v"]);
+        assert_eq!(
+            q.to_string(),
+            "SELECT * FROM (SELECT a FROM (SELECT a FROM src WHERE b = 1) AS \"v\") AS \"w\" \
+             JOIN (SELECT a FROM src WHERE b = 1) AS x ON true"
+        );
+        let mut q = query("WITH v AS (SELECT 1 AS a) SELECT * FROM v");
+        assert!(expand(&mut q, &lookup).unwrap().is_empty());
+    }
+}
