@@ -931,7 +931,19 @@ fn trace_to_scan(column: &Column, pre: &[StatelessOp]) -> Option<String> {
     let mut name = column.clone();
     for op in pre.iter().rev() {
         if let StatelessOp::Project { exprs, output, .. } = op {
-            let idx = output.index_of_column(&name).ok()?;
+            // A subquery's alias requalifies its columns (`bid.window_start`
+            // over `datagen.window_start`): then the name alone decides.
+            let idx = output.index_of_column(&name).ok().or_else(|| {
+                let mut same = output
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| f.name() == &name.name);
+                match (same.next(), same.next()) {
+                    (Some((i, _)), None) => Some(i),
+                    _ => None,
+                }
+            })?;
             let mut expr = &exprs[idx];
             while let Expr::Alias(a) = expr {
                 expr = a.expr.as_ref();

@@ -101,6 +101,16 @@ pub fn expand<V: VisitMut>(
             ControlFlow::Continue(())
         }
         fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<Error> {
+            if let TableFactor::TableFunction { expr, alias } = factor {
+                return match window_over_view(expr, alias, self.lookup) {
+                    Ok(Some(derived)) => {
+                        *factor = derived;
+                        ControlFlow::Continue(())
+                    }
+                    Ok(None) => ControlFlow::Continue(()),
+                    Err(e) => ControlFlow::Break(e),
+                };
+            }
             let TableFactor::Table {
                 name, alias, args, ..
             } = factor
@@ -147,6 +157,168 @@ pub fn expand<V: VisitMut>(
         ControlFlow::Break(e) => Err(e),
         ControlFlow::Continue(()) => Ok(expander.expanded),
     }
+}
+
+/// A window over a logical view, `TUMBLE(TABLE v, DESCRIPTOR(c), ...)`,
+/// where `v` is `SELECT items FROM source [WHERE p]` and `c` one of the
+/// source's columns passed through: the window moves onto the source and the
+/// view's query onto the window's rows, `(SELECT items, window_start,
+/// window_end[, window_time] FROM TABLE(TUMBLE(TABLE source,
+/// DESCRIPTOR(c'), ...)) [WHERE p])`. Rows keep their windows through a
+/// filter and a projection, so both are the same. Ok(None): not a window
+/// over a view.
+fn window_over_view(
+    expr: &Expr,
+    alias: &Option<ast::TableAlias>,
+    lookup: &dyn Fn(&str) -> Option<Arc<ast::Query>>,
+) -> Result<Option<TableFactor>> {
+    let Expr::Function(call) = expr else {
+        return Ok(None);
+    };
+    let kind = call.name.to_string().to_ascii_uppercase();
+    if !matches!(kind.as_str(), "TUMBLE" | "HOP" | "CUMULATE" | "SESSION") {
+        return Ok(None);
+    }
+    let ast::FunctionArguments::List(list) = &call.args else {
+        return Ok(None);
+    };
+    let view = match list.args.first() {
+        Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(Expr::Identifier(i)))) => {
+            crate::frontend::parser::normalize_ident(i)
+        }
+        _ => return Ok(None),
+    };
+    let Some(query) = lookup(&view) else {
+        return Ok(None);
+    };
+    let refuse = |why: &str| {
+        Err(Error::not_supported(format!(
+            "a {kind} window over the view \"{view}\": {why}; name its source in the window (TUMBLE(TABLE source, ...)) and filter after it"
+        )))
+    };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return refuse("the view is not a single SELECT");
+    };
+    let simple = query.with.is_none()
+        && query.order_by.is_none()
+        && query.limit_clause.is_none()
+        && select.from.len() == 1
+        && select.from[0].joins.is_empty()
+        && select.having.is_none()
+        && select.distinct.is_none()
+        && matches!(&select.group_by, ast::GroupByExpr::Expressions(e, _) if e.is_empty());
+    if !simple {
+        return refuse("the view is more than a filter and a projection of one table");
+    }
+    let TableFactor::Table {
+        name: source,
+        alias: source_alias,
+        args: None,
+        ..
+    } = &select.from[0].relation
+    else {
+        return refuse("the view does not read one table");
+    };
+    // The source column under a view column: a column passed through.
+    let wildcard = select.projection.iter().any(|i| {
+        matches!(
+            i,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    });
+    let source_column = |column: &str| -> Option<ast::Ident> {
+        for item in &select.projection {
+            match item {
+                SelectItem::UnnamedExpr(Expr::Identifier(i))
+                    if crate::frontend::parser::normalize_ident(i) == column =>
+                {
+                    return Some(i.clone())
+                }
+                SelectItem::ExprWithAlias {
+                    expr: Expr::Identifier(i),
+                    alias,
+                } if crate::frontend::parser::normalize_ident(alias) == column => {
+                    return Some(i.clone())
+                }
+                _ => {}
+            }
+        }
+        wildcard.then(|| ast::Ident::with_quote('"', column))
+    };
+    let mut call = call.clone();
+    let ast::FunctionArguments::List(list) = &mut call.args else {
+        return Ok(None);
+    };
+    let mut parts: Vec<ast::Ident> = source
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident().cloned())
+        .collect();
+    let source_expr = if parts.len() == 1 {
+        Expr::Identifier(parts.remove(0))
+    } else {
+        Expr::CompoundIdentifier(parts)
+    };
+    list.args[0] = ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(source_expr));
+    // DESCRIPTOR(c) and PARTITION BY columns, as the source names them.
+    for arg in list.args.iter_mut().skip(1) {
+        let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(Expr::Function(f))) = arg else {
+            continue;
+        };
+        let name = f.name.to_string();
+        if !name.eq_ignore_ascii_case("DESCRIPTOR")
+            && name != crate::frontend::parser::PARTITION_BY_ARG
+        {
+            continue;
+        }
+        let ast::FunctionArguments::List(inner) = &mut f.args else {
+            continue;
+        };
+        for a in inner.args.iter_mut() {
+            let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(Expr::Identifier(i))) = a
+            else {
+                return refuse("its time and key columns must be column names");
+            };
+            let column = crate::frontend::parser::normalize_ident(i);
+            match source_column(&column) {
+                Some(s) => *i = s,
+                None => return refuse(&format!(
+                    "its column \"{column}\" is computed by the view, not a column of its source"
+                )),
+            }
+        }
+    }
+    let mut windowed = (**select).clone();
+    windowed.from[0].relation = TableFactor::TableFunction {
+        expr: Expr::Function(call),
+        alias: source_alias.clone(),
+    };
+    if !wildcard {
+        let mut columns = vec!["window_start", "window_end"];
+        if kind != "SESSION" {
+            columns.push("window_time");
+        }
+        for c in columns {
+            windowed
+                .projection
+                .push(SelectItem::UnnamedExpr(Expr::Identifier(ast::Ident::new(
+                    c,
+                ))));
+        }
+    }
+    let mut subquery = (*query).clone();
+    subquery.body = Box::new(SetExpr::Select(Box::new(windowed)));
+    Ok(Some(TableFactor::Derived {
+        lateral: false,
+        subquery: Box::new(subquery),
+        alias: Some(alias.clone().unwrap_or_else(|| ast::TableAlias {
+            explicit: true,
+            name: ast::Ident::with_quote('"', view),
+            columns: Vec::new(),
+            at: None,
+        })),
+        sample: None,
+    }))
 }
 
 /// The relations a query names (sources, tables, views), as the catalog
