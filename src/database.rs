@@ -16,14 +16,18 @@ use parking_lot::{Mutex, RwLock};
 use tokio::runtime::Runtime;
 
 use crate::catalog::{Catalog, Entry, Origin, RecordKind};
-use crate::connector::kafka_sink::{self, KafkaSinkSpec};
+use crate::connector::file_sink;
+use crate::connector::kafka_sink;
+use crate::connector::sink::SinkSpec;
 use crate::connector::upsert_kafka::{self, UpsertKafkaSpec};
+use crate::connector::ConnectorSpec;
 use crate::connector::Worker;
 use crate::dataflow::checkpoint::CheckpointSettings;
 use crate::dataflow::job::{Durability, Job, JobConfig};
-use crate::dataflow::plan::StreamPlan;
+use crate::dataflow::plan::{StreamPlan, ViewRows};
 use crate::error::{sqlstate, Error, Result};
 use crate::frontend::ddl::{bind_source, bind_table, is_keyed_table};
+use crate::frontend::insert;
 use crate::frontend::parser::{
     self, CreateLogicalView, CreateSink, CreateSource, CreateView, ObjectKind, Statement,
     ViewAction,
@@ -305,19 +309,38 @@ impl Database {
         if create.if_not_exists && self.catalog.read().get(&create.name).is_some() {
             return Ok(false);
         }
+        self.add_sink_with_query(create, text).await?;
+        Ok(true)
+    }
+
+    /// Adds sink `create`, with its own view when it has a query (`AS
+    /// query`): the query runs as the sink's view, which the sink writes
+    /// (and DROP SINK drops); both are kept as the statements that make
+    /// them.
+    async fn add_sink_with_query(&self, create: &CreateSink, text: &str) -> Result<()> {
+        let spec = SinkSpec::from_options(&create.options)?;
         let Some((query, position)) = &create.query else {
-            self.add_sink(create, text, Origin::New(&self.store))?;
-            return Ok(true);
+            if !spec.reads_commits() {
+                return Err(Error::not_supported(format!(
+                    "a {} sink takes a query of its own: CREATE SINK {} AS SELECT ... WITH (...), or INSERT INTO a {} table",
+                    spec.connector(),
+                    create.name,
+                    spec.connector()
+                )));
+            }
+            return self.add_sink(create, text, Origin::New(&self.store));
         };
-        // `AS query`: the query runs as the sink's own view, which the sink
-        // writes (and DROP SINK drops); both are kept as the statements that
-        // make them.
         self.catalog
             .read()
             .check_free(&create.name)
             .map_err(|e| e.at(create.name_position))?;
         let view = sink_view_name(&create.name);
-        let prefix = format!("CREATE MATERIALIZED VIEW {} AS ", quote_ident(&view));
+        let view_options = spec.view_options(&create.name);
+        let with = match view_options.is_empty() {
+            true => String::new(),
+            false => format!("WITH ({}) ", options_text(&view_options)),
+        };
+        let prefix = format!("CREATE MATERIALIZED VIEW {} {with}AS ", quote_ident(&view));
         let view_sql = format!("{prefix}{query}");
         // Errors in the query point into the CREATE SINK statement.
         let shift = position.map_or(0, |p| p as isize - prefix.chars().count() as isize - 1);
@@ -328,62 +351,259 @@ impl Database {
         self.add_view(&view_create, &view_sql, Origin::New(&self.store))
             .await
             .map_err(|e| e.shifted(shift))?;
-        let options: Vec<String> = create
-            .options
-            .iter()
-            .map(|(k, v)| format!("{} = {}", quote_literal(k), quote_literal(v)))
-            .collect();
-        let sink_text = format!(
-            "CREATE SINK {} FROM {} WITH ({})",
-            quote_ident(&create.name),
-            quote_ident(&view),
-            options.join(", ")
-        );
         let sink = CreateSink {
             from: view.clone(),
             query: None,
             from_position: None,
             ..create.clone()
         };
-        if let Err(e) = self.add_sink(&sink, &sink_text, Origin::New(&self.store)) {
+        if let Err(e) = self.add_sink(&sink, &sink_text(create, &view), Origin::New(&self.store)) {
             self.drop_locked(ObjectKind::MaterializedView, &view, true)
                 .await?;
             return Err(e);
         }
-        Ok(true)
+        Ok(())
     }
 
-    /// Starts a sink writing its view's committed log.
+    /// Whether `INSERT INTO name` starts a job (a table with a connector)
+    /// rather than changing an ordinary table's rows.
+    pub fn insert_starts_job(&self, name: &str) -> bool {
+        matches!(
+            self.catalog.read().get(name),
+            Some(Entry::Source(s)) if matches!(
+                s.plan.spec.connector,
+                ConnectorSpec::Kafka(_) | ConnectorSpec::Filesystem(_) | ConnectorSpec::WriteOnly(_)
+            )
+        )
+    }
+
+    /// `INSERT INTO table SELECT ...` into a table with a connector: starts
+    /// a job, a sink of the table's connector running the query (see
+    /// `frontend::insert`). Returns the job's name: `insert_into_<table>`,
+    /// numbered from 2 when that is taken.
+    pub async fn start_insert(&self, insert: &ast::Insert, sql: &str) -> Result<String> {
+        let table = crate::dml::target(&ast::Statement::Insert(insert.clone()))?;
+        let _ddl = self.ddl.lock().await;
+        let (table_sql, physical) = match self.catalog.read().get(&table) {
+            Some(Entry::Source(s)) => (s.sql.clone(), s.plan.physical.clone()),
+            _ => return Err(Error::undefined_table(&table)),
+        };
+        let Statement::CreateSource(declared) = parser::parse_one(&table_sql)?.statement else {
+            return Err(Error::internal(format!(
+                "table \"{table}\" was not kept as a CREATE TABLE"
+            )));
+        };
+        let options = insert::sink_options(&declared)?;
+        let target = insert::target_columns(&declared, &physical);
+        let listed = match insert.columns.is_empty() {
+            true => None,
+            false => Some(
+                insert
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        let name = parser::normalize_object_name(c);
+                        target.iter().position(|t| t.name == name).ok_or_else(|| {
+                            Error::user(
+                                sqlstate::UNDEFINED_COLUMN,
+                                format!("column \"{name}\" of relation \"{table}\" does not exist"),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<usize>>>()?,
+            ),
+        };
+        let mut query = insert::query_of(insert, &table)?;
+        let job = self.job_name(&table);
+        // The query as written, planned first: its columns, and its errors
+        // with positions in the INSERT.
+        let (text, position) = insert::query_text(&query, sql);
+        let prefix = format!(
+            "CREATE MATERIALIZED VIEW {} AS ",
+            quote_ident(&sink_view_name(&job))
+        );
+        let probe_sql = format!("{prefix}{text}");
+        let shift = position.map_or(0, |p| p as isize - prefix.chars().count() as isize - 1);
+        let Statement::CreateView(probe) = parser::parse_one(&probe_sql)
+            .map_err(|e| e.shifted(shift))?
+            .statement
+        else {
+            return Err(Error::internal("an INSERT's query did not parse as a view"));
+        };
+        let produced = self
+            .plan(&probe, &probe_sql)
+            .await
+            .map_err(|e| e.shifted(shift))?
+            .output;
+        insert::fit_to_target(&mut query, &produced, &target, listed.as_deref(), &table)?;
+        let sink = CreateSink {
+            name: job.clone(),
+            if_not_exists: false,
+            from: String::new(),
+            query: Some((query.to_string(), None)),
+            options,
+            name_position: None,
+            from_position: None,
+        };
+        self.add_sink_with_query(&sink, "").await?;
+        tracing::info!(job = %job, table = %table, "INSERT job started");
+        Ok(job)
+    }
+
+    /// `SHOW JOBS`: a row per job a user started, by name: each
+    /// materialized view's, and each sink's or INSERT's (with the job of its
+    /// own query, whose rows it counts in).
+    pub fn job_list(&self) -> Vec<JobRow> {
+        let catalog = self.catalog.read();
+        let jobs = self.jobs.lock();
+        let sinks = self.sinks.lock();
+        let mut rows = Vec::new();
+        for (name, entry) in catalog.entries() {
+            match entry {
+                Entry::View(_) if !name.starts_with(SINK_VIEW_PREFIX) => {
+                    if let Some(job) = jobs.get(name) {
+                        let (status, error) = job.metrics.status();
+                        let totals = job.metrics.totals();
+                        rows.push(JobRow {
+                            name: name.clone(),
+                            status: status.as_str().to_string(),
+                            error,
+                            writes: format!("materialized view \"{name}\""),
+                            rows_in: totals[0],
+                            rows_out: totals[1],
+                        });
+                    }
+                }
+                Entry::Sink(sink) => {
+                    let own = (sink.from == sink_view_name(name))
+                        .then(|| jobs.get(&sink.from))
+                        .flatten();
+                    let run = sinks.get(name);
+                    let view_status = own.map(|j| j.metrics.status());
+                    let run_status = run.map(|r| r.metrics.status());
+                    let (status, error) = match (view_status, run_status) {
+                        (Some(v), _) if v.0 == JobStatus::Failed => v,
+                        (_, Some(r)) => r,
+                        (Some(v), None) => v,
+                        (None, None) => (JobStatus::Failed, Some("the sink has no job".into())),
+                    };
+                    let rows_in = own
+                        .map(|j| j.metrics.totals()[0])
+                        .or_else(|| run.map(|r| r.metrics.totals()[0]))
+                        .unwrap_or(0);
+                    let rows_out = run
+                        .map(|r| r.metrics.totals()[1])
+                        .or_else(|| own.map(|j| j.metrics.totals()[1]))
+                        .unwrap_or(0);
+                    rows.push(JobRow {
+                        name: name.clone(),
+                        status: status.as_str().to_string(),
+                        error,
+                        writes: sink.spec.describe(),
+                        rows_in,
+                        rows_out,
+                    });
+                }
+                _ => {}
+            }
+        }
+        rows
+    }
+
+    /// `STOP JOB name` / `DROP JOB name`: ends a sink's or an INSERT's job
+    /// (dropping the sink, and its own view); false if there was none and
+    /// `if_exists`.
+    pub async fn stop_job_named(&self, name: &str, if_exists: bool) -> Result<bool> {
+        let kind = self.catalog.read().get(name).map(|e| e.kind());
+        match kind {
+            Some(ObjectKind::Sink) => self.drop_object(ObjectKind::Sink, name, false).await,
+            Some(ObjectKind::MaterializedView) => Err(Error::user(
+                "42809",
+                format!("\"{name}\" is a materialized view: DROP MATERIALIZED VIEW {name} ends its job, and ALTER MATERIALIZED VIEW {name} PAUSE pauses it"),
+            )),
+            None if if_exists => Ok(false),
+            _ => Err(Error::user(
+                sqlstate::UNDEFINED_OBJECT,
+                format!("job \"{name}\" does not exist (SHOW JOBS lists them)"),
+            )),
+        }
+    }
+
+    /// A free name for a job writing into `table`.
+    fn job_name(&self, table: &str) -> String {
+        let catalog = self.catalog.read();
+        let base = format!("insert_into_{table}");
+        let taken = |n: &str| catalog.get(n).is_some() || catalog.get(&sink_view_name(n)).is_some();
+        if !taken(&base) {
+            return base;
+        }
+        (2..)
+            .map(|i| format!("{base}_{i}"))
+            .find(|n| !taken(n))
+            .expect("some number is free")
+    }
+
+    /// Starts a sink writing its view's committed log (or, for print and
+    /// blackhole sinks, whose views do the work, just records it).
     fn add_sink(&self, create: &CreateSink, text: &str, origin: Origin<'_>) -> Result<()> {
         self.catalog
             .read()
             .check_free(&create.name)
             .map_err(|e| e.at(create.name_position))?;
-        let spec = KafkaSinkSpec::from_options(&create.options)?;
-        let log = self
-            .committed_log(&create.from, LogReader::Sink)
-            .map_err(|e| e.at(create.from_position))?;
+        let spec = SinkSpec::from_options(&create.options)?;
         let id = match origin {
             Origin::Restored(seq) => seq,
             Origin::New(_) => {
                 // DDL is serialized: the sink will get this number.
                 let id = self.catalog.read().next_seq();
                 kafka_sink::forget(&self.store, id)?;
+                file_sink::forget(&self.store, id)?;
                 id
             }
         };
-        let run = kafka_sink::start(
-            &create.name,
-            id,
-            spec.clone(),
-            log.feed,
-            log.shards,
-            self.store.clone(),
-        )?;
+        let run = match &spec {
+            SinkSpec::Kafka(kafka) => {
+                let log = self
+                    .committed_log(&create.from, LogReader::Sink)
+                    .map_err(|e| e.at(create.from_position))?;
+                Some(kafka_sink::start(
+                    &create.name,
+                    id,
+                    kafka.clone(),
+                    log.feed,
+                    log.shards,
+                    self.store.clone(),
+                )?)
+            }
+            SinkSpec::Filesystem(files) => {
+                let log = self
+                    .committed_log(&create.from, LogReader::Sink)
+                    .map_err(|e| e.at(create.from_position))?;
+                let Feed::Appends(appends) = log.feed else {
+                    return Err(Error::not_supported(format!(
+                        "a filesystem sink writes rows that never change, and the rows of \"{}\" change (an aggregation without a window, or with EMIT before the window closes); write it to Kafka, or window it",
+                        create.from
+                    ))
+                    .at(create.from_position));
+                };
+                Some(file_sink::start(
+                    &create.name,
+                    id,
+                    files.clone(),
+                    appends,
+                    log.shards,
+                    log.schema,
+                    self.store.clone(),
+                )?)
+            }
+            SinkSpec::Print { .. } | SinkSpec::Blackhole => None,
+        };
         self.catalog
             .write()
             .add_sink(&create.name, &create.from, spec, text, origin)?;
-        self.sinks.lock().insert(create.name.clone(), run);
+        if let Some(run) = run {
+            self.sinks.lock().insert(create.name.clone(), run);
+        }
         tracing::info!(sink = %create.name, view = %create.from, "sink created");
         Ok(())
     }
@@ -468,9 +688,10 @@ impl Database {
             .map_err(|e| e.at(create.name_position))?;
         let state = crate::functions::session_context().state();
         let plan = Arc::new(bind_source(&state, create, sql)?);
-        if let Origin::New(_) = origin {
-            plan.spec.check()?;
+        if create.options.iter().any(|(k, _)| k.starts_with("sink.")) {
+            SinkSpec::from_options(&insert::sink_options(create)?)?;
         }
+
         self.catalog.write().add_source(plan, text, origin)?;
         tracing::info!(source = %create.name, "source created");
         Ok(())
@@ -589,7 +810,12 @@ impl Database {
             .collect();
         let lookup = |name: &str| {
             match snapshot.get(name) {
-            Some(Entry::Source(s)) => planner::Relation::Source(s.plan.clone()),
+            Some(Entry::Source(s)) => match &s.plan.spec.connector {
+                ConnectorSpec::WriteOnly(sink) => planner::Relation::View(
+                    crate::connector::write_only(name, sink).to_string(),
+                ),
+                _ => planner::Relation::Source(s.plan.clone()),
+            },
             Some(Entry::Table(t)) => planner::Relation::Table(t.table.clone()),
             Some(Entry::Sink(_)) => planner::Relation::View(format!(
                 "\"{name}\" is a sink: it writes rows out, and has none to read"
@@ -602,6 +828,9 @@ impl Database {
                     "a view over \"{name}\" reads what its checkpoints commit, and checkpoints are off (SET checkpoint_interval = '1s')"
                 ))
             }
+            Some(Entry::View(v)) if v.plan.rows != ViewRows::Kept => planner::Relation::View(format!(
+                "\"{name}\" is the query of a print or blackhole sink, which keeps no rows"
+            )),
             Some(entry @ Entry::View(v)) => match shards.get(name) {
                 Some(shards) => match planner::view_source(&v.plan, entry.seq(), *shards) {
                     Ok(source) => planner::Relation::Source(Arc::new(source)),
@@ -612,7 +841,13 @@ impl Database {
             None => planner::Relation::Unknown,
         }
         };
-        plan_view(create, sql, &lookup).await
+        let plan = plan_view(create, sql, &lookup).await?;
+        if plan.rows != ViewRows::Kept && !create.name.starts_with(SINK_VIEW_PREFIX) {
+            return Err(Error::invalid_parameter(
+                "option 'rows' is for the views of sinks; a print or blackhole sink takes it from its connector",
+            ));
+        }
+        Ok(plan)
     }
 
     /// Starts the job of view `id`, from its last checkpoint if it has one.
@@ -849,6 +1084,11 @@ impl Database {
         let id = match origin {
             Origin::Restored(seq) => seq,
             Origin::New(_) => {
+                // A file source's path is there (a table written by INSERT
+                // need not have one until it is read).
+                for source in plan.sources() {
+                    source.spec.check()?;
+                }
                 // DDL is serialized: the view will get this number.
                 let id = self.catalog.read().next_seq();
                 JobKeys::new(id).delete_from(&self.store)?;
@@ -908,6 +1148,7 @@ impl Database {
                     tokio::task::block_in_place(|| run.stop());
                 }
                 kafka_sink::forget(&self.store, removed.seq())?;
+                file_sink::forget(&self.store, removed.seq())?;
             }
             Entry::Source(_) | Entry::LogicalView(_) => {}
         }
@@ -1008,8 +1249,9 @@ impl Database {
                 return Err(Error::user(
                     "42809",
                     format!(
-                        "\"{name}\" is a sink (of \"{}\" to Kafka topic \"{}\"): it has no columns of its own",
-                        s.from, s.spec.topic
+                        "\"{name}\" is a sink (of \"{}\" to {}): it has no columns of its own",
+                        s.from,
+                        s.spec.describe()
                     ),
                 ))
             }
@@ -1205,6 +1447,17 @@ impl Relations for Database {
     }
 }
 
+/// A row of `SHOW JOBS`.
+pub struct JobRow {
+    pub name: String,
+    pub status: String,
+    pub error: Option<String>,
+    /// Where its rows go: `Kafka topic "t"`, `materialized view "v"`.
+    pub writes: String,
+    pub rows_in: u64,
+    pub rows_out: u64,
+}
+
 /// The view that runs the query of `CREATE SINK name AS query`.
 pub fn sink_view_name(sink: &str) -> String {
     format!("{SINK_VIEW_PREFIX}{sink}")
@@ -1216,6 +1469,25 @@ pub const SINK_VIEW_PREFIX: &str = "__sink_";
 /// An identifier as SQL text, double-quoted.
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'key' = 'value', ...` as SQL text.
+fn options_text(options: &[(String, String)]) -> String {
+    let options: Vec<String> = options
+        .iter()
+        .map(|(k, v)| format!("{} = {}", quote_literal(k), quote_literal(v)))
+        .collect();
+    options.join(", ")
+}
+
+/// The statement that makes sink `create` from view `from`, as persisted.
+fn sink_text(create: &CreateSink, from: &str) -> String {
+    format!(
+        "CREATE SINK {} FROM {} WITH ({})",
+        quote_ident(&create.name),
+        quote_ident(from),
+        options_text(&create.options)
+    )
 }
 
 /// A string literal as SQL text.

@@ -34,6 +34,12 @@ impl Options {
         Some(self.entries.remove(idx).1)
     }
 
+    /// Removes and returns the first option whose key `matches`.
+    pub fn take_matching(&mut self, matches: impl Fn(&str) -> bool) -> Option<String> {
+        let idx = self.entries.iter().position(|(k, _)| matches(k))?;
+        Some(self.entries.remove(idx).1)
+    }
+
     pub fn require(&mut self, key: &str) -> Result<String> {
         self.take(key).ok_or_else(|| {
             Error::invalid_parameter(format!("{} requires option '{key}'", self.subject))

@@ -69,6 +69,9 @@ pub struct Session {
     trusted: bool,
     /// The open transaction block (BEGIN ... COMMIT), if any.
     transaction: Option<Transaction>,
+    /// In a statement set (`EXECUTE STATEMENT SET BEGIN`): the INSERTs so
+    /// far, each with the client's text it came in, to start at `END`.
+    statement_set: Option<Vec<(ast::Insert, String)>>,
     /// Notices and warnings for the client, sent before the statement's
     /// result.
     notices: Vec<Notice>,
@@ -167,6 +170,7 @@ fn is_ddl(statement: &Statement) -> bool {
             | Statement::AlterView { .. }
             | Statement::CreateSavepoint { .. }
             | Statement::DropSavepoint { .. }
+            | Statement::StopJob { .. }
             | Statement::CreateUser { .. }
             | Statement::AlterUser { .. }
             | Statement::DropUser { .. }
@@ -220,6 +224,7 @@ fn text_rows(schema: SchemaRef, columns: Vec<Vec<Option<String>>>) -> Result<Out
 
 /// The columns of `SHOW SAVEPOINTS`.
 const SAVEPOINT_COLUMNS: &[&str] = &["name", "job", "epoch", "created_at"];
+const JOB_COLUMNS: &[&str] = &["name", "status", "writes", "rows_in", "rows_out", "error"];
 
 /// The names of the checkpoint interval (ours, and Flink's). It is a
 /// server setting: SET changes it for every job.
@@ -258,6 +263,7 @@ impl Session {
             trusted: true,
             transaction: None,
             notices: Vec::new(),
+            statement_set: None,
             cursors: std::collections::HashMap::new(),
         }
     }
@@ -429,6 +435,7 @@ impl Session {
             Statement::ExplainView(_) => none(Some(text_schema(&["QUERY PLAN"]))),
             Statement::ShowObjects(_) => none(Some(text_schema(&["name"]))),
             Statement::ShowSavepoints => none(Some(text_schema(SAVEPOINT_COLUMNS))),
+            Statement::ShowJobs => none(Some(text_schema(JOB_COLUMNS))),
             Statement::Describe(_) => none(Some(describe_schema())),
             Statement::Subscribe { .. } => none(None),
             Statement::ShowVariable(name) if name == "all" => {
@@ -514,7 +521,20 @@ impl Session {
                 rows: None,
             })
         };
+        if self.statement_set.is_some() {
+            return self.in_statement_set(parsed, sql).await;
+        }
         match &parsed.statement {
+            Statement::BeginStatementSet => {
+                if self.transaction.is_some() {
+                    return Err(Error::user(
+                        sqlstate::ACTIVE_TRANSACTION,
+                        "a statement set cannot begin inside a transaction block",
+                    ));
+                }
+                self.statement_set = Some(Vec::new());
+                command("BEGIN")
+            }
             Statement::CreateSource(create) => {
                 self.db.create_source(create, sql, &parsed.text).await?;
                 command("CREATE TABLE")
@@ -566,6 +586,33 @@ impl Session {
             Statement::DropSavepoint { name, if_exists } => {
                 self.db.drop_savepoint(name, *if_exists).await?;
                 command("DROP SAVEPOINT")
+            }
+            Statement::ShowJobs => {
+                let jobs = self.db.job_list();
+                let column = |f: &dyn Fn(&crate::database::JobRow) -> Option<String>| {
+                    jobs.iter().map(f).collect::<Vec<_>>()
+                };
+                text_rows(
+                    text_schema(JOB_COLUMNS),
+                    vec![
+                        column(&|j| Some(j.name.clone())),
+                        column(&|j| Some(j.status.clone())),
+                        column(&|j| Some(j.writes.clone())),
+                        column(&|j| Some(j.rows_in.to_string())),
+                        column(&|j| Some(j.rows_out.to_string())),
+                        column(&|j| j.error.clone()),
+                    ],
+                )
+            }
+            Statement::StopJob { name, if_exists } => {
+                if !self.db.stop_job_named(name, *if_exists).await? {
+                    self.notice(
+                        "NOTICE",
+                        "00000",
+                        format!("job \"{name}\" does not exist, skipping"),
+                    );
+                }
+                command("STOP JOB")
             }
             Statement::ShowSavepoints => {
                 let all = self.db.savepoints()?;
@@ -745,6 +792,21 @@ impl Session {
                 }
             }
             Statement::Query(stmt) if is_dml(stmt) => {
+                if let ast::Statement::Insert(insert) = stmt.as_ref() {
+                    let table = crate::dml::target(stmt)?;
+                    if self.db.insert_starts_job(&table) {
+                        let job = self.db.start_insert(insert, sql).await?;
+                        self.notice(
+                            "NOTICE",
+                            "00000",
+                            format!("job \"{job}\" started: it writes the query's rows into \"{table}\" as they come (SHOW JOBS; STOP JOB '{job}')"),
+                        );
+                        return Ok(Outcome::Command {
+                            tag: "INSERT 0".into(),
+                            rows: Some(0),
+                        });
+                    }
+                }
                 let scope = self.scope();
                 let db = self.db.clone();
                 let (table, planned, _tables) = db.plan_dml(stmt, &scope, &params).await?;
@@ -773,6 +835,70 @@ impl Session {
                 Ok(Outcome::Rows { schema, batches })
             }
         }
+    }
+
+    /// A statement inside a statement set: an INSERT joins it; `END` starts
+    /// its INSERTs, all or none.
+    async fn in_statement_set(&mut self, parsed: &Parsed, sql: &str) -> Result<Outcome> {
+        match &parsed.statement {
+            Statement::Query(stmt) => {
+                if let ast::Statement::Insert(insert) = stmt.as_ref() {
+                    let table = crate::dml::target(stmt)?;
+                    if !self.db.insert_starts_job(&table) {
+                        return Err(Error::not_supported(format!(
+                            "a statement set holds INSERTs into tables with a connector, and \"{table}\" is not one"
+                        )));
+                    }
+                    let set = self.statement_set.as_mut().expect("in a statement set");
+                    set.push((insert.clone(), sql.to_string()));
+                    return Ok(Outcome::Command {
+                        tag: "INSERT 0".into(),
+                        rows: Some(0),
+                    });
+                }
+            }
+            Statement::Transaction(TransactionOp::Commit)
+                if parsed.text.to_ascii_uppercase().starts_with("END") =>
+            {
+                let set = self.statement_set.take().unwrap_or_default();
+                let mut started = Vec::new();
+                for (insert, text) in &set {
+                    match self.db.start_insert(insert, text).await {
+                        Ok(job) => started.push(job),
+                        Err(e) => {
+                            for job in &started {
+                                self.db.stop_job_named(job, true).await?;
+                            }
+                            return Err(e.context("the statement set started no job"));
+                        }
+                    }
+                }
+                self.notice(
+                    "NOTICE",
+                    "00000",
+                    format!(
+                        "statement set started {} jobs: {} (SHOW JOBS)",
+                        started.len(),
+                        started.join(", ")
+                    ),
+                );
+                return Ok(Outcome::Command {
+                    tag: "END".into(),
+                    rows: None,
+                });
+            }
+            Statement::Transaction(TransactionOp::Rollback) => {
+                self.statement_set = None;
+                return Ok(Outcome::Command {
+                    tag: "ROLLBACK".into(),
+                    rows: None,
+                });
+            }
+            _ => {}
+        }
+        Err(Error::not_supported(
+            "a statement set holds only INSERT INTO statements; END starts them, ROLLBACK forgets them",
+        ))
     }
 
     /// The columns of cursor `name`, if it is open.

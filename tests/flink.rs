@@ -12,6 +12,7 @@
 mod common;
 
 use std::io::Write as _;
+use std::time::Duration;
 
 use common::{execute, rows, wait_finished, TestServer};
 
@@ -611,4 +612,154 @@ async fn logical_views_expand_where_they_are_used() {
         rows(&client, "SHOW VIEWS").await,
         vec![vec!["bid"], vec!["person"]]
     );
+}
+
+/// Every JSON line of every file under `dir` (recursively), with the
+/// directories it is under; fails on a file left in progress.
+fn written_files(dir: &std::path::Path) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            assert!(!name.ends_with(".inprogress"), "left in progress: {name}");
+            let parent = path
+                .parent()
+                .unwrap()
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                out.push((parent.clone(), serde_json::from_str(line).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// Flink's way to start jobs: INSERT INTO sink tables. A partitioned
+/// filesystem table gets each row once, under its partition's directory,
+/// across a SIGKILL; a print table's rows are in the log (at least once);
+/// a blackhole table's job counts them. The rows are a datagen sequence,
+/// so the answer is computed here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_into_sink_tables_writes_each_row_once_across_a_kill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = tmp.path().join("out");
+    let flags = ["--checkpoint-interval", "200ms"];
+    let mut server = TestServer::start_in(&data, &flags);
+    let client = server.client().await;
+    execute(
+        &client,
+        "CREATE TABLE gen (id BIGINT, cell_id STRING, duration_ms INT)
+         WITH ('connector' = 'datagen', 'rows-per-second' = '3000',
+               'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '30000')",
+    )
+    .await;
+    execute(
+        &client,
+        &format!(
+            "CREATE TABLE calls_out (`callId` BIGINT, `cellId` STRING, part STRING)
+             PARTITIONED BY (part)
+             WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json',
+                   'sink.rolling-policy.rollover-interval' = '300ms')",
+            out.display()
+        ),
+    )
+    .await;
+    execute(
+        &client,
+        "CREATE TABLE shown (id BIGINT, n INT) WITH ('connector' = 'print');
+         CREATE TABLE discard (id BIGINT) WITH ('connector' = 'blackhole');
+         INSERT INTO calls_out
+           SELECT id, CONCAT('c', CAST(MOD(id, 7) AS STRING)), CAST(MOD(id, 3) AS STRING)
+           FROM gen WHERE MOD(id, 10) <> 0;
+         INSERT INTO shown SELECT id, duration_ms FROM gen WHERE MOD(id, 1000) = 7;
+         INSERT INTO discard SELECT id FROM gen",
+    )
+    .await;
+    let expected: Vec<(i64, String)> = (1..=30000i64)
+        .filter(|id| id % 10 != 0)
+        .map(|id| (id, format!("c{}", id % 7)))
+        .collect();
+    common::wait_until(
+        Duration::from_secs(60),
+        "the file sink to write",
+        || async {
+            rows(
+                &client,
+                "SELECT rows_out FROM sluice.jobs WHERE name = 'insert_into_calls_out'",
+            )
+            .await
+            .first()
+            .is_some_and(|r| r[0].parse::<u64>().unwrap_or(0) > 1000)
+        },
+    )
+    .await;
+    let status = common::job_status(&client, "__sink_insert_into_calls_out")
+        .await
+        .0;
+    let log_before = server.log();
+    server.kill();
+    assert_eq!(status, "running", "killed while rows still came");
+    drop(client);
+
+    let server = TestServer::start_in(&data, &flags);
+    let client = server.client().await;
+    for job in ["calls_out", "shown", "discard"] {
+        wait_finished(&client, &format!("__sink_insert_into_{job}")).await;
+    }
+    common::wait_until(
+        Duration::from_secs(60),
+        "the files to hold every row",
+        || async { written_files(&out).len() >= expected.len() },
+    )
+    .await;
+    let mut got: Vec<(i64, String)> = written_files(&out)
+        .iter()
+        .map(|(dir, v)| {
+            let id = v["callId"].as_i64().unwrap();
+            assert_eq!(dir, &format!("part={}", id % 3), "row {v}");
+            assert!(v.get("part").is_none(), "partition columns are in the path");
+            (id, v["cellId"].as_str().unwrap().to_string())
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got.len(), expected.len(), "one line per row");
+    assert!(got == expected, "the files hold the query's rows");
+
+    // SHOW JOBS counts them; the blackhole's job took every row.
+    let jobs = rows(&client, "SHOW JOBS").await;
+    let job = |name: &str| jobs.iter().find(|r| r[0] == name).unwrap().clone();
+    assert_eq!(job("insert_into_calls_out")[4], expected.len().to_string());
+    assert_eq!(job("insert_into_discard")[3], "30000");
+    assert_eq!(job("insert_into_discard")[2], "nowhere (blackhole)");
+
+    // The print sink's rows are in the log, as Flink prints them: each at
+    // least once (the rows since the last checkpoint are printed again).
+    let log = format!("{log_before}\n{}", server.log());
+    let mut printed: Vec<i64> = log
+        .lines()
+        .filter_map(|l| l.split_once("insert_into_shown> +I[").map(|(_, rest)| rest))
+        .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    printed.sort();
+    printed.dedup();
+    let sevens: Vec<i64> = (0..30).map(|k| k * 1000 + 7).collect();
+    assert_eq!(printed, sevens, "every row printed");
+
+    // Stopping a job ends it; the files stay.
+    execute(&client, "STOP JOB 'insert_into_calls_out'").await;
+    assert!(rows(&client, "SHOW JOBS")
+        .await
+        .iter()
+        .all(|r| r[0] != "insert_into_calls_out"));
+    assert_eq!(written_files(&out).len(), expected.len());
 }

@@ -2058,3 +2058,100 @@ async fn exactly_once_sinks_write_every_row_once_across_a_kill() {
         );
     }
 }
+
+/// Flink's way: a Kafka table that INSERT INTO writes, exactly once across
+/// a SIGKILL, each JSON object keyed by the table's spelling of its
+/// columns. The same table read back by a view holds the same rows. The
+/// rows are a datagen sequence, so the answer is computed here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_into_a_kafka_table_writes_every_row_once_across_a_kill() {
+    let broker = Broker::start();
+    broker.create_topic("calls_out", 2);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let flags = ["--checkpoint-interval", "200ms"];
+    let mut server = TestServer::start_in(&dir, &flags);
+    let client = server.client().await;
+    execute(
+        &client,
+        &format!(
+            "CREATE TABLE gen (id BIGINT, cell_id STRING, duration_ms INT)
+             WITH ('connector' = 'datagen', 'rows-per-second' = '3000',
+                   'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '30000');
+             CREATE TABLE calls_out (`callId` BIGINT, `cellId` STRING, `longCall` BOOLEAN)
+             WITH ('connector' = 'kafka', 'topic' = 'calls_out', 'format' = 'json',
+                   'properties.bootstrap.servers' = '{}', 'scan.startup.mode' = 'earliest-offset',
+                   'sink.delivery-guarantee' = 'exactly-once');
+             INSERT INTO calls_out
+               SELECT id, CONCAT('c', CAST(MOD(id, 7) AS STRING)), MOD(id, 4) = 0
+               FROM gen WHERE MOD(id, 10) <> 0",
+            broker.addr
+        ),
+    )
+    .await;
+    let expected: Vec<(i64, String, bool)> = (1..=30000i64)
+        .filter(|id| id % 10 != 0)
+        .map(|id| (id, format!("c{}", id % 7), id % 4 == 0))
+        .collect();
+    wait_until(Duration::from_secs(60), "the INSERT to write", || async {
+        rows(
+            &client,
+            "SELECT rows_out FROM sluice.jobs WHERE name = 'insert_into_calls_out'",
+        )
+        .await
+        .first()
+        .is_some_and(|r| r[0].parse::<u64>().unwrap_or(0) > 1000)
+    })
+    .await;
+    let status = common::job_status(&client, "__sink_insert_into_calls_out")
+        .await
+        .0;
+    server.kill();
+    assert_eq!(status, "running", "killed while rows still came");
+    drop(client);
+
+    let server = TestServer::start_in(&dir, &flags);
+    let client = server.client().await;
+    common::wait_finished(&client, "__sink_insert_into_calls_out").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let written = loop {
+        let messages = broker.consume("calls_out", 2, Duration::from_secs(2));
+        if messages.len() >= expected.len() || std::time::Instant::now() > deadline {
+            break messages;
+        }
+    };
+    let mut got: Vec<(i64, String, bool)> = written
+        .iter()
+        .map(|m| {
+            let v: serde_json::Value = serde_json::from_str(m).unwrap();
+            (
+                v["callId"].as_i64().unwrap(),
+                v["cellId"].as_str().unwrap().to_string(),
+                v["longCall"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got.len(), expected.len(), "one message per row");
+    assert!(got == expected, "the topic holds the query's rows");
+
+    // The table reads back what INSERT wrote, under its own names.
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW back AS SELECT COUNT(*) AS n, SUM(callid) AS ids, SUM(CASE WHEN longcall THEN 1 ELSE 0 END) AS long_calls FROM calls_out",
+    )
+    .await;
+    let ids: i64 = expected.iter().map(|e| e.0).sum();
+    let long_calls = expected.iter().filter(|e| e.2).count();
+    common::wait_for_rows(
+        &client,
+        "SELECT n, ids, long_calls FROM back",
+        &[&[
+            &expected.len().to_string(),
+            &ids.to_string(),
+            &long_calls.to_string(),
+        ]],
+        Duration::from_secs(60),
+    )
+    .await;
+}

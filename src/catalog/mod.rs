@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::connector::kafka_sink::KafkaSinkSpec;
+use crate::connector::sink::SinkSpec;
 use crate::dataflow::plan::{SourcePlan, StreamPlan};
 use crate::error::{Error, Result};
 use crate::frontend::parser::ObjectKind;
@@ -47,7 +47,7 @@ pub struct LogicalViewEntry {
 #[derive(Debug, Clone)]
 pub struct SinkEntry {
     pub from: String,
-    pub spec: KafkaSinkSpec,
+    pub spec: SinkSpec,
     pub sql: String,
     seq: u64,
 }
@@ -233,7 +233,7 @@ impl Catalog {
         &mut self,
         name: &str,
         from: &str,
-        spec: KafkaSinkSpec,
+        spec: SinkSpec,
         sql: &str,
         origin: Origin<'_>,
     ) -> Result<u64> {

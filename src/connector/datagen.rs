@@ -50,22 +50,82 @@ const LATE_FRACTION: f64 = 0.002;
 pub struct DatagenSpec {
     pub rows_per_second: u64,
     pub number_of_rows: Option<u64>,
+    /// Columns generated as sequences (Flink's `'fields.<column>.kind' =
+    /// 'sequence'`): the column's index and the sequence's first value. Row
+    /// i (counted over all instances) gets start + i, whatever the batches.
+    sequences: Vec<(usize, i64)>,
 }
 
 impl DatagenSpec {
-    pub fn from_options(opts: &mut Options, _schema: &SchemaRef) -> Result<Self> {
+    pub fn from_options(opts: &mut Options, schema: &SchemaRef) -> Result<Self> {
         let rows_per_second = opts.take_u64("rows-per-second")?.unwrap_or(10_000);
         if rows_per_second == 0 {
             return Err(Error::invalid_parameter(
                 "option 'rows-per-second' of connector \"datagen\" must be at least 1",
             ));
         }
-        let number_of_rows = opts.take_u64("number-of-rows")?;
+        let mut number_of_rows = opts.take_u64("number-of-rows")?;
+        let mut sequences = Vec::new();
+        for (index, field) in schema.fields().iter().enumerate() {
+            let key = |what: &str| format!("fields.{}.{what}", field.name());
+            let kind = take_any_case(opts, &key("kind"));
+            match kind.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None | Some("random") => {}
+                Some("sequence") => {
+                    if !(field.data_type().is_integer() || field.data_type() == &DataType::Utf8) {
+                        return Err(Error::invalid_parameter(format!(
+                            "a sequence column of connector \"datagen\" is an integer or a string, and \"{}\" is not",
+                            field.name()
+                        )));
+                    }
+                    let bound = |what: &str, value: Option<String>| -> Result<i64> {
+                        let value = value.ok_or_else(|| {
+                            Error::invalid_parameter(format!(
+                                "a sequence column of connector \"datagen\" needs '{}'",
+                                key(what)
+                            ))
+                        })?;
+                        value.trim().parse().map_err(|_| {
+                            Error::invalid_parameter(format!(
+                                "invalid '{}' \"{value}\": expected an integer",
+                                key(what)
+                            ))
+                        })
+                    };
+                    let start = bound("start", take_any_case(opts, &key("start")))?;
+                    let end = bound("end", take_any_case(opts, &key("end")))?;
+                    if end < start {
+                        return Err(Error::invalid_parameter(format!(
+                            "'{}' is before '{}'",
+                            key("end"),
+                            key("start")
+                        )));
+                    }
+                    // The source ends with the sequence, as Flink's does.
+                    let rows = (end - start) as u64 + 1;
+                    number_of_rows = Some(number_of_rows.map_or(rows, |n| n.min(rows)));
+                    sequences.push((index, start));
+                }
+                Some(other) => {
+                    return Err(Error::invalid_parameter(format!(
+                        "invalid '{}' \"{other}\"; use random or sequence",
+                        key("kind")
+                    )))
+                }
+            }
+        }
         Ok(DatagenSpec {
             rows_per_second,
             number_of_rows,
+            sequences,
         })
     }
+}
+
+/// Takes option `key`, matching the column name in it in any case (the DDL
+/// may spell it `callId`, the schema folds it).
+fn take_any_case(opts: &mut Options, key: &str) -> Option<String> {
+    opts.take_matching(|k| k.eq_ignore_ascii_case(key))
 }
 
 /// The columns of a datagen table declared without a column list.
@@ -86,6 +146,8 @@ enum ColumnGen {
     AdId,
     CampaignId,
     Random,
+    /// `'fields.<column>.kind' = 'sequence'`: its first value.
+    Sequence(i64),
 }
 
 const ADS: usize = 1000;
@@ -179,7 +241,10 @@ pub struct DatagenReader {
 
 impl DatagenReader {
     pub fn new(spec: DatagenSpec, ctx: ReaderContext) -> Self {
-        let gens = ctx.schema.fields().iter().map(|f| column_gen(f)).collect();
+        let mut gens: Vec<ColumnGen> = ctx.schema.fields().iter().map(|f| column_gen(f)).collect();
+        for (index, start) in &spec.sequences {
+            gens[*index] = ColumnGen::Sequence(*start);
+        }
         let rng = StdRng::seed_from_u64(0x5EED_0000 + ctx.instance as u64);
         DatagenReader {
             spec,
@@ -287,6 +352,17 @@ impl DatagenReader {
                     Arc::new(b.finish())
                 }
                 ColumnGen::Random => random_array(field.data_type(), n, &mut self.rng)?,
+                ColumnGen::Sequence(start) => {
+                    let values = (0..n as u64).map(|k| start + (first + k * step) as i64);
+                    match field.data_type() {
+                        DataType::Utf8 => Arc::new(
+                            values
+                                .map(|v| Some(v.to_string()))
+                                .collect::<arrow::array::StringArray>(),
+                        ),
+                        t => numeric_array(t, values)?,
+                    }
+                }
             };
             columns.push(array);
         }

@@ -21,10 +21,13 @@
 //! Only `kafka.rs` names `rdkafka`.
 
 pub mod datagen;
+pub mod file_sink;
 pub mod filesystem;
 pub mod format;
 pub mod kafka;
 pub mod kafka_sink;
+pub mod print;
+pub mod sink;
 pub mod upsert_kafka;
 pub mod view;
 
@@ -67,6 +70,9 @@ pub enum ConnectorSpec {
     Datagen(datagen::DatagenSpec),
     /// Another view's log (a view over a view; never from WITH options).
     View(view::ViewSpec),
+    /// A table that can only be written (`print`, `blackhole`): INSERT INTO
+    /// it runs a sink (see [`sink::SinkSpec`]).
+    WriteOnly(sink::SinkSpec),
 }
 
 impl ConnectorSpec {
@@ -76,6 +82,7 @@ impl ConnectorSpec {
             ConnectorSpec::Filesystem(_) => "filesystem",
             ConnectorSpec::Datagen(_) => "datagen",
             ConnectorSpec::View(_) => "view",
+            ConnectorSpec::WriteOnly(s) => s.connector(),
         }
     }
 
@@ -86,6 +93,7 @@ impl ConnectorSpec {
             ConnectorSpec::Filesystem(_) => true,
             ConnectorSpec::Datagen(d) => d.number_of_rows.is_some(),
             ConnectorSpec::View(v) => v.bounded,
+            ConnectorSpec::WriteOnly(_) => true,
         }
     }
 
@@ -110,6 +118,7 @@ impl ConnectorSpec {
                 v.view,
                 split.replace('-', " ")
             ),
+            ConnectorSpec::WriteOnly(_) => format!("row {position}"),
         }
     }
 
@@ -137,6 +146,7 @@ impl ConnectorSpec {
                     .unwrap_or_else(|| "unbounded".into())
             ),
             ConnectorSpec::View(v) => format!("ViewSource: view={} shards={}", v.view, v.shards),
+            ConnectorSpec::WriteOnly(s) => format!("{} table (written only)", s.connector()),
         }
     }
 }
@@ -159,6 +169,9 @@ impl SourceSpec {
             Some(d) if d.is_zero() => None,
             Some(d) => Some(d),
         };
+        // `sink.*` options are for writing into the table (INSERT INTO),
+        // checked when it is created (see `Database::add_source`).
+        opts.take_prefixed("sink.");
         let connector = match connector.to_ascii_lowercase().as_str() {
             "kafka" => ConnectorSpec::Kafka(kafka::KafkaSpec::from_options(&mut opts, schema)?),
             "filesystem" => {
@@ -166,6 +179,12 @@ impl SourceSpec {
             }
             "datagen" => {
                 ConnectorSpec::Datagen(datagen::DatagenSpec::from_options(&mut opts, schema)?)
+            }
+            "print" | "blackhole" => {
+                return Ok(SourceSpec {
+                    connector: ConnectorSpec::WriteOnly(sink::SinkSpec::from_options(entries)?),
+                    idle_timeout,
+                });
             }
             "upsert-kafka" => {
                 // Such a table is a keyed table (see `upsert_kafka.rs`),
@@ -176,7 +195,7 @@ impl SourceSpec {
             }
             other => {
                 return Err(Error::invalid_parameter(format!(
-                    "unknown connector \"{other}\"; Sluice has kafka, upsert-kafka (tables with a PRIMARY KEY), filesystem and datagen"
+                    "unknown connector \"{other}\"; Sluice has kafka, upsert-kafka (tables with a PRIMARY KEY), filesystem and datagen, and print and blackhole to write to"
                 )))
             }
         };
@@ -187,9 +206,11 @@ impl SourceSpec {
         })
     }
 
-    /// Checks what can be checked when the source is created (the path of a
-    /// file source exists). Not done when a server restores its catalog: a
-    /// file gone since then fails the views that read it, not the server.
+    /// Checks what can be checked when a view that reads the source is
+    /// created (the path of a file source exists: a table that INSERT
+    /// writes need not have one before). Not done when a server restores
+    /// its catalog: a file gone since then fails the views that read it,
+    /// not the server.
     pub fn check(&self) -> Result<()> {
         match &self.connector {
             ConnectorSpec::Filesystem(f) => f.files().map(|_| ()),
@@ -211,8 +232,17 @@ impl SourceSpec {
                 let store = ctx.store.clone();
                 Box::new(view::ViewReader::new(spec.clone(), ctx, store)?)
             }
+            ConnectorSpec::WriteOnly(s) => return Err(write_only(&ctx.job, s)),
         })
     }
+}
+
+/// Why table `name` (a print or blackhole table) cannot be read.
+pub fn write_only(name: &str, spec: &sink::SinkSpec) -> Error {
+    Error::not_supported(format!(
+        "\"{name}\" is a {} table: it can only be written (INSERT INTO {name} SELECT ...)",
+        spec.connector()
+    ))
 }
 
 /// Everything a reader needs from the job it feeds.

@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::connector::print::Printer;
 use crate::connector::{ConnectorSpec, EventSender, ReaderContext};
 use crate::dataflow::checkpoint::{Acks, CheckpointHandle, CheckpointSettings, Coordinator};
 use crate::dataflow::materialize::Materialize;
@@ -34,7 +35,7 @@ use crate::dataflow::physical::{physical_expr, PhysicalAggregate, PhysicalOp};
 use crate::dataflow::pipeline::{
     Downstream, JobPhysical, Pipeline, PipelineCheckpoint, WatermarkFn,
 };
-use crate::dataflow::plan::{Side, SourcePlan, StatelessOp, StreamPlan, WindowPlan};
+use crate::dataflow::plan::{Side, SourcePlan, StatelessOp, StreamPlan, ViewRows, WindowPlan};
 use crate::dataflow::prepare::Preparer;
 use crate::dataflow::retract::PriorRows;
 use crate::dataflow::stream_join::{Alignment, JoinOutput, PhysicalJoin, StreamJoin};
@@ -44,7 +45,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{DeadLetterQueue, JobMetrics, Part};
 use crate::state::checkpoint::{JobKeys, Restored};
 use crate::state::table::StateTable;
-use crate::state::view::{Durable, ViewStore};
+use crate::state::view::{Durable, Rows, ViewStore};
 use crate::state::Store;
 use crate::state::Writes;
 use arrow::array::RecordBatch;
@@ -168,12 +169,17 @@ impl Job {
             keys,
             cache_bytes: cache,
         };
-        let view = Arc::new(ViewStore::new(
-            plan.output.clone(),
-            p,
-            !plan.appends_only(),
-            Some(durable),
-        )?);
+        let rows = match &plan.rows {
+            ViewRows::Kept => Rows::Kept,
+            ViewRows::Discarded => Rows::Discarded,
+            ViewRows::Printed { identifier } => {
+                Rows::Printed(Printer::new(identifier, plan.key_schema().as_ref())?)
+            }
+        };
+        let view = Arc::new(
+            ViewStore::new(plan.output.clone(), p, !plan.appends_only(), Some(durable))?
+                .with_rows(rows),
+        );
         if last_epoch > 0 {
             view.restore()?;
             for (slot, values) in &restored.counters {

@@ -278,6 +278,18 @@ pub struct StreamJoinPlan {
     pub output_time: Option<Side>,
 }
 
+/// What a view does with its rows (see [`crate::state::view::Rows`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewRows {
+    Kept,
+    /// A `blackhole` sink's view.
+    Discarded,
+    /// A `print` sink's view: lines start with `identifier`.
+    Printed {
+        identifier: String,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct StreamPlan {
     pub view: String,
@@ -298,6 +310,8 @@ pub struct StreamPlan {
     /// aggregation. A view over this view can window over it, and its
     /// watermark is this view's.
     pub time_attribute: Option<String>,
+    /// Kept, unless the view is a print or blackhole sink's.
+    pub rows: ViewRows,
 }
 
 impl StreamPlan {

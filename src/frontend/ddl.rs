@@ -140,6 +140,24 @@ pub fn bind_source(state: &SessionState, create: &CreateSource, sql: &str) -> Re
         }
     }
     let spec = SourceSpec::from_options(&create.options, &physical)?;
+    for (column, position) in &create.partitioned_by {
+        if !matches!(
+            spec.connector,
+            crate::connector::ConnectorSpec::Filesystem(_)
+        ) {
+            return Err(Error::not_supported(format!(
+                "PARTITIONED BY is for filesystem tables, and \"{}\" is a {} table",
+                create.name,
+                spec.connector.name()
+            ))
+            .at(*position));
+        }
+        if physical.index_of(column).is_err() {
+            return Err(Error::undefined_column(column)
+                .context("in PARTITIONED BY")
+                .at(*position));
+        }
+    }
     Ok(SourcePlan {
         proctime,
         name: create.name.clone(),
@@ -177,6 +195,13 @@ pub fn is_keyed_table(create: &CreateSource) -> bool {
 /// connector (reference data changed by INSERT, UPDATE and DELETE) or with
 /// the upsert-kafka connector (whose options its loader checks).
 pub fn bind_table(create: &CreateSource) -> Result<TableDef> {
+    if let Some((_, position)) = create.partitioned_by.first() {
+        return Err(Error::not_supported(format!(
+            "PARTITIONED BY is for filesystem tables, and \"{}\" is a keyed table",
+            create.name
+        ))
+        .at(*position));
+    }
     let upsert = create.options.iter().any(|(k, _)| k == "connector");
     if !upsert && !create.options.is_empty() {
         return Err(Error::invalid_parameter(format!(

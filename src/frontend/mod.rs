@@ -10,6 +10,7 @@
 pub mod ddl;
 pub mod dialect;
 pub mod group_window;
+pub mod insert;
 pub mod parser;
 pub mod planner;
 pub mod retract;

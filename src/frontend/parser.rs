@@ -71,6 +71,14 @@ pub enum Statement {
     DropSavepoint { name: String, if_exists: bool },
     /// `SHOW SAVEPOINTS`.
     ShowSavepoints,
+    /// `EXECUTE STATEMENT SET BEGIN` or `BEGIN STATEMENT SET`: the INSERTs
+    /// up to `END` start together.
+    BeginStatementSet,
+    /// `SHOW JOBS`: materialized views, sinks and INSERT jobs.
+    ShowJobs,
+    /// `STOP JOB 'name'` or `DROP JOB [IF EXISTS] name`: ends a sink's or an
+    /// INSERT's job.
+    StopJob { name: String, if_exists: bool },
     /// `DESCRIBE name`.
     Describe(String),
     /// `SET name = value`.
@@ -202,6 +210,10 @@ pub struct CreateSource {
     pub columns: Vec<ColumnDecl>,
     pub watermark: Option<WatermarkDecl>,
     pub primary_key: Vec<String>,
+    /// `PARTITIONED BY (a, b)`: the columns whose values name the
+    /// directories a filesystem table's rows are written to, with their
+    /// positions.
+    pub partitioned_by: Vec<(String, Option<usize>)>,
     /// `WITH (...)` options, keys lowercased, in order.
     pub options: Vec<(String, String)>,
     /// Whether the column list was given at all (datagen may omit it).
@@ -312,6 +324,13 @@ pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
         let start = parser.peek_token().span.start;
         let statement = parse_statement(&mut parser, sql).map_err(|e| into_error(e, sql))?;
         let end = parser.peek_token().span.start;
+        if matches!(statement, Statement::BeginStatementSet) {
+            // `EXECUTE STATEMENT SET BEGIN INSERT ...`: the first INSERT
+            // follows without a semicolon.
+            let text = slice_between(sql, start, end, false);
+            out.push(Parsed { statement, text });
+            continue;
+        }
         let token = parser.peek_token().token;
         if token != Token::SemiColon && token != Token::EOF {
             let found = parser.peek_token();
@@ -861,6 +880,29 @@ fn is_word(token: &Token, word: &str) -> bool {
     matches!(token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
 }
 
+/// `CREATE FUNCTION name AS 'class' [LANGUAGE ...]` (Flink's user-defined
+/// functions, in Java, Scala or Python), or Postgres's CREATE FUNCTION:
+/// refused, naming what to write instead.
+fn refuse_create_function(parser: &mut Parser) -> Error {
+    let _ = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = parser
+        .parse_object_name(false)
+        .map(|n| normalize_object_name(&n))
+        .unwrap_or_default();
+    let class = match parser.parse_keyword(Keyword::AS) {
+        true => parser.parse_literal_string().ok(),
+        false => None,
+    };
+    match class {
+        Some(class) => Error::not_supported(format!(
+            "CREATE FUNCTION {name} AS '{class}': Sluice runs no Java, Scala or Python functions; write the function's logic as a SQL expression where it is used (Nexmark's count_char(s, 'c') is CHAR_LENGTH(s) - CHAR_LENGTH(REPLACE(s, 'c', ''))), or in a view (CREATE VIEW)"
+        )),
+        None => Error::not_supported(format!(
+            "CREATE FUNCTION {name}: Sluice has no user-defined functions yet; write the logic as a SQL expression, or in a view (CREATE VIEW)"
+        )),
+    }
+}
+
 fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
     let first = parser.peek_token().token;
     let second = parser.peek_nth_token(1).token;
@@ -870,6 +912,9 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         if or_replace {
             return Err(Error::not_supported("create or replace is not supported").into());
         }
+        // TEMPORARY tables and views are Flink's spelling of a session's
+        // objects; Sluice's are the server's, kept like any other.
+        let temporary = parser.parse_keyword(Keyword::TEMPORARY);
         if parser.parse_keyword(Keyword::TABLE) {
             return parse_create_source(parser, sql).map(|c| Statement::CreateSource(Box::new(c)));
         }
@@ -879,10 +924,11 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         if parser.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW]) {
             return parse_create_view(parser, sql).map(|v| Statement::CreateView(Box::new(v)));
         }
-        let temporary = parser.parse_keyword(Keyword::TEMPORARY);
+        let _ = parser.parse_keyword(Keyword::SYSTEM);
+        if parser.parse_keyword(Keyword::FUNCTION) {
+            return Err(refuse_create_function(parser).into());
+        }
         if parser.parse_keyword(Keyword::VIEW) {
-            // TEMPORARY views are Flink's spelling of a session's view;
-            // Sluice's views are the server's, kept like any other.
             let _ = temporary;
             let if_not_exists =
                 parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
@@ -1072,9 +1118,53 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         let name = object_name(parser)?;
         return Ok(Statement::DropSavepoint { name, if_exists });
     }
+    // Flink's statement sets: `EXECUTE STATEMENT SET BEGIN ... END` and
+    // `BEGIN STATEMENT SET; ... END;`.
+    if is_keyword(&first, Keyword::EXECUTE) && is_word(&second, "STATEMENT") {
+        parser.next_token();
+        parser.next_token();
+        parser.expect_keyword(Keyword::SET)?;
+        parser.expect_keyword(Keyword::BEGIN)?;
+        return Ok(Statement::BeginStatementSet);
+    }
+    if is_keyword(&first, Keyword::BEGIN) && is_word(&second, "STATEMENT") {
+        parser.next_token();
+        parser.next_token();
+        parser.expect_keyword(Keyword::SET)?;
+        return Ok(Statement::BeginStatementSet);
+    }
+    if is_keyword(&first, Keyword::DROP) && is_word(&second, "JOB") {
+        parser.next_token();
+        parser.next_token();
+        let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let name = job_name(parser)?;
+        return Ok(Statement::StopJob { name, if_exists });
+    }
+    if is_word(&first, "STOP") && is_word(&second, "JOB") {
+        parser.next_token();
+        parser.next_token();
+        let name = job_name(parser)?;
+        if parser.parse_keyword(Keyword::WITH) {
+            let what = parser.next_token().token;
+            return Err(Error::not_supported(format!(
+                "STOP JOB ... WITH {what}: a job stops where it is; to keep a materialized view's state, CREATE SAVEPOINT s FOR MATERIALIZED VIEW v, or ALTER MATERIALIZED VIEW v PAUSE"
+            ))
+            .into());
+        }
+        return Ok(Statement::StopJob {
+            name,
+            if_exists: false,
+        });
+    }
     if is_keyword(&first, Keyword::DROP) {
         parser.next_token();
         let _ = parser.parse_keyword(Keyword::TEMPORARY);
+        if parser.parse_keyword(Keyword::FUNCTION) {
+            return Err(Error::not_supported(
+                "DROP FUNCTION: Sluice has no user-defined functions",
+            )
+            .into());
+        }
         let kind = if parser.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW]) {
             ObjectKind::MaterializedView
         } else if parser.parse_keyword(Keyword::VIEW) {
@@ -1129,6 +1219,10 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
         if is_word(&parser.peek_token().token, "SAVEPOINTS") {
             parser.next_token();
             return Ok(Statement::ShowSavepoints);
+        }
+        if is_word(&parser.peek_token().token, "JOBS") {
+            parser.next_token();
+            return Ok(Statement::ShowJobs);
         }
         if is_word(&parser.peek_token().token, "SINKS") {
             parser.next_token();
@@ -1652,6 +1746,22 @@ fn parse_create_source(parser: &mut Parser, sql: &str) -> PResult<CreateSource> 
             break;
         }
     }
+    if parser.parse_keyword(Keyword::COMMENT) {
+        parser.parse_literal_string()?;
+    }
+    let mut partitioned_by = Vec::new();
+    if parser.parse_keywords(&[Keyword::PARTITIONED, Keyword::BY]) {
+        parser.expect_token(&Token::LParen)?;
+        loop {
+            let position = location_to_pos(sql, parser.peek_token().span.start);
+            let (column, _) = parse_declared_name(parser, sql)?;
+            partitioned_by.push((column, position));
+            if !parser.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+        parser.expect_token(&Token::RParen)?;
+    }
     let options = if parser.parse_keyword(Keyword::WITH) {
         parse_with_options(parser, sql)?
     } else {
@@ -1663,10 +1773,20 @@ fn parse_create_source(parser: &mut Parser, sql: &str) -> PResult<CreateSource> 
         columns,
         watermark,
         primary_key,
+        partitioned_by,
         options,
         has_column_list,
         name_position,
     })
+}
+
+/// A job's name: a string (Flink's job ids are) or a name.
+fn job_name(parser: &mut Parser) -> PResult<String> {
+    if let Token::SingleQuotedString(name) = parser.peek_token().token {
+        parser.next_token();
+        return Ok(name);
+    }
+    object_name(parser)
 }
 
 /// A column, and whether it declares itself the primary key.

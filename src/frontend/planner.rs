@@ -38,7 +38,7 @@ use crate::dataflow::lookup_join::JoinKind;
 use crate::dataflow::plan::LookupJoinPlan;
 use crate::dataflow::plan::{
     AggregatePlan, ColumnSource, EmitMode, FireTime, Rowtime, SessionGroups, SourcePlan,
-    StatelessOp, StreamInput, StreamPlan, WindowPlan,
+    StatelessOp, StreamInput, StreamPlan, ViewRows, WindowPlan,
 };
 use crate::dataflow::window::WindowKind;
 use crate::error::{sqlstate, Error, Result};
@@ -73,6 +73,20 @@ pub async fn plan_view(
         &create.options,
     );
     let allowed_lateness = options.take_duration("allowed-lateness")?;
+    let rows = match options.take("rows").as_deref() {
+        None => ViewRows::Kept,
+        Some("discard") => ViewRows::Discarded,
+        Some("print") => ViewRows::Printed {
+            identifier: options
+                .take("print-identifier")
+                .unwrap_or_else(|| create.name.clone()),
+        },
+        Some(other) => {
+            return Err(Error::invalid_parameter(format!(
+                "invalid 'rows' \"{other}\"; use discard or print"
+            )))
+        }
+    };
     options.finish()?;
     let ctx = crate::functions::session_context();
     let state = ctx.state();
@@ -350,6 +364,7 @@ pub async fn plan_view(
         output,
         emit,
         time_attribute,
+        rows,
     })
 }
 

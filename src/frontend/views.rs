@@ -282,9 +282,11 @@ fn window_over_view(
             let column = crate::frontend::parser::normalize_ident(i);
             match source_column(&column) {
                 Some(s) => *i = s,
-                None => return refuse(&format!(
+                None => {
+                    return refuse(&format!(
                     "its column \"{column}\" is computed by the view, not a column of its source"
-                )),
+                ))
+                }
             }
         }
     }

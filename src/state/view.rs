@@ -53,6 +53,19 @@ pub struct ViewStore {
     /// Encodes rows for checkpoints.
     codec: Arc<RowConverter>,
     durable: Option<Durable>,
+    /// What becomes of the rows written (kept, unless the view is a
+    /// sink's that discards or prints them).
+    rows: Rows,
+}
+
+/// What a view does with the rows its job writes.
+pub enum Rows {
+    /// Keeps them: what `SELECT` reads, sinks write and views over it read.
+    Kept,
+    /// Lets them go: the view of a `blackhole` sink.
+    Discarded,
+    /// Prints them to the log and lets them go: the view of a `print` sink.
+    Printed(crate::connector::print::Printer),
 }
 
 /// Where a view's checkpoints go, and how much of what they saved each
@@ -152,7 +165,13 @@ impl ViewStore {
             keyed,
             codec,
             durable,
+            rows: Rows::Kept,
         })
+    }
+
+    /// The same view, doing `rows` with the rows written.
+    pub fn with_rows(self, rows: Rows) -> Self {
+        ViewStore { rows, ..self }
     }
 
     pub fn schema(&self) -> &SchemaRef {
@@ -167,6 +186,11 @@ impl ViewStore {
     pub fn append(&self, shard: usize, batch: RecordBatch) {
         if batch.num_rows() == 0 {
             return;
+        }
+        match &self.rows {
+            Rows::Kept => {}
+            Rows::Discarded => return,
+            Rows::Printed(printer) => return printer.inserts(&batch),
         }
         match &mut *self.shards[shard].lock() {
             Shard::Append(s) => {
@@ -186,6 +210,15 @@ impl ViewStore {
         batch: RecordBatch,
         deleted: &[&[u8]],
     ) -> Result<()> {
+        match &self.rows {
+            Rows::Kept => {}
+            Rows::Discarded => return Ok(()),
+            Rows::Printed(printer) => {
+                printer.deletes(deleted)?;
+                printer.updates(&batch);
+                return Ok(());
+            }
+        }
         let mut guard = self.shards[shard].lock();
         let Shard::Keyed(s) = &mut *guard else {
             unreachable!("upsert into an append-only view is a planner bug")
