@@ -44,6 +44,7 @@ pub mod database;
 pub mod dataflow;
 pub mod dml;
 pub mod error;
+pub mod flink_options;
 pub mod frontend;
 pub mod functions;
 pub mod metrics;

@@ -665,6 +665,20 @@ impl Session {
                 self.set(name, value)?;
                 command("SET")
             }
+            Statement::ResetVariable(name) => {
+                match name {
+                    Some(name) if CHECKPOINT_INTERVAL_NAMES.contains(&name.as_str()) => {
+                        return Err(Error::not_supported(format!(
+                            "RESET {name}: the checkpoint interval is the server's; SET it to the interval wanted"
+                        )))
+                    }
+                    Some(name) => {
+                        self.vars.remove(name);
+                    }
+                    None => self.vars.clear(),
+                }
+                command("RESET")
+            }
             Statement::ShowVariable(name) if name == "all" => {
                 let all = self.settings();
                 let (names, values): (Vec<_>, Vec<_>) =
@@ -1104,6 +1118,17 @@ impl Session {
     }
 
     fn set(&mut self, name: &str, value: &str) -> Result<()> {
+        if crate::flink_options::is_flink_option(name) {
+            match crate::flink_options::effect(name, value)? {
+                crate::flink_options::Effect::Applied => {}
+                crate::flink_options::Effect::NoEffect(why) => {
+                    self.notice("NOTICE", "00000", why);
+                }
+            }
+            if name == "table.local-time-zone" {
+                self.set("timezone", value)?;
+            }
+        }
         if CHECKPOINT_INTERVAL_NAMES.contains(&name) {
             let interval = crate::options::parse_duration(value).map_err(|e| {
                 Error::invalid_parameter(format!("invalid value for \"{name}\": {e}"))

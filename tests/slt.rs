@@ -20,4 +20,4 @@ macro_rules! slt {
     )*};
 }
 
-slt!(windows, ddl, views, tables, joins, sinks);
+slt!(windows, ddl, views, tables, joins, sinks, flink);

@@ -83,6 +83,8 @@ pub enum Statement {
     Describe(String),
     /// `SET name = value`.
     SetVariable { name: String, value: String },
+    /// `RESET name`, `RESET 'flink.option'`, `RESET [ALL]` (None).
+    ResetVariable(Option<String>),
     /// `SHOW name`, `SHOW ALL`.
     ShowVariable(String),
     /// `BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, `RELEASE`, `ROLLBACK TO`:
@@ -1228,6 +1230,11 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
             parser.next_token();
             return Ok(Statement::ShowObjects(ObjectKind::Sink));
         }
+        // Flink quotes its option names: SHOW 'table.exec.state.ttl'.
+        if let Token::SingleQuotedString(name) = parser.peek_token().token {
+            parser.next_token();
+            return Ok(Statement::ShowVariable(name.to_lowercase()));
+        }
         let mut name = Vec::new();
         loop {
             match parser.next_token().token {
@@ -1262,7 +1269,27 @@ fn parse_statement(parser: &mut Parser, sql: &str) -> PResult<Statement> {
     }
     if is_keyword(&first, Keyword::SET) {
         parser.next_token();
+        // Flink's bare `SET;` lists the options set.
+        if matches!(parser.peek_token().token, Token::SemiColon | Token::EOF) {
+            return Ok(Statement::ShowVariable("all".into()));
+        }
         return parse_set(parser);
+    }
+    if is_keyword(&first, Keyword::RESET) {
+        parser.next_token();
+        let name = match parser.next_token().token {
+            Token::SingleQuotedString(name) => Some(name.to_lowercase()),
+            Token::Word(w) if w.keyword == Keyword::ALL => None,
+            Token::Word(w) => Some(w.value.to_lowercase()),
+            Token::SemiColon | Token::EOF => {
+                parser.prev_token();
+                None
+            }
+            other => {
+                return Err(Error::syntax(format!("syntax error at or near \"{other}\"")).into())
+            }
+        };
+        return Ok(Statement::ResetVariable(name));
     }
     if is_keyword(&first, Keyword::BEGIN)
         || (is_keyword(&first, Keyword::START) && is_keyword(&second, Keyword::TRANSACTION))
