@@ -418,23 +418,16 @@ impl Database {
         // The query as written, planned first: its columns, and its errors
         // with positions in the INSERT.
         let (text, position) = insert::query_text(&query, sql);
-        let prefix = format!(
-            "CREATE MATERIALIZED VIEW {} AS ",
-            quote_ident(&sink_view_name(&job))
-        );
-        let probe_sql = format!("{prefix}{text}");
-        let shift = position.map_or(0, |p| p as isize - prefix.chars().count() as isize - 1);
-        let Statement::CreateView(probe) = parser::parse_one(&probe_sql)
-            .map_err(|e| e.shifted(shift))?
-            .statement
-        else {
-            return Err(Error::internal("an INSERT's query did not parse as a view"));
+        let produced = match self.probe(&job, &text, position).await {
+            // Columns of an INSERT's query may share names.
+            Err(e) if e.sqlstate() == sqlstate::AMBIGUOUS_COLUMN => {
+                match insert::with_unique_names(&query) {
+                    Some(renamed) => self.probe(&job, &renamed.to_string(), None).await?,
+                    None => return Err(e),
+                }
+            }
+            other => other?,
         };
-        let produced = self
-            .plan(&probe, &probe_sql)
-            .await
-            .map_err(|e| e.shifted(shift))?
-            .output;
         insert::fit_to_target(&mut query, &produced, &target, listed.as_deref(), &table)?;
         let sink = CreateSink {
             name: job.clone(),
@@ -527,6 +520,29 @@ impl Database {
                 format!("job \"{name}\" does not exist (SHOW JOBS lists them)"),
             )),
         }
+    }
+
+    /// The columns of `query` (1-based `position` in the client's text),
+    /// planned as the view of job `job` would be; its errors point into the
+    /// client's text.
+    async fn probe(&self, job: &str, query: &str, position: Option<usize>) -> Result<SchemaRef> {
+        let prefix = format!(
+            "CREATE MATERIALIZED VIEW {} AS ",
+            quote_ident(&sink_view_name(job))
+        );
+        let probe_sql = format!("{prefix}{query}");
+        let shift = position.map_or(0, |p| p as isize - prefix.chars().count() as isize - 1);
+        let Statement::CreateView(probe) = parser::parse_one(&probe_sql)
+            .map_err(|e| e.shifted(shift))?
+            .statement
+        else {
+            return Err(Error::internal("an INSERT's query did not parse as a view"));
+        };
+        let plan = self
+            .plan(&probe, &probe_sql)
+            .await
+            .map_err(|e| e.shifted(shift))?;
+        Ok(plan.output)
     }
 
     /// A free name for a job writing into `table`.
@@ -688,7 +704,11 @@ impl Database {
             .map_err(|e| e.at(create.name_position))?;
         let state = crate::functions::session_context().state();
         let plan = Arc::new(bind_source(&state, create, sql)?);
-        if create.options.iter().any(|(k, _)| k.starts_with("sink.")) {
+        if create
+            .options
+            .iter()
+            .any(|(k, _)| k.starts_with("sink.") || k.starts_with("partition."))
+        {
             SinkSpec::from_options(&insert::sink_options(create)?)?;
         }
 

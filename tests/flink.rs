@@ -763,3 +763,137 @@ async fn insert_into_sink_tables_writes_each_row_once_across_a_kill() {
         .all(|r| r[0] != "insert_into_calls_out"));
     assert_eq!(written_files(&out).len(), expected.len());
 }
+
+/// Nexmark's DDL, unchanged but for its `${...}` placeholders.
+fn nexmark_ddl(events: u64, tps: u64) -> String {
+    let dir = common::data_dir().join("nexmark");
+    let gen = std::fs::read_to_string(dir.join("ddl_gen.sql")).unwrap();
+    let views = std::fs::read_to_string(dir.join("ddl_views.sql")).unwrap();
+    format!("{gen};\n{views}")
+        .replace("${TPS}", &tps.to_string())
+        .replace("${EVENTS_NUM}", &events.to_string())
+        .replace("${PERSON_PROPORTION}", "1")
+        .replace("${AUCTION_PROPORTION}", "3")
+        .replace("${BID_PROPORTION}", "46")
+        .replace("${NEXMARK_TABLE}", "datagen")
+}
+
+/// The `nexmark` connector in Flink's table shape, under Nexmark's own DDL:
+/// people, auctions and bids in the 1:3:46 mix, ids as the reference
+/// generator numbers them (people and auctions from 1000, one of each per
+/// 50 events), bids on those auctions and by those people, the same events
+/// whatever the parallelism.
+#[tokio::test]
+async fn the_nexmark_connector_makes_the_reference_events() {
+    let events = 50_000u64;
+    let mut answers = Vec::new();
+    for parallelism in ["1", "2"] {
+        let data = tempfile::tempdir().unwrap();
+        let server = TestServer::start_in(data.path(), &["--parallelism", parallelism]);
+        let client = server.client().await;
+        client
+            .batch_execute(&nexmark_ddl(events, 10_000_000))
+            .await
+            .unwrap();
+        execute(
+            &client,
+            "CREATE MATERIALIZED VIEW mix AS SELECT event_type, COUNT(*) AS n FROM datagen GROUP BY event_type;
+             CREATE MATERIALIZED VIEW people AS SELECT COUNT(*) AS n, MIN(id) AS lo, MAX(id) AS hi, COUNT(DISTINCT id) AS ids, SUM(CASE WHEN emailAddress LIKE '%@%' THEN 1 ELSE 0 END) AS emails FROM person;
+             CREATE MATERIALIZED VIEW auctions AS SELECT COUNT(*) AS n, MIN(id) AS lo, MAX(id) AS hi, SUM(CASE WHEN expires > `dateTime` THEN 1 ELSE 0 END) AS later, MIN(seller) AS s_lo FROM auction;
+             CREATE MATERIALIZED VIEW bids AS SELECT COUNT(*) AS n, MIN(auction) AS a_lo, MIN(bidder) AS b_lo, SUM(auction) AS a_sum, SUM(price) AS p_sum, COUNT(DISTINCT channel) AS channels FROM bid",
+        )
+        .await;
+        for v in ["mix", "people", "auctions", "bids"] {
+            wait_finished(&client, v).await;
+        }
+        let mix = rows(&client, "SELECT event_type, n FROM mix ORDER BY event_type").await;
+        assert_eq!(
+            mix,
+            vec![vec!["0", "1000"], vec!["1", "3000"], vec!["2", "46000"]],
+            "the 1:3:46 mix"
+        );
+        let people = rows(&client, "SELECT n, lo, hi, ids, emails FROM people").await;
+        assert_eq!(people, vec![vec!["1000", "1000", "1999", "1000", "1000"]]);
+        let auctions = rows(
+            &client,
+            "SELECT n, lo, hi, later, s_lo >= 1000 FROM auctions",
+        )
+        .await;
+        assert_eq!(auctions, vec![vec!["3000", "1000", "3999", "3000", "t"]]);
+        let bids = rows(
+            &client,
+            "SELECT n, a_lo >= 1000, b_lo >= 1000, a_sum, p_sum, channels FROM bids",
+        )
+        .await;
+        assert_eq!(bids[0][..3], ["46000", "t", "t"]);
+        answers.push((people, auctions, bids));
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "the same events with 1 and 2 instances"
+    );
+}
+
+/// Nexmark q0 to q22 as written (only the `${...}` placeholders filled):
+/// each runs, or is refused with 0A000 naming what is missing. The queries
+/// that run never become fewer, and none of their jobs fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexmark_queries_run_as_written_or_are_refused_by_name() {
+    // Accepted as of this commit; the count may only go up.
+    const ACCEPTED: &[usize] = &[0, 1, 2, 15, 16, 17, 21, 22];
+    // Refused with another code: issue 17 (ROW_NUMBER in a subquery).
+    const KNOWN_WRONG_CODE: &[usize] = &[6];
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(out.path().join("data")).unwrap();
+    std::fs::write(out.path().join("data/side_input.txt"), "1,a\n2,b\n").unwrap();
+    let server = TestServer::start_in(data.path(), &[]);
+    let client = server.client().await;
+    client
+        .batch_execute(&nexmark_ddl(5_000, 1_000_000))
+        .await
+        .unwrap();
+    let dir = common::data_dir().join("nexmark");
+    let mut accepted = Vec::new();
+    let mut table = Vec::new();
+    for q in 0..=22usize {
+        let text = std::fs::read_to_string(dir.join(format!("q{q}.sql")))
+            .unwrap()
+            .replace("${NEXMARK_DIR}", &out.path().display().to_string())
+            .replace("${FLINK_HOME}", &out.path().display().to_string())
+            .replace("${SUBMIT_TIME}", "t");
+        match client.batch_execute(&text).await {
+            Ok(()) => {
+                accepted.push(q);
+                table.push(format!("q{q}: runs"));
+            }
+            Err(e) => {
+                let db = e.as_db_error().expect("a server error");
+                let code = db.code().code().to_string();
+                table.push(format!("q{q}: {code} {}", db.message()));
+                if !KNOWN_WRONG_CODE.contains(&q) {
+                    assert_eq!(
+                        code,
+                        "0A000",
+                        "q{q} is refused naming the construct: {}",
+                        db.message()
+                    );
+                }
+            }
+        }
+    }
+    eprintln!("{}", table.join("\n"));
+    for q in ACCEPTED {
+        assert!(
+            accepted.contains(q),
+            "q{q} ran before:\n{}",
+            table.join("\n")
+        );
+    }
+    // Every accepted query's job runs to its end.
+    for job in rows(&client, "SELECT name FROM sluice.jobs").await {
+        if job[0].starts_with("__sink_") {
+            wait_finished(&client, &job[0]).await;
+        }
+    }
+}

@@ -561,27 +561,7 @@ impl SourceReader for DatagenReader {
             let first = (i + made * p) as i64;
             let stride = p as i64;
             made += n as u64;
-            let prepared = self.ctx.preparer.prepare(batch)?;
-            let mut rejected = prepared.rejected.iter().map(|(r, _)| *r).peekable();
-            let positions = (0..n)
-                .filter(|r| {
-                    let skip = rejected.peek() == Some(r);
-                    if skip {
-                        rejected.next();
-                    }
-                    !skip
-                })
-                .map(|r| first + r as i64 * stride)
-                .collect();
-            self.ctx.counters().rows_in.fetch_add(
-                prepared.batch.num_rows() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            if !out.send(SourceEvent::Rows {
-                split: 0,
-                batch: prepared.batch,
-                positions,
-            }) {
+            if !self.ctx.send_generated(out, batch, first, stride)? {
                 return Ok(());
             }
         }

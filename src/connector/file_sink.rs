@@ -63,7 +63,22 @@ pub struct FileSinkSpec {
 
 impl FileSinkSpec {
     pub fn from_options(opts: &mut Options) -> Result<Self> {
-        let path = PathBuf::from(opts.require("path")?);
+        let path = local_path(&opts.require("path")?)?;
+        let commit = opts.take_prefixed("sink.partition-commit.");
+        let extractor = opts.take_prefixed("partition.time-extractor.");
+        if let Some((key, _)) = commit.first() {
+            return Err(Error::not_supported(format!(
+                "'sink.partition-commit.{key}': committing partitions (success files, a metastore) is not supported yet; a filesystem sink's files are complete once they have their names"
+            )));
+        }
+        if let Some((key, _)) = extractor.first() {
+            return Err(Error::not_supported(format!(
+                "'partition.time-extractor.{key}': partition times are for committing partitions, which is not supported yet"
+            )));
+        }
+        // Sluice looks for rows to roll over continuously: any check
+        // interval is kept.
+        opts.take_duration("sink.rolling-policy.check-interval")?;
         let format = FormatSpec::from_options(opts)?;
         let partitions = opts
             .take("partition.columns")
@@ -101,6 +116,17 @@ impl FileSinkSpec {
             ));
         }
         Ok(())
+    }
+}
+
+/// A local path from a `path` option: a plain path or a `file://` URI.
+pub fn local_path(path: &str) -> Result<PathBuf> {
+    match path.split_once("://") {
+        None => Ok(PathBuf::from(path)),
+        Some(("file", rest)) => Ok(PathBuf::from(rest)),
+        Some((scheme, _)) => Err(Error::not_supported(format!(
+            "path \"{path}\": Sluice reads and writes local files (a path or file://), not {scheme}://"
+        ))),
     }
 }
 

@@ -37,7 +37,9 @@ pub struct FileSpec {
 
 impl FileSpec {
     pub fn from_options(opts: &mut Options, _schema: &SchemaRef) -> Result<Self> {
-        let path = PathBuf::from(opts.require("path")?);
+        let path = crate::connector::file_sink::local_path(&opts.require("path")?)?;
+        // How a table's rows are written into partitions (INSERT INTO it).
+        opts.take_prefixed("partition.");
         let format = FormatSpec::from_options(opts)?;
         Ok(FileSpec { path, format })
     }

@@ -26,6 +26,7 @@ pub mod filesystem;
 pub mod format;
 pub mod kafka;
 pub mod kafka_sink;
+pub mod nexmark;
 pub mod print;
 pub mod sink;
 pub mod upsert_kafka;
@@ -68,6 +69,7 @@ pub enum ConnectorSpec {
     Kafka(kafka::KafkaSpec),
     Filesystem(filesystem::FileSpec),
     Datagen(datagen::DatagenSpec),
+    Nexmark(nexmark::NexmarkSpec),
     /// Another view's log (a view over a view; never from WITH options).
     View(view::ViewSpec),
     /// A table that can only be written (`print`, `blackhole`): INSERT INTO
@@ -81,6 +83,7 @@ impl ConnectorSpec {
             ConnectorSpec::Kafka(_) => "kafka",
             ConnectorSpec::Filesystem(_) => "filesystem",
             ConnectorSpec::Datagen(_) => "datagen",
+            ConnectorSpec::Nexmark(_) => "nexmark",
             ConnectorSpec::View(_) => "view",
             ConnectorSpec::WriteOnly(s) => s.connector(),
         }
@@ -92,6 +95,7 @@ impl ConnectorSpec {
             ConnectorSpec::Kafka(_) => false,
             ConnectorSpec::Filesystem(_) => true,
             ConnectorSpec::Datagen(d) => d.number_of_rows.is_some(),
+            ConnectorSpec::Nexmark(n) => n.events.is_some(),
             ConnectorSpec::View(v) => v.bounded,
             ConnectorSpec::WriteOnly(_) => true,
         }
@@ -113,6 +117,7 @@ impl ConnectorSpec {
                 format!("file {path} byte {position}")
             }
             ConnectorSpec::Datagen(_) => format!("row {position}"),
+            ConnectorSpec::Nexmark(_) => format!("event {position}"),
             ConnectorSpec::View(v) => format!(
                 "view {} {} batch {position}",
                 v.view,
@@ -146,6 +151,12 @@ impl ConnectorSpec {
                     .unwrap_or_else(|| "unbounded".into())
             ),
             ConnectorSpec::View(v) => format!("ViewSource: view={} shards={}", v.view, v.shards),
+            ConnectorSpec::Nexmark(n) => format!(
+                "NexmarkSource: events={}",
+                n.events
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "unbounded".into())
+            ),
             ConnectorSpec::WriteOnly(s) => format!("{} table (written only)", s.connector()),
         }
     }
@@ -180,6 +191,9 @@ impl SourceSpec {
             "datagen" => {
                 ConnectorSpec::Datagen(datagen::DatagenSpec::from_options(&mut opts, schema)?)
             }
+            "nexmark" => {
+                ConnectorSpec::Nexmark(nexmark::NexmarkSpec::from_options(&mut opts, schema)?)
+            }
             "print" | "blackhole" => {
                 return Ok(SourceSpec {
                     connector: ConnectorSpec::WriteOnly(sink::SinkSpec::from_options(entries)?),
@@ -195,7 +209,7 @@ impl SourceSpec {
             }
             other => {
                 return Err(Error::invalid_parameter(format!(
-                    "unknown connector \"{other}\"; Sluice has kafka, upsert-kafka (tables with a PRIMARY KEY), filesystem and datagen, and print and blackhole to write to"
+                    "unknown connector \"{other}\"; Sluice has kafka, upsert-kafka (tables with a PRIMARY KEY), filesystem, datagen and nexmark, and print and blackhole to write to"
                 )))
             }
         };
@@ -227,6 +241,9 @@ impl SourceSpec {
             }
             ConnectorSpec::Datagen(spec) => {
                 Box::new(datagen::DatagenReader::new(spec.clone(), ctx))
+            }
+            ConnectorSpec::Nexmark(spec) => {
+                Box::new(nexmark::NexmarkReader::new(spec.clone(), ctx))
             }
             ConnectorSpec::View(spec) => {
                 let store = ctx.store.clone();
@@ -303,6 +320,40 @@ impl ReaderContext {
             positions,
             counted: self.counters().snapshot(),
         }
+    }
+
+    /// Sends a generated batch of split 0 whose row r has position `first +
+    /// r * stride` (datagen, nexmark), without the rows its computed
+    /// columns reject; false if the pipeline is gone.
+    pub fn send_generated(
+        &self,
+        out: &EventSender,
+        batch: arrow::array::RecordBatch,
+        first: i64,
+        stride: i64,
+    ) -> Result<bool> {
+        let n = batch.num_rows();
+        let prepared = self.preparer.prepare(batch)?;
+        let mut rejected = prepared.rejected.iter().map(|(r, _)| *r).peekable();
+        let positions = (0..n)
+            .filter(|r| {
+                let skip = rejected.peek() == Some(r);
+                if skip {
+                    rejected.next();
+                }
+                !skip
+            })
+            .map(|r| first + r as i64 * stride)
+            .collect();
+        self.counters().rows_in.fetch_add(
+            prepared.batch.num_rows() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(out.send(SourceEvent::Rows {
+            split: 0,
+            batch: prepared.batch,
+            positions,
+        }))
     }
 
     /// Where the split `name` resumes, if a checkpoint saved it.

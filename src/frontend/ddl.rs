@@ -172,6 +172,20 @@ pub fn bind_source(state: &SessionState, create: &CreateSource, sql: &str) -> Re
     })
 }
 
+/// Flink's legacy connector options (`'connector.type' = 'filesystem'`,
+/// Nexmark's q13) are refused, naming the options to write instead.
+pub fn refuse_legacy_options(options: &[(String, String)]) -> Result<()> {
+    let Some((key, value)) = options
+        .iter()
+        .find(|(k, _)| k.starts_with("connector.") || k.starts_with("format."))
+    else {
+        return Ok(());
+    };
+    Err(Error::not_supported(format!(
+        "'{key}' = '{value}' is one of Flink's legacy connector options ('connector.type', 'connector.path', 'format.type', ...); write the current ones: 'connector' = 'filesystem', 'path' = '...', 'format' = 'csv'"
+    )))
+}
+
 /// An ordinary table as bound: its columns and primary key.
 #[derive(Debug, Clone)]
 pub struct TableDef {
@@ -195,6 +209,7 @@ pub fn is_keyed_table(create: &CreateSource) -> bool {
 /// connector (reference data changed by INSERT, UPDATE and DELETE) or with
 /// the upsert-kafka connector (whose options its loader checks).
 pub fn bind_table(create: &CreateSource) -> Result<TableDef> {
+    refuse_legacy_options(&create.options)?;
     if let Some((_, position)) = create.partitioned_by.first() {
         return Err(Error::not_supported(format!(
             "PARTITIONED BY is for filesystem tables, and \"{}\" is a keyed table",

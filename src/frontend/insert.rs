@@ -68,21 +68,69 @@ pub fn query_of(insert: &ast::Insert, table: &str) -> Result<ast::Query> {
     }
 }
 
-/// The query's text in `sql` (the client's statement text) and its 1-based
-/// position there, so that errors point into the INSERT; its SQL form when
-/// the parser left no span.
+/// The query's text in `sql` (the client's text, which may hold more
+/// statements) and its 1-based position there, so that errors point into
+/// the INSERT: from where the query starts to the end of its statement. Its
+/// SQL form when the parser left no span.
 pub fn query_text(query: &ast::Query, sql: &str) -> (String, Option<usize>) {
     let span = query.span();
-    let start =
-        crate::error::char_position(sql, span.start.line as usize, span.start.column as usize);
-    let end = crate::error::char_position(sql, span.end.line as usize, span.end.column as usize);
-    match (start, end) {
-        (Some(a), Some(b)) if b > a => {
-            let text: String = sql.chars().skip(a - 1).take(b - a).collect();
-            (text, Some(a))
+    let Some(start) =
+        crate::error::char_position(sql, span.start.line as usize, span.start.column as usize)
+    else {
+        return (query.to_string(), None);
+    };
+    let rest: String = sql.chars().skip(start - 1).collect();
+    let Ok(tokens) =
+        sqlparser::tokenizer::Tokenizer::new(crate::frontend::parser::dialect(), &rest)
+            .tokenize_with_location()
+    else {
+        return (query.to_string(), None);
+    };
+    let mut depth = 0i32;
+    let end = tokens.iter().find(|t| {
+        match t.token {
+            sqlparser::tokenizer::Token::LParen => depth += 1,
+            sqlparser::tokenizer::Token::RParen => depth -= 1,
+            _ => {}
         }
-        _ => (query.to_string(), None),
+        depth == 0 && t.token == sqlparser::tokenizer::Token::SemiColon
+    });
+    let text = match end {
+        Some(t) => {
+            let end = crate::error::char_position(
+                &rest,
+                t.span.start.line as usize,
+                t.span.start.column as usize,
+            )
+            .unwrap_or(rest.chars().count() + 1);
+            rest.chars().take(end - 1).collect()
+        }
+        None => rest,
+    };
+    (text.trim_end().to_string(), Some(start))
+}
+
+/// The query with each item of its SELECT list named `_c<i>`, so that the
+/// columns it gives may share names (`B.dateTime, A.dateTime`), as they may
+/// in an INSERT: the table names them. None when its SELECT list has a `*`.
+pub fn with_unique_names(query: &ast::Query) -> Option<ast::Query> {
+    let mut query = query.clone();
+    let ast::SetExpr::Select(select) = query.body.as_mut() else {
+        return None;
+    };
+    for (i, item) in select.projection.iter_mut().enumerate() {
+        let expr = match item {
+            ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+                e.clone()
+            }
+            _ => return None,
+        };
+        *item = ast::SelectItem::ExprWithAlias {
+            expr,
+            alias: ast::Ident::with_quote('"', format!("_c{i}")),
+        };
     }
+    Some(query)
 }
 
 /// Makes `query` give the target's columns: `produced` are its columns as
@@ -227,6 +275,7 @@ pub fn sink_options(create: &CreateSource) -> Result<Vec<(String, String)>> {
                 key,
                 "connector" | "path" | "format" | "csv.field-delimiter" | "csv.quote-character"
             ) || key.starts_with("sink.")
+                || key.starts_with("partition.")
         }
         "print" | "blackhole" => true,
         _ => false,

@@ -1,0 +1,459 @@
+//! The `nexmark` connector: Nexmark's auction events (people, auctions and
+//! bids, 1:3:46 by default), as Flink's nexmark source makes them, in
+//! Flink's table shape:
+//!
+//! ```sql
+//! CREATE TABLE datagen (event_type INT, person ROW<id BIGINT, name VARCHAR, ...>,
+//!   auction ROW<...>, bid ROW<...>, ...) WITH ('connector' = 'nexmark', ...)
+//! ```
+//!
+//! The events come from the `nexmark` crate, the reference generator's
+//! port (hot auctions, bidders and sellers; each event a function of its
+//! number, so the same for any parallelism). Instance i of p makes events
+//! i, i + p, ... As in Flink, `events.num` bounds the stream (0: unbounded)
+//! and, unless `rate.limited`, events are made as fast as the job takes
+//! them: the rates only space their timestamps.
+//!
+//! A row holds one event: `event_type` (0 person, 1 auction, 2 bid) and
+//! that event's ROW; the other two ROWs are NULL. Columns and ROW fields are
+//! matched by name (any case), so a table may declare fewer of them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, StructArray,
+    TimestampMillisecondArray,
+};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{DataType, Field, Fields, SchemaRef, TimeUnit};
+use nexmark::config::{NexmarkConfig, RateShape};
+use nexmark::event::Event;
+use nexmark::EventGenerator;
+
+use crate::connector::{EventSender, ReaderContext, SourceEvent, SourceReader, SPLIT_DONE};
+use crate::error::{Error, Result};
+use crate::options::Options;
+
+/// The name of a generator instance's one split.
+const GENERATOR_SPLIT: &str = "nexmark";
+/// A rate-limited generator waiting for its next events looks for
+/// barriers this often.
+const BARRIER_POLL: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Clone)]
+pub struct NexmarkSpec {
+    first_rate: usize,
+    next_rate: usize,
+    rate_shape: RateShape,
+    rate_period: usize,
+    rate_limited: bool,
+    /// `events.num`: None for an unbounded stream.
+    pub events: Option<u64>,
+    person_proportion: usize,
+    auction_proportion: usize,
+    bid_proportion: usize,
+    hot_auction_ratio: usize,
+    hot_bidder_ratio: usize,
+    hot_seller_ratio: usize,
+    person_avg_size: usize,
+    auction_avg_size: usize,
+    bid_avg_size: usize,
+}
+
+/// The ROW columns and the fields each may have (lower case).
+const PERSON: &[&str] = &[
+    "id",
+    "name",
+    "emailaddress",
+    "creditcard",
+    "city",
+    "state",
+    "datetime",
+    "extra",
+];
+const AUCTION: &[&str] = &[
+    "id",
+    "itemname",
+    "description",
+    "initialbid",
+    "reserve",
+    "datetime",
+    "expires",
+    "seller",
+    "category",
+    "extra",
+];
+const BID: &[&str] = &[
+    "auction", "bidder", "price", "channel", "url", "datetime", "extra",
+];
+
+impl NexmarkSpec {
+    pub fn from_options(opts: &mut Options, schema: &SchemaRef) -> Result<Self> {
+        check_schema(schema)?;
+        let count = |opts: &mut Options, key: &str, default: u64| -> Result<usize> {
+            Ok(opts.take_u64(key)?.unwrap_or(default) as usize)
+        };
+        let size = |opts: &mut Options, key: &str, default: usize| -> Result<usize> {
+            match opts.take(key) {
+                None => Ok(default),
+                Some(v) => crate::options::parse_bytes(&v)
+                    .map_err(|e| Error::invalid_parameter(format!("invalid '{key}': {e}"))),
+            }
+        };
+        let rate_shape = match opts
+            .take("rate.shape")
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("square") => RateShape::Square,
+            Some("sine") => RateShape::Sine,
+            Some(other) => {
+                return Err(Error::invalid_parameter(format!(
+                    "invalid 'rate.shape' \"{other}\"; use square or sine"
+                )))
+            }
+        };
+        let spec = NexmarkSpec {
+            first_rate: count(opts, "first-event.rate", 10_000)?,
+            next_rate: count(opts, "next-event.rate", 10_000)?,
+            rate_shape,
+            rate_period: opts
+                .take_duration("rate.period")?
+                .map_or(600, |d| d.as_secs().max(1) as usize),
+            rate_limited: opts.take_bool("rate.limited")?.unwrap_or(false),
+            events: opts.take_u64("events.num")?.filter(|n| *n > 0),
+            person_proportion: count(opts, "person.proportion", 1)?,
+            auction_proportion: count(opts, "auction.proportion", 3)?,
+            bid_proportion: count(opts, "bid.proportion", 46)?,
+            hot_auction_ratio: count(opts, "bid.hot-ratio.auctions", 2)?,
+            hot_bidder_ratio: count(opts, "bid.hot-ratio.bidders", 4)?,
+            hot_seller_ratio: count(opts, "auction.hot-ratio.sellers", 4)?,
+            person_avg_size: size(opts, "person.avg-size", 200)?,
+            auction_avg_size: size(opts, "auction.avg-size", 500)?,
+            bid_avg_size: size(opts, "bid.avg-size", 100)?,
+        };
+        for key in ["keep-alive", "stop-at", "max-emit-speed"] {
+            if let Some(v) = opts.take(key) {
+                return Err(Error::not_supported(format!(
+                    "'{key}' = '{v}' of connector \"nexmark\" is not supported: the stream ends after 'events.num' events, or never"
+                )));
+            }
+        }
+        if spec.first_rate == 0 || spec.next_rate == 0 {
+            return Err(Error::invalid_parameter(
+                "the event rates of connector \"nexmark\" must be at least 1",
+            ));
+        }
+        if spec.person_proportion + spec.auction_proportion + spec.bid_proportion == 0 {
+            return Err(Error::invalid_parameter(
+                "the proportions of connector \"nexmark\" cannot all be 0",
+            ));
+        }
+        Ok(spec)
+    }
+
+    /// The generator's configuration, its events timed from `base_ms`.
+    fn config(&self, base_ms: u64) -> NexmarkConfig {
+        NexmarkConfig {
+            first_rate: self.first_rate,
+            next_rate: self.next_rate,
+            rate_shape: self.rate_shape,
+            rate_period: self.rate_period,
+            person_proportion: self.person_proportion,
+            auction_proportion: self.auction_proportion,
+            bid_proportion: self.bid_proportion,
+            hot_auction_ratio: self.hot_auction_ratio,
+            hot_bidder_ratio: self.hot_bidder_ratio,
+            hot_seller_ratio: self.hot_seller_ratio,
+            avg_person_byte_size: self.person_avg_size,
+            avg_auction_byte_size: self.auction_avg_size,
+            avg_bid_byte_size: self.bid_avg_size,
+            base_time: base_ms,
+            ..NexmarkConfig::default()
+        }
+    }
+
+    /// The average time between events (of the first rate), in ms.
+    fn inter_event_ms(&self) -> f64 {
+        1000.0 / self.first_rate as f64
+    }
+}
+
+/// Checks that the table's columns are ones the connector makes.
+fn check_schema(schema: &SchemaRef) -> Result<()> {
+    for field in schema.fields() {
+        let name = field.name().to_ascii_lowercase();
+        let known = match name.as_str() {
+            "event_type" => {
+                if !field.data_type().is_integer() {
+                    return Err(shape_error(&format!("\"{}\" is an INT", field.name())));
+                }
+                continue;
+            }
+            "person" => PERSON,
+            "auction" => AUCTION,
+            "bid" => BID,
+            _ => {
+                return Err(shape_error(&format!(
+                    "it makes no column \"{}\"",
+                    field.name()
+                )))
+            }
+        };
+        let DataType::Struct(fields) = field.data_type() else {
+            return Err(shape_error(&format!("\"{}\" is a ROW<...>", field.name())));
+        };
+        for f in fields {
+            if !known.contains(&f.name().to_ascii_lowercase().as_str()) {
+                return Err(shape_error(&format!(
+                    "{} has no field \"{}\" (it has {})",
+                    field.name(),
+                    f.name(),
+                    known.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn shape_error(why: &str) -> Error {
+    Error::invalid_parameter(format!(
+        "connector \"nexmark\" makes the columns event_type INT, person ROW<...>, auction ROW<...> and bid ROW<...> (nexmark's ddl_gen.sql): {why}"
+    ))
+}
+
+pub struct NexmarkReader {
+    spec: NexmarkSpec,
+    ctx: ReaderContext,
+}
+
+impl NexmarkReader {
+    pub fn new(spec: NexmarkSpec, ctx: ReaderContext) -> Self {
+        NexmarkReader { spec, ctx }
+    }
+
+    /// The rows of `events`, in the table's columns.
+    fn batch(&self, events: &[Event]) -> Result<RecordBatch> {
+        let schema = self.ctx.schema.clone();
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|field| match field.name().to_ascii_lowercase().as_str() {
+                "event_type" => {
+                    let types = Int32Array::from_iter_values(events.iter().map(|e| match e {
+                        Event::Person(_) => 0,
+                        Event::Auction(_) => 1,
+                        Event::Bid(_) => 2,
+                    }));
+                    Ok(arrow::compute::cast(&types, field.data_type())?)
+                }
+                "person" => row_column(
+                    field,
+                    events,
+                    |e| match e {
+                        Event::Person(p) => Some(p),
+                        _ => None,
+                    },
+                    person_field,
+                ),
+                "auction" => row_column(
+                    field,
+                    events,
+                    |e| match e {
+                        Event::Auction(a) => Some(a),
+                        _ => None,
+                    },
+                    auction_field,
+                ),
+                _ => row_column(
+                    field,
+                    events,
+                    |e| match e {
+                        Event::Bid(b) => Some(b),
+                        _ => None,
+                    },
+                    bid_field,
+                ),
+            })
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
+/// A value of an event's field, as the column wants it.
+enum Value<'a> {
+    Int(i64),
+    Text(&'a str),
+    Time(u64),
+}
+
+fn person_field<'a>(p: &'a nexmark::event::Person, name: &str) -> Value<'a> {
+    match name {
+        "id" => Value::Int(p.id as i64),
+        "name" => Value::Text(&p.name),
+        "emailaddress" => Value::Text(&p.email_address),
+        "creditcard" => Value::Text(&p.credit_card),
+        "city" => Value::Text(&p.city),
+        "state" => Value::Text(&p.state),
+        "datetime" => Value::Time(p.date_time),
+        _ => Value::Text(&p.extra),
+    }
+}
+
+fn auction_field<'a>(a: &'a nexmark::event::Auction, name: &str) -> Value<'a> {
+    match name {
+        "id" => Value::Int(a.id as i64),
+        "itemname" => Value::Text(&a.item_name),
+        "description" => Value::Text(&a.description),
+        "initialbid" => Value::Int(a.initial_bid as i64),
+        "reserve" => Value::Int(a.reserve as i64),
+        "datetime" => Value::Time(a.date_time),
+        "expires" => Value::Time(a.expires),
+        "seller" => Value::Int(a.seller as i64),
+        "category" => Value::Int(a.category as i64),
+        _ => Value::Text(&a.extra),
+    }
+}
+
+fn bid_field<'a>(b: &'a nexmark::event::Bid, name: &str) -> Value<'a> {
+    match name {
+        "auction" => Value::Int(b.auction as i64),
+        "bidder" => Value::Int(b.bidder as i64),
+        "price" => Value::Int(b.price as i64),
+        "channel" => Value::Text(&b.channel),
+        "url" => Value::Text(&b.url),
+        "datetime" => Value::Time(b.date_time),
+        _ => Value::Text(&b.extra),
+    }
+}
+
+/// A ROW column: its fields from the events of its kind, NULL in the rows
+/// of other events.
+fn row_column<'a, T: 'a>(
+    field: &Field,
+    events: &'a [Event],
+    of: impl Fn(&'a Event) -> Option<&'a T>,
+    value: impl Fn(&'a T, &str) -> Value<'a>,
+) -> Result<ArrayRef> {
+    let DataType::Struct(fields) = field.data_type() else {
+        return Err(Error::internal("a nexmark ROW column is not a struct"));
+    };
+    let present: Vec<Option<&T>> = events.iter().map(&of).collect();
+    let validity = NullBuffer::from(present.iter().map(Option::is_some).collect::<Vec<_>>());
+    let children = fields
+        .iter()
+        .map(|f| {
+            let name = f.name().to_ascii_lowercase();
+            let values = present.iter().map(|e| e.map(|e| value(e, &name)));
+            let array: ArrayRef = match f.data_type() {
+                DataType::Utf8 => Arc::new(
+                    values
+                        .map(|v| match v {
+                            Some(Value::Text(t)) => Some(t),
+                            _ => None,
+                        })
+                        .collect::<StringArray>(),
+                ),
+                DataType::Timestamp(TimeUnit::Millisecond, None) => Arc::new(
+                    values
+                        .map(|v| match v {
+                            Some(Value::Time(t)) => Some(t as i64),
+                            _ => None,
+                        })
+                        .collect::<TimestampMillisecondArray>(),
+                ),
+                other => {
+                    let ints: Int64Array = values
+                        .map(|v| match v {
+                            Some(Value::Int(i)) => Some(i),
+                            Some(Value::Time(t)) => Some(t as i64),
+                            _ => None,
+                        })
+                        .collect();
+                    arrow::compute::cast(&ints, other)?
+                }
+            };
+            Ok(array)
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    let fields: Fields = fields.clone();
+    Ok(Arc::new(StructArray::try_new(
+        fields,
+        children,
+        Some(validity),
+    )?))
+}
+
+impl SourceReader for NexmarkReader {
+    fn run(self: Box<Self>, out: &EventSender) -> Result<()> {
+        if !out.send(SourceEvent::Assigned {
+            names: vec![GENERATOR_SPLIT.into()],
+        }) {
+            return Ok(());
+        }
+        let p = self.ctx.parallelism as u64;
+        let i = self.ctx.instance as u64;
+        let mine = self
+            .spec
+            .events
+            .map(|n| if n > i { (n - i).div_ceil(p) } else { 0 });
+        // Events this instance made before a restart are not made again;
+        // event times go on from now.
+        let resumed = match self.ctx.resume_position(GENERATOR_SPLIT) {
+            Some(SPLIT_DONE) => mine.unwrap_or(0),
+            Some(made) => made.max(0) as u64,
+            None => 0,
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let base_ms =
+            (now_ms as f64 - (i + resumed * p) as f64 * self.spec.inter_event_ms()).max(0.0) as u64;
+        let mut generator = EventGenerator::new(self.spec.config(base_ms))
+            .with_offset(i + resumed * p)
+            .with_step(p);
+        let rate = self.spec.first_rate as f64 / p as f64;
+        let per_batch = match self.spec.rate_limited {
+            true => ((rate * self.ctx.linger.as_secs_f64()) as usize).clamp(1, self.ctx.batch_size),
+            false => self.ctx.batch_size,
+        };
+        let started = Instant::now();
+        let mut made = resumed;
+        let mut seen = self.ctx.barriers.current();
+        let position = |made: u64| match mine {
+            Some(m) if made >= m => SPLIT_DONE,
+            _ => made as i64,
+        };
+        let mut events = Vec::with_capacity(per_batch);
+        loop {
+            let n = match mine {
+                Some(m) if made >= m => break,
+                Some(m) => per_batch.min((m - made) as usize),
+                None => per_batch,
+            };
+            let due = started + Duration::from_secs_f64((made - resumed + n as u64) as f64 / rate);
+            loop {
+                if let Some(epoch) = self.ctx.poll_barrier(&mut seen) {
+                    if !out.send(self.ctx.barrier(epoch, vec![position(made)])) {
+                        return Ok(());
+                    }
+                }
+                let now = Instant::now();
+                if !self.spec.rate_limited || due <= now {
+                    break;
+                }
+                std::thread::sleep((due - now).min(BARRIER_POLL));
+            }
+            events.clear();
+            events.extend(generator.by_ref().take(n));
+            let batch = self.batch(&events)?;
+            let first = (i + made * p) as i64;
+            made += n as u64;
+            if !self.ctx.send_generated(out, batch, first, p as i64)? {
+                return Ok(());
+            }
+        }
+        out.send(SourceEvent::SplitEnd { split: 0 });
+        Ok(())
+    }
+}
