@@ -812,6 +812,10 @@ impl Database {
                 _ => None,
             })
             .collect();
+        // Flink's GROUP BY TUMBLE/HOP/SESSION(...) becomes a window over
+        // the relation it names first, so that a window over a logical view
+        // can move onto the view's source.
+        crate::frontend::group_window::rewrite_group_windows(&mut expanded.query, sql)?;
         crate::frontend::views::expand(expanded.query.as_mut(), &|name| views.get(name).cloned())?;
         crate::frontend::views::name_field_paths(&mut expanded.query);
         let create = &expanded;

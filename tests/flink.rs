@@ -580,6 +580,30 @@ async fn logical_views_expand_where_they_are_used() {
             squares.to_string()
         ]]
     );
+    // Flink's older GROUP BY TUMBLE(...) over the view (Nexmark q11's form)
+    // gives the same windows.
+    execute(
+        &client,
+        "CREATE MATERIALIZED VIEW per_group_window AS
+         SELECT B.auction, count(*) AS n, TUMBLE_START(B.`dateTime`, INTERVAL '10' SECOND) AS ws
+         FROM bid B
+         GROUP BY B.auction, TUMBLE(B.`dateTime`, INTERVAL '10' SECOND)",
+    )
+    .await;
+    wait_finished(&client, "per_group_window").await;
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT count(*), sum(n), sum(n * n) FROM per_group_window"
+        )
+        .await,
+        vec![vec![
+            windows.len().to_string(),
+            bids.len().to_string(),
+            squares.to_string()
+        ]]
+    );
+    execute(&client, "DROP MATERIALIZED VIEW per_group_window").await;
     // A window on a column the view computes is refused, naming why.
     execute(
         &client,

@@ -117,8 +117,31 @@ pub fn expand<V: VisitMut>(
             else {
                 return ControlFlow::Continue(());
             };
-            if args.is_some() {
-                return ControlFlow::Continue(());
+            if let Some(table_args) = args {
+                // `SESSION(v, ...)` as Flink's GROUP BY SESSION(...) is
+                // rewritten: a window function called like a table.
+                let call = Expr::Function(ast::Function {
+                    name: name.clone(),
+                    uses_odbc_syntax: false,
+                    parameters: ast::FunctionArguments::None,
+                    args: ast::FunctionArguments::List(ast::FunctionArgumentList {
+                        duplicate_treatment: None,
+                        args: table_args.args.clone(),
+                        clauses: Vec::new(),
+                    }),
+                    filter: None,
+                    null_treatment: None,
+                    over: None,
+                    within_group: Vec::new(),
+                });
+                return match window_over_view(&call, alias, self.lookup) {
+                    Ok(Some(derived)) => {
+                        *factor = derived;
+                        ControlFlow::Continue(())
+                    }
+                    Ok(None) => ControlFlow::Continue(()),
+                    Err(e) => ControlFlow::Break(e),
+                };
             }
             let view = normalize_object_name(name);
             if self.ctes.iter().flatten().any(|c| *c == view) {
@@ -260,8 +283,29 @@ fn window_over_view(
         Expr::CompoundIdentifier(parts)
     };
     list.args[0] = ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(source_expr));
-    // DESCRIPTOR(c) and PARTITION BY columns, as the source names them.
+    // The time column (`DESCRIPTOR(c)`, or `c` as GROUP BY's form has it)
+    // and PARTITION BY columns, as the source names them.
+    let column_name = |e: &Expr| match e {
+        Expr::Identifier(i) => Some(crate::frontend::parser::normalize_ident(i)),
+        Expr::CompoundIdentifier(parts) => {
+            parts.last().map(crate::frontend::parser::normalize_ident)
+        }
+        _ => None,
+    };
     for arg in list.args.iter_mut().skip(1) {
+        if let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) = arg {
+            if let Some(column) = column_name(e) {
+                match source_column(&column) {
+                    Some(s) => *e = Expr::Identifier(s),
+                    None => {
+                        return refuse(&format!(
+                            "its column \"{column}\" is computed by the view, not a column of its source"
+                        ))
+                    }
+                }
+                continue;
+            }
+        }
         let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(Expr::Function(f))) = arg else {
             continue;
         };
@@ -275,13 +319,14 @@ fn window_over_view(
             continue;
         };
         for a in inner.args.iter_mut() {
-            let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(Expr::Identifier(i))) = a
-            else {
+            let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) = a else {
                 return refuse("its time and key columns must be column names");
             };
-            let column = crate::frontend::parser::normalize_ident(i);
+            let Some(column) = column_name(e) else {
+                return refuse("its time and key columns must be column names");
+            };
             match source_column(&column) {
-                Some(s) => *i = s,
+                Some(s) => *e = Expr::Identifier(s),
                 None => {
                     return refuse(&format!(
                     "its column \"{column}\" is computed by the view, not a column of its source"
