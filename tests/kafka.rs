@@ -2093,16 +2093,7 @@ async fn insert_into_a_kafka_table_writes_every_row_once_across_a_kill() {
         .filter(|id| id % 10 != 0)
         .map(|id| (id, format!("c{}", id % 7), id % 4 == 0))
         .collect();
-    wait_until(Duration::from_secs(60), "the INSERT to write", || async {
-        rows(
-            &client,
-            "SELECT rows_out FROM sluice.jobs WHERE name = 'insert_into_calls_out'",
-        )
-        .await
-        .first()
-        .is_some_and(|r| r[0].parse::<u64>().unwrap_or(0) > 1000)
-    })
-    .await;
+    common::wait_rows_out(&client, "insert_into_calls_out", 1000).await;
     let status = common::job_status(&client, "__sink_insert_into_calls_out")
         .await
         .0;

@@ -17,7 +17,6 @@
 //! `number-of-rows` (unbounded if absent).
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
 
 use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
@@ -28,14 +27,13 @@ use arrow::record_batch::RecordBatch;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::connector::{EventSender, ReaderContext, SourceEvent, SourceReader, SPLIT_DONE};
+use crate::connector::generator::{self, Pace};
+use crate::connector::{EventSender, ReaderContext, SourceReader};
 use crate::error::{Error, Result};
 use crate::options::Options;
 
 /// The name of a generator instance's one split.
 const GENERATOR_SPLIT: &str = "generator";
-/// A generator waiting for its next rows looks for barriers this often.
-const BARRIER_POLL: Duration = Duration::from_millis(20);
 
 const CELLS: usize = 500;
 const SUBSCRIBERS: usize = 100_000;
@@ -508,65 +506,19 @@ fn random_array(t: &DataType, n: usize, rng: &mut StdRng) -> Result<ArrayRef> {
 
 impl SourceReader for DatagenReader {
     fn run(mut self: Box<Self>, out: &EventSender) -> Result<()> {
-        if !out.send(SourceEvent::Assigned {
-            names: vec![GENERATOR_SPLIT.into()],
-        }) {
-            return Ok(());
-        }
-        let p = self.ctx.parallelism as u64;
-        let i = self.ctx.instance as u64;
-        let total = self.spec.number_of_rows;
-        let mine = total.map(|n| if n > i { (n - i).div_ceil(p) } else { 0 });
-        let rate = (self.spec.rows_per_second as f64 / p as f64).max(1e-9);
-        let per_batch =
-            ((rate * self.ctx.linger.as_secs_f64()) as usize).clamp(1, self.ctx.batch_size);
-        // Rows this instance made before a restart are not made again; event
-        // times go on from now.
-        let resumed = match self.ctx.resume_position(GENERATOR_SPLIT) {
-            Some(SPLIT_DONE) => mine.unwrap_or(0),
-            Some(made) => made.max(0) as u64,
-            None => 0,
+        let pace = Pace {
+            total: self.spec.number_of_rows,
+            rows_per_second: self.spec.rows_per_second as f64,
+            limited: true,
         };
-        let rps = self.spec.rows_per_second as f64;
-        let start_ms = chrono::Utc::now().timestamp_millis()
-            - ((i + resumed * p) as f64 * 1000.0 / rps) as i64;
-        let started = Instant::now();
-        let mut made: u64 = resumed;
-        let mut seen = self.ctx.barriers.current();
-        let position = |made: u64| match mine {
-            Some(m) if made >= m => SPLIT_DONE,
-            _ => made as i64,
-        };
-        loop {
-            let n = match mine {
-                Some(m) if made >= m => break,
-                Some(m) => per_batch.min((m - made) as usize),
-                None => per_batch,
-            };
-            let due = started + Duration::from_secs_f64((made - resumed + n as u64) as f64 / rate);
-            loop {
-                if let Some(epoch) = self.ctx.poll_barrier(&mut seen) {
-                    if !out.send(self.ctx.barrier(epoch, vec![position(made)])) {
-                        return Ok(());
-                    }
-                }
-                let now = Instant::now();
-                if due <= now {
-                    break;
-                }
-                std::thread::sleep((due - now).min(BARRIER_POLL));
-            }
-            let batch = self.batch(start_ms, i + made * p, p, n)?;
-            // Row numbers over all instances: instance i makes rows i, i + p, ...
-            let first = (i + made * p) as i64;
-            let stride = p as i64;
-            made += n as u64;
-            if !self.ctx.send_generated(out, batch, first, stride)? {
-                return Ok(());
-            }
-        }
-        out.send(SourceEvent::SplitEnd { split: 0 });
-        Ok(())
+        let ctx = self.ctx.clone();
+        let step = ctx.parallelism as u64;
+        generator::run(&ctx, out, GENERATOR_SPLIT, pace, |first| {
+            // Event times go on from now after a restart.
+            let start_ms = chrono::Utc::now().timestamp_millis()
+                - (first as f64 * 1000.0 / self.spec.rows_per_second as f64) as i64;
+            Ok(move |first, n| self.batch(start_ms, first, step, n))
+        })
     }
 }
 

@@ -24,6 +24,7 @@ pub mod datagen;
 pub mod file_sink;
 pub mod filesystem;
 pub mod format;
+pub mod generator;
 pub mod kafka;
 pub mod kafka_sink;
 pub mod nexmark;

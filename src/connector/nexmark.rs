@@ -19,7 +19,6 @@
 //! matched by name (any case), so a table may declare fewer of them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use arrow::array::{
     ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, StructArray,
@@ -31,15 +30,13 @@ use nexmark::config::{NexmarkConfig, RateShape};
 use nexmark::event::Event;
 use nexmark::EventGenerator;
 
-use crate::connector::{EventSender, ReaderContext, SourceEvent, SourceReader, SPLIT_DONE};
+use crate::connector::generator::{self, Pace};
+use crate::connector::{EventSender, ReaderContext, SourceReader};
 use crate::error::{Error, Result};
 use crate::options::Options;
 
 /// The name of a generator instance's one split.
 const GENERATOR_SPLIT: &str = "nexmark";
-/// A rate-limited generator waiting for its next events looks for
-/// barriers this often.
-const BARRIER_POLL: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone)]
 pub struct NexmarkSpec {
@@ -388,72 +385,27 @@ fn row_column<'a, T: 'a>(
 
 impl SourceReader for NexmarkReader {
     fn run(self: Box<Self>, out: &EventSender) -> Result<()> {
-        if !out.send(SourceEvent::Assigned {
-            names: vec![GENERATOR_SPLIT.into()],
-        }) {
-            return Ok(());
-        }
-        let p = self.ctx.parallelism as u64;
-        let i = self.ctx.instance as u64;
-        let mine = self
-            .spec
-            .events
-            .map(|n| if n > i { (n - i).div_ceil(p) } else { 0 });
-        // Events this instance made before a restart are not made again;
-        // event times go on from now.
-        let resumed = match self.ctx.resume_position(GENERATOR_SPLIT) {
-            Some(SPLIT_DONE) => mine.unwrap_or(0),
-            Some(made) => made.max(0) as u64,
-            None => 0,
+        let pace = Pace {
+            total: self.spec.events,
+            rows_per_second: self.spec.first_rate as f64,
+            limited: self.spec.rate_limited,
         };
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        let base_ms =
-            (now_ms as f64 - (i + resumed * p) as f64 * self.spec.inter_event_ms()).max(0.0) as u64;
-        let mut generator = EventGenerator::new(self.spec.config(base_ms))
-            .with_offset(i + resumed * p)
-            .with_step(p);
-        let rate = self.spec.first_rate as f64 / p as f64;
-        let per_batch = match self.spec.rate_limited {
-            true => ((rate * self.ctx.linger.as_secs_f64()) as usize).clamp(1, self.ctx.batch_size),
-            false => self.ctx.batch_size,
-        };
-        let started = Instant::now();
-        let mut made = resumed;
-        let mut seen = self.ctx.barriers.current();
-        let position = |made: u64| match mine {
-            Some(m) if made >= m => SPLIT_DONE,
-            _ => made as i64,
-        };
-        let mut events = Vec::with_capacity(per_batch);
-        loop {
-            let n = match mine {
-                Some(m) if made >= m => break,
-                Some(m) => per_batch.min((m - made) as usize),
-                None => per_batch,
-            };
-            let due = started + Duration::from_secs_f64((made - resumed + n as u64) as f64 / rate);
-            loop {
-                if let Some(epoch) = self.ctx.poll_barrier(&mut seen) {
-                    if !out.send(self.ctx.barrier(epoch, vec![position(made)])) {
-                        return Ok(());
-                    }
-                }
-                let now = Instant::now();
-                if !self.spec.rate_limited || due <= now {
-                    break;
-                }
-                std::thread::sleep((due - now).min(BARRIER_POLL));
-            }
-            events.clear();
-            events.extend(generator.by_ref().take(n));
-            let batch = self.batch(&events)?;
-            let first = (i + made * p) as i64;
-            made += n as u64;
-            if !self.ctx.send_generated(out, batch, first, p as i64)? {
-                return Ok(());
-            }
-        }
-        out.send(SourceEvent::SplitEnd { split: 0 });
-        Ok(())
+        let ctx = self.ctx.clone();
+        let p = ctx.parallelism as u64;
+        generator::run(&ctx, out, GENERATOR_SPLIT, pace, |first| {
+            // Event times go on from now after a restart.
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let base_ms =
+                (now_ms as f64 - first as f64 * self.spec.inter_event_ms()).max(0.0) as u64;
+            let mut events = EventGenerator::new(self.spec.config(base_ms))
+                .with_offset(first)
+                .with_step(p);
+            let mut batch = Vec::new();
+            Ok(move |_first, n| {
+                batch.clear();
+                batch.extend(events.by_ref().take(n));
+                self.batch(&batch)
+            })
+        })
     }
 }

@@ -281,6 +281,23 @@ pub async fn job_status(client: &Client, view: &str) -> (String, Option<String>)
     }
 }
 
+/// Waits until job `job` (a sink's, or a view's) has written more than
+/// `rows` rows.
+pub async fn wait_rows_out(client: &Client, job: &str, rows_out: u64) {
+    let sql = format!("SELECT rows_out FROM sluice.jobs WHERE name = '{job}'");
+    wait_until(
+        Duration::from_secs(60),
+        &format!("{job} to write {rows_out} rows"),
+        || async {
+            rows(client, &sql)
+                .await
+                .first()
+                .is_some_and(|r| r[0].parse::<u64>().unwrap_or(0) > rows_out)
+        },
+    )
+    .await;
+}
+
 /// Waits until a job over a bounded source has finished.
 pub async fn wait_finished(client: &Client, view: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
