@@ -908,3 +908,131 @@ async fn nexmark_queries_run_as_written_or_are_refused_by_name() {
         }
     }
 }
+
+/// The query of a Nexmark file: its INSERT's SELECT, as written.
+fn nexmark_select(q: usize) -> String {
+    let text =
+        std::fs::read_to_string(common::data_dir().join(format!("nexmark/q{q}.sql"))).unwrap();
+    let insert = format!("INSERT INTO nexmark_q{q}");
+    let at = text.find(&insert).unwrap() + insert.len();
+    text[at..].trim().trim_end_matches(';').to_string()
+}
+
+/// Nexmark q1, q2, q21 and q22 as written, run as views over the `nexmark`
+/// connector, equal the answers computed here from the reference
+/// generator's events (the `nexmark` crate, directly).
+#[tokio::test]
+async fn nexmark_queries_equal_the_answers_from_the_generator() {
+    use nexmark::event::Event;
+    let events = 20_000u64;
+    let bids: Vec<nexmark::event::Bid> =
+        nexmark::EventGenerator::new(nexmark::config::NexmarkConfig::default())
+            .take(events as usize)
+            .filter_map(|e| match e {
+                Event::Bid(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+    let server = TestServer::start();
+    let client = server.client().await;
+    client
+        .batch_execute(&nexmark_ddl(events, 1_000_000))
+        .await
+        .unwrap();
+    for q in [1, 2, 21, 22] {
+        execute(
+            &client,
+            &format!("CREATE MATERIALIZED VIEW q{q} AS {}", nexmark_select(q)),
+        )
+        .await;
+    }
+    for q in [1, 2, 21, 22] {
+        wait_finished(&client, &format!("q{q}")).await;
+    }
+    let sorted = |mut v: Vec<Vec<String>>| {
+        v.sort();
+        v
+    };
+    // q1: prices in euros, exactly.
+    let cents: i64 = bids.iter().map(|b| b.price as i64 * 908).sum();
+    assert_eq!(
+        rows(&client, "SELECT COUNT(*), SUM(price) FROM q1").await,
+        vec![vec![
+            bids.len().to_string(),
+            format!("{}.{:03}", cents / 1000, cents % 1000)
+        ]]
+    );
+    // q2: the bids on every 123rd auction.
+    let want: Vec<Vec<String>> = bids
+        .iter()
+        .filter(|b| b.auction % 123 == 0)
+        .map(|b| vec![b.auction.to_string(), b.price.to_string()])
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(
+        sorted(rows(&client, "SELECT auction, price FROM q2").await),
+        sorted(want)
+    );
+    // q21: a channel id from the channel's name or the URL.
+    let re = regex::Regex::new("(&|^)channel_id=([^&]*)").unwrap();
+    let want: Vec<Vec<String>> = bids
+        .iter()
+        .filter_map(|b| {
+            let id = match b.channel.to_lowercase().as_str() {
+                "apple" => Some("0".to_string()),
+                "google" => Some("1".to_string()),
+                "facebook" => Some("2".to_string()),
+                "baidu" => Some("3".to_string()),
+                _ => re
+                    .captures(&b.url)
+                    .and_then(|c| c.get(2))
+                    .map(|m| m.as_str().to_string()),
+            }?;
+            Some(vec![
+                b.auction.to_string(),
+                b.bidder.to_string(),
+                b.price.to_string(),
+                b.channel.clone(),
+                id,
+            ])
+        })
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(
+        sorted(
+            rows(
+                &client,
+                "SELECT auction, bidder, price, channel, channel_id FROM q21"
+            )
+            .await
+        ),
+        sorted(want)
+    );
+    // q22: the URL's directories (SPLIT_INDEX counts from 0).
+    let want: Vec<Vec<String>> = bids
+        .iter()
+        .map(|b| {
+            let parts: Vec<&str> = b.url.split('/').collect();
+            let dir = |i: usize| parts.get(i).map_or("NULL".to_string(), |s| s.to_string());
+            vec![
+                b.auction.to_string(),
+                b.bidder.to_string(),
+                b.price.to_string(),
+                b.channel.clone(),
+                dir(3),
+                dir(4),
+                dir(5),
+            ]
+        })
+        .collect();
+    assert_eq!(
+        sorted(
+            rows(
+                &client,
+                "SELECT auction, bidder, price, channel, dir1, dir2, dir3 FROM q22"
+            )
+            .await
+        ),
+        sorted(want)
+    );
+}
