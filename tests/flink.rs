@@ -852,8 +852,6 @@ async fn the_nexmark_connector_makes_the_reference_events() {
 async fn nexmark_queries_run_as_written_or_are_refused_by_name() {
     // Accepted as of this commit; the count may only go up.
     const ACCEPTED: &[usize] = &[0, 1, 2, 15, 16, 17, 21, 22];
-    // Refused with another code: issue 17 (ROW_NUMBER in a subquery).
-    const KNOWN_WRONG_CODE: &[usize] = &[6];
     let data = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(out.path().join("data")).unwrap();
@@ -882,14 +880,12 @@ async fn nexmark_queries_run_as_written_or_are_refused_by_name() {
                 let db = e.as_db_error().expect("a server error");
                 let code = db.code().code().to_string();
                 table.push(format!("q{q}: {code} {}", db.message()));
-                if !KNOWN_WRONG_CODE.contains(&q) {
-                    assert_eq!(
-                        code,
-                        "0A000",
-                        "q{q} is refused naming the construct: {}",
-                        db.message()
-                    );
-                }
+                assert_eq!(
+                    code,
+                    "0A000",
+                    "q{q} is refused naming the construct: {}",
+                    db.message()
+                );
             }
         }
     }
