@@ -59,28 +59,127 @@ pub struct FileSinkSpec {
     /// The columns whose values name each row's directory.
     pub partitions: Vec<String>,
     pub rollover: Duration,
+    /// When a partition is complete, and marked so with a success file.
+    pub commit: Option<PartitionCommit>,
+}
+
+/// Flink's partition commit with its `success-file` policy: an empty
+/// `_SUCCESS` file in a partition's directory says that no more rows will
+/// come into it.
+#[derive(Debug, Clone)]
+pub struct PartitionCommit {
+    /// `partition-time`: once the watermark passes the partition's time
+    /// (from `partition.time-extractor.timestamp-pattern`, `$dt $hm:00`)
+    /// plus the delay. `process-time`: the delay after its first rows.
+    pub partition_time: Option<String>,
+    pub delay: Duration,
+    pub file_name: String,
+}
+
+impl PartitionCommit {
+    fn from_options(opts: &mut Options) -> Result<Option<Self>> {
+        let trigger = opts.take("sink.partition-commit.trigger");
+        let delay = opts.take_duration("sink.partition-commit.delay")?;
+        let policy = opts.take("sink.partition-commit.policy.kind");
+        let file_name = opts.take("sink.partition-commit.success-file.name");
+        let pattern = opts.take("partition.time-extractor.timestamp-pattern");
+        if let Some(kind) = opts.take("partition.time-extractor.kind") {
+            if !kind.eq_ignore_ascii_case("default") {
+                return Err(Error::not_supported(format!(
+                    "'partition.time-extractor.kind' = '{kind}': Sluice has the default extractor (a timestamp pattern)"
+                )));
+            }
+        }
+        if let Some(zone) = opts.take("sink.partition-commit.watermark-time-zone") {
+            if !zone.eq_ignore_ascii_case("utc") {
+                return Err(Error::not_supported(format!(
+                    "'sink.partition-commit.watermark-time-zone' = '{zone}': partition times are UTC"
+                )));
+            }
+        }
+        for key in [
+            "partition.time-extractor.timestamp-formatter",
+            "partition.time-extractor.class",
+        ] {
+            if opts.take(key).is_some() {
+                return Err(Error::not_supported(format!(
+                    "'{key}': partition times are read with 'partition.time-extractor.timestamp-pattern' as yyyy-MM-dd HH:mm:ss"
+                )));
+            }
+        }
+        let Some(policy) = policy else {
+            if trigger.is_some() || delay.is_some() {
+                return Err(Error::invalid_parameter(
+                    "a partition commit needs 'sink.partition-commit.policy.kind' = 'success-file'",
+                ));
+            }
+            return Ok(None);
+        };
+        for kind in policy.split(',').map(|k| k.trim().to_ascii_lowercase()) {
+            if kind != "success-file" {
+                return Err(Error::not_supported(format!(
+                    "'sink.partition-commit.policy.kind' '{kind}': Sluice commits partitions with success files ('success-file'); it has no metastore"
+                )));
+            }
+        }
+        let partition_time = match trigger.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("process-time") => None,
+            Some("partition-time") => Some(pattern.unwrap_or_default()),
+            Some(other) => {
+                return Err(Error::invalid_parameter(format!(
+                    "invalid 'sink.partition-commit.trigger' \"{other}\"; use partition-time or process-time"
+                )))
+            }
+        };
+        Ok(Some(PartitionCommit {
+            partition_time,
+            delay: delay.unwrap_or(Duration::ZERO),
+            file_name: file_name.unwrap_or_else(|| "_SUCCESS".into()),
+        }))
+    }
+
+    /// When the partition with these values (column, value) may be
+    /// committed, in ms since the epoch; None if its time cannot be read
+    /// from them.
+    fn time(&self, values: &[(String, String)]) -> Option<i64> {
+        let delay = self.delay.as_millis() as i64;
+        let Some(pattern) = &self.partition_time else {
+            return Some(chrono::Utc::now().timestamp_millis() + delay);
+        };
+        let text = match pattern.is_empty() {
+            // Flink's default: the first partition value is the time.
+            true => values.first()?.1.clone(),
+            false => {
+                let mut text = pattern.clone();
+                // Longer names first, so that $dt does not eat $dtx.
+                let mut sorted: Vec<&(String, String)> = values.iter().collect();
+                sorted.sort_by_key(|(c, _)| std::cmp::Reverse(c.len()));
+                for (column, value) in sorted {
+                    text = text.replace(&format!("${column}"), value);
+                }
+                text
+            }
+        };
+        let time = chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S")
+            .ok()
+            .or_else(|| {
+                chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+                    .ok()
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+            })?;
+        Some(time.and_utc().timestamp_millis() + delay)
+    }
 }
 
 impl FileSinkSpec {
     pub fn from_options(opts: &mut Options) -> Result<Self> {
         let path = local_path(&opts.require("path")?)?;
-        let commit = opts.take_prefixed("sink.partition-commit.");
-        let extractor = opts.take_prefixed("partition.time-extractor.");
-        if let Some((key, _)) = commit.first() {
-            return Err(Error::not_supported(format!(
-                "'sink.partition-commit.{key}': committing partitions (success files, a metastore) is not supported yet; a filesystem sink's files are complete once they have their names"
-            )));
-        }
-        if let Some((key, _)) = extractor.first() {
-            return Err(Error::not_supported(format!(
-                "'partition.time-extractor.{key}': partition times are for committing partitions, which is not supported yet"
-            )));
-        }
+        let commit = PartitionCommit::from_options(opts)?;
         // Sluice looks for rows to roll over continuously: any check
         // interval is kept.
         opts.take_duration("sink.rolling-policy.check-interval")?;
         let format = FormatSpec::from_options(opts)?;
-        let partitions = opts
+        let partitions: Vec<String> = opts
             .take("partition.columns")
             .map(|v| {
                 v.split(',')
@@ -92,11 +191,17 @@ impl FileSinkSpec {
         let rollover = opts
             .take_duration("sink.rolling-policy.rollover-interval")?
             .unwrap_or(DEFAULT_ROLLOVER);
+        if commit.is_some() && partitions.is_empty() {
+            return Err(Error::invalid_parameter(
+                "a partition commit is for a table with PARTITIONED BY",
+            ));
+        }
         Ok(FileSinkSpec {
             path,
             format,
             partitions,
             rollover,
+            commit,
         })
     }
 
@@ -130,6 +235,13 @@ pub fn local_path(path: &str) -> Result<PathBuf> {
     }
 }
 
+/// A partition's values: (column, value as text).
+type Values = Vec<(String, String)>;
+
+/// A partition's rows: its directory, its values and the rows without the
+/// partition columns.
+type Partition = (PathBuf, Values, RecordBatch);
+
 /// Where a sink's progress is saved.
 fn progress_key(id: u64) -> String {
     format!("filesink/{id:020}")
@@ -144,6 +256,10 @@ struct Progress {
     round: Option<Vec<(usize, u64, u64)>>,
     #[serde(default)]
     rows: u64,
+    /// Partitions written and not committed yet: their directory (relative
+    /// to the path) and when they may be committed (ms since the epoch).
+    #[serde(default)]
+    pending: BTreeMap<String, i64>,
 }
 
 /// Forgets a dropped sink's progress.
@@ -200,7 +316,8 @@ impl FileWriter {
         self.rows_out().store(progress.rows, Ordering::Relaxed);
         if let Some(round) = progress.round.take() {
             // A crash came in the middle of this round: write it again.
-            self.write_round(&round)?;
+            let written = self.write_round(&round)?;
+            self.note_partitions(&mut progress, written);
             self.finish_round(&mut progress, &round)?;
         }
         let mut last = Instant::now();
@@ -211,13 +328,14 @@ impl FileWriter {
             }
             last = Instant::now();
             let round = self.next_round(&progress.next)?;
-            if round.is_empty() {
-                continue;
+            if !round.is_empty() {
+                progress.round = Some(round.clone());
+                self.save(&progress)?;
+                let written = self.write_round(&round)?;
+                self.note_partitions(&mut progress, written);
+                self.finish_round(&mut progress, &round)?;
             }
-            progress.round = Some(round.clone());
-            self.save(&progress)?;
-            self.write_round(&round)?;
-            self.finish_round(&mut progress, &round)?;
+            self.commit_partitions(&mut progress)?;
         }
         Ok(())
     }
@@ -248,6 +366,72 @@ impl FileWriter {
         self.save(progress)
     }
 
+    /// Notes the partitions a round wrote, to commit when their time comes.
+    fn note_partitions(&self, progress: &mut Progress, written: Vec<(PathBuf, Values)>) {
+        let Some(commit) = &self.spec.commit else {
+            return;
+        };
+        for (dir, values) in written {
+            let key = dir.to_string_lossy().to_string();
+            if progress.pending.contains_key(&key) {
+                continue;
+            }
+            match commit.time(&values) {
+                Some(at) => {
+                    progress.pending.insert(key, at);
+                }
+                None => tracing::warn!(
+                    sink = %self.metrics.name,
+                    partition = %key,
+                    "the partition's time cannot be read from its values; it is not committed"
+                ),
+            }
+        }
+    }
+
+    /// Writes the success file of each pending partition whose time has
+    /// come: the watermark the view committed has passed it (partition-time),
+    /// or the clock has (process-time).
+    fn commit_partitions(&self, progress: &mut Progress) -> Result<()> {
+        let Some(commit) = &self.spec.commit else {
+            return Ok(());
+        };
+        if progress.pending.is_empty() {
+            return Ok(());
+        }
+        let now = match commit.partition_time {
+            None => chrono::Utc::now().timestamp_millis(),
+            Some(_) => {
+                let mut low = i64::MAX;
+                for shard in 0..self.shards {
+                    low = low.min(self.log.watermark(shard)?.unwrap_or(i64::MIN));
+                }
+                low
+            }
+        };
+        let due: Vec<String> = progress
+            .pending
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(dir, _)| dir.clone())
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        for dir in &due {
+            let path = self.spec.path.join(dir).join(&commit.file_name);
+            std::fs::File::create(&path).map_err(|e| {
+                Error::external(format!(
+                    "could not write \"{}\": {}",
+                    path.display(),
+                    crate::error::postgres_style(&e.to_string())
+                ))
+            })?;
+            progress.pending.remove(dir);
+        }
+        self.save(progress)
+    }
+
     /// The count of rows written, as `sluice.jobs` shows it.
     fn rows_out(&self) -> &std::sync::atomic::AtomicU64 {
         &self.metrics.part(Part::Reader(0)).rows_out
@@ -272,8 +456,9 @@ impl FileWriter {
 
     /// Writes the files of a round: each shard's batches `from..end`, one
     /// file per partition.
-    fn write_round(&self, round: &[(usize, u64, u64)]) -> Result<()> {
+    fn write_round(&self, round: &[(usize, u64, u64)]) -> Result<Vec<(PathBuf, Values)>> {
         let mut rows = 0;
+        let mut written = Vec::new();
         for (shard, from, end) in round {
             let mut batches = Vec::new();
             self.log
@@ -287,25 +472,26 @@ impl FileWriter {
             let batch = concat_batches(&first.schema(), &batches)?;
             let name = format!("part-{}-{shard}-{from:012}", self.id);
             rows += batch.num_rows() as u64;
-            for (dir, part) in self.partition(&batch)? {
-                self.write_file(&self.spec.path.join(dir), &name, &part)?;
+            for (dir, values, part) in self.partition(&batch)? {
+                self.write_file(&self.spec.path.join(&dir), &name, &part)?;
+                written.push((dir, values));
             }
         }
         // A round written again after a crash was not counted before.
         self.rows_out().fetch_add(rows, Ordering::Relaxed);
-        Ok(())
+        Ok(written)
     }
 
     /// The rows of `batch` by the directory they go to (relative to the
     /// sink's path), without the partition columns.
-    fn partition(&self, batch: &RecordBatch) -> Result<Vec<(PathBuf, RecordBatch)>> {
+    fn partition(&self, batch: &RecordBatch) -> Result<Vec<Partition>> {
         let schema = batch.schema();
         let data: Vec<usize> = (0..schema.fields().len())
             .filter(|i| !self.spec.partitions.contains(schema.field(*i).name()))
             .collect();
         let data_of = |b: &RecordBatch| b.project(&data);
         if self.spec.partitions.is_empty() {
-            return Ok(vec![(PathBuf::new(), batch.clone())]);
+            return Ok(vec![(PathBuf::new(), Vec::new(), batch.clone())]);
         }
         let options = FormatOptions::default();
         let columns: Vec<(&str, ArrayRef)> = self
@@ -318,23 +504,29 @@ impl FileWriter {
             .iter()
             .map(|(_, c)| ArrayFormatter::try_new(c.as_ref(), &options))
             .collect::<std::result::Result<_, _>>()?;
-        let mut groups: BTreeMap<PathBuf, Vec<u32>> = BTreeMap::new();
+        let mut groups: BTreeMap<PathBuf, (Values, Vec<u32>)> = BTreeMap::new();
         for row in 0..batch.num_rows() {
             let mut dir = PathBuf::new();
+            let mut values = Vec::with_capacity(columns.len());
             for ((name, column), f) in columns.iter().zip(&formatters) {
                 let value = match column.is_null(row) {
                     true => DEFAULT_PARTITION.to_string(),
-                    false => escape_path(&f.value(row).to_string()),
+                    false => f.value(row).to_string(),
                 };
-                dir.push(format!("{name}={value}"));
+                dir.push(format!("{name}={}", escape_path(&value)));
+                values.push((name.to_string(), value));
             }
-            groups.entry(dir).or_default().push(row as u32);
+            groups
+                .entry(dir)
+                .or_insert_with(|| (values, Vec::new()))
+                .1
+                .push(row as u32);
         }
         groups
             .into_iter()
-            .map(|(dir, rows)| {
+            .map(|(dir, (values, rows))| {
                 let part = take_record_batch(batch, &UInt32Array::from(rows))?;
-                Ok((dir, data_of(&part)?))
+                Ok((dir, values, data_of(&part)?))
             })
             .collect()
     }
