@@ -559,6 +559,9 @@ impl FileWriter {
                     .with_header(false)
                     .with_delimiter(csv.delimiter)
                     .with_quote(csv.quote)
+                    // Flink's CSV spelling of times: `2024-01-01 10:00:00.123`.
+                    .with_timestamp_format("%Y-%m-%d %H:%M:%S%.3f".into())
+                    .with_timestamp_tz_format("%Y-%m-%d %H:%M:%S%.3fZ".into())
                     .build(&mut text);
                 writer.write(batch)?;
             }
