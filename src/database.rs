@@ -577,24 +577,23 @@ impl Database {
                 id
             }
         };
-        let run = match &spec {
-            SinkSpec::Kafka(kafka) => {
-                let log = self
-                    .committed_log(&create.from, LogReader::Sink)
-                    .map_err(|e| e.at(create.from_position))?;
-                Some(kafka_sink::start(
-                    &create.name,
-                    id,
-                    kafka.clone(),
-                    log.feed,
-                    log.shards,
-                    self.store.clone(),
-                )?)
-            }
-            SinkSpec::Filesystem(files) => {
-                let log = self
-                    .committed_log(&create.from, LogReader::Sink)
-                    .map_err(|e| e.at(create.from_position))?;
+        let log = match spec.reads_commits() {
+            true => Some(
+                self.committed_log(&create.from, LogReader::Sink)
+                    .map_err(|e| e.at(create.from_position))?,
+            ),
+            false => None,
+        };
+        let run = match (&spec, log) {
+            (SinkSpec::Kafka(kafka), Some(log)) => Some(kafka_sink::start(
+                &create.name,
+                id,
+                kafka.clone(),
+                log.feed,
+                log.shards,
+                self.store.clone(),
+            )?),
+            (SinkSpec::Filesystem(files), Some(log)) => {
                 let Feed::Appends(appends) = log.feed else {
                     return Err(Error::not_supported(format!(
                         "a filesystem sink writes rows that never change, and the rows of \"{}\" change (an aggregation without a window, or with EMIT before the window closes); write it to Kafka, or window it",
@@ -612,7 +611,8 @@ impl Database {
                     self.store.clone(),
                 )?)
             }
-            SinkSpec::Print { .. } | SinkSpec::Blackhole => None,
+            // Print and blackhole sinks: their views do the work.
+            _ => None,
         };
         self.catalog
             .write()
@@ -711,7 +711,6 @@ impl Database {
         {
             SinkSpec::from_options(&insert::sink_options(create)?)?;
         }
-
         self.catalog.write().add_source(plan, text, origin)?;
         tracing::info!(source = %create.name, "source created");
         Ok(())

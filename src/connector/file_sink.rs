@@ -442,11 +442,7 @@ impl FileWriter {
     fn next_round(&self, next: &[u64]) -> Result<Vec<(usize, u64, u64)>> {
         let mut round = Vec::new();
         for (shard, from) in next.iter().enumerate() {
-            let mut end = *from;
-            self.log.read(shard, *from, BATCHES_PER_FILE, |seq, _| {
-                end = seq + 1;
-                Ok(())
-            })?;
+            let end = self.log.end(shard, *from, BATCHES_PER_FILE)?;
             if end > *from {
                 round.push((shard, *from, end));
             }

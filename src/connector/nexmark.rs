@@ -279,6 +279,10 @@ impl NexmarkReader {
     }
 }
 
+/// How a ROW field's value is read from its event, chosen once per column
+/// (by the field's name), not per row.
+type Accessor<T> = for<'a> fn(&'a T) -> Value<'a>;
+
 /// A value of an event's field, as the column wants it.
 enum Value<'a> {
     Int(i64),
@@ -286,43 +290,43 @@ enum Value<'a> {
     Time(u64),
 }
 
-fn person_field<'a>(p: &'a nexmark::event::Person, name: &str) -> Value<'a> {
+fn person_field(name: &str) -> Accessor<nexmark::event::Person> {
     match name {
-        "id" => Value::Int(p.id as i64),
-        "name" => Value::Text(&p.name),
-        "emailaddress" => Value::Text(&p.email_address),
-        "creditcard" => Value::Text(&p.credit_card),
-        "city" => Value::Text(&p.city),
-        "state" => Value::Text(&p.state),
-        "datetime" => Value::Time(p.date_time),
-        _ => Value::Text(&p.extra),
+        "id" => |p| Value::Int(p.id as i64),
+        "name" => |p| Value::Text(&p.name),
+        "emailaddress" => |p| Value::Text(&p.email_address),
+        "creditcard" => |p| Value::Text(&p.credit_card),
+        "city" => |p| Value::Text(&p.city),
+        "state" => |p| Value::Text(&p.state),
+        "datetime" => |p| Value::Time(p.date_time),
+        _ => |p| Value::Text(&p.extra),
     }
 }
 
-fn auction_field<'a>(a: &'a nexmark::event::Auction, name: &str) -> Value<'a> {
+fn auction_field(name: &str) -> Accessor<nexmark::event::Auction> {
     match name {
-        "id" => Value::Int(a.id as i64),
-        "itemname" => Value::Text(&a.item_name),
-        "description" => Value::Text(&a.description),
-        "initialbid" => Value::Int(a.initial_bid as i64),
-        "reserve" => Value::Int(a.reserve as i64),
-        "datetime" => Value::Time(a.date_time),
-        "expires" => Value::Time(a.expires),
-        "seller" => Value::Int(a.seller as i64),
-        "category" => Value::Int(a.category as i64),
-        _ => Value::Text(&a.extra),
+        "id" => |a| Value::Int(a.id as i64),
+        "itemname" => |a| Value::Text(&a.item_name),
+        "description" => |a| Value::Text(&a.description),
+        "initialbid" => |a| Value::Int(a.initial_bid as i64),
+        "reserve" => |a| Value::Int(a.reserve as i64),
+        "datetime" => |a| Value::Time(a.date_time),
+        "expires" => |a| Value::Time(a.expires),
+        "seller" => |a| Value::Int(a.seller as i64),
+        "category" => |a| Value::Int(a.category as i64),
+        _ => |a| Value::Text(&a.extra),
     }
 }
 
-fn bid_field<'a>(b: &'a nexmark::event::Bid, name: &str) -> Value<'a> {
+fn bid_field(name: &str) -> Accessor<nexmark::event::Bid> {
     match name {
-        "auction" => Value::Int(b.auction as i64),
-        "bidder" => Value::Int(b.bidder as i64),
-        "price" => Value::Int(b.price as i64),
-        "channel" => Value::Text(&b.channel),
-        "url" => Value::Text(&b.url),
-        "datetime" => Value::Time(b.date_time),
-        _ => Value::Text(&b.extra),
+        "auction" => |b| Value::Int(b.auction as i64),
+        "bidder" => |b| Value::Int(b.bidder as i64),
+        "price" => |b| Value::Int(b.price as i64),
+        "channel" => |b| Value::Text(&b.channel),
+        "url" => |b| Value::Text(&b.url),
+        "datetime" => |b| Value::Time(b.date_time),
+        _ => |b| Value::Text(&b.extra),
     }
 }
 
@@ -332,7 +336,7 @@ fn row_column<'a, T: 'a>(
     field: &Field,
     events: &'a [Event],
     of: impl Fn(&'a Event) -> Option<&'a T>,
-    value: impl Fn(&'a T, &str) -> Value<'a>,
+    accessor: fn(&str) -> Accessor<T>,
 ) -> Result<ArrayRef> {
     let DataType::Struct(fields) = field.data_type() else {
         return Err(Error::internal("a nexmark ROW column is not a struct"));
@@ -342,8 +346,8 @@ fn row_column<'a, T: 'a>(
     let children = fields
         .iter()
         .map(|f| {
-            let name = f.name().to_ascii_lowercase();
-            let values = present.iter().map(|e| e.map(|e| value(e, &name)));
+            let value = accessor(&f.name().to_ascii_lowercase());
+            let values = present.iter().map(|e| e.map(value));
             let array: ArrayRef = match f.data_type() {
                 DataType::Utf8 => Arc::new(
                     values

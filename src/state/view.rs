@@ -526,6 +526,20 @@ impl ViewLog {
         Ok(any)
     }
 
+    /// The sequence number after the shard's last committed batch, going
+    /// from `from` over at most `max` batches, without decoding them.
+    pub fn end(&self, shard: usize, from: u64, max: usize) -> Result<u64> {
+        let prefix = self.keys.view_batches(shard);
+        let start = self.keys.view_batch(shard, from);
+        let (mut end, mut seen) = (from, 0);
+        self.store.scan_state_from(&prefix, &start, |k, _| {
+            end = seq_of(&k[prefix.len()..])? + 1;
+            seen += 1;
+            Ok(seen < max)
+        })?;
+        Ok(end)
+    }
+
     /// Calls `f` on the shard's committed batches from sequence number
     /// `from` on, in order, at most `max` of them; returns how many it read.
     pub fn read(
