@@ -38,6 +38,7 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::bench::{cpu_seconds, env, peak_memory_mib, server_flags};
 use common::kafka::Broker;
 use common::{execute, rows, TestServer};
 use rand::rngs::StdRng;
@@ -45,13 +46,6 @@ use rand::{Rng, SeedableRng};
 use rdkafka::producer::{BaseRecord, Producer};
 
 const BASE_MS: i64 = 1_704_067_200_000;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Event i: time advances 1 ms per event (1000 events per event-time
 /// second), disorder up to 2 s, no late events (delay 5 s).
@@ -94,35 +88,6 @@ fn data_file(events: usize, keys: usize) -> PathBuf {
         eprintln!("generated {} in {:.1?}", path.display(), started.elapsed());
     }
     path
-}
-
-/// The CPU time a process has used so far (user + system), in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which may hold spaces) and its ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    // utime and stime are fields 14 and 15 of stat: 11 and 12 after ')'.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn peak_memory_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
 }
 
 /// The window of the benchmark's view (`WINDOW`: TUMBLE, HOP, CUMULATE or
@@ -246,22 +211,6 @@ async fn checkpoints_of(client: &tokio_postgres::Client, job: &str) -> String {
         ),
         _ => "none".into(),
     }
-}
-
-/// The server's flags from the environment (`PARALLELISM`,
-/// `CHECKPOINT_INTERVAL`, `STATE_CACHE`).
-fn server_flags() -> Vec<String> {
-    let mut flags = Vec::new();
-    for (var, flag) in [
-        ("PARALLELISM", "--parallelism"),
-        ("CHECKPOINT_INTERVAL", "--checkpoint-interval"),
-        ("STATE_CACHE", "--state-cache"),
-    ] {
-        if let Ok(v) = std::env::var(var) {
-            flags.extend([flag.to_string(), v]);
-        }
-    }
-    flags
 }
 
 fn start_in(dir: &std::path::Path) -> TestServer {

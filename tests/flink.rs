@@ -783,20 +783,6 @@ async fn insert_into_sink_tables_writes_each_row_once_across_a_kill() {
     assert_eq!(written_files(&out).len(), expected.len());
 }
 
-/// Nexmark's DDL, unchanged but for its `${...}` placeholders.
-fn nexmark_ddl(events: u64, tps: u64) -> String {
-    let dir = common::data_dir().join("nexmark");
-    let gen = std::fs::read_to_string(dir.join("ddl_gen.sql")).unwrap();
-    let views = std::fs::read_to_string(dir.join("ddl_views.sql")).unwrap();
-    format!("{gen};\n{views}")
-        .replace("${TPS}", &tps.to_string())
-        .replace("${EVENTS_NUM}", &events.to_string())
-        .replace("${PERSON_PROPORTION}", "1")
-        .replace("${AUCTION_PROPORTION}", "3")
-        .replace("${BID_PROPORTION}", "46")
-        .replace("${NEXMARK_TABLE}", "datagen")
-}
-
 /// The `nexmark` connector in Flink's table shape, under Nexmark's own DDL:
 /// people, auctions and bids in the 1:3:46 mix, ids as the reference
 /// generator numbers them (people and auctions from 1000, one of each per
@@ -811,7 +797,7 @@ async fn the_nexmark_connector_makes_the_reference_events() {
         let server = TestServer::start_in(data.path(), &["--parallelism", parallelism]);
         let client = server.client().await;
         client
-            .batch_execute(&nexmark_ddl(events, 10_000_000))
+            .batch_execute(&common::nexmark::ddl(events, 10_000_000, None, "datagen"))
             .await
             .unwrap();
         execute(
@@ -858,8 +844,6 @@ async fn the_nexmark_connector_makes_the_reference_events() {
 /// that run never become fewer, and none of their jobs fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nexmark_queries_run_as_written_or_are_refused_by_name() {
-    // Accepted as of this commit; the count may only go up.
-    const ACCEPTED: &[usize] = &[0, 1, 2, 10, 15, 16, 17, 21, 22];
     let data = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(out.path().join("data")).unwrap();
@@ -867,18 +851,13 @@ async fn nexmark_queries_run_as_written_or_are_refused_by_name() {
     let server = TestServer::start_in(data.path(), &[]);
     let client = server.client().await;
     client
-        .batch_execute(&nexmark_ddl(5_000, 1_000_000))
+        .batch_execute(&common::nexmark::ddl(5_000, 1_000_000, None, "datagen"))
         .await
         .unwrap();
-    let dir = common::data_dir().join("nexmark");
     let mut accepted = Vec::new();
     let mut table = Vec::new();
     for q in 0..=22usize {
-        let text = std::fs::read_to_string(dir.join(format!("q{q}.sql")))
-            .unwrap()
-            .replace("${NEXMARK_DIR}", &out.path().display().to_string())
-            .replace("${FLINK_HOME}", &out.path().display().to_string())
-            .replace("${SUBMIT_TIME}", "t");
+        let text = common::nexmark::query(q, out.path());
         match client.batch_execute(&text).await {
             Ok(()) => {
                 accepted.push(q);
@@ -898,7 +877,7 @@ async fn nexmark_queries_run_as_written_or_are_refused_by_name() {
         }
     }
     eprintln!("{}", table.join("\n"));
-    for q in ACCEPTED {
+    for q in common::nexmark::ACCEPTED {
         assert!(
             accepted.contains(q),
             "q{q} ran before:\n{}",
@@ -911,15 +890,6 @@ async fn nexmark_queries_run_as_written_or_are_refused_by_name() {
             wait_finished(&client, &job[0]).await;
         }
     }
-}
-
-/// The query of a Nexmark file: its INSERT's SELECT, as written.
-fn nexmark_select(q: usize) -> String {
-    let text =
-        std::fs::read_to_string(common::data_dir().join(format!("nexmark/q{q}.sql"))).unwrap();
-    let insert = format!("INSERT INTO nexmark_q{q}");
-    let at = text.find(&insert).unwrap() + insert.len();
-    text[at..].trim().trim_end_matches(';').to_string()
 }
 
 /// Nexmark q1, q2, q21 and q22 as written, run as views over the `nexmark`
@@ -940,13 +910,16 @@ async fn nexmark_queries_equal_the_answers_from_the_generator() {
     let server = TestServer::start();
     let client = server.client().await;
     client
-        .batch_execute(&nexmark_ddl(events, 1_000_000))
+        .batch_execute(&common::nexmark::ddl(events, 1_000_000, None, "datagen"))
         .await
         .unwrap();
     for q in [1, 2, 21, 22] {
         execute(
             &client,
-            &format!("CREATE MATERIALIZED VIEW q{q} AS {}", nexmark_select(q)),
+            &format!(
+                "CREATE MATERIALIZED VIEW q{q} AS {}",
+                common::nexmark::select(q)
+            ),
         )
         .await;
     }
@@ -1039,4 +1012,18 @@ async fn nexmark_queries_equal_the_answers_from_the_generator() {
         ),
         sorted(want)
     );
+}
+
+/// Every Nexmark query Sluice runs, as written, over the same 10,000
+/// events, equals DataFusion's batch answer of the same query (an ad-hoc
+/// query over a materialized view of the events, in a second server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_nexmark_queries_equal_the_batch_answers() {
+    let answers = common::nexmark::streaming_and_batch(10_000, common::nexmark::TIMELESS).await;
+    for (q, view, batch) in answers {
+        eprintln!("q{q}: {} rows, first {:?}", batch.len(), batch.first());
+        assert!(!batch.is_empty(), "q{q} has an answer");
+        assert_eq!(view.len(), batch.len(), "q{q}: rows");
+        assert_eq!(view, batch, "q{q}");
+    }
 }

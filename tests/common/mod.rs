@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod kafka;
+pub mod nexmark;
 pub mod slt;
 
 use std::io::{BufRead, BufReader};
