@@ -6,8 +6,13 @@
 //! environment: `QUERIES` (e.g. `q0,q5`; default: every query Sluice runs),
 //! `EVENTS` (default 10000000), `TPS` (Nexmark's `${TPS}`, the events' rate
 //! in event time; default 10000000, as in Nexmark's own suites),
-//! `PARALLELISM`, `CHECKPOINT_INTERVAL` and `STATE_CACHE` (server), and
-//! `CHECK_EVENTS` (default 100000; 0 for no check).
+//! `PARALLELISM`, `CHECKPOINT_INTERVAL` and `STATE_CACHE` (server),
+//! `CHECK_EVENTS` (default 100000; 0 for no check), and `SOURCE`:
+//! `nexmark` (default: the `nexmark` connector) or `files`, the same
+//! events read from a JSON file, which is written first (once) into
+//! `target/bench-data/nexmark-<EVENTS>/`, with its DDL as `_ddl.sql`:
+//! what `benches/flink/nexmark.sh` gives Flink. (Their times are spaced
+//! by 10000000 events per second, whatever `TPS`.)
 //!
 //! Per query: a fresh server, `ddl_gen.sql` and `ddl_views.sql`, then the
 //! query file (its sink table and its INSERT), timed from the INSERT until
@@ -52,7 +57,7 @@ fn queries() -> Vec<usize> {
     }
 }
 
-async fn run(q: usize, events: u64, tps: u64) -> Outcome {
+async fn run(q: usize, ddl: &str) -> Outcome {
     let data = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(out.path().join("data")).unwrap();
@@ -61,10 +66,7 @@ async fn run(q: usize, events: u64, tps: u64) -> Outcome {
     let flags: Vec<&str> = flags.iter().map(|s| s.as_str()).collect();
     let server = TestServer::start_in(&data.path().join("data"), &flags);
     let client = server.client().await;
-    client
-        .batch_execute(&common::nexmark::ddl(events, tps, None, "datagen"))
-        .await
-        .unwrap();
+    client.batch_execute(ddl).await.unwrap();
     let cpu_before = cpu_seconds(server.pid());
     let started = Instant::now();
     if let Err(e) = client
@@ -111,6 +113,17 @@ fn main() {
     let tps = env("TPS", 10_000_000) as u64;
     let check_events = env("CHECK_EVENTS", 100_000) as u64;
     let queries = queries();
+    let ddl = match std::env::var("SOURCE").as_deref() {
+        Ok("files") => {
+            let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("target/bench-data/nexmark-{events}"));
+            common::nexmark::export(events, &dir);
+            println!("events in {}", dir.display());
+            std::fs::read_to_string(dir.join("_ddl.sql")).unwrap()
+        }
+        Ok("nexmark") | Err(_) => common::nexmark::ddl(events, tps, None, "datagen"),
+        Ok(other) => panic!("SOURCE: nexmark or files, not {other}"),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -121,7 +134,7 @@ fn main() {
         "|---|---|---|---|---|---|---|".to_string(),
     ];
     for &q in &queries {
-        let line = match runtime.block_on(run(q, events, tps)) {
+        let line = match runtime.block_on(run(q, &ddl)) {
             Outcome::Ran {
                 seconds,
                 cpu_seconds,

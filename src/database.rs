@@ -601,6 +601,11 @@ impl Database {
                     ))
                     .at(create.from_position));
                 };
+                let upstream = self
+                    .jobs
+                    .lock()
+                    .get(&create.from)
+                    .map(|j| j.metrics.clone());
                 Some(file_sink::start(
                     &create.name,
                     id,
@@ -609,6 +614,7 @@ impl Database {
                     log.shards,
                     log.schema,
                     self.store.clone(),
+                    upstream,
                 )?)
             }
             // Print and blackhole sinks: their views do the work.

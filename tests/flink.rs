@@ -1027,3 +1027,73 @@ async fn accepted_nexmark_queries_equal_the_batch_answers() {
         assert_eq!(view, batch, "q{q}");
     }
 }
+
+/// The JSON file the benchmarks give Flink holds the `nexmark` connector's
+/// events, under Nexmark's field names: the same sums over both.
+#[tokio::test]
+async fn the_exported_nexmark_events_are_the_connectors() {
+    let dir = tempfile::tempdir().unwrap();
+    common::nexmark::export(5_000, dir.path());
+    let server = TestServer::start();
+    let client = server.client().await;
+    let over_files = std::fs::read_to_string(dir.path().join("_ddl.sql")).unwrap();
+    let at = over_files.find("CREATE VIEW").unwrap();
+    client
+        .batch_execute(&over_files[..at].replace("TABLE datagen", "TABLE from_files"))
+        .await
+        .unwrap();
+    let generated = common::nexmark::ddl(5_000, 10_000_000, Some(common::nexmark::BASE_TIME), "x");
+    let at = generated.find("CREATE VIEW").unwrap();
+    client.batch_execute(&generated[..at]).await.unwrap();
+    let sums =
+        "SELECT COUNT(*) AS n, SUM(bid.price) AS prices, COUNT(person.emailAddress) AS emails, \
+        SUM(auction.reserve) AS reserves, MIN(`dateTime`) AS first, MAX(`dateTime`) AS last, \
+        MAX(auction.expires) AS expires, MAX(bid.url) AS url, MAX(auction.itemName) AS item";
+    for table in ["from_files", "datagen"] {
+        execute(
+            &client,
+            &format!("CREATE MATERIALIZED VIEW sums_{table} AS {sums} FROM {table}"),
+        )
+        .await;
+    }
+    for table in ["from_files", "datagen"] {
+        wait_finished(&client, &format!("sums_{table}")).await;
+    }
+    let from_files = rows(&client, "SELECT * FROM sums_from_files").await;
+    assert_eq!(from_files[0][0], "5000");
+    assert_eq!(
+        from_files,
+        rows(&client, "SELECT * FROM sums_datagen").await
+    );
+}
+
+/// A filesystem sink fed by a bounded query writes its last rows as soon
+/// as the query has ended (not at the next rollover), and then shows
+/// finished: a finished INSERT job has written every row.
+#[tokio::test]
+async fn a_finished_file_insert_has_written_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start();
+    let client = server.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE numbers (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '1000', \
+               'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '1000');
+             CREATE TABLE out (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+             INSERT INTO out SELECT id FROM numbers;",
+            dir.path().display()
+        ))
+        .await
+        .unwrap();
+    wait_finished(&client, "insert_into_out").await;
+    let mut ids: Vec<i64> = Vec::new();
+    for file in std::fs::read_dir(dir.path()).unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            ids.push(row["id"].as_i64().unwrap());
+        }
+    }
+    ids.sort();
+    assert_eq!(ids, (1..=1000).collect::<Vec<i64>>());
+}

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::connector::format::FormatSpec;
 use crate::connector::Worker;
 use crate::error::{Error, Result};
-use crate::metrics::{JobMetrics, Part};
+use crate::metrics::{JobMetrics, JobStatus, Part};
 use crate::options::Options;
 use crate::state::view::ViewLog;
 use crate::state::Store;
@@ -269,6 +269,9 @@ pub fn forget(store: &Store, id: u64) -> Result<()> {
 
 /// Starts sink `id` (named `name`): a thread writing the committed
 /// batches of `log` (with `shards` shards, rows of `schema`) as files.
+/// When the job that fills the log (`upstream`) has finished, its last rows
+/// are written at once, and the sink then finishes too.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     name: &str,
     id: u64,
@@ -277,6 +280,7 @@ pub fn start(
     shards: usize,
     schema: SchemaRef,
     store: Arc<Store>,
+    upstream: Option<Arc<JobMetrics>>,
 ) -> Result<Worker> {
     spec.check(&schema)?;
     std::fs::create_dir_all(&spec.path).map_err(|e| {
@@ -294,6 +298,7 @@ pub fn start(
         shards,
         store,
         metrics: metrics.clone(),
+        upstream,
     };
     Worker::spawn(format!("sluice-fsink-{id}"), "sink", metrics, move |stop| {
         writer.run(stop)
@@ -307,6 +312,9 @@ struct FileWriter {
     shards: usize,
     store: Arc<Store>,
     metrics: Arc<JobMetrics>,
+    /// The job that fills the log: once it has finished, nothing waits for
+    /// the rollover interval.
+    upstream: Option<Arc<JobMetrics>>,
 }
 
 impl FileWriter {
@@ -322,7 +330,11 @@ impl FileWriter {
         }
         let mut last = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            if last.elapsed() < self.spec.rollover {
+            let ended = self
+                .upstream
+                .as_ref()
+                .is_some_and(|m| m.status().0 == JobStatus::Finished);
+            if !ended && last.elapsed() < self.spec.rollover {
                 std::thread::sleep(NAP);
                 continue;
             }
@@ -336,6 +348,12 @@ impl FileWriter {
                 self.finish_round(&mut progress, &round)?;
             }
             self.commit_partitions(&mut progress)?;
+            if ended && round.is_empty() {
+                if progress.pending.is_empty() {
+                    self.metrics.set_finished();
+                }
+                std::thread::sleep(NAP);
+            }
         }
         Ok(())
     }
@@ -537,7 +555,7 @@ impl FileWriter {
         };
         std::fs::create_dir_all(dir).map_err(|e| failed("create the directory", e))?;
         let extension = match self.spec.format {
-            FormatSpec::Json => "json",
+            FormatSpec::Json(_) => "json",
             FormatSpec::Csv(_) => "csv",
         };
         let done = dir.join(format!("{name}.{extension}"));
@@ -545,8 +563,15 @@ impl FileWriter {
         let mut file = std::fs::File::create(&temp).map_err(|e| failed("create a file", e))?;
         let mut text = Vec::new();
         match &self.spec.format {
-            FormatSpec::Json => {
-                let mut writer = arrow::json::LineDelimitedWriter::new(&mut text);
+            FormatSpec::Json(json) => {
+                let mut builder = arrow::json::WriterBuilder::new();
+                if !json.iso_times {
+                    // Flink's SQL spelling of times: `2024-01-01 10:00:00.123`.
+                    builder = builder
+                        .with_timestamp_format("%Y-%m-%d %H:%M:%S%.3f".into())
+                        .with_timestamp_tz_format("%Y-%m-%d %H:%M:%S%.3fZ".into());
+                }
+                let mut writer = builder.build::<_, arrow::json::writer::LineDelimited>(&mut text);
                 writer.write(batch)?;
                 writer.finish()?;
             }

@@ -20,8 +20,16 @@ use crate::options::Options;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FormatSpec {
-    Json,
+    Json(JsonSpec),
     Csv(CsvSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonSpec {
+    /// `json.timestamp-format.standard` = 'ISO-8601': times are written
+    /// `2024-01-01T00:00:00.123`; by default (SQL) `2024-01-01 00:00:00.123`,
+    /// as Flink writes them. Either is read.
+    pub iso_times: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +45,7 @@ pub struct CsvSpec {
 impl FormatSpec {
     pub fn name(&self) -> &'static str {
         match self {
-            FormatSpec::Json => "json",
+            FormatSpec::Json(_) => "json",
             FormatSpec::Csv(_) => "csv",
         }
     }
@@ -46,7 +54,20 @@ impl FormatSpec {
     pub fn from_options(opts: &mut Options) -> Result<Self> {
         let format = opts.take("format").unwrap_or_else(|| "json".into());
         match format.to_ascii_lowercase().as_str() {
-            "json" => Ok(FormatSpec::Json),
+            "json" => {
+                let standard = opts.take("json.timestamp-format.standard");
+                let iso_times = match standard.as_deref().map(str::to_ascii_uppercase).as_deref() {
+                    None | Some("SQL") => false,
+                    Some("ISO-8601") => true,
+                    Some(_) => {
+                        return Err(Error::invalid_parameter(format!(
+                            "invalid 'json.timestamp-format.standard' \"{}\"; use SQL or ISO-8601",
+                            standard.unwrap_or_default()
+                        )))
+                    }
+                };
+                Ok(FormatSpec::Json(JsonSpec { iso_times }))
+            }
             "csv" => {
                 let delimiter = single_byte(
                     opts.take("csv.field-delimiter"),
@@ -150,7 +171,7 @@ impl RecordDecoder {
     /// their key: a spelling the records do not use. Only columns that are
     /// all NULL are searched for, so this costs nothing on good data.
     fn missing_columns(&self, batch: &RecordBatch, bytes: &[u8]) -> Vec<usize> {
-        if self.format != FormatSpec::Json || batch.num_rows() == 0 {
+        if !matches!(self.format, FormatSpec::Json(_)) || batch.num_rows() == 0 {
             return Vec::new();
         }
         let mut missing = Vec::new();
@@ -216,7 +237,7 @@ impl RecordDecoder {
     fn decode_declared(&self, bytes: &[u8], expected_rows: usize) -> Result<RecordBatch> {
         let batch_size = expected_rows.max(1) + 1;
         match &self.format {
-            FormatSpec::Json => {
+            FormatSpec::Json(_) => {
                 let mut decoder = arrow::json::ReaderBuilder::new(self.declared.clone())
                     .with_batch_size(batch_size)
                     .build_decoder()?;
@@ -455,9 +476,13 @@ mod tests {
     #[test]
     fn json_fast_path() {
         let (buf, ranges) = lines("{\"a\": 1, \"b\": \"x\"}\n{\"a\": 2}\n");
-        let d = RecordDecoder::new(FormatSpec::Json, schema(), schema())
-            .decode(&buf, &ranges)
-            .unwrap();
+        let d = RecordDecoder::new(
+            FormatSpec::Json(JsonSpec { iso_times: false }),
+            schema(),
+            schema(),
+        )
+        .decode(&buf, &ranges)
+        .unwrap();
         assert_eq!(d.batch.num_rows(), 2);
         assert!(d.record_of_row.is_none());
         assert!(d.batch.column(1).is_null(1));
@@ -468,9 +493,13 @@ mod tests {
         let (buf, ranges) = lines(
             "{\"a\": 1}\nnot json\n{\"a\": \"abc\"}\n[1, 2]\n{\"a\": 5}\n{\"a\": 6}{\"a\": 7}\n",
         );
-        let d = RecordDecoder::new(FormatSpec::Json, schema(), schema())
-            .decode(&buf, &ranges)
-            .unwrap();
+        let d = RecordDecoder::new(
+            FormatSpec::Json(JsonSpec { iso_times: false }),
+            schema(),
+            schema(),
+        )
+        .decode(&buf, &ranges)
+        .unwrap();
         assert_eq!(d.batch.num_rows(), 2);
         assert_eq!(d.record_of_row, Some(vec![0, 4]));
         let bad: Vec<usize> = d.bad.iter().map(|(i, _)| *i).collect();

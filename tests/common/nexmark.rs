@@ -56,6 +56,77 @@ pub fn select(q: usize) -> String {
     text[at..].trim().trim_end_matches(';').to_string()
 }
 
+/// The time of the first event where tests fix it.
+pub const BASE_TIME: &str = "2024-01-01 00:00:00";
+
+/// Nexmark's DDL with its `datagen` table over the JSON files in `dir`
+/// (written by [`export`]) instead of the generator: what Flink reads, and
+/// Sluice too when the two are compared.
+pub fn ddl_over_files(dir: &Path) -> String {
+    let (gen, views) = split_views(&ddl(0, 1, None, "datagen"));
+    let head = &gen[..gen.find(") WITH (").unwrap()];
+    format!(
+        "{head}) WITH ('connector' = 'filesystem', 'path' = 'file://{}', 'format' = 'json');\n{views}",
+        dir.display()
+    )
+}
+
+/// Writes `events` Nexmark events (from [`BASE_TIME`]) as JSON lines in
+/// `dir/events.json`, with [`ddl_over_files`] beside them as `_ddl.sql`;
+/// nothing when they are there already. The events come from the `nexmark`
+/// crate, whose events Sluice's connector makes field for field (a unit
+/// test holds this), under the field names Nexmark's DDL declares.
+pub fn export(events: u64, dir: &Path) {
+    use nexmark::event::Event;
+    use std::io::Write;
+    let done = dir.join("_ddl.sql");
+    if done.exists() {
+        return;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let base = chrono::NaiveDateTime::parse_from_str(BASE_TIME, "%Y-%m-%d %H:%M:%S")
+        .unwrap()
+        .and_utc()
+        .timestamp_millis() as u64;
+    let config = nexmark::config::NexmarkConfig {
+        base_time: base,
+        first_rate: 10_000_000,
+        next_rate: 10_000_000,
+        ..Default::default()
+    };
+    let time = |ms: u64| {
+        chrono::DateTime::from_timestamp_millis(ms as i64)
+            .unwrap()
+            .format("%Y-%m-%d %H:%M:%S%.3f")
+    };
+    let file = std::fs::File::create(dir.join("events.json")).unwrap();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    for event in nexmark::EventGenerator::new(config).take(events as usize) {
+        match event {
+            Event::Person(p) => writeln!(
+                out,
+                r#"{{"event_type":0,"person":{{"id":{},"name":"{}","emailAddress":"{}","creditCard":"{}","city":"{}","state":"{}","dateTime":"{}","extra":"{}"}}}}"#,
+                p.id, p.name, p.email_address, p.credit_card, p.city, p.state, time(p.date_time), p.extra
+            ),
+            Event::Auction(a) => writeln!(
+                out,
+                r#"{{"event_type":1,"auction":{{"id":{},"itemName":"{}","description":"{}","initialBid":{},"reserve":{},"dateTime":"{}","expires":"{}","seller":{},"category":{},"extra":"{}"}}}}"#,
+                a.id, a.item_name, a.description, a.initial_bid, a.reserve, time(a.date_time), time(a.expires), a.seller, a.category, a.extra
+            ),
+            Event::Bid(b) => writeln!(
+                out,
+                r#"{{"event_type":2,"bid":{{"auction":{},"bidder":{},"price":{},"channel":"{}","url":"{}","dateTime":"{}","extra":"{}"}}}}"#,
+                b.auction, b.bidder, b.price, b.channel, b.url, time(b.date_time), b.extra
+            ),
+        }
+        .unwrap();
+    }
+    out.flush().unwrap();
+    // Hidden from readers of the directory by its leading '_'.
+    std::fs::write(&done, ddl_over_files(&dir.join("events.json"))).unwrap();
+}
+
 /// Runs each of `queries` (their SELECTs as written) as a materialized view
 /// over `events` events, and the same SELECT in batch (DataFusion, through
 /// an ad-hoc query) over a materialized view of the same events in a second
@@ -64,11 +135,10 @@ pub async fn streaming_and_batch(
     events: u64,
     queries: &[usize],
 ) -> Vec<(usize, Vec<Vec<String>>, Vec<Vec<String>>)> {
-    const BASE: &str = "2024-01-01 00:00:00";
     let streaming = TestServer::start();
     let stream = streaming.client().await;
     stream
-        .batch_execute(&ddl(events, 10_000, Some(BASE), "datagen"))
+        .batch_execute(&ddl(events, 10_000, Some(BASE_TIME), "datagen"))
         .await
         .unwrap();
     for q in queries {
@@ -77,7 +147,7 @@ pub async fn streaming_and_batch(
     }
     let batch_server = TestServer::start();
     let batch = batch_server.client().await;
-    let (gen, views) = split_views(&ddl(events, 10_000, Some(BASE), "nexmark_events"));
+    let (gen, views) = split_views(&ddl(events, 10_000, Some(BASE_TIME), "nexmark_events"));
     batch.batch_execute(&gen).await.unwrap();
     batch
         .batch_execute("CREATE MATERIALIZED VIEW nexmark_events AS SELECT * FROM datagen")
