@@ -473,16 +473,18 @@ mod tests {
         (buf, ranges)
     }
 
-    #[test]
-    fn json_fast_path() {
-        let (buf, ranges) = lines("{\"a\": 1, \"b\": \"x\"}\n{\"a\": 2}\n");
-        let d = RecordDecoder::new(
+    fn json_decoder() -> RecordDecoder {
+        RecordDecoder::new(
             FormatSpec::Json(JsonSpec { iso_times: false }),
             schema(),
             schema(),
         )
-        .decode(&buf, &ranges)
-        .unwrap();
+    }
+
+    #[test]
+    fn json_fast_path() {
+        let (buf, ranges) = lines("{\"a\": 1, \"b\": \"x\"}\n{\"a\": 2}\n");
+        let d = json_decoder().decode(&buf, &ranges).unwrap();
         assert_eq!(d.batch.num_rows(), 2);
         assert!(d.record_of_row.is_none());
         assert!(d.batch.column(1).is_null(1));
@@ -493,13 +495,7 @@ mod tests {
         let (buf, ranges) = lines(
             "{\"a\": 1}\nnot json\n{\"a\": \"abc\"}\n[1, 2]\n{\"a\": 5}\n{\"a\": 6}{\"a\": 7}\n",
         );
-        let d = RecordDecoder::new(
-            FormatSpec::Json(JsonSpec { iso_times: false }),
-            schema(),
-            schema(),
-        )
-        .decode(&buf, &ranges)
-        .unwrap();
+        let d = json_decoder().decode(&buf, &ranges).unwrap();
         assert_eq!(d.batch.num_rows(), 2);
         assert_eq!(d.record_of_row, Some(vec![0, 4]));
         let bad: Vec<usize> = d.bad.iter().map(|(i, _)| *i).collect();
