@@ -29,7 +29,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::bench::{cpu_seconds, env, peak_memory_mib, server_flags};
-use common::{job_status, TestServer};
+use common::{wait_finished_within, TestServer};
 
 /// One query's run.
 enum Outcome {
@@ -77,15 +77,7 @@ async fn run(q: usize, ddl: &str) -> Outcome {
     }
     // The INSERT's job, as sluice.jobs names it.
     let job = format!("__sink_insert_into_nexmark_q{q}");
-    loop {
-        let (status, error) = job_status(&client, &job).await;
-        match status.as_str() {
-            "finished" => break,
-            "failed" => panic!("q{q}: job {job} failed: {error:?}"),
-            "" if started.elapsed() > Duration::from_secs(30) => panic!("q{q}: no job {job}"),
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
+    wait_finished_within(&client, &job, Duration::from_secs(3600)).await;
     let seconds = started.elapsed().as_secs_f64();
     let rows_out = common::rows(
         &client,

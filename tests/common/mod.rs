@@ -302,7 +302,13 @@ pub async fn wait_rows_out(client: &Client, job: &str, rows_out: u64) {
 
 /// Waits until a job over a bounded source has finished.
 pub async fn wait_finished(client: &Client, view: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    wait_finished_within(client, view, Duration::from_secs(120)).await
+}
+
+/// Waits until job `view` has finished, for up to `timeout` (panics if it
+/// fails, or does not finish in time).
+pub async fn wait_finished_within(client: &Client, view: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
     loop {
         let (status, error) = job_status(client, view).await;
         match status.as_str() {
@@ -313,7 +319,8 @@ pub async fn wait_finished(client: &Client, view: &str) {
         if Instant::now() > deadline {
             panic!("job {view} did not finish (status {status}, error {error:?})");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Often enough that a benchmark's time is not the poll's.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

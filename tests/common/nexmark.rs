@@ -168,7 +168,7 @@ pub async fn streaming_and_batch(
 }
 
 /// `ddl_gen.sql` and `ddl_views.sql`, apart.
-fn split_views(ddl: &str) -> (String, String) {
+pub fn split_views(ddl: &str) -> (String, String) {
     let at = ddl.find("CREATE VIEW").unwrap();
     (ddl[..at].to_string(), ddl[at..].to_string())
 }

@@ -16,7 +16,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMillisecondArray};
+use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray, TimestampMillisecondArray};
 use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use rand_08::rngs::SmallRng;
 use rand_08::seq::SliceRandom;
@@ -184,8 +184,9 @@ impl Generator {
         first + rng.gen_range(0..(last - first + 1 + AUCTION_ID_LEAD) as usize) as u64
     }
 
-    /// Appends the `count` events first, first + step, ... to `out`.
-    pub fn make(&self, first: u64, step: u64, count: usize, out: &mut Events) {
+    /// The `count` events first, first + step, ...
+    pub fn make(&self, first: u64, step: u64, count: usize) -> Events {
+        let mut out = Events::default();
         out.reserve(count, &self.settings);
         for n in (0..count as u64).map(|k| first + k * step) {
             let e = self.place(n);
@@ -193,18 +194,17 @@ impl Generator {
             out.kinds.push(kind as i32);
             out.times.push(self.time(n) as i64);
             let rng = &mut SmallRng::seed_from_u64(n);
-            out.person.open(kind == Kind::Person);
-            out.auction.open(kind == Kind::Auction);
-            out.bid.open(kind == Kind::Bid);
             match kind {
                 Kind::Person => self.person(e, rng, &mut out.person),
                 Kind::Auction => self.auction(e, rng, &mut out.auction),
                 Kind::Bid => self.bid(e, rng, &mut out.bid),
             }
-            out.person.close();
-            out.auction.close();
-            out.bid.close();
+            let rows = out.kinds.len();
+            out.person.close(rows);
+            out.auction.close(rows);
+            out.bid.close(rows);
         }
+        out
     }
 
     fn person(&self, e: Place, rng: &mut SmallRng, p: &mut Columns) {
@@ -441,7 +441,6 @@ impl Text {
 pub struct Columns {
     ints: Vec<Vec<i64>>,
     texts: Vec<Text>,
-    present: Vec<bool>,
 }
 
 impl Columns {
@@ -449,17 +448,12 @@ impl Columns {
         Columns {
             ints: vec![Vec::new(); ints],
             texts: (0..texts).map(|_| Text::default()).collect(),
-            present: Vec::new(),
         }
     }
 
-    fn open(&mut self, present: bool) {
-        self.present.push(present);
-    }
-
-    /// Ends the row: columns the event did not write get 0 or "".
-    fn close(&mut self) {
-        let rows = self.present.len();
+    /// Ends the row, the `rows`th: columns the event did not write get 0
+    /// or "".
+    fn close(&mut self, rows: usize) {
         for ints in &mut self.ints {
             if ints.len() < rows {
                 ints.push(0);
@@ -558,13 +552,6 @@ fn slot(kind: Kind, field: &str) -> Slot {
     }
 }
 
-/// A value column of a finished batch.
-pub enum Values {
-    Int(Int64Array),
-    Text(ArrayRef),
-    Time(TimestampMillisecondArray),
-}
-
 impl Events {
     /// Room for `count` events, so that no buffer grows while they are
     /// made: each text gets its kind's share of the events times about its
@@ -599,31 +586,22 @@ impl Events {
             for ints in &mut columns.ints {
                 ints.reserve(count);
             }
-            columns.present.reserve(count);
         }
     }
 
     /// The `event_type` column.
-    pub fn kinds(&self) -> Int64Array {
-        Int64Array::from_iter_values(self.kinds.iter().map(|&k| k as i64))
+    pub fn kinds(&self) -> Int32Array {
+        Int32Array::from(self.kinds.clone())
     }
 
     /// Which rows hold events of `kind`.
     pub fn nulls(&self, kind: Kind) -> NullBuffer {
-        NullBuffer::from(self.columns(kind).present.clone())
-    }
-
-    fn columns(&self, kind: Kind) -> &Columns {
-        match kind {
-            Kind::Person => &self.person,
-            Kind::Auction => &self.auction,
-            Kind::Bid => &self.bid,
-        }
+        NullBuffer::from_iter(self.kinds.iter().map(|&k| k == kind as i32))
     }
 
     /// The values of `kind`'s `field` (lower case), NULL where `nulls` is.
     /// They are moved out: each field is taken once.
-    pub fn take(&mut self, kind: Kind, field: &str, nulls: &NullBuffer) -> Values {
+    pub fn take(&mut self, kind: Kind, field: &str, nulls: &NullBuffer) -> ArrayRef {
         let nulls = Some(nulls.clone());
         let columns = match kind {
             Kind::Person => &mut self.person,
@@ -631,19 +609,19 @@ impl Events {
             Kind::Bid => &mut self.bid,
         };
         match slot(kind, field) {
-            Slot::Int(i) => Values::Int(Int64Array::new(
+            Slot::Int(i) => Arc::new(Int64Array::new(
                 std::mem::take(&mut columns.ints[i]).into(),
                 nulls,
             )),
-            Slot::Expires => Values::Time(TimestampMillisecondArray::new(
+            Slot::Expires => Arc::new(TimestampMillisecondArray::new(
                 std::mem::take(&mut columns.ints[3]).into(),
                 nulls,
             )),
-            Slot::Time => Values::Time(TimestampMillisecondArray::new(
+            Slot::Time => Arc::new(TimestampMillisecondArray::new(
                 self.times.clone().into(),
                 nulls,
             )),
-            Slot::Text(i) => Values::Text(columns.texts[i].finish(nulls)),
+            Slot::Text(i) => columns.texts[i].finish(nulls),
         }
     }
 }
@@ -674,14 +652,13 @@ mod tests {
         std::str::from_utf8(&t.bytes[from..to]).unwrap()
     }
 
-    /// Every field of events `first`, `first + step`, ... is the `nexmark`
-    /// crate's, and every time is the reference's: n / rate after the
-    /// base, in whole ms.
+    /// Every field and time of events `first`, `first + step`, ... is the
+    /// `nexmark` crate's, and every time is n / rate after the base,
+    /// rounded to ms (within 1 ms: the crate computes in f32).
     fn equal_the_crate(first: u64, step: u64, count: usize) {
         let base = 1_700_000_000_000;
         let generator = Generator::new(settings(), base);
-        let mut events = Events::default();
-        generator.make(first, step, count, &mut events);
+        let events = generator.make(first, step, count);
         let config = nexmark::config::NexmarkConfig {
             base_time: base,
             ..Default::default()
@@ -748,9 +725,9 @@ mod tests {
                     }
                 }
             }
-            for (columns, kind) in [(p, Kind::Person), (a, Kind::Auction), (b, Kind::Bid)] {
+            for kind in [Kind::Person, Kind::Auction, Kind::Bid] {
                 assert_eq!(
-                    columns.present[row],
+                    events.nulls(kind).is_valid(row),
                     generator.kind_at(generator.place(n)) == kind
                 );
             }

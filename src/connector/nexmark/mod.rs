@@ -24,6 +24,8 @@
 
 mod events;
 
+use std::sync::Arc;
+
 use arrow::array::{ArrayRef, RecordBatch, StructArray};
 use arrow::datatypes::{DataType, Fields, SchemaRef};
 
@@ -31,9 +33,7 @@ use crate::connector::generator::{self, Pace};
 use crate::connector::{EventSender, ReaderContext, SourceReader};
 use crate::error::{Error, Result};
 use crate::options::Options;
-use events::{
-    Events, Generator, Kind, Settings, Values, AUCTION_FIELDS, BID_FIELDS, PERSON_FIELDS,
-};
+use events::{Events, Generator, Kind, Settings, AUCTION_FIELDS, BID_FIELDS, PERSON_FIELDS};
 
 /// The name of a generator instance's one split.
 const GENERATOR_SPLIT: &str = "nexmark";
@@ -214,9 +214,7 @@ impl NexmarkReader {
             .iter()
             .map(|field| {
                 let kind = match field.name().to_ascii_lowercase().as_str() {
-                    "event_type" => {
-                        return Ok(arrow::compute::cast(&events.kinds(), field.data_type())?)
-                    }
+                    "event_type" => return as_type(Arc::new(events.kinds()), field.data_type()),
                     "person" => Kind::Person,
                     "auction" => Kind::Auction,
                     _ => Kind::Bid,
@@ -238,22 +236,24 @@ fn row_column(events: &mut Events, kind: Kind, fields: &Fields) -> Result<ArrayR
     let children = fields
         .iter()
         .map(|f| {
-            let values: ArrayRef = match events.take(kind, &f.name().to_ascii_lowercase(), &nulls) {
-                Values::Int(ints) => std::sync::Arc::new(ints),
-                Values::Time(times) => std::sync::Arc::new(times),
-                Values::Text(texts) => texts,
-            };
-            Ok(match values.data_type() == f.data_type() {
-                true => values,
-                false => arrow::compute::cast(&values, f.data_type())?,
-            })
+            let values = events.take(kind, &f.name().to_ascii_lowercase(), &nulls);
+            as_type(values, f.data_type())
         })
         .collect::<Result<Vec<ArrayRef>>>()?;
-    Ok(std::sync::Arc::new(StructArray::try_new(
+    Ok(Arc::new(StructArray::try_new(
         fields.clone(),
         children,
         Some(nulls),
     )?))
+}
+
+/// `values` as the table declares its column (`event_type INT`, or
+/// `BIGINT`), cast only when it differs.
+fn as_type(values: ArrayRef, declared: &DataType) -> Result<ArrayRef> {
+    Ok(match values.data_type() == declared {
+        true => values,
+        false => arrow::compute::cast(&values, declared)?,
+    })
 }
 
 impl SourceReader for NexmarkReader {
@@ -272,11 +272,7 @@ impl SourceReader for NexmarkReader {
                 (now_ms as f64 - first as f64 * self.spec.inter_event_ms()).max(0.0) as u64,
             );
             let generator = Generator::new(self.spec.settings.clone(), base_ms);
-            Ok(move |first, n| {
-                let mut events = Events::default();
-                generator.make(first, p, n, &mut events);
-                self.batch(events)
-            })
+            Ok(move |first, n| self.batch(generator.make(first, p, n)))
         })
     }
 }
