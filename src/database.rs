@@ -242,6 +242,7 @@ impl Database {
             false => Some(UpsertKafkaSpec::from_options(
                 &create.options,
                 &def.schema,
+                def.declared.clone(),
                 &def.key,
             )?),
         };
@@ -368,13 +369,17 @@ impl Database {
     /// Whether `INSERT INTO name` starts a job (a table with a connector)
     /// rather than changing an ordinary table's rows.
     pub fn insert_starts_job(&self, name: &str) -> bool {
-        matches!(
-            self.catalog.read().get(name),
-            Some(Entry::Source(s)) if matches!(
+        match self.catalog.read().get(name) {
+            Some(Entry::Source(s)) => matches!(
                 s.plan.spec.connector,
-                ConnectorSpec::Kafka(_) | ConnectorSpec::Filesystem(_) | ConnectorSpec::WriteOnly(_)
-            )
-        )
+                ConnectorSpec::Kafka(_)
+                    | ConnectorSpec::Filesystem(_)
+                    | ConnectorSpec::WriteOnly(_)
+            ),
+            // An upsert-kafka table, written through its topic.
+            Some(Entry::Table(t)) => t.topic.is_some(),
+            _ => false,
+        }
     }
 
     /// `INSERT INTO table SELECT ...` into a table with a connector: starts
@@ -386,6 +391,8 @@ impl Database {
         let _ddl = self.ddl.lock().await;
         let (table_sql, physical) = match self.catalog.read().get(&table) {
             Some(Entry::Source(s)) => (s.sql.clone(), s.plan.physical.clone()),
+            // An upsert-kafka table: written into its topic, which it follows.
+            Some(Entry::Table(t)) if t.topic.is_some() => (t.sql.clone(), t.table.schema().clone()),
             _ => return Err(Error::undefined_table(&table)),
         };
         let Statement::CreateSource(declared) = parser::parse_one(&table_sql)?.statement else {
@@ -591,6 +598,7 @@ impl Database {
                 kafka.clone(),
                 log.feed,
                 log.shards,
+                &log.schema,
                 self.store.clone(),
             )?),
             (SinkSpec::Filesystem(files), Some(log)) => {

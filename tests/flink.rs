@@ -1101,3 +1101,56 @@ async fn a_finished_file_insert_has_written_every_row() {
     ids.sort();
     assert_eq!(ids, (1..=1000).collect::<Vec<i64>>());
 }
+
+/// A ROW written by INSERT INTO a filesystem table has its fields named as
+/// the table declares them (`emailAddress`, not the folded `emailaddress`),
+/// position by position: `ROW(person.id, person.creditCard)` into
+/// `ROW<personId, cardNo>`. The values are the source's own.
+#[tokio::test]
+async fn rows_are_written_with_their_declared_field_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start();
+    let client = server.client().await;
+    let person =
+        "ROW<id BIGINT, name VARCHAR, emailAddress VARCHAR, creditCard VARCHAR, city VARCHAR, \
+                  state VARCHAR, dateTime TIMESTAMP(3), extra VARCHAR>";
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE nx (event_type INT, person {person}) WITH ('connector' = 'nexmark', 'events.num' = '500');
+             CREATE TABLE people (person {person}, pair ROW<personId BIGINT, cardNo STRING>)
+               WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+             INSERT INTO people SELECT person, ROW(person.id, person.creditCard) FROM nx WHERE event_type = 0;",
+            dir.path().display()
+        ))
+        .await
+        .unwrap();
+    wait_finished(&client, "insert_into_people").await;
+    let written = written_files(dir.path());
+    // 1 person in 50 events.
+    assert_eq!(written.len(), 10);
+    let names =
+        |v: &serde_json::Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    let mut ids = Vec::new();
+    for (_, row) in &written {
+        let (p, pair) = (&row["person"], &row["pair"]);
+        let mut want = vec![
+            "id",
+            "name",
+            "emailAddress",
+            "creditCard",
+            "city",
+            "state",
+            "dateTime",
+            "extra",
+        ];
+        want.sort();
+        assert_eq!(names(p), want, "{row}");
+        assert_eq!(names(pair), ["cardNo", "personId"], "{row}");
+        assert_eq!(pair["personId"], p["id"]);
+        assert_eq!(pair["cardNo"], p["creditCard"]);
+        assert!(p["emailAddress"].as_str().unwrap().contains('@'));
+        ids.push(p["id"].as_i64().unwrap());
+    }
+    ids.sort();
+    assert_eq!(ids, (1000..1010).collect::<Vec<i64>>());
+}

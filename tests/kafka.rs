@@ -2146,3 +2146,99 @@ async fn insert_into_a_kafka_table_writes_every_row_once_across_a_kill() {
     )
     .await;
 }
+
+/// INSERT INTO an upsert-kafka table writes its topic keyed by the primary
+/// key: an aggregation's changes as upserts and tombstones, a query whose
+/// rows never change as one upsert per row. The table follows its topic,
+/// so it ends up holding the query's rows, computed here by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_into_an_upsert_kafka_table_writes_upserts_by_its_key() {
+    let broker = Broker::start();
+    broker.create_topic("per_cell", 2);
+    broker.create_topic("doubled", 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(
+        &tmp.path().join("data"),
+        &["--checkpoint-interval", "100ms"],
+    );
+    let client = server.client().await;
+    // Cell c0 gets ids 7, 14, ..., 3500 (500 rows); the other cells pass
+    // 1000 rows and leave the query (HAVING): tombstones.
+    execute(
+        &client,
+        &format!(
+            "CREATE TABLE gen (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '20000',
+               'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '30000');
+             CREATE TABLE per_cell (`cellId` STRING, calls BIGINT, ids BIGINT, PRIMARY KEY (`cellId`) NOT ENFORCED)
+             WITH ('connector' = 'upsert-kafka', 'topic' = 'per_cell', 'properties.bootstrap.servers' = '{0}',
+                   'key.format' = 'json', 'value.format' = 'json');
+             CREATE TABLE doubled (k STRING PRIMARY KEY NOT ENFORCED, v BIGINT)
+             WITH ('connector' = 'upsert-kafka', 'topic' = 'doubled', 'properties.bootstrap.servers' = '{0}',
+                   'key.format' = 'raw', 'value.format' = 'json');
+             INSERT INTO per_cell
+               SELECT CONCAT('c', CAST(MOD(id, 7) AS STRING)), COUNT(*), SUM(id) FROM gen
+               WHERE MOD(id, 7) <> 0 OR id <= 3500
+               GROUP BY CONCAT('c', CAST(MOD(id, 7) AS STRING)) HAVING COUNT(*) < 1000;
+             INSERT INTO doubled SELECT CONCAT('k', CAST(id AS STRING)), id * 2 FROM gen WHERE id <= 50",
+            broker.addr
+        ),
+    )
+    .await;
+    let c0: i64 = (1..=500).map(|i| 7 * i).sum();
+    wait_for_rows(
+        &client,
+        "SELECT * FROM per_cell",
+        &[&["c0", "500", &c0.to_string()]],
+        Duration::from_secs(90),
+    )
+    .await;
+    // The messages: keyed by the key's JSON object, the last of each key
+    // a row for c0 and tombstones for the others.
+    let mut latest = std::collections::BTreeMap::new();
+    for (key, value) in broker.consume_keyed("per_cell", 2, Duration::from_secs(1)) {
+        latest.insert(key, value);
+    }
+    let keys: Vec<&String> = latest.keys().collect();
+    let want: Vec<String> = (0..7).map(|c| format!(r#"{{"cellId":"c{c}"}}"#)).collect();
+    assert_eq!(keys, want.iter().collect::<Vec<_>>());
+    assert_eq!(
+        latest[&want[0]].as_deref(),
+        Some(format!(r#"{{"cellId":"c0","calls":500,"ids":{c0}}}"#).as_str())
+    );
+    assert!(latest.values().skip(1).all(Option::is_none), "{latest:?}");
+
+    // One upsert per row, keyed by the key's text.
+    let want: Vec<Vec<String>> = (1..=50)
+        .map(|i| vec![format!("k{i}"), (2 * i).to_string()])
+        .collect();
+    let want: Vec<Vec<&str>> = want
+        .iter()
+        .map(|r| r.iter().map(String::as_str).collect())
+        .collect();
+    let want: Vec<&[&str]> = want.iter().map(Vec::as_slice).collect();
+    let mut sorted = want.clone();
+    sorted.sort_by_key(|r| r[0].to_string());
+    wait_for_rows(
+        &client,
+        "SELECT k, v FROM doubled ORDER BY k",
+        &sorted,
+        Duration::from_secs(60),
+    )
+    .await;
+    let messages = broker.consume_keyed("doubled", 1, Duration::from_secs(1));
+    assert_eq!(messages.len(), 50);
+    assert!(messages.iter().all(|(k, v)| v
+        .as_deref()
+        .is_some_and(|v| v.contains(&format!(r#""k":"{k}""#)))));
+
+    // A query that changes by other columns than the key is refused.
+    let err = client
+        .simple_query("INSERT INTO per_cell SELECT CAST(id AS STRING), COUNT(*), SUM(id) FROM gen GROUP BY id, MOD(id, 2)")
+        .await
+        .unwrap_err();
+    let text = common::describe_error(&err);
+    assert!(
+        text.starts_with("0A000") && text.contains("change by"),
+        "{text}"
+    );
+}

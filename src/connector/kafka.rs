@@ -95,6 +95,17 @@ impl KafkaSpec {
                 )))
             }
         };
+        // The message key is for writing (INSERT INTO keys each message by
+        // 'key.fields'); the value holds every column, which is what is read.
+        opts.take("key.fields");
+        opts.take("key.format");
+        if let Some(include) = opts.take("value.fields-include") {
+            if !include.eq_ignore_ascii_case("all") {
+                return Err(Error::not_supported(format!(
+                    "'value.fields-include' = '{include}': Sluice reads every column from the message value (ALL)"
+                )));
+            }
+        }
         let format = FormatSpec::from_options(opts)?;
         Ok(KafkaSpec {
             topic,

@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Schema};
 use parking_lot::Mutex;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -68,6 +69,18 @@ pub struct KafkaSinkSpec {
     /// transactional id (`'sink.transactional-id-prefix'`, by default
     /// `sluice`; the sink's name follows it).
     pub transactional: Option<String>,
+    /// `'key.fields'` and `'key.format'`: the columns each message is keyed
+    /// by (an upsert-kafka table's primary key), instead of a changing
+    /// view's group columns.
+    pub key: Option<MessageKey>,
+}
+
+/// The columns a message key holds, and how it is written.
+#[derive(Debug, Clone)]
+pub struct MessageKey {
+    pub fields: Vec<String>,
+    /// `raw`: the one column's text; otherwise a JSON object.
+    pub raw: bool,
 }
 
 impl KafkaSinkSpec {
@@ -98,6 +111,7 @@ impl KafkaSinkSpec {
             )))
             }
         };
+        let key = MessageKey::from_options(&mut opts)?;
         let properties = opts.take_prefixed("properties.");
         opts.finish()?;
         Ok(KafkaSinkSpec {
@@ -105,7 +119,123 @@ impl KafkaSinkSpec {
             bootstrap_servers,
             properties,
             transactional,
+            key,
         })
+    }
+}
+
+impl MessageKey {
+    /// Flink's `'key.fields'` (`a;b`) with `'key.format'` (json or raw).
+    fn from_options(opts: &mut Options) -> Result<Option<Self>> {
+        let format = opts.take("key.format");
+        let Some(fields) = opts.take("key.fields") else {
+            return match format {
+                None => Ok(None),
+                Some(_) => Err(Error::invalid_parameter(
+                    "'key.format' needs 'key.fields': the columns the message key holds",
+                )),
+            };
+        };
+        let fields: Vec<String> = fields.split(';').map(|f| f.trim().to_string()).collect();
+        let raw = match format.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("json") => false,
+            Some("raw") if fields.len() == 1 => true,
+            Some("raw") => {
+                return Err(Error::invalid_parameter(
+                    "'key.format' = 'raw' takes one column in 'key.fields'",
+                ))
+            }
+            Some(other) => {
+                return Err(Error::invalid_parameter(format!(
+                    "'key.format' \"{other}\" is not supported; use json or raw"
+                )))
+            }
+        };
+        if fields.iter().any(String::is_empty) {
+            return Err(Error::invalid_parameter(
+                "'key.fields' names the key's columns, separated by ';'",
+            ));
+        }
+        Ok(Some(MessageKey { fields, raw }))
+    }
+
+    /// Where its fields are among `columns`, in its order; None if one
+    /// is not there.
+    fn positions(&self, columns: &Schema) -> Option<Vec<usize>> {
+        self.fields
+            .iter()
+            .map(|f| {
+                columns.index_of(f).ok().or_else(|| {
+                    columns
+                        .fields()
+                        .iter()
+                        .position(|c| c.name().eq_ignore_ascii_case(f))
+                })
+            })
+            .collect()
+    }
+
+    /// Where its fields are in what `feed` gives: among the rows of a view
+    /// whose rows never change, or, for one whose rows change, exactly the
+    /// columns it keys its changes by (a deleted row has only those).
+    fn positions_in(&self, feed: &Feed, rows: &Schema) -> Result<Vec<usize>> {
+        let names = |s: &Schema| {
+            s.fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match feed {
+            Feed::Appends(_) => self.positions(rows).ok_or_else(|| {
+                Error::user(
+                    crate::error::sqlstate::UNDEFINED_COLUMN,
+                    format!(
+                        "a column of the message key ({}) is not among the rows' columns ({})",
+                        self.fields.join(", "),
+                        names(rows)
+                    ),
+                )
+            }),
+            Feed::Changes(changes) => {
+                let by = changes.key_schema();
+                match self.positions(by) {
+                    Some(p) if p.len() == by.fields().len() => Ok(p),
+                    _ => Err(Error::not_supported(format!(
+                        "the query's rows change by ({}), and the message key is ({}): each key's last row is written under its key, so the query must group by the key's columns",
+                        names(by),
+                        self.fields.join(", ")
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+/// The message keys of a batch's rows.
+enum Keys {
+    Json(JsonLines),
+    Raw(StringArray),
+}
+
+impl Keys {
+    /// The keys of `batch`'s rows: its columns at `positions`.
+    fn of(batch: &RecordBatch, positions: &[usize], raw: bool) -> Result<Self> {
+        let key = batch.project(positions)?;
+        Ok(match raw {
+            false => Keys::Json(JsonLines::of(&key)?),
+            true => {
+                let text = arrow::compute::cast(key.column(0), &DataType::Utf8)?;
+                Keys::Raw(text.as_string::<i32>().clone())
+            }
+        })
+    }
+
+    fn get(&self, i: usize) -> Option<&[u8]> {
+        match self {
+            Keys::Json(lines) => Some(lines.line(i)),
+            Keys::Raw(text) => text.is_valid(i).then(|| text.value(i).as_bytes()),
+        }
     }
 }
 
@@ -265,8 +395,13 @@ pub fn start(
     spec: KafkaSinkSpec,
     feed: Feed,
     shards: usize,
+    schema: &Schema,
     store: Arc<Store>,
 ) -> Result<Worker> {
+    let message_key = match &spec.key {
+        Some(key) => Some((key.positions_in(&feed, schema)?, key.raw)),
+        None => None,
+    };
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &spec.bootstrap_servers);
     for (k, v) in &spec.properties {
@@ -313,6 +448,7 @@ pub fn start(
         store,
         key: positions_key(id),
         metrics: metrics.clone(),
+        message_key,
     };
     Worker::spawn(format!("sluice-sink-{id}"), "sink", metrics, move |stop| {
         writer.run(stop)
@@ -373,6 +509,9 @@ struct Writer {
     store: Arc<Store>,
     key: String,
     metrics: Arc<JobMetrics>,
+    /// The columns each message is keyed by ('key.fields'): where they are
+    /// in a row, or in a change's key; and whether the key is raw text.
+    message_key: Option<(Vec<usize>, bool)>,
 }
 
 impl Writer {
@@ -669,13 +808,14 @@ impl Writer {
         Ok(())
     }
 
-    /// One message per row.
+    /// One message per row, keyed if the sink has a key.
     fn send(&self, shard: usize, seq: u64, batch: &RecordBatch) -> Result<()> {
         let lines = JsonLines::of(batch)?;
+        let keys = self.keys(batch)?;
         self.produce_all(
             Some((shard, seq)),
             lines.len(),
-            |_| None,
+            |i| keys.as_ref().and_then(|k| k.get(i)),
             |i| Some(lines.line(i)),
         )?;
         self.count(lines.len());
@@ -684,16 +824,28 @@ impl Writer {
 
     /// One message per change: its key, and its new row or none.
     fn send_changes(&self, from: Option<(usize, u64)>, changes: &KeyedChanges) -> Result<()> {
-        let keys = JsonLines::of(&changes.keys)?;
+        let keys = match self.keys(&changes.keys)? {
+            Some(keys) => keys,
+            None => Keys::Json(JsonLines::of(&changes.keys)?),
+        };
         let rows = JsonLines::of(&changes.rows)?;
         self.produce_all(
             from,
-            keys.len(),
-            |i| Some(keys.line(i)),
+            changes.rows_at.len(),
+            |i| keys.get(i),
             |i| changes.rows_at[i].map(|row| rows.line(row)),
         )?;
-        self.count(keys.len());
+        self.count(changes.rows_at.len());
         Ok(())
+    }
+
+    /// The message keys of `batch` (rows, or changes' keys) when the sink
+    /// has 'key.fields'.
+    fn keys(&self, batch: &RecordBatch) -> Result<Option<Keys>> {
+        self.message_key
+            .as_ref()
+            .map(|(positions, raw)| Keys::of(batch, positions, *raw))
+            .transpose()
     }
 
     fn count(&self, messages: usize) {

@@ -7,6 +7,9 @@
 //! row of its key, read from the message key (`key.format`: a JSON object
 //! of the key columns, or `raw`: the key's text, for a one-column key).
 //!
+//! `INSERT INTO` the table writes its topic: a Kafka sink keyed by the
+//! primary key (see `kafka_sink.rs`), whose messages the table then reads.
+//!
 //! The table is an ordinary table (see `state/reference.rs`) that a loader
 //! thread changes, round by round, in the topic's order; streams join it
 //! like any table. At start the loader reads the topic from its beginning
@@ -20,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
@@ -52,12 +55,15 @@ pub struct UpsertKafkaSpec {
     pub bootstrap_servers: String,
     pub properties: Vec<(String, String)>,
     pub key_format: KeyFormat,
+    /// The columns as the records (JSON objects) name them: as declared.
+    pub records: SchemaRef,
 }
 
 impl UpsertKafkaSpec {
     pub fn from_options(
         entries: &[(String, String)],
         schema: &SchemaRef,
+        records: SchemaRef,
         key: &[usize],
     ) -> Result<Self> {
         let mut opts = Options::new("connector \"upsert-kafka\"", entries);
@@ -95,6 +101,10 @@ impl UpsertKafkaSpec {
                 )))
             }
         };
+        // How INSERT INTO the table writes its topic (a Kafka sink, which
+        // checks them when it starts).
+        opts.take("sink.delivery-guarantee");
+        opts.take("sink.transactional-id-prefix");
         let properties = opts.take_prefixed("properties.");
         opts.finish()?;
         Ok(UpsertKafkaSpec {
@@ -102,6 +112,7 @@ impl UpsertKafkaSpec {
             bootstrap_servers,
             properties,
             key_format,
+            records,
         })
     }
 }
@@ -266,7 +277,7 @@ impl Loader {
             }
             let run = &changes[i..j];
             if set {
-                let rows = self.decode(run, self.table.schema())?;
+                let rows = self.decode(run, &self.spec.records, self.table.schema())?;
                 if rows.num_rows() > 0 {
                     self.table.upsert(rows)?;
                 }
@@ -285,10 +296,16 @@ impl Loader {
         Ok(())
     }
 
-    /// Decodes JSON objects into rows of `schema`; a bad one becomes a dead
-    /// letter.
-    fn decode(&self, run: &[(Change, String)], schema: &SchemaRef) -> Result<RecordBatch> {
-        let mut decoder = arrow::json::ReaderBuilder::new(schema.clone()).build_decoder()?;
+    /// Decodes JSON objects, whose keys are the names of `records`, into
+    /// rows of `schema` (its columns under their SQL names); a bad one
+    /// becomes a dead letter.
+    fn decode(
+        &self,
+        run: &[(Change, String)],
+        records: &SchemaRef,
+        schema: &SchemaRef,
+    ) -> Result<RecordBatch> {
+        let mut decoder = arrow::json::ReaderBuilder::new(records.clone()).build_decoder()?;
         let mut batches = Vec::new();
         for (change, position) in run {
             let (Change::Set(bytes) | Change::Delete(bytes)) = change;
@@ -301,11 +318,12 @@ impl Loader {
                 Ok(_) => self.bad(position, bytes, "not one JSON object".into()),
                 Err(e) => {
                     self.bad(position, bytes, format!("invalid JSON: {e}"));
-                    decoder = arrow::json::ReaderBuilder::new(schema.clone()).build_decoder()?;
+                    decoder = arrow::json::ReaderBuilder::new(records.clone()).build_decoder()?;
                 }
             }
         }
-        Ok(arrow::compute::concat_batches(schema, &batches)?)
+        let rows = arrow::compute::concat_batches(records, &batches)?;
+        crate::connector::format::respell(rows, schema)
     }
 
     /// The key columns of tombstones.
@@ -324,12 +342,11 @@ impl Loader {
                 Ok(vec![Arc::new(keys) as ArrayRef])
             }
             KeyFormat::Json => {
-                let key_schema: SchemaRef = Arc::new(Schema::new(
-                    key.iter()
-                        .map(|i| schema.field(*i).clone())
-                        .collect::<Vec<_>>(),
-                ));
-                let rows = self.decode(run, &key_schema)?;
+                let rows = self.decode(
+                    run,
+                    &Arc::new(self.spec.records.project(key)?),
+                    &Arc::new(schema.project(key)?),
+                )?;
                 Ok(rows.columns().to_vec())
             }
         }

@@ -191,6 +191,9 @@ pub fn refuse_legacy_options(options: &[(String, String)]) -> Result<()> {
 pub struct TableDef {
     pub name: String,
     pub schema: SchemaRef,
+    /// The columns as the statement spells them, which is how records (an
+    /// upsert-kafka table's JSON objects) name them.
+    pub declared: SchemaRef,
     /// The primary key's columns.
     pub key: Vec<usize>,
 }
@@ -240,6 +243,7 @@ pub fn bind_table(create: &CreateSource) -> Result<TableDef> {
         )));
     }
     let mut fields = Vec::new();
+    let mut declared = Vec::new();
     for c in &create.columns {
         match &c.kind {
             ColumnKind::Physical {
@@ -249,6 +253,8 @@ pub fn bind_table(create: &CreateSource) -> Result<TableDef> {
                 let t = arrow_type(data_type).map_err(|e| e.at(c.position))?;
                 let key = create.primary_key.contains(&c.name);
                 fields.push(Field::new(&c.name, t, !*not_null && !key));
+                let t = declared_type(data_type).map_err(|e| e.at(c.position))?;
+                declared.push(Field::new(&c.declared, t, !*not_null && !key));
             }
             ColumnKind::Computed(_) => {
                 return Err(Error::not_supported(format!(
@@ -280,6 +286,7 @@ pub fn bind_table(create: &CreateSource) -> Result<TableDef> {
     Ok(TableDef {
         name: create.name.clone(),
         schema,
+        declared: Arc::new(Schema::new(declared)),
         key,
     })
 }

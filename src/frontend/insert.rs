@@ -20,6 +20,9 @@ pub struct TargetColumn {
     pub declared: String,
     pub sql_type: ast::DataType,
     pub data_type: DataType,
+    /// The type as records spell it: ROW fields named as declared
+    /// (`emailAddress`), which is how they are written.
+    pub written: DataType,
 }
 
 /// The columns of table `create` an INSERT writes (its physical ones;
@@ -39,6 +42,8 @@ pub fn target_columns(create: &CreateSource, physical: &Schema) -> Vec<TargetCol
             declared: c.declared.clone(),
             sql_type: sql_type.clone(),
             data_type: field.data_type().clone(),
+            written: crate::frontend::types::declared_type(sql_type)
+                .unwrap_or_else(|_| field.data_type().clone()),
         })
         .collect()
 }
@@ -173,7 +178,9 @@ pub fn fit_to_target(
         let expr = match written.iter().position(|w| *w == i) {
             Some(p) => {
                 let produced_type = produced.field(p).data_type();
-                if same_type(produced_type, &column.data_type) {
+                if produced_type.is_nested() {
+                    respelled(exprs[p].clone(), produced_type, &column.written)
+                } else if same_type(produced_type, &column.data_type) {
                     exprs[p].clone()
                 } else {
                     cast(exprs[p].clone(), &column.sql_type)
@@ -191,6 +198,55 @@ pub fn fit_to_target(
 /// types are not cast: their fields go by name.
 fn same_type(a: &DataType, b: &DataType) -> bool {
     a == b || a.is_nested() || b.is_nested()
+}
+
+/// `expr`, a value of `produced`, with the fields of its ROWs (at any
+/// depth) named as in `written`, position by position, as Flink writes a
+/// ROW into a ROW column: `ROW(a, b)` into `ROW<id, emailAddress>` is
+/// written `{"id": .., "emailAddress": ..}`. A NULL ROW stays NULL.
+fn respelled(expr: ast::Expr, produced: &DataType, written: &DataType) -> ast::Expr {
+    let (DataType::Struct(from), DataType::Struct(to)) = (produced, written) else {
+        return expr;
+    };
+    if from.len() != to.len() || produced == written {
+        return expr;
+    }
+    let call = |name: &str, args: Vec<ast::Expr>| {
+        ast::Expr::Function(ast::Function {
+            name: ast::ObjectName::from(vec![ast::Ident::new(name)]),
+            uses_odbc_syntax: false,
+            parameters: ast::FunctionArguments::None,
+            args: ast::FunctionArguments::List(ast::FunctionArgumentList {
+                duplicate_treatment: None,
+                args: args
+                    .into_iter()
+                    .map(|a| ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a)))
+                    .collect(),
+                clauses: vec![],
+            }),
+            filter: None,
+            null_treatment: None,
+            over: None,
+            within_group: vec![],
+        })
+    };
+    let text = |s: &str| ast::Expr::value(ast::Value::SingleQuotedString(s.to_string()));
+    let mut args = Vec::with_capacity(2 * to.len());
+    for (f, t) in from.iter().zip(to.iter()) {
+        let field = call("get_field", vec![expr.clone(), text(f.name())]);
+        args.push(text(t.name()));
+        args.push(respelled(field, f.data_type(), t.data_type()));
+    }
+    ast::Expr::Case {
+        case_token: ast::helpers::attached_token::AttachedToken::empty(),
+        end_token: ast::helpers::attached_token::AttachedToken::empty(),
+        operand: None,
+        conditions: vec![ast::CaseWhen {
+            condition: ast::Expr::IsNull(Box::new(expr)),
+            result: ast::Expr::value(ast::Value::Null),
+        }],
+        else_result: Some(Box::new(call("named_struct", args))),
+    }
 }
 
 fn cast(expr: ast::Expr, data_type: &ast::DataType) -> ast::Expr {
@@ -256,7 +312,8 @@ fn expand_wildcards(items: &[ast::SelectItem], produced: &Schema) -> Result<Vec<
 
 /// The options of a sink that writes into table `create`: those of its
 /// connector's that concern writing (a Kafka table's `scan.*` options are
-/// for reading it), and a filesystem table's partition columns.
+/// for reading it), and a filesystem table's partition columns. An
+/// upsert-kafka table is written by a Kafka sink keyed by its primary key.
 pub fn sink_options(create: &CreateSource) -> Result<Vec<(String, String)>> {
     let connector = create
         .options
@@ -266,7 +323,14 @@ pub fn sink_options(create: &CreateSource) -> Result<Vec<(String, String)>> {
         .unwrap_or_default();
     let writes = |key: &str| match connector.as_str() {
         "kafka" => {
-            matches!(key, "connector" | "topic" | "format")
+            matches!(
+                key,
+                "connector" | "topic" | "format" | "key.format" | "key.fields"
+            ) || key.starts_with("properties.")
+                || key.starts_with("sink.")
+        }
+        "upsert-kafka" => {
+            matches!(key, "topic" | "key.format")
                 || key.starts_with("properties.")
                 || key.starts_with("sink.")
         }
@@ -282,10 +346,10 @@ pub fn sink_options(create: &CreateSource) -> Result<Vec<(String, String)>> {
     };
     if !matches!(
         connector.as_str(),
-        "kafka" | "filesystem" | "print" | "blackhole"
+        "kafka" | "upsert-kafka" | "filesystem" | "print" | "blackhole"
     ) {
         return Err(Error::not_supported(format!(
-            "INSERT INTO a {connector} table is not supported: Sluice writes into kafka, filesystem, print and blackhole tables"
+            "INSERT INTO a {connector} table is not supported: Sluice writes into kafka, upsert-kafka, filesystem, print and blackhole tables"
         )));
     }
     let mut options: Vec<(String, String)> = create
@@ -294,19 +358,37 @@ pub fn sink_options(create: &CreateSource) -> Result<Vec<(String, String)>> {
         .filter(|(k, _)| writes(k))
         .cloned()
         .collect();
+    if connector == "upsert-kafka" {
+        options.insert(0, ("connector".into(), "kafka".into()));
+        options.push((
+            "key.fields".into(),
+            declared(create, &create.primary_key).join(";"),
+        ));
+    }
     if !create.partitioned_by.is_empty() {
         let columns: Vec<String> = create
             .partitioned_by
             .iter()
-            .map(|(c, _)| {
-                create
-                    .columns
-                    .iter()
-                    .find(|d| &d.name == c)
-                    .map_or(c.clone(), |d| d.declared.clone())
-            })
+            .map(|(c, _)| c.clone())
             .collect();
-        options.push(("partition.columns".into(), columns.join(",")));
+        options.push((
+            "partition.columns".into(),
+            declared(create, &columns).join(","),
+        ));
     }
     Ok(options)
+}
+
+/// Columns `names` (SQL names) as table `create` declares them.
+fn declared(create: &CreateSource, names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .map(|c| {
+            create
+                .columns
+                .iter()
+                .find(|d| &d.name == c)
+                .map_or(c.clone(), |d| d.declared.clone())
+        })
+        .collect()
 }
