@@ -373,6 +373,69 @@ async fn flink_functions_in_queries() {
             "{\"b\":[1]}",
         ),
         ("JSON_QUERY('{\"a\": 1}', '$.a')".into(), "NULL"),
+        // RETURNING, ON EMPTY and ON ERROR (both NULL by default).
+        (
+            "JSON_VALUE('{\"a\": 5}', '$.a' RETURNING INT) + 1".into(),
+            "6",
+        ),
+        (
+            "JSON_VALUE('{\"a\": 1.5}', '$.a' RETURNING DOUBLE) * 2".into(),
+            "3",
+        ),
+        (
+            "JSON_VALUE('{\"a\": true}', '$.a' RETURNING BOOLEAN)".into(),
+            "t",
+        ),
+        (
+            "JSON_VALUE('{\"a\": \"x\"}', '$.a' RETURNING INT)".into(),
+            "NULL",
+        ),
+        (
+            "JSON_VALUE('{\"a\": \"x\"}', '$.a' RETURNING INT DEFAULT -1 ON ERROR)".into(),
+            "-1",
+        ),
+        (
+            "JSON_VALUE('{\"a\": 5}', '$.b' RETURNING INT DEFAULT 0 ON EMPTY)".into(),
+            "0",
+        ),
+        (
+            "JSON_VALUE('{\"a\": null}', '$.a' DEFAULT 'none' ON EMPTY)".into(),
+            "none",
+        ),
+        (
+            "JSON_VALUE('bad', '$.a' DEFAULT 'e' ON EMPTY DEFAULT 'bad' ON ERROR)".into(),
+            "bad",
+        ),
+        (
+            "JSON_VALUE('{\"a\": [1]}', '$.a' NULL ON EMPTY DEFAULT 'arr' ON ERROR)".into(),
+            "arr",
+        ),
+        (
+            "JSON_VALUE('{\"a\": 5}', '$.a' ERROR ON EMPTY ERROR ON ERROR)".into(),
+            "5",
+        ),
+        // Java patterns; by default yyyy-MM-dd HH:mm:ss (with a fraction,
+        // or a date alone); NULL for text that does not match.
+        (
+            "TO_TIMESTAMP('2024-03-05 10:20:30')".into(),
+            "2024-03-05 10:20:30",
+        ),
+        (
+            "TO_TIMESTAMP('2024-03-05 10:20:30.5')".into(),
+            "2024-03-05 10:20:30.5",
+        ),
+        ("TO_TIMESTAMP('2024-03-05')".into(), "2024-03-05 00:00:00"),
+        (
+            "TO_TIMESTAMP('05/03/2024 10h', 'dd/MM/yyyy HH''h''')".into(),
+            "2024-03-05 10:00:00",
+        ),
+        ("TO_TIMESTAMP('garbage')".into(), "NULL"),
+        ("TO_DATE('2024-03-05')".into(), "2024-03-05"),
+        ("TO_DATE('20240305', 'yyyyMMdd')".into(), "2024-03-05"),
+        ("TO_DATE('5 Mar 2024', 'd MMM yyyy')".into(), "2024-03-05"),
+        ("TO_DATE('x')".into(), "NULL"),
+        // Postgres's: seconds since the epoch.
+        ("to_timestamp(1.5)".into(), "1970-01-01 00:00:01.5+00"),
         ("CHAR_LENGTH('héllo')".into(), "5"),
         ("INSTR('abc', 'c')".into(), "3"),
         ("CONCAT_WS('-', 'a', 'b')".into(), "a-b"),
@@ -390,6 +453,29 @@ async fn flink_functions_in_queries() {
     let db = err.as_db_error().unwrap();
     assert_eq!(db.code().code(), "22023");
     assert!(db.message().contains("'T'"), "{}", db.message());
+    for (sql, why) in [
+        (
+            "JSON_VALUE('{\"a\": 5}', '$.b' ERROR ON EMPTY)",
+            "no SQL/JSON item at $.b",
+        ),
+        (
+            "JSON_VALUE('{\"a\": [1]}', '$.a' ERROR ON ERROR)",
+            "is not a scalar",
+        ),
+    ] {
+        let err = client
+            .simple_query(&format!("SELECT {sql}"))
+            .await
+            .unwrap_err();
+        let db = err.as_db_error().unwrap();
+        assert_eq!(db.code().code(), "22000", "{sql}");
+        assert!(db.message().contains(why), "{sql}: {}", db.message());
+    }
+    let err = client
+        .simple_query("SELECT JSON_VALUE('{}', '$.a' DEFAULT 1 ON ERROR DEFAULT 2 ON EMPTY)")
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "42601");
     let err = client
         .simple_query("SELECT CURRENT_WATERMARK(now())")
         .await

@@ -1,11 +1,14 @@
 //! The SQL dialect Sluice parses with: sqlparser's generic dialect (Flink's
-//! backquoted identifiers and Postgres's `::` casts both read), with three
+//! backquoted identifiers and Postgres's `::` casts both read), with two
 //! Postgres rules of its own:
 //!
 //! - `^` is exponentiation (`2 ^ 10` is 1024), binding tighter than `*` and
 //!   left-associative, and `#` is bitwise XOR; the generic dialect reads
 //!   `^` as XOR and has no `#`;
-//! - a trailing comma in a select list (`SELECT 1,`) is a syntax error.
+//! - a trailing comma in a select list (`SELECT 1,`) is a syntax error;
+//!
+//! and Flink's `JSON_VALUE` clauses (`RETURNING`, `ON EMPTY`, `ON ERROR`),
+//! see `json_value.rs`.
 //!
 //! Everything else is the generic dialect's: [`SluiceDialect`] forwards each
 //! rule the generic dialect sets and reports itself as that dialect, so the
@@ -70,6 +73,11 @@ impl Dialect for SluiceDialect {
 
     fn supports_projection_trailing_commas(&self) -> bool {
         false
+    }
+
+    /// Flink's `JSON_VALUE(... RETURNING type ... ON EMPTY ... ON ERROR)`.
+    fn parse_prefix(&self, parser: &mut Parser) -> Option<Result<Expr, ParserError>> {
+        crate::frontend::json_value::parse(parser)
     }
 
     fn get_next_precedence(&self, parser: &Parser) -> Option<Result<u8, ParserError>> {

@@ -211,25 +211,7 @@ fn respelled(expr: ast::Expr, produced: &DataType, written: &DataType) -> ast::E
     if from.len() != to.len() || produced == written {
         return expr;
     }
-    let call = |name: &str, args: Vec<ast::Expr>| {
-        ast::Expr::Function(ast::Function {
-            name: ast::ObjectName::from(vec![ast::Ident::new(name)]),
-            uses_odbc_syntax: false,
-            parameters: ast::FunctionArguments::None,
-            args: ast::FunctionArguments::List(ast::FunctionArgumentList {
-                duplicate_treatment: None,
-                args: args
-                    .into_iter()
-                    .map(|a| ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a)))
-                    .collect(),
-                clauses: vec![],
-            }),
-            filter: None,
-            null_treatment: None,
-            over: None,
-            within_group: vec![],
-        })
-    };
+    let call = crate::frontend::json_value::function;
     let text = |s: &str| ast::Expr::value(ast::Value::SingleQuotedString(s.to_string()));
     let mut args = Vec::with_capacity(2 * to.len());
     for (f, t) in from.iter().zip(to.iter()) {

@@ -11,6 +11,7 @@ pub mod ddl;
 pub mod dialect;
 pub mod group_window;
 pub mod insert;
+pub mod json_value;
 pub mod parser;
 pub mod planner;
 pub mod retract;

@@ -26,6 +26,7 @@ use datafusion::logical_expr::{
 
 use super::java_time::{from_micros, Pattern};
 use crate::error::Error;
+use crate::frontend::types::UTC;
 
 type Coerce = fn(&[DataType]) -> DfResult<Vec<DataType>>;
 type Returns = fn(&[DataType]) -> DataType;
@@ -148,8 +149,17 @@ pub fn all() -> Vec<ScalarUDF> {
         FlinkFunction::new("locate", locate_args, int32, locate),
         FlinkFunction::new("if", if_args, if_result, if_eval).simplified(if_to_case),
         FlinkFunction::new("regexp", strings_2, boolean, regexp),
+        FlinkFunction::new(
+            "to_timestamp",
+            to_timestamp_args,
+            to_timestamp_result,
+            to_timestamp,
+        ),
+        FlinkFunction::new("to_date", to_date_args, date, to_date),
         FlinkFunction::new("json_value", strings_2, utf8, json_value),
         FlinkFunction::new("json_query", strings_2, utf8, json_query),
+        FlinkFunction::new("json_value_state", strings_2, utf8, json_value_state),
+        FlinkFunction::new("json_value_raise", strings_2, utf8, json_value_raise),
     ];
     for (name, eval) in TIME_PARTS {
         out.push(FlinkFunction::new(name, one_time, int64, *eval));
@@ -194,6 +204,19 @@ fn int32(_: &[DataType]) -> DataType {
 
 fn boolean(_: &[DataType]) -> DataType {
     DataType::Boolean
+}
+
+fn date(_: &[DataType]) -> DataType {
+    DataType::Date32
+}
+
+/// `TO_TIMESTAMP(text [, pattern])` is Flink's TIMESTAMP(3);
+/// `TO_TIMESTAMP(seconds)`, Postgres's, a TIMESTAMP WITH TIME ZONE.
+fn to_timestamp_result(args: &[DataType]) -> DataType {
+    match args[0] {
+        DataType::Float64 => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+        _ => DataType::Timestamp(TimeUnit::Millisecond, None),
+    }
 }
 
 fn numeric_result(args: &[DataType]) -> DataType {
@@ -293,6 +316,19 @@ fn regexp_extract_args(args: &[DataType]) -> DfResult<Vec<DataType>> {
         out.push(integer(t)?);
     }
     Ok(out)
+}
+
+fn to_timestamp_args(args: &[DataType]) -> DfResult<Vec<DataType>> {
+    arity(args, 1..=2)?;
+    if args.len() == 1 && args[0].is_numeric() {
+        return Ok(vec![DataType::Float64]);
+    }
+    args.iter().map(text).collect()
+}
+
+fn to_date_args(args: &[DataType]) -> DfResult<Vec<DataType>> {
+    arity(args, 1..=2)?;
+    args.iter().map(text).collect()
 }
 
 fn from_unixtime_args(args: &[DataType]) -> DfResult<Vec<DataType>> {
@@ -553,6 +589,76 @@ fn unix_timestamp(a: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
     Ok(Arc::new(out.finish()))
 }
 
+/// Parses each text with the pattern `a[1]` (a constant; by default
+/// `default`, chosen per text), giving None where it does not match.
+fn parse_times<'a>(
+    a: &'a [ArrayRef],
+    rows: usize,
+    function: &str,
+    default: fn(&str) -> &'static str,
+) -> DfResult<Box<dyn Iterator<Item = Option<NaiveDateTime>> + 'a>> {
+    let texts = a[0].as_string::<i32>();
+    let Some(pattern) = a.get(1) else {
+        let mut compiled: std::collections::HashMap<&'static str, Pattern> = Default::default();
+        return Ok(Box::new(texts.iter().map(move |v| {
+            let v = v?;
+            let p = default(v);
+            let pattern = match compiled.entry(p) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(Pattern::compile(p).expect("a default pattern compiles"))
+                }
+            };
+            pattern.parse(v)
+        })));
+    };
+    let pattern = match constant(pattern, rows) {
+        Some(Some(p)) => Pattern::compile(p).map_err(bad_pattern)?,
+        Some(None) => return Ok(Box::new(texts.iter().map(|_| None))),
+        None => return plan_err!("{function} takes a constant format"),
+    };
+    Ok(Box::new(
+        texts.iter().map(move |v| v.and_then(|v| pattern.parse(v))),
+    ))
+}
+
+/// Flink's default: `yyyy-MM-dd HH:mm:ss`, with a fraction of a second if
+/// the text has one, or a date alone.
+fn default_timestamp_pattern(text: &str) -> &'static str {
+    match text.len() {
+        10 => "yyyy-MM-dd",
+        _ if text.contains('.') => "yyyy-MM-dd HH:mm:ss.SSS",
+        _ => DEFAULT_PATTERN,
+    }
+}
+
+fn to_timestamp(a: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
+    if a[0].data_type() == &DataType::Float64 {
+        let seconds = a[0].as_primitive::<Float64Type>();
+        let micros: arrow::array::TimestampMicrosecondArray = seconds
+            .iter()
+            .map(|s| {
+                s.map(|s| s * 1e6)
+                    .filter(|m| m.is_finite() && m.abs() < i64::MAX as f64)
+                    .map(|m| m.round() as i64)
+            })
+            .collect();
+        return Ok(Arc::new(micros.with_timezone(UTC)));
+    }
+    let millis: arrow::array::TimestampMillisecondArray =
+        parse_times(a, rows, "to_timestamp", default_timestamp_pattern)?
+            .map(|t| t.map(|t| t.and_utc().timestamp_millis()))
+            .collect();
+    Ok(Arc::new(millis))
+}
+
+fn to_date(a: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
+    let days: arrow::array::Date32Array = parse_times(a, rows, "to_date", |_| "yyyy-MM-dd")?
+        .map(|t| t.and_then(|t| i32::try_from(t.and_utc().timestamp().div_euclid(86_400)).ok()))
+        .collect();
+    Ok(Arc::new(days))
+}
+
 fn locate(a: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
     let (needle, hay) = (a[0].as_string::<i32>(), a[1].as_string::<i32>());
     let from = a.get(2).map(|f| f.as_primitive::<Int64Type>());
@@ -658,6 +764,57 @@ fn json_value(a: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
         serde_json::Value::Bool(b) => Some(b.to_string()),
         _ => None,
     })
+}
+
+/// What `JSON_VALUE(json, path)` finds, for its `ON EMPTY` and `ON ERROR`
+/// clauses (see `frontend::json_value`): `value`, `empty` (no item at
+/// the path, or a JSON null, as in Flink) or `error` (text that is not
+/// JSON, or an object or array at the path).
+fn json_value_state(a: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
+    let (json, path) = (a[0].as_string::<i32>(), a[1].as_string::<i32>());
+    let mut out = StringBuilder::with_capacity(rows, rows * 5);
+    for i in 0..rows {
+        if json.is_null(i) || path.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        out.append_value(json_value_found(json.value(i), path.value(i)).0);
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// The state of `JSON_VALUE(json, path)`, and why when it is not a value.
+fn json_value_found(json: &str, path: &str) -> (&'static str, String) {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(json) else {
+        return ("error", "the text is not JSON".into());
+    };
+    match json_at(&value, path) {
+        None | Some(serde_json::Value::Null) => ("empty", format!("no SQL/JSON item at {path}")),
+        Some(serde_json::Value::Object(_) | serde_json::Value::Array(_)) => (
+            "error",
+            format!("the item at {path} is not a scalar (JSON_QUERY returns objects and arrays)"),
+        ),
+        Some(_) => ("value", String::new()),
+    }
+}
+
+/// `ERROR ON EMPTY` and `ERROR ON ERROR` of `JSON_VALUE`: fails with what
+/// `JSON_VALUE(json, path)` did not find (called on those rows only).
+fn json_value_raise(a: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
+    let (json, path) = (a[0].as_string::<i32>(), a[1].as_string::<i32>());
+    for i in 0..rows {
+        if json.is_null(i) || path.is_null(i) {
+            continue;
+        }
+        let (state, why) = json_value_found(json.value(i), path.value(i));
+        if state != "value" {
+            return Err(DataFusionError::External(Box::new(Error::user(
+                crate::error::sqlstate::DATA_EXCEPTION,
+                format!("JSON_VALUE: {why}"),
+            ))));
+        }
+    }
+    Ok(arrow::array::new_null_array(&DataType::Utf8, rows))
 }
 
 /// `JSON_QUERY(json, path)`: the object or array at `path` as JSON text.
