@@ -29,7 +29,7 @@ use sqlparser::tokenizer::Token;
 enum Behavior {
     Null,
     Error,
-    Default(Expr),
+    Default(Box<Expr>),
 }
 
 /// Parses `JSON_VALUE(...)` if it comes next and has clauses; None leaves
@@ -75,7 +75,7 @@ fn parse_call(parser: &mut Parser) -> Result<Option<Expr>, ParserError> {
         } else if parser.parse_keyword(Keyword::ERROR) {
             Behavior::Error
         } else if parser.parse_keyword(Keyword::DEFAULT) {
-            Behavior::Default(parser.parse_expr()?)
+            Behavior::Default(Box::new(parser.parse_expr()?))
         } else {
             return parser.expected(
                 "RETURNING, NULL, ERROR or DEFAULT ... ON EMPTY | ON ERROR, or )",
@@ -127,7 +127,7 @@ fn rewrite(
     let otherwise = |behavior: &Behavior| match behavior {
         Behavior::Null => cast(ast::CastKind::Cast, Expr::value(ast::Value::Null)),
         Behavior::Error => cast(ast::CastKind::Cast, call("json_value_raise")),
-        Behavior::Default(e) => cast(ast::CastKind::Cast, e.clone()),
+        Behavior::Default(e) => cast(ast::CastKind::Cast, (**e).clone()),
     };
     let value = call("json_value");
     let found = match &on_error {
