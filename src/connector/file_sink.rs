@@ -21,14 +21,14 @@
 //! path). A NULL value goes to `__DEFAULT_PARTITION__`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
-use arrow::compute::{concat_batches, take_record_batch};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde::{Deserialize, Serialize};
@@ -469,25 +469,32 @@ impl FileWriter {
     }
 
     /// Writes the files of a round: each shard's batches `from..end`, one
-    /// file per partition.
+    /// file per partition. Batches are read and written one at a time, so
+    /// a round of millions of rows takes the memory of one batch.
     fn write_round(&self, round: &[(usize, u64, u64)]) -> Result<Vec<(PathBuf, Values)>> {
         let mut rows = 0;
         let mut written = Vec::new();
         for (shard, from, end) in round {
-            let mut batches = Vec::new();
+            let name = format!("part-{}-{shard}-{from:012}", self.id);
+            let mut files: BTreeMap<PathBuf, (Values, PartFile)> = BTreeMap::new();
             self.log
                 .read(*shard, *from, (end - from) as usize, |_, batch| {
-                    batches.push(batch);
+                    rows += batch.num_rows() as u64;
+                    for (dir, values, part) in self.partition(&batch)? {
+                        let file = match files.entry(dir) {
+                            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::btree_map::Entry::Vacant(e) => {
+                                let file =
+                                    self.create_file(&self.spec.path.join(e.key()), &name)?;
+                                e.insert((values, file))
+                            }
+                        };
+                        self.append(&mut file.1, &part)?;
+                    }
                     Ok(())
                 })?;
-            let Some(first) = batches.first() else {
-                continue;
-            };
-            let batch = concat_batches(&first.schema(), &batches)?;
-            let name = format!("part-{}-{shard}-{from:012}", self.id);
-            rows += batch.num_rows() as u64;
-            for (dir, values, part) in self.partition(&batch)? {
-                self.write_file(&self.spec.path.join(&dir), &name, &part)?;
+            for (dir, (values, file)) in files {
+                file.close()?;
                 written.push((dir, values));
             }
         }
@@ -518,50 +525,72 @@ impl FileWriter {
             .iter()
             .map(|(_, c)| ArrayFormatter::try_new(c.as_ref(), &options))
             .collect::<std::result::Result<_, _>>()?;
-        let mut groups: BTreeMap<PathBuf, (Values, Vec<u32>)> = BTreeMap::new();
+        // Rows by their partition values, written into one reused key (no
+        // allocation per row); a group's directory is made once.
+        let mut index: std::collections::HashMap<String, usize> = Default::default();
+        let mut groups: Vec<(PathBuf, Values, Vec<u32>)> = Vec::new();
+        let mut key = String::new();
         for row in 0..batch.num_rows() {
-            let mut dir = PathBuf::new();
-            let mut values = Vec::with_capacity(columns.len());
-            for ((name, column), f) in columns.iter().zip(&formatters) {
-                let value = match column.is_null(row) {
-                    true => DEFAULT_PARTITION.to_string(),
-                    false => f.value(row).to_string(),
-                };
-                dir.push(format!("{name}={}", escape_path(&value)));
-                values.push((name.to_string(), value));
+            key.clear();
+            for ((_, column), f) in columns.iter().zip(&formatters) {
+                match column.is_null(row) {
+                    true => key.push_str(DEFAULT_PARTITION),
+                    false => {
+                        let _ = write!(key, "{}", f.value(row));
+                    }
+                }
+                key.push('\0');
             }
-            groups
-                .entry(dir)
-                .or_insert_with(|| (values, Vec::new()))
-                .1
-                .push(row as u32);
+            let group = match index.get(key.as_str()) {
+                Some(g) => *g,
+                None => {
+                    let mut dir = PathBuf::new();
+                    let mut values = Vec::with_capacity(columns.len());
+                    for ((name, _), value) in columns.iter().zip(key.split('\0')) {
+                        dir.push(format!("{name}={}", escape_path(value)));
+                        values.push((name.to_string(), value.to_string()));
+                    }
+                    index.insert(key.clone(), groups.len());
+                    groups.push((dir, values, Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            groups[group].2.push(row as u32);
         }
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        let whole = groups.len() == 1;
         groups
             .into_iter()
-            .map(|(dir, (values, rows))| {
-                let part = take_record_batch(batch, &UInt32Array::from(rows))?;
+            .map(|(dir, values, rows)| {
+                let part = match whole {
+                    true => batch.clone(),
+                    false => take_record_batch(batch, &UInt32Array::from(rows))?,
+                };
                 Ok((dir, values, data_of(&part)?))
             })
             .collect()
     }
 
-    fn write_file(&self, dir: &Path, name: &str, batch: &RecordBatch) -> Result<()> {
-        let failed = |what: &str, e: std::io::Error| {
-            Error::external(format!(
-                "could not {what} in \"{}\": {}",
-                dir.display(),
-                crate::error::postgres_style(&e.to_string())
-            ))
-        };
-        std::fs::create_dir_all(dir).map_err(|e| failed("create the directory", e))?;
+    /// Opens file `name` of directory `dir`, hidden until it is closed.
+    fn create_file(&self, dir: &Path, name: &str) -> Result<PartFile> {
+        std::fs::create_dir_all(dir).map_err(|e| file_error("create the directory", dir, e))?;
         let extension = match self.spec.format {
             FormatSpec::Json(_) => "json",
             FormatSpec::Csv(_) => "csv",
         };
         let done = dir.join(format!("{name}.{extension}"));
         let temp = dir.join(format!(".{name}.{extension}.inprogress"));
-        let mut file = std::fs::File::create(&temp).map_err(|e| failed("create a file", e))?;
-        let mut text = Vec::new();
+        let file = std::fs::File::create(&temp).map_err(|e| file_error("create a file", dir, e))?;
+        Ok(PartFile {
+            writer: std::io::BufWriter::with_capacity(1 << 20, file),
+            temp,
+            done,
+        })
+    }
+
+    /// Appends the rows of `batch` to `file`.
+    fn append(&self, file: &mut PartFile, batch: &RecordBatch) -> Result<()> {
+        let out = &mut file.writer;
         match &self.spec.format {
             FormatSpec::Json(json) => {
                 let mut builder = arrow::json::WriterBuilder::new();
@@ -571,7 +600,7 @@ impl FileWriter {
                         .with_timestamp_format("%Y-%m-%d %H:%M:%S%.3f".into())
                         .with_timestamp_tz_format("%Y-%m-%d %H:%M:%S%.3fZ".into());
                 }
-                let mut writer = builder.build::<_, arrow::json::writer::LineDelimited>(&mut text);
+                let mut writer = builder.build::<_, arrow::json::writer::LineDelimited>(out);
                 writer.write(batch)?;
                 writer.finish()?;
             }
@@ -583,16 +612,41 @@ impl FileWriter {
                     // Flink's CSV spelling of times: `2024-01-01 10:00:00.123`.
                     .with_timestamp_format("%Y-%m-%d %H:%M:%S%.3f".into())
                     .with_timestamp_tz_format("%Y-%m-%d %H:%M:%S%.3fZ".into())
-                    .build(&mut text);
+                    .build(out);
                 writer.write(batch)?;
             }
         }
-        file.write_all(&text)
-            .and_then(|_| file.sync_all())
-            .map_err(|e| failed("write a file", e))?;
-        std::fs::rename(&temp, &done).map_err(|e| failed("rename a file", e))?;
         Ok(())
     }
+}
+
+/// A file being written: hidden (`.name.inprogress`) until closed.
+struct PartFile {
+    writer: std::io::BufWriter<std::fs::File>,
+    temp: PathBuf,
+    done: PathBuf,
+}
+
+impl PartFile {
+    /// Syncs the file and renames it into place.
+    fn close(self) -> Result<()> {
+        let dir = self.temp.parent().unwrap_or(Path::new(""));
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|e| file_error("write a file", dir, e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| file_error("write a file", dir, e))?;
+        std::fs::rename(&self.temp, &self.done).map_err(|e| file_error("rename a file", dir, e))
+    }
+}
+
+fn file_error(what: &str, dir: &Path, e: std::io::Error) -> Error {
+    Error::external(format!(
+        "could not {what} in \"{}\": {}",
+        dir.display(),
+        crate::error::postgres_style(&e.to_string())
+    ))
 }
 
 /// A partition value as a directory name: characters that a path gives

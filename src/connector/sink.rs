@@ -10,6 +10,10 @@ use crate::connector::kafka_sink::KafkaSinkSpec;
 use crate::error::{Error, Result};
 use crate::options::Options;
 
+/// The memory the rows of a Kafka or filesystem sink's own view may take:
+/// the sink reads them just behind the view (the rest is in RocksDB).
+const SINK_VIEW_ROWS: &str = "32MiB";
+
 #[derive(Debug, Clone)]
 pub enum SinkSpec {
     Kafka(KafkaSinkSpec),
@@ -90,7 +94,11 @@ impl SinkSpec {
                 ),
             ],
             SinkSpec::Blackhole => vec![("rows".into(), "discard".into())],
-            SinkSpec::Kafka(_) | SinkSpec::Filesystem(_) => Vec::new(),
+            // Only the sink reads the rows, just behind the view: they
+            // need not stay in memory.
+            SinkSpec::Kafka(_) | SinkSpec::Filesystem(_) => {
+                vec![("rows-cache".into(), SINK_VIEW_ROWS.into())]
+            }
         }
     }
 

@@ -167,7 +167,7 @@ impl Job {
         let durable = Durable {
             store: store.clone(),
             keys,
-            cache_bytes: cache,
+            cache_bytes: plan.rows_cache.map_or(cache, |c| (c / p).min(cache)),
         };
         let rows = match &plan.rows {
             ViewRows::Kept => Rows::Kept,

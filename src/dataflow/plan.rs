@@ -312,6 +312,11 @@ pub struct StreamPlan {
     pub time_attribute: Option<String>,
     /// Kept, unless the view is a print or blackhole sink's.
     pub rows: ViewRows,
+    /// `'rows-cache'`: the memory the view's rows may take (the rest is in
+    /// RocksDB), if less than their share of the server's `--state-cache`.
+    /// A sink's own view takes little: only its sink reads its rows, just
+    /// behind it.
+    pub rows_cache: Option<usize>,
 }
 
 impl StreamPlan {

@@ -87,10 +87,15 @@ pub async fn plan_view(
             )))
         }
     };
+    let rows_cache = options
+        .take("rows-cache")
+        .map(|v| crate::options::parse_bytes(&v).map_err(Error::invalid_parameter))
+        .transpose()?;
     options.finish()?;
     let ctx = crate::functions::session_context();
     let state = ctx.state();
     let mut query = create.query.clone();
+    crate::frontend::views::inline_ctes(&mut query)?;
     refuse_over(&query, sql)?;
     crate::frontend::group_window::rewrite_group_windows(&mut query, sql)?;
     let (windows, tables) = extract_windows(&state, &mut query, sql)?;
@@ -187,6 +192,7 @@ pub async fn plan_view(
         .analyzer()
         .execute_and_check(plan, state.config_options(), |_, _| {})
         .map_err(|e| Error::from_datafusion(e, sql))?;
+    let plan = distinct_as_group_by(plan)?;
     let shape = walk(&plan, &joined)?;
     let output = Arc::new(Schema::new(
         plan.schema()
@@ -198,14 +204,18 @@ pub async fn plan_view(
     check_output_names(&output)?;
 
     let mut shape = shape;
-    if let Some(agg) = shape.aggregate.take() {
-        shape.aggregate = Some(if agg.group_exprs.is_empty() {
-            let (agg, drop) = one_group(agg)?;
+    if let Some(mut agg) = shape.aggregate.take() {
+        if agg.group_exprs.is_empty() {
+            let drop;
+            (agg, drop) = one_group(agg)?;
             shape.post.insert(0, drop);
-            agg
-        } else {
-            agg
-        });
+        }
+        if agg.aggr_exprs.is_empty() {
+            let drop;
+            (agg, drop) = counted(agg)?;
+            shape.post.insert(0, drop);
+        }
+        shape.aggregate = Some(agg);
     }
     // With a join of two streams, the operations on its rows (before any
     // aggregation) are the join's.
@@ -366,6 +376,7 @@ pub async fn plan_view(
         emit,
         time_attribute,
         rows,
+        rows_cache,
     })
 }
 
@@ -1096,6 +1107,9 @@ fn aggregate_plan(
 /// The group column an aggregation without GROUP BY is given.
 pub const ONE_GROUP: &str = "__all";
 
+/// The hidden count of a GROUP BY without aggregates.
+const GROUP_ROWS: &str = "__rows";
+
 /// An aggregation without GROUP BY has one group: it gets a constant group
 /// column, [`ONE_GROUP`], which a projection after it drops.
 fn one_group(agg: AggregateNode) -> Result<(AggregateNode, StatelessOp)> {
@@ -1128,6 +1142,54 @@ fn one_group(agg: AggregateNode) -> Result<(AggregateNode, StatelessOp)> {
             output: agg.output,
         },
     ))
+}
+
+/// A GROUP BY without aggregates (`SELECT DISTINCT`, Nexmark q8's sides)
+/// as one that counts its groups' rows, which a projection then drops:
+/// every group has a state, and a group whose rows are all taken back
+/// (over a view whose rows change) is known to be gone.
+fn counted(agg: AggregateNode) -> Result<(AggregateNode, StatelessOp)> {
+    let empty = LogicalPlan::EmptyRelation(EmptyRelation {
+        produce_one_row: false,
+        schema: agg.input.clone(),
+    });
+    let plan = LogicalPlanBuilder::from(empty)
+        .aggregate(
+            agg.group_exprs.clone(),
+            vec![
+                datafusion::functions_aggregate::count::count(datafusion::logical_expr::lit(1))
+                    .alias(GROUP_ROWS),
+            ],
+        )?
+        .build()?;
+    let LogicalPlan::Aggregate(a) = &plan else {
+        return Err(Error::internal("an aggregation lost its plan"));
+    };
+    let exprs: Vec<Expr> = (0..agg.group_exprs.len())
+        .map(|i| Expr::Column(Column::from(a.schema.qualified_field(i))))
+        .collect();
+    Ok((
+        AggregateNode {
+            input: agg.input,
+            group_exprs: a.group_expr.clone(),
+            aggr_exprs: a.aggr_expr.clone(),
+            output: a.schema.clone(),
+        },
+        StatelessOp::Project {
+            exprs,
+            input: a.schema.clone(),
+            output: agg.output,
+        },
+    ))
+}
+
+/// `SELECT DISTINCT` as the GROUP BY it means (DataFusion's own rewrite).
+fn distinct_as_group_by(plan: LogicalPlan) -> Result<LogicalPlan> {
+    use datafusion::optimizer::{OptimizerContext, OptimizerRule};
+    let rule =
+        datafusion::optimizer::replace_distinct_aggregate::ReplaceDistinctWithAggregate::new();
+    let config = OptimizerContext::new();
+    Ok(plan.transform_up(|p| rule.rewrite(p, &config))?.data)
 }
 
 /// The groups of a SESSION aggregation: the non-window group columns must be

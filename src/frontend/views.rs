@@ -83,17 +83,24 @@ pub fn expand<V: VisitMut>(
     impl VisitorMut for Expander<'_> {
         type Break = Error;
         fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<Error> {
-            let names = query
-                .with
-                .as_ref()
-                .map(|w| {
-                    w.cte_tables
-                        .iter()
-                        .map(|c| crate::frontend::parser::normalize_ident(&c.alias.name))
-                        .collect()
-                })
-                .unwrap_or_default();
-            self.ctes.push(names);
+            let name = |c: &ast::Cte| crate::frontend::parser::normalize_ident(&c.alias.name);
+            let Some(with) = query.with.as_mut() else {
+                self.ctes.push(Vec::new());
+                return ControlFlow::Continue(());
+            };
+            if with.recursive {
+                self.ctes.push(with.cte_tables.iter().map(name).collect());
+                return ControlFlow::Continue(());
+            }
+            // A CTE's own query sees the CTEs before it, not itself: in
+            // `WITH bid AS (SELECT ... FROM bid)` the inner `bid` is the
+            // view. (The visitor then visits them again, finding nothing.)
+            self.ctes.push(Vec::new());
+            for cte in with.cte_tables.iter_mut() {
+                cte.query.visit(self)?;
+                let n = name(cte);
+                self.ctes.last_mut().expect("pushed").push(n);
+            }
             ControlFlow::Continue(())
         }
         fn post_visit_query(&mut self, _query: &mut ast::Query) -> ControlFlow<Error> {
@@ -380,6 +387,146 @@ pub fn relations_read(query: &ast::Query) -> Vec<String> {
         ControlFlow::<()>::Continue(())
     });
     out
+}
+
+/// Writes each `WITH` query (a common table expression) of `query`, and of
+/// the queries in it, in place where it is used: a reference to it becomes
+/// its query as a derived table under its name (or the reference's alias),
+/// as a logical view is expanded, and so does a window over it. The
+/// streaming planner then sees one query. A CTE may read earlier ones, and
+/// a table of its own name (`WITH calls AS (SELECT * FROM calls ...)`).
+/// `WITH RECURSIVE` is refused.
+pub fn inline_ctes(query: &mut ast::Query) -> Result<()> {
+    struct Inliner {
+        /// Per enclosing query with a WITH: its CTEs, by name, with their
+        /// queries (references in them already written in place).
+        scopes: Vec<Vec<(String, ast::TableAlias, Arc<ast::Query>)>>,
+        /// Per table factor being visited: whether it is a CTE written in
+        /// place, whose tables are tables (not CTEs) whatever their names.
+        written: Vec<bool>,
+        inside: usize,
+        error: Option<Error>,
+    }
+    impl Inliner {
+        fn find(&self, name: &str) -> Option<(&ast::TableAlias, &Arc<ast::Query>)> {
+            self.scopes.iter().rev().find_map(|s| {
+                s.iter()
+                    .rev()
+                    .find(|(n, _, _)| n == name)
+                    .map(|(_, a, q)| (a, q))
+            })
+        }
+
+        fn replace(&mut self, factor: &mut TableFactor) -> Result<bool> {
+            if self.inside > 0 {
+                return Ok(false);
+            }
+            if let TableFactor::TableFunction { expr, alias } = factor {
+                let lookup = |name: &str| self.find(name).map(|(_, q)| q.clone());
+                return Ok(match window_over_view(expr, alias, &lookup)? {
+                    Some(derived) => {
+                        *factor = derived;
+                        true
+                    }
+                    None => false,
+                });
+            }
+            let TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                ..
+            } = factor
+            else {
+                return Ok(false);
+            };
+            if name.0.len() != 1 {
+                return Ok(false);
+            }
+            let Some((cte, body)) = self.find(&normalize_object_name(name)) else {
+                return Ok(false);
+            };
+            let alias = match alias.take() {
+                Some(a) if a.columns.is_empty() => ast::TableAlias {
+                    columns: cte.columns.clone(),
+                    ..a
+                },
+                Some(a) => a,
+                None => cte.clone(),
+            };
+            *factor = TableFactor::Derived {
+                lateral: false,
+                subquery: Box::new((**body).clone()),
+                alias: Some(alias),
+                sample: None,
+            };
+            Ok(true)
+        }
+    }
+    impl VisitorMut for Inliner {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
+            let Some(with) = query.with.as_mut() else {
+                return ControlFlow::Continue(());
+            };
+            if with.recursive {
+                self.error = Some(Error::not_supported(
+                    "WITH RECURSIVE is not supported in a materialized view",
+                ));
+                return ControlFlow::Break(());
+            }
+            // Each CTE's own query, with the CTEs before it in scope. The
+            // WITH stays, empty, until post_visit_query ends its scope.
+            let ctes = std::mem::take(&mut with.cte_tables);
+            self.scopes.push(Vec::new());
+            for cte in ctes {
+                let mut body = *cte.query;
+                body.visit(self)?;
+                let name = crate::frontend::parser::normalize_ident(&cte.alias.name);
+                self.scopes
+                    .last_mut()
+                    .expect("pushed")
+                    .push((name, cte.alias, Arc::new(body)));
+            }
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
+            if query.with.take().is_some() {
+                self.scopes.pop();
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+            match self.replace(factor) {
+                Ok(written) => {
+                    self.inside += written as usize;
+                    self.written.push(written);
+                    ControlFlow::Continue(())
+                }
+                Err(e) => {
+                    self.error = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        }
+        fn post_visit_table_factor(&mut self, _: &mut TableFactor) -> ControlFlow<()> {
+            if self.written.pop() == Some(true) {
+                self.inside -= 1;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut inliner = Inliner {
+        scopes: Vec::new(),
+        written: Vec::new(),
+        inside: 0,
+        error: None,
+    };
+    let _ = query.visit(&mut inliner);
+    match inliner.error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -127,23 +127,42 @@ pub fn export(events: u64, dir: &Path) {
     std::fs::write(&done, ddl_over_files(&dir.join("events.json"))).unwrap();
 }
 
-/// Runs each of `queries` (their SELECTs as written) as a materialized view
-/// over `events` events, and the same SELECT in batch (DataFusion, through
-/// an ad-hoc query) over a materialized view of the same events in a second
-/// server. Returns, per query, the view's rows and the batch rows, sorted.
+/// Runs each of Nexmark's `queries` (their SELECTs as written) as a
+/// materialized view over `events` events, and the same SELECT in batch;
+/// see [`views_and_batch`].
 pub async fn streaming_and_batch(
     events: u64,
     queries: &[usize],
 ) -> Vec<(usize, Vec<Vec<String>>, Vec<Vec<String>>)> {
+    let selects: Vec<String> = queries.iter().map(|q| select(*q)).collect();
+    let answers = views_and_batch(events, &selects).await;
+    queries
+        .iter()
+        .zip(answers)
+        .map(|(q, (view, batch))| (*q, view, batch))
+        .collect()
+}
+
+/// Runs each of `selects` over Nexmark's tables and views as a
+/// materialized view over `events` events, and the same SELECT in batch
+/// (DataFusion, through an ad-hoc query) over a materialized view of the
+/// same events in a second server. Returns, per query, the view's rows and
+/// the batch rows, sorted.
+pub async fn views_and_batch(
+    events: u64,
+    selects: &[String],
+) -> Vec<(Vec<Vec<String>>, Vec<Vec<String>>)> {
     let streaming = TestServer::start();
     let stream = streaming.client().await;
     stream
         .batch_execute(&ddl(events, 10_000, Some(BASE_TIME), "datagen"))
         .await
         .unwrap();
-    for q in queries {
-        let sql = format!("CREATE MATERIALIZED VIEW q{q} AS {}", select(*q));
-        stream.batch_execute(&sql).await.unwrap();
+    for (i, sql) in selects.iter().enumerate() {
+        let sql = format!("CREATE MATERIALIZED VIEW v{i} AS {sql}");
+        if let Err(e) = stream.batch_execute(&sql).await {
+            panic!("{sql}: {}", super::describe_error(&e));
+        }
     }
     let batch_server = TestServer::start();
     let batch = batch_server.client().await;
@@ -156,13 +175,13 @@ pub async fn streaming_and_batch(
     batch.batch_execute(&views).await.unwrap();
     wait_finished(&batch, "nexmark_events").await;
     let mut out = Vec::new();
-    for q in queries {
-        wait_finished(&stream, &format!("q{q}")).await;
-        let mut view = rows(&stream, &format!("SELECT * FROM q{q}")).await;
-        let mut answer = rows(&batch, &select(*q)).await;
+    for (i, sql) in selects.iter().enumerate() {
+        wait_finished(&stream, &format!("v{i}")).await;
+        let mut view = rows(&stream, &format!("SELECT * FROM v{i}")).await;
+        let mut answer = rows(&batch, sql).await;
         view.sort();
         answer.sort();
-        out.push((*q, view, answer));
+        out.push((view, answer));
     }
     out
 }
