@@ -35,6 +35,48 @@ async fn distinct_groups_without_aggregates_and_with_equal_the_batch_answers() {
     }
 }
 
+/// Regular joins of two streams (no time bound: every row is kept for any
+/// row to come; Nexmark q3 and q20), also with a condition beyond the
+/// keys and aggregated, equal DataFusion's batch answers; an outer one is
+/// refused, naming why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regular_joins_equal_the_batch_answers() {
+    let selects: Vec<String> = [
+        "SELECT P.name, A.id, A.category FROM auction AS A JOIN person AS P ON A.seller = P.id
+         WHERE A.category IN (10, 11)",
+        "SELECT B.auction, B.price, A.seller FROM bid AS B JOIN auction AS A
+         ON B.auction = A.id AND B.price > A.reserve",
+        "SELECT A.seller, COUNT(*) AS bids, MAX(B.price) AS top
+         FROM bid AS B JOIN auction AS A ON B.auction = A.id GROUP BY A.seller",
+    ]
+    .map(String::from)
+    .to_vec();
+    let answers = common::nexmark::views_and_batch(10_000, &selects).await;
+    for (sql, (view, batch)) in selects.iter().zip(answers) {
+        assert!(batch.len() > 5, "{sql}: {} rows", batch.len());
+        assert_eq!(view, batch, "{sql}");
+    }
+    let server = TestServer::start();
+    let client = server.client().await;
+    client
+        .batch_execute(&common::nexmark::ddl(100, 10_000, None, "datagen"))
+        .await
+        .unwrap();
+    let err = client
+        .simple_query(
+            "CREATE MATERIALIZED VIEW lonely AS SELECT A.id, P.name FROM auction AS A
+             LEFT JOIN person AS P ON A.seller = P.id",
+        )
+        .await
+        .unwrap_err();
+    let text = common::describe_error(&err);
+    assert!(
+        text.starts_with("0A000")
+            && text.contains("outer join of two streams without a time bound"),
+        "{text}"
+    );
+}
+
 /// A windowed GROUP BY without aggregates (each side of Nexmark q8) gives
 /// each group of each window once, also over a WITH query. Ids 1..=3000,
 /// one every 10 ms: window `w` (1 s) holds ids 100w..100w+99, whose

@@ -153,7 +153,7 @@ impl Job {
                         &right.source,
                         right.window.as_ref(),
                         &right.pre,
-                        true,
+                        j.right_time.is_some(),
                     )?),
                     Arc::new(Preparer::new(state, &right.source)?),
                 ));
@@ -506,7 +506,7 @@ fn physical_plan(state: &SessionState, plan: &StreamPlan) -> Result<JobPhysical>
         &plan.source,
         plan.window.as_ref(),
         &plan.pre,
-        plan.join.is_some(),
+        plan.join.as_ref().is_some_and(|j| j.left_time.is_some()),
     )?;
     if plan.join.is_none() {
         physical.late_after = plan.drops_late_rows().then(|| plan.allowed_lateness());
@@ -531,9 +531,9 @@ fn physical_plan(state: &SessionState, plan: &StreamPlan) -> Result<JobPhysical>
 }
 
 /// The physical form of one input: its watermarks, window and operations
-/// on its rows. The sides of a join drop their late rows: those late for
-/// their window, or without window, those at or below their split's
-/// watermark.
+/// on its rows. The sides of a join with a time bound (`join_side`) drop
+/// their late rows: those late for their window, or without window, those
+/// at or below their split's watermark. A regular join takes every row.
 fn input_physical(
     state: &SessionState,
     source: &SourcePlan,

@@ -257,8 +257,10 @@ pub struct StreamJoinPlan {
     /// Key expressions over each side's rows, pairwise equal.
     pub left_keys: Vec<Expr>,
     pub right_keys: Vec<Expr>,
-    pub left_time: JoinTime,
-    pub right_time: JoinTime,
+    /// Each side's time; None for a regular join (no time bound: every row
+    /// may meet any row to come, and the pairs have no time attribute).
+    pub left_time: Option<JoinTime>,
+    pub right_time: Option<JoinTime>,
     pub lower_ms: i64,
     pub upper_ms: i64,
     /// Whether it joins rows of the same window (a window join).

@@ -1,6 +1,8 @@
 //! StreamJoin: joins two streams on equal keys, for pairs whose times are
-//! close (interval joins) or in the same window (window joins); each
-//! instance owns the keys whose routing hash points to it.
+//! close (interval joins) or in the same window (window joins), or for
+//! every pair (regular joins: no times, open bounds, so a side's rows go
+//! only once the other side has ended); each instance owns the keys whose
+//! routing hash points to it.
 //!
 //! Input: rows of both sides from every pipeline instance of each (left
 //! instances first, then right), and their watermarks.
@@ -70,8 +72,8 @@ use crate::state::{Store, Writes};
 pub struct PhysicalJoin {
     left_keys: Vec<Arc<dyn PhysicalExpr>>,
     right_keys: Vec<Arc<dyn PhysicalExpr>>,
-    left_time: JoinTime,
-    right_time: JoinTime,
+    left_time: Option<JoinTime>,
+    right_time: Option<JoinTime>,
     lower_ms: i64,
     upper_ms: i64,
     left_schema: SchemaRef,
@@ -181,7 +183,9 @@ struct StoredBatch {
 struct SideRows {
     side: Side,
     schema: SchemaRef,
-    time: JoinTime,
+    /// None in a regular join: every row's time is 0, and the bounds are
+    /// open, so a row goes only when the other side has ended.
+    time: Option<JoinTime>,
     keys: Vec<Arc<dyn PhysicalExpr>>,
     codec: RowConverter,
     batches: Vec<StoredBatch>,
@@ -266,10 +270,13 @@ impl SideRows {
                     Some(a) => arrow::compute::and(&a, &m)?,
                 }))
             })?;
-        let times = millis(batch.column(self.time.index))?
-            .iter()
-            .map(|t| t.saturating_add(self.time.add_ms))
-            .collect();
+        let times = match self.time {
+            Some(time) => millis(batch.column(time.index))?
+                .iter()
+                .map(|t| t.saturating_add(time.add_ms))
+                .collect(),
+            None => vec![0; batch.num_rows()],
+        };
         Ok(Probe {
             hashes,
             keys: self.codec.convert_columns(&arrays)?,

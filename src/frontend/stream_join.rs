@@ -1,6 +1,8 @@
 //! Plans a join of two streams: an interval join or a window join, the
 //! joins whose state the watermarks bound (Flink's two kinds), inner or
-//! outer (an outer join's ON takes only the keys and the time bound).
+//! outer (an outer join's ON takes only the keys and the time bound); or,
+//! with neither, a regular inner join, which keeps every row for any row
+//! to come (its pairs have no event time).
 //!
 //! The join's conditions (ON, and an inner join's WHERE right above it)
 //! are sorted into three kinds: equalities between the two sides (the keys
@@ -26,7 +28,7 @@ use crate::frontend::planner::{
     check_exprs, key_pair, JoinNode, Shape, WINDOW_END, WINDOW_START, WINDOW_TIME,
 };
 
-const NO_TIME_BOUND: &str = "a join of two streams needs a time bound, so that its state stays bounded: an interval on both event times (a.ts BETWEEN b.ts - INTERVAL '1' MINUTE AND b.ts + INTERVAL '1' MINUTE), or the same window on both sides (a.window_start = b.window_start AND a.window_end = b.window_end)";
+const NO_TIME_BOUND_EXAMPLES: &str = "a time bound: an interval on both event times (a.ts BETWEEN b.ts - INTERVAL '1' MINUTE AND b.ts + INTERVAL '1' MINUTE), or the same window on both sides (a.window_start = b.window_start AND a.window_end = b.window_end)";
 
 /// The join's left input, the join, and the filter on joined rows of its
 /// conditions that are neither keys nor the interval.
@@ -99,8 +101,21 @@ pub(crate) fn plan_join(
     }
 
     let (left_time, right_time, lower_ms, upper_ms, windowed) = if bounds.is_empty() {
-        let (l, r) = window_times(&keys, &ls, &left_in, &rs, &right_in)?;
-        (l, r, 0, 0, true)
+        match window_times(&keys, &ls, &left_in, &rs, &right_in)? {
+            Some((l, r)) => (Some(l), Some(r), 0, 0, true),
+            // A regular join: every row is kept, for any row to come.
+            None if outer_left || outer_right => {
+                return Err(Error::not_supported(format!(
+                    "an outer join of two streams without a time bound is not supported yet: a row shown padded would have to be taken back when a match comes; join with JOIN, or give {NO_TIME_BOUND_EXAMPLES}"
+                )))
+            }
+            None if keys.is_empty() => {
+                return Err(Error::not_supported(
+                    "a join of two streams needs equal keys (a cross join keeps every pair of rows)",
+                ))
+            }
+            None => (None, None, i64::MIN, i64::MAX, false),
+        }
     } else {
         let first = &bounds[0];
         if let Some(other) = bounds.iter().find(|b| {
@@ -116,13 +131,13 @@ pub(crate) fn plan_join(
         let upper = bounds.iter().map(|b| b.upper).min().expect("a bound");
         if lower == i64::MIN || upper == i64::MAX {
             return Err(Error::not_supported(format!(
-                "an interval join needs a lower and an upper bound on {} - {}; {NO_TIME_BOUND}",
+                "an interval join needs a lower and an upper bound on {} - {}; give {NO_TIME_BOUND_EXAMPLES}",
                 first.left, first.right
             )));
         }
         let l = event_time(&first.left, &ls, &left_in)?;
         let r = event_time(&first.right, &rs, &right_in)?;
-        (l, r, lower, upper, false)
+        (Some(l), Some(r), lower, upper, false)
     };
     if (outer_left || outer_right) && !rest.is_empty() {
         // A condition that decides whether two rows meet is not a filter
@@ -317,17 +332,18 @@ fn event_time(column: &Column, schema: &DFSchemaRef, input: &StreamInput) -> Res
     }
 }
 
-/// A window join's time on each side: `window_end - 1 ms` (or `window_start
-/// + size - 1 ms`) of keys that pair the two sides' windows.
+/// A window join's time on each side: `window_end - 1 ms` (or
+/// `window_start + size - 1 ms`) of keys that pair the two sides' windows.
+/// None when the keys do not pair windows: a regular join.
 fn window_times(
     keys: &[(Expr, Expr)],
     ls: &DFSchemaRef,
     left: &StreamInput,
     rs: &DFSchemaRef,
     right: &StreamInput,
-) -> Result<(JoinTime, JoinTime)> {
+) -> Result<Option<(JoinTime, JoinTime)>> {
     let (Some(lw), Some(rw)) = (&left.window, &right.window) else {
-        return Err(Error::not_supported(NO_TIME_BOUND));
+        return Ok(None);
     };
     for w in [lw, rw] {
         if matches!(w.kind, WindowKind::Session { .. }) {
@@ -347,7 +363,7 @@ fn window_times(
             continue;
         };
         if ln == WINDOW_END && rn == WINDOW_END {
-            return Ok((
+            return Ok(Some((
                 JoinTime {
                     index: li,
                     add_ms: -1,
@@ -356,14 +372,14 @@ fn window_times(
                     index: ri,
                     add_ms: -1,
                 },
-            ));
+            )));
         }
         if ln == WINDOW_START && rn == WINDOW_START {
             by_start = Some((li, ri));
         }
     }
     match by_start {
-        Some((li, ri)) if lw.kind.fixed_size() && rw.kind.fixed_size() => Ok((
+        Some((li, ri)) if lw.kind.fixed_size() && rw.kind.fixed_size() => Ok(Some((
             JoinTime {
                 index: li,
                 add_ms: lw.kind.size() - 1,
@@ -372,11 +388,11 @@ fn window_times(
                 index: ri,
                 add_ms: rw.kind.size() - 1,
             },
-        )),
+        ))),
         Some(_) => Err(Error::not_supported(
             "a window join of CUMULATE windows must join on window_end too: its windows share their start",
         )),
-        None => Err(Error::not_supported(NO_TIME_BOUND)),
+        None => Ok(None),
     }
 }
 
@@ -403,8 +419,12 @@ pub fn time_attribute(
             }
         }
     } else {
-        candidates.push((join.left_time.index, Side::Left));
-        candidates.push((left_len + join.right_time.index, Side::Right));
+        if let Some(t) = join.left_time {
+            candidates.push((t.index, Side::Left));
+        }
+        if let Some(t) = join.right_time {
+            candidates.push((left_len + t.index, Side::Right));
+        }
     }
     for op in post {
         candidates = match op {
