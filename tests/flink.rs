@@ -477,6 +477,13 @@ async fn flink_functions_in_queries() {
         .unwrap_err();
     assert_eq!(err.as_db_error().unwrap().code().code(), "42601");
     let err = client
+        .simple_query("SELECT JSON_QUERY('{}', '$.a' WITH WRAPPER)")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "42601");
+    assert!(db.message().contains("WRAPPER"), "{}", db.message());
+    let err = client
         .simple_query("SELECT CURRENT_WATERMARK(now())")
         .await
         .unwrap_err();

@@ -33,17 +33,22 @@ enum Behavior {
 }
 
 /// Parses `JSON_VALUE(...)` if it comes next and has clauses; None leaves
-/// the parser where it was (a plain call, or something else).
+/// the parser where it was (a plain call, or something else). The clauses
+/// of `JSON_QUERY` are refused by name.
 pub fn parse(parser: &mut Parser) -> Option<Result<Expr, ParserError>> {
-    let is_json_value = matches!(
-        &parser.peek_nth_token_ref(0).token,
-        Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("json_value")
-    ) && parser.peek_nth_token_ref(1).token == Token::LParen;
-    if !is_json_value {
+    let function = match &parser.peek_nth_token_ref(0).token {
+        Token::Word(w) if w.quote_style.is_none() => w.value.to_ascii_lowercase(),
+        _ => return None,
+    };
+    if parser.peek_nth_token_ref(1).token != Token::LParen {
         return None;
     }
     let start = parser.index();
-    let parsed = parse_call(parser);
+    let parsed = match function.as_str() {
+        "json_value" => parse_call(parser),
+        "json_query" => refuse_query_clauses(parser),
+        _ => return None,
+    };
     match parsed {
         // Without clauses the call is an ordinary function call.
         Ok(None) => {
@@ -55,6 +60,23 @@ pub fn parse(parser: &mut Parser) -> Option<Result<Expr, ParserError>> {
         Ok(Some(e)) => Some(Ok(e)),
         Err(e) => Some(Err(e)),
     }
+}
+
+/// `JSON_QUERY(json, path)` alone is a plain call; with clauses, an error
+/// that names them.
+fn refuse_query_clauses(parser: &mut Parser) -> Result<Option<Expr>, ParserError> {
+    parser.next_token();
+    parser.expect_token(&Token::LParen)?;
+    parser.parse_expr()?;
+    parser.expect_token(&Token::Comma)?;
+    parser.parse_expr()?;
+    if parser.peek_token_ref().token == Token::RParen {
+        return Ok(None);
+    }
+    parser.expected(
+        ") after JSON_QUERY's path: its RETURNING, WRAPPER, ON EMPTY and ON ERROR clauses are not supported yet (it gives the object or array found as JSON text, else NULL)",
+        parser.peek_token(),
+    )
 }
 
 fn parse_call(parser: &mut Parser) -> Result<Option<Expr>, ParserError> {
