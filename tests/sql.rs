@@ -7,6 +7,16 @@ mod common;
 
 use common::{rows, wait_finished, TestServer};
 
+/// Each of `selects`, over 10,000 Nexmark events, as a view equals
+/// DataFusion's batch answer, which has a few rows at least.
+async fn equal_the_batch_answers(selects: &[String]) {
+    let answers = common::nexmark::views_and_batch(10_000, selects).await;
+    for (sql, (view, batch)) in selects.iter().zip(answers) {
+        assert!(batch.len() > 5, "{sql}: {} rows", batch.len());
+        assert_eq!(view, batch, "{sql}");
+    }
+}
+
 /// `SELECT DISTINCT`, a `GROUP BY` without aggregates (Nexmark q8's
 /// sides) and `WITH` queries run as views, and equal DataFusion's batch
 /// answers.
@@ -28,11 +38,7 @@ async fn distinct_groups_without_aggregates_and_with_equal_the_batch_answers() {
     ]
     .map(String::from)
     .to_vec();
-    let answers = common::nexmark::views_and_batch(10_000, &selects).await;
-    for (sql, (view, batch)) in selects.iter().zip(answers) {
-        assert!(batch.len() > 5, "{sql}: {} rows", batch.len());
-        assert_eq!(view, batch, "{sql}");
-    }
+    equal_the_batch_answers(&selects).await;
 }
 
 /// Regular joins of two streams (no time bound: every row is kept for any
@@ -51,11 +57,7 @@ async fn regular_joins_equal_the_batch_answers() {
     ]
     .map(String::from)
     .to_vec();
-    let answers = common::nexmark::views_and_batch(10_000, &selects).await;
-    for (sql, (view, batch)) in selects.iter().zip(answers) {
-        assert!(batch.len() > 5, "{sql}: {} rows", batch.len());
-        assert_eq!(view, batch, "{sql}");
-    }
+    equal_the_batch_answers(&selects).await;
     let server = TestServer::start();
     let client = server.client().await;
     client

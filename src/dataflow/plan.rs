@@ -525,15 +525,32 @@ impl StreamPlan {
             let _ = writeln!(out, "{}{}", "  ".repeat(depth), op.describe());
             depth += 1;
         }
+        let regular = join.left_time.is_none();
+        let (kind, bound, state) = match (join.windowed, regular) {
+            (true, _) => (
+                "WindowJoin",
+                String::new(),
+                "state bounded by the watermarks",
+            ),
+            (false, true) => (
+                "RegularJoin",
+                String::new(),
+                "every row kept (state grows with the streams)",
+            ),
+            (false, false) => (
+                "IntervalJoin",
+                format!(
+                    ", left time - right time in [{}, {}]",
+                    fmt(join.lower_ms),
+                    fmt(join.upper_ms)
+                ),
+                "state bounded by the watermarks",
+            ),
+        };
         let _ = writeln!(
             out,
-            "{}{}: {} on {}{}, parallelism={parallelism}, state bounded by the watermarks",
+            "{}{kind}: {} on {}{bound}, parallelism={parallelism}, {state}",
             "  ".repeat(depth),
-            if join.windowed {
-                "WindowJoin"
-            } else {
-                "IntervalJoin"
-            },
             match (join.outer_left, join.outer_right) {
                 (false, false) => "inner",
                 (true, false) => "left outer",
@@ -541,16 +558,9 @@ impl StreamPlan {
                 (true, true) => "full outer",
             },
             on.join(" AND "),
-            if join.windowed {
-                String::new()
-            } else {
-                format!(
-                    ", left time - right time in [{}, {}]",
-                    fmt(join.lower_ms),
-                    fmt(join.upper_ms)
-                )
-            }
         );
+        // A regular join takes every row, the late ones too.
+        let late = if regular { "" } else { " late=drop-and-count" };
         for (input, side_keys) in [(&left, &join.left_keys), (&join.right, &join.right_keys)] {
             let _ = writeln!(
                 out,
@@ -558,7 +568,7 @@ impl StreamPlan {
                 "  ".repeat(depth + 1),
                 keys(side_keys)
             );
-            input.explain(" late=drop-and-count", parallelism, depth + 2, &mut out);
+            input.explain(late, parallelism, depth + 2, &mut out);
         }
         out
     }

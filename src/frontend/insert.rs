@@ -211,7 +211,7 @@ fn respelled(expr: ast::Expr, produced: &DataType, written: &DataType) -> ast::E
     if from.len() != to.len() || produced == written {
         return expr;
     }
-    let call = crate::frontend::json_value::function;
+    let call = crate::frontend::parser::function_call;
     let text = |s: &str| ast::Expr::value(ast::Value::SingleQuotedString(s.to_string()));
     let mut args = Vec::with_capacity(2 * to.len());
     for (f, t) in from.iter().zip(to.iter()) {

@@ -25,6 +25,8 @@ use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Token;
 
+use crate::frontend::parser::function_call;
+
 /// What a clause does with a row that has no value or a bad one.
 enum Behavior {
     Null,
@@ -138,7 +140,7 @@ fn rewrite(
     on_empty: Behavior,
     on_error: Behavior,
 ) -> Expr {
-    let call = |name: &str| function(name, vec![json.clone(), path.clone()]);
+    let call = |name: &str| function_call(name, vec![json.clone(), path.clone()]);
     let cast = |kind: ast::CastKind, expr: Expr| Expr::Cast {
         kind,
         expr: Box::new(expr),
@@ -156,7 +158,7 @@ fn rewrite(
         Behavior::Null => cast(ast::CastKind::TryCast, value),
         Behavior::Error => cast(ast::CastKind::Cast, value),
         // The value is there, so a NULL is a failed cast.
-        Behavior::Default(_) => function(
+        Behavior::Default(_) => function_call(
             "coalesce",
             vec![cast(ast::CastKind::TryCast, value), otherwise(&on_error)],
         ),
@@ -178,25 +180,4 @@ fn rewrite(
         ],
         else_result: Some(Box::new(found)),
     }
-}
-
-/// A call of function `name` on `args`.
-pub fn function(name: &str, args: Vec<Expr>) -> Expr {
-    Expr::Function(ast::Function {
-        name: ast::ObjectName::from(vec![ast::Ident::new(name)]),
-        uses_odbc_syntax: false,
-        parameters: ast::FunctionArguments::None,
-        args: ast::FunctionArguments::List(ast::FunctionArgumentList {
-            duplicate_treatment: None,
-            args: args
-                .into_iter()
-                .map(|a| ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a)))
-                .collect(),
-            clauses: vec![],
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: vec![],
-    })
 }

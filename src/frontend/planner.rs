@@ -192,7 +192,7 @@ pub async fn plan_view(
         .analyzer()
         .execute_and_check(plan, state.config_options(), |_, _| {})
         .map_err(|e| Error::from_datafusion(e, sql))?;
-    let plan = distinct_as_group_by(plan)?;
+    let plan = rewritten(plan)?;
     let shape = walk(&plan, &joined)?;
     let output = Arc::new(Schema::new(
         plan.schema()
@@ -1113,35 +1113,10 @@ const GROUP_ROWS: &str = "__rows";
 /// An aggregation without GROUP BY has one group: it gets a constant group
 /// column, [`ONE_GROUP`], which a projection after it drops.
 fn one_group(agg: AggregateNode) -> Result<(AggregateNode, StatelessOp)> {
-    let empty = LogicalPlan::EmptyRelation(EmptyRelation {
-        produce_one_row: false,
-        schema: agg.input.clone(),
-    });
-    let plan = LogicalPlanBuilder::from(empty)
-        .aggregate(
-            vec![datafusion::logical_expr::lit(true).alias(ONE_GROUP)],
-            agg.aggr_exprs.clone(),
-        )?
-        .build()?;
-    let LogicalPlan::Aggregate(a) = &plan else {
-        return Err(Error::internal("an aggregation lost its plan"));
-    };
-    let exprs: Vec<Expr> = (1..a.schema.fields().len())
-        .map(|i| Expr::Column(Column::from(a.schema.qualified_field(i))))
-        .collect();
-    Ok((
-        AggregateNode {
-            input: agg.input,
-            group_exprs: a.group_expr.clone(),
-            aggr_exprs: a.aggr_expr.clone(),
-            output: a.schema.clone(),
-        },
-        StatelessOp::Project {
-            exprs,
-            input: a.schema.clone(),
-            output: agg.output,
-        },
-    ))
+    let groups = vec![datafusion::logical_expr::lit(true).alias(ONE_GROUP)];
+    let aggregates = agg.aggr_exprs.clone();
+    let width = agg.aggr_exprs.len();
+    regrouped(agg, groups, aggregates, 1..1 + width)
 }
 
 /// A GROUP BY without aggregates (`SELECT DISTINCT`, Nexmark q8's sides)
@@ -1149,23 +1124,32 @@ fn one_group(agg: AggregateNode) -> Result<(AggregateNode, StatelessOp)> {
 /// every group has a state, and a group whose rows are all taken back
 /// (over a view whose rows change) is known to be gone.
 fn counted(agg: AggregateNode) -> Result<(AggregateNode, StatelessOp)> {
+    let groups = agg.group_exprs.clone();
+    let count = datafusion::functions_aggregate::count::count(datafusion::logical_expr::lit(1))
+        .alias(GROUP_ROWS);
+    let width = agg.group_exprs.len();
+    regrouped(agg, groups, vec![count], 0..width)
+}
+
+/// `agg` planned again with `groups` and `aggregates`, and the projection
+/// after it that keeps its columns `kept` (which give `agg`'s output).
+fn regrouped(
+    agg: AggregateNode,
+    groups: Vec<Expr>,
+    aggregates: Vec<Expr>,
+    kept: std::ops::Range<usize>,
+) -> Result<(AggregateNode, StatelessOp)> {
     let empty = LogicalPlan::EmptyRelation(EmptyRelation {
         produce_one_row: false,
         schema: agg.input.clone(),
     });
     let plan = LogicalPlanBuilder::from(empty)
-        .aggregate(
-            agg.group_exprs.clone(),
-            vec![
-                datafusion::functions_aggregate::count::count(datafusion::logical_expr::lit(1))
-                    .alias(GROUP_ROWS),
-            ],
-        )?
+        .aggregate(groups, aggregates)?
         .build()?;
     let LogicalPlan::Aggregate(a) = &plan else {
         return Err(Error::internal("an aggregation lost its plan"));
     };
-    let exprs: Vec<Expr> = (0..agg.group_exprs.len())
+    let exprs: Vec<Expr> = kept
         .map(|i| Expr::Column(Column::from(a.schema.qualified_field(i))))
         .collect();
     Ok((
@@ -1183,13 +1167,19 @@ fn counted(agg: AggregateNode) -> Result<(AggregateNode, StatelessOp)> {
     ))
 }
 
-/// `SELECT DISTINCT` as the GROUP BY it means (DataFusion's own rewrite).
-fn distinct_as_group_by(plan: LogicalPlan) -> Result<LogicalPlan> {
-    use datafusion::optimizer::{OptimizerContext, OptimizerRule};
-    let rule =
-        datafusion::optimizer::replace_distinct_aggregate::ReplaceDistinctWithAggregate::new();
-    let config = OptimizerContext::new();
-    Ok(plan.transform_up(|p| rule.rewrite(p, &config))?.data)
+/// The few rewrites of DataFusion's optimizer the streaming planner takes:
+/// `SELECT DISTINCT` as the GROUP BY it means, and filters pushed down to
+/// the rows they test (a join keeps only the rows its WHERE can pass: a
+/// regular join's state is that much smaller).
+fn rewritten(plan: LogicalPlan) -> Result<LogicalPlan> {
+    use datafusion::optimizer::push_down_filter::PushDownFilter;
+    use datafusion::optimizer::replace_distinct_aggregate::ReplaceDistinctWithAggregate;
+    use datafusion::optimizer::{Optimizer, OptimizerContext};
+    let optimizer = Optimizer::with_rules(vec![
+        Arc::new(ReplaceDistinctWithAggregate::new()),
+        Arc::new(PushDownFilter::new()),
+    ]);
+    Ok(optimizer.optimize(plan, &OptimizerContext::new(), |_, _| {})?)
 }
 
 /// The groups of a SESSION aggregation: the non-window group columns must be

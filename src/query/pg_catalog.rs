@@ -8,6 +8,7 @@
 //! `COLLATE pg_catalog.default`, `::regclass`, qualified function names,
 //! `ARRAY(subquery)`) is rewritten before DataFusion plans the query.
 
+use crate::frontend::parser::function_call as call;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Weak};
 
@@ -1993,27 +1994,6 @@ fn type_name_of(data_type: &ast::DataType) -> String {
         .trim_start_matches("pg_catalog.")
         .trim_matches('"')
         .to_string()
-}
-
-/// `name(args)`.
-fn call(name: &str, args: Vec<Expr>) -> Expr {
-    Expr::Function(ast::Function {
-        name: ObjectName::from(vec![ast::Ident::new(name)]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(ast::FunctionArgumentList {
-            duplicate_treatment: None,
-            args: args
-                .into_iter()
-                .map(|a| ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a)))
-                .collect(),
-            clauses: vec![],
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: vec![],
-    })
 }
 
 /// Whether a FROM item is a catalog table that is always empty in Sluice.
