@@ -665,6 +665,23 @@ async fn the_queries_tools_send() {
             "t"
         ]]
     );
+    // pg_typeof names the type a value is sent as.
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT pg_typeof(1::int), pg_typeof('a'::text), pg_typeof(1.5), pg_typeof(now()),
+                    pg_typeof(1.5::float8), pg_typeof(date '2024-01-01')"
+        )
+        .await,
+        [[
+            "integer",
+            "text",
+            "numeric",
+            "timestamp with time zone",
+            "double precision",
+            "date"
+        ]]
+    );
     assert_eq!(
         rows(
             &client,

@@ -197,7 +197,7 @@ pub(crate) fn type_of(t: &DataType) -> (i64, i32) {
 }
 
 /// Postgres's `format_type(oid, typmod)`.
-fn format_type(oid: i64, typmod: i32) -> Option<String> {
+pub(crate) fn format_type(oid: i64, typmod: i32) -> Option<String> {
     if let Some(element) = element_of(oid) {
         return format_type(element, -1).map(|t| format!("{t}[]"));
     }

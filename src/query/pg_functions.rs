@@ -332,6 +332,19 @@ fn to_char(arrays: &[ArrayRef], rows: usize) -> DfResult<ArrayRef> {
 
 pub fn register(ctx: &SessionContext) {
     let functions = [
+        // The type of a value, as Postgres names it (`integer`, `text`,
+        // `timestamp with time zone`): the type it is sent to clients as.
+        Function {
+            name: "pg_typeof",
+            signature: Signature::any(1, Volatility::Immutable),
+            returns: |_| DataType::Utf8,
+            body: |arrays, rows| {
+                let t = crate::server::encode::pg_type(arrays[0].data_type());
+                let name = crate::query::pg_catalog::format_type(i64::from(t.oid()), -1)
+                    .unwrap_or_else(|| t.name().to_string());
+                Ok(Arc::new(StringArray::from(vec![name; rows])))
+            },
+        },
         Function {
             name: "current_schemas",
             signature: Signature::any(1, Volatility::Stable),
