@@ -526,29 +526,38 @@ impl FileWriter {
             .map(|(_, c)| ArrayFormatter::try_new(c.as_ref(), &options))
             .collect::<std::result::Result<_, _>>()?;
         // Rows by their partition values, written into one reused key (no
-        // allocation per row); a group's directory is made once.
+        // allocation per row): each value after its length, so that no two
+        // lists of values share a key. A group's directory is made once.
+        let write_value =
+            |out: &mut String, column: &ArrayRef, f: &ArrayFormatter, row: usize| match column
+                .is_null(row)
+            {
+                true => out.push_str(DEFAULT_PARTITION),
+                false => {
+                    let _ = write!(out, "{}", f.value(row));
+                }
+            };
         let mut index: std::collections::HashMap<String, usize> = Default::default();
         let mut groups: Vec<(PathBuf, Values, Vec<u32>)> = Vec::new();
         let mut key = String::new();
+        let mut text = String::new();
         for row in 0..batch.num_rows() {
             key.clear();
             for ((_, column), f) in columns.iter().zip(&formatters) {
-                match column.is_null(row) {
-                    true => key.push_str(DEFAULT_PARTITION),
-                    false => {
-                        let _ = write!(key, "{}", f.value(row));
-                    }
-                }
-                key.push('\0');
+                text.clear();
+                write_value(&mut text, column, f, row);
+                let _ = write!(key, "{}:{text}", text.len());
             }
             let group = match index.get(key.as_str()) {
                 Some(g) => *g,
                 None => {
                     let mut dir = PathBuf::new();
                     let mut values = Vec::with_capacity(columns.len());
-                    for ((name, _), value) in columns.iter().zip(key.split('\0')) {
-                        dir.push(format!("{name}={}", escape_path(value)));
-                        values.push((name.to_string(), value.to_string()));
+                    for ((name, column), f) in columns.iter().zip(&formatters) {
+                        let mut v = String::new();
+                        write_value(&mut v, column, f, row);
+                        dir.push(format!("{name}={}", escape_path(&v)));
+                        values.push((name.to_string(), v));
                     }
                     index.insert(key.clone(), groups.len());
                     groups.push((dir, values, Vec::new()));

@@ -46,6 +46,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{ClientContext, Message};
 use serde::{Deserialize, Serialize};
 
+use crate::connector::upsert_kafka::KeyFormat;
 use crate::connector::Worker;
 use crate::error::{Error, Result};
 use crate::metrics::{JobMetrics, Part};
@@ -79,8 +80,9 @@ pub struct KafkaSinkSpec {
 #[derive(Debug, Clone)]
 pub struct MessageKey {
     pub fields: Vec<String>,
-    /// `raw`: the one column's text; otherwise a JSON object.
-    pub raw: bool,
+    /// A JSON object of the columns, or (`raw`) the one column's text: as
+    /// an upsert-kafka table reads its keys.
+    pub format: KeyFormat,
 }
 
 impl KafkaSinkSpec {
@@ -137,9 +139,9 @@ impl MessageKey {
             };
         };
         let fields: Vec<String> = fields.split(';').map(|f| f.trim().to_string()).collect();
-        let raw = match format.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None | Some("json") => false,
-            Some("raw") if fields.len() == 1 => true,
+        let format = match format.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("json") => KeyFormat::Json,
+            Some("raw") if fields.len() == 1 => KeyFormat::Raw,
             Some("raw") => {
                 return Err(Error::invalid_parameter(
                     "'key.format' = 'raw' takes one column in 'key.fields'",
@@ -156,7 +158,7 @@ impl MessageKey {
                 "'key.fields' names the key's columns, separated by ';'",
             ));
         }
-        Ok(Some(MessageKey { fields, raw }))
+        Ok(Some(MessageKey { fields, format }))
     }
 
     /// Where its fields are among `columns`, in its order; None if one
@@ -220,11 +222,11 @@ enum Keys {
 
 impl Keys {
     /// The keys of `batch`'s rows: its columns at `positions`.
-    fn of(batch: &RecordBatch, positions: &[usize], raw: bool) -> Result<Self> {
+    fn of(batch: &RecordBatch, positions: &[usize], format: KeyFormat) -> Result<Self> {
         let key = batch.project(positions)?;
-        Ok(match raw {
-            false => Keys::Json(JsonLines::of(&key)?),
-            true => {
+        Ok(match format {
+            KeyFormat::Json => Keys::Json(JsonLines::of(&key)?),
+            KeyFormat::Raw => {
                 let text = arrow::compute::cast(key.column(0), &DataType::Utf8)?;
                 Keys::Raw(text.as_string::<i32>().clone())
             }
@@ -399,7 +401,7 @@ pub fn start(
     store: Arc<Store>,
 ) -> Result<Worker> {
     let message_key = match &spec.key {
-        Some(key) => Some((key.positions_in(&feed, schema)?, key.raw)),
+        Some(key) => Some((key.positions_in(&feed, schema)?, key.format)),
         None => None,
     };
     let mut config = ClientConfig::new();
@@ -510,8 +512,8 @@ struct Writer {
     key: String,
     metrics: Arc<JobMetrics>,
     /// The columns each message is keyed by ('key.fields'): where they are
-    /// in a row, or in a change's key; and whether the key is raw text.
-    message_key: Option<(Vec<usize>, bool)>,
+    /// in a row, or in a change's key; and how the key is written.
+    message_key: Option<(Vec<usize>, KeyFormat)>,
 }
 
 impl Writer {
@@ -844,7 +846,7 @@ impl Writer {
     fn keys(&self, batch: &RecordBatch) -> Result<Option<Keys>> {
         self.message_key
             .as_ref()
-            .map(|(positions, raw)| Keys::of(batch, positions, *raw))
+            .map(|(positions, format)| Keys::of(batch, positions, *format))
             .transpose()
     }
 
