@@ -129,3 +129,156 @@ async fn a_windowed_group_without_aggregates_lists_each_group_once() {
         assert_eq!(got, want, "{view}");
     }
 }
+
+/// Top-N per partition and deduplication (`ROW_NUMBER() OVER` kept while
+/// at most N; Nexmark q18 and q19) equal DataFusion's batch answers. The
+/// columns compared do not depend on how ties are broken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_n_and_deduplication_equal_the_batch_answers() {
+    let selects: Vec<String> = [
+        // The three highest bids of each auction.
+        "SELECT auction, price, rn FROM (SELECT auction, price,
+           ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rn FROM bid)
+         WHERE rn <= 3",
+        // Keep last: each bidder's last bid on each auction.
+        "SELECT bidder, auction, dateTime FROM (SELECT *,
+           ROW_NUMBER() OVER (PARTITION BY bidder, auction ORDER BY dateTime DESC) AS rn FROM bid)
+         WHERE rn = 1",
+        // Keep first, by two keys; the row number not shown.
+        "SELECT seller, id, category FROM (SELECT seller, id, category,
+           ROW_NUMBER() OVER (PARTITION BY seller ORDER BY dateTime, id) AS rn FROM auction)
+         WHERE rn <= 1",
+        // One partition: the seven highest bids, and a filter after the
+        // ranking.
+        "SELECT price, rn FROM (SELECT price,
+           ROW_NUMBER() OVER (ORDER BY price DESC) AS rn FROM bid) t
+         WHERE rn < 8 AND price > 1000",
+        // Over filtered and computed rows.
+        "SELECT b, p, n FROM (SELECT bidder AS b, price * 2 AS p,
+           ROW_NUMBER() OVER (PARTITION BY bidder ORDER BY price * 2 ASC) AS n
+           FROM bid WHERE channel <> 'Google') WHERE 2 >= n",
+    ]
+    .map(String::from)
+    .to_vec();
+    equal_the_batch_answers(&selects).await;
+}
+
+/// What a top-N view cannot be is refused with 0A000, naming why.
+#[tokio::test]
+async fn top_n_refusals_name_why() {
+    let server = TestServer::start();
+    let client = server.client().await;
+    client
+        .batch_execute(&common::nexmark::ddl(100, 10_000, None, "datagen"))
+        .await
+        .unwrap();
+    for (sql, why) in [
+        (
+            "SELECT * FROM (SELECT auction, RANK() OVER (PARTITION BY auction ORDER BY price) AS r FROM bid) WHERE r <= 2",
+            "window functions other than ROW_NUMBER()",
+        ),
+        (
+            "SELECT * FROM (SELECT auction, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price) AS r FROM bid)",
+            "needs a filter keeping the first rows",
+        ),
+        (
+            "SELECT auction FROM (SELECT auction, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price) AS r FROM bid) WHERE r <= 2",
+            "must show its row number",
+        ),
+        (
+            "SELECT price FROM (SELECT price, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price) AS r FROM bid) WHERE r = 1",
+            "must show its partition column \"auction\"",
+        ),
+        (
+            "SELECT * FROM (SELECT auction, ROW_NUMBER() OVER (PARTITION BY auction) AS r FROM bid) WHERE r = 1",
+            "without ORDER BY",
+        ),
+    ] {
+        let err = client
+            .simple_query(&format!("CREATE MATERIALIZED VIEW v AS {sql}"))
+            .await
+            .unwrap_err();
+        let text = common::describe_error(&err);
+        assert!(text.starts_with("0A000") && text.contains(why), "{sql}: {text}");
+    }
+}
+
+/// A top-N and a deduplication killed while they run, with a state cache
+/// far smaller than their state, end equal to DataFusion's batch answers:
+/// each partition's rows are saved with the checkpoint that took them,
+/// and spill to the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_n_killed_and_restarted_with_a_tiny_cache_equals_the_batch_answer() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let path = tmp.path().join("events.json");
+    // 200,000 rows over 5,000 keys; v is a permutation of the row numbers
+    // (no ties).
+    let n: i64 = 200_000;
+    {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        for seq in 0..n {
+            let k = (seq * 31 + seq / 7) % 5_000;
+            let v = (seq * 7_919) % n;
+            writeln!(file, r#"{{"seq": {seq}, "k": {k}, "v": {v}}}"#).unwrap();
+        }
+    }
+    let flags = [
+        "--parallelism",
+        "2",
+        "--batch-size",
+        "64",
+        "--checkpoint-interval",
+        "50ms",
+        "--state-cache",
+        "64KiB",
+    ];
+    let mut server = TestServer::start_in(&dir, &flags);
+    let client = server.client().await;
+    let top = "SELECT k, v, rn FROM (SELECT k, v, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC) AS rn FROM t) WHERE rn <= 3";
+    let last = "SELECT k, seq, v FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY seq DESC) AS rn FROM t) WHERE rn = 1";
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE t (seq BIGINT, k INT, v BIGINT)
+               WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+             CREATE MATERIALIZED VIEW top AS {top};
+             CREATE MATERIALIZED VIEW last AS {last};",
+            path.display()
+        ))
+        .await
+        .unwrap();
+    common::wait_checkpoints(&client, "top", 3).await;
+    let before = rows(
+        &client,
+        "SELECT status, rows_in FROM sluice.jobs WHERE name = 'top'",
+    )
+    .await;
+    server.kill();
+    assert_eq!(before[0][0], "running", "killed while it ran: {before:?}");
+    assert!(
+        before[0][1].parse::<i64>().unwrap() < n,
+        "killed before it read everything: {before:?}"
+    );
+    drop(client);
+    let server = TestServer::start_in(&dir, &flags);
+    let client = server.client().await;
+    wait_finished(&client, "top").await;
+    wait_finished(&client, "last").await;
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_json(
+        "t",
+        path.to_str().unwrap(),
+        datafusion::prelude::JsonReadOptions::default().file_extension(".json"),
+    )
+    .await
+    .unwrap();
+    for (view, sql) in [("top", top), ("last", last)] {
+        let mut actual = rows(&client, &format!("SELECT * FROM {view}")).await;
+        actual.sort();
+        let mut expected = common::batch_rows(&ctx, sql).await;
+        expected.sort();
+        assert_eq!(actual.len(), expected.len(), "{view}: rows");
+        assert!(actual == expected, "{view}: the batch answer");
+    }
+}

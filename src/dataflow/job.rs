@@ -39,6 +39,7 @@ use crate::dataflow::plan::{Side, SourcePlan, StatelessOp, StreamPlan, ViewRows,
 use crate::dataflow::prepare::Preparer;
 use crate::dataflow::retract::PriorRows;
 use crate::dataflow::stream_join::{Alignment, JoinOutput, PhysicalJoin, StreamJoin};
+use crate::dataflow::top_n::{PhysicalRank, TopN};
 use crate::dataflow::watermark::WatermarkCombiner;
 use crate::dataflow::window_aggregate::WindowAggregate;
 use crate::error::{Error, Result};
@@ -214,7 +215,15 @@ impl Job {
             });
         }
         let mut tasks: JoinSet<Result<()>> = JoinSet::new();
-        let finals = if physical.aggregate.is_some() { p } else { 0 };
+        let rank = match &plan.rank {
+            Some(r) => Some(Arc::new(PhysicalRank::new(state, r)?)),
+            None => None,
+        };
+        let finals = if physical.aggregate.is_some() || rank.is_some() {
+            p
+        } else {
+            0
+        };
         let joins = if join.is_some() { p } else { 0 };
         let pipelines = p * inputs.len();
         let (coordinator, acks, barriers, checkpoints) = Coordinator::new(
@@ -266,6 +275,41 @@ impl Job {
                     instance: i,
                 };
                 let acks = acks.next().expect("an ack per final instance");
+                tasks.spawn_on(run_owner(rx, owner, p, acks, None), runtime);
+            }
+        }
+        // Top-N instances, each fed by every pipeline.
+        if let Some(rank) = &rank {
+            for i in 0..p {
+                let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+                owners.push(tx);
+                let out = Materialize::new(
+                    view.clone(),
+                    i,
+                    Part::Final(i),
+                    physical.post.clone(),
+                    metrics.clone(),
+                    dead_letters.clone(),
+                );
+                let table =
+                    StateTable::resume(store.clone(), keys.aggregate(i), cache, last_epoch > 0)?;
+                let mut operator = TopN::new(rank.clone(), table, out, metrics.clone())?;
+                if last_epoch > 0 {
+                    operator.restore_watermark(
+                        restored
+                            .aggregate_watermarks
+                            .get(i)
+                            .copied()
+                            .unwrap_or(i64::MIN),
+                    );
+                }
+                let owner = FinalTopN {
+                    operator,
+                    watermarks: WatermarkCombiner::new(p),
+                    keys,
+                    instance: i,
+                };
+                let acks = acks.next().expect("an ack per top-N instance");
                 tasks.spawn_on(run_owner(rx, owner, p, acks, None), runtime);
             }
         }
@@ -379,7 +423,12 @@ impl Job {
                         Error::external(format!("could not start a reader thread: {e}"))
                     })?;
                 let downstream = match (&physical.aggregate, &join) {
-                    (_, Some(join)) => Downstream::Join {
+                    (None, None) if rank.is_some() => Downstream::Keyed {
+                        keys: rank.as_ref().expect("a top-N").partition.clone(),
+                        owners: owners.clone(),
+                        pending: vec![Vec::new(); owners.len()],
+                    },
+                    (_, Some(join)) => Downstream::Keyed {
                         keys: join
                             .keys(if side == 0 { Side::Left } else { Side::Right })
                             .to_vec(),
@@ -627,6 +676,51 @@ impl Owner for FinalAggregate {
 
     fn emit_early(&mut self) -> Result<()> {
         self.operator.emit_early()
+    }
+}
+
+/// A top-N instance, with the watermarks of its inputs.
+struct FinalTopN {
+    operator: TopN,
+    watermarks: WatermarkCombiner,
+    keys: JobKeys,
+    instance: usize,
+}
+
+impl Owner for FinalTopN {
+    fn on_batch(&mut self, from: usize, batch: RecordBatch) -> Result<()> {
+        self.watermarks.on_data(from);
+        self.operator.on_rows(batch)
+    }
+
+    fn on_watermark(&mut self, from: usize, watermark: i64) -> Result<()> {
+        if let Some(combined) = self.watermarks.on_watermark(from, watermark) {
+            self.operator.on_watermark(combined);
+        }
+        Ok(())
+    }
+
+    fn on_idle(&mut self, from: usize) -> Result<()> {
+        if let Some(combined) = self.watermarks.on_idle(from) {
+            self.operator.on_watermark(combined);
+        }
+        Ok(())
+    }
+
+    fn on_barrier(&mut self, from: usize) {
+        self.watermarks.on_data(from);
+    }
+
+    fn checkpoint(&mut self, writes: &mut Writes) -> Result<()> {
+        self.operator.checkpoint(&self.keys, self.instance, writes)
+    }
+
+    fn committed(&mut self) -> Result<()> {
+        self.operator.committed()
+    }
+
+    fn cache_use(&self) -> f64 {
+        self.operator.cache_use()
     }
 }
 

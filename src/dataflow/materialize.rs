@@ -58,7 +58,7 @@ impl Materialize {
     }
 
     /// Counts and keeps a result row that could not be finished.
-    fn dead_letter(&self, row: &RecordBatch, error: Error) {
+    pub fn dead_letter(&self, row: &RecordBatch, error: Error) {
         self.counters().bad_rows.fetch_add(1, Ordering::Relaxed);
         self.dead_letters.push(
             &self.metrics.name,

@@ -29,6 +29,7 @@ pub mod prepare;
 pub mod retract;
 pub mod session;
 pub mod stream_join;
+pub mod top_n;
 pub mod watermark;
 pub mod window;
 pub mod window_aggregate;

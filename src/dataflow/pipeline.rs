@@ -100,9 +100,10 @@ pub enum Downstream {
         partial: PartialAggregate,
         owners: Vec<mpsc::Sender<Envelope>>,
     },
-    /// To the owners of their join keys (a join of two streams).
-    Join {
-        /// The key expressions of this side.
+    /// To the owners of their keys (a join of two streams: its keys; a
+    /// top-N: its partition).
+    Keyed {
+        /// The key expressions (of this side of a join).
         keys: Vec<Arc<dyn PhysicalExpr>>,
         owners: Vec<mpsc::Sender<Envelope>>,
         /// Rows routed but not sent yet, by owner.
@@ -343,7 +344,7 @@ impl Pipeline {
                     Downstream::Aggregate { partial, .. } => {
                         partial.pending_groups() >= MAX_PENDING_GROUPS
                     }
-                    Downstream::Join { .. } => {
+                    Downstream::Keyed { .. } => {
                         // Its reader reads on only while it is not ahead
                         // of the other side.
                         self.publish_time(self.clocks.current(Instant::now()));
@@ -493,12 +494,12 @@ impl Pipeline {
                 self.memory.observe(out.cache_use());
                 Ok(())
             }
-            Downstream::Join {
+            Downstream::Keyed {
                 keys,
                 owners,
                 pending,
             } => {
-                // A row whose join keys cannot be evaluated becomes a dead
+                // A row whose keys cannot be evaluated becomes a dead
                 // letter; the others go to their owners.
                 let (keyed, bad) = per_row_on_error(&batch, |b| {
                     let arrays = keys
@@ -672,7 +673,7 @@ impl Pipeline {
 
     /// Sends the pending partial states (or join rows) to their owners.
     async fn flush(&mut self) -> Result<()> {
-        if let Downstream::Join {
+        if let Downstream::Keyed {
             owners, pending, ..
         } = &mut self.downstream
         {
@@ -683,7 +684,7 @@ impl Pipeline {
                         message: Message::Batch(batch),
                     };
                     if owner.send(envelope).await.is_err() {
-                        return Err(Error::internal("a join instance stopped early"));
+                        return Err(Error::internal("an instance downstream stopped early"));
                     }
                 }
             }
@@ -720,7 +721,7 @@ impl Pipeline {
 
     async fn send_all(&mut self, message: Message) {
         let owners = match &self.downstream {
-            Downstream::Aggregate { owners, .. } | Downstream::Join { owners, .. } => owners,
+            Downstream::Aggregate { owners, .. } | Downstream::Keyed { owners, .. } => owners,
             Downstream::Append { .. } => return,
         };
         {

@@ -280,6 +280,46 @@ pub struct StreamJoinPlan {
     pub output_time: Option<Side>,
 }
 
+/// Top-N per partition: `ROW_NUMBER() OVER (PARTITION BY p ORDER BY o)`
+/// kept while at most `limit` (the filter on it above). Each partition's
+/// first `limit` rows by the order, each with its row number; a row that
+/// enters pushes the rows after it one place down (their row numbers
+/// change, the last leaves). Deduplication is its `limit` 1 (keep first
+/// with `ORDER BY` time ascending, keep last descending).
+#[derive(Debug, Clone)]
+pub struct RankPlan {
+    /// The rows entering.
+    pub input: DFSchemaRef,
+    /// Columns of `input`.
+    pub partition: Vec<Expr>,
+    pub order: Vec<datafusion::logical_expr::SortExpr>,
+    pub limit: usize,
+    /// `input`'s columns, then the row number.
+    pub output: DFSchemaRef,
+    /// The columns of `output` its rows are keyed by: the partition's, and
+    /// the row number's unless `limit` is 1.
+    pub key: Vec<usize>,
+}
+
+/// The column `e` shows as it is, or cast from one integer type to
+/// another (INSERT casts a row number to the sink's BIGINT).
+fn shown_column(e: &Expr, input: &DFSchemaRef) -> Option<datafusion::common::Column> {
+    use datafusion::logical_expr::ExprSchemable;
+    match e.clone().unalias() {
+        Expr::Column(c) => Some(c),
+        Expr::Cast(cast) => match cast.expr.as_ref() {
+            Expr::Column(c)
+                if cast.field.data_type().is_integer()
+                    && cast.expr.get_type(input).is_ok_and(|t| t.is_integer()) =>
+            {
+                Some(c.clone())
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// What a view does with its rows (see [`crate::state::view::Rows`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ViewRows {
@@ -303,6 +343,8 @@ pub struct StreamPlan {
     /// rows, if any.
     pub join: Option<Box<StreamJoinPlan>>,
     pub aggregate: Option<AggregatePlan>,
+    /// Top-N per partition (there is no aggregation then).
+    pub rank: Option<RankPlan>,
     pub post: Vec<StatelessOp>,
     /// The view's columns.
     pub output: SchemaRef,
@@ -328,8 +370,8 @@ impl StreamPlan {
     /// whose fired rows a bridging row can still merge). Such a view is
     /// stored as an append-only log, which views over it read.
     pub fn appends_only(&self) -> bool {
-        if self.source.changes().is_some() {
-            // Its rows follow those of the view it reads.
+        if self.source.changes().is_some() || self.rank.is_some() {
+            // Its rows follow those of the view it reads, or move in rank.
             return false;
         }
         match &self.aggregate {
@@ -347,42 +389,65 @@ impl StreamPlan {
     /// window rows): its group columns, by which its rows are upserted; for
     /// a view over such a view, that view's key.
     pub fn key_schema(&self) -> Option<SchemaRef> {
+        if let Some(rank) = &self.rank {
+            let fields: Vec<arrow::datatypes::Field> = rank
+                .key
+                .iter()
+                .map(|i| rank.output.field(*i).as_ref().clone())
+                .collect();
+            return Some(self.shown_key(fields));
+        }
         if let Some(key) = self.source.changes().filter(|_| self.aggregate.is_none()) {
             return Some(key.clone());
         }
         let agg = self.aggregate.as_ref().filter(|_| !self.appends_only())?;
-        // Each group column under the name the view shows it by, if it
-        // shows it (`window_start AS ws`).
-        let mut names: Vec<Option<String>> = agg.output.fields()[..agg.group_exprs.len()]
+        let fields = agg.output.fields()[..agg.group_exprs.len()]
             .iter()
-            .map(|f| Some(f.name().clone()))
+            .map(|f| f.as_ref().clone())
             .collect();
+        Some(self.shown_key(fields))
+    }
+
+    /// The key columns of the stateful operator's rows, each under the name
+    /// the view shows it by if it shows it (`window_start AS ws`).
+    fn shown_key(&self, fields: Vec<arrow::datatypes::Field>) -> SchemaRef {
+        let names = self.shown_names(fields.iter().map(|f| f.name().clone()).collect());
+        let fields: Vec<arrow::datatypes::Field> = fields
+            .into_iter()
+            .zip(names)
+            .map(|(f, shown)| match shown {
+                Some(name) => f.with_name(name),
+                None => f,
+            })
+            .collect();
+        Arc::new(arrow::datatypes::Schema::new(fields))
+    }
+
+    /// What the view calls each of these columns of the rows `post` starts
+    /// from (None: it does not show it).
+    pub fn shown_names(&self, columns: Vec<String>) -> Vec<Option<String>> {
+        let mut names: Vec<Option<String>> = columns.into_iter().map(Some).collect();
         for op in &self.post {
-            if let StatelessOp::Project { exprs, output, .. } = op {
+            if let StatelessOp::Project {
+                exprs,
+                input,
+                output,
+            } = op
+            {
                 for name in names.iter_mut() {
                     *name = name.as_ref().and_then(|n| {
                         exprs
                             .iter()
                             .enumerate()
-                            .find_map(|(i, e)| match e.clone().unalias() {
-                                Expr::Column(c) if &c.name == n => {
-                                    Some(output.field(i).name().clone())
-                                }
+                            .find_map(|(i, e)| match shown_column(e, input) {
+                                Some(c) if &c.name == n => Some(output.field(i).name().clone()),
                                 _ => None,
                             })
                     });
                 }
             }
         }
-        let fields: Vec<arrow::datatypes::Field> = agg.output.fields()[..agg.group_exprs.len()]
-            .iter()
-            .zip(names)
-            .map(|(f, shown)| match shown {
-                Some(name) => f.as_ref().clone().with_name(name),
-                None => f.as_ref().clone(),
-            })
-            .collect();
-        Some(Arc::new(arrow::datatypes::Schema::new(fields)))
+        names
     }
 
     /// Whether the view reads `name`: its source, or a table it joins.
@@ -450,6 +515,15 @@ impl StreamPlan {
                         format!("every {}", crate::dataflow::window::fmt_ms(every_ms)),
                 }
             )
+        } else if self.rank.is_some() {
+            format!(
+                "Materialize: view={} keyed by partition{}",
+                self.view,
+                match self.rank.as_ref().map(|r| r.limit) {
+                    Some(1) => "",
+                    _ => " and row number",
+                }
+            )
         } else if self.source.changes().is_some() {
             format!(
                 "Materialize: view={} upserts by the key of {} (its changes pass through)",
@@ -483,6 +557,24 @@ impl StreamPlan {
                 "{kind}(partial): parallelism={parallelism} group=[{}]",
                 groups.join(", ")
             ));
+        }
+        if let Some(rank) = &self.rank {
+            let list = |exprs: Vec<String>| exprs.join(", ");
+            lines.push(format!(
+                "TopN: first {} by [{}] of each partition [{}], parallelism={parallelism}, state {} rows per partition",
+                rank.limit,
+                list(rank.order.iter().map(|s| s.to_string()).collect()),
+                list(rank.partition.iter().map(|e| e.to_string()).collect()),
+                rank.limit
+            ));
+            lines.push(if rank.partition.is_empty() {
+                "Exchange: single (every row to one instance)".to_string()
+            } else {
+                format!(
+                    "Exchange: hash({})",
+                    list(rank.partition.iter().map(|e| e.to_string()).collect())
+                )
+            });
         }
         let mut out = String::new();
         let mut depth = 0;

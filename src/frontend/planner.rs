@@ -27,7 +27,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, DFSchemaRef};
 use datafusion::datasource::empty::EmptyTable;
-use datafusion::logical_expr::{EmptyRelation, Expr, JoinType, LogicalPlan, LogicalPlanBuilder};
+use datafusion::logical_expr::{
+    EmptyRelation, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Operator,
+};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use sqlparser::ast;
@@ -217,6 +219,17 @@ pub async fn plan_view(
         }
         shape.aggregate = Some(agg);
     }
+    let rank = match shape.rank.take() {
+        Some(window) => {
+            if shape.join.is_some() {
+                return Err(Error::not_supported(
+                    "a window function (OVER) over a join of two streams is not supported in a materialized view yet",
+                ));
+            }
+            Some(rank_plan(window, &shape.post)?)
+        }
+        None => None,
+    };
     // With a join of two streams, the operations on its rows (before any
     // aggregation) are the join's.
     let (input, mut join) = match shape.join.take() {
@@ -265,6 +278,7 @@ pub async fn plan_view(
         } else {
             None
         };
+        let what = what.or(rank.as_ref().map(|_| "window functions (OVER)"));
         if let Some(what) = what {
             return Err(Error::not_supported(format!(
                 "{what} over \"{}\" are not supported yet: its rows change; a view over it can filter, project and aggregate its rows, or read a view of final rows (EMIT ON WINDOW CLOSE)",
@@ -307,6 +321,8 @@ pub async fn plan_view(
                 &output,
             )
         }
+        // Rows that move in rank are updated: no time attribute.
+        None if rank.is_some() => None,
         None => time_attribute(
             &pre,
             shape.aggregate.as_ref(),
@@ -364,31 +380,206 @@ pub async fn plan_view(
         }
         _ => {}
     }
-    Ok(StreamPlan {
+    let plan = StreamPlan {
         view: create.name.clone(),
         source,
         window,
         pre,
         join: join.map(Box::new),
         aggregate,
+        rank,
         post: shape.post,
         output,
         emit,
         time_attribute,
         rows,
         rows_cache,
+    };
+    if let Some(rank) = &plan.rank {
+        // The view's rows are keyed by the partition and the row number:
+        // it must show them.
+        let names: Vec<String> = rank
+            .key
+            .iter()
+            .map(|i| rank.output.field(*i).name().clone())
+            .collect();
+        let shown = plan.shown_names(names.clone());
+        if let Some((name, _)) = names.iter().zip(&shown).find(|(_, s)| s.is_none()) {
+            let what = if *name
+                == rank
+                    .output
+                    .field(rank.output.fields().len() - 1)
+                    .name()
+                    .as_str()
+            {
+                "its row number (the partition's rows are keyed by it)".to_string()
+            } else {
+                format!("its partition column \"{name}\" (its rows are keyed by it)")
+            };
+            return Err(Error::not_supported(format!(
+                "a view of the first rows of each partition (ROW_NUMBER() OVER) must show {what}"
+            )));
+        }
+    }
+    Ok(plan)
+}
+
+/// The top-N of `ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...)`, kept
+/// while at most N by a filter among `post`.
+fn rank_plan(
+    window: datafusion::logical_expr::logical_plan::Window,
+    post: &[StatelessOp],
+) -> Result<crate::dataflow::plan::RankPlan> {
+    use datafusion::logical_expr::WindowFunctionDefinition;
+    let [expr] = window.window_expr.as_slice() else {
+        return Err(Error::not_supported(
+            "several window functions (OVER) in one query are not supported in a materialized view yet",
+        ));
+    };
+    let Expr::WindowFunction(f) = expr.clone().unalias() else {
+        return Err(Error::internal(format!(
+            "window expression {expr} is not a window function"
+        )));
+    };
+    let name = match &f.fun {
+        WindowFunctionDefinition::WindowUDF(udf) => udf.name().to_string(),
+        WindowFunctionDefinition::AggregateUDF(udf) => return Err(Error::not_supported(format!(
+            "aggregates over a window ({}(...) OVER) are not supported in materialized views yet",
+            udf.name()
+        ))),
+    };
+    if name != "row_number" {
+        return Err(Error::not_supported(format!(
+            "the window function {name}() is not supported in materialized views yet; ROW_NUMBER() is"
+        )));
+    }
+    for p in &f.params.partition_by {
+        if !matches!(p, Expr::Column(_)) {
+            return Err(Error::not_supported(format!(
+                "ROW_NUMBER() partitioned by an expression ({p}) is not supported in a materialized view yet; partition by columns"
+            )));
+        }
+    }
+    if f.params.order_by.is_empty() {
+        return Err(Error::not_supported(
+            "ROW_NUMBER() without ORDER BY is not supported in a materialized view: the order decides which rows are kept",
+        ));
+    }
+    check_exprs(
+        &f.params
+            .order_by
+            .iter()
+            .map(|s| s.expr.clone())
+            .collect::<Vec<_>>(),
+    )?;
+    let output = window.schema.clone();
+    let rank_index = output.fields().len() - 1;
+    let (qualifier, field) = output.qualified_field(rank_index);
+    let column = Column::new(qualifier.cloned(), field.name());
+    let Some(limit) = rank_limit(column, post) else {
+        return Err(Error::not_supported(
+            "ROW_NUMBER() in a materialized view needs a filter keeping the first rows (WHERE row_num <= N): without it every row of a partition would be renumbered by each row that enters",
+        ));
+    };
+    let mut key: Vec<usize> = f
+        .params
+        .partition_by
+        .iter()
+        .map(|p| match p {
+            Expr::Column(c) => output.index_of_column(c).map_err(Error::from),
+            _ => Err(Error::internal("partition by a non-column")),
+        })
+        .collect::<Result<_>>()?;
+    if limit != 1 {
+        key.push(rank_index);
+    }
+    Ok(crate::dataflow::plan::RankPlan {
+        input: window.input.schema().clone(),
+        partition: f.params.partition_by.clone(),
+        order: f.params.order_by.clone(),
+        limit,
+        output,
+        key,
     })
 }
 
-/// Refuses a window function (`ROW_NUMBER() OVER (...)`, Nexmark's top-N
-/// and deduplication) wherever it stands in the query, naming it: in a
+/// The least N of the filters `rank <= N` (or `< N + 1`, `= N`) on the row
+/// number `rank` among `post`, following it through the projections.
+fn rank_limit(mut rank: Column, post: &[StatelessOp]) -> Option<usize> {
+    let mut limit: Option<usize> = None;
+    for op in post {
+        match op {
+            StatelessOp::Filter { predicate, .. } => {
+                for conjunct in datafusion::logical_expr::utils::split_conjunction(predicate) {
+                    if let Some(n) = rank_bound(conjunct, &rank) {
+                        limit = Some(limit.map_or(n, |l| l.min(n)));
+                    }
+                }
+            }
+            StatelessOp::Project { exprs, output, .. } => {
+                let Some(i) = exprs
+                    .iter()
+                    .position(|e| matches!(e.clone().unalias(), Expr::Column(c) if c == rank))
+                else {
+                    // No longer shown: no filter above can name it.
+                    return limit;
+                };
+                let (qualifier, field) = output.qualified_field(i);
+                rank = Column::new(qualifier.cloned(), field.name());
+            }
+            StatelessOp::LookupJoin(_) => return limit,
+        }
+    }
+    limit
+}
+
+/// N if `conjunct` keeps only row numbers up to N.
+fn rank_bound(conjunct: &Expr, rank: &Column) -> Option<usize> {
+    let Expr::BinaryExpr(b) = conjunct else {
+        return None;
+    };
+    let bare = |e: &Expr| -> Expr {
+        let mut e = e.clone();
+        while let Expr::Cast(c) = e {
+            e = *c.expr;
+        }
+        e
+    };
+    let number = |e: &Expr| -> Option<i64> {
+        match bare(e) {
+            Expr::Literal(v, _) => v.cast_to(&DataType::Int64).ok().and_then(|v| match v {
+                datafusion::common::ScalarValue::Int64(n) => n,
+                _ => None,
+            }),
+            _ => None,
+        }
+    };
+    let is_rank = |e: &Expr| matches!(bare(e), Expr::Column(c) if &c == rank);
+    // As `rank op n`.
+    let (op, n) = if is_rank(&b.left) {
+        (b.op, number(&b.right)?)
+    } else if is_rank(&b.right) {
+        (b.op.swap()?, number(&b.left)?)
+    } else {
+        return None;
+    };
+    let n = match op {
+        Operator::LtEq | Operator::Eq => n,
+        Operator::Lt => n - 1,
+        _ => return None,
+    };
+    Some(n.max(0) as usize)
+}
+
+/// Refuses a window function other than `ROW_NUMBER()` (the top-N and
+/// deduplication) wherever it stands in the query, naming it: in a
 /// subquery it would otherwise be planned away and surface as a missing
 /// column.
 fn refuse_over(query: &ast::Query, sql: &str) -> Result<()> {
     let mut found = None;
     let _ = ast::visit_expressions(query, |e| {
         if let ast::Expr::Function(f) = e {
-            if f.over.is_some() {
+            if f.over.is_some() && !f.name.to_string().eq_ignore_ascii_case("row_number") {
                 found = Some((f.name.to_string(), sqlparser::ast::Spanned::span(e)));
                 return std::ops::ControlFlow::Break(());
             }
@@ -398,7 +589,7 @@ fn refuse_over(query: &ast::Query, sql: &str) -> Result<()> {
     match found {
         None => Ok(()),
         Some((name, span)) => Err(Error::not_supported(format!(
-            "window functions ({name}() OVER ...) are not supported in materialized views yet: top-N, deduplication and OVER aggregates come with the changelog dataflow; use TUMBLE, HOP, CUMULATE or SESSION windows"
+            "window functions other than ROW_NUMBER() ({name}() OVER ...) are not supported in materialized views yet: OVER aggregates come with the changelog dataflow; use TUMBLE, HOP, CUMULATE or SESSION windows"
         ))
         .at(crate::error::char_position(
             sql,
@@ -619,6 +810,8 @@ pub struct AggregateNode {
 pub(crate) struct Shape {
     pub pre: Vec<StatelessOp>,
     aggregate: Option<AggregateNode>,
+    /// A window function (`ROW_NUMBER() OVER`), instead of an aggregation.
+    rank: Option<datafusion::logical_expr::logical_plan::Window>,
     post: Vec<StatelessOp>,
     /// The table the rows come from (without a join of two streams).
     pub scan: Option<String>,
@@ -645,8 +838,9 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
     let mut node = plan;
     let mut scan_name = None;
     let mut stream_join = None;
+    let mut rank = None;
     loop {
-        let ops = if aggregate.is_some() {
+        let ops = if aggregate.is_some() || rank.is_some() {
             &mut below
         } else {
             &mut above
@@ -671,6 +865,11 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
             }
             LogicalPlan::SubqueryAlias(a) => node = &a.input,
             LogicalPlan::Aggregate(a) => {
+                if rank.is_some() {
+                    return Err(Error::not_supported(
+                        "a window function (OVER) over an aggregation is not supported in a materialized view yet",
+                    ));
+                }
                 if aggregate.is_some() {
                     return Err(Error::not_supported(
                         "an aggregation over an aggregation is not supported in a materialized view yet",
@@ -745,7 +944,10 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
                             }
                             let side = |plan: &LogicalPlan| -> Result<Shape> {
                                 let shape = walk(plan, tables)?;
-                                if shape.aggregate.is_some() || shape.join.is_some() {
+                                if shape.aggregate.is_some()
+                                    || shape.rank.is_some()
+                                    || shape.join.is_some()
+                                {
                                     return Err(Error::not_supported(
                                         "each side of a join of two streams must read a source (with a window, filters and projections), not an aggregation or another join of two streams",
                                     ));
@@ -812,10 +1014,19 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
             LogicalPlan::Union(_) => {
                 return Err(Error::not_supported("UNION is not supported in materialized views yet"))
             }
-            LogicalPlan::Window(_) => {
-                return Err(Error::not_supported(
-                    "window functions (OVER) are not supported in materialized views yet; use TUMBLE or HOP windows",
-                ))
+            LogicalPlan::Window(w) => {
+                if aggregate.is_some() {
+                    return Err(Error::not_supported(
+                        "an aggregation over a window function (OVER) is not supported in a materialized view yet",
+                    ));
+                }
+                if rank.is_some() {
+                    return Err(Error::not_supported(
+                        "a window function (OVER) over another is not supported in a materialized view yet",
+                    ));
+                }
+                rank = Some(w.clone());
+                node = &w.input;
             }
             LogicalPlan::Distinct(_) => {
                 return Err(Error::not_supported(
@@ -838,21 +1049,24 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
     }
     above.reverse();
     below.reverse();
-    Ok(match aggregate {
-        Some(agg) => Shape {
+    Ok(if aggregate.is_some() || rank.is_some() {
+        Shape {
             pre: below,
-            aggregate: Some(agg),
+            aggregate,
+            rank,
             post: above,
             scan: scan_name,
             join: stream_join,
-        },
-        None => Shape {
+        }
+    } else {
+        Shape {
             pre: above,
             aggregate: None,
+            rank: None,
             post: Vec::new(),
             scan: scan_name,
             join: stream_join,
-        },
+        }
     })
 }
 
@@ -1343,7 +1557,8 @@ mod tests {
             ("CREATE MATERIALIZED VIEW v AS SELECT * FROM calls LIMIT 5", "LIMIT"),
             ("CREATE MATERIALIZED VIEW v AS SELECT a.cell_id FROM calls a LEFT JOIN calls b ON a.cell_id = b.cell_id", "time bound"),
             ("CREATE MATERIALIZED VIEW v AS SELECT * FROM kpi", "updates its rows"),
-            ("CREATE MATERIALIZED VIEW v AS SELECT cell_id, ROW_NUMBER() OVER (ORDER BY ts) FROM calls", "OVER"),
+            ("CREATE MATERIALIZED VIEW v AS SELECT cell_id, ROW_NUMBER() OVER (ORDER BY ts) FROM calls", "WHERE row_num <= N"),
+            ("CREATE MATERIALIZED VIEW v AS SELECT cell_id, RANK() OVER (ORDER BY ts) FROM calls", "OVER"),
             ("CREATE MATERIALIZED VIEW v AS SELECT cell_id, COUNT(*) FROM calls GROUP BY cell_id EMIT ON WINDOW CLOSE", "EMIT ON WINDOW CLOSE"),
         ] {
             let err = plan(sql).await.unwrap_err();
