@@ -131,8 +131,9 @@ async fn a_windowed_group_without_aggregates_lists_each_group_once() {
 }
 
 /// Top-N per partition and deduplication (`ROW_NUMBER() OVER` kept while
-/// at most N; Nexmark q18 and q19) equal DataFusion's batch answers. The
-/// columns compared do not depend on how ties are broken.
+/// at most N; Nexmark q18 and q19), also over a join (q9), equal
+/// DataFusion's batch answers. The columns compared do not depend on how
+/// ties are broken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn top_n_and_deduplication_equal_the_batch_answers() {
     let selects: Vec<String> = [
@@ -153,6 +154,13 @@ async fn top_n_and_deduplication_equal_the_batch_answers() {
         "SELECT price, rn FROM (SELECT price,
            ROW_NUMBER() OVER (ORDER BY price DESC) AS rn FROM bid) t
          WHERE rn < 8 AND price > 1000",
+        // Over a join (Nexmark q9's shape): each auction's highest bid
+        // while it was open.
+        "SELECT id, seller, price FROM (SELECT A.id, A.seller, B.price,
+           ROW_NUMBER() OVER (PARTITION BY A.id ORDER BY B.price DESC, B.dateTime ASC) AS rn
+           FROM auction A, bid B
+           WHERE A.id = B.auction AND B.dateTime BETWEEN A.dateTime AND A.expires)
+         WHERE rn <= 1",
         // Over filtered and computed rows.
         "SELECT b, p, n FROM (SELECT bidder AS b, price * 2 AS p,
            ROW_NUMBER() OVER (PARTITION BY bidder ORDER BY price * 2 ASC) AS n
@@ -281,4 +289,82 @@ async fn top_n_killed_and_restarted_with_a_tiny_cache_equals_the_batch_answer() 
         assert_eq!(actual.len(), expected.len(), "{view}: rows");
         assert!(actual == expected, "{view}: the batch answer");
     }
+}
+
+/// A top-N of each window over a windowed aggregation (Flink's window
+/// top-N: the busiest auctions of each 100 ms) ranks each window's final
+/// rows once it closes, and one straight over a window's rows ranks them
+/// as they come. Each equals DataFusion's batch ranking of the same rows
+/// (an ad-hoc query over a view of the aggregation, or of the windows'
+/// rows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_top_n_of_each_window_equals_the_batch_ranking_of_its_aggregation() {
+    let server = TestServer::start();
+    let client = server.client().await;
+    client
+        .batch_execute(&common::nexmark::ddl(
+            10_000,
+            10_000,
+            Some(common::nexmark::BASE_TIME),
+            "datagen",
+        ))
+        .await
+        .unwrap();
+    let counts = "SELECT window_start, window_end, auction, COUNT(*) AS n
+        FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '100' MILLISECOND))
+        GROUP BY window_start, window_end, auction";
+    let rank = |from: &str| {
+        format!(
+            "SELECT window_start, auction, n, rn FROM (SELECT *,
+               ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY n DESC, auction) AS rn
+               FROM ({from}) c) WHERE rn <= 3"
+        )
+    };
+    // And the highest bids of each window, ranked straight from the
+    // window's rows.
+    let bids = "SELECT window_start, window_end, auction, price
+        FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '100' MILLISECOND))";
+    let highest = |from: &str| {
+        format!(
+            "SELECT window_start, price, rn FROM (SELECT *,
+               ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY price DESC) AS rn
+               FROM ({from}) b) WHERE rn <= 5"
+        )
+    };
+    client
+        .batch_execute(&format!(
+            "CREATE MATERIALIZED VIEW counts AS {counts};
+             CREATE MATERIALIZED VIEW busiest AS {};
+             CREATE MATERIALIZED VIEW bids AS {bids};
+             CREATE MATERIALIZED VIEW highest AS {};",
+            rank(counts),
+            highest(bids)
+        ))
+        .await
+        .unwrap();
+    for (view, expected, least) in [
+        ("busiest", rank("SELECT * FROM counts"), 30),
+        ("highest", highest("SELECT * FROM bids"), 50),
+    ] {
+        for v in ["counts", "busiest", "bids", "highest"] {
+            wait_finished(&client, v).await;
+        }
+        let mut actual = rows(&client, &format!("SELECT * FROM {view}")).await;
+        actual.sort();
+        let mut expected = rows(&client, &expected).await;
+        expected.sort();
+        assert!(expected.len() >= least, "10 windows: {}", expected.len());
+        assert_eq!(actual, expected, "{view}");
+    }
+    let plan = rows(
+        &client,
+        &format!("EXPLAIN CREATE MATERIALIZED VIEW b2 AS {}", rank(counts)),
+    )
+    .await;
+    let plan: Vec<&str> = plan.iter().map(|r| r[0].trim()).collect();
+    let at = |what: &str| plan.iter().position(|l| l.starts_with(what));
+    assert!(
+        matches!((at("TopN: first 3"), at("WindowAggregate(final)")), (Some(t), Some(a)) if t < a),
+        "the top-N ranks the aggregation's rows: {plan:#?}"
+    );
 }

@@ -29,7 +29,8 @@ use crate::connector::{ConnectorSpec, EventSender, ReaderContext};
 use crate::dataflow::checkpoint::{Acks, CheckpointHandle, CheckpointSettings, Coordinator};
 use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::Envelope;
-use crate::dataflow::owner::{run_owner, Owner, OwnerOutput};
+use crate::dataflow::message::Message;
+use crate::dataflow::owner::{run_owner, Outgoing, Owner, OwnerOutput};
 use crate::dataflow::partial_aggregate::PartialAggregate;
 use crate::dataflow::physical::{physical_expr, PhysicalAggregate, PhysicalOp};
 use crate::dataflow::pipeline::{
@@ -38,10 +39,10 @@ use crate::dataflow::pipeline::{
 use crate::dataflow::plan::{Side, SourcePlan, StatelessOp, StreamPlan, ViewRows, WindowPlan};
 use crate::dataflow::prepare::Preparer;
 use crate::dataflow::retract::PriorRows;
-use crate::dataflow::stream_join::{Alignment, JoinOutput, PhysicalJoin, StreamJoin};
+use crate::dataflow::stream_join::{Alignment, JoinOutput, Onward, PhysicalJoin, StreamJoin};
 use crate::dataflow::top_n::{PhysicalRank, TopN};
 use crate::dataflow::watermark::WatermarkCombiner;
-use crate::dataflow::window_aggregate::WindowAggregate;
+use crate::dataflow::window_aggregate::{AggregateOutput, WindowAggregate};
 use crate::error::{Error, Result};
 use crate::metrics::{DeadLetterQueue, JobMetrics, Part};
 use crate::state::checkpoint::{JobKeys, Restored};
@@ -219,11 +220,7 @@ impl Job {
             Some(r) => Some(Arc::new(PhysicalRank::new(state, r)?)),
             None => None,
         };
-        let finals = if physical.aggregate.is_some() || rank.is_some() {
-            p
-        } else {
-            0
-        };
+        let finals = p * (usize::from(physical.aggregate.is_some()) + usize::from(rank.is_some()));
         let joins = if join.is_some() { p } else { 0 };
         let pipelines = p * inputs.len();
         let (coordinator, acks, barriers, checkpoints) = Coordinator::new(
@@ -241,48 +238,13 @@ impl Job {
             .collect();
         let output_watermarks = Arc::new(Mutex::new(WatermarkCombiner::new(p)));
 
-        // Final aggregation instances, each fed by every pipeline (or by
-        // every join instance).
-        let mut owners: Vec<mpsc::Sender<Envelope>> = Vec::new();
-        if let Some(agg) = &physical.aggregate {
-            for i in 0..p {
-                let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-                owners.push(tx);
-                let out = Materialize::new(
-                    view.clone(),
-                    i,
-                    Part::Final(i),
-                    physical.post.clone(),
-                    metrics.clone(),
-                    dead_letters.clone(),
-                );
-                let table =
-                    StateTable::resume(store.clone(), keys.aggregate(i), cache, last_epoch > 0)?;
-                let mut operator =
-                    WindowAggregate::new(agg.clone(), plan.emit, table, out, metrics.clone())?;
-                if last_epoch > 0 {
-                    let watermark = restored
-                        .aggregate_watermarks
-                        .get(i)
-                        .copied()
-                        .unwrap_or(i64::MIN);
-                    operator.restore_watermark(watermark);
-                }
-                let owner = FinalAggregate {
-                    operator,
-                    watermarks: WatermarkCombiner::new(p),
-                    keys,
-                    instance: i,
-                };
-                let acks = acks.next().expect("an ack per final instance");
-                tasks.spawn_on(run_owner(rx, owner, p, acks, None), runtime);
-            }
-        }
-        // Top-N instances, each fed by every pipeline.
+        // Top-N instances, each fed by every pipeline (or by every join
+        // instance, or by every final aggregation instance).
+        let mut rank_owners: Vec<mpsc::Sender<Envelope>> = Vec::new();
         if let Some(rank) = &rank {
             for i in 0..p {
                 let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-                owners.push(tx);
+                rank_owners.push(tx);
                 let out = Materialize::new(
                     view.clone(),
                     i,
@@ -291,8 +253,7 @@ impl Job {
                     metrics.clone(),
                     dead_letters.clone(),
                 );
-                let table =
-                    StateTable::resume(store.clone(), keys.aggregate(i), cache, last_epoch > 0)?;
+                let table = StateTable::resume(store.clone(), keys.rank(i), cache, last_epoch > 0)?;
                 let mut operator = TopN::new(rank.clone(), table, out, metrics.clone())?;
                 if last_epoch > 0 {
                     operator.restore_watermark(
@@ -308,13 +269,88 @@ impl Job {
                     watermarks: WatermarkCombiner::new(p),
                     keys,
                     instance: i,
+                    // Over an aggregation, the aggregation's watermark is
+                    // the one saved.
+                    saves_watermark: physical.aggregate.is_none(),
                 };
                 let acks = acks.next().expect("an ack per top-N instance");
                 tasks.spawn_on(run_owner(rx, owner, p, acks, None), runtime);
             }
         }
+        // Final aggregation instances, each fed by every pipeline (or by
+        // every join instance).
+        let mut owners: Vec<mpsc::Sender<Envelope>> = Vec::new();
+        if let Some(agg) = &physical.aggregate {
+            let emit = match &rank {
+                // A window top-N ranks each window's final rows.
+                Some(_) => crate::dataflow::plan::EmitMode::OnWindowClose,
+                None => plan.emit,
+            };
+            for i in 0..p {
+                let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+                owners.push(tx);
+                let (out, output) = match (&rank, &plan.rank) {
+                    (Some(rank), Some(rank_plan)) => (
+                        AggregateOutput::Rank {
+                            ops: Arc::new(
+                                rank_plan
+                                    .ops
+                                    .iter()
+                                    .map(|op| PhysicalOp::new(state, op))
+                                    .collect::<Result<Vec<_>>>()?,
+                            ),
+                            keys: rank.partition.clone(),
+                            owners: rank_owners.len(),
+                            outbox: Vec::new(),
+                            hashes: Vec::new(),
+                            part: Part::Final(i),
+                            metrics: metrics.clone(),
+                            dead_letters: dead_letters.clone(),
+                        },
+                        Some(OwnerOutput {
+                            instance: i,
+                            owners: rank_owners.clone(),
+                        }),
+                    ),
+                    _ => (
+                        AggregateOutput::View(Materialize::new(
+                            view.clone(),
+                            i,
+                            Part::Final(i),
+                            physical.post.clone(),
+                            metrics.clone(),
+                            dead_letters.clone(),
+                        )),
+                        None,
+                    ),
+                };
+                let table =
+                    StateTable::resume(store.clone(), keys.aggregate(i), cache, last_epoch > 0)?;
+                let mut operator =
+                    WindowAggregate::new(agg.clone(), emit, table, out, metrics.clone())?;
+                if last_epoch > 0 {
+                    let watermark = restored
+                        .aggregate_watermarks
+                        .get(i)
+                        .copied()
+                        .unwrap_or(i64::MIN);
+                    operator.restore_watermark(watermark);
+                }
+                let owner = FinalAggregate {
+                    operator,
+                    watermarks: WatermarkCombiner::new(p),
+                    keys,
+                    instance: i,
+                };
+                let acks = acks.next().expect("an ack per final instance");
+                tasks.spawn_on(run_owner(rx, owner, p, acks, output), runtime);
+            }
+        } else {
+            owners = std::mem::take(&mut rank_owners);
+        }
+        drop(rank_owners);
         // Join instances, each fed by every pipeline of both sides; they
-        // write the view, or feed the final aggregation.
+        // write the view, or feed the final aggregation or the top-N.
         if let Some((join, join_plan)) = join.as_ref().zip(plan.join.as_ref()) {
             let ops = Arc::new(
                 join_plan
@@ -327,7 +363,17 @@ impl Job {
             for i in 0..p {
                 let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
                 owners.push(tx);
-                let (out, output) = match &physical.aggregate {
+                let onward = match (&physical.aggregate, &rank) {
+                    (Some(agg), _) => Some(Onward::Aggregate {
+                        partial: PartialAggregate::new(agg.clone())?,
+                        routing: agg.routing.clone(),
+                    }),
+                    (None, Some(rank)) => Some(Onward::Partition {
+                        keys: rank.partition.clone(),
+                    }),
+                    (None, None) => None,
+                };
+                let (out, output) = match onward {
                     None => (
                         JoinOutput::View(Materialize::new(
                             view.clone(),
@@ -339,11 +385,10 @@ impl Job {
                         )),
                         None,
                     ),
-                    Some(agg) => (
-                        JoinOutput::Aggregate {
+                    Some(onward) => (
+                        JoinOutput::Owners {
                             ops: ops.clone(),
-                            partial: PartialAggregate::new(agg.clone())?,
-                            routing: agg.routing.clone(),
+                            onward,
                             owners: finals.len(),
                             dead_letters: dead_letters.clone(),
                             sent: i64::MIN,
@@ -634,6 +679,19 @@ struct FinalAggregate {
     instance: usize,
 }
 
+impl FinalAggregate {
+    /// Fires what the watermark closes; a top-N downstream gets the
+    /// watermark after the rows.
+    fn advance(&mut self, combined: Option<i64>) -> Result<()> {
+        let Some(combined) = combined else {
+            return Ok(());
+        };
+        self.operator.on_watermark(combined)?;
+        self.operator.out.push(Message::Watermark(combined));
+        Ok(())
+    }
+}
+
 impl Owner for FinalAggregate {
     fn on_batch(&mut self, from: usize, batch: RecordBatch) -> Result<()> {
         self.watermarks.on_data(from);
@@ -641,17 +699,21 @@ impl Owner for FinalAggregate {
     }
 
     fn on_watermark(&mut self, from: usize, watermark: i64) -> Result<()> {
-        match self.watermarks.on_watermark(from, watermark) {
-            Some(combined) => self.operator.on_watermark(combined),
-            None => Ok(()),
-        }
+        let combined = self.watermarks.on_watermark(from, watermark);
+        self.advance(combined)
     }
 
     fn on_idle(&mut self, from: usize) -> Result<()> {
-        match self.watermarks.on_idle(from) {
-            Some(combined) => self.operator.on_watermark(combined),
-            None => Ok(()),
-        }
+        let combined = self.watermarks.on_idle(from);
+        self.advance(combined)
+    }
+
+    fn take_outbox(&mut self, into: &mut Vec<Outgoing>) {
+        self.operator.out.take_outbox(into);
+    }
+
+    fn after_checkpoint(&mut self, epoch: u64) {
+        self.operator.out.push(Message::Barrier(epoch));
     }
 
     fn on_barrier(&mut self, from: usize) {
@@ -685,6 +747,7 @@ struct FinalTopN {
     watermarks: WatermarkCombiner,
     keys: JobKeys,
     instance: usize,
+    saves_watermark: bool,
 }
 
 impl Owner for FinalTopN {
@@ -694,17 +757,17 @@ impl Owner for FinalTopN {
     }
 
     fn on_watermark(&mut self, from: usize, watermark: i64) -> Result<()> {
-        if let Some(combined) = self.watermarks.on_watermark(from, watermark) {
-            self.operator.on_watermark(combined);
+        match self.watermarks.on_watermark(from, watermark) {
+            Some(combined) => self.operator.on_watermark(combined),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn on_idle(&mut self, from: usize) -> Result<()> {
-        if let Some(combined) = self.watermarks.on_idle(from) {
-            self.operator.on_watermark(combined);
+        match self.watermarks.on_idle(from) {
+            Some(combined) => self.operator.on_watermark(combined),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn on_barrier(&mut self, from: usize) {
@@ -712,7 +775,8 @@ impl Owner for FinalTopN {
     }
 
     fn checkpoint(&mut self, writes: &mut Writes) -> Result<()> {
-        self.operator.checkpoint(&self.keys, self.instance, writes)
+        self.operator
+            .checkpoint(&self.keys, self.instance, self.saves_watermark, writes)
     }
 
     fn committed(&mut self) -> Result<()> {

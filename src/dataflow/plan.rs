@@ -288,6 +288,9 @@ pub struct StreamJoinPlan {
 /// with `ORDER BY` time ascending, keep last descending).
 #[derive(Debug, Clone)]
 pub struct RankPlan {
+    /// Over an aggregation (of windows): the operations on its rows before
+    /// the top-N.
+    pub ops: Vec<StatelessOp>,
     /// The rows entering.
     pub input: DFSchemaRef,
     /// Columns of `input`.
@@ -299,6 +302,9 @@ pub struct RankPlan {
     /// The columns of `output` its rows are keyed by: the partition's, and
     /// the row number's unless `limit` is 1.
     pub key: Vec<usize>,
+    /// A top-N per window: where each partition's window end is (a column
+    /// of `input` plus an offset); the partition goes when it closes.
+    pub window_end: Option<FireTime>,
 }
 
 /// The column `e` shows as it is, or cast from one integer type to
@@ -481,10 +487,11 @@ impl StreamPlan {
     /// Whether rows late for their window are dropped: only windowed
     /// aggregations fire windows.
     pub fn drops_late_rows(&self) -> bool {
-        self.aggregate
-            .as_ref()
-            .map(|a| a.fire_time.is_some())
-            .unwrap_or(false)
+        match (&self.aggregate, &self.rank) {
+            (Some(a), _) => a.fire_time.is_some(),
+            (None, Some(r)) => r.window_end.is_some(),
+            (None, None) => false,
+        }
     }
 
     /// How long after it fires a window still takes late rows, in ms.
@@ -498,7 +505,7 @@ impl StreamPlan {
     /// The operator graph, for `EXPLAIN CREATE MATERIALIZED VIEW`.
     pub fn explain(&self, parallelism: usize) -> String {
         let mut lines: Vec<String> = Vec::new();
-        let keyed = self.aggregate.is_some();
+        let keyed = self.aggregate.is_some() && self.rank.is_none();
         lines.push(if keyed {
             format!(
                 "Materialize: view={} {}, emit={}",
@@ -535,6 +542,27 @@ impl StreamPlan {
         for op in self.post.iter().rev() {
             lines.push(op.describe());
         }
+        if let Some(rank) = &self.rank {
+            let list = |exprs: Vec<String>| exprs.join(", ");
+            lines.push(format!(
+                "TopN: first {} by [{}] of each partition [{}], parallelism={parallelism}, state {} rows per partition",
+                rank.limit,
+                list(rank.order.iter().map(|s| s.to_string()).collect()),
+                list(rank.partition.iter().map(|e| e.to_string()).collect()),
+                rank.limit
+            ));
+            lines.push(if rank.partition.is_empty() {
+                "Exchange: single (every row to one instance)".to_string()
+            } else {
+                format!(
+                    "Exchange: hash({})",
+                    list(rank.partition.iter().map(|e| e.to_string()).collect())
+                )
+            });
+            for op in rank.ops.iter().rev() {
+                lines.push(op.describe());
+            }
+        }
         if let Some(agg) = &self.aggregate {
             let aggs: Vec<String> = agg.aggr_exprs.iter().map(|e| e.to_string()).collect();
             let groups: Vec<String> = agg.group_exprs.iter().map(|e| e.to_string()).collect();
@@ -557,24 +585,6 @@ impl StreamPlan {
                 "{kind}(partial): parallelism={parallelism} group=[{}]",
                 groups.join(", ")
             ));
-        }
-        if let Some(rank) = &self.rank {
-            let list = |exprs: Vec<String>| exprs.join(", ");
-            lines.push(format!(
-                "TopN: first {} by [{}] of each partition [{}], parallelism={parallelism}, state {} rows per partition",
-                rank.limit,
-                list(rank.order.iter().map(|s| s.to_string()).collect()),
-                list(rank.partition.iter().map(|e| e.to_string()).collect()),
-                rank.limit
-            ));
-            lines.push(if rank.partition.is_empty() {
-                "Exchange: single (every row to one instance)".to_string()
-            } else {
-                format!(
-                    "Exchange: hash({})",
-                    list(rank.partition.iter().map(|e| e.to_string()).collect())
-                )
-            });
         }
         let mut out = String::new();
         let mut depth = 0;

@@ -527,18 +527,28 @@ pub enum JoinOutput {
     /// Into its view shard (whose post operations are the join's operations
     /// on joined rows).
     View(Materialize),
-    /// Through the join's operations on joined rows, pre-aggregated, to the
-    /// final aggregation instances that own their groups.
-    Aggregate {
+    /// Through the join's operations on joined rows to the instances
+    /// downstream that own them: a final aggregation or a top-N.
+    Owners {
         ops: Arc<Vec<PhysicalOp>>,
-        partial: PartialAggregate,
-        /// The group columns that route a group to its owner.
-        routing: Vec<usize>,
+        onward: Onward,
         owners: usize,
         dead_letters: Arc<DeadLetterQueue>,
         /// The last watermark sent.
         sent: i64,
     },
+}
+
+/// How joined rows go to the owners downstream.
+pub enum Onward {
+    /// Pre-aggregated, each group to the final aggregation instance that
+    /// owns it, by its routing group columns.
+    Aggregate {
+        partial: PartialAggregate,
+        routing: Vec<usize>,
+    },
+    /// Each row to the top-N instance that owns its partition.
+    Partition { keys: Vec<Arc<dyn PhysicalExpr>> },
 }
 
 /// One instance of the join.
@@ -667,23 +677,46 @@ impl StreamJoin {
 
     /// Sends joined rows on.
     fn emit(&mut self, pairs: RecordBatch) -> Result<()> {
-        let (ops, partial, routing, owners, dead_letters) = match &mut self.out {
+        let (ops, onward, owners, dead_letters) = match &mut self.out {
             JoinOutput::View(view) => return view.append(pairs),
-            JoinOutput::Aggregate {
+            JoinOutput::Owners {
                 ops,
-                partial,
-                routing,
+                onward,
                 owners,
                 dead_letters,
                 ..
-            } => (ops, partial, routing, *owners, dead_letters),
+            } => (ops, onward, *owners, dead_letters),
         };
         // A pair whose expressions cannot be evaluated becomes a dead
         // letter; the others go on.
-        let (parts, bad) = per_row_on_error(&pairs, |b| {
-            let rows = apply_all(ops, b.clone())?;
-            partial.inputs(&rows)
-        })?;
+        let bad = match onward {
+            Onward::Aggregate { partial, routing } => {
+                let (parts, bad) = per_row_on_error(&pairs, |b| {
+                    let rows = apply_all(ops, b.clone())?;
+                    partial.inputs(&rows)
+                })?;
+                for inputs in parts {
+                    partial.update(inputs)?;
+                }
+                if let Some(states) = partial.flush()? {
+                    let parts = route(&states, routing, owners, &mut self.hashes)?;
+                    for (owner, part) in parts.into_iter().enumerate() {
+                        if let Some(part) = part {
+                            self.outbox.push((Some(owner), Message::Batch(part)));
+                        }
+                    }
+                }
+                bad
+            }
+            Onward::Partition { keys } => crate::dataflow::top_n::to_partitions(
+                &pairs,
+                ops,
+                keys,
+                owners,
+                &mut self.hashes,
+                &mut self.outbox,
+            )?,
+        };
         for (row, error) in bad {
             self.metrics
                 .part(Part::Final(self.instance))
@@ -695,17 +728,6 @@ impl StreamJoin {
                 &row_as_json(&row),
                 format!("could not evaluate the view's expressions: {error}"),
             );
-        }
-        for inputs in parts {
-            partial.update(inputs)?;
-        }
-        if let Some(states) = partial.flush()? {
-            let parts = route(&states, routing, owners, &mut self.hashes)?;
-            for (owner, part) in parts.into_iter().enumerate() {
-                if let Some(part) = part {
-                    self.outbox.push((Some(owner), Message::Batch(part)));
-                }
-            }
         }
         Ok(())
     }
@@ -740,11 +762,11 @@ impl StreamJoin {
                     self.metrics.advance_watermark(w);
                 }
             }
-            JoinOutput::Aggregate { sent, .. } if out > *sent => {
+            JoinOutput::Owners { sent, .. } if out > *sent => {
                 *sent = out;
                 self.outbox.push((None, Message::Watermark(out)));
             }
-            JoinOutput::Aggregate { .. } => {}
+            JoinOutput::Owners { .. } => {}
         }
         Ok(())
     }
@@ -798,7 +820,7 @@ impl Owner for StreamJoin {
 
     /// After its checkpoint for `epoch`: the owners downstream align on it.
     fn after_checkpoint(&mut self, epoch: u64) {
-        if matches!(self.out, JoinOutput::Aggregate { .. }) {
+        if matches!(self.out, JoinOutput::Owners { .. }) {
             self.outbox.push((None, Message::Barrier(epoch)));
         }
     }
@@ -851,7 +873,7 @@ impl Owner for StreamJoin {
             }
         }
         let JoinOutput::View(view) = &self.out else {
-            // The final aggregation saves what it counted.
+            // The owners downstream save what they counted.
             return Ok(());
         };
         let part = Part::Final(self.instance);
@@ -874,14 +896,14 @@ impl Owner for StreamJoin {
     fn cache_use(&self) -> f64 {
         match &self.out {
             JoinOutput::View(view) => view.cache_use(),
-            JoinOutput::Aggregate { .. } => 0.0,
+            JoinOutput::Owners { .. } => 0.0,
         }
     }
 
     fn committed(&mut self) -> Result<()> {
         match &self.out {
             JoinOutput::View(view) => view.committed(),
-            JoinOutput::Aggregate { .. } => Ok(()),
+            JoinOutput::Owners { .. } => Ok(()),
         }
     }
 }

@@ -17,7 +17,11 @@
 //! direction of the first ORDER BY key: with `ORDER BY ts DESC` the later
 //! of two equal rows comes first (keep last), ascending the earlier (keep
 //! first), as Flink's deduplication does.
-//! Watermarks: pass through (the view's rows have no time attribute).
+//! Watermarks: the view's rows have no time attribute; but partitions of
+//! a window (partitioned by `window_start` or `window_end`) go once the
+//! watermark has passed the window's end: no row comes for them any more
+//! (rows late for their window are dropped before), so the state of a
+//! top-N per window stays as large as the windows open at once.
 //! Checkpoint: the state table's changes, its arrival counter, and the
 //! view shard.
 
@@ -34,15 +38,21 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::dataflow::checkpoint::save_counters;
 use crate::dataflow::materialize::Materialize;
-use crate::dataflow::physical::{evaluate, per_row_on_error, physical_expr};
-use crate::dataflow::plan::RankPlan;
+use crate::dataflow::message::Message;
+use crate::dataflow::owner::Outgoing;
+use crate::dataflow::partial_aggregate::route_by;
+use crate::dataflow::physical::{
+    apply_all, evaluate, millis, per_row_on_error, physical_expr, BadRows, PhysicalOp,
+};
+use crate::dataflow::plan::{FireTime, RankPlan};
+use crate::dataflow::window::has_fired;
 use crate::error::{Error, Result};
 use crate::metrics::{JobMetrics, Part};
 use crate::state::checkpoint::JobKeys;
 use crate::state::table::{StateTable, WindowId};
 use crate::state::Writes;
 
-/// The state table's window of the partitions (they never expire).
+/// The state table's window of partitions that never expire.
 const PARTITIONS: WindowId = i64::MAX;
 /// The window holding the arrival counter.
 const COUNTER: WindowId = i64::MIN;
@@ -60,6 +70,7 @@ pub struct PhysicalRank {
     input: SchemaRef,
     output: SchemaRef,
     key: Vec<usize>,
+    window_end: Option<FireTime>,
 }
 
 impl PhysicalRank {
@@ -92,8 +103,45 @@ impl PhysicalRank {
             input: input_schema,
             output: Arc::new(plan.output.as_arrow().clone()),
             key: plan.key.clone(),
+            window_end: plan.window_end,
         })
     }
+}
+
+/// Sends rows to the top-N instances that own their partitions: the
+/// operations before the top-N (`ops`), then each row to the owner of its
+/// partition (`keys`, over the rows the operations make). Returns the rows
+/// whose expressions could not be evaluated.
+pub fn to_partitions(
+    batch: &RecordBatch,
+    ops: &[PhysicalOp],
+    keys: &[Arc<dyn PhysicalExpr>],
+    owners: usize,
+    hashes: &mut Vec<u64>,
+    outbox: &mut Vec<Outgoing>,
+) -> Result<BadRows> {
+    let (parts, bad) = per_row_on_error(batch, |b| {
+        let rows = apply_all(ops, b.clone())?;
+        let arrays = keys
+            .iter()
+            .map(|k| evaluate(k, &rows))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((rows, arrays))
+    })?;
+    for (rows, arrays) in parts {
+        if rows.num_rows() == 0 {
+            continue;
+        }
+        for (owner, part) in route_by(&rows, &arrays, owners, hashes)?
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(part) = part {
+                outbox.push((Some(owner), Message::Batch(part)));
+            }
+        }
+    }
+    Ok(bad)
 }
 
 /// The entries of a partition's value: (sort key, row), in order. A value
@@ -134,6 +182,7 @@ struct Changed {
     entries: Vec<Entry>,
     /// The first place whose row changed.
     from: usize,
+    window: WindowId,
 }
 
 pub struct TopN {
@@ -204,11 +253,21 @@ impl TopN {
         }
     }
 
-    pub fn on_watermark(&mut self, watermark: i64) {
-        if watermark > self.watermark {
-            self.watermark = watermark;
-            self.metrics.advance_watermark(watermark);
+    /// Advances the watermark; the partitions of windows it closes go.
+    pub fn on_watermark(&mut self, watermark: i64) -> Result<()> {
+        if watermark <= self.watermark {
+            return Ok(());
         }
+        self.watermark = watermark;
+        self.metrics.advance_watermark(watermark);
+        if self.rank.window_end.is_some() {
+            for window in self.table.windows_up_to(watermark.saturating_add(1)) {
+                if window != COUNTER && has_fired(window, watermark) {
+                    self.table.take_window(window)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Takes a batch of rows of this instance's partitions.
@@ -254,14 +313,23 @@ impl TopN {
                 None => &[],
             }
         };
+        // Each row's window: its partition's state goes once the
+        // watermark has passed the window's end.
+        let windows: Vec<WindowId> = match self.rank.window_end {
+            Some(end) => millis(batch.column(end.group_index))?
+                .iter()
+                .map(|t| t.saturating_add(end.add_ms))
+                .collect(),
+            None => vec![PARTITIONS; n],
+        };
         let orders = self.orders.convert_columns(order)?;
         let rows = self.rows.convert_columns(batch.columns())?;
         self.table
-            .fetch((0..n).map(|i| (PARTITIONS, partition(i))))?;
+            .fetch((0..n).map(|i| (windows[i], partition(i))))?;
         let limit = self.rank.limit;
         let mut changed: HashMap<Box<[u8]>, Changed> = HashMap::new();
         let mut sort = Vec::new();
-        for i in 0..n {
+        for (i, &window) in windows.iter().enumerate() {
             let arrival = self.arrivals;
             self.arrivals += 1;
             sort.clear();
@@ -273,10 +341,15 @@ impl TopN {
             };
             sort.extend_from_slice(&tie.to_be_bytes());
             let key = partition(i);
+            if has_fired(window, self.watermark) {
+                // Its window has closed (rows late for it are dropped
+                // before; this is one more defense).
+                continue;
+            }
             let state = match changed.get_mut(key) {
                 Some(state) => state,
                 None => {
-                    let stored = self.table.get(PARTITIONS, key);
+                    let stored = self.table.get(window, key);
                     // A full partition whose last row sorts before this one:
                     // nothing changes.
                     if let Some(value) = stored {
@@ -300,6 +373,7 @@ impl TopN {
                     changed.entry(Box::from(key)).or_insert(Changed {
                         entries,
                         from: usize::MAX,
+                        window,
                     })
                 }
             };
@@ -333,7 +407,7 @@ impl TopN {
             for (s, r) in &state.entries {
                 push_entry(&mut value, s, r);
             }
-            self.table.put(PARTITIONS, key, &value);
+            self.table.put(state.window, key, &value);
             for (place, (_, row)) in state.entries.iter().enumerate().skip(state.from) {
                 shown.push(parser.parse(row));
                 numbers.push(place as u64 + 1);
@@ -361,15 +435,18 @@ impl TopN {
         &mut self,
         keys: &JobKeys,
         instance: usize,
+        saves_watermark: bool,
         writes: &mut Writes,
     ) -> Result<()> {
         self.table
             .put(COUNTER, COUNTER_KEY, &self.arrivals.to_le_bytes());
         self.table.checkpoint(writes);
-        writes.put(
-            keys.aggregate_watermark(instance),
-            self.watermark.to_be_bytes(),
-        );
+        if saves_watermark {
+            writes.put(
+                keys.aggregate_watermark(instance),
+                self.watermark.to_be_bytes(),
+            );
+        }
         let counted = self.out.counters().snapshot();
         save_counters(&self.metrics, Part::Final(instance), counted, keys, writes);
         self.out.checkpoint(self.watermark, writes)

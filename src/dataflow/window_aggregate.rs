@@ -4,7 +4,9 @@
 //! Input: partial states from every pipeline instance, and their
 //! watermarks.
 //! Output: result rows to [`Materialize`]: on every change of a group (the
-//! default), or only when its window fires (`EMIT ON WINDOW CLOSE`).
+//! default), or only when its window fires (`EMIT ON WINDOW CLOSE`); under
+//! a top-N per window, each window's final rows when it fires, to the
+//! top-N instances that own their partitions (see [`AggregateOutput`]).
 //! State: the state table `agg` of (window end, group key) -> accumulator
 //! state, both encoded in Arrow's row format. A change costs O(changed
 //! groups): their states are decoded, merged with the incoming partial
@@ -29,15 +31,126 @@ use datafusion::logical_expr::GroupsAccumulator;
 
 use crate::dataflow::checkpoint::save_counters;
 use crate::dataflow::materialize::Materialize;
-use crate::dataflow::physical::{millis, PhysicalAggregate};
+use crate::dataflow::message::Message;
+use crate::dataflow::owner::Outgoing;
+use crate::dataflow::physical::{millis, row_as_json, PhysicalAggregate, PhysicalOp};
 use crate::dataflow::plan::EmitMode;
 use crate::dataflow::session::{self, Session};
 use crate::dataflow::window::has_fired;
 use crate::error::{Error, Result};
-use crate::metrics::{JobMetrics, Part};
+use crate::metrics::{DeadLetterQueue, JobMetrics, Part};
 use crate::state::checkpoint::JobKeys;
 use crate::state::table::{StateTable, WindowId, WindowRows};
 use crate::state::Writes;
+use datafusion::physical_expr::PhysicalExpr;
+
+/// Where an aggregation's result rows go.
+pub enum AggregateOutput {
+    /// Into the view, through what comes after the aggregation.
+    View(Materialize),
+    /// Each closed window's final rows, to the top-N instances that own
+    /// their partitions (Flink's window top-N): through the operations
+    /// before the top-N, routed by its partition.
+    Rank {
+        ops: Arc<Vec<PhysicalOp>>,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        owners: usize,
+        outbox: Vec<Outgoing>,
+        hashes: Vec<u64>,
+        /// The counters of the part it runs in.
+        part: Part,
+        metrics: Arc<JobMetrics>,
+        dead_letters: Arc<DeadLetterQueue>,
+    },
+}
+
+impl AggregateOutput {
+    fn counters(&self) -> &crate::metrics::Counters {
+        match self {
+            AggregateOutput::View(view) => view.counters(),
+            AggregateOutput::Rank { part, metrics, .. } => metrics.part(*part),
+        }
+    }
+
+    fn upsert(&mut self, keys: &[&[u8]], results: RecordBatch) -> Result<()> {
+        match self {
+            AggregateOutput::View(view) => view.upsert(keys, results),
+            AggregateOutput::Rank {
+                ops,
+                keys: partition,
+                owners,
+                outbox,
+                hashes,
+                part,
+                metrics,
+                dead_letters,
+            } => {
+                let bad = crate::dataflow::top_n::to_partitions(
+                    &results, ops, partition, *owners, hashes, outbox,
+                )?;
+                for (row, error) in bad {
+                    metrics.part(*part).bad_rows.fetch_add(1, Ordering::Relaxed);
+                    dead_letters.push(
+                        &metrics.name,
+                        format!("a result row of view {}", metrics.name),
+                        &row_as_json(&row),
+                        format!("could not evaluate the view's expressions: {error}"),
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn delete(&mut self, keys: &[&[u8]]) -> Result<()> {
+        match self {
+            AggregateOutput::View(view) => view.delete(keys),
+            AggregateOutput::Rank { .. } => Err(Error::internal(
+                "the final rows of a closed window were taken back",
+            )),
+        }
+    }
+
+    fn checkpoint(&self, watermark: i64, writes: &mut Writes) -> Result<()> {
+        match self {
+            AggregateOutput::View(view) => view.checkpoint(watermark, writes),
+            AggregateOutput::Rank { .. } => Ok(()),
+        }
+    }
+
+    fn cache_use(&self) -> f64 {
+        match self {
+            AggregateOutput::View(view) => view.cache_use(),
+            AggregateOutput::Rank { .. } => 0.0,
+        }
+    }
+
+    fn committed(&self) -> Result<()> {
+        match self {
+            AggregateOutput::View(view) => view.committed(),
+            AggregateOutput::Rank { .. } => Ok(()),
+        }
+    }
+
+    /// Whether it sends its rows to owners downstream.
+    pub fn forwards(&self) -> bool {
+        matches!(self, AggregateOutput::Rank { .. })
+    }
+
+    /// Messages for the owners downstream; `watermark` goes after the rows
+    /// before it.
+    pub fn push(&mut self, message: Message) {
+        if let AggregateOutput::Rank { outbox, .. } = self {
+            outbox.push((None, message));
+        }
+    }
+
+    pub fn take_outbox(&mut self, into: &mut Vec<Outgoing>) {
+        if let AggregateOutput::Rank { outbox, .. } = self {
+            into.append(outbox);
+        }
+    }
+}
 
 /// Rows per result batch when a large window fires.
 const FIRE_BATCH_ROWS: usize = 8192;
@@ -73,7 +186,7 @@ pub struct WindowAggregate {
     states: RowConverter,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
     watermark: i64,
-    out: Materialize,
+    pub out: AggregateOutput,
     metrics: Arc<JobMetrics>,
     identity: Vec<usize>,
     /// For SESSION windows: the partition columns' row format (None when
@@ -94,7 +207,7 @@ impl WindowAggregate {
         agg: Arc<PhysicalAggregate>,
         emit: EmitMode,
         table: StateTable,
-        out: Materialize,
+        out: AggregateOutput,
         metrics: Arc<JobMetrics>,
     ) -> Result<Self> {
         let keys = RowConverter::new(
@@ -163,8 +276,11 @@ impl WindowAggregate {
             keys.aggregate_watermark(instance),
             self.watermark.to_be_bytes(),
         );
-        let counted = self.out.counters().snapshot();
-        save_counters(&self.metrics, Part::Final(instance), counted, keys, writes);
+        if !self.out.forwards() {
+            // (A top-N downstream saves the counters of this part.)
+            let counted = self.out.counters().snapshot();
+            save_counters(&self.metrics, Part::Final(instance), counted, keys, writes);
+        }
         self.out.checkpoint(self.watermark, writes)
     }
 
@@ -594,7 +710,7 @@ impl WindowAggregate {
     }
 
     fn emit_rows(
-        &self,
+        &mut self,
         keys: &Rows,
         group_cols: Vec<ArrayRef>,
         results: Vec<ArrayRef>,

@@ -220,14 +220,10 @@ pub async fn plan_view(
         shape.aggregate = Some(agg);
     }
     let rank = match shape.rank.take() {
-        Some(window) => {
-            if shape.join.is_some() {
-                return Err(Error::not_supported(
-                    "a window function (OVER) over a join of two streams is not supported in a materialized view yet",
-                ));
-            }
-            Some(rank_plan(window, &shape.post)?)
-        }
+        Some(window) => Some(crate::dataflow::plan::RankPlan {
+            ops: std::mem::take(&mut shape.between),
+            ..rank_plan(window, &shape.post)?
+        }),
         None => None,
     };
     // With a join of two streams, the operations on its rows (before any
@@ -297,6 +293,12 @@ pub async fn plan_view(
         None => std::mem::take(&mut shape.pre),
     };
     let time_attribute = match &mut join {
+        // Rows that move in rank are updated: no time attribute; the top-N
+        // goes by the joined rows' watermark.
+        Some(j) if rank.is_some() => {
+            j.output_time = Some(crate::dataflow::plan::Side::Left);
+            None
+        }
         Some(j) if shape.aggregate.is_none() => {
             let left = StreamInput {
                 source: source.clone(),
@@ -355,6 +357,19 @@ pub async fn plan_view(
             }
         }
     }
+    if let (Some(rank), Some(agg)) = (&rank, &aggregate) {
+        over_windows(
+            rank,
+            agg,
+            &create.emit_every,
+            create.emit,
+            allowed_lateness.is_some(),
+        )?;
+    }
+    let mut rank = rank;
+    if let (Some(rank), Some(window)) = (rank.as_mut(), &window) {
+        rank.window_end = window_end(rank, &window.kind);
+    }
     let mut emit = create.emit;
     if let Some(every) = &create.emit_every {
         let every_ms = crate::frontend::window::interval_ms(&state, every, sql)?;
@@ -395,11 +410,42 @@ pub async fn plan_view(
         rows,
         rows_cache,
     };
+    let mut plan = plan;
     if let Some(rank) = &plan.rank {
         // The view's rows are keyed by the partition and the row number:
-        // it must show them.
+        // it must show them. Of a window's start and end, one is enough
+        // (the end gives the start; the start gives the end but of
+        // CUMULATE windows).
         let names: Vec<String> = rank
             .key
+            .iter()
+            .map(|i| rank.output.field(*i).name().clone())
+            .collect();
+        let shown = plan.shown_names(names.clone());
+        let is_shown = |name: &str| {
+            names
+                .iter()
+                .zip(&shown)
+                .any(|(n, s)| n == name && s.is_some())
+        };
+        let cumulate = plan
+            .window
+            .as_ref()
+            .is_some_and(|w| matches!(w.kind, WindowKind::Cumulate { .. }));
+        let implied = |name: &str| match name {
+            WINDOW_START => is_shown(WINDOW_END),
+            WINDOW_END => !cumulate && is_shown(WINDOW_START),
+            _ => false,
+        };
+        let key: Vec<usize> = rank
+            .key
+            .iter()
+            .zip(&names)
+            .zip(&shown)
+            .filter(|((_, name), shown)| shown.is_some() || !implied(name))
+            .map(|((i, _), _)| *i)
+            .collect();
+        let names: Vec<String> = key
             .iter()
             .map(|i| rank.output.field(*i).name().clone())
             .collect();
@@ -419,6 +465,9 @@ pub async fn plan_view(
             return Err(Error::not_supported(format!(
                 "a view of the first rows of each partition (ROW_NUMBER() OVER) must show {what}"
             )));
+        }
+        if let Some(rank) = plan.rank.as_mut() {
+            rank.key = key;
         }
     }
     Ok(plan)
@@ -443,10 +492,12 @@ fn rank_plan(
     };
     let name = match &f.fun {
         WindowFunctionDefinition::WindowUDF(udf) => udf.name().to_string(),
-        WindowFunctionDefinition::AggregateUDF(udf) => return Err(Error::not_supported(format!(
+        WindowFunctionDefinition::AggregateUDF(udf) => {
+            return Err(Error::not_supported(format!(
             "aggregates over a window ({}(...) OVER) are not supported in materialized views yet",
             udf.name()
-        ))),
+        )))
+        }
     };
     if name != "row_number" {
         return Err(Error::not_supported(format!(
@@ -494,12 +545,98 @@ fn rank_plan(
         key.push(rank_index);
     }
     Ok(crate::dataflow::plan::RankPlan {
+        window_end: None,
+        ops: Vec::new(),
         input: window.input.schema().clone(),
         partition: f.params.partition_by.clone(),
         order: f.params.order_by.clone(),
         limit,
         output,
         key,
+    })
+}
+
+/// Refuses a top-N over an aggregation unless it is Flink's window top-N:
+/// over windows that close (not sessions), each window a partition of its
+/// own. Then the aggregation passes on each window's final rows when it
+/// closes, and the top-N ranks them (the view shows a window's first rows
+/// once it has closed).
+fn over_windows(
+    rank: &crate::dataflow::plan::RankPlan,
+    agg: &AggregatePlan,
+    emit_every: &Option<ast::Expr>,
+    emit: EmitMode,
+    lateness: bool,
+) -> Result<()> {
+    let not_yet = |why: &str| {
+        Err(Error::not_supported(format!(
+            "a top-N over an aggregation {why} is not supported in a materialized view yet; rank the rows of windows, partitioned by window_start and window_end"
+        )))
+    };
+    if agg.fire_time.is_none() || agg.session.is_some() {
+        return not_yet("without TUMBLE, HOP or CUMULATE windows (its rows change)");
+    }
+    if lateness || emit_every.is_some() || emit != EmitMode::default() {
+        return not_yet("with EMIT or 'allowed-lateness' (its windows' rows show when they close)");
+    }
+    // The window columns, as the top-N's rows call them.
+    let mut names: Vec<String> = agg
+        .group_exprs
+        .iter()
+        .enumerate()
+        .filter(
+            |(_, e)| matches!(e, Expr::Column(c) if c.name == WINDOW_START || c.name == WINDOW_END),
+        )
+        .map(|(i, _)| agg.output.field(i).name().clone())
+        .collect();
+    for op in &rank.ops {
+        if let StatelessOp::Project { exprs, output, .. } = op {
+            names = names
+                .iter()
+                .filter_map(|name| {
+                    let i = exprs.iter().position(
+                        |e| matches!(e.clone().unalias(), Expr::Column(c) if &c.name == name),
+                    )?;
+                    Some(output.field(i).name().clone())
+                })
+                .collect();
+        }
+    }
+    if !rank
+        .partition
+        .iter()
+        .any(|p| matches!(p, Expr::Column(c) if names.contains(&c.name)))
+    {
+        return not_yet("whose partition leaves out its window");
+    }
+    Ok(())
+}
+
+/// For a top-N per window (partitioned by `window_end`, or `window_start`
+/// of windows that are not sessions): where each partition's window ends.
+fn window_end(rank: &crate::dataflow::plan::RankPlan, kind: &WindowKind) -> Option<FireTime> {
+    let at = |name: &str| {
+        rank.partition.iter().find_map(|p| match p {
+            Expr::Column(c) if c.name == name => {
+                let i = rank.input.index_of_column(c).ok()?;
+                matches!(rank.input.field(i).data_type(), DataType::Timestamp(..)).then_some(i)
+            }
+            _ => None,
+        })
+    };
+    if let Some(i) = at(WINDOW_END) {
+        return Some(FireTime {
+            group_index: i,
+            add_ms: 0,
+        });
+    }
+    if matches!(kind, WindowKind::Session { .. }) {
+        return None;
+    }
+    // The last window starting there ends a size later.
+    at(WINDOW_START).map(|i| FireTime {
+        group_index: i,
+        add_ms: kind.size(),
     })
 }
 
@@ -810,8 +947,11 @@ pub struct AggregateNode {
 pub(crate) struct Shape {
     pub pre: Vec<StatelessOp>,
     aggregate: Option<AggregateNode>,
-    /// A window function (`ROW_NUMBER() OVER`), instead of an aggregation.
+    /// A window function (`ROW_NUMBER() OVER`), over the aggregation if
+    /// there is one.
     rank: Option<datafusion::logical_expr::logical_plan::Window>,
+    /// The operations between the aggregation and the top-N above it.
+    between: Vec<StatelessOp>,
     post: Vec<StatelessOp>,
     /// The table the rows come from (without a join of two streams).
     pub scan: Option<String>,
@@ -839,9 +979,13 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
     let mut scan_name = None;
     let mut stream_join = None;
     let mut rank = None;
+    // Between a top-N and the aggregation below it.
+    let mut between: Vec<StatelessOp> = Vec::new();
     loop {
-        let ops = if aggregate.is_some() || rank.is_some() {
+        let ops = if aggregate.is_some() {
             &mut below
+        } else if rank.is_some() {
+            &mut between
         } else {
             &mut above
         };
@@ -865,11 +1009,6 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
             }
             LogicalPlan::SubqueryAlias(a) => node = &a.input,
             LogicalPlan::Aggregate(a) => {
-                if rank.is_some() {
-                    return Err(Error::not_supported(
-                        "a window function (OVER) over an aggregation is not supported in a materialized view yet",
-                    ));
-                }
                 if aggregate.is_some() {
                     return Err(Error::not_supported(
                         "an aggregation over an aggregation is not supported in a materialized view yet",
@@ -1048,25 +1187,21 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
         }
     }
     above.reverse();
+    between.reverse();
     below.reverse();
-    Ok(if aggregate.is_some() || rank.is_some() {
-        Shape {
-            pre: below,
-            aggregate,
-            rank,
-            post: above,
-            scan: scan_name,
-            join: stream_join,
-        }
-    } else {
-        Shape {
-            pre: above,
-            aggregate: None,
-            rank: None,
-            post: Vec::new(),
-            scan: scan_name,
-            join: stream_join,
-        }
+    let (pre, between, post) = match (&aggregate, &rank) {
+        (Some(_), _) => (below, between, above),
+        (None, Some(_)) => (between, Vec::new(), above),
+        (None, None) => (above, Vec::new(), Vec::new()),
+    };
+    Ok(Shape {
+        pre,
+        aggregate,
+        rank,
+        between,
+        post,
+        scan: scan_name,
+        join: stream_join,
     })
 }
 

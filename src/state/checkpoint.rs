@@ -159,6 +159,12 @@ impl JobKeys {
         self.instance(b'A', instance)
     }
 
+    /// The prefix of the top-N state of one instance (see
+    /// `dataflow::top_n`).
+    pub fn rank(&self, instance: usize) -> Vec<u8> {
+        self.instance(b'T', instance)
+    }
+
     /// The rows a join instance holds of one side (0: left, 1: right), and
     /// which of them have met a row of the other side (2: left, 3: right).
     pub fn join_rows(&self, instance: usize, side: u8) -> Vec<u8> {
