@@ -1393,7 +1393,15 @@ fn aggregate_plan(
                     time = Some(i);
                     window_groups.push(i);
                 }
-                _ => others.push((i, traced)),
+                // A column a view computes is a session partition by the
+                // name the view gives it (see `views::window_over_view`).
+                _ => others.push((
+                    i,
+                    traced.or_else(|| match g {
+                        Expr::Column(c) => Some(c.name.clone()),
+                        _ => None,
+                    }),
+                )),
             }
         }
         fire_time = match (end, start) {

@@ -322,6 +322,7 @@ fn window_over_view(
         {
             continue;
         }
+        let partition = name == crate::frontend::parser::PARTITION_BY_ARG;
         let ast::FunctionArguments::List(inner) = &mut f.args else {
             continue;
         };
@@ -334,6 +335,10 @@ fn window_over_view(
             };
             match source_column(&column) {
                 Some(s) => *e = Expr::Identifier(s),
+                // A session's partition is the aggregation's other group
+                // columns, named as the view names them (Nexmark q11:
+                // `GROUP BY B.bidder, SESSION(...)` over the view `bid`).
+                None if partition => *e = Expr::Identifier(ast::Ident::new(column)),
                 None => {
                     return refuse(&format!(
                     "its column \"{column}\" is computed by the view, not a column of its source"

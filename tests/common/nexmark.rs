@@ -9,14 +9,16 @@ use super::{rows, wait_finished, TestServer};
 
 /// The queries Sluice runs as written, as of this commit; the list may
 /// only grow.
-pub const ACCEPTED: &[usize] = &[0, 1, 2, 3, 9, 10, 15, 16, 17, 18, 19, 20, 21, 22];
+pub const ACCEPTED: &[usize] = &[0, 1, 2, 3, 9, 10, 11, 15, 16, 17, 18, 19, 20, 21, 22];
 
 /// The accepted queries whose answer does not depend on timing (on when
-/// rows arrive, or on processing time): all of them so far (q3 and q20
-/// are regular joins, whose pairs do not depend on when rows come; q18
-/// and q19, and q9, are compared on the columns ties do not decide, see
-/// `tie_free`).
-pub const TIMELESS: &[usize] = ACCEPTED;
+/// rows arrive, or on processing time) and that DataFusion can answer in
+/// batch: all but q11, whose SESSION windows an ad-hoc query cannot read
+/// (`nexmark_queries_equal_the_answers_from_the_generator` checks it).
+/// q3 and q20 are regular joins, whose pairs do not depend on when rows
+/// come; q9, q18 and q19 are compared on the columns ties do not decide,
+/// see `tie_free`.
+pub const TIMELESS: &[usize] = &[0, 1, 2, 3, 9, 10, 15, 16, 17, 18, 19, 20, 21, 22];
 
 /// Nexmark's `ddl_gen.sql` and `ddl_views.sql`: `events` events timed
 /// `tps` per second, the views over `table`. With `base_time`, the events
