@@ -368,3 +368,83 @@ async fn a_top_n_of_each_window_equals_the_batch_ranking_of_its_aggregation() {
         "the top-N ranks the aggregation's rows: {plan:#?}"
     );
 }
+
+/// `CREATE MATERIALIZED VIEW v (a, b) AS ...` names the view's first
+/// columns (the rest keep the query's names), as in Postgres: for a view
+/// of rows, an aggregation (whose key a view over it reads by the new
+/// names) and a top-N; too many names is 42601.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_list_names_the_views_columns() {
+    let server = TestServer::start();
+    let client = server.client().await;
+    client
+        .batch_execute(&common::nexmark::ddl(
+            2_000,
+            10_000,
+            Some(common::nexmark::BASE_TIME),
+            "datagen",
+        ))
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW bid_all AS SELECT auction, price, bidder FROM bid;
+             CREATE MATERIALIZED VIEW cheap (a, p) AS SELECT auction, price, bidder FROM bid WHERE price < 1000;
+             CREATE MATERIALIZED VIEW per_auction (a, n) AS SELECT auction, COUNT(*) FROM bid GROUP BY auction;
+             CREATE MATERIALIZED VIEW busy AS SELECT a, n FROM per_auction WHERE n > 2;
+             CREATE MATERIALIZED VIEW top (a, p, r) AS SELECT * FROM (SELECT auction, price,
+               ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rn FROM bid) WHERE rn <= 2;",
+        )
+        .await
+        .unwrap();
+    for v in ["bid_all", "cheap", "per_auction", "busy", "top"] {
+        wait_finished(&client, v).await;
+    }
+    let columns = |view: &str| {
+        format!("SELECT column_name FROM information_schema.columns WHERE table_name = '{view}' ORDER BY ordinal_position")
+    };
+    for (view, want) in [
+        ("cheap", vec!["a", "p", "bidder"]),
+        ("per_auction", vec!["a", "n"]),
+        ("busy", vec!["a", "n"]),
+        ("top", vec!["a", "p", "r"]),
+    ] {
+        let got: Vec<String> = rows(&client, &columns(view))
+            .await
+            .into_iter()
+            .map(|r| r[0].clone())
+            .collect();
+        assert_eq!(got, want, "{view}");
+    }
+    let same = |a: &str, b: &str| {
+        let (a, b) = (a.to_string(), b.to_string());
+        let client = &client;
+        async move {
+            let mut x = rows(client, &a).await;
+            let mut y = rows(client, &b).await;
+            x.sort();
+            y.sort();
+            assert!(x.len() > 5, "{a}: {} rows", x.len());
+            assert_eq!(x, y, "{a}");
+        }
+    };
+    same(
+        "SELECT a, p, bidder FROM cheap",
+        "SELECT auction, price, bidder FROM bid_all WHERE price < 1000",
+    )
+    .await;
+    same(
+        "SELECT a, n FROM busy",
+        "SELECT auction, COUNT(*) FROM bid_all GROUP BY auction HAVING COUNT(*) > 2",
+    )
+    .await;
+    let err = client
+        .simple_query("CREATE MATERIALIZED VIEW v (a, b, c) AS SELECT auction, price FROM bid")
+        .await
+        .unwrap_err();
+    let text = common::describe_error(&err);
+    assert!(
+        text.starts_with("42601") && text.contains("names 3 columns"),
+        "{text}"
+    );
+}

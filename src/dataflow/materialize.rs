@@ -21,7 +21,7 @@ use arrow::array::RecordBatch;
 use arrow::compute::filter_record_batch;
 
 use crate::dataflow::physical::{
-    apply_all, evaluate_mask, per_row_on_error, row_as_json, PhysicalOp,
+    apply_all, dead_letter, evaluate_mask, per_row_on_error, PhysicalOp,
 };
 use crate::error::{Error, Result};
 use crate::metrics::{Counters, DeadLetterQueue, JobMetrics, Part};
@@ -59,12 +59,13 @@ impl Materialize {
 
     /// Counts and keeps a result row that could not be finished.
     pub fn dead_letter(&self, row: &RecordBatch, error: Error) {
-        self.counters().bad_rows.fetch_add(1, Ordering::Relaxed);
-        self.dead_letters.push(
-            &self.metrics.name,
+        dead_letter(
+            &self.dead_letters,
+            &self.metrics,
+            self.part,
             format!("a result row of view {}", self.metrics.name),
-            &row_as_json(row),
-            format!("could not evaluate the view's expressions: {error}"),
+            row,
+            &error,
         );
     }
 

@@ -154,6 +154,28 @@ pub fn per_row_on_error<T>(
     }
 }
 
+/// Counts a row whose expressions could not be evaluated (in the counters
+/// of `part`) and keeps it as a dead letter, saying where it was.
+pub fn dead_letter(
+    dead_letters: &crate::metrics::DeadLetterQueue,
+    metrics: &crate::metrics::JobMetrics,
+    part: crate::metrics::Part,
+    place: String,
+    row: &RecordBatch,
+    error: &Error,
+) {
+    metrics
+        .part(part)
+        .bad_rows
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dead_letters.push(
+        &metrics.name,
+        place,
+        &row_as_json(row),
+        format!("could not evaluate the view's expressions: {error}"),
+    );
+}
+
 /// A row as one line of JSON (for dead letters).
 pub fn row_as_json(row: &RecordBatch) -> Vec<u8> {
     let mut out = Vec::new();

@@ -37,7 +37,7 @@ use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::{Envelope, Message};
 use crate::dataflow::partial_aggregate::{route, route_by, PartialAggregate, MAX_PENDING_GROUPS};
 use crate::dataflow::physical::{
-    apply_all, evaluate, millis, per_row_on_error, row_as_json, BadRows, PhysicalAggregate,
+    apply_all, dead_letter, evaluate, millis, per_row_on_error, BadRows, PhysicalAggregate,
     PhysicalOp,
 };
 use crate::dataflow::plan::WindowPlan;
@@ -544,12 +544,13 @@ impl Pipeline {
 
     fn dead_letter_rows(&self, split: usize, bad: BadRows) {
         for (row, error) in bad {
-            self.counters().bad_rows.fetch_add(1, Ordering::Relaxed);
-            self.dead_letters.push(
-                &self.metrics.name,
+            dead_letter(
+                &self.dead_letters,
+                &self.metrics,
+                Part::Pipeline(self.instance),
                 format!("a row of split {split} of instance {}", self.instance),
-                &row_as_json(&row),
-                format!("could not evaluate the view's expressions: {error}"),
+                &row,
+                &error,
             );
         }
     }

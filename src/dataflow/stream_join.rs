@@ -58,7 +58,7 @@ use crate::dataflow::message::Message;
 use crate::dataflow::owner::{Outgoing, Owner};
 use crate::dataflow::partial_aggregate::{route, PartialAggregate, ROUTING_HASH};
 use crate::dataflow::physical::{
-    apply_all, evaluate, millis, per_row_on_error, physical_expr, row_as_json, PhysicalOp,
+    apply_all, evaluate, millis, per_row_on_error, physical_expr, PhysicalOp,
 };
 use crate::dataflow::plan::{JoinTime, Side, StreamJoinPlan};
 use crate::dataflow::watermark::WatermarkCombiner;
@@ -718,15 +718,13 @@ impl StreamJoin {
             )?,
         };
         for (row, error) in bad {
-            self.metrics
-                .part(Part::Final(self.instance))
-                .bad_rows
-                .fetch_add(1, Ordering::Relaxed);
-            dead_letters.push(
-                &self.metrics.name,
+            crate::dataflow::physical::dead_letter(
+                dead_letters,
+                &self.metrics,
+                Part::Final(self.instance),
                 format!("a joined row of instance {}", self.instance),
-                &row_as_json(&row),
-                format!("could not evaluate the view's expressions: {error}"),
+                &row,
+                &error,
             );
         }
         Ok(())

@@ -33,7 +33,7 @@ use crate::dataflow::checkpoint::save_counters;
 use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::Message;
 use crate::dataflow::owner::Outgoing;
-use crate::dataflow::physical::{millis, row_as_json, PhysicalAggregate, PhysicalOp};
+use crate::dataflow::physical::{millis, PhysicalAggregate, PhysicalOp};
 use crate::dataflow::plan::EmitMode;
 use crate::dataflow::session::{self, Session};
 use crate::dataflow::window::has_fired;
@@ -89,12 +89,13 @@ impl AggregateOutput {
                     &results, ops, partition, *owners, hashes, outbox,
                 )?;
                 for (row, error) in bad {
-                    metrics.part(*part).bad_rows.fetch_add(1, Ordering::Relaxed);
-                    dead_letters.push(
-                        &metrics.name,
+                    crate::dataflow::physical::dead_letter(
+                        dead_letters,
+                        metrics,
+                        *part,
                         format!("a result row of view {}", metrics.name),
-                        &row_as_json(&row),
-                        format!("could not evaluate the view's expressions: {error}"),
+                        &row,
+                        &error,
                     );
                 }
                 Ok(())

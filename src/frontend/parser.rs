@@ -254,13 +254,17 @@ pub struct WatermarkDecl {
     pub position: Option<usize>,
 }
 
-/// `CREATE MATERIALIZED VIEW name [WITH (options)] AS query [EMIT ...]`.
+/// `CREATE MATERIALIZED VIEW name [(column, ...)] [WITH (options)] AS query
+/// [EMIT ...]`.
 #[derive(Debug, Clone)]
 pub struct CreateView {
     pub name: String,
     pub if_not_exists: bool,
     pub options: Vec<(String, String)>,
     pub query: Box<ast::Query>,
+    /// `CREATE MATERIALIZED VIEW name (a, b) AS ...`: new names of the
+    /// query's first columns.
+    pub columns: Vec<String>,
     pub emit: EmitMode,
     /// `EMIT EVERY interval`: the interval (the planner makes `emit` of it).
     pub emit_every: Option<ast::Expr>,
@@ -1930,6 +1934,13 @@ fn parse_create_view(parser: &mut Parser, sql: &str) -> PResult<CreateView> {
     let start = parser.peek_token().span.start;
     let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = object_name(parser)?;
+    let columns = if parser.consume_token(&Token::LParen) {
+        let columns = parser.parse_comma_separated(|p| p.parse_identifier())?;
+        parser.expect_token(&Token::RParen)?;
+        columns.iter().map(normalize_ident).collect()
+    } else {
+        Vec::new()
+    };
     let options = if parser.parse_keyword(Keyword::WITH) {
         parse_with_options(parser, sql)?
     } else {
@@ -1966,6 +1977,7 @@ fn parse_create_view(parser: &mut Parser, sql: &str) -> PResult<CreateView> {
         if_not_exists,
         options,
         query,
+        columns,
         emit,
         emit_every,
         sql: format!("CREATE MATERIALIZED VIEW {text}"),

@@ -196,6 +196,7 @@ pub async fn plan_view(
         .map_err(|e| Error::from_datafusion(e, sql))?;
     let plan = rewritten(plan)?;
     let shape = walk(&plan, &joined)?;
+    let query_schema = plan.schema().clone();
     let output = Arc::new(Schema::new(
         plan.schema()
             .fields()
@@ -411,6 +412,9 @@ pub async fn plan_view(
         rows_cache,
     };
     let mut plan = plan;
+    if !create.columns.is_empty() {
+        rename_columns(&mut plan, &create.columns, query_schema)?;
+    }
     if let Some(rank) = &plan.rank {
         // The view's rows are keyed by the partition and the row number:
         // it must show them. Of a window's start and end, one is enough
@@ -471,6 +475,56 @@ pub async fn plan_view(
         }
     }
     Ok(plan)
+}
+
+/// Names the view's first columns as its column list does (`CREATE
+/// MATERIALIZED VIEW v (a, b) AS ...`): a projection after the view's last
+/// operation.
+fn rename_columns(plan: &mut StreamPlan, names: &[String], query: DFSchemaRef) -> Result<()> {
+    if names.len() > query.fields().len() {
+        return Err(Error::syntax(format!(
+            "CREATE MATERIALIZED VIEW names {} columns, but its query has {}",
+            names.len(),
+            query.fields().len()
+        )));
+    }
+    let renamed: Vec<Field> = query
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| match names.get(i) {
+            Some(name) => f.as_ref().clone().with_name(name),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    let output = Arc::new(Schema::new(renamed));
+    check_output_names(&output)?;
+    let exprs: Vec<Expr> = query
+        .iter()
+        .zip(output.fields())
+        .map(|((qualifier, field), to)| {
+            Expr::Column(Column::new(qualifier.cloned(), field.name())).alias(to.name())
+        })
+        .collect();
+    let project = StatelessOp::Project {
+        exprs,
+        input: query.clone(),
+        output: Arc::new(DFSchema::try_from(output.as_ref().clone())?),
+    };
+    if let Some(time) = plan.time_attribute.as_mut() {
+        if let Some(i) = query.index_of_column_by_name(None, time) {
+            *time = output.field(i).name().clone();
+        }
+    }
+    if plan.aggregate.is_some() || plan.rank.is_some() {
+        plan.post.push(project);
+    } else if let Some(join) = plan.join.as_mut() {
+        join.ops.push(project);
+    } else {
+        plan.pre.push(project);
+    }
+    plan.output = output;
+    Ok(())
 }
 
 /// The top-N of `ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...)`, kept
