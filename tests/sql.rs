@@ -7,6 +7,21 @@ mod common;
 
 use common::{rows, wait_finished, TestServer};
 
+/// A server with Nexmark's tables and views over `events` events (fixed
+/// in time from `base_time`), and a client of it.
+async fn nexmark_server(
+    events: u64,
+    base_time: Option<&str>,
+) -> (TestServer, tokio_postgres::Client) {
+    let server = TestServer::start();
+    let client = server.client().await;
+    client
+        .batch_execute(&common::nexmark::ddl(events, 10_000, base_time, "datagen"))
+        .await
+        .unwrap();
+    (server, client)
+}
+
 /// Each of `selects`, over 10,000 Nexmark events, as a view equals
 /// DataFusion's batch answer, which has a few rows at least.
 async fn equal_the_batch_answers(selects: &[String]) {
@@ -58,12 +73,7 @@ async fn regular_joins_equal_the_batch_answers() {
     .map(String::from)
     .to_vec();
     equal_the_batch_answers(&selects).await;
-    let server = TestServer::start();
-    let client = server.client().await;
-    client
-        .batch_execute(&common::nexmark::ddl(100, 10_000, None, "datagen"))
-        .await
-        .unwrap();
+    let (_server, client) = nexmark_server(100, None).await;
     let err = client
         .simple_query(
             "CREATE MATERIALIZED VIEW lonely AS SELECT A.id, P.name FROM auction AS A
@@ -174,12 +184,7 @@ async fn top_n_and_deduplication_equal_the_batch_answers() {
 /// What a top-N view cannot be is refused with 0A000, naming why.
 #[tokio::test]
 async fn top_n_refusals_name_why() {
-    let server = TestServer::start();
-    let client = server.client().await;
-    client
-        .batch_execute(&common::nexmark::ddl(100, 10_000, None, "datagen"))
-        .await
-        .unwrap();
+    let (_server, client) = nexmark_server(100, None).await;
     for (sql, why) in [
         (
             "SELECT * FROM (SELECT auction, RANK() OVER (PARTITION BY auction ORDER BY price) AS r FROM bid) WHERE r <= 2",
@@ -299,17 +304,7 @@ async fn top_n_killed_and_restarted_with_a_tiny_cache_equals_the_batch_answer() 
 /// rows).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_top_n_of_each_window_equals_the_batch_ranking_of_its_aggregation() {
-    let server = TestServer::start();
-    let client = server.client().await;
-    client
-        .batch_execute(&common::nexmark::ddl(
-            10_000,
-            10_000,
-            Some(common::nexmark::BASE_TIME),
-            "datagen",
-        ))
-        .await
-        .unwrap();
+    let (_server, client) = nexmark_server(10_000, Some(common::nexmark::BASE_TIME)).await;
     let counts = "SELECT window_start, window_end, auction, COUNT(*) AS n
         FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '100' MILLISECOND))
         GROUP BY window_start, window_end, auction";
@@ -375,17 +370,7 @@ async fn a_top_n_of_each_window_equals_the_batch_ranking_of_its_aggregation() {
 /// names) and a top-N; too many names is 42601.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_column_list_names_the_views_columns() {
-    let server = TestServer::start();
-    let client = server.client().await;
-    client
-        .batch_execute(&common::nexmark::ddl(
-            2_000,
-            10_000,
-            Some(common::nexmark::BASE_TIME),
-            "datagen",
-        ))
-        .await
-        .unwrap();
+    let (_server, client) = nexmark_server(2_000, Some(common::nexmark::BASE_TIME)).await;
     client
         .batch_execute(
             "CREATE MATERIALIZED VIEW bid_all AS SELECT auction, price, bidder FROM bid;
