@@ -433,3 +433,99 @@ async fn a_column_list_names_the_views_columns() {
         "{text}"
     );
 }
+
+/// Randomized: top-Ns of random shapes (N, direction, partitions, a
+/// filter before, a second order key) over random rows with many ties
+/// equal DataFusion's batch answers, compared on the columns ties do not
+/// decide (partition, order values, row number).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_top_ns_equal_the_batch_answers() {
+    use rand::{Rng, SeedableRng};
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start();
+    let client = server.client().await;
+    let ctx = datafusion::prelude::SessionContext::new();
+    let mut cases = Vec::new();
+    for seed in 0..40u64 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let rows = rng.random_range(1..4_000);
+        let keys = rng.random_range(1..60);
+        let values = rng.random_range(1..200);
+        let path = tmp.path().join(format!("t{seed}.json"));
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        for seq in 0..rows {
+            writeln!(
+                file,
+                r#"{{"seq": {seq}, "k": {}, "v": {}, "w": {}}}"#,
+                rng.random_range(0..keys),
+                rng.random_range(0..values),
+                rng.random_range(0..3)
+            )
+            .unwrap();
+        }
+        drop(file);
+        let n = rng.random_range(1..6);
+        let dir = if rng.random_bool(0.5) { "DESC" } else { "ASC" };
+        let partition = match rng.random_range(0..3) {
+            0 => "",
+            1 => "PARTITION BY k",
+            _ => "PARTITION BY k, w",
+        };
+        let shown = match partition {
+            "" => "",
+            "PARTITION BY k" => "k, ",
+            _ => "k, w, ",
+        };
+        let filter = if rng.random_bool(0.5) {
+            "WHERE v % 7 <> 3"
+        } else {
+            ""
+        };
+        let (order, order_shown) = if rng.random_bool(0.5) {
+            (format!("v {dir}"), "v")
+        } else {
+            (format!("w, v {dir}"), "w, v")
+        };
+        let order_shown = if shown.contains("w") {
+            "v"
+        } else {
+            order_shown
+        };
+        let bound = if n == 1 && rng.random_bool(0.5) {
+            "rn = 1".to_string()
+        } else {
+            format!("rn <= {n}")
+        };
+        let sql = format!(
+            "SELECT {shown}{order_shown}, rn FROM (SELECT *, ROW_NUMBER() OVER ({partition} ORDER BY {order}) AS rn
+               FROM t{seed} {filter}) WHERE {bound}"
+        );
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE t{seed} (seq BIGINT, k INT, v BIGINT, w INT)
+                   WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+                 CREATE MATERIALIZED VIEW v{seed} AS {sql};",
+                path.display()
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {}", common::describe_error(&e)));
+        ctx.register_json(
+            &format!("t{seed}"),
+            path.to_str().unwrap(),
+            datafusion::prelude::JsonReadOptions::default().file_extension(".json"),
+        )
+        .await
+        .unwrap();
+        cases.push((seed, sql));
+    }
+    for (seed, sql) in cases {
+        wait_finished(&client, &format!("v{seed}")).await;
+        let mut actual = rows(&client, &format!("SELECT * FROM v{seed}")).await;
+        actual.sort();
+        let mut expected = common::batch_rows(&ctx, &sql).await;
+        expected.sort();
+        assert!(!expected.is_empty(), "{sql}");
+        assert_eq!(actual, expected, "case {seed}: {sql}");
+    }
+}
