@@ -362,6 +362,11 @@ async fn a_top_n_of_each_window_equals_the_batch_ranking_of_its_aggregation() {
         matches!((at("TopN: first 3"), at("WindowAggregate(final)")), (Some(t), Some(a)) if t < a),
         "the top-N ranks the aggregation's rows: {plan:#?}"
     );
+    assert!(
+        plan.iter()
+            .any(|l| l.starts_with("TopN") && l.ends_with("rows per partition of the open windows")),
+        "a window's partitions leave when it closes: {plan:#?}"
+    );
 }
 
 /// `CREATE MATERIALIZED VIEW v (a, b) AS ...` names the view's first

@@ -545,11 +545,16 @@ impl StreamPlan {
         if let Some(rank) = &self.rank {
             let list = |exprs: Vec<String>| exprs.join(", ");
             lines.push(format!(
-                "TopN: first {} by [{}] of each partition [{}], parallelism={parallelism}, state {} rows per partition",
+                "TopN: first {} by [{}] of each partition [{}], parallelism={parallelism}, state {} rows per partition{}",
                 rank.limit,
                 list(rank.order.iter().map(|s| s.to_string()).collect()),
                 list(rank.partition.iter().map(|e| e.to_string()).collect()),
-                rank.limit
+                rank.limit,
+                if rank.window_end.is_some() {
+                    " of the open windows"
+                } else {
+                    ""
+                }
             ));
             lines.push(if rank.partition.is_empty() {
                 "Exchange: single (every row to one instance)".to_string()
