@@ -28,7 +28,7 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use parking_lot::Mutex;
 
-use crate::dataflow::physical::evaluate;
+use crate::dataflow::physical::{evaluate, evaluate_all};
 use crate::error::Result;
 use crate::state::reference::{ReferenceTable, Snapshot};
 
@@ -91,11 +91,7 @@ impl LookupJoin {
                 return Ok(index.clone());
             }
         }
-        let keys: Vec<ArrayRef> = self
-            .table_keys
-            .iter()
-            .map(|e| evaluate(e, &snapshot.batch))
-            .collect::<Result<_>>()?;
+        let keys = evaluate_all(&self.table_keys, &snapshot.batch)?;
         let key_types: Vec<DataType> = keys.iter().map(|k| k.data_type().clone()).collect();
         let codec = RowConverter::new(key_types.iter().cloned().map(SortField::new).collect())?;
         let encoded = codec.convert_columns(&keys)?;

@@ -22,8 +22,12 @@ use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
-use crate::dataflow::physical::{evaluate, evaluate_mask, PhysicalAggregate};
+use crate::dataflow::physical::{
+    apply_all, evaluate_all, evaluate_mask, per_row_on_error, BadRows, PhysicalAggregate,
+    PhysicalOp,
+};
 use crate::error::Result;
+use datafusion::physical_expr::PhysicalExpr;
 
 /// Flush early when this many groups are pending.
 pub const MAX_PENDING_GROUPS: usize = 64 * 1024;
@@ -64,21 +68,11 @@ impl PartialAggregate {
     /// Evaluates everything the update needs (group keys, arguments,
     /// filters) without touching the state, so a failure leaves it intact.
     pub fn inputs(&self, batch: &RecordBatch) -> Result<UpdateInputs> {
-        let keys = self
-            .agg
-            .group_exprs
-            .iter()
-            .map(|e| evaluate(e, batch))
-            .collect::<Result<Vec<ArrayRef>>>()?;
+        let keys = evaluate_all(&self.agg.group_exprs, batch)?;
         let mut args = Vec::with_capacity(self.agg.functions.len());
         let mut filters = Vec::with_capacity(self.agg.functions.len());
         for f in &self.agg.functions {
-            args.push(
-                f.args
-                    .iter()
-                    .map(|e| evaluate(e, batch))
-                    .collect::<Result<Vec<ArrayRef>>>()?,
-            );
+            args.push(evaluate_all(&f.args, batch)?);
             filters.push(match &f.filter {
                 Some(p) => Some(evaluate_mask(p, batch)?),
                 None => None,
@@ -141,6 +135,39 @@ pub fn route(
 
 /// Splits a batch by owner: by the hash of `keys`, the values of an
 /// expression per row. Without keys, every row goes to the first owner.
+/// Routes rows to the owners of their keys: the operations `ops` first,
+/// then each row to the owner of its `keys` (over the rows the operations
+/// make), handed to `send` with the owner's number. Returns the rows whose
+/// expressions could not be evaluated; the others go on.
+pub fn route_rows(
+    batch: &RecordBatch,
+    ops: &[PhysicalOp],
+    keys: &[Arc<dyn PhysicalExpr>],
+    owners: usize,
+    hashes: &mut Vec<u64>,
+    mut send: impl FnMut(usize, RecordBatch),
+) -> Result<BadRows> {
+    let (parts, bad) = per_row_on_error(batch, |b| {
+        let rows = apply_all(ops, b.clone())?;
+        let arrays = evaluate_all(keys, &rows)?;
+        Ok((rows, arrays))
+    })?;
+    for (rows, arrays) in parts {
+        if rows.num_rows() == 0 {
+            continue;
+        }
+        for (owner, part) in route_by(&rows, &arrays, owners, hashes)?
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(part) = part {
+                send(owner, part);
+            }
+        }
+    }
+    Ok(bad)
+}
+
 pub fn route_by(
     batch: &RecordBatch,
     keys: &[ArrayRef],

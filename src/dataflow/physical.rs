@@ -41,6 +41,11 @@ pub fn evaluate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<Arr
     Ok(expr.evaluate(batch)?.into_array(batch.num_rows())?)
 }
 
+/// Each of `exprs` over `batch`.
+pub fn evaluate_all(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    exprs.iter().map(|e| evaluate(e, batch)).collect()
+}
+
 /// A boolean predicate as a filter mask where NULL means false.
 pub fn evaluate_mask(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<BooleanArray> {
     let array = evaluate(expr, batch)?;
@@ -105,10 +110,7 @@ impl PhysicalOp {
                 Ok(filter_record_batch(batch, &mask)?)
             }
             PhysicalOp::Project { exprs, schema } => {
-                let columns = exprs
-                    .iter()
-                    .map(|e| evaluate(e, batch))
-                    .collect::<Result<Vec<_>>>()?;
+                let columns = evaluate_all(exprs, batch)?;
                 Ok(RecordBatch::try_new(schema.clone(), columns)?)
             }
             PhysicalOp::LookupJoin(join) => join.apply(batch),

@@ -35,7 +35,7 @@ use crate::connector::{SourceEvent, SPLIT_DONE};
 use crate::dataflow::checkpoint::{save_counters, Acks, MemoryControl};
 use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::{Envelope, Message};
-use crate::dataflow::partial_aggregate::{route, route_by, PartialAggregate, MAX_PENDING_GROUPS};
+use crate::dataflow::partial_aggregate::{route, route_rows, PartialAggregate, MAX_PENDING_GROUPS};
 use crate::dataflow::physical::{
     apply_all, dead_letter, evaluate, millis, per_row_on_error, BadRows, PhysicalAggregate,
     PhysicalOp,
@@ -501,21 +501,14 @@ impl Pipeline {
             } => {
                 // A row whose keys cannot be evaluated becomes a dead
                 // letter; the others go to their owners.
-                let (keyed, bad) = per_row_on_error(&batch, |b| {
-                    let arrays = keys
-                        .iter()
-                        .map(|k| evaluate(k, b))
-                        .collect::<Result<Vec<_>>>()?;
-                    Ok((b.clone(), arrays))
-                })?;
-                for (rows, arrays) in keyed {
-                    let parts = route_by(&rows, &arrays, owners.len(), &mut self.hashes)?;
-                    for (owner, part) in parts.into_iter().enumerate() {
-                        if let Some(part) = part {
-                            pending[owner].push(part);
-                        }
-                    }
-                }
+                let bad = route_rows(
+                    &batch,
+                    &[],
+                    keys,
+                    owners.len(),
+                    &mut self.hashes,
+                    |owner, part| pending[owner].push(part),
+                )?;
                 self.dead_letter_rows(split, bad);
                 Ok(())
             }

@@ -56,9 +56,9 @@ use crate::dataflow::checkpoint::save_counters;
 use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::Message;
 use crate::dataflow::owner::{Outgoing, Owner};
-use crate::dataflow::partial_aggregate::{route, PartialAggregate, ROUTING_HASH};
+use crate::dataflow::partial_aggregate::{route, route_rows, PartialAggregate, ROUTING_HASH};
 use crate::dataflow::physical::{
-    apply_all, evaluate, millis, per_row_on_error, physical_expr, PhysicalOp,
+    apply_all, evaluate_all, millis, per_row_on_error, physical_expr, PhysicalOp,
 };
 use crate::dataflow::plan::{JoinTime, Side, StreamJoinPlan};
 use crate::dataflow::watermark::WatermarkCombiner;
@@ -252,11 +252,7 @@ impl SideRows {
     }
 
     fn probe(&self, batch: &RecordBatch) -> Result<Probe> {
-        let arrays: Vec<ArrayRef> = self
-            .keys
-            .iter()
-            .map(|k| evaluate(k, batch))
-            .collect::<Result<_>>()?;
+        let arrays = evaluate_all(&self.keys, batch)?;
         let mut hashes = vec![0; batch.num_rows()];
         create_hashes(&arrays, &ROUTING_HASH, &mut hashes)?;
         let valid = arrays
@@ -708,14 +704,17 @@ impl StreamJoin {
                 }
                 bad
             }
-            Onward::Partition { keys } => crate::dataflow::top_n::to_partitions(
-                &pairs,
-                ops,
-                keys,
-                owners,
-                &mut self.hashes,
-                &mut self.outbox,
-            )?,
+            Onward::Partition { keys } => {
+                let outbox = &mut self.outbox;
+                route_rows(
+                    &pairs,
+                    ops,
+                    keys,
+                    owners,
+                    &mut self.hashes,
+                    |owner, part| outbox.push((Some(owner), Message::Batch(part))),
+                )?
+            }
         };
         for (row, error) in bad {
             crate::dataflow::physical::dead_letter(

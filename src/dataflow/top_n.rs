@@ -38,12 +38,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::dataflow::checkpoint::save_counters;
 use crate::dataflow::materialize::Materialize;
-use crate::dataflow::message::Message;
-use crate::dataflow::owner::Outgoing;
-use crate::dataflow::partial_aggregate::route_by;
-use crate::dataflow::physical::{
-    apply_all, evaluate, millis, per_row_on_error, physical_expr, BadRows, PhysicalOp,
-};
+use crate::dataflow::physical::{evaluate_all, millis, per_row_on_error, physical_expr};
 use crate::dataflow::plan::{FireTime, RankPlan};
 use crate::dataflow::window::has_fired;
 use crate::error::{Error, Result};
@@ -106,42 +101,6 @@ impl PhysicalRank {
             window_end: plan.window_end,
         })
     }
-}
-
-/// Sends rows to the top-N instances that own their partitions: the
-/// operations before the top-N (`ops`), then each row to the owner of its
-/// partition (`keys`, over the rows the operations make). Returns the rows
-/// whose expressions could not be evaluated.
-pub fn to_partitions(
-    batch: &RecordBatch,
-    ops: &[PhysicalOp],
-    keys: &[Arc<dyn PhysicalExpr>],
-    owners: usize,
-    hashes: &mut Vec<u64>,
-    outbox: &mut Vec<Outgoing>,
-) -> Result<BadRows> {
-    let (parts, bad) = per_row_on_error(batch, |b| {
-        let rows = apply_all(ops, b.clone())?;
-        let arrays = keys
-            .iter()
-            .map(|k| evaluate(k, &rows))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((rows, arrays))
-    })?;
-    for (rows, arrays) in parts {
-        if rows.num_rows() == 0 {
-            continue;
-        }
-        for (owner, part) in route_by(&rows, &arrays, owners, hashes)?
-            .into_iter()
-            .enumerate()
-        {
-            if let Some(part) = part {
-                outbox.push((Some(owner), Message::Batch(part)));
-            }
-        }
-    }
-    Ok(bad)
 }
 
 /// The entries of a partition's value: (sort key, row), in order. A value
@@ -274,13 +233,7 @@ impl TopN {
     pub fn on_rows(&mut self, batch: RecordBatch) -> Result<()> {
         // A row whose order cannot be evaluated becomes a dead letter.
         let (parts, bad) = per_row_on_error(&batch, |b| {
-            let order = self
-                .rank
-                .order
-                .iter()
-                .map(|e| evaluate(e, b))
-                .collect::<Result<Vec<_>>>()?;
-            Ok((b.clone(), order))
+            Ok((b.clone(), evaluate_all(&self.rank.order, b)?))
         })?;
         for (row, error) in bad {
             self.out.dead_letter(&row, error);
@@ -296,12 +249,7 @@ impl TopN {
         if n == 0 || self.rank.limit == 0 {
             return Ok(());
         }
-        let partition_cols = self
-            .rank
-            .partition
-            .iter()
-            .map(|e| evaluate(e, batch))
-            .collect::<Result<Vec<_>>>()?;
+        let partition_cols = evaluate_all(&self.rank.partition, batch)?;
         let partitions = if partition_cols.is_empty() {
             None
         } else {

@@ -85,8 +85,13 @@ impl AggregateOutput {
                 metrics,
                 dead_letters,
             } => {
-                let bad = crate::dataflow::top_n::to_partitions(
-                    &results, ops, partition, *owners, hashes, outbox,
+                let bad = crate::dataflow::partial_aggregate::route_rows(
+                    &results,
+                    ops,
+                    partition,
+                    *owners,
+                    hashes,
+                    |owner, part| outbox.push((Some(owner), Message::Batch(part))),
                 )?;
                 for (row, error) in bad {
                     crate::dataflow::physical::dead_letter(

@@ -441,34 +441,21 @@ pub async fn plan_view(
             WINDOW_END => !cumulate && is_shown(WINDOW_START),
             _ => false,
         };
-        let key: Vec<usize> = rank
-            .key
-            .iter()
-            .zip(&names)
-            .zip(&shown)
-            .filter(|((_, name), shown)| shown.is_some() || !implied(name))
-            .map(|((i, _), _)| *i)
-            .collect();
-        let names: Vec<String> = key
-            .iter()
-            .map(|i| rank.output.field(*i).name().clone())
-            .collect();
-        let shown = plan.shown_names(names.clone());
-        if let Some((name, _)) = names.iter().zip(&shown).find(|(_, s)| s.is_none()) {
-            let what = if *name
-                == rank
-                    .output
-                    .field(rank.output.fields().len() - 1)
-                    .name()
-                    .as_str()
-            {
-                "its row number (the partition's rows are keyed by it)".to_string()
-            } else {
-                format!("its partition column \"{name}\" (its rows are keyed by it)")
-            };
-            return Err(Error::not_supported(format!(
-                "a view of the first rows of each partition (ROW_NUMBER() OVER) must show {what}"
-            )));
+        let row_number = rank.output.fields().len() - 1;
+        let mut key = Vec::with_capacity(rank.key.len());
+        for ((i, name), shown) in rank.key.iter().zip(&names).zip(&shown) {
+            if shown.is_some() {
+                key.push(*i);
+            } else if !implied(name) {
+                let what = if *i == row_number {
+                    "its row number (the partition's rows are keyed by it)".to_string()
+                } else {
+                    format!("its partition column \"{name}\" (its rows are keyed by it)")
+                };
+                return Err(Error::not_supported(format!(
+                    "a view of the first rows of each partition (ROW_NUMBER() OVER) must show {what}"
+                )));
+            }
         }
         if let Some(rank) = plan.rank.as_mut() {
             rank.key = key;
@@ -634,7 +621,7 @@ fn over_windows(
         return not_yet("with EMIT or 'allowed-lateness' (its windows' rows show when they close)");
     }
     // The window columns, as the top-N's rows call them.
-    let mut names: Vec<String> = agg
+    let windows: Vec<String> = agg
         .group_exprs
         .iter()
         .enumerate()
@@ -643,19 +630,7 @@ fn over_windows(
         )
         .map(|(i, _)| agg.output.field(i).name().clone())
         .collect();
-    for op in &rank.ops {
-        if let StatelessOp::Project { exprs, output, .. } = op {
-            names = names
-                .iter()
-                .filter_map(|name| {
-                    let i = exprs.iter().position(
-                        |e| matches!(e.clone().unalias(), Expr::Column(c) if &c.name == name),
-                    )?;
-                    Some(output.field(i).name().clone())
-                })
-                .collect();
-        }
-    }
+    let names = follow_names(&rank.ops, windows);
     if !rank
         .partition
         .iter()
@@ -810,23 +785,7 @@ fn time_attribute(
     if window.is_some() {
         names.push(WINDOW_TIME.to_string());
     }
-    // The names a column of `names` has after each projection.
-    let follow = |ops: &[StatelessOp], names: Vec<String>| -> Vec<String> {
-        ops.iter().fold(names, |names, op| match op {
-            StatelessOp::Filter { .. } | StatelessOp::LookupJoin(_) => names,
-            StatelessOp::Project { exprs, output, .. } => exprs
-                .iter()
-                .enumerate()
-                .filter_map(|(i, e)| match e.clone().unalias() {
-                    Expr::Column(c) if names.contains(&c.name) => {
-                        Some(output.field(i).name().clone())
-                    }
-                    _ => None,
-                })
-                .collect(),
-        })
-    };
-    let names = follow(pre, names);
+    let names = follow_names(pre, names);
     let names = match aggregate {
         None => names,
         Some(agg) => {
@@ -841,7 +800,7 @@ fn time_attribute(
                     _ => None,
                 })
                 .collect();
-            follow(post, grouped)
+            follow_names(post, grouped)
         }
     };
     output
@@ -850,6 +809,22 @@ fn time_attribute(
         .map(|f| f.name())
         .find(|n| names.contains(n))
         .cloned()
+}
+
+/// The names the columns `names` have after each projection of `ops`
+/// (those a projection drops are gone).
+fn follow_names(ops: &[StatelessOp], names: Vec<String>) -> Vec<String> {
+    ops.iter().fold(names, |names, op| match op {
+        StatelessOp::Filter { .. } | StatelessOp::LookupJoin(_) => names,
+        StatelessOp::Project { exprs, output, .. } => exprs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| match e.clone().unalias() {
+                Expr::Column(c) if names.contains(&c.name) => Some(output.field(i).name().clone()),
+                _ => None,
+            })
+            .collect(),
+    })
 }
 
 /// A view as the source of a view over it (see `connector/view.rs`): its
