@@ -296,6 +296,97 @@ async fn top_n_killed_and_restarted_with_a_tiny_cache_equals_the_batch_answer() 
     }
 }
 
+/// A regular join killed while it runs, with a state cache far smaller
+/// than its state, ends equal to DataFusion's batch answer: each side's
+/// rows are kept by key in the store (a hot key's rows over many chunks),
+/// each checkpoint saves the chunks that changed, and the rows spill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regular_join_killed_and_restarted_with_a_tiny_cache_equals_the_batch_answer() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    // Left: 40,000 rows, 19 per key over 2,000 keys, and key 7 every
+    // 20th row; right: 6,000 rows, 3 per key, and key 7 every 100th (so
+    // a key's rows span many chunks).
+    let write = |name: &str, n: i64, hot: i64| {
+        let path = tmp.path().join(name);
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        for seq in 0..n {
+            let k = if seq % hot == 0 {
+                7
+            } else {
+                (seq * 31) % 2_000
+            };
+            writeln!(
+                file,
+                r#"{{"seq": {seq}, "k": {k}, "note": "row {seq} of {name}"}}"#
+            )
+            .unwrap();
+        }
+        path
+    };
+    let left = write("l.json", 40_000, 20);
+    let right = write("r.json", 6_000, 100);
+    let flags = [
+        "--parallelism",
+        "2",
+        "--batch-size",
+        "64",
+        "--checkpoint-interval",
+        "50ms",
+        "--state-cache",
+        "64KiB",
+    ];
+    let mut server = TestServer::start_in(&dir, &flags);
+    let client = server.client().await;
+    let join = "SELECT l.k, l.seq AS ls, r.seq AS rs, r.note FROM l JOIN r ON l.k = r.k WHERE l.seq % 3 <> r.seq % 3";
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE l (seq BIGINT, k INT, note STRING)
+               WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+             CREATE TABLE r (seq BIGINT, k INT, note STRING)
+               WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+             CREATE MATERIALIZED VIEW pairs AS {join};",
+            left.display(),
+            right.display()
+        ))
+        .await
+        .unwrap();
+    common::wait_checkpoints(&client, "pairs", 3).await;
+    let before = rows(
+        &client,
+        "SELECT status, rows_in FROM sluice.jobs WHERE name = 'pairs'",
+    )
+    .await;
+    server.kill();
+    assert_eq!(before[0][0], "running", "killed while it ran: {before:?}");
+    assert!(
+        before[0][1].parse::<i64>().unwrap() < 46_000,
+        "killed before it read everything: {before:?}"
+    );
+    drop(client);
+    let server = TestServer::start_in(&dir, &flags);
+    let client = server.client().await;
+    wait_finished(&client, "pairs").await;
+    let ctx = datafusion::prelude::SessionContext::new();
+    for (name, path) in [("l", &left), ("r", &right)] {
+        ctx.register_json(
+            name,
+            path.to_str().unwrap(),
+            datafusion::prelude::JsonReadOptions::default().file_extension(".json"),
+        )
+        .await
+        .unwrap();
+    }
+    let mut actual = rows(&client, "SELECT * FROM pairs").await;
+    actual.sort();
+    let mut expected = common::batch_rows(&ctx, join).await;
+    expected.sort();
+    assert!(expected.len() > 100_000, "{} pairs", expected.len());
+    assert_eq!(actual.len(), expected.len(), "pairs");
+    assert!(actual == expected, "the batch answer");
+}
+
 /// A top-N of each window over a windowed aggregation (Flink's window
 /// top-N: the busiest auctions of each 100 ms) ranks each window's final
 /// rows once it closes, and one straight over a window's rows ranks them

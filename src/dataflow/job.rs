@@ -407,9 +407,11 @@ impl Job {
                     output_watermarks.clone(),
                     metrics.clone(),
                     keys,
+                    store.clone(),
+                    cache / 2,
                 )?;
                 if last_epoch > 0 {
-                    operator.restore(store)?;
+                    operator.restore()?;
                 }
                 let acks = acks.next().expect("an ack per join instance");
                 tasks.spawn_on(run_owner(rx, operator, 2 * p, acks, output), runtime);

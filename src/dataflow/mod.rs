@@ -17,6 +17,7 @@
 
 pub mod checkpoint;
 pub mod job;
+pub mod keyed_rows;
 pub mod lookup_join;
 pub mod materialize;
 pub mod message;

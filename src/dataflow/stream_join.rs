@@ -53,6 +53,7 @@ use parking_lot::Mutex;
 use std::sync::atomic::Ordering;
 
 use crate::dataflow::checkpoint::save_counters;
+use crate::dataflow::keyed_rows::KeyedRows;
 use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::Message;
 use crate::dataflow::owner::{Outgoing, Owner};
@@ -65,6 +66,7 @@ use crate::dataflow::watermark::WatermarkCombiner;
 use crate::error::{Error, Result};
 use crate::metrics::{DeadLetterQueue, JobMetrics, Part};
 use crate::state::checkpoint::JobKeys;
+use crate::state::table::StateTable;
 use crate::state::view::{decode_batch, encode_batch, row_codec};
 use crate::state::{Store, Writes};
 
@@ -212,6 +214,58 @@ struct Probe {
     valid: Option<BooleanArray>,
 }
 
+/// A batch's rows as a side sees them (see [`Probe`]).
+fn probe(
+    keys: &[Arc<dyn PhysicalExpr>],
+    codec: &RowConverter,
+    time: Option<JoinTime>,
+    batch: &RecordBatch,
+) -> Result<Probe> {
+    let arrays = evaluate_all(keys, batch)?;
+    let mut hashes = vec![0; batch.num_rows()];
+    create_hashes(&arrays, &ROUTING_HASH, &mut hashes)?;
+    let valid = arrays
+        .iter()
+        .filter(|a| a.null_count() > 0)
+        .map(|a| arrow::compute::is_not_null(a.as_ref()))
+        .try_fold(None::<BooleanArray>, |acc, m| -> Result<_> {
+            let m = m?;
+            Ok(Some(match acc {
+                None => m,
+                Some(a) => arrow::compute::and(&a, &m)?,
+            }))
+        })?;
+    let times = match time {
+        Some(time) => millis(batch.column(time.index))?
+            .iter()
+            .map(|t| t.saturating_add(time.add_ms))
+            .collect(),
+        None => vec![0; batch.num_rows()],
+    };
+    Ok(Probe {
+        hashes,
+        keys: codec.convert_columns(&arrays)?,
+        times,
+        valid,
+    })
+}
+
+/// The key codec of a side's join keys.
+fn key_codec(keys: &[Arc<dyn PhysicalExpr>], schema: &SchemaRef) -> Result<RowConverter> {
+    let fields = keys
+        .iter()
+        .map(|k| Ok(SortField::new(k.data_type(schema)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RowConverter::new(fields)?)
+}
+
+impl Probe {
+    /// Whether row i's key can meet any (it has no null).
+    fn valid(&self, i: usize) -> bool {
+        self.valid.as_ref().is_none_or(|v| v.value(i))
+    }
+}
+
 impl SideRows {
     fn new(side: Side, join: &PhysicalJoin) -> Result<Self> {
         let (schema, time) = match side {
@@ -219,10 +273,6 @@ impl SideRows {
             Side::Right => (join.right_schema.clone(), join.right_time),
         };
         let keys = join.keys(side).to_vec();
-        let fields = keys
-            .iter()
-            .map(|k| Ok(SortField::new(k.data_type(&schema)?)))
-            .collect::<Result<Vec<_>>>()?;
         let outer = match side {
             Side::Left => join.outer_left,
             Side::Right => join.outer_right,
@@ -230,10 +280,10 @@ impl SideRows {
         Ok(SideRows {
             outer,
             side,
+            codec: key_codec(&keys, &schema)?,
             schema,
             time,
             keys,
-            codec: RowConverter::new(fields)?,
             batches: Vec::new(),
             heads: HashMap::default(),
             entries: Vec::new(),
@@ -252,33 +302,7 @@ impl SideRows {
     }
 
     fn probe(&self, batch: &RecordBatch) -> Result<Probe> {
-        let arrays = evaluate_all(&self.keys, batch)?;
-        let mut hashes = vec![0; batch.num_rows()];
-        create_hashes(&arrays, &ROUTING_HASH, &mut hashes)?;
-        let valid = arrays
-            .iter()
-            .filter(|a| a.null_count() > 0)
-            .map(|a| arrow::compute::is_not_null(a.as_ref()))
-            .try_fold(None::<BooleanArray>, |acc, m| -> Result<_> {
-                let m = m?;
-                Ok(Some(match acc {
-                    None => m,
-                    Some(a) => arrow::compute::and(&a, &m)?,
-                }))
-            })?;
-        let times = match self.time {
-            Some(time) => millis(batch.column(time.index))?
-                .iter()
-                .map(|t| t.saturating_add(time.add_ms))
-                .collect(),
-            None => vec![0; batch.num_rows()],
-        };
-        Ok(Probe {
-            hashes,
-            keys: self.codec.convert_columns(&arrays)?,
-            times,
-            valid,
-        })
+        probe(&self.keys, &self.codec, self.time, batch)
     }
 
     /// Keeps the rows of `batch` that rows of the other side may still meet
@@ -518,6 +542,122 @@ impl SideRows {
     }
 }
 
+/// What a side holds: rows the watermarks bound (interval and window
+/// joins), indexed in memory and checkpointed whole; or, in a regular join,
+/// every row, by key, in a state table (see [`KeyedRows`]).
+enum Held {
+    Timed(SideRows),
+    Keyed(KeyedSide),
+}
+
+/// A side of a regular join.
+struct KeyedSide {
+    rows: KeyedRows,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    codec: RowConverter,
+    /// Its rows as an older Sluice saved them (whole, under the side's
+    /// key) were restored: the next checkpoint deletes them.
+    legacy: bool,
+}
+
+impl Held {
+    fn new(side: Side, join: &PhysicalJoin, table: StateTable) -> Result<Self> {
+        if join.left_time.is_some() {
+            return Ok(Held::Timed(SideRows::new(side, join)?));
+        }
+        let schema = match side {
+            Side::Left => join.left_schema.clone(),
+            Side::Right => join.right_schema.clone(),
+        };
+        let keys = join.keys(side).to_vec();
+        Ok(Held::Keyed(KeyedSide {
+            codec: key_codec(&keys, &schema)?,
+            keys,
+            rows: KeyedRows::new(table, schema)?,
+            legacy: false,
+        }))
+    }
+
+    fn probe(&self, batch: &RecordBatch) -> Result<Probe> {
+        match self {
+            Held::Timed(s) => s.probe(batch),
+            Held::Keyed(k) => probe(&k.keys, &k.codec, None, batch),
+        }
+    }
+
+    /// The rows the rows of `probe` (the other side's) meet: for each
+    /// pair, the probe row, and the columns of the rows met. None when
+    /// there are none.
+    fn meet(
+        &mut self,
+        probe: &Probe,
+        join: &PhysicalJoin,
+    ) -> Result<Option<(Vec<u32>, Vec<ArrayRef>)>> {
+        match self {
+            Held::Timed(s) => {
+                let pairs = s.matches(probe, join.lower_ms, join.upper_ms);
+                if pairs.is_empty() {
+                    return Ok(None);
+                }
+                s.mark(&pairs);
+                let columns = s.gather(&pairs)?;
+                Ok(Some((pairs.iter().map(|(i, _)| *i).collect(), columns)))
+            }
+            Held::Keyed(k) => k.rows.find(&probe.keys, |i| probe.valid(i)),
+        }
+    }
+
+    /// Keeps the rows of `batch` (see [`SideRows::insert`]).
+    fn insert(
+        &mut self,
+        batch: RecordBatch,
+        probe: Probe,
+        matched: Vec<bool>,
+    ) -> Result<Option<RecordBatch>> {
+        match self {
+            Held::Timed(s) => s.insert(batch, probe, matched),
+            Held::Keyed(k) => {
+                k.rows.insert(&batch, &probe.keys, |i| probe.valid(i))?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The other side's watermark is `other`: rows no row to come can meet
+    /// go (in a regular join, all of them once the other side has ended).
+    fn expire(
+        &mut self,
+        join: &PhysicalJoin,
+        side: Side,
+        other: i64,
+    ) -> Result<Option<RecordBatch>> {
+        match self {
+            Held::Timed(s) => s.expire(join.expiry(side, other)),
+            Held::Keyed(k) => {
+                if other == i64::MAX && !k.rows.is_empty() {
+                    k.rows.clear();
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Rows (timed) or chunks of rows (keyed) in memory.
+    fn rows(&self) -> usize {
+        match self {
+            Held::Timed(s) => s.rows(),
+            Held::Keyed(k) => k.rows.len(),
+        }
+    }
+
+    fn schema(&self) -> &SchemaRef {
+        match self {
+            Held::Timed(s) => &s.schema,
+            Held::Keyed(k) => k.rows.schema(),
+        }
+    }
+}
+
 /// Where an instance's joined rows go.
 pub enum JoinOutput {
     /// Into its view shard (whose post operations are the join's operations
@@ -550,8 +690,8 @@ pub enum Onward {
 /// One instance of the join.
 pub struct StreamJoin {
     join: Arc<PhysicalJoin>,
-    left: SideRows,
-    right: SideRows,
+    left: Held,
+    right: Held,
     /// Per side, the watermarks of its `inputs` pipelines.
     left_watermarks: WatermarkCombiner,
     right_watermarks: WatermarkCombiner,
@@ -565,10 +705,14 @@ pub struct StreamJoin {
     output_watermarks: Arc<Mutex<WatermarkCombiner>>,
     metrics: Arc<JobMetrics>,
     keys: JobKeys,
+    store: Arc<Store>,
+    cache_bytes: usize,
 }
 
 impl StreamJoin {
-    /// Instance `instance`, fed by `inputs` pipelines on each side.
+    /// Instance `instance`, fed by `inputs` pipelines on each side; a
+    /// regular join's sides keep their rows in `store`, each side in at most
+    /// `cache_bytes` of memory.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         join: Arc<PhysicalJoin>,
@@ -578,10 +722,21 @@ impl StreamJoin {
         output_watermarks: Arc<Mutex<WatermarkCombiner>>,
         metrics: Arc<JobMetrics>,
         keys: JobKeys,
+        store: Arc<Store>,
+        cache_bytes: usize,
     ) -> Result<Self> {
+        let table = |side: Side| {
+            StateTable::new(
+                Some(store.clone()),
+                keys.join_state(instance, side as u8),
+                cache_bytes,
+            )
+        };
         Ok(StreamJoin {
-            left: SideRows::new(Side::Left, &join)?,
-            right: SideRows::new(Side::Right, &join)?,
+            left: Held::new(Side::Left, &join, table(Side::Left))?,
+            right: Held::new(Side::Right, &join, table(Side::Right))?,
+            store,
+            cache_bytes,
             join,
             left_watermarks: WatermarkCombiner::new(inputs),
             right_watermarks: WatermarkCombiner::new(inputs),
@@ -597,35 +752,55 @@ impl StreamJoin {
     }
 
     /// Loads the rows it held at the last checkpoint.
-    pub fn restore(&mut self, store: &Store) -> Result<()> {
+    pub fn restore(&mut self) -> Result<()> {
         for side in [Side::Left, Side::Right] {
             let key = self.keys.join_rows(self.instance, side as u8);
             let flags_key = self.keys.join_rows(self.instance, side as u8 + 2);
-            let rows = self.side_mut(side);
-            let codec = row_codec(&rows.schema)?;
+            let prefix = self.keys.join_state(self.instance, side as u8);
+            let (store, cache_bytes) = (self.store.clone(), self.cache_bytes);
+            let held = self.side_mut(side);
+            let codec = row_codec(held.schema())?;
             let mut saved = None;
             store.scan_state(&key, |_, v| {
-                saved = Some(decode_batch(&codec, &rows.schema, v)?);
+                saved = Some(decode_batch(&codec, held.schema(), v)?);
                 Ok(())
             })?;
-            let mut flags: Option<Vec<bool>> = None;
-            store.scan_state(&flags_key, |_, v| {
-                flags = Some(v.iter().map(|b| *b != 0).collect());
-                Ok(())
-            })?;
-            if let Some(batch) = saved {
-                let probe = rows.probe(&batch)?;
-                let matched = flags.unwrap_or_else(|| vec![false; batch.num_rows()]);
-                if matched.len() != batch.num_rows() {
-                    return Err(Error::internal("a join's saved rows and flags differ"));
+            let probe = match &saved {
+                Some(batch) => Some(held.probe(batch)?),
+                None => None,
+            };
+            match held {
+                Held::Timed(rows) => {
+                    let mut flags: Option<Vec<bool>> = None;
+                    store.scan_state(&flags_key, |_, v| {
+                        flags = Some(v.iter().map(|b| *b != 0).collect());
+                        Ok(())
+                    })?;
+                    if let (Some(batch), Some(probe)) = (saved, probe) {
+                        let matched = flags.unwrap_or_else(|| vec![false; batch.num_rows()]);
+                        if matched.len() != batch.num_rows() {
+                            return Err(Error::internal("a join's saved rows and flags differ"));
+                        }
+                        rows.insert(batch, probe, matched)?;
+                    }
                 }
-                rows.insert(batch, probe, matched)?;
+                Held::Keyed(k) => {
+                    k.rows = KeyedRows::new(
+                        StateTable::open(store, prefix, cache_bytes)?,
+                        k.rows.schema().clone(),
+                    )?;
+                    // Saved whole by an older Sluice: held by key now.
+                    if let (Some(batch), Some(probe)) = (saved, probe) {
+                        k.rows.insert(&batch, &probe.keys, |i| probe.valid(i))?;
+                        k.legacy = true;
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    fn side_mut(&mut self, side: Side) -> &mut SideRows {
+    fn side_mut(&mut self, side: Side) -> &mut Held {
         match side {
             Side::Left => &mut self.left,
             Side::Right => &mut self.right,
@@ -736,9 +911,9 @@ impl StreamJoin {
         );
         // Rows that expire without having met any are emitted (outer
         // joins) before the watermark that passes them.
-        let lost = self.left.expire(self.join.expiry(Side::Left, wr))?;
+        let lost = self.left.expire(&self.join, Side::Left, wr)?;
         self.emit_padded(Side::Left, lost)?;
-        let lost = self.right.expire(self.join.expiry(Side::Right, wl))?;
+        let lost = self.right.expire(&self.join, Side::Right, wl)?;
         self.emit_padded(Side::Right, lost)?;
         tracing::trace!(
             instance = self.instance,
@@ -783,30 +958,28 @@ impl Owner for StreamJoin {
             }
         };
         let probe = own.probe(&batch)?;
-        let pairs = other.matches(&probe, self.join.lower_ms, self.join.upper_ms);
-        other.mark(&pairs);
+        let Some((at, theirs)) = other.meet(&probe, &self.join)? else {
+            let matched = vec![false; batch.num_rows()];
+            let lost = own.insert(batch, probe, matched)?;
+            return self.emit_padded(side, lost);
+        };
         let mut matched = vec![false; batch.num_rows()];
-        for (i, _) in &pairs {
+        for i in &at {
             matched[*i as usize] = true;
         }
-        if !pairs.is_empty() {
-            let rows = UInt32Array::from_iter_values(pairs.iter().map(|(i, _)| *i));
-            let mine: Vec<ArrayRef> = batch
-                .columns()
-                .iter()
-                .map(|c| take(c.as_ref(), &rows, None))
-                .collect::<std::result::Result<_, _>>()?;
-            let theirs = other.gather(&pairs)?;
-            let columns = match side {
-                Side::Left => mine.into_iter().chain(theirs).collect(),
-                Side::Right => theirs.into_iter().chain(mine).collect(),
-            };
-            let pairs = RecordBatch::try_new(self.join.output.clone(), columns)?;
-            let lost = own.insert(batch, probe, matched)?;
-            self.emit(pairs)?;
-            return self.emit_padded(side, lost);
-        }
+        let rows = UInt32Array::from(at);
+        let mine: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .map(|c| take(c.as_ref(), &rows, None))
+            .collect::<std::result::Result<_, _>>()?;
+        let columns = match side {
+            Side::Left => mine.into_iter().chain(theirs).collect(),
+            Side::Right => theirs.into_iter().chain(mine).collect(),
+        };
+        let pairs = RecordBatch::try_new(self.join.output.clone(), columns)?;
         let lost = own.insert(batch, probe, matched)?;
+        self.emit(pairs)?;
         self.emit_padded(side, lost)
     }
 
@@ -858,7 +1031,17 @@ impl Owner for StreamJoin {
         for side in [Side::Left, Side::Right] {
             let key = self.keys.join_rows(self.instance, side as u8);
             let flags_key = self.keys.join_rows(self.instance, side as u8 + 2);
-            let rows = self.side_mut(side);
+            let rows = match self.side_mut(side) {
+                Held::Timed(rows) => rows,
+                Held::Keyed(k) => {
+                    k.rows.checkpoint(writes);
+                    if std::mem::take(&mut k.legacy) {
+                        writes.delete(key);
+                        writes.delete(flags_key);
+                    }
+                    continue;
+                }
+            };
             let (batch, matched) = rows.snapshot()?;
             if batch.num_rows() == 0 {
                 writes.delete(key);
@@ -891,13 +1074,25 @@ impl Owner for StreamJoin {
     }
 
     fn cache_use(&self) -> f64 {
-        match &self.out {
+        let view = match &self.out {
             JoinOutput::View(view) => view.cache_use(),
             JoinOutput::Owners { .. } => 0.0,
-        }
+        };
+        [&self.left, &self.right]
+            .into_iter()
+            .filter_map(|held| match held {
+                Held::Keyed(k) => Some(k.rows.cache_use()),
+                Held::Timed(_) => None,
+            })
+            .fold(view, f64::max)
     }
 
     fn committed(&mut self) -> Result<()> {
+        for held in [&mut self.left, &mut self.right] {
+            if let Held::Keyed(k) = held {
+                k.rows.committed();
+            }
+        }
         match &self.out {
             JoinOutput::View(view) => view.committed(),
             JoinOutput::Owners { .. } => Ok(()),

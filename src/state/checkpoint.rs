@@ -173,6 +173,12 @@ impl JobKeys {
         k
     }
 
+    /// The prefix of the rows a regular join instance holds of one side
+    /// (0: left, 1: right), by key (see `dataflow::keyed_rows`).
+    pub fn join_state(&self, instance: usize, side: u8) -> Vec<u8> {
+        self.join_rows(instance, side + 4)
+    }
+
     /// The upstream rows a pipeline instance keeps to take them back from
     /// its aggregates (see `dataflow::retract`).
     pub fn prior_rows(&self, instance: usize) -> Vec<u8> {

@@ -307,6 +307,14 @@ impl StateTable {
         Ok(out)
     }
 
+    /// Removes every row, without reading those only in the store.
+    pub fn clear(&mut self) {
+        let windows = std::mem::take(&mut self.windows);
+        self.removed.extend(windows.into_keys());
+        self.rows = 0;
+        self.bytes = 0;
+    }
+
     /// The last checkpoint is committed: the rows it wrote may leave memory
     /// (and some do, if memory holds more than the cache).
     pub fn committed(&mut self) {
