@@ -14,6 +14,7 @@
 //! in flight at a time).
 
 use std::hash::BuildHasher;
+use std::sync::atomic::AtomicBool;
 use std::sync::LazyLock;
 
 use hashbrown::hash_table::{Entry as Slot, HashTable};
@@ -34,6 +35,9 @@ pub struct Entry<V> {
     pub key: Box<[u8]>,
     pub value: V,
     pub saved: Saved,
+    /// Read or written since the last eviction pass looked at it: it gets
+    /// a second chance to stay in memory (see `StateTable::evict`).
+    pub used: AtomicBool,
 }
 
 /// The seed of every index's hash, random per process (group keys come
@@ -96,6 +100,7 @@ impl<V> KeyIndex<V> {
                     key: Box::from(key),
                     value: value(),
                     saved,
+                    used: AtomicBool::new(true),
                 });
                 (entry.into_mut(), true)
             }
@@ -109,6 +114,7 @@ impl<V> KeyIndex<V> {
             key,
             value,
             saved,
+            used: AtomicBool::new(true),
         };
         self.table.insert_unique(hash, entry, |e| e.hash);
     }

@@ -21,6 +21,7 @@
 //! commits.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::error::Result;
@@ -190,12 +191,9 @@ impl StateTable {
 
     /// The row, if it is in memory (see [`fetch`](Self::fetch)).
     pub fn get(&self, window: WindowId, key: &[u8]) -> Option<&[u8]> {
-        self.windows
-            .get(&window)?
-            .rows
-            .get(hash_key(key), key)
-            .map(|e| e.value.as_ref())
-            .filter(|v| !v.is_empty())
+        let e = self.windows.get(&window)?.rows.get(hash_key(key), key)?;
+        e.used.store(true, Relaxed);
+        Some(e.value.as_ref()).filter(|v| !v.is_empty())
     }
 
     /// Sets a row; `value` must not be empty.
@@ -220,6 +218,7 @@ impl StateTable {
         let w = self.windows.entry(window).or_default();
         let hash = hash_key(key);
         let (e, new) = w.rows.entry(hash, key, saved, || Box::from(value));
+        e.used.store(true, Relaxed);
         if new {
             self.rows += 1;
             self.bytes += key.len() + value.len() + ROW_OVERHEAD;
@@ -398,34 +397,42 @@ impl StateTable {
     }
 
     /// Drops committed rows from memory while it holds more than the cache
-    /// size (down to three quarters of it, so that this runs rarely).
+    /// size (down to three quarters of it, so that this runs rarely). Rows
+    /// used since the last pass get a second chance (a clock): a first
+    /// pass evicts the others and clears their mark, a second (only if the
+    /// first freed too little) evicts any committed row.
     pub fn evict(&mut self) {
         if self.bytes <= self.cache_bytes || self.store.is_none() {
             return;
         }
         let target = self.cache_bytes / 4 * 3;
-        for (id, window) in self.windows.iter_mut() {
-            if self.bytes <= target {
-                break;
-            }
-            let before = window.rows.len();
-            let mut freed = 0;
-            window.rows.retain(|e| {
-                if self.bytes - freed <= target || e.saved != Saved::Committed {
-                    return true;
+        for second_chance in [true, false] {
+            for (id, window) in self.windows.iter_mut() {
+                if self.bytes <= target {
+                    return;
                 }
-                freed += e.key.len() + e.value.len() + ROW_OVERHEAD;
-                false
-            });
-            if window.rows.len() < before {
-                tracing::trace!(
-                    window = id,
-                    rows = before - window.rows.len(),
-                    "state rows evicted"
-                );
-                window.spilled = true;
-                self.rows -= before - window.rows.len();
-                self.bytes -= freed;
+                let before = window.rows.len();
+                let mut freed = 0;
+                window.rows.retain(|e| {
+                    if self.bytes - freed <= target || e.saved != Saved::Committed {
+                        return true;
+                    }
+                    if second_chance && e.used.swap(false, Relaxed) {
+                        return true;
+                    }
+                    freed += e.key.len() + e.value.len() + ROW_OVERHEAD;
+                    false
+                });
+                if window.rows.len() < before {
+                    tracing::trace!(
+                        window = id,
+                        rows = before - window.rows.len(),
+                        "state rows evicted"
+                    );
+                    window.spilled = true;
+                    self.rows -= before - window.rows.len();
+                    self.bytes -= freed;
+                }
             }
         }
     }
