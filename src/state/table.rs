@@ -548,4 +548,39 @@ mod tests {
         let seven = all.iter().find(|(k, _)| k[..] == key(7)[..]);
         assert_eq!(seven.map(|(_, v)| &v[..]), Some(&b"v2"[..]));
     }
+
+    /// Rows read since the last eviction pass stay in memory; the others
+    /// go first.
+    #[test]
+    fn rows_read_since_the_last_eviction_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let row = 4 + 2 + ROW_OVERHEAD;
+        let mut t = StateTable::new(Some(store.clone()), b"c/".to_vec(), 40 * row);
+        let key = |i: u32| i.to_be_bytes();
+        // Whether a row is in memory, without marking it used.
+        let held =
+            |t: &StateTable, i: u32| t.windows[&1].rows.get(hash_key(&key(i)), &key(i)).is_some();
+        for i in 0..50u32 {
+            t.put(1, &key(i), b"v1");
+        }
+        commit(&mut t, &store);
+        commit(&mut t, &store);
+        // A pass found every row just used: it cleared the marks, then
+        // evicted 20 rows down to three quarters of the cache.
+        let kept: Vec<u32> = (0..50).filter(|i| held(&t, *i)).collect();
+        assert_eq!(kept.len(), 30);
+        for i in &kept[..10] {
+            assert!(t.get(1, &key(*i)).is_some());
+        }
+        for i in 50..70u32 {
+            t.put(1, &key(i), b"v1");
+        }
+        commit(&mut t, &store);
+        assert!(
+            kept[..10].iter().all(|i| held(&t, *i)),
+            "the rows read stay"
+        );
+        assert!(kept[10..].iter().all(|i| !held(&t, *i)), "the others go");
+    }
 }
