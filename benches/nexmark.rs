@@ -60,8 +60,7 @@ fn queries() -> Vec<usize> {
 async fn run(q: usize, ddl: &str) -> Outcome {
     let data = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(out.path().join("data")).unwrap();
-    std::fs::write(out.path().join("data/side_input.txt"), "1,a\n2,b\n").unwrap();
+    common::nexmark::write_side_input(out.path());
     let flags = server_flags();
     let flags: Vec<&str> = flags.iter().map(|s| s.as_str()).collect();
     let server = TestServer::start_in(&data.path().join("data"), &flags);

@@ -952,8 +952,7 @@ async fn the_nexmark_connector_makes_the_reference_events() {
 async fn nexmark_queries_run_as_written_or_are_refused_by_name() {
     let data = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(out.path().join("data")).unwrap();
-    std::fs::write(out.path().join("data/side_input.txt"), "1,a\n2,b\n").unwrap();
+    common::nexmark::write_side_input(out.path());
     let server = TestServer::start_in(data.path(), &[]);
     let client = server.client().await;
     client
@@ -996,6 +995,46 @@ async fn nexmark_queries_run_as_written_or_are_refused_by_name() {
             wait_finished(&client, &job[0]).await;
         }
     }
+}
+
+/// Flink's legacy filesystem options (Nexmark's q13 declares its side
+/// input with them) read the file as the current ones do; legacy options
+/// of other connectors are refused, naming the current ones.
+#[tokio::test]
+async fn legacy_filesystem_options_read_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("side.txt");
+    std::fs::write(&path, "1;one\n2;two\n3;three\n").unwrap();
+    let server = TestServer::start();
+    let client = server.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE side (key BIGINT, `value` VARCHAR) WITH (
+               'connector.type' = 'filesystem', 'connector.path' = 'file://{}',
+               'format.type' = 'csv', 'format.field-delimiter' = ';',
+               'connector.property-version' = '1');
+             CREATE MATERIALIZED VIEW side_rows AS SELECT key, `value` FROM side;",
+            path.display()
+        ))
+        .await
+        .unwrap();
+    wait_finished(&client, "side_rows").await;
+    let mut got = rows(&client, "SELECT * FROM side_rows").await;
+    got.sort();
+    assert_eq!(got, [["1", "one"], ["2", "two"], ["3", "three"]]);
+    let err = client
+        .simple_query(
+            "CREATE TABLE k (a INT) WITH ('connector.type' = 'kafka', 'connector.topic' = 't')",
+        )
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "0A000");
+    assert!(
+        db.message().contains("'connector.type' = 'kafka'") && db.message().contains("'topic'"),
+        "{}",
+        db.message()
+    );
 }
 
 /// Nexmark q1, q2, q11, q21 and q22 as written, run as views over the

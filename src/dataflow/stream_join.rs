@@ -558,6 +558,9 @@ struct KeyedSide {
     /// Its rows as an older Sluice saved them (whole, under the side's
     /// key) were restored: the next checkpoint deletes them.
     legacy: bool,
+    /// The other side has ended: rows that come meet none, so none are
+    /// kept (a stream joined with a file, Nexmark's q13).
+    other_ended: bool,
 }
 
 impl Held {
@@ -575,6 +578,7 @@ impl Held {
             keys,
             rows: KeyedRows::new(table, schema)?,
             legacy: false,
+            other_ended: false,
         }))
     }
 
@@ -616,6 +620,7 @@ impl Held {
     ) -> Result<Option<RecordBatch>> {
         match self {
             Held::Timed(s) => s.insert(batch, probe, matched),
+            Held::Keyed(k) if k.other_ended => Ok(None),
             Held::Keyed(k) => {
                 k.rows.insert(&batch, &probe.keys, |i| probe.valid(i))?;
                 Ok(None)
@@ -634,7 +639,8 @@ impl Held {
         match self {
             Held::Timed(s) => s.expire(join.expiry(side, other)),
             Held::Keyed(k) => {
-                if other == i64::MAX && !k.rows.is_empty() {
+                if other == i64::MAX && !k.other_ended {
+                    k.other_ended = true;
                     k.rows.clear();
                 }
                 Ok(None)

@@ -19,6 +19,7 @@ use crate::frontend::types::{arrow_type, declared_type, sql_name};
 
 /// Binds a parsed `CREATE TABLE` (whose text is `sql`) to a source plan.
 pub fn bind_source(state: &SessionState, create: &CreateSource, sql: &str) -> Result<SourcePlan> {
+    refuse_legacy_options(&create.options)?;
     let create = with_default_columns(create)?;
     if create.columns.is_empty() {
         return Err(Error::syntax(format!(
@@ -172,8 +173,10 @@ pub fn bind_source(state: &SessionState, create: &CreateSource, sql: &str) -> Re
     })
 }
 
-/// Flink's legacy connector options (`'connector.type' = 'filesystem'`,
-/// Nexmark's q13) are refused, naming the options to write instead.
+/// Flink's legacy connector options that the parser does not translate
+/// (those of connectors other than the filesystem's, see
+/// `parser::current_options`) are refused, naming the options to write
+/// instead.
 pub fn refuse_legacy_options(options: &[(String, String)]) -> Result<()> {
     let Some((key, value)) = options
         .iter()
@@ -182,7 +185,7 @@ pub fn refuse_legacy_options(options: &[(String, String)]) -> Result<()> {
         return Ok(());
     };
     Err(Error::not_supported(format!(
-        "'{key}' = '{value}' is one of Flink's legacy connector options ('connector.type', 'connector.path', 'format.type', ...); write the current ones: 'connector' = 'filesystem', 'path' = '...', 'format' = 'csv'"
+        "'{key}' = '{value}' is one of Flink's legacy connector options, of which only the filesystem's are read ('connector.type', 'connector.path', 'format.type', ...); write the current ones, such as 'connector' = 'kafka', 'topic' = '...', 'format' = 'json'"
     )))
 }
 

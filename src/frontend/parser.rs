@@ -1794,7 +1794,7 @@ fn parse_create_source(parser: &mut Parser, sql: &str) -> PResult<CreateSource> 
         parser.expect_token(&Token::RParen)?;
     }
     let options = if parser.parse_keyword(Keyword::WITH) {
-        parse_with_options(parser, sql)?
+        current_options(parse_with_options(parser, sql)?)
     } else {
         Vec::new()
     };
@@ -1809,6 +1809,38 @@ fn parse_create_source(parser: &mut Parser, sql: &str) -> PResult<CreateSource> 
         has_column_list,
         name_position,
     })
+}
+
+/// Flink's legacy options of a filesystem table (before Flink 1.11;
+/// Nexmark's q13 writes them) as the current ones: `connector.type`,
+/// `connector.path`, `format.type` and the CSV format's. Version and
+/// schema-derivation options say nothing here and go; any other legacy
+/// option stays, to be refused by name.
+fn current_options(options: Vec<(String, String)>) -> Vec<(String, String)> {
+    let legacy_filesystem = options
+        .iter()
+        .any(|(k, v)| k == "connector.type" && v.eq_ignore_ascii_case("filesystem"));
+    if !legacy_filesystem {
+        return options;
+    }
+    options
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let current = match key.as_str() {
+                "connector.type" => "connector",
+                "connector.path" => "path",
+                "format.type" => "format",
+                "format.field-delimiter" => "csv.field-delimiter",
+                "format.quote-character" => "csv.quote-character",
+                "format.ignore-first-line" => "csv.ignore-first-line",
+                "connector.property-version"
+                | "format.property-version"
+                | "format.derive-schema" => return None,
+                _ => return Some((key, value)),
+            };
+            Some((current.to_string(), value))
+        })
+        .collect()
 }
 
 /// A job's name: a string (Flink's job ids are) or a name.
