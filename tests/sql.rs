@@ -32,6 +32,54 @@ async fn equal_the_batch_answers(selects: &[String]) {
     }
 }
 
+/// Server flags of the tests that kill a job mid-run: small batches,
+/// frequent checkpoints, and a state cache far smaller than the state.
+const TINY_CACHE: [&str; 8] = [
+    "--parallelism",
+    "2",
+    "--batch-size",
+    "64",
+    "--checkpoint-interval",
+    "50ms",
+    "--state-cache",
+    "64KiB",
+];
+
+/// Runs `ddl` in a server in `dir` ([`TINY_CACHE`]), kills the server once
+/// view `watched` has made 3 checkpoints (while it still runs, before it
+/// has read all its `total` rows), and starts it again in `dir`: the
+/// server and a client, once every one of `views` has finished.
+async fn killed_and_restarted(
+    dir: &std::path::Path,
+    ddl: &str,
+    watched: &str,
+    total: i64,
+    views: &[&str],
+) -> (TestServer, tokio_postgres::Client) {
+    let mut server = TestServer::start_in(dir, &TINY_CACHE);
+    let client = server.client().await;
+    client.batch_execute(ddl).await.unwrap();
+    common::wait_checkpoints(&client, watched, 3).await;
+    let before = rows(
+        &client,
+        &format!("SELECT status, rows_in FROM sluice.jobs WHERE name = '{watched}'"),
+    )
+    .await;
+    server.kill();
+    assert_eq!(before[0][0], "running", "killed while it ran: {before:?}");
+    assert!(
+        before[0][1].parse::<i64>().unwrap() < total,
+        "killed before it read everything: {before:?}"
+    );
+    drop(client);
+    let server = TestServer::start_in(dir, &TINY_CACHE);
+    let client = server.client().await;
+    for view in views {
+        wait_finished(&client, view).await;
+    }
+    (server, client)
+}
+
 /// `SELECT DISTINCT`, a `GROUP BY` without aggregates (Nexmark q8's
 /// sides) and `WITH` queries run as views, and equal DataFusion's batch
 /// answers.
@@ -237,47 +285,16 @@ async fn top_n_killed_and_restarted_with_a_tiny_cache_equals_the_batch_answer() 
             writeln!(file, r#"{{"seq": {seq}, "k": {k}, "v": {v}}}"#).unwrap();
         }
     }
-    let flags = [
-        "--parallelism",
-        "2",
-        "--batch-size",
-        "64",
-        "--checkpoint-interval",
-        "50ms",
-        "--state-cache",
-        "64KiB",
-    ];
-    let mut server = TestServer::start_in(&dir, &flags);
-    let client = server.client().await;
     let top = "SELECT k, v, rn FROM (SELECT k, v, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC) AS rn FROM t) WHERE rn <= 3";
     let last = "SELECT k, seq, v FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY seq DESC) AS rn FROM t) WHERE rn = 1";
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE t (seq BIGINT, k INT, v BIGINT)
-               WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
-             CREATE MATERIALIZED VIEW top AS {top};
-             CREATE MATERIALIZED VIEW last AS {last};",
-            path.display()
-        ))
-        .await
-        .unwrap();
-    common::wait_checkpoints(&client, "top", 3).await;
-    let before = rows(
-        &client,
-        "SELECT status, rows_in FROM sluice.jobs WHERE name = 'top'",
-    )
-    .await;
-    server.kill();
-    assert_eq!(before[0][0], "running", "killed while it ran: {before:?}");
-    assert!(
-        before[0][1].parse::<i64>().unwrap() < n,
-        "killed before it read everything: {before:?}"
+    let ddl = format!(
+        "CREATE TABLE t (seq BIGINT, k INT, v BIGINT)
+           WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+         CREATE MATERIALIZED VIEW top AS {top};
+         CREATE MATERIALIZED VIEW last AS {last};",
+        path.display()
     );
-    drop(client);
-    let server = TestServer::start_in(&dir, &flags);
-    let client = server.client().await;
-    wait_finished(&client, "top").await;
-    wait_finished(&client, "last").await;
+    let (_server, client) = killed_and_restarted(&dir, &ddl, "top", n, &["top", "last"]).await;
     let ctx = datafusion::prelude::SessionContext::new();
     ctx.register_json(
         "t",
@@ -327,47 +344,17 @@ async fn a_regular_join_killed_and_restarted_with_a_tiny_cache_equals_the_batch_
     };
     let left = write("l.json", 40_000, 20);
     let right = write("r.json", 6_000, 100);
-    let flags = [
-        "--parallelism",
-        "2",
-        "--batch-size",
-        "64",
-        "--checkpoint-interval",
-        "50ms",
-        "--state-cache",
-        "64KiB",
-    ];
-    let mut server = TestServer::start_in(&dir, &flags);
-    let client = server.client().await;
     let join = "SELECT l.k, l.seq AS ls, r.seq AS rs, r.note FROM l JOIN r ON l.k = r.k WHERE l.seq % 3 <> r.seq % 3";
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE l (seq BIGINT, k INT, note STRING)
-               WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
-             CREATE TABLE r (seq BIGINT, k INT, note STRING)
-               WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
-             CREATE MATERIALIZED VIEW pairs AS {join};",
-            left.display(),
-            right.display()
-        ))
-        .await
-        .unwrap();
-    common::wait_checkpoints(&client, "pairs", 3).await;
-    let before = rows(
-        &client,
-        "SELECT status, rows_in FROM sluice.jobs WHERE name = 'pairs'",
-    )
-    .await;
-    server.kill();
-    assert_eq!(before[0][0], "running", "killed while it ran: {before:?}");
-    assert!(
-        before[0][1].parse::<i64>().unwrap() < 46_000,
-        "killed before it read everything: {before:?}"
+    let ddl = format!(
+        "CREATE TABLE l (seq BIGINT, k INT, note STRING)
+           WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+         CREATE TABLE r (seq BIGINT, k INT, note STRING)
+           WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+         CREATE MATERIALIZED VIEW pairs AS {join};",
+        left.display(),
+        right.display()
     );
-    drop(client);
-    let server = TestServer::start_in(&dir, &flags);
-    let client = server.client().await;
-    wait_finished(&client, "pairs").await;
+    let (_server, client) = killed_and_restarted(&dir, &ddl, "pairs", 46_000, &["pairs"]).await;
     let ctx = datafusion::prelude::SessionContext::new();
     for (name, path) in [("l", &left), ("r", &right)] {
         ctx.register_json(
