@@ -5,7 +5,8 @@
 //! Input: rows of the stream side.
 //! Output: each row joined with the table row whose join keys equal its
 //! own (inner: rows without one are dropped; left: kept with nulls), the
-//! columns in the join's order.
+//! columns in the join's order; for semi and anti joins (`IN` and `EXISTS`
+//! subqueries over the table) the rows that have a match, or none, alone.
 //! State: none of its own. It reads the table's current snapshot for each
 //! batch: a change to the table applies to the rows processed after it
 //! (processing-time semantics, as Flink's lookup joins; replayed rows after
@@ -28,7 +29,7 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use parking_lot::Mutex;
 
-use crate::dataflow::physical::{evaluate, evaluate_all};
+use crate::dataflow::physical::{apply_all, evaluate, evaluate_all, PhysicalOp};
 use crate::error::Result;
 use crate::state::reference::{ReferenceTable, Snapshot};
 
@@ -38,6 +39,15 @@ pub enum JoinKind {
     Inner,
     /// Every stream row, with nulls where the table has no match.
     Left,
+    /// The stream rows that have a match, alone (`IN (SELECT ...)`,
+    /// `EXISTS`).
+    Semi,
+    /// The stream rows that have none, alone (`NOT EXISTS`; `NOT IN` is
+    /// `null_aware`: a row whose key is null has none, and no row has none
+    /// while the table's keys hold a null).
+    Anti {
+        null_aware: bool,
+    },
 }
 
 pub struct LookupJoin {
@@ -45,7 +55,10 @@ pub struct LookupJoin {
     pub kind: JoinKind,
     /// The stream side's key expressions, over its rows.
     pub stream_keys: Vec<Arc<dyn PhysicalExpr>>,
-    /// The table side's, over the table's rows.
+    /// The operations on the table's rows before the join (a subquery's
+    /// filter and projection).
+    pub table_ops: Vec<PhysicalOp>,
+    /// The table side's, over the table's rows after `table_ops`.
     pub table_keys: Vec<Arc<dyn PhysicalExpr>>,
     /// Whether the stream is the join's left side (its columns first).
     pub stream_left: bool,
@@ -57,6 +70,10 @@ pub struct LookupJoin {
 /// A table version's rows by encoded join key.
 struct TableIndex {
     snapshot: Arc<Snapshot>,
+    /// Its rows after the operations on them.
+    batch: RecordBatch,
+    /// Whether a row's key holds a null.
+    null_key: bool,
     key_types: Vec<DataType>,
     codec: RowConverter,
     rows: HashMap<Box<[u8]>, u32>,
@@ -67,6 +84,7 @@ impl LookupJoin {
         table: Arc<ReferenceTable>,
         kind: JoinKind,
         stream_keys: Vec<Arc<dyn PhysicalExpr>>,
+        table_ops: Vec<PhysicalOp>,
         table_keys: Vec<Arc<dyn PhysicalExpr>>,
         stream_left: bool,
         schema: SchemaRef,
@@ -75,6 +93,7 @@ impl LookupJoin {
             table,
             kind,
             stream_keys,
+            table_ops,
             table_keys,
             stream_left,
             schema,
@@ -91,19 +110,25 @@ impl LookupJoin {
                 return Ok(index.clone());
             }
         }
-        let keys = evaluate_all(&self.table_keys, &snapshot.batch)?;
+        let batch = apply_all(&self.table_ops, snapshot.batch.clone())?;
+        let keys = evaluate_all(&self.table_keys, &batch)?;
         let key_types: Vec<DataType> = keys.iter().map(|k| k.data_type().clone()).collect();
         let codec = RowConverter::new(key_types.iter().cloned().map(SortField::new).collect())?;
         let encoded = codec.convert_columns(&keys)?;
         let mut rows = HashMap::with_capacity(encoded.num_rows());
+        let mut null_key = false;
         for (i, key) in encoded.iter().enumerate() {
             // A key with a null matches nothing.
             if keys.iter().all(|k| k.is_valid(i)) {
                 rows.insert(Box::from(key.data()), i as u32);
+            } else {
+                null_key = true;
             }
         }
         let index = Arc::new(TableIndex {
             snapshot,
+            batch,
+            null_key,
             key_types,
             codec,
             rows,
@@ -127,17 +152,32 @@ impl LookupJoin {
         let mut stream_rows: Vec<u32> = Vec::with_capacity(batch.num_rows());
         let mut table_rows: Vec<Option<u32>> = Vec::with_capacity(batch.num_rows());
         for (i, key) in encoded.iter().enumerate() {
-            let found = if keys.iter().all(|k| k.is_valid(i)) {
+            let valid = keys.iter().all(|k| k.is_valid(i));
+            let found = if valid {
                 index.rows.get(key.data()).copied()
             } else {
                 None
             };
-            if found.is_some() || self.kind == JoinKind::Left {
+            let keep = match self.kind {
+                JoinKind::Inner | JoinKind::Semi => found.is_some(),
+                JoinKind::Left => true,
+                JoinKind::Anti { null_aware: false } => found.is_none(),
+                JoinKind::Anti { null_aware: true } => valid && !index.null_key && found.is_none(),
+            };
+            if keep {
                 stream_rows.push(i as u32);
                 table_rows.push(found);
             }
         }
         let stream_rows = UInt32Array::from(stream_rows);
+        if matches!(self.kind, JoinKind::Semi | JoinKind::Anti { .. }) {
+            let columns = batch
+                .columns()
+                .iter()
+                .map(|c| take(c, &stream_rows, None))
+                .collect::<std::result::Result<_, _>>()?;
+            return Ok(RecordBatch::try_new(self.schema.clone(), columns)?);
+        }
         let table_rows = UInt32Array::from(table_rows);
         let stream: Vec<ArrayRef> = batch
             .columns()
@@ -145,7 +185,6 @@ impl LookupJoin {
             .map(|c| take(c, &stream_rows, None))
             .collect::<std::result::Result<_, _>>()?;
         let table: Vec<ArrayRef> = index
-            .snapshot
             .batch
             .columns()
             .iter()

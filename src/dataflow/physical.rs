@@ -93,6 +93,10 @@ impl PhysicalOp {
                     .iter()
                     .map(|e| physical_expr(state, e, &j.stream))
                     .collect::<Result<_>>()?,
+                j.table_ops
+                    .iter()
+                    .map(|op| PhysicalOp::new(state, op))
+                    .collect::<Result<_>>()?,
                 j.table_keys
                     .iter()
                     .map(|e| physical_expr(state, e, &j.table_schema))

@@ -122,6 +122,10 @@ pub struct LookupJoinPlan {
     pub stream_keys: Vec<Expr>,
     pub table_keys: Vec<Expr>,
     pub stream: DFSchemaRef,
+    /// The operations on the table's rows before the join (a subquery's
+    /// filter and projection), from the scan up; `table_schema` is their
+    /// output.
+    pub table_ops: Vec<StatelessOp>,
     pub table_schema: DFSchemaRef,
     /// Whether the stream is the join's left side.
     pub stream_left: bool,
@@ -146,6 +150,8 @@ impl StatelessOp {
                 let kind = match j.kind {
                     JoinKind::Inner => "inner",
                     JoinKind::Left => "left",
+                    JoinKind::Semi => "semi",
+                    JoinKind::Anti { .. } => "anti",
                 };
                 format!(
                     "LookupJoin: {kind} with table {} on {}",

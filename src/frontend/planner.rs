@@ -1086,7 +1086,7 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
                         "a join after GROUP BY is not supported in a materialized view yet; join before aggregating",
                     ));
                 }
-                let (stream, stream_left, (table_name, table, table_side)) =
+                let (stream, stream_left, table_side) =
                     match (lookup_side(&join.left, tables), lookup_side(&join.right, tables)) {
                         (None, Some(t)) => (&join.left, true, t),
                         (Some(t), None) => (&join.right, false, t),
@@ -1134,6 +1134,11 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
                 let kind = match (join.join_type, stream_left) {
                     (JoinType::Inner, _) => JoinKind::Inner,
                     (JoinType::Left, true) | (JoinType::Right, false) => JoinKind::Left,
+                    // IN and EXISTS subqueries over a table, decorrelated.
+                    (JoinType::LeftSemi, true) | (JoinType::RightSemi, false) => JoinKind::Semi,
+                    (JoinType::LeftAnti, true) | (JoinType::RightAnti, false) => JoinKind::Anti {
+                        null_aware: join.null_aware,
+                    },
                     (other, _) => {
                         return Err(Error::not_supported(format!(
                             "{} JOIN with a table is not supported in a materialized view; use JOIN, or LEFT JOIN with the stream on the left",
@@ -1155,6 +1160,11 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
                             "a LEFT JOIN with a table takes only equalities in its ON clause",
                         ));
                     }
+                    if matches!(kind, JoinKind::Semi | JoinKind::Anti { .. }) {
+                        return Err(Error::not_supported(
+                            "a subquery over a table may relate its rows to the stream's only by equalities (WHERE t.id = e.id)",
+                        ));
+                    }
                     check_exprs(std::slice::from_ref(filter))?;
                     ops.push(StatelessOp::Filter {
                         predicate: filter.clone(),
@@ -1167,13 +1177,14 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
                     .unzip();
                 check_exprs(&stream_keys)?;
                 ops.push(StatelessOp::LookupJoin(Box::new(LookupJoinPlan {
-                    table_name,
-                    table,
+                    table_name: table_side.name,
+                    table: table_side.table,
                     kind,
                     stream_keys,
                     table_keys,
                     stream: stream.schema().clone(),
-                    table_schema: table_side.schema().clone(),
+                    table_ops: table_side.ops,
+                    table_schema: table_side.plan.schema().clone(),
                     stream_left,
                     output: join.schema.clone(),
                 })));
@@ -1287,19 +1298,52 @@ fn has_aggregate(plan: &LogicalPlan) -> bool {
     }
 }
 
-/// If `plan` is a scan of an ordinary table (under an alias), the table's
-/// name, the table, and the plan.
+/// The table side of a join with an ordinary table.
+struct TableSide<'a> {
+    name: String,
+    table: Arc<ReferenceTable>,
+    plan: &'a Arc<LogicalPlan>,
+    /// The filters and projections on the table's rows (a subquery's), from
+    /// the scan up.
+    ops: Vec<StatelessOp>,
+}
+
+/// If `plan` is a scan of an ordinary table (under an alias), with filters
+/// and projections over it (a subquery's), that side of the join.
 fn lookup_side<'a>(
     plan: &'a Arc<LogicalPlan>,
     tables: &HashMap<String, Arc<ReferenceTable>>,
-) -> Option<(String, Arc<ReferenceTable>, &'a Arc<LogicalPlan>)> {
+) -> Option<TableSide<'a>> {
     let mut node = plan.as_ref();
+    let mut ops = Vec::new();
     loop {
         match node {
             LogicalPlan::SubqueryAlias(a) => node = &a.input,
-            LogicalPlan::TableScan(scan) => {
+            LogicalPlan::Filter(f) => {
+                ops.push(StatelessOp::Filter {
+                    predicate: f.predicate.clone(),
+                    input: f.input.schema().clone(),
+                });
+                node = &f.input;
+            }
+            LogicalPlan::Projection(p) => {
+                ops.push(StatelessOp::Project {
+                    exprs: p.expr.clone(),
+                    input: p.input.schema().clone(),
+                    output: p.schema.clone(),
+                });
+                node = &p.input;
+            }
+            LogicalPlan::TableScan(scan) if scan.filters.is_empty() => {
                 let name = scan.table_name.table().to_string();
-                return tables.get(&name).map(|t| (name, t.clone(), plan));
+                let table = tables.get(&name)?.clone();
+                ops.reverse();
+                return Some(TableSide {
+                    name,
+                    table,
+                    plan,
+                    ops,
+                });
             }
             _ => return None,
         }
@@ -1554,15 +1598,18 @@ fn regrouped(
 }
 
 /// The few rewrites of DataFusion's optimizer the streaming planner takes:
-/// `SELECT DISTINCT` as the GROUP BY it means, and filters pushed down to
+/// `SELECT DISTINCT` as the GROUP BY it means, `IN` and `EXISTS` subqueries
+/// as the semi and anti joins they mean, and filters pushed down to
 /// the rows they test (a join keeps only the rows its WHERE can pass: a
 /// regular join's state is that much smaller).
 fn rewritten(plan: LogicalPlan) -> Result<LogicalPlan> {
+    use datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery;
     use datafusion::optimizer::push_down_filter::PushDownFilter;
     use datafusion::optimizer::replace_distinct_aggregate::ReplaceDistinctWithAggregate;
     use datafusion::optimizer::{Optimizer, OptimizerContext};
     let optimizer = Optimizer::with_rules(vec![
         Arc::new(ReplaceDistinctWithAggregate::new()),
+        Arc::new(DecorrelatePredicateSubquery::new()),
         Arc::new(PushDownFilter::new()),
     ]);
     Ok(optimizer.optimize(plan, &OptimizerContext::new(), |_, _| {})?)

@@ -47,6 +47,11 @@ pub(crate) fn plan_join(
         JoinType::Left => (true, false),
         JoinType::Right => (false, true),
         JoinType::Full => (true, true),
+        JoinType::LeftSemi | JoinType::RightSemi | JoinType::LeftAnti | JoinType::RightAnti => {
+            return Err(Error::not_supported(
+                "an IN or EXISTS subquery over a stream (a semi or anti join of two streams) is not supported yet; subqueries over ordinary tables are",
+            ))
+        }
         other => {
             return Err(Error::not_supported(format!(
                 "{} JOIN of two streams is not supported; use JOIN, LEFT, RIGHT or FULL JOIN",

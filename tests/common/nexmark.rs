@@ -234,6 +234,16 @@ pub async fn views_and_batch(
     events: u64,
     selects: &[String],
 ) -> Vec<(Vec<Vec<String>>, Vec<Vec<String>>)> {
+    views_and_batch_with(events, "", selects).await
+}
+
+/// [`views_and_batch`], with ordinary tables made by `tables` (DDL and
+/// INSERTs) in both servers.
+pub async fn views_and_batch_with(
+    events: u64,
+    tables: &str,
+    selects: &[String],
+) -> Vec<(Vec<Vec<String>>, Vec<Vec<String>>)> {
     let streaming = TestServer::start();
     let stream = streaming.client().await;
     stream
@@ -248,6 +258,7 @@ pub async fn views_and_batch(
         .batch_execute(&side_input_ddl(side.path()))
         .await
         .unwrap();
+    stream.batch_execute(tables).await.unwrap();
     for (i, sql) in selects.iter().enumerate() {
         let sql = format!("CREATE MATERIALIZED VIEW v{i} AS {sql}");
         if let Err(e) = stream.batch_execute(&sql).await {
@@ -274,6 +285,7 @@ pub async fn views_and_batch(
         ))
         .await
         .unwrap();
+    batch.batch_execute(tables).await.unwrap();
     wait_finished(&batch, "nexmark_events").await;
     let mut out = Vec::new();
     for (i, sql) in selects.iter().enumerate() {
