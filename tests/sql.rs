@@ -266,14 +266,15 @@ async fn top_n_refusals_name_why() {
 
 /// `IN`, `NOT IN`, `EXISTS` and `NOT EXISTS` subqueries over an ordinary
 /// table (decorrelated into semi and anti joins with it, each stream row
-/// checked against the table as it is when the row comes) equal
-/// DataFusion's batch answers; `NOT IN` a subquery with a NULL keeps no
-/// row, as in SQL; a subquery over a stream is refused, naming why.
+/// checked against the table as it is when the row comes), and joins with
+/// it on columns that are not its key, equal DataFusion's batch answers;
+/// `NOT IN` a subquery with a NULL keeps no row, as in SQL; a subquery over
+/// a stream is refused, naming why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_and_exists_subqueries_over_a_table_equal_the_batch_answers() {
     let tables = "CREATE TABLE hot (id BIGINT PRIMARY KEY, label STRING, n BIGINT);
-        INSERT INTO hot VALUES (1000, 'a', 1), (1001, 'b', NULL), (1005, 'c', 3),
-          (1010, NULL, 4), (1100, 'd', 5), (1207, 'e', 6);";
+        INSERT INTO hot VALUES (1000, 'a', 1), (1001, 'b', NULL), (1005, 'c', 1),
+          (1010, NULL, 2), (1100, 'd', 2), (1207, 'e', 0);";
     let selects: Vec<String> = [
         "SELECT auction, bidder, price FROM bid WHERE auction IN (SELECT id FROM hot)",
         "SELECT auction, price FROM bid WHERE auction IN (SELECT id FROM hot WHERE label <> 'a')",
@@ -283,6 +284,10 @@ async fn in_and_exists_subqueries_over_a_table_equal_the_batch_answers() {
         "SELECT auction, price FROM bid b WHERE NOT EXISTS (SELECT 1 FROM hot h WHERE h.id = b.auction)",
         "SELECT auction, COUNT(*) AS bids, MAX(price) AS top FROM bid
          WHERE auction IN (SELECT id FROM hot) GROUP BY auction",
+        // Joins on a column that is not the table's key meet every row
+        // with the key.
+        "SELECT b.auction, b.price, h.label FROM bid b JOIN hot h ON b.auction % 3 = h.n",
+        "SELECT b.auction, b.bidder, h.id FROM bid b LEFT JOIN hot h ON b.auction % 5 = h.n",
         "SELECT auction, price FROM bid WHERE price > 1000 AND auction + 0 NOT IN (SELECT n FROM hot)",
     ]
     .map(String::from)

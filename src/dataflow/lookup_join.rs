@@ -3,7 +3,7 @@
 //! `JOIN cells FOR SYSTEM_TIME AS OF e.ts AS c ON ...`).
 //!
 //! Input: rows of the stream side.
-//! Output: each row joined with the table row whose join keys equal its
+//! Output: each row joined with each table row whose join keys equal its
 //! own (inner: rows without one are dropped; left: kept with nulls), the
 //! columns in the join's order; for semi and anti joins (`IN` and `EXISTS`
 //! subqueries over the table) the rows that have a match, or none, alone.
@@ -76,8 +76,15 @@ struct TableIndex {
     null_key: bool,
     key_types: Vec<DataType>,
     codec: RowConverter,
+    /// A key's last row; `next` chains each row to the previous one with
+    /// its key (a join on columns that are not the primary key meets
+    /// several rows).
     rows: HashMap<Box<[u8]>, u32>,
+    next: Vec<u32>,
 }
+
+/// The end of a chain of rows.
+const NONE: u32 = u32::MAX;
 
 impl LookupJoin {
     pub fn new(
@@ -116,11 +123,14 @@ impl LookupJoin {
         let codec = RowConverter::new(key_types.iter().cloned().map(SortField::new).collect())?;
         let encoded = codec.convert_columns(&keys)?;
         let mut rows = HashMap::with_capacity(encoded.num_rows());
+        let mut next = vec![NONE; encoded.num_rows()];
         let mut null_key = false;
         for (i, key) in encoded.iter().enumerate() {
             // A key with a null matches nothing.
             if keys.iter().all(|k| k.is_valid(i)) {
-                rows.insert(Box::from(key.data()), i as u32);
+                if let Some(previous) = rows.insert(Box::from(key.data()), i as u32) {
+                    next[i] = previous;
+                }
             } else {
                 null_key = true;
             }
@@ -132,6 +142,7 @@ impl LookupJoin {
             key_types,
             codec,
             rows,
+            next,
         });
         *cached = Some(index.clone());
         Ok(index)
@@ -164,9 +175,22 @@ impl LookupJoin {
                 JoinKind::Anti { null_aware: false } => found.is_none(),
                 JoinKind::Anti { null_aware: true } => valid && !index.null_key && found.is_none(),
             };
-            if keep {
-                stream_rows.push(i as u32);
-                table_rows.push(found);
+            if !keep {
+                continue;
+            }
+            match (self.kind, found) {
+                // One row per table row met.
+                (JoinKind::Inner | JoinKind::Left, Some(mut at)) => {
+                    while at != NONE {
+                        stream_rows.push(i as u32);
+                        table_rows.push(Some(at));
+                        at = index.next[at as usize];
+                    }
+                }
+                _ => {
+                    stream_rows.push(i as u32);
+                    table_rows.push(found);
+                }
             }
         }
         let stream_rows = UInt32Array::from(stream_rows);
