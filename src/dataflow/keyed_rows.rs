@@ -139,6 +139,20 @@ impl KeyedRows {
         Ok(())
     }
 
+    /// Lets go of every row of the keys of `keys` that are `valid`.
+    pub fn remove(&mut self, keys: &Rows, valid: impl Fn(usize) -> bool) -> Result<()> {
+        let wanted = (0..keys.num_rows())
+            .filter(|i| valid(*i))
+            .map(|i| keys.row(i).data());
+        self.fetch(wanted.clone())?;
+        for key in wanted {
+            for c in (0..chunks(&self.table, key)).rev() {
+                self.table.remove(c as WindowId, key);
+            }
+        }
+        Ok(())
+    }
+
     /// Appends rows to a key's last chunk, starting chunks as they fill.
     fn append<'a>(&mut self, key: &[u8], rows: impl Iterator<Item = &'a [u8]>) -> Result<()> {
         let before = chunks(&self.table, key).max(1);

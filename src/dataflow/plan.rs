@@ -276,7 +276,11 @@ pub struct StreamJoinPlan {
     /// can meet none any more.
     pub outer_left: bool,
     pub outer_right: bool,
-    /// The joined rows: the left side's columns, then the right side's.
+    /// A semi join (`IN` or `EXISTS` over a stream, regular): each left row
+    /// once, alone, as soon as a right row with its key has come.
+    pub semi: bool,
+    /// The joined rows: the left side's columns, then the right side's
+    /// (for a semi join, the left side's only).
     pub output: DFSchemaRef,
     /// The filters and projections on the joined rows (before the
     /// aggregation, if the view aggregates them).
@@ -645,6 +649,11 @@ impl StreamPlan {
                 String::new(),
                 "state bounded by the watermarks",
             ),
+            (false, true) if join.semi => (
+                "RegularJoin",
+                String::new(),
+                "the left rows still unmatched and one right row per key kept",
+            ),
             (false, true) => (
                 "RegularJoin",
                 String::new(),
@@ -665,6 +674,7 @@ impl StreamPlan {
             "{}{kind}: {} on {}{bound}, parallelism={parallelism}, {state}",
             "  ".repeat(depth),
             match (join.outer_left, join.outer_right) {
+                _ if join.semi => "semi",
                 (false, false) => "inner",
                 (true, false) => "left outer",
                 (false, true) => "right outer",

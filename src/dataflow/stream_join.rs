@@ -85,6 +85,8 @@ pub struct PhysicalJoin {
     /// Outer joins: the sides whose rows that meet none are kept, padded.
     outer_left: bool,
     outer_right: bool,
+    /// A semi join (see [`StreamJoinPlan::semi`]).
+    semi: bool,
 }
 
 impl PhysicalJoin {
@@ -107,6 +109,7 @@ impl PhysicalJoin {
             output_time: plan.output_time.unwrap_or(Side::Left),
             outer_left: plan.outer_left,
             outer_right: plan.outer_right,
+            semi: plan.semi,
         })
     }
 
@@ -950,9 +953,87 @@ impl StreamJoin {
     }
 }
 
+impl StreamJoin {
+    /// A semi join's batch. A left row whose key the right side has shown
+    /// goes out at once; the others wait, by key, until a right row with
+    /// their key comes, which lets them out and keeps its key (one row per
+    /// key: what later left rows are checked against). Each left row goes
+    /// out once, and no row is kept longer than it can matter.
+    fn on_semi_batch(&mut self, side: Side, batch: RecordBatch) -> Result<()> {
+        let (Held::Keyed(left), Held::Keyed(right)) = (&mut self.left, &mut self.right) else {
+            return Err(Error::internal("a semi join holds its rows by key"));
+        };
+        match side {
+            Side::Left => {
+                let probe = probe(&left.keys, &left.codec, None, &batch)?;
+                let met = right.rows.find(&probe.keys, |i| probe.valid(i))?;
+                let mut waiting = vec![true; batch.num_rows()];
+                let out = match met {
+                    Some((at, _)) => {
+                        for i in &at {
+                            waiting[*i as usize] = false;
+                        }
+                        Some(take_rows(&batch, at)?)
+                    }
+                    None => None,
+                };
+                if !left.other_ended {
+                    left.rows
+                        .insert(&batch, &probe.keys, |i| waiting[i] && probe.valid(i))?;
+                }
+                match out {
+                    Some(rows) => self.emit(rows),
+                    None => Ok(()),
+                }
+            }
+            Side::Right => {
+                let probe = probe(&right.keys, &right.codec, None, &batch)?;
+                // The first row of each key not seen before.
+                let known = right.rows.find(&probe.keys, |i| probe.valid(i))?;
+                let mut new = vec![true; batch.num_rows()];
+                for i in known.map(|(at, _)| at).unwrap_or_default() {
+                    new[i as usize] = false;
+                }
+                let mut seen = std::collections::HashSet::new();
+                for (i, fresh) in new.iter_mut().enumerate() {
+                    *fresh = *fresh && probe.valid(i) && seen.insert(probe.keys.row(i));
+                }
+                if !right.other_ended {
+                    right.rows.insert(&batch, &probe.keys, |i| new[i])?;
+                }
+                let met = left.rows.find(&probe.keys, |i| new[i])?;
+                let Some((_, columns)) = met else {
+                    return Ok(());
+                };
+                left.rows.remove(&probe.keys, |i| new[i])?;
+                let rows = RecordBatch::try_new(self.join.output.clone(), columns)?;
+                self.emit(rows)
+            }
+        }
+    }
+}
+
+/// The rows of `batch` at `at`, in order.
+fn take_rows(batch: &RecordBatch, at: Vec<u32>) -> Result<RecordBatch> {
+    let at = UInt32Array::from(at);
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| take(c.as_ref(), &at, None))
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
 impl Owner for StreamJoin {
     fn on_batch(&mut self, from: usize, batch: RecordBatch) -> Result<()> {
         let (side, i) = self.input(from);
+        if self.join.semi {
+            match side {
+                Side::Left => self.left_watermarks.on_data(i),
+                Side::Right => self.right_watermarks.on_data(i),
+            }
+            return self.on_semi_batch(side, batch);
+        }
         let (own, other) = match side {
             Side::Left => {
                 self.left_watermarks.on_data(i);

@@ -42,14 +42,15 @@ pub(crate) fn plan_join(
         left,
         right,
     } = node;
+    let semi = join.join_type == JoinType::LeftSemi;
     let (outer_left, outer_right) = match join.join_type {
-        JoinType::Inner => (false, false),
+        JoinType::Inner | JoinType::LeftSemi => (false, false),
         JoinType::Left => (true, false),
         JoinType::Right => (false, true),
         JoinType::Full => (true, true),
-        JoinType::LeftSemi | JoinType::RightSemi | JoinType::LeftAnti | JoinType::RightAnti => {
+        JoinType::RightSemi | JoinType::LeftAnti | JoinType::RightAnti => {
             return Err(Error::not_supported(
-                "an IN or EXISTS subquery over a stream (a semi or anti join of two streams) is not supported yet; subqueries over ordinary tables are",
+                "a NOT IN or NOT EXISTS subquery over a stream (an anti join of two streams) is not supported yet: a row shown would have to be taken back when a match comes; subqueries over ordinary tables are",
             ))
         }
         other => {
@@ -144,6 +145,11 @@ pub(crate) fn plan_join(
         let r = event_time(&first.right, &rs, &right_in)?;
         (Some(l), Some(r), lower, upper, false)
     };
+    if semi && (windowed || left_time.is_some() || !rest.is_empty()) {
+        return Err(Error::not_supported(
+            "an IN or EXISTS subquery over a stream may relate its rows to the view's only by equalities, with no time bound or window (WHERE s.id = e.id)",
+        ));
+    }
     if (outer_left || outer_right) && !rest.is_empty() {
         // A condition that decides whether two rows meet is not a filter
         // on the joined rows of an outer join.
@@ -169,6 +175,7 @@ pub(crate) fn plan_join(
         windowed,
         outer_left,
         outer_right,
+        semi,
         output: join.schema.clone(),
         ops: Vec::new(),
         output_time: None,
