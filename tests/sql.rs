@@ -383,10 +383,12 @@ async fn top_n_killed_and_restarted_with_a_tiny_cache_equals_the_batch_answer() 
     }
 }
 
-/// A regular join killed while it runs, with a state cache far smaller
-/// than its state, ends equal to DataFusion's batch answer: each side's
-/// rows are kept by key in the store (a hot key's rows over many chunks),
-/// each checkpoint saves the chunks that changed, and the rows spill.
+/// A regular join and a semi join (`IN` over a stream) killed while they
+/// run, with a state cache far smaller than their state, end equal to
+/// DataFusion's batch answers: each side's rows are kept by key in the
+/// store (a hot key's rows over many chunks), each checkpoint saves the
+/// chunks that changed (and the keys a semi join let go), and the rows
+/// spill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_regular_join_killed_and_restarted_with_a_tiny_cache_equals_the_batch_answer() {
     use std::io::Write as _;
@@ -415,16 +417,19 @@ async fn a_regular_join_killed_and_restarted_with_a_tiny_cache_equals_the_batch_
     let left = write("l.json", 40_000, 20);
     let right = write("r.json", 6_000, 100);
     let join = "SELECT l.k, l.seq AS ls, r.seq AS rs, r.note FROM l JOIN r ON l.k = r.k WHERE l.seq % 3 <> r.seq % 3";
+    let semi = "SELECT seq, k, note FROM l WHERE k IN (SELECT k FROM r WHERE seq % 7 = 0)";
     let ddl = format!(
         "CREATE TABLE l (seq BIGINT, k INT, note STRING)
            WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
          CREATE TABLE r (seq BIGINT, k INT, note STRING)
            WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
-         CREATE MATERIALIZED VIEW pairs AS {join};",
+         CREATE MATERIALIZED VIEW pairs AS {join};
+         CREATE MATERIALIZED VIEW semi AS {semi};",
         left.display(),
         right.display()
     );
-    let (_server, client) = killed_and_restarted(&dir, &ddl, "pairs", 46_000, &["pairs"]).await;
+    let (_server, client) =
+        killed_and_restarted(&dir, &ddl, "pairs", 46_000, &["pairs", "semi"]).await;
     let ctx = datafusion::prelude::SessionContext::new();
     for (name, path) in [("l", &left), ("r", &right)] {
         ctx.register_json(
@@ -442,6 +447,13 @@ async fn a_regular_join_killed_and_restarted_with_a_tiny_cache_equals_the_batch_
     assert!(expected.len() > 100_000, "{} pairs", expected.len());
     assert_eq!(actual.len(), expected.len(), "pairs");
     assert!(actual == expected, "the batch answer");
+    let mut actual = rows(&client, "SELECT * FROM semi").await;
+    actual.sort();
+    let mut expected = common::batch_rows(&ctx, semi).await;
+    expected.sort();
+    assert!(expected.len() > 5_000, "{} rows", expected.len());
+    assert_eq!(actual.len(), expected.len(), "semi: rows");
+    assert!(actual == expected, "semi: the batch answer");
 }
 
 /// A top-N of each window over a windowed aggregation (Flink's window
