@@ -407,11 +407,12 @@ impl Job {
                     output_watermarks.clone(),
                     metrics.clone(),
                     keys,
-                    store.clone(),
+                    store,
                     cache / 2,
+                    last_epoch > 0,
                 )?;
                 if last_epoch > 0 {
-                    operator.restore()?;
+                    operator.restore(store)?;
                 }
                 let acks = acks.next().expect("an ack per join instance");
                 tasks.spawn_on(run_owner(rx, operator, 2 * p, acks, output), runtime);

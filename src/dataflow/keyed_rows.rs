@@ -54,19 +54,15 @@ impl KeyedRows {
 
     /// Makes sure every chunk of these keys that exists is in memory.
     fn fetch<'a>(&mut self, keys: impl Iterator<Item = &'a [u8]> + Clone) -> Result<()> {
+        if !self.table.spilled() {
+            return Ok(());
+        }
         self.table.fetch(keys.clone().map(|k| (0, k)))?;
         let table = &self.table;
         let rest: Vec<(WindowId, &[u8])> = keys
             .flat_map(|k| (1..chunks(table, k)).map(move |c| (c as WindowId, k)))
             .collect();
-        if rest.is_empty() {
-            return Ok(());
-        }
-        // The keys borrow from the caller, not the table.
-        let rest: Vec<(WindowId, Vec<u8>)> =
-            rest.into_iter().map(|(c, k)| (c, k.to_vec())).collect();
-        self.table
-            .fetch(rest.iter().map(|(c, k)| (*c, k.as_slice())))
+        self.table.fetch(rest.into_iter())
     }
 
     /// The rows held under each of `keys` (None: a row that meets none):

@@ -19,7 +19,8 @@
 //! with an index on their keys and time buckets (at least the interval
 //! wide, so a row probes only the rows its interval covers), and whether
 //! each has met a row. A row arriving probes the other side's rows, then
-//! joins its own side's.
+//! joins its own side's. A regular join's sides keep every row by key in
+//! state tables instead (see [`KeyedRows`]), which may exceed memory.
 //! Watermarks: one per side (the minimum over that side's inputs that are
 //! not idle). A future row of the right side has a time above the right
 //! watermark WR, so a left row of time t can never meet another once
@@ -30,7 +31,8 @@
 //! attribute, `min(WL, WR + lower)`, the least left time a pair still to
 //! come can have (for a right one, `min(WR, WL - upper)`).
 //! Checkpoint: both sides' rows, whole (they are bounded by the watermarks
-//! and the interval), with their met flags, and its view shard.
+//! and the interval), with their met flags, or for a regular join what
+//! changed in its state tables; and its view shard.
 //!
 //! [`Alignment`] keeps the two sides' readers close in event time, so that
 //! a side read faster does not pile up rows the other cannot meet yet.
@@ -184,13 +186,12 @@ struct StoredBatch {
     matched: Vec<bool>,
 }
 
-/// The rows one side holds, with a hash index on their keys.
+/// The rows one side of an interval or window join holds, with a hash
+/// index on their keys and times.
 struct SideRows {
     side: Side,
     schema: SchemaRef,
-    /// None in a regular join: every row's time is 0, and the bounds are
-    /// open, so a row goes only when the other side has ended.
-    time: Option<JoinTime>,
+    time: JoinTime,
     keys: Vec<Arc<dyn PhysicalExpr>>,
     codec: RowConverter,
     batches: Vec<StoredBatch>,
@@ -209,7 +210,9 @@ struct SideRows {
 }
 
 /// A batch's rows as the join sees them: key hashes, encoded keys (for
-/// equality), times, and which rows can match at all (no null key).
+/// equality), times, and which rows can match at all (no null key). A
+/// regular join's sides find rows by encoded key alone: their probes have
+/// no hashes and no times.
 struct Probe {
     hashes: Vec<u64>,
     keys: Rows,
@@ -225,8 +228,11 @@ fn probe(
     batch: &RecordBatch,
 ) -> Result<Probe> {
     let arrays = evaluate_all(keys, batch)?;
-    let mut hashes = vec![0; batch.num_rows()];
-    create_hashes(&arrays, &ROUTING_HASH, &mut hashes)?;
+    let mut hashes = Vec::new();
+    if time.is_some() {
+        hashes.resize(batch.num_rows(), 0);
+        create_hashes(&arrays, &ROUTING_HASH, &mut hashes)?;
+    }
     let valid = arrays
         .iter()
         .filter(|a| a.null_count() > 0)
@@ -243,7 +249,7 @@ fn probe(
             .iter()
             .map(|t| t.saturating_add(time.add_ms))
             .collect(),
-        None => vec![0; batch.num_rows()],
+        None => Vec::new(),
     };
     Ok(Probe {
         hashes,
@@ -270,10 +276,10 @@ impl Probe {
 }
 
 impl SideRows {
-    fn new(side: Side, join: &PhysicalJoin) -> Result<Self> {
-        let (schema, time) = match side {
-            Side::Left => (join.left_schema.clone(), join.left_time),
-            Side::Right => (join.right_schema.clone(), join.right_time),
+    fn new(side: Side, join: &PhysicalJoin, time: JoinTime) -> Result<Self> {
+        let schema = match side {
+            Side::Left => join.left_schema.clone(),
+            Side::Right => join.right_schema.clone(),
         };
         let keys = join.keys(side).to_vec();
         let outer = match side {
@@ -305,7 +311,7 @@ impl SideRows {
     }
 
     fn probe(&self, batch: &RecordBatch) -> Result<Probe> {
-        probe(&self.keys, &self.codec, self.time, batch)
+        probe(&self.keys, &self.codec, Some(self.time), batch)
     }
 
     /// Keeps the rows of `batch` that rows of the other side may still meet
@@ -568,8 +574,12 @@ struct KeyedSide {
 
 impl Held {
     fn new(side: Side, join: &PhysicalJoin, table: StateTable) -> Result<Self> {
-        if join.left_time.is_some() {
-            return Ok(Held::Timed(SideRows::new(side, join)?));
+        let time = match side {
+            Side::Left => join.left_time,
+            Side::Right => join.right_time,
+        };
+        if let Some(time) = time {
+            return Ok(Held::Timed(SideRows::new(side, join, time)?));
         }
         let schema = match side {
             Side::Left => join.left_schema.clone(),
@@ -714,14 +724,13 @@ pub struct StreamJoin {
     output_watermarks: Arc<Mutex<WatermarkCombiner>>,
     metrics: Arc<JobMetrics>,
     keys: JobKeys,
-    store: Arc<Store>,
-    cache_bytes: usize,
 }
 
 impl StreamJoin {
     /// Instance `instance`, fed by `inputs` pipelines on each side; a
     /// regular join's sides keep their rows in `store`, each side in at most
-    /// `cache_bytes` of memory.
+    /// `cache_bytes` of memory, from the last checkpoint's if the job has one
+    /// (`saved`; see [`restore`](Self::restore) for the rest).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         join: Arc<PhysicalJoin>,
@@ -731,21 +740,17 @@ impl StreamJoin {
         output_watermarks: Arc<Mutex<WatermarkCombiner>>,
         metrics: Arc<JobMetrics>,
         keys: JobKeys,
-        store: Arc<Store>,
+        store: &Arc<Store>,
         cache_bytes: usize,
+        saved: bool,
     ) -> Result<Self> {
         let table = |side: Side| {
-            StateTable::new(
-                Some(store.clone()),
-                keys.join_state(instance, side as u8),
-                cache_bytes,
-            )
+            let prefix = keys.join_state(instance, side as u8);
+            StateTable::resume(store.clone(), prefix, cache_bytes, saved)
         };
         Ok(StreamJoin {
-            left: Held::new(Side::Left, &join, table(Side::Left))?,
-            right: Held::new(Side::Right, &join, table(Side::Right))?,
-            store,
-            cache_bytes,
+            left: Held::new(Side::Left, &join, table(Side::Left)?)?,
+            right: Held::new(Side::Right, &join, table(Side::Right)?)?,
             join,
             left_watermarks: WatermarkCombiner::new(inputs),
             right_watermarks: WatermarkCombiner::new(inputs),
@@ -760,13 +765,13 @@ impl StreamJoin {
         })
     }
 
-    /// Loads the rows it held at the last checkpoint.
-    pub fn restore(&mut self) -> Result<()> {
+    /// Loads the rows an interval or window join held at the last
+    /// checkpoint, and those a regular join's side held when an older
+    /// Sluice saved them whole.
+    pub fn restore(&mut self, store: &Store) -> Result<()> {
         for side in [Side::Left, Side::Right] {
             let key = self.keys.join_rows(self.instance, side as u8);
             let flags_key = self.keys.join_rows(self.instance, side as u8 + 2);
-            let prefix = self.keys.join_state(self.instance, side as u8);
-            let (store, cache_bytes) = (self.store.clone(), self.cache_bytes);
             let held = self.side_mut(side);
             let codec = row_codec(held.schema())?;
             let mut saved = None;
@@ -794,10 +799,6 @@ impl StreamJoin {
                     }
                 }
                 Held::Keyed(k) => {
-                    k.rows = KeyedRows::new(
-                        StateTable::open(store, prefix, cache_bytes)?,
-                        k.rows.schema().clone(),
-                    )?;
                     // Saved whole by an older Sluice: held by key now.
                     if let (Some(batch), Some(probe)) = (saved, probe) {
                         k.rows.insert(&batch, &probe.keys, |i| probe.valid(i))?;

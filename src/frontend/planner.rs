@@ -1171,6 +1171,17 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
                         input: join.schema.clone(),
                     });
                 }
+                // A subquery's filter and projection on the table's rows
+                // are checked as the stream's are.
+                for op in &table_side.ops {
+                    match op {
+                        StatelessOp::Filter { predicate, .. } => {
+                            check_exprs(std::slice::from_ref(predicate))?
+                        }
+                        StatelessOp::Project { exprs, .. } => check_exprs(exprs)?,
+                        StatelessOp::LookupJoin(_) => {}
+                    }
+                }
                 let (stream_keys, table_keys): (Vec<Expr>, Vec<Expr>) = on
                     .iter()
                     .map(|(l, r)| if stream_left { (l.clone(), r.clone()) } else { (r.clone(), l.clone()) })

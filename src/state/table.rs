@@ -159,15 +159,21 @@ impl StateTable {
         self.rows == 0 && self.windows.values().all(|w| !w.spilled)
     }
 
+    /// Whether some rows are only in the store (else every row is in
+    /// memory, and [`fetch`](Self::fetch) has nothing to do).
+    pub fn spilled(&self) -> bool {
+        self.store.is_some() && self.windows.values().any(|w| w.spilled)
+    }
+
     /// Makes sure the rows of these (window, key) pairs that exist are in
     /// memory, reading the store for those of spilled windows.
     pub fn fetch<'a>(&mut self, wanted: impl Iterator<Item = (WindowId, &'a [u8])>) -> Result<()> {
+        if !self.spilled() {
+            return Ok(());
+        }
         let Some(store) = self.store.clone() else {
             return Ok(());
         };
-        if !self.windows.values().any(|w| w.spilled) {
-            return Ok(());
-        }
         let mut missing: Vec<(WindowId, Vec<u8>)> = Vec::new();
         for (window, key) in wanted {
             if let Some(w) = self.windows.get(&window) {
