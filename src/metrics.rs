@@ -134,12 +134,16 @@ pub struct PartitionStatus {
 }
 
 impl JobMetrics {
-    pub fn new(name: &str, parallelism: usize) -> Self {
+    /// The metrics of a job of `parallelism` pipelines (and as many
+    /// readers) and `finals` owner instances.
+    pub fn new(name: &str, parallelism: usize, finals: usize) -> Self {
         let parallelism = parallelism.max(1);
         JobMetrics {
             name: name.to_string(),
             parallelism,
-            parts: (0..3 * parallelism).map(|_| Counters::default()).collect(),
+            parts: (0..2 * parallelism + finals.max(parallelism))
+                .map(|_| Counters::default())
+                .collect(),
             watermark: AtomicI64::new(i64::MIN),
             checkpoint_epoch: AtomicU64::new(0),
             checkpoint_ms: AtomicU64::new(0),
@@ -370,7 +374,7 @@ mod tests {
 
     #[test]
     fn finished_does_not_override_failed() {
-        let m = JobMetrics::new("j", 1);
+        let m = JobMetrics::new("j", 1, 1);
         m.set_failed("boom".into());
         m.set_finished();
         assert_eq!(m.status().0, JobStatus::Failed);

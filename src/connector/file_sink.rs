@@ -290,7 +290,7 @@ pub fn start(
             crate::error::postgres_style(&e.to_string())
         ))
     })?;
-    let metrics = Arc::new(JobMetrics::new(name, 1));
+    let metrics = Arc::new(JobMetrics::new(name, 1, 1));
     let mut writer = FileWriter {
         id,
         spec,

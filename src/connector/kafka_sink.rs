@@ -429,7 +429,7 @@ pub fn start(
     let snapshot = saved.is_none() && matches!(feed, Feed::Changes(_));
     let mut saved = saved.unwrap_or_default();
     saved.next.resize(shards, 0);
-    let metrics = Arc::new(JobMetrics::new(name, 1));
+    let metrics = Arc::new(JobMetrics::new(name, 1, 1));
     let mut writer = Writer {
         id,
         topic: spec.topic,

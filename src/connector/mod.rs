@@ -292,8 +292,8 @@ pub struct ReaderContext {
     /// The server's store (where views over views read their upstream).
     pub store: Arc<crate::state::Store>,
     /// For a side of a join of two streams: waits while it runs ahead of
-    /// the other side.
-    pub alignment: Option<Arc<crate::dataflow::stream_join::Alignment>>,
+    /// the other side (with its pipeline's number among the join's inputs).
+    pub alignment: Option<(Arc<crate::dataflow::stream_join::Alignment>, usize)>,
 }
 
 impl ReaderContext {
@@ -309,7 +309,7 @@ impl ReaderContext {
     pub fn poll_barrier(&self, seen: &mut u64) -> Option<u64> {
         match &self.alignment {
             None => self.barriers.poll(seen),
-            Some(a) => a.wait(self.part, || self.barriers.poll(seen)),
+            Some((a, n)) => a.wait(*n, || self.barriers.poll(seen)),
         }
     }
 

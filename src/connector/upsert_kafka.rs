@@ -137,7 +137,7 @@ pub fn start(
     let consumer: BaseConsumer = config
         .create()
         .map_err(|e| Error::invalid_parameter(format!("invalid table properties: {e}")))?;
-    let metrics = Arc::new(JobMetrics::new(name, 1));
+    let metrics = Arc::new(JobMetrics::new(name, 1, 1));
     let mut loader = Loader {
         name: name.to_string(),
         spec,

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+use datafusion::physical_expr::PhysicalExpr;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
@@ -36,7 +37,10 @@ use crate::dataflow::physical::{physical_expr, PhysicalAggregate, PhysicalOp};
 use crate::dataflow::pipeline::{
     Downstream, JobPhysical, Pipeline, PipelineCheckpoint, WatermarkFn,
 };
-use crate::dataflow::plan::{Side, SourcePlan, StatelessOp, StreamPlan, ViewRows, WindowPlan};
+use crate::dataflow::plan::{
+    AggregatePlan, Node, NodeKind, RankPlan, Side, SourcePlan, StatelessOp, StreamJoinPlan,
+    StreamPlan, ViewRows, WindowPlan,
+};
 use crate::dataflow::prepare::Preparer;
 use crate::dataflow::retract::PriorRows;
 use crate::dataflow::stream_join::{Alignment, JoinOutput, Onward, PhysicalJoin, StreamJoin};
@@ -136,34 +140,12 @@ impl Job {
             0 => config.parallelism.max(1),
             p => p,
         };
-        let physical = Arc::new(physical_plan(state, &plan)?);
-        // Each input: its source, how its rows are processed, and its
-        // preparer (a join has two; the right side's pipelines are numbered
-        // after the left side's).
-        let mut inputs: Vec<(&SourcePlan, Arc<JobPhysical>, Arc<Preparer>)> = vec![(
-            &plan.source,
-            physical.clone(),
-            Arc::new(Preparer::new(state, &plan.source)?),
-        )];
-        let join = match &plan.join {
-            Some(j) => {
-                let right = &j.right;
-                inputs.push((
-                    &right.source,
-                    Arc::new(input_physical(
-                        state,
-                        &right.source,
-                        right.window.as_ref(),
-                        &right.pre,
-                        j.right_time.is_some(),
-                    )?),
-                    Arc::new(Preparer::new(state, &right.source)?),
-                ));
-                Some(Arc::new(PhysicalJoin::new(state, j)?))
-            }
-            None => None,
-        };
-        let metrics = Arc::new(JobMetrics::new(&plan.view, p * inputs.len()));
+        // The stages: each scan runs P readers and pipelines, each other
+        // node P owner instances.
+        let nodes = plan.root.walk();
+        let scans = nodes.iter().filter(|n| n.as_scan().is_some()).count();
+        let stateful = nodes.len() - scans;
+        let metrics = Arc::new(JobMetrics::new(&plan.view, p * scans, p * stateful));
         // A job's cache is shared by its view shards and state tables.
         let cache = config.state_cache_bytes / (2 * p);
         let durable = Durable {
@@ -199,6 +181,7 @@ impl Job {
                 if let Some(w) = restored
                     .aggregate_watermarks
                     .iter()
+                    .take(p)
                     .min()
                     .filter(|w| **w != i64::MIN)
                 {
@@ -215,323 +198,42 @@ impl Job {
                 stop: None,
             });
         }
-        let mut tasks: JoinSet<Result<()>> = JoinSet::new();
-        let rank = match &plan.rank {
-            Some(r) => Some(Arc::new(PhysicalRank::new(state, r)?)),
-            None => None,
-        };
-        let finals = p * (usize::from(physical.aggregate.is_some()) + usize::from(rank.is_some()));
-        let joins = if join.is_some() { p } else { 0 };
-        let pipelines = p * inputs.len();
         let (coordinator, acks, barriers, checkpoints) = Coordinator::new(
             keys,
             store.clone(),
             p,
-            pipelines + joins + finals,
+            p * nodes.len(),
             last_epoch,
             durability.settings.clone(),
             metrics.clone(),
         );
-        let mut acks = acks.into_iter();
-        let mut pipeline_acks: Vec<Acks> = (0..pipelines)
-            .map(|_| acks.next().expect("an ack per pipeline"))
-            .collect();
-        let output_watermarks = Arc::new(Mutex::new(WatermarkCombiner::new(p)));
-
-        // Top-N instances, each fed by every pipeline (or by every join
-        // instance, or by every final aggregation instance).
-        let mut rank_owners: Vec<mpsc::Sender<Envelope>> = Vec::new();
-        if let Some(rank) = &rank {
-            for i in 0..p {
-                let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-                rank_owners.push(tx);
-                let out = Materialize::new(
-                    view.clone(),
-                    i,
-                    Part::Final(i),
-                    physical.post.clone(),
-                    metrics.clone(),
-                    dead_letters.clone(),
-                );
-                let table = StateTable::resume(store.clone(), keys.rank(i), cache, last_epoch > 0)?;
-                let mut operator = TopN::new(rank.clone(), table, out, metrics.clone())?;
-                if last_epoch > 0 {
-                    operator.restore_watermark(
-                        restored
-                            .aggregate_watermarks
-                            .get(i)
-                            .copied()
-                            .unwrap_or(i64::MIN),
-                    );
-                }
-                let owner = FinalTopN {
-                    operator,
-                    watermarks: WatermarkCombiner::new(p),
-                    keys,
-                    instance: i,
-                    // Over an aggregation, the aggregation's watermark is
-                    // the one saved.
-                    saves_watermark: physical.aggregate.is_none(),
-                };
-                let acks = acks.next().expect("an ack per top-N instance");
-                tasks.spawn_on(run_owner(rx, owner, p, acks, None), runtime);
-            }
-        }
-        // Final aggregation instances, each fed by every pipeline (or by
-        // every join instance).
-        let mut owners: Vec<mpsc::Sender<Envelope>> = Vec::new();
-        if let Some(agg) = &physical.aggregate {
-            let emit = match &rank {
-                // A window top-N ranks each window's final rows.
-                Some(_) => crate::dataflow::plan::EmitMode::OnWindowClose,
-                None => plan.emit,
-            };
-            for i in 0..p {
-                let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-                owners.push(tx);
-                let (out, output) = match (&rank, &plan.rank) {
-                    (Some(rank), Some(rank_plan)) => (
-                        AggregateOutput::Rank {
-                            ops: Arc::new(
-                                rank_plan
-                                    .ops
-                                    .iter()
-                                    .map(|op| PhysicalOp::new(state, op))
-                                    .collect::<Result<Vec<_>>>()?,
-                            ),
-                            keys: rank.partition.clone(),
-                            owners: rank_owners.len(),
-                            outbox: Vec::new(),
-                            hashes: Vec::new(),
-                            part: Part::Final(i),
-                            metrics: metrics.clone(),
-                            dead_letters: dead_letters.clone(),
-                        },
-                        Some(OwnerOutput {
-                            instance: i,
-                            owners: rank_owners.clone(),
-                        }),
-                    ),
-                    _ => (
-                        AggregateOutput::View(Materialize::new(
-                            view.clone(),
-                            i,
-                            Part::Final(i),
-                            physical.post.clone(),
-                            metrics.clone(),
-                            dead_letters.clone(),
-                        )),
-                        None,
-                    ),
-                };
-                let table =
-                    StateTable::resume(store.clone(), keys.aggregate(i), cache, last_epoch > 0)?;
-                let mut operator =
-                    WindowAggregate::new(agg.clone(), emit, table, out, metrics.clone())?;
-                if last_epoch > 0 {
-                    let watermark = restored
-                        .aggregate_watermarks
-                        .get(i)
-                        .copied()
-                        .unwrap_or(i64::MIN);
-                    operator.restore_watermark(watermark);
-                }
-                let owner = FinalAggregate {
-                    operator,
-                    watermarks: WatermarkCombiner::new(p),
-                    keys,
-                    instance: i,
-                };
-                let acks = acks.next().expect("an ack per final instance");
-                tasks.spawn_on(run_owner(rx, owner, p, acks, output), runtime);
-            }
-        } else {
-            owners = std::mem::take(&mut rank_owners);
-        }
-        drop(rank_owners);
-        // Join instances, each fed by every pipeline of both sides; they
-        // write the view, or feed the final aggregation or the top-N.
-        if let Some((join, join_plan)) = join.as_ref().zip(plan.join.as_ref()) {
-            let ops = Arc::new(
-                join_plan
-                    .ops
-                    .iter()
-                    .map(|op| PhysicalOp::new(state, op))
-                    .collect::<Result<Vec<_>>>()?,
-            );
-            let finals = std::mem::take(&mut owners);
-            for i in 0..p {
-                let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-                owners.push(tx);
-                let onward = match (&physical.aggregate, &rank) {
-                    (Some(agg), _) => Some(Onward::Aggregate {
-                        partial: PartialAggregate::new(agg.clone())?,
-                        routing: agg.routing.clone(),
-                    }),
-                    (None, Some(rank)) => Some(Onward::Partition {
-                        keys: rank.partition.clone(),
-                    }),
-                    (None, None) => None,
-                };
-                let (out, output) = match onward {
-                    None => (
-                        JoinOutput::View(Materialize::new(
-                            view.clone(),
-                            i,
-                            Part::Final(i),
-                            ops.clone(),
-                            metrics.clone(),
-                            dead_letters.clone(),
-                        )),
-                        None,
-                    ),
-                    Some(onward) => (
-                        JoinOutput::Owners {
-                            ops: ops.clone(),
-                            onward,
-                            owners: finals.len(),
-                            dead_letters: dead_letters.clone(),
-                            sent: i64::MIN,
-                        },
-                        Some(OwnerOutput {
-                            instance: i,
-                            owners: finals.clone(),
-                        }),
-                    ),
-                };
-                let mut operator = StreamJoin::new(
-                    join.clone(),
-                    i,
-                    p,
-                    out,
-                    output_watermarks.clone(),
-                    metrics.clone(),
-                    keys,
-                    store,
-                    cache / 2,
-                    last_epoch > 0,
-                )?;
-                if last_epoch > 0 {
-                    operator.restore(store)?;
-                }
-                let acks = acks.next().expect("an ack per join instance");
-                tasks.spawn_on(run_owner(rx, operator, 2 * p, acks, output), runtime);
-            }
-        }
+        let mut builder = Builder {
+            state,
+            runtime,
+            config,
+            view_name: plan.view.clone(),
+            p,
+            store: store.clone(),
+            keys,
+            restored: &restored,
+            resumed: last_epoch > 0,
+            cache,
+            metrics: metrics.clone(),
+            dead_letters,
+            view: view.clone(),
+            tasks: JoinSet::new(),
+            acks: acks.into_iter(),
+            barriers,
+            output_watermarks: Arc::new(Mutex::new(WatermarkCombiner::new(p))),
+            aggregates_total: nodes
+                .iter()
+                .filter(|n| matches!(n.kind, NodeKind::Aggregate { .. }))
+                .count(),
+            numbered: Numbered::default(),
+        };
+        builder.build(&plan.root, Outlet::View, Late::Kept, None)?;
+        let mut tasks = builder.tasks;
         tasks.spawn_on(coordinator.run(), runtime);
-        // The sides of a join run at most the interval plus 2 s apart in
-        // event time.
-        let alignment = plan.join.as_ref().map(|j| {
-            Arc::new(Alignment::new(
-                p,
-                ALIGNMENT_DRIFT_MS.saturating_add(j.upper_ms.saturating_sub(j.lower_ms)),
-            ))
-        });
-        for (side, (source, side_physical, preparer)) in inputs.iter().enumerate() {
-            for i in 0..p {
-                // The pipeline's number in the job.
-                let n = side * p + i;
-                let splits: HashMap<String, _> =
-                    restored.splits.get(n).cloned().unwrap_or_default();
-                let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);
-                let reader = source.spec.create_reader(ReaderContext {
-                    job: plan.view.clone(),
-                    instance: i,
-                    parallelism: p,
-                    part: n,
-                    schema: source.physical.clone(),
-                    declared: source.declared.clone(),
-                    batch_size: config.batch_size,
-                    linger: config.linger,
-                    metrics: metrics.clone(),
-                    dead_letters: dead_letters.clone(),
-                    preparer: preparer.clone(),
-                    barriers: barriers.clone(),
-                    resume: splits
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.position))
-                        .collect(),
-                    store: store.clone(),
-                    alignment: alignment.clone(),
-                })?;
-                std::thread::Builder::new()
-                    .name(format!("sluice-read-{n}"))
-                    .stack_size(crate::options::THREAD_STACK_BYTES)
-                    .spawn(move || {
-                        let out = EventSender::new(tx);
-                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            reader.run(&out)
-                        })) {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => out.fail(e),
-                            Err(_) => out.fail(Error::internal("a source reader panicked")),
-                        }
-                    })
-                    .map_err(|e| {
-                        Error::external(format!("could not start a reader thread: {e}"))
-                    })?;
-                let downstream = match (&physical.aggregate, &join) {
-                    (None, None) if rank.is_some() => Downstream::Keyed {
-                        keys: rank.as_ref().expect("a top-N").partition.clone(),
-                        owners: owners.clone(),
-                        pending: vec![Vec::new(); owners.len()],
-                    },
-                    (_, Some(join)) => Downstream::Keyed {
-                        keys: join
-                            .keys(if side == 0 { Side::Left } else { Side::Right })
-                            .to_vec(),
-                        owners: owners.clone(),
-                        pending: vec![Vec::new(); owners.len()],
-                    },
-                    (Some(agg), None) => Downstream::Aggregate {
-                        partial: PartialAggregate::new(agg.clone())?,
-                        owners: owners.clone(),
-                    },
-                    (None, None) => Downstream::Append {
-                        out: Materialize::new(
-                            view.clone(),
-                            i,
-                            Part::Pipeline(i),
-                            physical.post.clone(),
-                            metrics.clone(),
-                            dead_letters.clone(),
-                        ),
-                        watermark: output_watermarks.clone(),
-                    },
-                };
-                let watermarks = splits.into_iter().map(|(k, v)| (k, v.watermark)).collect();
-                let pipeline = Pipeline::new(
-                    n,
-                    side_physical.clone(),
-                    downstream,
-                    metrics.clone(),
-                    dead_letters.clone(),
-                    config.flush_interval,
-                    PipelineCheckpoint {
-                        keys,
-                        acks: pipeline_acks.remove(0),
-                        restored: watermarks,
-                    },
-                );
-                // Aggregating a view whose rows change: the pipeline keeps
-                // its rows to take them back.
-                let prior = match (&physical.aggregate, plan.source.changes()) {
-                    (Some(_), Some(_)) => Some(PriorRows::new(
-                        store.clone(),
-                        keys.prior_rows(n),
-                        cache,
-                        source.schema.clone(),
-                        last_epoch > 0,
-                    )?),
-                    _ => None,
-                };
-                tasks.spawn_on(
-                    pipeline.align(alignment.clone()).retract(prior).run(rx),
-                    runtime,
-                );
-            }
-        }
-        drop(owners);
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let supervisor = runtime.spawn(supervise(tasks, metrics.clone(), stopped));
         Ok(Job {
@@ -572,6 +274,490 @@ impl Job {
     }
 }
 
+/// Where a stage's rows go.
+enum Outlet {
+    /// Into the view (the root's rows).
+    View,
+    /// Partially aggregated, each group to the aggregation instance that
+    /// owns it.
+    Aggregate {
+        aggregate: Arc<PhysicalAggregate>,
+        owners: Vec<mpsc::Sender<Envelope>>,
+        /// The number of the stage's first instance among the owners'
+        /// inputs.
+        from: usize,
+    },
+    /// Each row to the instance that owns its key (a join's side, a top-N's
+    /// partition).
+    Keyed {
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        owners: Vec<mpsc::Sender<Envelope>>,
+        from: usize,
+    },
+}
+
+/// What a scan does with rows late for the stage above it.
+#[derive(Debug, Clone, Copy)]
+enum Late {
+    /// Nothing: every row counts.
+    Kept,
+    /// Rows late for their window (past this allowed lateness, ms) are
+    /// dropped and counted.
+    ForWindow(i64),
+    /// A side of a join: with a time bound (`timed`), rows late for their
+    /// window or at or below their split's watermark are dropped.
+    JoinSide { timed: bool },
+}
+
+/// How many stages of each kind have been built: each stage's instances
+/// are numbered after those of the stages of its kind before it (their
+/// state's keys, their counters).
+#[derive(Default)]
+struct Numbered {
+    scans: usize,
+    aggregates: usize,
+    ranks: usize,
+    joins: usize,
+}
+
+/// Builds a job's stages from the root of its plan down.
+struct Builder<'a> {
+    state: &'a SessionState,
+    runtime: &'a tokio::runtime::Handle,
+    config: &'a JobConfig,
+    view_name: String,
+    p: usize,
+    store: Arc<Store>,
+    keys: JobKeys,
+    restored: &'a Restored,
+    resumed: bool,
+    cache: usize,
+    metrics: Arc<JobMetrics>,
+    dead_letters: Arc<DeadLetterQueue>,
+    view: Arc<ViewStore>,
+    tasks: JoinSet<Result<()>>,
+    acks: std::vec::IntoIter<Acks>,
+    barriers: Arc<crate::dataflow::checkpoint::BarrierTrigger>,
+    /// The view's watermark over the instances that write it.
+    output_watermarks: Arc<Mutex<WatermarkCombiner>>,
+    aggregates_total: usize,
+    numbered: Numbered,
+}
+
+impl Builder<'_> {
+    fn ack(&mut self) -> Result<Acks> {
+        self.acks
+            .next()
+            .ok_or_else(|| Error::internal("a stage without a checkpoint participant"))
+    }
+
+    /// The watermark a stateful instance saved at the last checkpoint.
+    fn saved_watermark(&self, slot: usize) -> i64 {
+        self.restored
+            .aggregate_watermarks
+            .get(slot)
+            .copied()
+            .unwrap_or(i64::MIN)
+    }
+
+    fn physical_ops(&self, ops: &[StatelessOp]) -> Result<Arc<Vec<PhysicalOp>>> {
+        Ok(Arc::new(
+            ops.iter()
+                .map(|op| PhysicalOp::new(self.state, op))
+                .collect::<Result<Vec<_>>>()?,
+        ))
+    }
+
+    fn materialize(&self, instance: usize, part: Part, ops: Arc<Vec<PhysicalOp>>) -> Materialize {
+        Materialize::new(
+            self.view.clone(),
+            instance,
+            part,
+            ops,
+            self.metrics.clone(),
+            self.dead_letters.clone(),
+        )
+    }
+
+    /// P channels into a stage's instances, and their receivers.
+    fn channels(&self) -> (Vec<mpsc::Sender<Envelope>>, Vec<mpsc::Receiver<Envelope>>) {
+        (0..self.p).map(|_| mpsc::channel(CHANNEL_CAPACITY)).unzip()
+    }
+
+    /// Builds `node`'s stage, whose rows go to `outlet`, and the stages
+    /// below it. `alignment` keeps a join's two scans close in event time.
+    fn build(
+        &mut self,
+        node: &Node,
+        outlet: Outlet,
+        late: Late,
+        alignment: Option<Arc<Alignment>>,
+    ) -> Result<()> {
+        match &node.kind {
+            NodeKind::Scan { source, window } => {
+                self.scan(node, source, window.as_ref(), outlet, late, alignment)
+            }
+            NodeKind::Aggregate { input, plan } => self.aggregate(node, input, plan, outlet),
+            NodeKind::Rank { input, plan } => self.rank(node, input, plan, outlet),
+            NodeKind::Join(join) => self.join(node, join, outlet),
+        }
+    }
+
+    fn aggregate(
+        &mut self,
+        node: &Node,
+        input: &Node,
+        plan: &AggregatePlan,
+        outlet: Outlet,
+    ) -> Result<()> {
+        let p = self.p;
+        let first = self.numbered.aggregates * p;
+        self.numbered.aggregates += 1;
+        let aggregate = Arc::new(PhysicalAggregate::new(self.state, plan)?);
+        let ops = self.physical_ops(&node.ops)?;
+        let (senders, receivers) = self.channels();
+        for (i, rx) in receivers.into_iter().enumerate() {
+            let instance = first + i;
+            let (out, output) = match &outlet {
+                Outlet::View => (
+                    AggregateOutput::View(self.materialize(i, Part::Final(i), ops.clone())),
+                    None,
+                ),
+                Outlet::Keyed { keys, owners, from } => (
+                    AggregateOutput::Rank {
+                        ops: ops.clone(),
+                        keys: keys.clone(),
+                        owners: owners.len(),
+                        outbox: Vec::new(),
+                        hashes: Vec::new(),
+                        part: Part::Final(instance),
+                        metrics: self.metrics.clone(),
+                        dead_letters: self.dead_letters.clone(),
+                    },
+                    Some(OwnerOutput {
+                        instance: from + i,
+                        owners: owners.clone(),
+                    }),
+                ),
+                Outlet::Aggregate { .. } => {
+                    return Err(Error::not_supported(
+                        "an aggregation over an aggregation is not supported in a materialized view yet",
+                    ))
+                }
+            };
+            let table = StateTable::resume(
+                self.store.clone(),
+                self.keys.aggregate(instance),
+                self.cache,
+                self.resumed,
+            )?;
+            let mut operator = WindowAggregate::new(
+                aggregate.clone(),
+                plan.emit,
+                table,
+                out,
+                self.metrics.clone(),
+            )?;
+            if self.resumed {
+                operator.restore_watermark(self.saved_watermark(instance));
+            }
+            let owner = FinalAggregate {
+                operator,
+                watermarks: WatermarkCombiner::new(p),
+                keys: self.keys,
+                instance,
+            };
+            let acks = self.ack()?;
+            self.tasks
+                .spawn_on(run_owner(rx, owner, p, acks, output), self.runtime);
+        }
+        let late = match plan.fire_time {
+            Some(_) => Late::ForWindow(plan.allowed_lateness),
+            None => Late::Kept,
+        };
+        self.build(
+            input,
+            Outlet::Aggregate {
+                aggregate,
+                owners: senders,
+                from: 0,
+            },
+            late,
+            None,
+        )
+    }
+
+    fn rank(&mut self, node: &Node, input: &Node, plan: &RankPlan, outlet: Outlet) -> Result<()> {
+        let p = self.p;
+        let first = self.numbered.ranks * p;
+        self.numbered.ranks += 1;
+        if !matches!(outlet, Outlet::View) {
+            return Err(Error::not_supported(
+                "a top-N below another operator is not supported in a materialized view yet",
+            ));
+        }
+        let rank = Arc::new(PhysicalRank::new(self.state, plan)?);
+        let ops = self.physical_ops(&node.ops)?;
+        // Over an aggregation, the aggregation's watermark is the one saved
+        // (its instance i's); otherwise its own, after the aggregations'.
+        let over_aggregate = match &input.kind {
+            NodeKind::Aggregate { .. } => Some(self.numbered.aggregates * p),
+            _ => None,
+        };
+        let (senders, receivers) = self.channels();
+        for (i, rx) in receivers.into_iter().enumerate() {
+            let instance = first + i;
+            let out = self.materialize(i, Part::Final(i), ops.clone());
+            let table = StateTable::resume(
+                self.store.clone(),
+                self.keys.rank(instance),
+                self.cache,
+                self.resumed,
+            )?;
+            let mut operator = TopN::new(rank.clone(), table, out, self.metrics.clone())?;
+            let slot = match over_aggregate {
+                Some(first_aggregate) => first_aggregate + i,
+                None => self.aggregates_total * p + instance,
+            };
+            if self.resumed {
+                operator.restore_watermark(self.saved_watermark(slot));
+            }
+            let owner = FinalTopN {
+                operator,
+                watermarks: WatermarkCombiner::new(p),
+                keys: self.keys,
+                instance,
+                watermark_slot: over_aggregate.is_none().then_some(slot),
+            };
+            let acks = self.ack()?;
+            self.tasks
+                .spawn_on(run_owner(rx, owner, p, acks, None), self.runtime);
+        }
+        let late = match plan.window_end {
+            Some(_) => Late::ForWindow(0),
+            None => Late::Kept,
+        };
+        self.build(
+            input,
+            Outlet::Keyed {
+                keys: rank.partition.clone(),
+                owners: senders,
+                from: 0,
+            },
+            late,
+            None,
+        )
+    }
+
+    fn join(&mut self, node: &Node, plan: &StreamJoinPlan, outlet: Outlet) -> Result<()> {
+        let p = self.p;
+        let first = self.numbered.joins * p;
+        self.numbered.joins += 1;
+        let join = Arc::new(PhysicalJoin::new(self.state, plan)?);
+        let ops = self.physical_ops(&node.ops)?;
+        let (senders, receivers) = self.channels();
+        for (i, rx) in receivers.into_iter().enumerate() {
+            let instance = first + i;
+            let owners_out = |onward: Onward, owners: &Vec<mpsc::Sender<Envelope>>, from: usize| {
+                (
+                    JoinOutput::Owners {
+                        ops: ops.clone(),
+                        onward,
+                        owners: owners.len(),
+                        dead_letters: self.dead_letters.clone(),
+                        sent: i64::MIN,
+                    },
+                    Some(OwnerOutput {
+                        instance: from + i,
+                        owners: owners.clone(),
+                    }),
+                )
+            };
+            let (out, output) = match &outlet {
+                Outlet::View => (
+                    JoinOutput::View(self.materialize(i, Part::Final(i), ops.clone())),
+                    None,
+                ),
+                Outlet::Aggregate {
+                    aggregate,
+                    owners,
+                    from,
+                } => owners_out(
+                    Onward::Aggregate {
+                        partial: PartialAggregate::new(aggregate.clone())?,
+                        routing: aggregate.routing.clone(),
+                    },
+                    owners,
+                    *from,
+                ),
+                Outlet::Keyed { keys, owners, from } => {
+                    owners_out(Onward::Partition { keys: keys.clone() }, owners, *from)
+                }
+            };
+            let mut operator = StreamJoin::new(
+                join.clone(),
+                instance,
+                p,
+                out,
+                self.output_watermarks.clone(),
+                self.metrics.clone(),
+                self.keys,
+                &self.store,
+                self.cache / 2,
+                self.resumed,
+            )?;
+            if self.resumed {
+                operator.restore(&self.store)?;
+            }
+            let acks = self.ack()?;
+            self.tasks
+                .spawn_on(run_owner(rx, operator, 2 * p, acks, output), self.runtime);
+        }
+        // Two scans joined run at most the interval plus 2 s apart in
+        // event time.
+        let alignment = match (plan.left.as_scan(), plan.right.as_scan()) {
+            (Some(_), Some(_)) => Some(Arc::new(Alignment::new(
+                p,
+                ALIGNMENT_DRIFT_MS.saturating_add(plan.upper_ms.saturating_sub(plan.lower_ms)),
+            ))),
+            _ => None,
+        };
+        let late = Late::JoinSide {
+            timed: plan.left_time.is_some(),
+        };
+        for (side, input) in [(Side::Left, &plan.left), (Side::Right, &plan.right)] {
+            let outlet = Outlet::Keyed {
+                keys: join.keys(side).to_vec(),
+                owners: senders.clone(),
+                from: if side == Side::Left { 0 } else { p },
+            };
+            self.build(input, outlet, late, alignment.clone())?;
+        }
+        Ok(())
+    }
+
+    fn scan(
+        &mut self,
+        node: &Node,
+        source: &SourcePlan,
+        window: Option<&WindowPlan>,
+        outlet: Outlet,
+        late: Late,
+        alignment: Option<Arc<Alignment>>,
+    ) -> Result<()> {
+        let p = self.p;
+        let first = self.numbered.scans * p;
+        self.numbered.scans += 1;
+        let mut physical = input_physical(self.state, source, window, &node.ops, late)?;
+        match &outlet {
+            // Over a view whose rows change, rows are upserted by the
+            // upstream's key: its filters and projections are the view's
+            // (a row filtered out is deleted).
+            Outlet::View if source.changes().is_some() => {
+                physical.post = Arc::new(std::mem::take(&mut physical.pre));
+            }
+            Outlet::Aggregate { aggregate, .. } => physical.aggregate = Some(aggregate.clone()),
+            _ => {}
+        }
+        let physical = Arc::new(physical);
+        let preparer = Arc::new(Preparer::new(self.state, source)?);
+        for i in 0..p {
+            // The pipeline's number in the job.
+            let n = first + i;
+            let splits: HashMap<String, _> =
+                self.restored.splits.get(n).cloned().unwrap_or_default();
+            let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);
+            let sender = match &outlet {
+                Outlet::View => i,
+                Outlet::Aggregate { from, .. } | Outlet::Keyed { from, .. } => from + i,
+            };
+            let reader = source.spec.create_reader(ReaderContext {
+                job: self.view_name.clone(),
+                instance: i,
+                parallelism: p,
+                part: n,
+                schema: source.physical.clone(),
+                declared: source.declared.clone(),
+                batch_size: self.config.batch_size,
+                linger: self.config.linger,
+                metrics: self.metrics.clone(),
+                dead_letters: self.dead_letters.clone(),
+                preparer: preparer.clone(),
+                barriers: self.barriers.clone(),
+                resume: splits
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.position))
+                    .collect(),
+                store: self.store.clone(),
+                alignment: alignment.clone().map(|a| (a, sender)),
+            })?;
+            std::thread::Builder::new()
+                .name(format!("sluice-read-{n}"))
+                .stack_size(crate::options::THREAD_STACK_BYTES)
+                .spawn(move || {
+                    let out = EventSender::new(tx);
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        reader.run(&out)
+                    })) {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => out.fail(e),
+                        Err(_) => out.fail(Error::internal("a source reader panicked")),
+                    }
+                })
+                .map_err(|e| Error::external(format!("could not start a reader thread: {e}")))?;
+            let downstream = match &outlet {
+                Outlet::View => Downstream::Append {
+                    out: self.materialize(i, Part::Pipeline(i), physical.post.clone()),
+                    watermark: self.output_watermarks.clone(),
+                },
+                Outlet::Aggregate {
+                    aggregate, owners, ..
+                } => Downstream::Aggregate {
+                    partial: PartialAggregate::new(aggregate.clone())?,
+                    owners: owners.clone(),
+                },
+                Outlet::Keyed { keys, owners, .. } => Downstream::Keyed {
+                    keys: keys.clone(),
+                    owners: owners.clone(),
+                    pending: vec![Vec::new(); owners.len()],
+                },
+            };
+            let watermarks = splits.into_iter().map(|(k, v)| (k, v.watermark)).collect();
+            let pipeline = Pipeline::new(
+                n,
+                sender,
+                physical.clone(),
+                downstream,
+                self.metrics.clone(),
+                self.dead_letters.clone(),
+                self.config.flush_interval,
+                PipelineCheckpoint {
+                    keys: self.keys,
+                    acks: self.ack()?,
+                    restored: watermarks,
+                },
+            );
+            // Aggregating a view whose rows change: the pipeline keeps its
+            // rows to take them back.
+            let prior = match (&outlet, source.changes()) {
+                (Outlet::Aggregate { .. }, Some(_)) => Some(PriorRows::new(
+                    self.store.clone(),
+                    self.keys.prior_rows(n),
+                    self.cache,
+                    source.schema.clone(),
+                    self.resumed,
+                )?),
+                _ => None,
+            };
+            self.tasks.spawn_on(
+                pipeline.align(alignment.clone()).retract(prior).run(rx),
+                self.runtime,
+            );
+        }
+        Ok(())
+    }
+}
+
 /// The delay of the usual watermark `ts - INTERVAL '5' SECOND` (or `ts`), so
 /// that it is computed as a subtraction of milliseconds rather than with
 /// calendar intervals. Only for whole milliseconds, where both agree.
@@ -595,48 +781,14 @@ fn fixed_delay(expr: &Expr, rowtime: &str) -> Option<i64> {
     }
 }
 
-/// Builds the physical form of a plan, shared by all instances (for a join
-/// of two streams, of its left input).
-fn physical_plan(state: &SessionState, plan: &StreamPlan) -> Result<JobPhysical> {
-    let mut physical = input_physical(
-        state,
-        &plan.source,
-        plan.window.as_ref(),
-        &plan.pre,
-        plan.join.as_ref().is_some_and(|j| j.left_time.is_some()),
-    )?;
-    if plan.join.is_none() {
-        physical.late_after = plan.drops_late_rows().then(|| plan.allowed_lateness());
-    }
-    // Over a view whose rows change, rows are upserted by the upstream's
-    // key: its filters and projections are applied as the view's post
-    // operations (a row filtered out is deleted).
-    let post = match plan.source.changes() {
-        Some(_) if plan.aggregate.is_none() => std::mem::take(&mut physical.pre),
-        _ => plan
-            .post
-            .iter()
-            .map(|op| PhysicalOp::new(state, op))
-            .collect::<Result<Vec<_>>>()?,
-    };
-    physical.post = Arc::new(post);
-    physical.aggregate = match &plan.aggregate {
-        Some(a) => Some(Arc::new(PhysicalAggregate::new(state, a)?)),
-        None => None,
-    };
-    Ok(physical)
-}
-
-/// The physical form of one input: its watermarks, window and operations
-/// on its rows. The sides of a join with a time bound (`join_side`) drop
-/// their late rows: those late for their window, or without window, those
-/// at or below their split's watermark. A regular join takes every row.
+/// The physical form of a scan: its watermarks, window and operations on
+/// its rows, and what it does with late rows.
 fn input_physical(
     state: &SessionState,
     source: &SourcePlan,
     window: Option<&WindowPlan>,
     pre: &[StatelessOp],
-    join_side: bool,
+    late: Late,
 ) -> Result<JobPhysical> {
     // Processing-time windows: rows are stamped as they are processed, and
     // each stamp - 1 ms is its watermark (time only moves forward, but the
@@ -660,9 +812,20 @@ fn input_physical(
         .iter()
         .map(|op| PhysicalOp::new(state, op))
         .collect::<Result<Vec<_>>>()?;
+    // The sides of a join with a time bound drop their late rows: those
+    // late for their window, or without window, those at or below their
+    // split's watermark. A regular join takes every row.
+    let (drop_late, late_after) = match late {
+        Late::Kept => (false, None),
+        Late::ForWindow(ms) => (false, Some(ms)),
+        Late::JoinSide { timed } => (
+            timed && window.is_none() && rowtime.is_some(),
+            (timed && window.is_some()).then_some(0),
+        ),
+    };
     Ok(JobPhysical {
-        drop_late: join_side && window.is_none() && rowtime.is_some(),
-        late_after: (join_side && window.is_some()).then_some(0),
+        drop_late,
+        late_after,
         rowtime,
         window: window.cloned(),
         pre,
@@ -750,7 +913,9 @@ struct FinalTopN {
     watermarks: WatermarkCombiner,
     keys: JobKeys,
     instance: usize,
-    saves_watermark: bool,
+    /// Where it saves its watermark (over an aggregation, the
+    /// aggregation's is the one saved).
+    watermark_slot: Option<usize>,
 }
 
 impl Owner for FinalTopN {
@@ -779,7 +944,7 @@ impl Owner for FinalTopN {
 
     fn checkpoint(&mut self, writes: &mut Writes) -> Result<()> {
         self.operator
-            .checkpoint(&self.keys, self.instance, self.saves_watermark, writes)
+            .checkpoint(&self.keys, self.instance, self.watermark_slot, writes)
     }
 
     fn committed(&mut self) -> Result<()> {

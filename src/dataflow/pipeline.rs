@@ -119,6 +119,8 @@ pub enum Downstream {
 
 pub struct Pipeline {
     instance: usize,
+    /// Its number among the inputs of the instances downstream.
+    sender: usize,
     job: Arc<JobPhysical>,
     clocks: SplitClocks,
     assignment: Assignment,
@@ -146,8 +148,12 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Pipeline `instance` of the job, input `sender` of the instances
+    /// downstream.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         instance: usize,
+        sender: usize,
         job: Arc<JobPhysical>,
         downstream: Downstream,
         metrics: Arc<JobMetrics>,
@@ -162,6 +168,7 @@ impl Pipeline {
         } = checkpoint;
         Pipeline {
             instance,
+            sender,
             clocks: SplitClocks::new(job.idle_timeout),
             job,
             assignment: Assignment::default(),
@@ -196,7 +203,7 @@ impl Pipeline {
 
     fn publish(&self, watermark: i64) {
         if let Some(a) = &self.alignment {
-            a.publish(self.instance, watermark);
+            a.publish(self.sender, watermark);
         }
     }
 
@@ -674,7 +681,7 @@ impl Pipeline {
             for (owner, batches) in owners.iter().zip(pending.iter_mut()) {
                 for batch in batches.drain(..) {
                     let envelope = Envelope {
-                        from: self.instance,
+                        from: self.sender,
                         message: Message::Batch(batch),
                     };
                     if owner.send(envelope).await.is_err() {
@@ -702,7 +709,7 @@ impl Pipeline {
         for (owner, part) in parts.into_iter().enumerate() {
             if let Some(part) = part {
                 let envelope = Envelope {
-                    from: self.instance,
+                    from: self.sender,
                     message: Message::Batch(part),
                 };
                 if owners[owner].send(envelope).await.is_err() {
@@ -722,7 +729,7 @@ impl Pipeline {
             for owner in owners {
                 let _ = owner
                     .send(Envelope {
-                        from: self.instance,
+                        from: self.sender,
                         message: message.clone(),
                     })
                     .await;

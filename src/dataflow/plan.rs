@@ -220,15 +220,306 @@ pub struct AggregatePlan {
     /// aggregate counts each group's rows; a group left without rows is
     /// deleted.
     pub rows_count: Option<usize>,
+    /// When a group's row shows (windowed aggregations).
+    pub emit: EmitMode,
 }
 
-/// One side of a join of two streams: a source, read through an optional
-/// window, and the filters and projections on its rows before the join.
+/// A node of a view's plan, which is a tree from the sources up to the
+/// view's rows: an operator, and the filters, projections and lookup joins
+/// on the rows it gives (`ops`, in order). A job runs each node as a stage
+/// of P instances, joined to the stage above by an exchange on the keys
+/// that stage needs (see `job.rs`).
 #[derive(Debug, Clone)]
-pub struct StreamInput {
-    pub source: SourcePlan,
-    pub window: Option<WindowPlan>,
-    pub pre: Vec<StatelessOp>,
+pub struct Node {
+    pub kind: NodeKind,
+    pub ops: Vec<StatelessOp>,
+}
+
+// A plan is made once per view: the size of a scan does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum NodeKind {
+    /// A source, read through an optional window: P readers and pipelines.
+    Scan {
+        source: SourcePlan,
+        window: Option<WindowPlan>,
+    },
+    /// A join of two streams.
+    Join(Box<StreamJoinPlan>),
+    /// An aggregation (windowed or not) of its input's rows.
+    Aggregate {
+        input: Box<Node>,
+        plan: Box<AggregatePlan>,
+    },
+    /// Top-N per partition of its input's rows.
+    Rank {
+        input: Box<Node>,
+        plan: Box<RankPlan>,
+    },
+}
+
+impl Node {
+    pub fn scan(source: SourcePlan, window: Option<WindowPlan>, ops: Vec<StatelessOp>) -> Node {
+        Node {
+            kind: NodeKind::Scan { source, window },
+            ops,
+        }
+    }
+
+    /// The nodes whose rows it takes (the left side of a join first).
+    pub fn inputs(&self) -> Vec<&Node> {
+        match &self.kind {
+            NodeKind::Scan { .. } => Vec::new(),
+            NodeKind::Join(j) => vec![&j.left, &j.right],
+            NodeKind::Aggregate { input, .. } | NodeKind::Rank { input, .. } => vec![input],
+        }
+    }
+
+    /// The node and every node below it, each before its inputs (left
+    /// first): the order in which a job numbers its stages.
+    pub fn walk(&self) -> Vec<&Node> {
+        let mut nodes = vec![self];
+        for input in self.inputs() {
+            nodes.extend(input.walk());
+        }
+        nodes
+    }
+
+    /// The source and window of a scan.
+    pub fn as_scan(&self) -> Option<(&SourcePlan, Option<&WindowPlan>)> {
+        match &self.kind {
+            NodeKind::Scan { source, window } => Some((source, window.as_ref())),
+            _ => None,
+        }
+    }
+
+    /// Whether each of its rows, once given, never changes: scans of
+    /// sources (not of a view whose rows change), joins of such rows, and
+    /// windowed aggregations that give only final rows (`EMIT ON WINDOW
+    /// CLOSE`, no allowed lateness; not sessions, whose fired rows a
+    /// bridging row can still merge).
+    pub fn appends_only(&self) -> bool {
+        match &self.kind {
+            NodeKind::Scan { source, .. } => source.changes().is_none(),
+            NodeKind::Join(_) => true,
+            NodeKind::Aggregate { plan, .. } => plan.final_rows_only(),
+            // Its rows move in rank.
+            NodeKind::Rank { .. } => false,
+        }
+    }
+
+    /// The operators from the sources up to the rows it gives, indented
+    /// from `depth` on, the nearest first; `late` says what happens to a
+    /// scan's late rows.
+    fn explain(&self, late: &str, parallelism: usize, mut depth: usize, out: &mut String) {
+        let line = |out: &mut String, depth: usize, text: String| {
+            let _ = writeln!(out, "{}{}", "  ".repeat(depth), text);
+        };
+        for op in self.ops.iter().rev() {
+            line(out, depth, op.describe());
+            depth += 1;
+        }
+        let list = |exprs: &[Expr]| -> String {
+            exprs
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match &self.kind {
+            NodeKind::Scan { source, window } => {
+                explain_scan(source, window.as_ref(), late, parallelism, depth, out)
+            }
+            NodeKind::Aggregate { input, plan } => {
+                let aggs = list(&plan.aggr_exprs);
+                let groups: Vec<String> = plan.group_exprs.iter().map(|e| e.to_string()).collect();
+                let kind = if plan.fire_time.is_some() {
+                    "WindowAggregate"
+                } else {
+                    "Aggregate"
+                };
+                line(
+                    out,
+                    depth,
+                    format!("{kind}(final): parallelism={parallelism} aggregates=[{aggs}]"),
+                );
+                let routing: Vec<String> =
+                    plan.routing.iter().map(|i| groups[*i].clone()).collect();
+                line(
+                    out,
+                    depth + 1,
+                    if routing.is_empty() {
+                        "Exchange: single (every group to one instance)".to_string()
+                    } else {
+                        format!("Exchange: hash({})", routing.join(", "))
+                    },
+                );
+                line(
+                    out,
+                    depth + 2,
+                    format!(
+                        "{kind}(partial): parallelism={parallelism} group=[{}]",
+                        groups.join(", ")
+                    ),
+                );
+                let late = match plan.allowed_lateness {
+                    _ if plan.fire_time.is_none() => String::new(),
+                    0 => " late=drop-and-count".to_string(),
+                    ms => format!(
+                        " late=update-for {} then drop-and-count",
+                        crate::dataflow::window::fmt_ms(ms)
+                    ),
+                };
+                input.explain(&late, parallelism, depth + 3, out);
+            }
+            NodeKind::Rank { input, plan } => {
+                let order: Vec<String> = plan.order.iter().map(|s| s.to_string()).collect();
+                line(
+                    out,
+                    depth,
+                    format!(
+                        "TopN: first {} by [{}] of each partition [{}], parallelism={parallelism}, state {} rows per partition{}",
+                        plan.limit,
+                        order.join(", "),
+                        list(&plan.partition),
+                        plan.limit,
+                        if plan.window_end.is_some() {
+                            " of the open windows"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+                line(
+                    out,
+                    depth + 1,
+                    if plan.partition.is_empty() {
+                        "Exchange: single (every row to one instance)".to_string()
+                    } else {
+                        format!("Exchange: hash({})", list(&plan.partition))
+                    },
+                );
+                let late = if plan.window_end.is_some() {
+                    " late=drop-and-count"
+                } else {
+                    ""
+                };
+                input.explain(late, parallelism, depth + 2, out);
+            }
+            NodeKind::Join(join) => {
+                let on: Vec<String> = join
+                    .left_keys
+                    .iter()
+                    .zip(&join.right_keys)
+                    .map(|(l, r)| format!("{l} = {r}"))
+                    .collect();
+                let fmt = crate::dataflow::window::fmt_ms;
+                let regular = join.left_time.is_none();
+                let (kind, bound, state) = match (join.windowed, regular) {
+                    (true, _) => (
+                        "WindowJoin",
+                        String::new(),
+                        "state bounded by the watermarks",
+                    ),
+                    (false, true) if join.semi => (
+                        "RegularJoin",
+                        String::new(),
+                        "the left rows still unmatched and one right row per key kept",
+                    ),
+                    (false, true) => (
+                        "RegularJoin",
+                        String::new(),
+                        "every row kept (state grows with the streams)",
+                    ),
+                    (false, false) => (
+                        "IntervalJoin",
+                        format!(
+                            ", left time - right time in [{}, {}]",
+                            fmt(join.lower_ms),
+                            fmt(join.upper_ms)
+                        ),
+                        "state bounded by the watermarks",
+                    ),
+                };
+                line(
+                    out,
+                    depth,
+                    format!(
+                        "{kind}: {} on {}{bound}, parallelism={parallelism}, {state}",
+                        match (join.outer_left, join.outer_right) {
+                            _ if join.semi => "semi",
+                            (false, false) => "inner",
+                            (true, false) => "left outer",
+                            (false, true) => "right outer",
+                            (true, true) => "full outer",
+                        },
+                        on.join(" AND "),
+                    ),
+                );
+                // A regular join takes every row, the late ones too.
+                let late = if regular { "" } else { " late=drop-and-count" };
+                for (input, keys) in [
+                    (&join.left, &join.left_keys),
+                    (&join.right, &join.right_keys),
+                ] {
+                    line(out, depth + 1, format!("Exchange: hash({})", list(keys)));
+                    input.explain(late, parallelism, depth + 2, out);
+                }
+            }
+        }
+    }
+}
+
+/// The operators of a scan, from its window down to its source.
+fn explain_scan(
+    source: &SourcePlan,
+    window: Option<&WindowPlan>,
+    late: &str,
+    parallelism: usize,
+    mut depth: usize,
+    out: &mut String,
+) {
+    let mut lines: Vec<String> = Vec::new();
+    if let Some(w) = window {
+        let partition = if w.partition.is_empty() {
+            String::new()
+        } else {
+            format!(" partition by {}", w.partition.join(", "))
+        };
+        lines.push(format!(
+            "WindowAssign: {}{partition} on {}{late}",
+            w.kind.describe(),
+            source.schema.field(w.time_index).name()
+        ));
+    }
+    if let Some(rt) = &source.rowtime {
+        let late = if window.is_none() { late } else { "" };
+        lines.push(format!(
+            "Watermark: {} ({}){late}",
+            rt.column, rt.watermark_sql
+        ));
+    }
+    let computed: Vec<String> = source
+        .schema
+        .fields()
+        .iter()
+        .zip(&source.columns)
+        .filter_map(|(f, c)| match c {
+            ColumnSource::Computed { sql, .. } => Some(format!("{} = {sql}", f.name())),
+            ColumnSource::Physical(_) => None,
+        })
+        .collect();
+    if !computed.is_empty() {
+        lines.push(format!("Compute: {}", computed.join(", ")));
+    }
+    lines.push(format!(
+        "{} parallelism={parallelism}",
+        source.spec.connector.describe()
+    ));
+    for line in lines {
+        let _ = writeln!(out, "{}{}", "  ".repeat(depth), line);
+        depth += 1;
+    }
 }
 
 /// Which side of a join of two streams.
@@ -255,8 +546,9 @@ pub struct JoinTime {
 /// upper_ms` is one output row; outer joins add the rows that meet none.
 #[derive(Debug, Clone)]
 pub struct StreamJoinPlan {
-    /// The right side (the left is the plan's source, window and `pre`).
-    pub right: StreamInput,
+    /// The two sides' rows.
+    pub left: Node,
+    pub right: Node,
     /// The rows entering the join on each side.
     pub left_schema: DFSchemaRef,
     pub right_schema: DFSchemaRef,
@@ -282,9 +574,6 @@ pub struct StreamJoinPlan {
     /// The joined rows: the left side's columns, then the right side's
     /// (for a semi join, the left side's only).
     pub output: DFSchemaRef,
-    /// The filters and projections on the joined rows (before the
-    /// aggregation, if the view aggregates them).
-    pub ops: Vec<StatelessOp>,
     /// The side whose time the view's time attribute is, if it has one:
     /// the view's watermark is made for it.
     pub output_time: Option<Side>,
@@ -298,9 +587,6 @@ pub struct StreamJoinPlan {
 /// with `ORDER BY` time ascending, keep last descending).
 #[derive(Debug, Clone)]
 pub struct RankPlan {
-    /// Over an aggregation (of windows): the operations on its rows before
-    /// the top-N.
-    pub ops: Vec<StatelessOp>,
     /// The rows entering.
     pub input: DFSchemaRef,
     /// Columns of `input`.
@@ -351,20 +637,10 @@ pub enum ViewRows {
 #[derive(Debug, Clone)]
 pub struct StreamPlan {
     pub view: String,
-    pub source: SourcePlan,
-    pub window: Option<WindowPlan>,
-    pub pre: Vec<StatelessOp>,
-    /// A join with a second stream; then `pre` are the left side's
-    /// operations, and `post` those after the aggregation of the joined
-    /// rows, if any.
-    pub join: Option<Box<StreamJoinPlan>>,
-    pub aggregate: Option<AggregatePlan>,
-    /// Top-N per partition (there is no aggregation then).
-    pub rank: Option<RankPlan>,
-    pub post: Vec<StatelessOp>,
+    /// The operators, from the view's rows down to the sources.
+    pub root: Node,
     /// The view's columns.
     pub output: SchemaRef,
-    pub emit: EmitMode,
     /// The output column that is a time attribute (Flink's rowtime): the
     /// source's event time passed through, or `window_time` of a windowed
     /// aggregation. A view over this view can window over it, and its
@@ -380,47 +656,45 @@ pub struct StreamPlan {
 }
 
 impl StreamPlan {
-    /// Whether each row of the view, once shown, never changes: views
-    /// without aggregation, and windowed aggregations that show only final
-    /// rows (`EMIT ON WINDOW CLOSE`, no allowed lateness; not sessions,
-    /// whose fired rows a bridging row can still merge). Such a view is
-    /// stored as an append-only log, which views over it read.
+    /// Whether each row of the view, once shown, never changes (see
+    /// [`Node::appends_only`]). Such a view is stored as an append-only
+    /// log, which views over it read.
     pub fn appends_only(&self) -> bool {
-        if self.source.changes().is_some() || self.rank.is_some() {
-            // Its rows follow those of the view it reads, or move in rank.
-            return false;
-        }
-        match &self.aggregate {
-            None => true,
-            Some(agg) => {
-                agg.fire_time.is_some()
-                    && agg.session.is_none()
-                    && agg.allowed_lateness == 0
-                    && self.emit == EmitMode::OnWindowClose
+        self.root.appends_only()
+    }
+
+    /// The source a view without join reads: the scan below its top
+    /// aggregation or top-N, if any.
+    pub fn scan(&self) -> Option<(&SourcePlan, Option<&WindowPlan>)> {
+        let mut node = &self.root;
+        loop {
+            match &node.kind {
+                NodeKind::Scan { source, window } => return Some((source, window.as_ref())),
+                NodeKind::Aggregate { input, .. } | NodeKind::Rank { input, .. } => node = input,
+                NodeKind::Join(_) => return None,
             }
         }
     }
 
     /// The key of a view whose rows change (aggregations, but for final
     /// window rows): its group columns, by which its rows are upserted; for
-    /// a view over such a view, that view's key.
+    /// a top-N its partition and row number; for a view over such a view,
+    /// that view's key.
     pub fn key_schema(&self) -> Option<SchemaRef> {
-        if let Some(rank) = &self.rank {
-            let fields: Vec<arrow::datatypes::Field> = rank
+        let fields: Vec<arrow::datatypes::Field> = match &self.root.kind {
+            NodeKind::Rank { plan, .. } => plan
                 .key
                 .iter()
-                .map(|i| rank.output.field(*i).as_ref().clone())
-                .collect();
-            return Some(self.shown_key(fields));
-        }
-        if let Some(key) = self.source.changes().filter(|_| self.aggregate.is_none()) {
-            return Some(key.clone());
-        }
-        let agg = self.aggregate.as_ref().filter(|_| !self.appends_only())?;
-        let fields = agg.output.fields()[..agg.group_exprs.len()]
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
+                .map(|i| plan.output.field(*i).as_ref().clone())
+                .collect(),
+            NodeKind::Scan { source, .. } => return source.changes().cloned(),
+            NodeKind::Aggregate { plan, .. } if !plan.final_rows_only() => plan.output.fields()
+                [..plan.group_exprs.len()]
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect(),
+            NodeKind::Aggregate { .. } | NodeKind::Join(_) => return None,
+        };
         Some(self.shown_key(fields))
     }
 
@@ -439,11 +713,11 @@ impl StreamPlan {
         Arc::new(arrow::datatypes::Schema::new(fields))
     }
 
-    /// What the view calls each of these columns of the rows `post` starts
-    /// from (None: it does not show it).
+    /// What the view calls each of these columns of the rows its top
+    /// operator gives (None: it does not show it).
     pub fn shown_names(&self, columns: Vec<String>) -> Vec<Option<String>> {
         let mut names: Vec<Option<String>> = columns.into_iter().map(Some).collect();
-        for op in &self.post {
+        for op in &self.root.ops {
             if let StatelessOp::Project {
                 exprs,
                 input,
@@ -466,27 +740,25 @@ impl StreamPlan {
         names
     }
 
-    /// Whether the view reads `name`: its source, or a table it joins.
+    /// Whether the view reads `name`: a source, or a table it joins.
     pub fn reads(&self, name: &str) -> bool {
-        let joins = |ops: &[StatelessOp]| {
-            ops.iter()
-                .any(|op| matches!(op, StatelessOp::LookupJoin(j) if j.table_name == name))
-        };
-        self.source.name == name
-            || joins(&self.pre)
-            || joins(&self.post)
-            || self.join.as_ref().is_some_and(|j| {
-                j.right.source.name == name || joins(&j.right.pre) || joins(&j.ops)
-            })
+        self.root.walk().iter().any(|node| {
+            node.as_scan().is_some_and(|(s, _)| s.name == name)
+                || node
+                    .ops
+                    .iter()
+                    .any(|op| matches!(op, StatelessOp::LookupJoin(j) if j.table_name == name))
+        })
     }
 
-    /// The sources it reads: one, or two for a join of two streams.
+    /// The sources it reads, in the order its scans are numbered: one, or
+    /// more for joins of streams.
     pub fn sources(&self) -> Vec<&SourcePlan> {
-        let mut sources = vec![&self.source];
-        if let Some(j) = &self.join {
-            sources.push(&j.right.source);
-        }
-        sources
+        self.root
+            .walk()
+            .into_iter()
+            .filter_map(|n| n.as_scan().map(|(s, _)| s))
+            .collect()
     }
 
     /// Whether every source it reads ends.
@@ -494,259 +766,54 @@ impl StreamPlan {
         self.sources().iter().all(|s| s.spec.connector.is_bounded())
     }
 
-    /// Whether rows late for their window are dropped: only windowed
-    /// aggregations fire windows.
-    pub fn drops_late_rows(&self) -> bool {
-        match (&self.aggregate, &self.rank) {
-            (Some(a), _) => a.fire_time.is_some(),
-            (None, Some(r)) => r.window_end.is_some(),
-            (None, None) => false,
-        }
-    }
-
-    /// How long after it fires a window still takes late rows, in ms.
-    pub fn allowed_lateness(&self) -> i64 {
-        self.aggregate
-            .as_ref()
-            .map(|a| a.allowed_lateness)
-            .unwrap_or(0)
-    }
-
     /// The operator graph, for `EXPLAIN CREATE MATERIALIZED VIEW`.
     pub fn explain(&self, parallelism: usize) -> String {
-        let mut lines: Vec<String> = Vec::new();
-        let keyed = self.aggregate.is_some() && self.rank.is_none();
-        lines.push(if keyed {
-            format!(
+        let head = match &self.root.kind {
+            NodeKind::Aggregate { plan, .. } => format!(
                 "Materialize: view={} {}, emit={}",
                 self.view,
-                if self.appends_only() {
+                if plan.final_rows_only() {
                     "append-only (final rows)"
                 } else {
                     "keyed by group"
                 },
-                match self.emit {
+                match plan.emit {
                     EmitMode::OnUpdate => "on-update".to_string(),
                     EmitMode::OnWindowClose => "on-window-close".to_string(),
                     EmitMode::Every { every_ms } =>
                         format!("every {}", crate::dataflow::window::fmt_ms(every_ms)),
                 }
-            )
-        } else if self.rank.is_some() {
-            format!(
+            ),
+            NodeKind::Rank { plan, .. } => format!(
                 "Materialize: view={} keyed by partition{}",
                 self.view,
-                match self.rank.as_ref().map(|r| r.limit) {
-                    Some(1) => "",
-                    _ => " and row number",
-                }
-            )
-        } else if self.source.changes().is_some() {
-            format!(
-                "Materialize: view={} upserts by the key of {} (its changes pass through)",
-                self.view, self.source.name
-            )
-        } else {
-            format!("Materialize: view={} append-only", self.view)
-        });
-        for op in self.post.iter().rev() {
-            lines.push(op.describe());
-        }
-        if let Some(rank) = &self.rank {
-            let list = |exprs: Vec<String>| exprs.join(", ");
-            lines.push(format!(
-                "TopN: first {} by [{}] of each partition [{}], parallelism={parallelism}, state {} rows per partition{}",
-                rank.limit,
-                list(rank.order.iter().map(|s| s.to_string()).collect()),
-                list(rank.partition.iter().map(|e| e.to_string()).collect()),
-                rank.limit,
-                if rank.window_end.is_some() {
-                    " of the open windows"
-                } else {
+                if plan.limit == 1 {
                     ""
+                } else {
+                    " and row number"
                 }
-            ));
-            lines.push(if rank.partition.is_empty() {
-                "Exchange: single (every row to one instance)".to_string()
-            } else {
-                format!(
-                    "Exchange: hash({})",
-                    list(rank.partition.iter().map(|e| e.to_string()).collect())
-                )
-            });
-            for op in rank.ops.iter().rev() {
-                lines.push(op.describe());
-            }
-        }
-        if let Some(agg) = &self.aggregate {
-            let aggs: Vec<String> = agg.aggr_exprs.iter().map(|e| e.to_string()).collect();
-            let groups: Vec<String> = agg.group_exprs.iter().map(|e| e.to_string()).collect();
-            let kind = if agg.fire_time.is_some() {
-                "WindowAggregate"
-            } else {
-                "Aggregate"
-            };
-            lines.push(format!(
-                "{kind}(final): parallelism={parallelism} aggregates=[{}]",
-                aggs.join(", ")
-            ));
-            let routing: Vec<String> = agg.routing.iter().map(|i| groups[*i].clone()).collect();
-            lines.push(if routing.is_empty() {
-                "Exchange: single (every group to one instance)".to_string()
-            } else {
-                format!("Exchange: hash({})", routing.join(", "))
-            });
-            lines.push(format!(
-                "{kind}(partial): parallelism={parallelism} group=[{}]",
-                groups.join(", ")
-            ));
-        }
-        let mut out = String::new();
-        let mut depth = 0;
-        for line in &lines {
-            let _ = writeln!(out, "{}{}", "  ".repeat(depth), line);
-            depth += 1;
-        }
-        let left = StreamInput {
-            source: self.source.clone(),
-            window: self.window.clone(),
-            pre: self.pre.clone(),
-        };
-        let late = match self.allowed_lateness() {
-            _ if self.join.is_some() => " late=drop-and-count".to_string(),
-            _ if !self.drops_late_rows() => String::new(),
-            0 => " late=drop-and-count".to_string(),
-            ms => format!(
-                " late=update-for {} then drop-and-count",
-                crate::dataflow::window::fmt_ms(ms)
             ),
-        };
-        let Some(join) = &self.join else {
-            left.explain(&late, parallelism, depth, &mut out);
-            return out;
-        };
-        let keys = |keys: &[Expr]| -> String {
-            keys.iter()
-                .map(|k| k.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let on: Vec<String> = join
-            .left_keys
-            .iter()
-            .zip(&join.right_keys)
-            .map(|(l, r)| format!("{l} = {r}"))
-            .collect();
-        let fmt = crate::dataflow::window::fmt_ms;
-        for op in join.ops.iter().rev() {
-            let _ = writeln!(out, "{}{}", "  ".repeat(depth), op.describe());
-            depth += 1;
-        }
-        let regular = join.left_time.is_none();
-        let (kind, bound, state) = match (join.windowed, regular) {
-            (true, _) => (
-                "WindowJoin",
-                String::new(),
-                "state bounded by the watermarks",
+            NodeKind::Scan { source, .. } if source.changes().is_some() => format!(
+                "Materialize: view={} upserts by the key of {} (its changes pass through)",
+                self.view, source.name
             ),
-            (false, true) if join.semi => (
-                "RegularJoin",
-                String::new(),
-                "the left rows still unmatched and one right row per key kept",
-            ),
-            (false, true) => (
-                "RegularJoin",
-                String::new(),
-                "every row kept (state grows with the streams)",
-            ),
-            (false, false) => (
-                "IntervalJoin",
-                format!(
-                    ", left time - right time in [{}, {}]",
-                    fmt(join.lower_ms),
-                    fmt(join.upper_ms)
-                ),
-                "state bounded by the watermarks",
-            ),
+            _ => format!("Materialize: view={} append-only", self.view),
         };
-        let _ = writeln!(
-            out,
-            "{}{kind}: {} on {}{bound}, parallelism={parallelism}, {state}",
-            "  ".repeat(depth),
-            match (join.outer_left, join.outer_right) {
-                _ if join.semi => "semi",
-                (false, false) => "inner",
-                (true, false) => "left outer",
-                (false, true) => "right outer",
-                (true, true) => "full outer",
-            },
-            on.join(" AND "),
-        );
-        // A regular join takes every row, the late ones too.
-        let late = if regular { "" } else { " late=drop-and-count" };
-        for (input, side_keys) in [(&left, &join.left_keys), (&join.right, &join.right_keys)] {
-            let _ = writeln!(
-                out,
-                "{}Exchange: hash({})",
-                "  ".repeat(depth + 1),
-                keys(side_keys)
-            );
-            input.explain(late, parallelism, depth + 2, &mut out);
-        }
+        let mut out = head;
+        out.push('\n');
+        self.root.explain("", parallelism, 1, &mut out);
         out
     }
 }
 
-impl StreamInput {
-    /// The operators from the source up to the rows it gives, indented
-    /// from `depth` on, the nearest first; `late` says what happens to
-    /// late rows.
-    fn explain(&self, late: &str, parallelism: usize, mut depth: usize, out: &mut String) {
-        let mut lines: Vec<String> = Vec::new();
-        for op in self.pre.iter().rev() {
-            lines.push(op.describe());
-        }
-        if let Some(w) = &self.window {
-            let partition = if w.partition.is_empty() {
-                String::new()
-            } else {
-                format!(" partition by {}", w.partition.join(", "))
-            };
-            lines.push(format!(
-                "WindowAssign: {}{partition} on {}{late}",
-                w.kind.describe(),
-                self.source.schema.field(w.time_index).name()
-            ));
-        }
-        if let Some(rt) = &self.source.rowtime {
-            let late = if self.window.is_none() { late } else { "" };
-            lines.push(format!(
-                "Watermark: {} ({}){late}",
-                rt.column, rt.watermark_sql
-            ));
-        }
-        let computed: Vec<String> = self
-            .source
-            .schema
-            .fields()
-            .iter()
-            .zip(&self.source.columns)
-            .filter_map(|(f, c)| match c {
-                ColumnSource::Computed { sql, .. } => Some(format!("{} = {sql}", f.name())),
-                ColumnSource::Physical(_) => None,
-            })
-            .collect();
-        if !computed.is_empty() {
-            lines.push(format!("Compute: {}", computed.join(", ")));
-        }
-        lines.push(format!(
-            "{} parallelism={parallelism}",
-            self.source.spec.connector.describe()
-        ));
-        for line in lines {
-            let _ = writeln!(out, "{}{}", "  ".repeat(depth), line);
-            depth += 1;
-        }
+impl AggregatePlan {
+    /// Whether it gives each group's row once, final, when its window
+    /// closes (see [`Node::appends_only`]).
+    pub fn final_rows_only(&self) -> bool {
+        self.fire_time.is_some()
+            && self.session.is_none()
+            && self.allowed_lateness == 0
+            && self.emit == EmitMode::OnWindowClose
     }
 }
 

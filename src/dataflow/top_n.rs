@@ -383,17 +383,14 @@ impl TopN {
         &mut self,
         keys: &JobKeys,
         instance: usize,
-        saves_watermark: bool,
+        watermark_slot: Option<usize>,
         writes: &mut Writes,
     ) -> Result<()> {
         self.table
             .put(COUNTER, COUNTER_KEY, &self.arrivals.to_le_bytes());
         self.table.checkpoint(writes);
-        if saves_watermark {
-            writes.put(
-                keys.aggregate_watermark(instance),
-                self.watermark.to_be_bytes(),
-            );
+        if let Some(slot) = watermark_slot {
+            writes.put(keys.aggregate_watermark(slot), self.watermark.to_be_bytes());
         }
         let counted = self.out.counters().snapshot();
         save_counters(&self.metrics, Part::Final(instance), counted, keys, writes);

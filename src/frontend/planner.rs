@@ -39,8 +39,8 @@ use crate::connector::{ConnectorSpec, SourceSpec};
 use crate::dataflow::lookup_join::JoinKind;
 use crate::dataflow::plan::LookupJoinPlan;
 use crate::dataflow::plan::{
-    AggregatePlan, ColumnSource, EmitMode, FireTime, Rowtime, SessionGroups, SourcePlan,
-    StatelessOp, StreamInput, StreamPlan, ViewRows, WindowPlan,
+    AggregatePlan, ColumnSource, EmitMode, FireTime, Node, NodeKind, Rowtime, SessionGroups,
+    SourcePlan, StatelessOp, StreamPlan, ViewRows, WindowPlan,
 };
 use crate::dataflow::window::WindowKind;
 use crate::error::{sqlstate, Error, Result};
@@ -161,7 +161,7 @@ pub async fn plan_view(
         ));
     }
     // Each source as the view reads it: through its window, if any.
-    let mut inputs: HashMap<String, StreamInput> = HashMap::new();
+    let mut inputs: HashMap<String, Node> = HashMap::new();
     for source in &sources {
         let window = match windows.iter().find(|w| w.source == source.name) {
             Some(call) => Some(window_plan(call, source)?),
@@ -174,11 +174,7 @@ pub async fn plan_view(
         register(&ctx, &source.name, scan_schema)?;
         inputs.insert(
             source.name.clone(),
-            StreamInput {
-                source: (**source).clone(),
-                window,
-                pre: Vec::new(),
-            },
+            Node::scan((**source).clone(), window, Vec::new()),
         );
     }
     for (name, table) in &joined {
@@ -220,47 +216,54 @@ pub async fn plan_view(
         }
         shape.aggregate = Some(agg);
     }
-    let rank = match shape.rank.take() {
-        Some(window) => Some(crate::dataflow::plan::RankPlan {
-            ops: std::mem::take(&mut shape.between),
-            ..rank_plan(window, &shape.post)?
-        }),
-        None => None,
+    let (rank, between) = match shape.rank.take() {
+        Some(window) => (
+            Some(rank_plan(window, &shape.post)?),
+            std::mem::take(&mut shape.between),
+        ),
+        None => (None, Vec::new()),
     };
     // With a join of two streams, the operations on its rows (before any
     // aggregation) are the join's.
-    let (input, mut join) = match shape.join.take() {
+    let (join, join_ops) = match shape.join.take() {
         Some(node) => {
             if allowed_lateness.is_some() {
                 return Err(Error::not_supported(
                     "'allowed-lateness' is not supported over a join of two streams: its sides drop late rows",
                 ));
             }
-            let (left, mut join, residual) =
-                crate::frontend::stream_join::plan_join(*node, &inputs)?;
-            join.ops = residual
+            let (join, residual) = crate::frontend::stream_join::plan_join(*node, &inputs)?;
+            let ops: Vec<StatelessOp> = residual
                 .into_iter()
                 .chain(std::mem::take(&mut shape.pre))
                 .collect();
-            (left, Some(join))
+            (Some(join), ops)
         }
         None if inputs.len() > 1 => {
             return Err(Error::not_supported(
                 "a materialized view reads two streams only through a join of them",
             ))
         }
-        None => (inputs.into_values().next().expect("one source"), None),
+        None => (None, Vec::new()),
     };
-    let StreamInput {
-        source,
-        window,
-        pre: left_pre,
-    } = input;
+    // The source the view reads (a join's left side's), through its window.
+    let (source, window) = {
+        let scan = match &join {
+            Some(j) => j.left.as_scan(),
+            None => inputs.values().next().and_then(|n| n.as_scan()),
+        };
+        let (source, window) = scan.ok_or_else(|| Error::internal("a view reads no source"))?;
+        (source.clone(), window.cloned())
+    };
     // A view whose rows change can be filtered, projected and aggregated
     // by a view over it (its changes pass through by its key, or are
     // taken back from the aggregates); it cannot be joined yet.
     let updating = std::iter::once(&source)
-        .chain(join.as_ref().map(|j| &j.right.source))
+        .chain(
+            join.as_ref()
+                .and_then(|j| j.right.as_scan())
+                .map(|(s, _)| s),
+        )
         .find(|s| s.changes().is_some());
     let mut rows_count = None;
     if let Some(upstream) = updating {
@@ -290,9 +293,10 @@ pub async fn plan_view(
         }
     }
     let pre: Vec<StatelessOp> = match &join {
-        Some(_) => left_pre,
+        Some(_) => Vec::new(),
         None => std::mem::take(&mut shape.pre),
     };
+    let mut join = join;
     let time_attribute = match &mut join {
         // Rows that move in rank are updated: no time attribute; the top-N
         // goes by the joined rows' watermark.
@@ -301,13 +305,7 @@ pub async fn plan_view(
             None
         }
         Some(j) if shape.aggregate.is_none() => {
-            let left = StreamInput {
-                source: source.clone(),
-                window: window.clone(),
-                pre: Vec::new(),
-            };
-            let (name, side) =
-                crate::frontend::stream_join::time_attribute(j, &left, &j.ops, &output);
+            let (name, side) = crate::frontend::stream_join::time_attribute(j, &join_ops, &output);
             j.output_time = side;
             name
         }
@@ -316,7 +314,7 @@ pub async fn plan_view(
             // window_time (both sides' times for window joins).
             j.output_time = Some(crate::dataflow::plan::Side::Left);
             time_attribute(
-                &j.ops,
+                &join_ops,
                 shape.aggregate.as_ref(),
                 &shape.post,
                 &source,
@@ -336,13 +334,29 @@ pub async fn plan_view(
         ),
     };
     let before_aggregate: &[StatelessOp] = match &join {
-        Some(j) => &j.ops,
+        Some(_) => &join_ops,
         None => &pre,
     };
+    let mut emit = create.emit;
+    if let Some(every) = &create.emit_every {
+        let every_ms = crate::frontend::window::interval_ms(&state, every, sql)?;
+        if every_ms <= 0 {
+            return Err(Error::invalid_parameter(
+                "EMIT EVERY needs a positive interval",
+            ));
+        }
+        emit = EmitMode::Every { every_ms };
+    }
     let mut aggregate = match shape.aggregate {
         None => None,
         Some(agg) => Some(AggregatePlan {
             rows_count,
+            // A window top-N ranks each window's final rows.
+            emit: if rank.is_some() {
+                EmitMode::OnWindowClose
+            } else {
+                emit
+            },
             ..aggregate_plan(&agg, before_aggregate, window.as_ref(), &source)?
         }),
     };
@@ -362,6 +376,7 @@ pub async fn plan_view(
         over_windows(
             rank,
             agg,
+            &between,
             &create.emit_every,
             create.emit,
             allowed_lateness.is_some(),
@@ -370,16 +385,6 @@ pub async fn plan_view(
     let mut rank = rank;
     if let (Some(rank), Some(window)) = (rank.as_mut(), &window) {
         rank.window_end = window_end(rank, &window.kind);
-    }
-    let mut emit = create.emit;
-    if let Some(every) = &create.emit_every {
-        let every_ms = crate::frontend::window::interval_ms(&state, every, sql)?;
-        if every_ms <= 0 {
-            return Err(Error::invalid_parameter(
-                "EMIT EVERY needs a positive interval",
-            ));
-        }
-        emit = EmitMode::Every { every_ms };
     }
     let windowed = aggregate
         .as_ref()
@@ -396,26 +401,56 @@ pub async fn plan_view(
         }
         _ => {}
     }
-    let plan = StreamPlan {
+    let cumulate = window
+        .as_ref()
+        .is_some_and(|w| matches!(w.kind, WindowKind::Cumulate { .. }));
+    // The tree, from the sources up: the scan or the join, the aggregation,
+    // the top-N; the operations after the last are the view's.
+    let mut root = match join {
+        Some(j) => Node {
+            kind: NodeKind::Join(Box::new(j)),
+            ops: join_ops,
+        },
+        None => Node::scan(source, window, pre),
+    };
+    let mut post = shape.post;
+    if let Some(plan) = aggregate {
+        let ops = match &rank {
+            Some(_) => between,
+            None => std::mem::take(&mut post),
+        };
+        root = Node {
+            kind: NodeKind::Aggregate {
+                input: Box::new(root),
+                plan: Box::new(plan),
+            },
+            ops,
+        };
+    }
+    if let Some(plan) = rank {
+        root = Node {
+            kind: NodeKind::Rank {
+                input: Box::new(root),
+                plan: Box::new(plan),
+            },
+            ops: std::mem::take(&mut post),
+        };
+    }
+    if !post.is_empty() {
+        return Err(Error::internal("operations after the view's rows"));
+    }
+    let mut plan = StreamPlan {
         view: create.name.clone(),
-        source,
-        window,
-        pre,
-        join: join.map(Box::new),
-        aggregate,
-        rank,
-        post: shape.post,
+        root,
         output,
-        emit,
         time_attribute,
         rows,
         rows_cache,
     };
-    let mut plan = plan;
     if !create.columns.is_empty() {
         rename_columns(&mut plan, &create.columns, query_schema)?;
     }
-    if let Some(rank) = &plan.rank {
+    if let NodeKind::Rank { plan: rank, .. } = &plan.root.kind {
         // The view's rows are keyed by the partition and the row number:
         // it must show them. Of a window's start and end, one is enough
         // (the end gives the start; the start gives the end but of
@@ -432,10 +467,6 @@ pub async fn plan_view(
                 .zip(&shown)
                 .any(|(n, s)| n == name && s.is_some())
         };
-        let cumulate = plan
-            .window
-            .as_ref()
-            .is_some_and(|w| matches!(w.kind, WindowKind::Cumulate { .. }));
         let implied = |name: &str| match name {
             WINDOW_START => is_shown(WINDOW_END),
             WINDOW_END => !cumulate && is_shown(WINDOW_START),
@@ -457,7 +488,7 @@ pub async fn plan_view(
                 )));
             }
         }
-        if let Some(rank) = plan.rank.as_mut() {
+        if let NodeKind::Rank { plan: rank, .. } = &mut plan.root.kind {
             rank.key = key;
         }
     }
@@ -503,13 +534,7 @@ fn rename_columns(plan: &mut StreamPlan, names: &[String], query: DFSchemaRef) -
             *time = output.field(i).name().clone();
         }
     }
-    if plan.aggregate.is_some() || plan.rank.is_some() {
-        plan.post.push(project);
-    } else if let Some(join) = plan.join.as_mut() {
-        join.ops.push(project);
-    } else {
-        plan.pre.push(project);
-    }
+    plan.root.ops.push(project);
     plan.output = output;
     Ok(())
 }
@@ -587,7 +612,6 @@ fn rank_plan(
     }
     Ok(crate::dataflow::plan::RankPlan {
         window_end: None,
-        ops: Vec::new(),
         input: window.input.schema().clone(),
         partition: f.params.partition_by.clone(),
         order: f.params.order_by.clone(),
@@ -605,6 +629,7 @@ fn rank_plan(
 fn over_windows(
     rank: &crate::dataflow::plan::RankPlan,
     agg: &AggregatePlan,
+    between: &[StatelessOp],
     emit_every: &Option<ast::Expr>,
     emit: EmitMode,
     lateness: bool,
@@ -630,7 +655,7 @@ fn over_windows(
         )
         .map(|(i, _)| agg.output.field(i).name().clone())
         .collect();
-    let names = follow_names(&rank.ops, windows);
+    let names = follow_names(between, windows);
     if !rank
         .partition
         .iter()
@@ -1542,6 +1567,7 @@ fn aggregate_plan(
         session,
         allowed_lateness: 0,
         rows_count: None,
+        emit: EmitMode::default(),
     })
 }
 
@@ -1728,11 +1754,13 @@ mod tests {
         )
         .await
         .unwrap();
-        let agg = p.aggregate.as_ref().unwrap();
+        let NodeKind::Aggregate { input, plan: agg } = &p.root.kind else {
+            panic!("an aggregation: {:?}", p.root.kind)
+        };
         assert_eq!(agg.fire_time.unwrap().group_index, 1);
         assert_eq!(agg.routing, vec![2]);
-        assert_eq!(p.pre.len(), 1);
-        assert!(p.drops_late_rows());
+        assert_eq!(input.ops.len(), 1);
+        assert!(agg.final_rows_only());
         let names: Vec<&str> = p
             .output
             .fields()

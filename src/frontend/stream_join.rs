@@ -20,7 +20,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::{Between, BinaryExpr, ExprSchemable, JoinType, Operator};
 
 use crate::dataflow::plan::{
-    literal_interval_ms, JoinTime, Side, StatelessOp, StreamInput, StreamJoinPlan,
+    literal_interval_ms, JoinTime, Node, Side, StatelessOp, StreamJoinPlan,
 };
 use crate::dataflow::window::WindowKind;
 use crate::error::{sqlstate, Error, Result};
@@ -30,12 +30,13 @@ use crate::frontend::planner::{
 
 const NO_TIME_BOUND_EXAMPLES: &str = "a time bound: an interval on both event times (a.ts BETWEEN b.ts - INTERVAL '1' MINUTE AND b.ts + INTERVAL '1' MINUTE), or the same window on both sides (a.window_start = b.window_start AND a.window_end = b.window_end)";
 
-/// The join's left input, the join, and the filter on joined rows of its
-/// conditions that are neither keys nor the interval.
+/// The join, and the filter on joined rows of its conditions that are
+/// neither keys nor the interval. `inputs` are the scans of the sources
+/// the view reads, by name.
 pub(crate) fn plan_join(
     node: JoinNode,
-    inputs: &HashMap<String, StreamInput>,
-) -> Result<(StreamInput, StreamJoinPlan, Option<StatelessOp>)> {
+    inputs: &HashMap<String, Node>,
+) -> Result<(StreamJoinPlan, Option<StatelessOp>)> {
     let JoinNode {
         join,
         conditions,
@@ -60,14 +61,14 @@ pub(crate) fn plan_join(
             )))
         }
     };
-    let input = |shape: Shape| -> Result<StreamInput> {
+    let input = |shape: Shape| -> Result<Node> {
         let name = shape
             .scan
             .ok_or_else(|| Error::internal("a side of a join reads no table"))?;
         let mut input = inputs.get(&name).cloned().ok_or_else(|| {
             Error::not_supported("each side of a join of two streams must read a source")
         })?;
-        input.pre = shape.pre;
+        input.ops = shape.pre;
         Ok(input)
     };
     let left_in = input(left)?;
@@ -163,6 +164,7 @@ pub(crate) fn plan_join(
             input: join.schema.clone(),
         });
     let plan = StreamJoinPlan {
+        left: left_in,
         right: right_in,
         left_schema: ls,
         right_schema: rs,
@@ -177,10 +179,9 @@ pub(crate) fn plan_join(
         outer_right,
         semi,
         output: join.schema.clone(),
-        ops: Vec::new(),
         output_time: None,
     };
-    Ok((left_in, plan, residual))
+    Ok((plan, residual))
 }
 
 /// `lower <= left - right <= upper` on two time columns (an open end is
@@ -288,9 +289,9 @@ fn time_term(e: &Expr) -> Option<(Column, i64)> {
 
 /// The scan column a column of a side's rows is, through the side's
 /// projections (by position: aliases rename but keep it).
-fn trace(index: usize, input: &StreamInput) -> Option<String> {
+fn trace(index: usize, input: &Node) -> Option<String> {
     let mut index = index;
-    for op in input.pre.iter().rev() {
+    for op in input.ops.iter().rev() {
         match op {
             StatelessOp::Filter { .. } => {}
             StatelessOp::Project { exprs, input, .. } => {
@@ -309,36 +310,39 @@ fn trace(index: usize, input: &StreamInput) -> Option<String> {
             }
         }
     }
-    let scan: &Schema = match &input.window {
-        Some(w) => &w.output,
-        None => &input.source.schema,
+    let scan: &Schema = match input.as_scan()? {
+        (_, Some(w)) => &w.output,
+        (source, None) => &source.schema,
     };
     Some(scan.field(index).name().clone())
 }
 
 /// An interval join's time on one side: its source's event time.
-fn event_time(column: &Column, schema: &DFSchemaRef, input: &StreamInput) -> Result<JoinTime> {
+fn event_time(column: &Column, schema: &DFSchemaRef, input: &Node) -> Result<JoinTime> {
     let index = schema.index_of_column(column)?;
     let traced = trace(index, input);
-    match &input.source.rowtime {
-        Some(rt) if input.window.is_none() && traced.as_deref() == Some(rt.column.as_str()) => {
+    let (source, window) = input
+        .as_scan()
+        .ok_or_else(|| Error::internal("an interval join's side reads no source"))?;
+    match &source.rowtime {
+        Some(rt) if window.is_none() && traced.as_deref() == Some(rt.column.as_str()) => {
             Ok(JoinTime { index, add_ms: 0 })
         }
-        _ if input.window.is_some() => Err(Error::not_supported(
+        _ if window.is_some() => Err(Error::not_supported(
             "an interval join reads its sides without windows; for rows of the same window, join on window_start and window_end",
         )),
         Some(rt) => Err(Error::user(
             sqlstate::DATATYPE_MISMATCH,
             format!(
                 "an interval join compares event times: {column} is not the event time column \"{}\" of \"{}\"",
-                rt.column, input.source.name
+                rt.column, source.name
             ),
         )),
         None => Err(Error::user(
             sqlstate::DATATYPE_MISMATCH,
             format!(
                 "\"{}\" has no event time for an interval join: declare WATERMARK FOR ... in CREATE TABLE {}",
-                input.source.name, input.source.name
+                source.name, source.name
             ),
         )),
     }
@@ -350,11 +354,11 @@ fn event_time(column: &Column, schema: &DFSchemaRef, input: &StreamInput) -> Res
 fn window_times(
     keys: &[(Expr, Expr)],
     ls: &DFSchemaRef,
-    left: &StreamInput,
+    left: &Node,
     rs: &DFSchemaRef,
-    right: &StreamInput,
+    right: &Node,
 ) -> Result<Option<(JoinTime, JoinTime)>> {
-    let (Some(lw), Some(rw)) = (&left.window, &right.window) else {
+    let (Some((_, Some(lw))), Some((_, Some(rw)))) = (left.as_scan(), right.as_scan()) else {
         return Ok(None);
     };
     for w in [lw, rw] {
@@ -364,7 +368,7 @@ fn window_times(
             ));
         }
     }
-    let time = |e: &Expr, schema: &DFSchemaRef, input: &StreamInput| -> Option<(String, usize)> {
+    let time = |e: &Expr, schema: &DFSchemaRef, input: &Node| -> Option<(String, usize)> {
         let Expr::Column(c) = e else { return None };
         let index = schema.index_of_column(c).ok()?;
         Some((trace(index, input)?, index))
@@ -413,7 +417,6 @@ fn window_times(
 /// passed through to the view.
 pub fn time_attribute(
     join: &StreamJoinPlan,
-    left: &StreamInput,
     post: &[StatelessOp],
     output: &Schema,
 ) -> (Option<String>, Option<Side>) {
@@ -421,7 +424,7 @@ pub fn time_attribute(
     let mut candidates: Vec<(usize, Side)> = Vec::new();
     if join.windowed {
         for (schema, input, side, offset) in [
-            (&join.left_schema, left, Side::Left, 0),
+            (&join.left_schema, &join.left, Side::Left, 0),
             (&join.right_schema, &join.right, Side::Right, left_len),
         ] {
             for i in 0..schema.fields().len() {

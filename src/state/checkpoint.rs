@@ -296,13 +296,23 @@ impl Restored {
             splits[instance].insert(name, state);
             Ok(())
         })?;
+        // By slot: a stage's instances are numbered after those of the
+        // stages of its kind before it.
         let mut aggregate_watermarks = vec![i64::MIN; p];
-        for (instance, watermark) in aggregate_watermarks.iter_mut().enumerate() {
-            store.scan_state(&keys.aggregate_watermark(instance), |_, v| {
-                *watermark = i64_from(v)?;
-                Ok(())
-            })?;
-        }
+        let prefix = keys.kind(b'W');
+        store.scan_state(&prefix, |k, v| {
+            let slot = k
+                .get(prefix.len()..prefix.len() + 4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| Error::internal("a saved watermark key is corrupt"))?
+                as usize;
+            if aggregate_watermarks.len() <= slot {
+                aggregate_watermarks.resize(slot + 1, i64::MIN);
+            }
+            aggregate_watermarks[slot] = i64_from(v)?;
+            Ok(())
+        })?;
         let mut counters = Vec::new();
         let prefix = keys.kind(b'C');
         store.scan_state(&prefix, |k, v| {
