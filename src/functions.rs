@@ -21,6 +21,7 @@ use crate::frontend::types::UTC;
 mod extreme;
 mod flink;
 mod java_time;
+pub mod windows;
 pub use extreme::retract_extreme;
 
 /// The catalog and default schema name of every Sluice session.
@@ -53,6 +54,7 @@ pub fn register_all(registry: &mut dyn FunctionRegistry) -> DfResult<()> {
     registry.register_udf(Arc::new(ScalarUDF::from(ToTimestampLtz::new())))?;
     registry.register_udf(Arc::new(ScalarUDF::from(Proctime::new())))?;
     registry.register_udf(Arc::new(ScalarUDF::from(Power::new())))?;
+    registry.register_udf(Arc::new(ScalarUDF::from(windows::Windows::new())))?;
     for f in flink::all() {
         registry.register_udf(Arc::new(f))?;
     }

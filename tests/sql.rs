@@ -137,6 +137,85 @@ async fn regular_joins_equal_the_batch_answers() {
     );
 }
 
+/// Joins and aggregations over the final rows of windowed aggregations
+/// (a view's plan is a tree: Nexmark q5, q7 and q8 in small windows, the
+/// share of each auction in its window's bids, an aggregation of an
+/// aggregation, windowed or not) and a join of three streams equal
+/// DataFusion's batch answers (which reads a window table function as the
+/// rows unnested into their windows). 10,000 events span one second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_and_aggregations_of_windowed_aggregations_equal_the_batch_answers() {
+    let per_auction = |size: &str| {
+        format!(
+            "SELECT auction, COUNT(*) AS num, window_start AS starttime, window_end AS endtime
+             FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '{size}' SECOND))
+             GROUP BY auction, window_start, window_end"
+        )
+    };
+    let selects: Vec<String> = vec![
+        // q7: the bids at their 100 ms window's highest price.
+        "SELECT B.auction, B.price, B.bidder, B.dateTime
+         FROM bid B JOIN (
+           SELECT MAX(price) AS maxprice, window_end AS dateTime
+           FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '0.1' SECOND))
+           GROUP BY window_start, window_end) B1
+         ON B.price = B1.maxprice
+         WHERE B.dateTime BETWEEN B1.dateTime - INTERVAL '0.1' SECOND AND B1.dateTime"
+            .to_string(),
+        // q8: the people who opened an auction in the window they joined.
+        "SELECT P.id, P.name, P.starttime
+         FROM (SELECT id, name, window_start AS starttime, window_end AS endtime
+               FROM TABLE(TUMBLE(TABLE person, DESCRIPTOR(dateTime), INTERVAL '0.2' SECOND))
+               GROUP BY id, name, window_start, window_end) P
+         JOIN (SELECT seller, window_start AS starttime, window_end AS endtime
+               FROM TABLE(TUMBLE(TABLE auction, DESCRIPTOR(dateTime), INTERVAL '0.2' SECOND))
+               GROUP BY seller, window_start, window_end) A
+         ON P.id = A.seller AND P.starttime = A.starttime AND P.endtime = A.endtime"
+            .to_string(),
+        // q5: the auctions with the most bids of each hopping window.
+        "SELECT AuctionBids.auction, AuctionBids.num, AuctionBids.starttime
+         FROM (SELECT auction, COUNT(*) AS num, window_start AS starttime, window_end AS endtime
+               FROM TABLE(HOP(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '0.05' SECOND, INTERVAL '0.2' SECOND))
+               GROUP BY auction, window_start, window_end) AS AuctionBids
+         JOIN (SELECT MAX(CountBids.num) AS maxn, CountBids.starttime, CountBids.endtime
+               FROM (SELECT COUNT(*) AS num, window_start AS starttime, window_end AS endtime
+                     FROM TABLE(HOP(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '0.05' SECOND, INTERVAL '0.2' SECOND))
+                     GROUP BY auction, window_start, window_end) AS CountBids
+               GROUP BY CountBids.starttime, CountBids.endtime) AS MaxBids
+         ON AuctionBids.starttime = MaxBids.starttime AND AuctionBids.endtime = MaxBids.endtime
+            AND AuctionBids.num >= MaxBids.maxn"
+            .to_string(),
+        // Each auction's share of its window's bids: a join of two
+        // aggregations of the same windows.
+        "SELECT a.window_start, a.auction, a.bids, t.bids AS all_bids,
+                CAST(a.bids AS DOUBLE) / t.bids AS share
+         FROM (SELECT window_start, window_end, auction, COUNT(*) AS bids
+               FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '0.01' SECOND))
+               GROUP BY window_start, window_end, auction) a
+         JOIN (SELECT window_start, window_end, COUNT(*) AS bids
+               FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '0.01' SECOND))
+               GROUP BY window_start, window_end) t
+         ON a.window_start = t.window_start AND a.window_end = t.window_end"
+            .to_string(),
+        // An aggregation of each window's rows by auction, per window...
+        format!(
+            "SELECT starttime, MAX(num) AS top, COUNT(*) AS auctions, SUM(num) AS bids
+             FROM ({}) GROUP BY starttime, endtime",
+            per_auction("0.05")
+        ),
+        // ... and over all windows (its rows change).
+        format!(
+            "SELECT num, COUNT(*) AS windows FROM ({}) GROUP BY num",
+            per_auction("0.01")
+        ),
+        // Three streams joined.
+        "SELECT P.name, A.id, B.price FROM bid B JOIN auction A ON B.auction = A.id
+         JOIN person P ON A.seller = P.id"
+            .to_string(),
+    ];
+    equal_the_batch_answers(&selects).await;
+}
+
 /// A windowed GROUP BY without aggregates (each side of Nexmark q8) gives
 /// each group of each window once, also over a WITH query. Ids 1..=3000,
 /// one every 10 ms: window `w` (1 s) holds ids 100w..100w+99, whose

@@ -32,7 +32,7 @@ use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::Envelope;
 use crate::dataflow::message::Message;
 use crate::dataflow::owner::{run_owner, Outgoing, Owner, OwnerOutput};
-use crate::dataflow::partial_aggregate::PartialAggregate;
+use crate::dataflow::partial_aggregate::{Onward, PartialAggregate};
 use crate::dataflow::physical::{physical_expr, PhysicalAggregate, PhysicalOp};
 use crate::dataflow::pipeline::{
     Downstream, JobPhysical, Pipeline, PipelineCheckpoint, WatermarkFn,
@@ -43,7 +43,7 @@ use crate::dataflow::plan::{
 };
 use crate::dataflow::prepare::Preparer;
 use crate::dataflow::retract::PriorRows;
-use crate::dataflow::stream_join::{Alignment, JoinOutput, Onward, PhysicalJoin, StreamJoin};
+use crate::dataflow::stream_join::{Alignment, JoinOutput, PhysicalJoin, StreamJoin};
 use crate::dataflow::top_n::{PhysicalRank, TopN};
 use crate::dataflow::watermark::WatermarkCombiner;
 use crate::dataflow::window_aggregate::{AggregateOutput, WindowAggregate};
@@ -296,6 +296,37 @@ enum Outlet {
     },
 }
 
+impl Outlet {
+    /// How instance `i` of a stage sends its rows to the owners
+    /// downstream, and to which; None into the view.
+    fn onward(&self, i: usize) -> Result<Option<(Onward, OwnerOutput)>> {
+        Ok(match self {
+            Outlet::View => None,
+            Outlet::Aggregate {
+                aggregate,
+                owners,
+                from,
+            } => Some((
+                Onward::Aggregate {
+                    partial: PartialAggregate::new(aggregate.clone())?,
+                    routing: aggregate.routing.clone(),
+                },
+                OwnerOutput {
+                    instance: from + i,
+                    owners: owners.clone(),
+                },
+            )),
+            Outlet::Keyed { keys, owners, from } => Some((
+                Onward::Partition { keys: keys.clone() },
+                OwnerOutput {
+                    instance: from + i,
+                    owners: owners.clone(),
+                },
+            )),
+        })
+    }
+}
+
 /// What a scan does with rows late for the stage above it.
 #[derive(Debug, Clone, Copy)]
 enum Late {
@@ -418,32 +449,24 @@ impl Builder<'_> {
         let (senders, receivers) = self.channels();
         for (i, rx) in receivers.into_iter().enumerate() {
             let instance = first + i;
-            let (out, output) = match &outlet {
-                Outlet::View => (
+            let (out, output) = match outlet.onward(i)? {
+                None => (
                     AggregateOutput::View(self.materialize(i, Part::Final(i), ops.clone())),
                     None,
                 ),
-                Outlet::Keyed { keys, owners, from } => (
-                    AggregateOutput::Rank {
+                Some((onward, output)) => (
+                    AggregateOutput::Owners {
                         ops: ops.clone(),
-                        keys: keys.clone(),
-                        owners: owners.len(),
+                        onward,
+                        owners: output.owners.len(),
                         outbox: Vec::new(),
                         hashes: Vec::new(),
                         part: Part::Final(instance),
                         metrics: self.metrics.clone(),
                         dead_letters: self.dead_letters.clone(),
                     },
-                    Some(OwnerOutput {
-                        instance: from + i,
-                        owners: owners.clone(),
-                    }),
+                    Some(output),
                 ),
-                Outlet::Aggregate { .. } => {
-                    return Err(Error::not_supported(
-                        "an aggregation over an aggregation is not supported in a materialized view yet",
-                    ))
-                }
             };
             let table = StateTable::resume(
                 self.store.clone(),
@@ -558,41 +581,21 @@ impl Builder<'_> {
         let (senders, receivers) = self.channels();
         for (i, rx) in receivers.into_iter().enumerate() {
             let instance = first + i;
-            let owners_out = |onward: Onward, owners: &Vec<mpsc::Sender<Envelope>>, from: usize| {
-                (
-                    JoinOutput::Owners {
-                        ops: ops.clone(),
-                        onward,
-                        owners: owners.len(),
-                        dead_letters: self.dead_letters.clone(),
-                        sent: i64::MIN,
-                    },
-                    Some(OwnerOutput {
-                        instance: from + i,
-                        owners: owners.clone(),
-                    }),
-                )
-            };
-            let (out, output) = match &outlet {
-                Outlet::View => (
+            let (out, output) = match outlet.onward(i)? {
+                None => (
                     JoinOutput::View(self.materialize(i, Part::Final(i), ops.clone())),
                     None,
                 ),
-                Outlet::Aggregate {
-                    aggregate,
-                    owners,
-                    from,
-                } => owners_out(
-                    Onward::Aggregate {
-                        partial: PartialAggregate::new(aggregate.clone())?,
-                        routing: aggregate.routing.clone(),
+                Some((onward, output)) => (
+                    JoinOutput::Owners {
+                        ops: ops.clone(),
+                        onward,
+                        owners: output.owners.len(),
+                        dead_letters: self.dead_letters.clone(),
+                        sent: i64::MIN,
                     },
-                    owners,
-                    *from,
+                    Some(output),
                 ),
-                Outlet::Keyed { keys, owners, from } => {
-                    owners_out(Onward::Partition { keys: keys.clone() }, owners, *from)
-                }
             };
             let mut operator = StreamJoin::new(
                 join.clone(),

@@ -199,3 +199,56 @@ pub fn route_by(
         })
         .collect()
 }
+
+/// How rows go on to the owner instances downstream.
+pub enum Onward {
+    /// Pre-aggregated, each group to the aggregation instance that owns
+    /// it, by its routing group columns.
+    Aggregate {
+        partial: PartialAggregate,
+        routing: Vec<usize>,
+    },
+    /// Each row to the instance that owns its key (a join's side, a
+    /// top-N's partition).
+    Partition { keys: Vec<Arc<dyn PhysicalExpr>> },
+}
+
+impl Onward {
+    /// Sends `rows`, through `ops`, to their owners among `owners` (into
+    /// `outbox`); returns the rows whose expressions failed.
+    pub fn send(
+        &mut self,
+        rows: &RecordBatch,
+        ops: &[PhysicalOp],
+        owners: usize,
+        hashes: &mut Vec<u64>,
+        outbox: &mut Vec<crate::dataflow::owner::Outgoing>,
+    ) -> Result<BadRows> {
+        use crate::dataflow::message::Message;
+        match self {
+            Onward::Aggregate { partial, routing } => {
+                let (parts, bad) = per_row_on_error(rows, |b| {
+                    let rows = apply_all(ops, b.clone())?;
+                    partial.inputs(&rows)
+                })?;
+                for inputs in parts {
+                    partial.update(inputs)?;
+                }
+                if let Some(states) = partial.flush()? {
+                    let parts = route(&states, routing, owners, hashes)?;
+                    for (owner, part) in parts.into_iter().enumerate() {
+                        if let Some(part) = part {
+                            outbox.push((Some(owner), Message::Batch(part)));
+                        }
+                    }
+                }
+                Ok(bad)
+            }
+            Onward::Partition { keys } => {
+                route_rows(rows, ops, keys, owners, hashes, |owner, part| {
+                    outbox.push((Some(owner), Message::Batch(part)))
+                })
+            }
+        }
+    }
+}

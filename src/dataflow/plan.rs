@@ -293,6 +293,18 @@ impl Node {
         }
     }
 
+    /// The window whose columns its rows carry, and the source it is
+    /// over: a scan's, passed through the final rows of windowed
+    /// aggregations (grouped by the window's columns, a window's row comes
+    /// once the watermark passes its end, as the window's rows did).
+    pub fn window(&self) -> Option<(&WindowPlan, &str)> {
+        match &self.kind {
+            NodeKind::Scan { source, window } => window.as_ref().map(|w| (w, source.name.as_str())),
+            NodeKind::Aggregate { input, plan } if plan.final_rows_only() => input.window(),
+            _ => None,
+        }
+    }
+
     /// Whether each of its rows, once given, never changes: scans of
     /// sources (not of a view whose rows change), joins of such rows, and
     /// windowed aggregations that give only final rows (`EMIT ON WINDOW

@@ -59,10 +59,8 @@ use crate::dataflow::keyed_rows::KeyedRows;
 use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::Message;
 use crate::dataflow::owner::{Outgoing, Owner};
-use crate::dataflow::partial_aggregate::{route, route_rows, PartialAggregate, ROUTING_HASH};
-use crate::dataflow::physical::{
-    apply_all, evaluate_all, millis, per_row_on_error, physical_expr, PhysicalOp,
-};
+use crate::dataflow::partial_aggregate::{Onward, ROUTING_HASH};
+use crate::dataflow::physical::{evaluate_all, millis, physical_expr, PhysicalOp};
 use crate::dataflow::plan::{JoinTime, Side, StreamJoinPlan};
 use crate::dataflow::watermark::WatermarkCombiner;
 use crate::error::{Error, Result};
@@ -694,18 +692,6 @@ pub enum JoinOutput {
     },
 }
 
-/// How joined rows go to the owners downstream.
-pub enum Onward {
-    /// Pre-aggregated, each group to the final aggregation instance that
-    /// owns it, by its routing group columns.
-    Aggregate {
-        partial: PartialAggregate,
-        routing: Vec<usize>,
-    },
-    /// Each row to the top-N instance that owns its partition.
-    Partition { keys: Vec<Arc<dyn PhysicalExpr>> },
-}
-
 /// One instance of the join.
 pub struct StreamJoin {
     join: Arc<PhysicalJoin>,
@@ -870,37 +856,7 @@ impl StreamJoin {
         };
         // A pair whose expressions cannot be evaluated becomes a dead
         // letter; the others go on.
-        let bad = match onward {
-            Onward::Aggregate { partial, routing } => {
-                let (parts, bad) = per_row_on_error(&pairs, |b| {
-                    let rows = apply_all(ops, b.clone())?;
-                    partial.inputs(&rows)
-                })?;
-                for inputs in parts {
-                    partial.update(inputs)?;
-                }
-                if let Some(states) = partial.flush()? {
-                    let parts = route(&states, routing, owners, &mut self.hashes)?;
-                    for (owner, part) in parts.into_iter().enumerate() {
-                        if let Some(part) = part {
-                            self.outbox.push((Some(owner), Message::Batch(part)));
-                        }
-                    }
-                }
-                bad
-            }
-            Onward::Partition { keys } => {
-                let outbox = &mut self.outbox;
-                route_rows(
-                    &pairs,
-                    ops,
-                    keys,
-                    owners,
-                    &mut self.hashes,
-                    |owner, part| outbox.push((Some(owner), Message::Batch(part))),
-                )?
-            }
-        };
+        let bad = onward.send(&pairs, ops, owners, &mut self.hashes, &mut self.outbox)?;
         for (row, error) in bad {
             crate::dataflow::physical::dead_letter(
                 dead_letters,

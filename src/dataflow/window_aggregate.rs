@@ -33,6 +33,7 @@ use crate::dataflow::checkpoint::save_counters;
 use crate::dataflow::materialize::Materialize;
 use crate::dataflow::message::Message;
 use crate::dataflow::owner::Outgoing;
+use crate::dataflow::partial_aggregate::Onward;
 use crate::dataflow::physical::{millis, PhysicalAggregate, PhysicalOp};
 use crate::dataflow::plan::EmitMode;
 use crate::dataflow::session::{self, Session};
@@ -42,18 +43,17 @@ use crate::metrics::{DeadLetterQueue, JobMetrics, Part};
 use crate::state::checkpoint::JobKeys;
 use crate::state::table::{StateTable, WindowId, WindowRows};
 use crate::state::Writes;
-use datafusion::physical_expr::PhysicalExpr;
 
 /// Where an aggregation's result rows go.
 pub enum AggregateOutput {
     /// Into the view, through what comes after the aggregation.
     View(Materialize),
-    /// Each closed window's final rows, to the top-N instances that own
-    /// their partitions (Flink's window top-N): through the operations
-    /// before the top-N, routed by its partition.
-    Rank {
+    /// Each closed window's final rows, through the operations after the
+    /// aggregation, to the owner instances downstream (a top-N's, a
+    /// join's, another aggregation's).
+    Owners {
         ops: Arc<Vec<PhysicalOp>>,
-        keys: Vec<Arc<dyn PhysicalExpr>>,
+        onward: Onward,
         owners: usize,
         outbox: Vec<Outgoing>,
         hashes: Vec<u64>,
@@ -68,16 +68,16 @@ impl AggregateOutput {
     fn counters(&self) -> &crate::metrics::Counters {
         match self {
             AggregateOutput::View(view) => view.counters(),
-            AggregateOutput::Rank { part, metrics, .. } => metrics.part(*part),
+            AggregateOutput::Owners { part, metrics, .. } => metrics.part(*part),
         }
     }
 
     fn upsert(&mut self, keys: &[&[u8]], results: RecordBatch) -> Result<()> {
         match self {
             AggregateOutput::View(view) => view.upsert(keys, results),
-            AggregateOutput::Rank {
+            AggregateOutput::Owners {
                 ops,
-                keys: partition,
+                onward,
                 owners,
                 outbox,
                 hashes,
@@ -85,14 +85,7 @@ impl AggregateOutput {
                 metrics,
                 dead_letters,
             } => {
-                let bad = crate::dataflow::partial_aggregate::route_rows(
-                    &results,
-                    ops,
-                    partition,
-                    *owners,
-                    hashes,
-                    |owner, part| outbox.push((Some(owner), Message::Batch(part))),
-                )?;
+                let bad = onward.send(&results, ops, *owners, hashes, outbox)?;
                 for (row, error) in bad {
                     crate::dataflow::physical::dead_letter(
                         dead_letters,
@@ -111,7 +104,7 @@ impl AggregateOutput {
     fn delete(&mut self, keys: &[&[u8]]) -> Result<()> {
         match self {
             AggregateOutput::View(view) => view.delete(keys),
-            AggregateOutput::Rank { .. } => Err(Error::internal(
+            AggregateOutput::Owners { .. } => Err(Error::internal(
                 "the final rows of a closed window were taken back",
             )),
         }
@@ -120,39 +113,39 @@ impl AggregateOutput {
     fn checkpoint(&self, watermark: i64, writes: &mut Writes) -> Result<()> {
         match self {
             AggregateOutput::View(view) => view.checkpoint(watermark, writes),
-            AggregateOutput::Rank { .. } => Ok(()),
+            AggregateOutput::Owners { .. } => Ok(()),
         }
     }
 
     fn cache_use(&self) -> f64 {
         match self {
             AggregateOutput::View(view) => view.cache_use(),
-            AggregateOutput::Rank { .. } => 0.0,
+            AggregateOutput::Owners { .. } => 0.0,
         }
     }
 
     fn committed(&self) -> Result<()> {
         match self {
             AggregateOutput::View(view) => view.committed(),
-            AggregateOutput::Rank { .. } => Ok(()),
+            AggregateOutput::Owners { .. } => Ok(()),
         }
     }
 
     /// Whether it sends its rows to owners downstream.
     pub fn forwards(&self) -> bool {
-        matches!(self, AggregateOutput::Rank { .. })
+        matches!(self, AggregateOutput::Owners { .. })
     }
 
     /// Messages for the owners downstream; `watermark` goes after the rows
     /// before it.
     pub fn push(&mut self, message: Message) {
-        if let AggregateOutput::Rank { outbox, .. } = self {
+        if let AggregateOutput::Owners { outbox, .. } = self {
             outbox.push((None, message));
         }
     }
 
     pub fn take_outbox(&mut self, into: &mut Vec<Outgoing>) {
-        if let AggregateOutput::Rank { outbox, .. } = self {
+        if let AggregateOutput::Owners { outbox, .. } = self {
             into.append(outbox);
         }
     }

@@ -102,26 +102,16 @@ pub async fn plan_view(
     crate::frontend::group_window::rewrite_group_windows(&mut query, sql)?;
     let (windows, tables) = extract_windows(&state, &mut query, sql)?;
 
-    // One source, or two joined, each read either through a window or
-    // plainly.
+    // The sources and tables the query names: each window call is planned
+    // as a table of its own (a source may be read through several windows,
+    // and plainly).
     let mut names: Vec<(String, Option<usize>)> = windows
         .iter()
         .map(|w| (w.source.clone(), w.position))
         .chain(tables.iter().map(|t| (t.name.clone(), t.position)))
         .collect();
     names.dedup_by(|a, b| a.0 == b.0);
-    for (i, w) in windows.iter().enumerate() {
-        if windows[..i].iter().any(|o| o.source == w.source)
-            || tables.iter().any(|t| t.name == w.source)
-        {
-            return Err(Error::not_supported(format!(
-                "reading source \"{}\" through several windows, or through a window and plainly, in one view is not supported yet",
-                w.source
-            ))
-            .at(w.position));
-        }
-    }
-    let mut sources: Vec<Arc<SourcePlan>> = Vec::new();
+    let mut sources: HashMap<String, Arc<SourcePlan>> = HashMap::new();
     let mut joined: HashMap<String, Arc<ReferenceTable>> = HashMap::new();
     for (name, position) in &names {
         match lookup(name) {
@@ -129,16 +119,7 @@ pub async fn plan_view(
                 joined.insert(name.clone(), table);
             }
             Relation::Source(s) => {
-                if sources.iter().any(|p| p.name == s.name) {
-                    continue;
-                }
-                if sources.len() == 2 {
-                    return Err(Error::not_supported(
-                        "a materialized view can join two streams at most",
-                    )
-                    .at(*position));
-                }
-                sources.push(s);
+                sources.insert(name.clone(), s);
             }
             Relation::View(why) => return Err(Error::not_supported(why).at(*position)),
             Relation::Unknown => {
@@ -160,22 +141,34 @@ pub async fn plan_view(
             "a materialized view must read from a source table",
         ));
     }
-    // Each source as the view reads it: through its window, if any.
+    // Each source as the view reads it, by the name it is planned by:
+    // through a window, or plainly.
     let mut inputs: HashMap<String, Node> = HashMap::new();
-    for source in &sources {
-        let window = match windows.iter().find(|w| w.source == source.name) {
-            Some(call) => Some(window_plan(call, source)?),
-            None => None,
-        };
-        let scan_schema = window
-            .as_ref()
-            .map(|w| w.output.clone())
-            .unwrap_or_else(|| source.schema.clone());
-        register(&ctx, &source.name, scan_schema)?;
+    for call in &windows {
+        let source = sources.get(&call.source).ok_or_else(|| {
+            Error::not_supported(format!(
+                "a window over the table \"{}\": windows read streams",
+                call.source
+            ))
+            .at(call.position)
+        })?;
+        let window = window_plan(call, source)?;
+        register(&ctx, &call.name, window.output.clone())?;
         inputs.insert(
-            source.name.clone(),
-            Node::scan((**source).clone(), window, Vec::new()),
+            call.name.clone(),
+            Node::scan((**source).clone(), Some(window), Vec::new()),
         );
+    }
+    for table in &tables {
+        if let Some(source) = sources.get(&table.name) {
+            if !inputs.contains_key(&table.name) {
+                register(&ctx, &table.name, source.schema.clone())?;
+                inputs.insert(
+                    table.name.clone(),
+                    Node::scan((**source).clone(), None, Vec::new()),
+                );
+            }
+        }
     }
     for (name, table) in &joined {
         register(&ctx, name, table.schema().clone())?;
@@ -203,18 +196,8 @@ pub async fn plan_view(
     check_output_names(&output)?;
 
     let mut shape = shape;
-    if let Some(mut agg) = shape.aggregate.take() {
-        if agg.group_exprs.is_empty() {
-            let drop;
-            (agg, drop) = one_group(agg)?;
-            shape.post.insert(0, drop);
-        }
-        if agg.aggr_exprs.is_empty() {
-            let drop;
-            (agg, drop) = counted(agg)?;
-            shape.post.insert(0, drop);
-        }
-        shape.aggregate = Some(agg);
+    if let Some(agg) = shape.aggregate.take() {
+        shape.aggregate = Some(finish_aggregate(agg, &mut shape.post)?);
     }
     let (rank, between) = match shape.rank.take() {
         Some(window) => (
@@ -239,34 +222,53 @@ pub async fn plan_view(
                 .collect();
             (Some(join), ops)
         }
-        None if inputs.len() > 1 => {
-            return Err(Error::not_supported(
-                "a materialized view reads two streams only through a join of them",
-            ))
-        }
         None => (None, Vec::new()),
     };
-    // The source the view reads (a join's left side's), through its window.
-    let (source, window) = {
-        let scan = match &join {
-            Some(j) => j.left.as_scan(),
-            None => inputs.values().next().and_then(|n| n.as_scan()),
-        };
-        let (source, window) = scan.ok_or_else(|| Error::internal("a view reads no source"))?;
-        (source.clone(), window.cloned())
+    // The rows the view reads without a join: a scan, or an aggregation
+    // below its aggregation.
+    let scan = match (&join, shape.below.take()) {
+        (Some(_), _) => None,
+        (None, Some(below)) => Some(crate::frontend::stream_join::plan_side(*below, &inputs)?),
+        (None, None) => {
+            let name = shape
+                .scan
+                .as_ref()
+                .ok_or_else(|| Error::internal("a view reads no source"))?;
+            Some(inputs.remove(name).ok_or_else(|| {
+                Error::not_supported(format!(
+                    "a materialized view must read from a source table, not only \"{name}\""
+                ))
+            })?)
+        }
+    };
+    // The source the view reads, through its window: a join's left side's
+    // when it is a scan.
+    let (source, window) = match scan.as_ref().or(join.as_ref().map(|j| &j.left)) {
+        Some(node) => match node.as_scan() {
+            Some((source, window)) => (Some(source.clone()), window.cloned()),
+            None => (None, None),
+        },
+        None => (None, None),
     };
     // A view whose rows change can be filtered, projected and aggregated
     // by a view over it (its changes pass through by its key, or are
     // taken back from the aggregates); it cannot be joined yet.
-    let updating = std::iter::once(&source)
-        .chain(
-            join.as_ref()
-                .and_then(|j| j.right.as_scan())
-                .map(|(s, _)| s),
-        )
-        .find(|s| s.changes().is_some());
+    let read: Vec<&SourcePlan> = match (&scan, &join) {
+        (Some(node), _) => node
+            .walk()
+            .into_iter()
+            .filter_map(|n| n.as_scan().map(|(s, _)| s))
+            .collect(),
+        (None, Some(j)) => [&j.left, &j.right]
+            .into_iter()
+            .flat_map(|n| n.walk())
+            .filter_map(|n| n.as_scan().map(|(s, _)| s))
+            .collect(),
+        (None, None) => Vec::new(),
+    };
+    let updating = read.into_iter().find(|s| s.changes().is_some()).cloned();
     let mut rows_count = None;
-    if let Some(upstream) = updating {
+    if let Some(upstream) = &updating {
         let what = if join.is_some() {
             Some("joins of two streams")
         } else if shape
@@ -317,7 +319,7 @@ pub async fn plan_view(
                 &join_ops,
                 shape.aggregate.as_ref(),
                 &shape.post,
-                &source,
+                source.as_ref(),
                 window.as_ref(),
                 &output,
             )
@@ -328,7 +330,7 @@ pub async fn plan_view(
             &pre,
             shape.aggregate.as_ref(),
             &shape.post,
-            &source,
+            source.as_ref(),
             window.as_ref(),
             &output,
         ),
@@ -357,7 +359,19 @@ pub async fn plan_view(
             } else {
                 emit
             },
-            ..aggregate_plan(&agg, before_aggregate, window.as_ref(), &source)?
+            ..match scan.as_ref().filter(|n| n.as_scan().is_none()) {
+                // Over an aggregation: windowed if it groups by the
+                // windows the rows below carry.
+                Some(below) => aggregate_plan(&agg, before_aggregate, below.window(), false)?,
+                None => aggregate_plan(
+                    &agg,
+                    before_aggregate,
+                    window
+                        .as_ref()
+                        .zip(source.as_ref().map(|s| s.name.as_str())),
+                    true,
+                )?,
+            }
         }),
     };
     if let Some(lateness) = allowed_lateness {
@@ -411,7 +425,11 @@ pub async fn plan_view(
             kind: NodeKind::Join(Box::new(j)),
             ops: join_ops,
         },
-        None => Node::scan(source, window, pre),
+        None => {
+            let mut node = scan.ok_or_else(|| Error::internal("a view reads no source"))?;
+            node.ops = pre;
+            node
+        }
     };
     let mut post = shape.post;
     if let Some(plan) = aggregate {
@@ -797,12 +815,12 @@ fn time_attribute(
     pre: &[StatelessOp],
     aggregate: Option<&AggregateNode>,
     post: &[StatelessOp],
-    source: &SourcePlan,
+    source: Option<&SourcePlan>,
     window: Option<&WindowPlan>,
     output: &Schema,
 ) -> Option<String> {
     let mut names: Vec<String> = Vec::new();
-    if let Some(rt) = &source.rowtime {
+    if let Some(rt) = source.and_then(|s| s.rowtime.as_ref()) {
         if !window.is_some_and(|w| w.processing_time) {
             names.push(rt.column.clone());
         }
@@ -1000,17 +1018,20 @@ pub struct AggregateNode {
 
 pub(crate) struct Shape {
     pub pre: Vec<StatelessOp>,
-    aggregate: Option<AggregateNode>,
+    pub aggregate: Option<AggregateNode>,
     /// A window function (`ROW_NUMBER() OVER`), over the aggregation if
     /// there is one.
-    rank: Option<datafusion::logical_expr::logical_plan::Window>,
+    pub rank: Option<datafusion::logical_expr::logical_plan::Window>,
     /// The operations between the aggregation and the top-N above it.
     between: Vec<StatelessOp>,
-    post: Vec<StatelessOp>,
+    pub post: Vec<StatelessOp>,
     /// The table the rows come from (without a join of two streams).
     pub scan: Option<String>,
     /// A join of two streams below `pre` (there is no aggregation then).
-    join: Option<Box<JoinNode>>,
+    pub join: Option<Box<JoinNode>>,
+    /// An aggregation below the aggregation (the shape of the rows it
+    /// aggregates).
+    pub below: Option<Box<Shape>>,
 }
 
 /// A join of two streams, as found in the plan.
@@ -1033,6 +1054,7 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
     let mut scan_name = None;
     let mut stream_join = None;
     let mut rank = None;
+    let mut beneath = None;
     // Between a top-N and the aggregation below it.
     let mut between: Vec<StatelessOp> = Vec::new();
     loop {
@@ -1062,12 +1084,13 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
                 node = &f.input;
             }
             LogicalPlan::SubqueryAlias(a) => node = &a.input,
+            LogicalPlan::Aggregate(_) if aggregate.is_some() => {
+                // An aggregation over an aggregation: the rows
+                // below are a shape of their own.
+                beneath = Some(Box::new(walk(node, tables)?));
+                break;
+            }
             LogicalPlan::Aggregate(a) => {
-                if aggregate.is_some() {
-                    return Err(Error::not_supported(
-                        "an aggregation over an aggregation is not supported in a materialized view yet",
-                    ));
-                }
                 for g in &a.group_expr {
                     if matches!(g, Expr::GroupingSet(_)) {
                         return Err(Error::not_supported(
@@ -1105,12 +1128,6 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
                 ))
             }
             LogicalPlan::Join(join) => {
-                let below_aggregate = aggregate.is_some() || !has_aggregate(node);
-                if !below_aggregate {
-                    return Err(Error::not_supported(
-                        "a join after GROUP BY is not supported in a materialized view yet; join before aggregating",
-                    ));
-                }
                 let (stream, stream_left, table_side) =
                     match (lookup_side(&join.left, tables), lookup_side(&join.right, tables)) {
                         (None, Some(t)) => (&join.left, true, t),
@@ -1135,18 +1152,7 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
                                     }
                                 }
                             }
-                            let side = |plan: &LogicalPlan| -> Result<Shape> {
-                                let shape = walk(plan, tables)?;
-                                if shape.aggregate.is_some()
-                                    || shape.rank.is_some()
-                                    || shape.join.is_some()
-                                {
-                                    return Err(Error::not_supported(
-                                        "each side of a join of two streams must read a source (with a window, filters and projections), not an aggregation or another join of two streams",
-                                    ));
-                                }
-                                Ok(shape)
-                            };
+                            let side = |plan: &LogicalPlan| walk(plan, tables);
                             stream_join = Some(Box::new(JoinNode {
                                 join: join.clone(),
                                 conditions,
@@ -1156,6 +1162,11 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
                             break;
                         }
                     };
+                if aggregate.is_none() && has_aggregate(node) {
+                    return Err(Error::not_supported(
+                        "a join with a table after GROUP BY is not supported in a materialized view yet; join before aggregating",
+                    ));
+                }
                 let kind = match (join.join_type, stream_left) {
                     (JoinType::Inner, _) => JoinKind::Inner,
                     (JoinType::Left, true) | (JoinType::Right, false) => JoinKind::Left,
@@ -1278,6 +1289,7 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
         post,
         scan: scan_name,
         join: stream_join,
+        below: beneath,
     })
 }
 
@@ -1470,16 +1482,16 @@ fn trace_to_scan(column: &Column, pre: &[StatelessOp]) -> Option<String> {
     Some(name.name)
 }
 
-fn aggregate_plan(
+pub(crate) fn aggregate_plan(
     agg: &AggregateNode,
     pre: &[StatelessOp],
-    window: Option<&WindowPlan>,
-    source: &SourcePlan,
+    window: Option<(&WindowPlan, &str)>,
+    must_group_by_window: bool,
 ) -> Result<AggregatePlan> {
     let mut fire_time = None;
     let mut window_groups = Vec::new();
     let mut session = None;
-    if let Some(w) = window {
+    if let Some((w, source)) = window {
         let mut start = None;
         let mut end = None;
         let mut time = None;
@@ -1531,13 +1543,13 @@ fn aggregate_plan(
                     ),
                 ))
             }
+            (None, None) if !must_group_by_window => None,
             (None, None) => {
                 return Err(Error::user(
                     sqlstate::GROUPING_ERROR,
                     format!(
-                    "an aggregation over a window of \"{}\" must GROUP BY window_start, window_end",
-                    source.name
-                ),
+                        "an aggregation over a window of \"{source}\" must GROUP BY window_start, window_end"
+                    ),
                 ))
             }
         };
@@ -1579,6 +1591,26 @@ const GROUP_ROWS: &str = "__rows";
 
 /// An aggregation without GROUP BY has one group: it gets a constant group
 /// column, [`ONE_GROUP`], which a projection after it drops.
+/// An aggregation as the job runs it: one without GROUP BY has one
+/// group, one without aggregates counts its groups' rows; the projections
+/// that give the query's columns go first in `post`.
+pub(crate) fn finish_aggregate(
+    mut agg: AggregateNode,
+    post: &mut Vec<StatelessOp>,
+) -> Result<AggregateNode> {
+    if agg.group_exprs.is_empty() {
+        let drop;
+        (agg, drop) = one_group(agg)?;
+        post.insert(0, drop);
+    }
+    if agg.aggr_exprs.is_empty() {
+        let drop;
+        (agg, drop) = counted(agg)?;
+        post.insert(0, drop);
+    }
+    Ok(agg)
+}
+
 fn one_group(agg: AggregateNode) -> Result<(AggregateNode, StatelessOp)> {
     let groups = vec![datafusion::logical_expr::lit(true).alias(ONE_GROUP)];
     let aggregates = agg.aggr_exprs.clone();

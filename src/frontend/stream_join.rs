@@ -61,18 +61,8 @@ pub(crate) fn plan_join(
             )))
         }
     };
-    let input = |shape: Shape| -> Result<Node> {
-        let name = shape
-            .scan
-            .ok_or_else(|| Error::internal("a side of a join reads no table"))?;
-        let mut input = inputs.get(&name).cloned().ok_or_else(|| {
-            Error::not_supported("each side of a join of two streams must read a source")
-        })?;
-        input.ops = shape.pre;
-        Ok(input)
-    };
-    let left_in = input(left)?;
-    let right_in = input(right)?;
+    let left_in = plan_side(left, inputs)?;
+    let right_in = plan_side(right, inputs)?;
     let ls = join.left.schema().clone();
     let rs = join.right.schema().clone();
 
@@ -184,6 +174,69 @@ pub(crate) fn plan_join(
     Ok((plan, residual))
 }
 
+/// A side of a join of two streams: a source read through an optional
+/// window, its filters and projections; a join of two streams; or the final
+/// rows of a windowed aggregation of either (a join after GROUP BY).
+pub(crate) fn plan_side(shape: Shape, inputs: &HashMap<String, Node>) -> Result<Node> {
+    if shape.rank.is_some() {
+        return Err(Error::not_supported(
+            "a join of the first rows of each partition (ROW_NUMBER() OVER) is not supported yet: its rows move in rank",
+        ));
+    }
+    let Shape {
+        pre,
+        aggregate,
+        post,
+        scan,
+        join,
+        below,
+        ..
+    } = shape;
+    let mut input = match (join, below) {
+        (_, Some(below)) => plan_side(*below, inputs)?,
+        (Some(node), None) => {
+            let (join, residual) = plan_join(*node, inputs)?;
+            Node {
+                kind: crate::dataflow::plan::NodeKind::Join(Box::new(join)),
+                ops: residual.into_iter().collect(),
+            }
+        }
+        (None, None) => {
+            let name = scan.ok_or_else(|| Error::internal("a side of a join reads no table"))?;
+            inputs.get(&name).cloned().ok_or_else(|| {
+                Error::not_supported("each side of a join of two streams must read a source")
+            })?
+        }
+    };
+    input.ops.extend(pre);
+    let Some(agg) = aggregate else {
+        return Ok(input);
+    };
+    let mut post = post;
+    let agg = crate::frontend::planner::finish_aggregate(agg, &mut post)?;
+    let plan = crate::dataflow::plan::AggregatePlan {
+        emit: crate::dataflow::plan::EmitMode::OnWindowClose,
+        ..crate::frontend::planner::aggregate_plan(
+            &agg,
+            &input.ops,
+            input.window(),
+            input.as_scan().is_some(),
+        )?
+    };
+    if !plan.final_rows_only() {
+        return Err(Error::not_supported(
+            "an aggregation below a join or another aggregation must be over TUMBLE, HOP or CUMULATE windows (GROUP BY window_start, window_end), whose rows are final when their window closes: the rows of other aggregations change, and joining or aggregating changing rows in one view is not supported yet",
+        ));
+    }
+    Ok(Node {
+        kind: crate::dataflow::plan::NodeKind::Aggregate {
+            input: Box::new(input),
+            plan: Box::new(plan),
+        },
+        ops: post,
+    })
+}
+
 /// `lower <= left - right <= upper` on two time columns (an open end is
 /// i64::MIN or i64::MAX).
 struct Bound {
@@ -290,8 +343,20 @@ fn time_term(e: &Expr) -> Option<(Column, i64)> {
 /// The scan column a column of a side's rows is, through the side's
 /// projections (by position: aliases rename but keep it).
 fn trace(index: usize, input: &Node) -> Option<String> {
+    let index = trace_ops(index, &input.ops)?;
+    let scan: &Schema = match input.as_scan()? {
+        (_, Some(w)) => &w.output,
+        (source, None) => &source.schema,
+    };
+    Some(scan.field(index).name().clone())
+}
+
+/// The column of the rows entering `ops` that column `index` of their
+/// output is, through projections (by position: aliases rename but keep
+/// it).
+fn trace_ops(index: usize, ops: &[StatelessOp]) -> Option<usize> {
     let mut index = index;
-    for op in input.ops.iter().rev() {
+    for op in ops.iter().rev() {
         match op {
             StatelessOp::Filter { .. } => {}
             StatelessOp::Project { exprs, input, .. } => {
@@ -310,20 +375,29 @@ fn trace(index: usize, input: &Node) -> Option<String> {
             }
         }
     }
-    let scan: &Schema = match input.as_scan()? {
-        (_, Some(w)) => &w.output,
-        (source, None) => &source.schema,
-    };
-    Some(scan.field(index).name().clone())
+    Some(index)
 }
 
 /// An interval join's time on one side: its source's event time.
 fn event_time(column: &Column, schema: &DFSchemaRef, input: &Node) -> Result<JoinTime> {
     let index = schema.index_of_column(column)?;
     let traced = trace(index, input);
-    let (source, window) = input
-        .as_scan()
-        .ok_or_else(|| Error::internal("an interval join's side reads no source"))?;
+    let Some((source, window)) = input.as_scan() else {
+        // The final rows of a windowed aggregation: a window's row comes
+        // when the watermark passes its end, so its window_end is above the
+        // aggregation's watermark, as an event time is.
+        if let crate::dataflow::plan::NodeKind::Aggregate { plan, .. } = &input.kind {
+            let group = trace_ops(index, &input.ops);
+            if let (Some(fire), Some(group)) = (plan.fire_time, group) {
+                if fire.group_index == group && fire.add_ms == 0 {
+                    return Ok(JoinTime { index, add_ms: 0 });
+                }
+            }
+        }
+        return Err(Error::not_supported(format!(
+            "an interval join compares event times: {column} of a side that aggregates or joins is not one; compare the window_end of a windowed aggregation, or join on keys alone"
+        )));
+    };
     match &source.rowtime {
         Some(rt) if window.is_none() && traced.as_deref() == Some(rt.column.as_str()) => {
             Ok(JoinTime { index, add_ms: 0 })

@@ -24,7 +24,7 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::ColumnarValue;
 use sqlparser::ast::{
     self, Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName,
-    ObjectNamePart, Spanned, TableFactor, VisitMut, VisitorMut,
+    ObjectNamePart, SetExpr, Spanned, TableFactor, VisitMut, VisitorMut,
 };
 
 use crate::dataflow::window::WindowKind;
@@ -35,6 +35,10 @@ use crate::frontend::parser::{normalize_object_name, PARTITION_BY_ARG};
 #[derive(Debug, Clone)]
 pub struct WindowCall {
     pub source: String,
+    /// The name its rows are planned by: one of its own for each call, so
+    /// that a source may be read through several windows, and plainly,
+    /// in one query (its alias is still the source's name).
+    pub name: String,
     /// SESSION's `PARTITION BY` columns.
     pub partition: Vec<String>,
     /// The time column, as named in the call.
@@ -64,9 +68,48 @@ pub fn extract_windows(
         windows: Vec::new(),
         tables: Vec::new(),
     };
-    match query.visit(&mut v) {
-        ControlFlow::Break(e) => Err(*e),
-        ControlFlow::Continue(()) => Ok((v.windows, v.tables)),
+    if let ControlFlow::Break(e) = query.visit(&mut v) {
+        return Err(*e);
+    }
+    let (mut windows, tables) = (v.windows, v.tables);
+    // A source read through one window alone is planned by its own name.
+    let mut renamed: Vec<(String, String)> = Vec::new();
+    for i in 0..windows.len() {
+        let source = &windows[i].source;
+        let alone = windows.iter().filter(|w| &w.source == source).count() == 1
+            && !tables.iter().any(|t| &t.name == source);
+        if alone {
+            renamed.push((windows[i].name.clone(), source.clone()));
+            windows[i].name = source.clone();
+        }
+    }
+    if !renamed.is_empty() {
+        let _ = query.visit(&mut Renamer { renamed: &renamed });
+    }
+    Ok((windows, tables))
+}
+
+/// Renames the table factors of planned names to their sources' names.
+struct Renamer<'a> {
+    renamed: &'a [(String, String)],
+}
+
+impl VisitorMut for Renamer<'_> {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            name, args: None, ..
+        } = factor
+        {
+            let current = normalize_object_name(name);
+            if let Some((_, to)) = self.renamed.iter().find(|(from, _)| *from == current) {
+                *name = ObjectName(vec![ObjectNamePart::Identifier(ast::Ident::with_quote(
+                    '"', to,
+                ))]);
+            }
+        }
+        ControlFlow::Continue(())
     }
 }
 
@@ -115,8 +158,15 @@ impl VisitorMut for Extractor<'_> {
             return ControlFlow::Continue(());
         };
         match self.window_call(&name, &args, span) {
-            Ok(call) => {
-                *factor = table_factor(&call.source, alias);
+            Ok(mut call) => {
+                call.name = format!("{}#{}", call.source, self.windows.len() + 1);
+                let alias = alias.unwrap_or_else(|| ast::TableAlias {
+                    explicit: true,
+                    name: ast::Ident::with_quote('"', &call.source),
+                    columns: Vec::new(),
+                    at: None,
+                });
+                *factor = table_factor(&call.name, Some(alias));
                 self.windows.push(call);
                 ControlFlow::Continue(())
             }
@@ -352,6 +402,7 @@ impl Extractor<'_> {
             }
         };
         Ok(WindowCall {
+            name: source.clone(),
             source,
             partition,
             time_column,
@@ -418,6 +469,134 @@ pub fn interval_ms(state: &SessionState, expr: &SqlExpr, sql: &str) -> Result<i6
         other if other.data_type() == DataType::Null => Err(not_interval()),
         _ => Err(not_interval()),
     }
+}
+
+/// Rewrites each TUMBLE, HOP or CUMULATE window table function of an
+/// ad-hoc query as its source's rows, each unnested into the windows it
+/// belongs to (with `window_start`, `window_end` and `window_time`), so
+/// that DataFusion answers it in batch as a view would. SESSION windows
+/// depend on the rows around each row: `0A000`.
+pub fn windows_as_tables(
+    state: &SessionState,
+    statement: &mut ast::Statement,
+    sql: &str,
+) -> Result<()> {
+    struct Rewriter<'a> {
+        extractor: Extractor<'a>,
+    }
+    impl VisitorMut for Rewriter<'_> {
+        type Break = Box<Error>;
+
+        fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<Self::Break> {
+            let call = match factor {
+                TableFactor::TableFunction { expr, alias } => match expr {
+                    SqlExpr::Function(f) if is_window_name(&f.name) => {
+                        let args = match &f.args {
+                            FunctionArguments::List(l) => l.args.clone(),
+                            _ => Vec::new(),
+                        };
+                        Some((f.name.clone(), args, alias.clone(), expr.span()))
+                    }
+                    _ => None,
+                },
+                TableFactor::Table {
+                    name,
+                    args: Some(args),
+                    alias,
+                    ..
+                } if is_window_name(name) => {
+                    Some((name.clone(), args.args.clone(), alias.clone(), name.span()))
+                }
+                _ => None,
+            };
+            let Some((name, args, alias, span)) = call else {
+                return ControlFlow::Continue(());
+            };
+            match self
+                .extractor
+                .window_call(&name, &args, span)
+                .and_then(|call| windowed_rows(&call, alias))
+            {
+                Ok(rows) => {
+                    *factor = rows;
+                    ControlFlow::Continue(())
+                }
+                Err(e) => ControlFlow::Break(Box::new(e)),
+            }
+        }
+    }
+    let mut rewriter = Rewriter {
+        extractor: Extractor {
+            state,
+            sql,
+            windows: Vec::new(),
+            tables: Vec::new(),
+        },
+    };
+    match statement.visit(&mut rewriter) {
+        ControlFlow::Break(e) => Err(*e),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// The rows of a window table function in batch: a derived table of its
+/// source's rows unnested into their windows, named as the call was.
+fn windowed_rows(call: &WindowCall, alias: Option<ast::TableAlias>) -> Result<TableFactor> {
+    use crate::functions::windows::{CUMULATE, HOP, NAME, TUMBLE};
+    let (kind, size, step, offset) = match call.kind {
+        WindowKind::Tumble { size, offset } => (TUMBLE, size, size, offset),
+        WindowKind::Hop {
+            slide,
+            size,
+            offset,
+        } => (HOP, size, slide, offset),
+        WindowKind::Cumulate { step, size, offset } => (CUMULATE, size, step, offset),
+        WindowKind::Session { .. } => {
+            return Err(Error::not_supported(
+                "SESSION windows in an ad-hoc query are not supported: read a materialized view of the sessions",
+            )
+            .at(call.position))
+        }
+    };
+    let quoted = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+    let source: Vec<String> = call.source.split('.').map(quoted).collect();
+    let sql = format!(
+        "SELECT * FROM (SELECT * EXCLUDE (\"__w\"), \"__w\"['window_start'] AS window_start, \
+         \"__w\"['window_end'] AS window_end, \"__w\"['window_time'] AS window_time \
+         FROM (SELECT *, unnest({NAME}({}, {kind}, {size}, {step}, {offset})) AS \"__w\" FROM {}) AS \"__rows\") AS \"__windows\"",
+        quoted(&call.time_column),
+        source.join(".")
+    );
+    let parsed = crate::frontend::parser::parse_one(&sql)?;
+    let crate::frontend::parser::Statement::Query(statement) = parsed.statement else {
+        return Err(Error::internal(
+            "the rows of a window did not parse as a query",
+        ));
+    };
+    let ast::Statement::Query(query) = *statement else {
+        return Err(Error::internal(
+            "the rows of a window did not parse as a query",
+        ));
+    };
+    let SetExpr::Select(select) = *query.body else {
+        return Err(Error::internal("the rows of a window are not a SELECT"));
+    };
+    let mut factor = select
+        .from
+        .into_iter()
+        .next()
+        .map(|t| t.relation)
+        .ok_or_else(|| Error::internal("the rows of a window have no FROM"))?;
+    if let TableFactor::Derived { alias: a, .. } = &mut factor {
+        let last = call.source.rsplit('.').next().unwrap_or(&call.source);
+        *a = Some(alias.unwrap_or_else(|| ast::TableAlias {
+            explicit: true,
+            name: ast::Ident::with_quote('"', last),
+            columns: Vec::new(),
+            at: None,
+        }));
+    }
+    Ok(factor)
 }
 
 #[cfg(test)]

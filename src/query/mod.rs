@@ -266,6 +266,7 @@ impl QueryEngine {
         if let Some(relations) = self.relations.upgrade() {
             crate::frontend::views::expand(&mut statement, &|name| relations.logical_view(name))?;
         }
+        crate::frontend::window::windows_as_tables(&self.ctx.state(), &mut statement, sql)?;
         let rewritten = postgres::rewrite(&mut statement, declared, scope)?;
         let plan = self
             .state(scope)
