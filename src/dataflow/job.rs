@@ -458,6 +458,20 @@ impl Builder<'_> {
                     AggregateOutput::Owners {
                         ops: ops.clone(),
                         onward,
+                        // Its rows change: the aggregation above takes a
+                        // group's last row back when it changes.
+                        prior: match &outlet {
+                            Outlet::Aggregate { .. } if !plan.final_rows_only() => {
+                                Some(Box::new(PriorRows::new(
+                                    self.store.clone(),
+                                    self.keys.last_rows(instance),
+                                    self.cache,
+                                    Arc::new(plan.output.as_arrow().clone()),
+                                    self.resumed,
+                                )?))
+                            }
+                            _ => None,
+                        },
                         owners: output.owners.len(),
                         outbox: Vec::new(),
                         hashes: Vec::new(),

@@ -215,11 +215,14 @@ pub enum Onward {
 
 impl Onward {
     /// Sends `rows`, through `ops`, to their owners among `owners` (into
-    /// `outbox`); returns the rows whose expressions failed.
+    /// `outbox`); returns the rows whose expressions failed. With `sign`,
+    /// rows that change: added (+1) or taken back (-1) from the
+    /// aggregation above (see `frontend/retract.rs`).
     pub fn send(
         &mut self,
         rows: &RecordBatch,
         ops: &[PhysicalOp],
+        sign: Option<i64>,
         owners: usize,
         hashes: &mut Vec<u64>,
         outbox: &mut Vec<crate::dataflow::owner::Outgoing>,
@@ -229,7 +232,12 @@ impl Onward {
             Onward::Aggregate { partial, routing } => {
                 let (parts, bad) = per_row_on_error(rows, |b| {
                     let rows = apply_all(ops, b.clone())?;
-                    partial.inputs(&rows)
+                    match sign {
+                        Some(sign) => {
+                            partial.inputs(&crate::dataflow::retract::with_sign(rows, sign)?)
+                        }
+                        None => partial.inputs(&rows),
+                    }
                 })?;
                 for inputs in parts {
                     partial.update(inputs)?;
@@ -244,6 +252,9 @@ impl Onward {
                 }
                 Ok(bad)
             }
+            Onward::Partition { .. } if sign.is_some() => Err(crate::error::Error::internal(
+                "rows that change sent to a stage that takes only rows added",
+            )),
             Onward::Partition { keys } => {
                 route_rows(rows, ops, keys, owners, hashes, |owner, part| {
                     outbox.push((Some(owner), Message::Batch(part)))

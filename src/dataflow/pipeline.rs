@@ -379,7 +379,10 @@ impl Pipeline {
                             self.dead_letter_rows(split, bad);
                         }
                         for part in parts {
-                            self.aggregate(split, with_sign(part, sign)?)?;
+                            self.aggregate(
+                                split,
+                                crate::dataflow::retract::with_sign(part, sign)?,
+                            )?;
                         }
                     }
                     return Ok(());
@@ -787,25 +790,4 @@ fn with_windows(
     columns.push(Arc::new(times.with_timezone_opt(time_tz)));
     debug_assert!(columns.iter().all(|c| c.len() == assignment.rows.len()));
     Ok(RecordBatch::try_new(window.output.clone(), columns)?)
-}
-
-/// The rows with a last column `__sign`: +1 for rows added, -1 for rows
-/// taken back (see `frontend/retract.rs`).
-fn with_sign(batch: RecordBatch, sign: i64) -> Result<RecordBatch> {
-    let mut fields: Vec<arrow::datatypes::FieldRef> =
-        batch.schema().fields().iter().cloned().collect();
-    fields.push(Arc::new(arrow::datatypes::Field::new(
-        crate::dataflow::retract::SIGN,
-        DataType::Int64,
-        false,
-    )));
-    let mut columns = batch.columns().to_vec();
-    columns.push(Arc::new(arrow::array::Int64Array::from_value(
-        sign,
-        batch.num_rows(),
-    )));
-    Ok(RecordBatch::try_new(
-        Arc::new(arrow::datatypes::Schema::new(fields)),
-        columns,
-    )?)
 }

@@ -856,7 +856,14 @@ impl StreamJoin {
         };
         // A pair whose expressions cannot be evaluated becomes a dead
         // letter; the others go on.
-        let bad = onward.send(&pairs, ops, owners, &mut self.hashes, &mut self.outbox)?;
+        let bad = onward.send(
+            &pairs,
+            ops,
+            None,
+            owners,
+            &mut self.hashes,
+            &mut self.outbox,
+        )?;
         for (row, error) in bad {
             crate::dataflow::physical::dead_letter(
                 dead_letters,

@@ -36,6 +36,7 @@ use crate::dataflow::owner::Outgoing;
 use crate::dataflow::partial_aggregate::Onward;
 use crate::dataflow::physical::{millis, PhysicalAggregate, PhysicalOp};
 use crate::dataflow::plan::EmitMode;
+use crate::dataflow::retract::PriorRows;
 use crate::dataflow::session::{self, Session};
 use crate::dataflow::window::has_fired;
 use crate::error::{Error, Result};
@@ -54,6 +55,10 @@ pub enum AggregateOutput {
     Owners {
         ops: Arc<Vec<PhysicalOp>>,
         onward: Onward,
+        /// When its rows change and the aggregation above takes them back:
+        /// each group's last row (a change sends it with sign -1, then the
+        /// new row with +1).
+        prior: Option<Box<PriorRows>>,
         owners: usize,
         outbox: Vec<Outgoing>,
         hashes: Vec<u64>,
@@ -78,6 +83,7 @@ impl AggregateOutput {
             AggregateOutput::Owners {
                 ops,
                 onward,
+                prior,
                 owners,
                 outbox,
                 hashes,
@@ -85,7 +91,19 @@ impl AggregateOutput {
                 metrics,
                 dead_letters,
             } => {
-                let bad = onward.send(&results, ops, *owners, hashes, outbox)?;
+                let mut bad = Vec::new();
+                let sign = match prior {
+                    Some(prior) => {
+                        if let Some(old) = prior.upsert(keys, &results)? {
+                            // A row that failed when it was added was a
+                            // dead letter then.
+                            onward.send(&old, ops, Some(-1), *owners, hashes, outbox)?;
+                        }
+                        Some(1)
+                    }
+                    None => None,
+                };
+                bad.extend(onward.send(&results, ops, sign, *owners, hashes, outbox)?);
                 for (row, error) in bad {
                     crate::dataflow::physical::dead_letter(
                         dead_letters,
@@ -104,30 +122,54 @@ impl AggregateOutput {
     fn delete(&mut self, keys: &[&[u8]]) -> Result<()> {
         match self {
             AggregateOutput::View(view) => view.delete(keys),
-            AggregateOutput::Owners { .. } => Err(Error::internal(
+            AggregateOutput::Owners {
+                ops,
+                onward,
+                prior: Some(prior),
+                owners,
+                outbox,
+                hashes,
+                ..
+            } => {
+                if let Some(old) = prior.delete(keys)? {
+                    onward.send(&old, ops, Some(-1), *owners, hashes, outbox)?;
+                }
+                Ok(())
+            }
+            AggregateOutput::Owners { prior: None, .. } => Err(Error::internal(
                 "the final rows of a closed window were taken back",
             )),
         }
     }
 
-    fn checkpoint(&self, watermark: i64, writes: &mut Writes) -> Result<()> {
+    fn checkpoint(&mut self, watermark: i64, writes: &mut Writes) -> Result<()> {
         match self {
             AggregateOutput::View(view) => view.checkpoint(watermark, writes),
-            AggregateOutput::Owners { .. } => Ok(()),
+            AggregateOutput::Owners { prior, .. } => {
+                if let Some(prior) = prior {
+                    prior.checkpoint(writes);
+                }
+                Ok(())
+            }
         }
     }
 
     fn cache_use(&self) -> f64 {
         match self {
             AggregateOutput::View(view) => view.cache_use(),
-            AggregateOutput::Owners { .. } => 0.0,
+            AggregateOutput::Owners { prior, .. } => prior.as_ref().map_or(0.0, |p| p.cache_use()),
         }
     }
 
-    fn committed(&self) -> Result<()> {
+    fn committed(&mut self) -> Result<()> {
         match self {
             AggregateOutput::View(view) => view.committed(),
-            AggregateOutput::Owners { .. } => Ok(()),
+            AggregateOutput::Owners { prior, .. } => {
+                if let Some(prior) = prior {
+                    prior.committed();
+                }
+                Ok(())
+            }
         }
     }
 

@@ -228,7 +228,9 @@ pub async fn plan_view(
     // below its aggregation.
     let scan = match (&join, shape.below.take()) {
         (Some(_), _) => None,
-        (None, Some(below)) => Some(crate::frontend::stream_join::plan_side(*below, &inputs)?),
+        (None, Some(below)) => Some(crate::frontend::stream_join::plan_side(
+            *below, &inputs, true,
+        )?),
         (None, None) => {
             let name = shape
                 .scan
@@ -266,7 +268,17 @@ pub async fn plan_view(
             .collect(),
         (None, None) => Vec::new(),
     };
-    let updating = read.into_iter().find(|s| s.changes().is_some()).cloned();
+    // The name of what gives rows that change: a view read as its
+    // changes, or an aggregation (without windows) under the view's.
+    let updating: Option<String> = read
+        .into_iter()
+        .find(|s| s.changes().is_some())
+        .map(|s| s.name.clone())
+        .or_else(|| {
+            scan.as_ref()
+                .filter(|n| n.as_scan().is_none() && !n.appends_only())
+                .map(|_| "the aggregation under it".to_string())
+        });
     let mut rows_count = None;
     if let Some(upstream) = &updating {
         let what = if join.is_some() {
@@ -284,11 +296,11 @@ pub async fn plan_view(
         if let Some(what) = what {
             return Err(Error::not_supported(format!(
                 "{what} over \"{}\" are not supported yet: its rows change; a view over it can filter, project and aggregate its rows, or read a view of final rows (EMIT ON WINDOW CLOSE)",
-                upstream.name
+                upstream
             )));
         }
         if let Some(agg) = &shape.aggregate {
-            let rewritten = crate::frontend::retract::rewrite(&state, agg, &upstream.name)?;
+            let rewritten = crate::frontend::retract::rewrite(&state, agg, upstream)?;
             shape.aggregate = Some(rewritten.aggregate);
             shape.post.insert(0, rewritten.finish);
             rows_count = Some(rewritten.rows_count);
@@ -427,7 +439,7 @@ pub async fn plan_view(
         },
         None => {
             let mut node = scan.ok_or_else(|| Error::internal("a view reads no source"))?;
-            node.ops = pre;
+            node.ops.extend(pre);
             node
         }
     };

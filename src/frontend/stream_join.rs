@@ -61,8 +61,8 @@ pub(crate) fn plan_join(
             )))
         }
     };
-    let left_in = plan_side(left, inputs)?;
-    let right_in = plan_side(right, inputs)?;
+    let left_in = plan_side(left, inputs, false)?;
+    let right_in = plan_side(right, inputs, false)?;
     let ls = join.left.schema().clone();
     let rs = join.right.schema().clone();
 
@@ -177,7 +177,14 @@ pub(crate) fn plan_join(
 /// A side of a join of two streams: a source read through an optional
 /// window, its filters and projections; a join of two streams; or the final
 /// rows of a windowed aggregation of either (a join after GROUP BY).
-pub(crate) fn plan_side(shape: Shape, inputs: &HashMap<String, Node>) -> Result<Node> {
+///
+/// With `changes_ok` (the rows under a view's aggregation, which takes
+/// rows back), its aggregation may be one whose rows change.
+pub(crate) fn plan_side(
+    shape: Shape,
+    inputs: &HashMap<String, Node>,
+    changes_ok: bool,
+) -> Result<Node> {
     if shape.rank.is_some() {
         return Err(Error::not_supported(
             "a join of the first rows of each partition (ROW_NUMBER() OVER) is not supported yet: its rows move in rank",
@@ -193,7 +200,7 @@ pub(crate) fn plan_side(shape: Shape, inputs: &HashMap<String, Node>) -> Result<
         ..
     } = shape;
     let mut input = match (join, below) {
-        (_, Some(below)) => plan_side(*below, inputs)?,
+        (_, Some(below)) => plan_side(*below, inputs, false)?,
         (Some(node), None) => {
             let (join, residual) = plan_join(*node, inputs)?;
             Node {
@@ -214,16 +221,18 @@ pub(crate) fn plan_side(shape: Shape, inputs: &HashMap<String, Node>) -> Result<
     };
     let mut post = post;
     let agg = crate::frontend::planner::finish_aggregate(agg, &mut post)?;
-    let plan = crate::dataflow::plan::AggregatePlan {
-        emit: crate::dataflow::plan::EmitMode::OnWindowClose,
-        ..crate::frontend::planner::aggregate_plan(
-            &agg,
-            &input.ops,
-            input.window(),
-            input.as_scan().is_some(),
-        )?
-    };
-    if !plan.final_rows_only() {
+    let mut plan = crate::frontend::planner::aggregate_plan(
+        &agg,
+        &input.ops,
+        input.window(),
+        input.as_scan().is_some(),
+    )?;
+    if plan.fire_time.is_some() {
+        // Windows show their rows when they close, as Flink's window
+        // aggregations do: final rows.
+        plan.emit = crate::dataflow::plan::EmitMode::OnWindowClose;
+    }
+    if !plan.final_rows_only() && !changes_ok {
         return Err(Error::not_supported(
             "an aggregation below a join or another aggregation must be over TUMBLE, HOP or CUMULATE windows (GROUP BY window_start, window_end), whose rows are final when their window closes: the rows of other aggregations change, and joining or aggregating changing rows in one view is not supported yet",
         ));

@@ -179,6 +179,13 @@ impl JobKeys {
         self.join_rows(instance, side + 4)
     }
 
+    /// The last row of each group of an aggregation instance whose rows
+    /// the aggregation above takes back when they change (see
+    /// `dataflow::retract`).
+    pub fn last_rows(&self, instance: usize) -> Vec<u8> {
+        self.instance(b'L', instance)
+    }
+
     /// The upstream rows a pipeline instance keeps to take them back from
     /// its aggregates (see `dataflow::retract`).
     pub fn prior_rows(&self, instance: usize) -> Vec<u8> {
