@@ -252,6 +252,44 @@ async fn aggregations_of_changing_aggregations_equal_the_batch_answers() {
     assert_eq!(view, batch, "{one}");
 }
 
+/// UNION ALL (a merge of its inputs' rows), UNION (the same, grouped),
+/// aggregated, joined, and over three inputs, equal DataFusion's batch
+/// answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unions_equal_the_batch_answers() {
+    let selects: Vec<String> = [
+        "SELECT auction AS id, price AS v, 'bid' AS kind FROM bid WHERE price > 10000
+         UNION ALL SELECT id, reserve, 'auction' FROM auction",
+        "SELECT id, COUNT(*) AS n, MAX(v) AS top
+         FROM (SELECT auction AS id, price AS v FROM bid UNION ALL SELECT id, initialBid FROM auction)
+         GROUP BY id",
+        "SELECT seller AS who FROM auction UNION SELECT id FROM person",
+        "SELECT u.id, u.v, A.category
+         FROM (SELECT auction AS id, price AS v FROM bid UNION ALL SELECT id, reserve FROM auction) u
+         JOIN auction A ON u.id = A.id",
+        "SELECT bidder AS who, 1 AS n FROM bid WHERE MOD(auction, 3) = 0
+         UNION ALL SELECT seller, 2 FROM auction
+         UNION ALL SELECT id, 3 FROM person",
+    ]
+    .map(String::from)
+    .to_vec();
+    equal_the_batch_answers(&selects).await;
+    let (_server, client) = nexmark_server(100, None).await;
+    for op in ["INTERSECT", "EXCEPT"] {
+        let err = client
+            .simple_query(&format!(
+                "CREATE MATERIALIZED VIEW x AS SELECT seller FROM auction {op} SELECT id FROM person"
+            ))
+            .await
+            .unwrap_err();
+        let text = common::describe_error(&err);
+        assert!(
+            text.starts_with("0A000") && text.contains(&format!("{op} is not supported")),
+            "{text}"
+        );
+    }
+}
+
 /// A windowed GROUP BY without aggregates (each side of Nexmark q8) gives
 /// each group of each window once, also over a WITH query. Ids 1..=3000,
 /// one every 10 ms: window `w` (1 s) holds ids 100w..100w+99, whose

@@ -29,6 +29,7 @@ use crate::connector::print::Printer;
 use crate::connector::{ConnectorSpec, EventSender, ReaderContext};
 use crate::dataflow::checkpoint::{Acks, CheckpointHandle, CheckpointSettings, Coordinator};
 use crate::dataflow::materialize::Materialize;
+use crate::dataflow::merge::{Merge, MergeOutput};
 use crate::dataflow::message::Envelope;
 use crate::dataflow::message::Message;
 use crate::dataflow::owner::{run_owner, Outgoing, Owner, OwnerOutput};
@@ -294,6 +295,12 @@ enum Outlet {
         owners: Vec<mpsc::Sender<Envelope>>,
         from: usize,
     },
+    /// Instance i's rows to owner i, as its input `from` (a union's
+    /// inputs).
+    Forward {
+        owners: Vec<mpsc::Sender<Envelope>>,
+        from: usize,
+    },
 }
 
 impl Outlet {
@@ -323,6 +330,14 @@ impl Outlet {
                     owners: owners.clone(),
                 },
             )),
+            // No keys and one owner: every row to it.
+            Outlet::Forward { owners, from } => Some((
+                Onward::Partition { keys: Vec::new() },
+                OwnerOutput {
+                    instance: *from,
+                    owners: vec![owners[i].clone()],
+                },
+            )),
         })
     }
 }
@@ -349,6 +364,7 @@ struct Numbered {
     aggregates: usize,
     ranks: usize,
     joins: usize,
+    unions: usize,
 }
 
 /// Builds a job's stages from the root of its plan down.
@@ -431,7 +447,64 @@ impl Builder<'_> {
             NodeKind::Aggregate { input, plan } => self.aggregate(node, input, plan, outlet),
             NodeKind::Rank { input, plan } => self.rank(node, input, plan, outlet),
             NodeKind::Join(join) => self.join(node, join, outlet),
+            NodeKind::Union { inputs, schema } => self.union(node, inputs, schema, outlet, late),
         }
+    }
+
+    fn union(
+        &mut self,
+        node: &Node,
+        inputs: &[Node],
+        schema: &arrow::datatypes::SchemaRef,
+        outlet: Outlet,
+        late: Late,
+    ) -> Result<()> {
+        let p = self.p;
+        let first = self.numbered.unions * p;
+        self.numbered.unions += 1;
+        let ops = self.physical_ops(&node.ops)?;
+        let (senders, receivers) = self.channels();
+        for (i, rx) in receivers.into_iter().enumerate() {
+            let instance = first + i;
+            let (out, output) = match outlet.onward(i)? {
+                None => (
+                    MergeOutput::View(self.materialize(i, Part::Final(i), ops.clone())),
+                    None,
+                ),
+                Some((onward, output)) => (
+                    MergeOutput::Owners {
+                        ops: ops.clone(),
+                        onward,
+                        owners: output.owners.len(),
+                        dead_letters: self.dead_letters.clone(),
+                        sent: i64::MIN,
+                    },
+                    Some(output),
+                ),
+            };
+            let operator = Merge::new(
+                schema.clone(),
+                inputs.len(),
+                out,
+                instance,
+                self.output_watermarks.clone(),
+                self.metrics.clone(),
+                self.keys,
+            );
+            let acks = self.ack()?;
+            self.tasks.spawn_on(
+                run_owner(rx, operator, inputs.len(), acks, output),
+                self.runtime,
+            );
+        }
+        for (k, input) in inputs.iter().enumerate() {
+            let outlet = Outlet::Forward {
+                owners: senders.clone(),
+                from: k,
+            };
+            self.build(input, outlet, late, None)?;
+        }
+        Ok(())
     }
 
     fn aggregate(
@@ -687,6 +760,7 @@ impl Builder<'_> {
             let sender = match &outlet {
                 Outlet::View => i,
                 Outlet::Aggregate { from, .. } | Outlet::Keyed { from, .. } => from + i,
+                Outlet::Forward { from, .. } => *from,
             };
             let reader = source.spec.create_reader(ReaderContext {
                 job: self.view_name.clone(),
@@ -737,6 +811,11 @@ impl Builder<'_> {
                     keys: keys.clone(),
                     owners: owners.clone(),
                     pending: vec![Vec::new(); owners.len()],
+                },
+                Outlet::Forward { owners, .. } => Downstream::Keyed {
+                    keys: Vec::new(),
+                    owners: vec![owners[i].clone()],
+                    pending: vec![Vec::new()],
                 },
             };
             let watermarks = splits.into_iter().map(|(k, v)| (k, v.watermark)).collect();

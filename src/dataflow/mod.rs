@@ -20,6 +20,7 @@ pub mod job;
 pub mod keyed_rows;
 pub mod lookup_join;
 pub mod materialize;
+pub mod merge;
 pub mod message;
 pub mod owner;
 pub mod partial_aggregate;

@@ -256,6 +256,11 @@ pub enum NodeKind {
         input: Box<Node>,
         plan: Box<RankPlan>,
     },
+    /// The rows of all its inputs (`UNION ALL`), as `schema`'s columns.
+    Union {
+        inputs: Vec<Node>,
+        schema: SchemaRef,
+    },
 }
 
 impl Node {
@@ -272,6 +277,7 @@ impl Node {
             NodeKind::Scan { .. } => Vec::new(),
             NodeKind::Join(j) => vec![&j.left, &j.right],
             NodeKind::Aggregate { input, .. } | NodeKind::Rank { input, .. } => vec![input],
+            NodeKind::Union { inputs, .. } => inputs.iter().collect(),
         }
     }
 
@@ -314,6 +320,7 @@ impl Node {
         match &self.kind {
             NodeKind::Scan { source, .. } => source.changes().is_none(),
             NodeKind::Join(_) => true,
+            NodeKind::Union { inputs, .. } => inputs.iter().all(|n| n.appends_only()),
             NodeKind::Aggregate { plan, .. } => plan.final_rows_only(),
             // Its rows move in rank.
             NodeKind::Rank { .. } => false,
@@ -417,6 +424,17 @@ impl Node {
                     ""
                 };
                 input.explain(late, parallelism, depth + 2, out);
+            }
+            NodeKind::Union { inputs, .. } => {
+                line(
+                    out,
+                    depth,
+                    format!("Union: {} inputs, parallelism={parallelism}", inputs.len()),
+                );
+                for input in inputs {
+                    line(out, depth + 1, "Exchange: forward".to_string());
+                    input.explain(late, parallelism, depth + 2, out);
+                }
             }
             NodeKind::Join(join) => {
                 let on: Vec<String> = join
@@ -683,7 +701,7 @@ impl StreamPlan {
             match &node.kind {
                 NodeKind::Scan { source, window } => return Some((source, window.as_ref())),
                 NodeKind::Aggregate { input, .. } | NodeKind::Rank { input, .. } => node = input,
-                NodeKind::Join(_) => return None,
+                NodeKind::Join(_) | NodeKind::Union { .. } => return None,
             }
         }
     }
@@ -705,7 +723,7 @@ impl StreamPlan {
                 .iter()
                 .map(|f| f.as_ref().clone())
                 .collect(),
-            NodeKind::Aggregate { .. } | NodeKind::Join(_) => return None,
+            NodeKind::Aggregate { .. } | NodeKind::Join(_) | NodeKind::Union { .. } => return None,
         };
         Some(self.shown_key(fields))
     }

@@ -99,6 +99,7 @@ pub async fn plan_view(
     let mut query = create.query.clone();
     crate::frontend::views::inline_ctes(&mut query)?;
     refuse_over(&query, sql)?;
+    refuse_intersect(&query)?;
     crate::frontend::group_window::rewrite_group_windows(&mut query, sql)?;
     let (windows, tables) = extract_windows(&state, &mut query, sql)?;
 
@@ -226,12 +227,15 @@ pub async fn plan_view(
     };
     // The rows the view reads without a join: a scan, or an aggregation
     // below its aggregation.
-    let scan = match (&join, shape.below.take()) {
-        (Some(_), _) => None,
-        (None, Some(below)) => Some(crate::frontend::stream_join::plan_side(
+    let scan = match (&join, shape.below.take(), shape.union.take()) {
+        (Some(_), _, _) => None,
+        (None, Some(below), _) => Some(crate::frontend::stream_join::plan_side(
             *below, &inputs, true,
         )?),
-        (None, None) => {
+        (None, None, Some((shapes, schema))) => Some(crate::frontend::stream_join::plan_union(
+            shapes, &schema, &inputs,
+        )?),
+        (None, None, None) => {
             let name = shape
                 .scan
                 .as_ref()
@@ -820,6 +824,36 @@ fn refuse_over(query: &ast::Query, sql: &str) -> Result<()> {
     }
 }
 
+/// Refuses INTERSECT and EXCEPT by name (DataFusion would plan them as a
+/// semi or anti join of distinct rows, refused for less telling reasons).
+fn refuse_intersect(query: &ast::Query) -> Result<()> {
+    let mut found = None;
+    fn find(set: &ast::SetExpr, found: &mut Option<&'static str>) {
+        match set {
+            ast::SetExpr::SetOperation {
+                op, left, right, ..
+            } => {
+                match op {
+                    ast::SetOperator::Intersect => *found = Some("INTERSECT"),
+                    ast::SetOperator::Except | ast::SetOperator::Minus => *found = Some("EXCEPT"),
+                    _ => {}
+                }
+                find(left, found);
+                find(right, found);
+            }
+            ast::SetExpr::Query(q) => find(&q.body, found),
+            _ => {}
+        }
+    }
+    find(&query.body, &mut found);
+    match found {
+        None => Ok(()),
+        Some(op) => Err(Error::not_supported(format!(
+            "{op} is not supported in materialized views yet: a row shown would have to be taken back when its match comes or goes; UNION and UNION ALL are"
+        ))),
+    }
+}
+
 /// The output column that is a time attribute: the source's event time (or
 /// a window's `window_time`) passed through unchanged, or, after a windowed
 /// aggregation, its `window_time` group column (Flink's rules).
@@ -1044,6 +1078,8 @@ pub(crate) struct Shape {
     /// An aggregation below the aggregation (the shape of the rows it
     /// aggregates).
     pub below: Option<Box<Shape>>,
+    /// `UNION ALL` below `pre`: its inputs, and its columns.
+    pub union: Option<(Vec<Shape>, DFSchemaRef)>,
 }
 
 /// A join of two streams, as found in the plan.
@@ -1067,6 +1103,7 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
     let mut stream_join = None;
     let mut rank = None;
     let mut beneath = None;
+    let mut union = None;
     // Between a top-N and the aggregation below it.
     let mut between: Vec<StatelessOp> = Vec::new();
     loop {
@@ -1249,8 +1286,14 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
                 })));
                 node = stream;
             }
-            LogicalPlan::Union(_) => {
-                return Err(Error::not_supported("UNION is not supported in materialized views yet"))
+            LogicalPlan::Union(u) => {
+                let shapes = u
+                    .inputs
+                    .iter()
+                    .map(|input| walk(input, tables))
+                    .collect::<Result<Vec<_>>>()?;
+                union = Some((shapes, u.schema.clone()));
+                break;
             }
             LogicalPlan::Window(w) => {
                 if aggregate.is_some() {
@@ -1302,6 +1345,7 @@ fn walk(plan: &LogicalPlan, tables: &HashMap<String, Arc<ReferenceTable>>) -> Re
         scan: scan_name,
         join: stream_join,
         below: beneath,
+        union,
     })
 }
 

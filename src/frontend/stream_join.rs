@@ -197,10 +197,15 @@ pub(crate) fn plan_side(
         scan,
         join,
         below,
+        union,
         ..
     } = shape;
     let mut input = match (join, below) {
         (_, Some(below)) => plan_side(*below, inputs, false)?,
+        (None, None) if union.is_some() => {
+            let (shapes, schema) = union.expect("checked");
+            plan_union(shapes, &schema, inputs)?
+        }
         (Some(node), None) => {
             let (join, residual) = plan_join(*node, inputs)?;
             Node {
@@ -243,6 +248,32 @@ pub(crate) fn plan_side(
             plan: Box::new(plan),
         },
         ops: post,
+    })
+}
+
+/// `UNION ALL` of its inputs' rows, each planned as a side is.
+pub(crate) fn plan_union(
+    shapes: Vec<Shape>,
+    schema: &DFSchemaRef,
+    inputs: &HashMap<String, Node>,
+) -> Result<Node> {
+    let nodes = shapes
+        .into_iter()
+        .map(|s| plan_side(s, inputs, false))
+        .collect::<Result<Vec<_>>>()?;
+    for node in &nodes {
+        if !node.appends_only() {
+            return Err(Error::not_supported(
+                "UNION ALL of rows that change (a view read as its changes) is not supported yet",
+            ));
+        }
+    }
+    Ok(Node {
+        kind: crate::dataflow::plan::NodeKind::Union {
+            inputs: nodes,
+            schema: std::sync::Arc::new(schema.as_arrow().clone()),
+        },
+        ops: Vec::new(),
     })
 }
 
