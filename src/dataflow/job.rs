@@ -29,10 +29,10 @@ use crate::connector::print::Printer;
 use crate::connector::{ConnectorSpec, EventSender, ReaderContext};
 use crate::dataflow::checkpoint::{Acks, CheckpointHandle, CheckpointSettings, Coordinator};
 use crate::dataflow::materialize::Materialize;
-use crate::dataflow::merge::{Merge, MergeOutput};
+use crate::dataflow::merge::Merge;
 use crate::dataflow::message::Envelope;
 use crate::dataflow::message::Message;
-use crate::dataflow::owner::{run_owner, Outgoing, Owner, OwnerOutput};
+use crate::dataflow::owner::{run_owner, Outgoing, Owner, OwnerOutput, RowsOut};
 use crate::dataflow::partial_aggregate::{Onward, PartialAggregate};
 use crate::dataflow::physical::{physical_expr, PhysicalAggregate, PhysicalOp};
 use crate::dataflow::pipeline::{
@@ -44,7 +44,7 @@ use crate::dataflow::plan::{
 };
 use crate::dataflow::prepare::Preparer;
 use crate::dataflow::retract::PriorRows;
-use crate::dataflow::stream_join::{Alignment, JoinOutput, PhysicalJoin, StreamJoin};
+use crate::dataflow::stream_join::{Alignment, PhysicalJoin, StreamJoin};
 use crate::dataflow::top_n::{PhysicalRank, TopN};
 use crate::dataflow::watermark::WatermarkCombiner;
 use crate::dataflow::window_aggregate::{AggregateOutput, WindowAggregate};
@@ -426,6 +426,35 @@ impl Builder<'_> {
         )
     }
 
+    /// Where instance i of a stage that passes rows on (a join, a union)
+    /// sends them: into view shard i, or on to the owners of the stage
+    /// above.
+    fn rows_out(
+        &self,
+        outlet: &Outlet,
+        i: usize,
+        ops: &Arc<Vec<PhysicalOp>>,
+    ) -> Result<(RowsOut, Option<OwnerOutput>)> {
+        Ok(match outlet.onward(i)? {
+            None => (
+                RowsOut::View(self.materialize(i, Part::Final(i), ops.clone())),
+                None,
+            ),
+            Some((onward, output)) => (
+                RowsOut::Owners {
+                    ops: ops.clone(),
+                    onward,
+                    owners: output.owners.len(),
+                    dead_letters: self.dead_letters.clone(),
+                    sent: i64::MIN,
+                    outbox: Vec::new(),
+                    hashes: Vec::new(),
+                },
+                Some(output),
+            ),
+        })
+    }
+
     /// P channels into a stage's instances, and their receivers.
     fn channels(&self) -> (Vec<mpsc::Sender<Envelope>>, Vec<mpsc::Receiver<Envelope>>) {
         (0..self.p).map(|_| mpsc::channel(CHANNEL_CAPACITY)).unzip()
@@ -466,22 +495,7 @@ impl Builder<'_> {
         let (senders, receivers) = self.channels();
         for (i, rx) in receivers.into_iter().enumerate() {
             let instance = first + i;
-            let (out, output) = match outlet.onward(i)? {
-                None => (
-                    MergeOutput::View(self.materialize(i, Part::Final(i), ops.clone())),
-                    None,
-                ),
-                Some((onward, output)) => (
-                    MergeOutput::Owners {
-                        ops: ops.clone(),
-                        onward,
-                        owners: output.owners.len(),
-                        dead_letters: self.dead_letters.clone(),
-                        sent: i64::MIN,
-                    },
-                    Some(output),
-                ),
-            };
+            let (out, output) = self.rows_out(&outlet, i, &ops)?;
             let operator = Merge::new(
                 schema.clone(),
                 inputs.len(),
@@ -668,22 +682,7 @@ impl Builder<'_> {
         let (senders, receivers) = self.channels();
         for (i, rx) in receivers.into_iter().enumerate() {
             let instance = first + i;
-            let (out, output) = match outlet.onward(i)? {
-                None => (
-                    JoinOutput::View(self.materialize(i, Part::Final(i), ops.clone())),
-                    None,
-                ),
-                Some((onward, output)) => (
-                    JoinOutput::Owners {
-                        ops: ops.clone(),
-                        onward,
-                        owners: output.owners.len(),
-                        dead_letters: self.dead_letters.clone(),
-                        sent: i64::MIN,
-                    },
-                    Some(output),
-                ),
-            };
+            let (out, output) = self.rows_out(&outlet, i, &ops)?;
             let mut operator = StreamJoin::new(
                 join.clone(),
                 instance,

@@ -16,40 +16,18 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use parking_lot::Mutex;
 
-use crate::dataflow::checkpoint::save_counters;
-use crate::dataflow::materialize::Materialize;
-use crate::dataflow::message::Message;
-use crate::dataflow::owner::{Outgoing, Owner};
-use crate::dataflow::partial_aggregate::Onward;
-use crate::dataflow::physical::PhysicalOp;
+use crate::dataflow::owner::{Outgoing, Owner, RowsOut};
 use crate::dataflow::watermark::WatermarkCombiner;
 use crate::error::Result;
-use crate::metrics::{DeadLetterQueue, JobMetrics, Part};
+use crate::metrics::{JobMetrics, Part};
 use crate::state::checkpoint::JobKeys;
 use crate::state::Writes;
-
-/// Where a merge instance's rows go.
-pub enum MergeOutput {
-    /// Into its view shard (whose operations are the union's).
-    View(Materialize),
-    /// Through the union's operations to the owners downstream.
-    Owners {
-        ops: Arc<Vec<PhysicalOp>>,
-        onward: Onward,
-        owners: usize,
-        dead_letters: Arc<DeadLetterQueue>,
-        /// The last watermark sent.
-        sent: i64,
-    },
-}
 
 pub struct Merge {
     /// The union's columns.
     schema: SchemaRef,
-    out: MergeOutput,
+    out: RowsOut,
     watermarks: WatermarkCombiner,
-    outbox: Vec<Outgoing>,
-    hashes: Vec<u64>,
     instance: usize,
     /// The view's watermark over all instances.
     output_watermarks: Arc<Mutex<WatermarkCombiner>>,
@@ -64,7 +42,7 @@ impl Merge {
     pub fn new(
         schema: SchemaRef,
         inputs: usize,
-        out: MergeOutput,
+        out: RowsOut,
         instance: usize,
         output_watermarks: Arc<Mutex<WatermarkCombiner>>,
         metrics: Arc<JobMetrics>,
@@ -74,8 +52,6 @@ impl Merge {
             schema,
             out,
             watermarks: WatermarkCombiner::new(inputs),
-            outbox: Vec::new(),
-            hashes: Vec::new(),
             instance,
             output_watermarks,
             metrics,
@@ -84,20 +60,9 @@ impl Merge {
     }
 
     fn advance(&mut self, combined: Option<i64>) {
-        let Some(w) = combined else {
-            return;
-        };
-        match &mut self.out {
-            MergeOutput::View(_) => {
-                if let Some(w) = self.output_watermarks.lock().on_watermark(self.instance, w) {
-                    self.metrics.advance_watermark(w);
-                }
-            }
-            MergeOutput::Owners { sent, .. } if w > *sent => {
-                *sent = w;
-                self.outbox.push((None, Message::Watermark(w)));
-            }
-            MergeOutput::Owners { .. } => {}
+        if let Some(w) = combined {
+            self.out
+                .watermark(w, self.instance, &self.output_watermarks, &self.metrics);
         }
     }
 }
@@ -107,36 +72,9 @@ impl Owner for Merge {
         self.watermarks.on_data(from);
         // Each input names its columns as its own query does.
         let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())?;
-        match &mut self.out {
-            MergeOutput::View(view) => view.append(batch),
-            MergeOutput::Owners {
-                ops,
-                onward,
-                owners,
-                dead_letters,
-                ..
-            } => {
-                let bad = onward.send(
-                    &batch,
-                    ops,
-                    None,
-                    *owners,
-                    &mut self.hashes,
-                    &mut self.outbox,
-                )?;
-                for (row, error) in bad {
-                    crate::dataflow::physical::dead_letter(
-                        dead_letters,
-                        &self.metrics,
-                        Part::Final(self.instance),
-                        format!("a row of the union in instance {}", self.instance),
-                        &row,
-                        &error,
-                    );
-                }
-                Ok(())
-            }
-        }
+        let what = format!("a row of the union in instance {}", self.instance);
+        self.out
+            .send(batch, &self.metrics, Part::Final(self.instance), &what)
     }
 
     fn on_watermark(&mut self, from: usize, watermark: i64) -> Result<()> {
@@ -156,42 +94,29 @@ impl Owner for Merge {
     }
 
     fn checkpoint(&mut self, writes: &mut Writes) -> Result<()> {
-        let MergeOutput::View(view) = &self.out else {
-            // The owners downstream save what they counted.
-            return Ok(());
-        };
-        let part = Part::Final(self.instance);
-        save_counters(
+        let watermark = self.watermarks.current();
+        self.out.checkpoint(
+            || watermark,
             &self.metrics,
-            part,
-            self.metrics.part(part).snapshot(),
+            Part::Final(self.instance),
             &self.keys,
             writes,
-        );
-        view.checkpoint(self.watermarks.current(), writes)
+        )
     }
 
     fn committed(&mut self) -> Result<()> {
-        match &self.out {
-            MergeOutput::View(view) => view.committed(),
-            MergeOutput::Owners { .. } => Ok(()),
-        }
+        self.out.committed()
     }
 
     fn cache_use(&self) -> f64 {
-        match &self.out {
-            MergeOutput::View(view) => view.cache_use(),
-            MergeOutput::Owners { .. } => 0.0,
-        }
+        self.out.cache_use()
     }
 
     fn take_outbox(&mut self, into: &mut Vec<Outgoing>) {
-        into.append(&mut self.outbox);
+        self.out.take_outbox(into);
     }
 
     fn after_checkpoint(&mut self, epoch: u64) {
-        if matches!(self.out, MergeOutput::Owners { .. }) {
-            self.outbox.push((None, Message::Barrier(epoch)));
-        }
+        self.out.after_checkpoint(epoch);
     }
 }

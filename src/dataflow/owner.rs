@@ -195,3 +195,136 @@ async fn owner_loop(
     acks.ended(writes);
     Ok(())
 }
+
+/// Where the rows of an owner instance that passes rows on (a join, a
+/// union) go: into its view shard (through the view's operations), or
+/// through its operations on to the owners of the stage above.
+pub enum RowsOut {
+    View(crate::dataflow::materialize::Materialize),
+    Owners {
+        ops: std::sync::Arc<Vec<crate::dataflow::physical::PhysicalOp>>,
+        onward: crate::dataflow::partial_aggregate::Onward,
+        owners: usize,
+        dead_letters: std::sync::Arc<crate::metrics::DeadLetterQueue>,
+        /// The last watermark sent.
+        sent: i64,
+        /// Messages for the owners downstream, not sent yet.
+        outbox: Vec<Outgoing>,
+        hashes: Vec<u64>,
+    },
+}
+
+impl RowsOut {
+    /// Sends rows on; a row whose expressions cannot be evaluated becomes
+    /// a dead letter of `part` (`what` names the row), the others go on.
+    pub fn send(
+        &mut self,
+        rows: RecordBatch,
+        metrics: &crate::metrics::JobMetrics,
+        part: crate::metrics::Part,
+        what: &str,
+    ) -> Result<()> {
+        match self {
+            RowsOut::View(view) => view.append(rows),
+            RowsOut::Owners {
+                ops,
+                onward,
+                owners,
+                dead_letters,
+                outbox,
+                hashes,
+                ..
+            } => {
+                let bad = onward.send(&rows, ops, None, *owners, hashes, outbox)?;
+                for (row, error) in bad {
+                    crate::dataflow::physical::dead_letter(
+                        dead_letters,
+                        metrics,
+                        part,
+                        what.to_string(),
+                        &row,
+                        &error,
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Its rows to come are above `watermark`: the view's watermark
+    /// advances (over all instances, this one's `instance`), or the
+    /// owners downstream are told.
+    pub fn watermark(
+        &mut self,
+        watermark: i64,
+        instance: usize,
+        view_watermarks: &parking_lot::Mutex<crate::dataflow::watermark::WatermarkCombiner>,
+        metrics: &crate::metrics::JobMetrics,
+    ) {
+        match self {
+            RowsOut::View(_) => {
+                if let Some(w) = view_watermarks.lock().on_watermark(instance, watermark) {
+                    metrics.advance_watermark(w);
+                }
+            }
+            RowsOut::Owners { sent, outbox, .. } if watermark > *sent => {
+                *sent = watermark;
+                outbox.push((None, Message::Watermark(watermark)));
+            }
+            RowsOut::Owners { .. } => {}
+        }
+    }
+
+    /// After a checkpoint: the owners downstream get the barrier.
+    pub fn after_checkpoint(&mut self, epoch: u64) {
+        if let RowsOut::Owners { outbox, .. } = self {
+            outbox.push((None, Message::Barrier(epoch)));
+        }
+    }
+
+    pub fn take_outbox(&mut self, into: &mut Vec<Outgoing>) {
+        if let RowsOut::Owners { outbox, .. } = self {
+            into.append(outbox);
+        }
+    }
+
+    /// Saves its view shard, whose rows to come are above `watermark`,
+    /// with the counters of `part` (the owners downstream save what they
+    /// counted).
+    pub fn checkpoint(
+        &self,
+        watermark: impl FnOnce() -> i64,
+        metrics: &crate::metrics::JobMetrics,
+        part: crate::metrics::Part,
+        keys: &crate::state::checkpoint::JobKeys,
+        writes: &mut Writes,
+    ) -> Result<()> {
+        let RowsOut::View(view) = self else {
+            return Ok(());
+        };
+        crate::dataflow::checkpoint::save_counters(
+            metrics,
+            part,
+            metrics.part(part).snapshot(),
+            keys,
+            writes,
+        );
+        view.checkpoint(watermark(), writes)
+    }
+
+    /// Its view shard, if it writes one.
+    pub fn view(&self) -> Option<&crate::dataflow::materialize::Materialize> {
+        match self {
+            RowsOut::View(view) => Some(view),
+            RowsOut::Owners { .. } => None,
+        }
+    }
+
+    pub fn committed(&self) -> Result<()> {
+        self.view().map_or(Ok(()), |v| v.committed())
+    }
+
+    pub fn cache_use(&self) -> f64 {
+        self.view().map_or(0.0, |v| v.cache_use())
+    }
+}

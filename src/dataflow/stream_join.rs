@@ -54,17 +54,15 @@ use parking_lot::Mutex;
 
 use std::sync::atomic::Ordering;
 
-use crate::dataflow::checkpoint::save_counters;
 use crate::dataflow::keyed_rows::KeyedRows;
-use crate::dataflow::materialize::Materialize;
-use crate::dataflow::message::Message;
-use crate::dataflow::owner::{Outgoing, Owner};
-use crate::dataflow::partial_aggregate::{Onward, ROUTING_HASH};
-use crate::dataflow::physical::{evaluate_all, millis, physical_expr, PhysicalOp};
+
+use crate::dataflow::owner::{Outgoing, Owner, RowsOut};
+use crate::dataflow::partial_aggregate::ROUTING_HASH;
+use crate::dataflow::physical::{evaluate_all, millis, physical_expr};
 use crate::dataflow::plan::{JoinTime, Side, StreamJoinPlan};
 use crate::dataflow::watermark::WatermarkCombiner;
 use crate::error::{Error, Result};
-use crate::metrics::{DeadLetterQueue, JobMetrics, Part};
+use crate::metrics::{JobMetrics, Part};
 use crate::state::checkpoint::JobKeys;
 use crate::state::table::StateTable;
 use crate::state::view::{decode_batch, encode_batch, row_codec};
@@ -675,23 +673,6 @@ impl Held {
     }
 }
 
-/// Where an instance's joined rows go.
-pub enum JoinOutput {
-    /// Into its view shard (whose post operations are the join's operations
-    /// on joined rows).
-    View(Materialize),
-    /// Through the join's operations on joined rows to the instances
-    /// downstream that own them: a final aggregation or a top-N.
-    Owners {
-        ops: Arc<Vec<PhysicalOp>>,
-        onward: Onward,
-        owners: usize,
-        dead_letters: Arc<DeadLetterQueue>,
-        /// The last watermark sent.
-        sent: i64,
-    },
-}
-
 /// One instance of the join.
 pub struct StreamJoin {
     join: Arc<PhysicalJoin>,
@@ -701,10 +682,7 @@ pub struct StreamJoin {
     left_watermarks: WatermarkCombiner,
     right_watermarks: WatermarkCombiner,
     inputs: usize,
-    out: JoinOutput,
-    /// Messages for the owners downstream, not sent yet.
-    outbox: Vec<Outgoing>,
-    hashes: Vec<u64>,
+    out: RowsOut,
     instance: usize,
     /// The view's watermark over all instances.
     output_watermarks: Arc<Mutex<WatermarkCombiner>>,
@@ -722,7 +700,7 @@ impl StreamJoin {
         join: Arc<PhysicalJoin>,
         instance: usize,
         inputs: usize,
-        out: JoinOutput,
+        out: RowsOut,
         output_watermarks: Arc<Mutex<WatermarkCombiner>>,
         metrics: Arc<JobMetrics>,
         keys: JobKeys,
@@ -742,8 +720,6 @@ impl StreamJoin {
             right_watermarks: WatermarkCombiner::new(inputs),
             inputs,
             out,
-            outbox: Vec::new(),
-            hashes: Vec::new(),
             instance,
             output_watermarks,
             metrics,
@@ -844,37 +820,9 @@ impl StreamJoin {
 
     /// Sends joined rows on.
     fn emit(&mut self, pairs: RecordBatch) -> Result<()> {
-        let (ops, onward, owners, dead_letters) = match &mut self.out {
-            JoinOutput::View(view) => return view.append(pairs),
-            JoinOutput::Owners {
-                ops,
-                onward,
-                owners,
-                dead_letters,
-                ..
-            } => (ops, onward, *owners, dead_letters),
-        };
-        // A pair whose expressions cannot be evaluated becomes a dead
-        // letter; the others go on.
-        let bad = onward.send(
-            &pairs,
-            ops,
-            None,
-            owners,
-            &mut self.hashes,
-            &mut self.outbox,
-        )?;
-        for (row, error) in bad {
-            crate::dataflow::physical::dead_letter(
-                dead_letters,
-                &self.metrics,
-                Part::Final(self.instance),
-                format!("a joined row of instance {}", self.instance),
-                &row,
-                &error,
-            );
-        }
-        Ok(())
+        let what = format!("a joined row of instance {}", self.instance);
+        self.out
+            .send(pairs, &self.metrics, Part::Final(self.instance), &what)
     }
 
     fn advance(&mut self) -> Result<()> {
@@ -897,22 +845,8 @@ impl StreamJoin {
             "join watermarks"
         );
         let out = self.join.output_watermark(wl, wr);
-        match &mut self.out {
-            JoinOutput::View(_) => {
-                if let Some(w) = self
-                    .output_watermarks
-                    .lock()
-                    .on_watermark(self.instance, out)
-                {
-                    self.metrics.advance_watermark(w);
-                }
-            }
-            JoinOutput::Owners { sent, .. } if out > *sent => {
-                *sent = out;
-                self.outbox.push((None, Message::Watermark(out)));
-            }
-            JoinOutput::Owners { .. } => {}
-        }
+        self.out
+            .watermark(out, self.instance, &self.output_watermarks, &self.metrics);
         Ok(())
     }
 }
@@ -1036,14 +970,12 @@ impl Owner for StreamJoin {
 
     /// Takes the messages for the owners downstream.
     fn take_outbox(&mut self, into: &mut Vec<Outgoing>) {
-        into.append(&mut self.outbox);
+        self.out.take_outbox(into);
     }
 
     /// After its checkpoint for `epoch`: the owners downstream align on it.
     fn after_checkpoint(&mut self, epoch: u64) {
-        if matches!(self.out, JoinOutput::Owners { .. }) {
-            self.outbox.push((None, Message::Barrier(epoch)));
-        }
+        self.out.after_checkpoint(epoch);
     }
 
     fn on_watermark(&mut self, from: usize, watermark: i64) -> Result<()> {
@@ -1103,32 +1035,20 @@ impl Owner for StreamJoin {
                 writes.put(flags_key, flags);
             }
         }
-        let JoinOutput::View(view) = &self.out else {
-            // The owners downstream save what they counted.
-            return Ok(());
-        };
-        let part = Part::Final(self.instance);
-        save_counters(
-            &self.metrics,
-            part,
-            self.metrics.part(part).snapshot(),
-            &self.keys,
-            writes,
-        );
         // Its shard's rows to come are above its own output watermark
         // (once both sides have ended: none come).
-        let watermark = self.join.output_watermark(
-            self.left_watermarks.current(),
-            self.right_watermarks.current(),
-        );
-        view.checkpoint(watermark, writes)
+        let (join, left, right) = (&self.join, &self.left_watermarks, &self.right_watermarks);
+        self.out.checkpoint(
+            || join.output_watermark(left.current(), right.current()),
+            &self.metrics,
+            Part::Final(self.instance),
+            &self.keys,
+            writes,
+        )
     }
 
     fn cache_use(&self) -> f64 {
-        let view = match &self.out {
-            JoinOutput::View(view) => view.cache_use(),
-            JoinOutput::Owners { .. } => 0.0,
-        };
+        let view = self.out.cache_use();
         [&self.left, &self.right]
             .into_iter()
             .filter_map(|held| match held {
@@ -1144,10 +1064,7 @@ impl Owner for StreamJoin {
                 k.rows.committed();
             }
         }
-        match &self.out {
-            JoinOutput::View(view) => view.committed(),
-            JoinOutput::Owners { .. } => Ok(()),
-        }
+        self.out.committed()
     }
 }
 

@@ -124,36 +124,16 @@ impl VisitorMut for Extractor<'_> {
     type Break = Box<Error>;
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<Self::Break> {
-        let call = match factor {
-            TableFactor::TableFunction { expr, alias } => match expr {
-                SqlExpr::Function(f) if is_window_name(&f.name) => {
-                    let args = match &f.args {
-                        FunctionArguments::List(l) => l.args.clone(),
-                        _ => Vec::new(),
-                    };
-                    Some((f.name.clone(), args, alias.clone(), expr.span()))
-                }
-                _ => None,
-            },
-            TableFactor::Table {
-                name,
-                args: Some(args),
-                alias,
-                ..
-            } if is_window_name(name) => {
-                Some((name.clone(), args.args.clone(), alias.clone(), name.span()))
-            }
-            TableFactor::Table {
-                name, args: None, ..
-            } => {
-                self.tables.push(TableRef {
-                    name: normalize_object_name(name),
-                    position: self.pos(name.span()),
-                });
-                None
-            }
-            _ => None,
-        };
+        if let TableFactor::Table {
+            name, args: None, ..
+        } = factor
+        {
+            self.tables.push(TableRef {
+                name: normalize_object_name(name),
+                position: self.pos(name.span()),
+            });
+        }
+        let call = window_call_of(factor);
         let Some((name, args, alias, span)) = call else {
             return ControlFlow::Continue(());
         };
@@ -172,6 +152,39 @@ impl VisitorMut for Extractor<'_> {
             }
             Err(e) => ControlFlow::Break(Box::new(e)),
         }
+    }
+}
+
+/// The window table function a table factor calls, if any: its name,
+/// arguments, alias and place.
+type CallOf = (
+    ObjectName,
+    Vec<FunctionArg>,
+    Option<ast::TableAlias>,
+    sqlparser::tokenizer::Span,
+);
+
+fn window_call_of(factor: &TableFactor) -> Option<CallOf> {
+    match factor {
+        TableFactor::TableFunction { expr, alias } => match expr {
+            SqlExpr::Function(f) if is_window_name(&f.name) => {
+                let args = match &f.args {
+                    FunctionArguments::List(l) => l.args.clone(),
+                    _ => Vec::new(),
+                };
+                Some((f.name.clone(), args, alias.clone(), expr.span()))
+            }
+            _ => None,
+        },
+        TableFactor::Table {
+            name,
+            args: Some(args),
+            alias,
+            ..
+        } if is_window_name(name) => {
+            Some((name.clone(), args.args.clone(), alias.clone(), name.span()))
+        }
+        _ => None,
     }
 }
 
@@ -488,27 +501,7 @@ pub fn windows_as_tables(
         type Break = Box<Error>;
 
         fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<Self::Break> {
-            let call = match factor {
-                TableFactor::TableFunction { expr, alias } => match expr {
-                    SqlExpr::Function(f) if is_window_name(&f.name) => {
-                        let args = match &f.args {
-                            FunctionArguments::List(l) => l.args.clone(),
-                            _ => Vec::new(),
-                        };
-                        Some((f.name.clone(), args, alias.clone(), expr.span()))
-                    }
-                    _ => None,
-                },
-                TableFactor::Table {
-                    name,
-                    args: Some(args),
-                    alias,
-                    ..
-                } if is_window_name(name) => {
-                    Some((name.clone(), args.args.clone(), alias.clone(), name.span()))
-                }
-                _ => None,
-            };
+            let call = window_call_of(factor);
             let Some((name, args, alias, span)) = call else {
                 return ControlFlow::Continue(());
             };
