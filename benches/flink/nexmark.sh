@@ -17,7 +17,7 @@ parallelism="${2:-2}"
 shift 2 || true
 queries=("$@")
 if [ ${#queries[@]} -eq 0 ]; then
-  queries=(q0 q1 q2 q3 q9 q10 q13 q15 q16 q17 q18 q19 q20 q21 q22)
+  queries=(q0 q1 q2 q3 q4 q5 q7 q8 q9 q10 q13 q15 q16 q17 q18 q19 q20 q21 q22)
 fi
 data="$here/../../target/bench-data/nexmark-$events"
 [ -f "$data/_ddl.sql" ] || { echo "no events in $data: run SOURCE=files EVENTS=$events cargo bench --bench nexmark first" >&2; exit 1; }

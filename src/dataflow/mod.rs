@@ -1,11 +1,20 @@
 //! The streaming runtime: operators on Arrow batches, connected by bounded
 //! channels, one job per view (DESIGN §2).
 //!
+//! A view's plan is a tree of nodes (`plan.rs`): scans, joins,
+//! aggregations, top-Ns and unions. The job (`job.rs`) runs each node as a
+//! stage of P instances; a stage's rows go into the view, or on to the stage
+//! above: exchanged by key, partially aggregated, or forwarded (a union).
+//!
 //! ```text
 //! reader (thread) ─ prepare ─► pipeline (task) ─ watermark ─ window assign ─ filter/project/lookup join
 //!     ├─ without aggregation: materialize (append) ─► view
-//!     ├─ partial aggregate ─► exchange by group hash ─► window aggregate (task) ─ materialize ─► view
-//!     └─ a side of a join of two streams ─► exchange by key hash ─► stream join (task) ─ materialize ─► view
+//!     ├─ partial aggregate ─► exchange by group hash ─► window aggregate (task) ─┬─ materialize ─► view
+//!     │                                                                          └─► the stage above
+//!     ├─ a side of a join of two streams ─► exchange by key hash ─► stream join (task) ─┬─ materialize ─► view
+//!     │                                                                                 └─► the stage above
+//!     └─ an input of a union ─► forward ─► merge (task) ─┬─ materialize ─► view
+//!                                                        └─► the stage above
 //! ```
 //!
 //! Checkpoint barriers flow along the same channels as rows
