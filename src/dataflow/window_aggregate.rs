@@ -91,7 +91,6 @@ impl AggregateOutput {
                 metrics,
                 dead_letters,
             } => {
-                let mut bad = Vec::new();
                 let sign = match prior {
                     Some(prior) => {
                         if let Some(old) = prior.upsert(keys, &results)? {
@@ -103,7 +102,7 @@ impl AggregateOutput {
                     }
                     None => None,
                 };
-                bad.extend(onward.send(&results, ops, sign, *owners, hashes, outbox)?);
+                let bad = onward.send(&results, ops, sign, *owners, hashes, outbox)?;
                 for (row, error) in bad {
                     crate::dataflow::physical::dead_letter(
                         dead_letters,

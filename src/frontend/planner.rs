@@ -259,19 +259,12 @@ pub async fn plan_view(
     // A view whose rows change can be filtered, projected and aggregated
     // by a view over it (its changes pass through by its key, or are
     // taken back from the aggregates); it cannot be joined yet.
-    let read: Vec<&SourcePlan> = match (&scan, &join) {
-        (Some(node), _) => node
-            .walk()
-            .into_iter()
-            .filter_map(|n| n.as_scan().map(|(s, _)| s))
-            .collect(),
-        (None, Some(j)) => [&j.left, &j.right]
-            .into_iter()
-            .flat_map(|n| n.walk())
-            .filter_map(|n| n.as_scan().map(|(s, _)| s))
-            .collect(),
-        (None, None) => Vec::new(),
-    };
+    let read: Vec<&SourcePlan> = scan
+        .iter()
+        .chain(join.iter().flat_map(|j| [&j.left, &j.right]))
+        .flat_map(|n| n.walk())
+        .filter_map(|n| n.as_scan().map(|(s, _)| s))
+        .collect();
     // The name of what gives rows that change: a view read as its
     // changes, or an aggregation (without windows) under the view's.
     let updating: Option<String> = read

@@ -200,20 +200,17 @@ pub(crate) fn plan_side(
         union,
         ..
     } = shape;
-    let mut input = match (join, below) {
-        (_, Some(below)) => plan_side(*below, inputs, false)?,
-        (None, None) if union.is_some() => {
-            let (shapes, schema) = union.expect("checked");
-            plan_union(shapes, &schema, inputs)?
-        }
-        (Some(node), None) => {
+    let mut input = match (join, below, union) {
+        (_, Some(below), _) => plan_side(*below, inputs, false)?,
+        (None, None, Some((shapes, schema))) => plan_union(shapes, &schema, inputs)?,
+        (Some(node), None, _) => {
             let (join, residual) = plan_join(*node, inputs)?;
             Node {
                 kind: crate::dataflow::plan::NodeKind::Join(Box::new(join)),
                 ops: residual.into_iter().collect(),
             }
         }
-        (None, None) => {
+        (None, None, None) => {
             let name = scan.ok_or_else(|| Error::internal("a side of a join reads no table"))?;
             inputs.get(&name).cloned().ok_or_else(|| {
                 Error::not_supported("each side of a join of two streams must read a source")

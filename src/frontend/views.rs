@@ -161,12 +161,7 @@ pub fn expand<V: VisitMut>(
                 return ControlFlow::Break(crate::frontend::parser::too_complex());
             }
             self.expanded.push(view.clone());
-            let alias = alias.take().unwrap_or_else(|| ast::TableAlias {
-                explicit: true,
-                name: ast::Ident::with_quote('"', view),
-                columns: Vec::new(),
-                at: None,
-            });
+            let alias = alias.take().unwrap_or_else(|| alias_named(&view));
             // The visitor goes on into the new subquery, expanding the
             // views it names in turn.
             *factor = TableFactor::Derived {
@@ -186,6 +181,17 @@ pub fn expand<V: VisitMut>(
     match statement.visit(&mut expander) {
         ControlFlow::Break(e) => Err(e),
         ControlFlow::Continue(()) => Ok(expander.expanded),
+    }
+}
+
+/// `AS "name"`: what a relation is called when a rewrite puts another in
+/// its place.
+pub(crate) fn alias_named(name: &str) -> ast::TableAlias {
+    ast::TableAlias {
+        explicit: true,
+        name: ast::Ident::with_quote('"', name),
+        columns: Vec::new(),
+        at: None,
     }
 }
 
@@ -370,12 +376,7 @@ fn window_over_view(
     Ok(Some(TableFactor::Derived {
         lateral: false,
         subquery: Box::new(subquery),
-        alias: Some(alias.clone().unwrap_or_else(|| ast::TableAlias {
-            explicit: true,
-            name: ast::Ident::with_quote('"', view),
-            columns: Vec::new(),
-            at: None,
-        })),
+        alias: Some(alias.clone().unwrap_or_else(|| alias_named(&view))),
         sample: None,
     }))
 }

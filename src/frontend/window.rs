@@ -140,12 +140,8 @@ impl VisitorMut for Extractor<'_> {
         match self.window_call(&name, &args, span) {
             Ok(mut call) => {
                 call.name = format!("{}#{}", call.source, self.windows.len() + 1);
-                let alias = alias.unwrap_or_else(|| ast::TableAlias {
-                    explicit: true,
-                    name: ast::Ident::with_quote('"', &call.source),
-                    columns: Vec::new(),
-                    at: None,
-                });
+                let alias =
+                    alias.unwrap_or_else(|| crate::frontend::views::alias_named(&call.source));
                 *factor = table_factor(&call.name, Some(alias));
                 self.windows.push(call);
                 ControlFlow::Continue(())
@@ -582,12 +578,7 @@ fn windowed_rows(call: &WindowCall, alias: Option<ast::TableAlias>) -> Result<Ta
         .ok_or_else(|| Error::internal("the rows of a window have no FROM"))?;
     if let TableFactor::Derived { alias: a, .. } = &mut factor {
         let last = call.source.rsplit('.').next().unwrap_or(&call.source);
-        *a = Some(alias.unwrap_or_else(|| ast::TableAlias {
-            explicit: true,
-            name: ast::Ident::with_quote('"', last),
-            columns: Vec::new(),
-            at: None,
-        }));
+        *a = Some(alias.unwrap_or_else(|| crate::frontend::views::alias_named(last)));
     }
     Ok(factor)
 }
